@@ -1,0 +1,97 @@
+//! The kernel contract every backend implements (see docs/kernel-contract.md).
+//!
+//! Inputs: logits `[B, C]` row-major and targets in one of three forms. Outputs: the loss of
+//! each row `[B]` (the sum over classes of the written expression), the batch loss (their mean,
+//! summed in f64), and the gradient of the batch loss with respect to the logits `[B, C]`.
+//! Per row: `p = softmax(z)`, `s_c = p_c * dL/dp_c`, `grad_c = (s_c - p_c * sum(s)) / B`.
+
+/// Targets of a batch. Label forms build `y` inside the kernel, never as a `[B, C]` tensor.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a> {
+    /// `y = (1 - alpha) * onehot(label) + alpha / C`.
+    Labels { labels: &'a [u32], smoothing: f64 },
+    /// `y = (1 - alpha) * (lam * onehot(a) + (1 - lam) * onehot(b)) + alpha / C`.
+    Mixup { labels: &'a [u32], labels_b: &'a [u32], lam: &'a [f64], smoothing: f64 },
+    /// `y` given for every element, `[B, C]`.
+    Dense { y: &'a [f64] },
+}
+
+/// A batch that does not fit the contract.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ContractError {
+    #[error("logits have {len} values, not a multiple of {classes} classes")]
+    Ragged { len: usize, classes: usize },
+    #[error("the batch is empty")]
+    Empty,
+    #[error("{what} has {got} entries, expected {want}")]
+    Length { what: &'static str, got: usize, want: usize },
+    #[error("row {row}: label {label} is out of range for {classes} classes")]
+    Label { row: usize, label: u32, classes: usize },
+    #[error("{what} = {value} is outside [0, 1]")]
+    Range { what: &'static str, value: f64 },
+}
+
+impl Targets<'_> {
+    /// Checks the shapes and ranges against a `[batch, classes]` logit matrix.
+    pub fn check(&self, batch: usize, classes: usize) -> Result<(), ContractError> {
+        let len = |what, got: usize, want| if got == want { Ok(()) } else { Err(ContractError::Length { what, got, want }) };
+        let labels_ok = |labels: &[u32]| {
+            labels.iter().enumerate().try_for_each(|(row, &label)| {
+                if (label as usize) < classes { Ok(()) } else { Err(ContractError::Label { row, label, classes }) }
+            })
+        };
+        let unit = |what, v: f64| if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(ContractError::Range { what, value: v }) };
+        match *self {
+            Targets::Labels { labels, smoothing } => {
+                len("labels", labels.len(), batch)?;
+                labels_ok(labels)?;
+                unit("label_smoothing", smoothing)
+            }
+            Targets::Mixup { labels, labels_b, lam, smoothing } => {
+                len("labels", labels.len(), batch)?;
+                len("labels_b", labels_b.len(), batch)?;
+                len("lam", lam.len(), batch)?;
+                labels_ok(labels)?;
+                labels_ok(labels_b)?;
+                lam.iter().try_for_each(|&l| unit("lam", l))?;
+                unit("label_smoothing", smoothing)
+            }
+            Targets::Dense { y } => len("targets", y.len(), batch * classes),
+        }
+    }
+
+    /// The target of one element.
+    pub fn y(&self, row: usize, class: usize, classes: usize) -> f64 {
+        let hit = |l: &[u32]| if l[row] as usize == class { 1.0 } else { 0.0 };
+        let smooth = |a: f64, v: f64| (1.0 - a) * v + a / classes as f64;
+        match *self {
+            Targets::Labels { labels, smoothing } => smooth(smoothing, hit(labels)),
+            Targets::Mixup { labels, labels_b, lam, smoothing } => {
+                let l = lam[row];
+                smooth(smoothing, l * hit(labels) + (1.0 - l) * hit(labels_b))
+            }
+            Targets::Dense { y } => y[row * classes + class],
+        }
+    }
+}
+
+/// What a kernel returns for a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelOutput {
+    /// Mean of `row_loss`.
+    pub loss: f64,
+    pub row_loss: Vec<f64>,
+    /// Gradient of `loss` with respect to the logits, `[B, C]`.
+    pub grad: Vec<f64>,
+}
+
+/// Number of rows, after checking that `len` logits split into rows of `classes`.
+pub fn batch_size(len: usize, classes: usize) -> Result<usize, ContractError> {
+    if classes == 0 || len % classes != 0 {
+        return Err(ContractError::Ragged { len, classes });
+    }
+    if len == 0 {
+        return Err(ContractError::Empty);
+    }
+    Ok(len / classes)
+}

@@ -1,0 +1,285 @@
+//! The expression graph every stage shares.
+//!
+//! Invariants (checked by [`Graph::validate`], relied on everywhere else):
+//! - Nodes live in one arena and are named by typed handles ([`Id`]).
+//! - Children come before parents: an operand's index is always lower than its user's, so arena
+//!   order is a topological order and every pass is a plain forward loop.
+//! - Hash-consed: no two nodes are equal, so equal subexpressions are one node (common
+//!   subexpression elimination for free). Constants are stored as bits so `Eq`/`Hash` hold.
+//! - `eps` is one value per graph: the guard used by `ln`, `log10`, `softplus`, `recip` and the
+//!   `eps` constant of the source file.
+
+pub mod op;
+pub mod print;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroU32;
+
+pub use op::{BinOp, UnOp};
+
+/// Keras' epsilon, the paper's default guard.
+pub const DEFAULT_EPS: f64 = 1e-7;
+
+/// A typed handle to a node in a [`Graph`]. Only valid for the graph that made it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(NonZeroU32);
+
+impl Id {
+    /// The handle at an arena position (for passes that walk positions).
+    pub fn from_index(i: usize) -> Id {
+        Id(NonZeroU32::new(i as u32 + 1).expect("graph too large"))
+    }
+    /// Position in the arena (and in any per-node table a pass builds).
+    pub fn index(self) -> usize {
+        self.0.get() as usize - 1
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", self.index())
+    }
+}
+
+/// The two per-element inputs of a loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Input {
+    /// Target probability of the class.
+    Y,
+    /// Softmax output of the class.
+    P,
+}
+
+/// One node of the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Node {
+    Input(Input),
+    /// An f64 constant, stored as its bit pattern (so `-0.0` and `0.0` are distinct nodes).
+    Const(u64),
+    Unary(UnOp, Id),
+    Binary(BinOp, Id, Id),
+}
+
+impl Node {
+    /// The operands, in order.
+    pub fn args(&self) -> impl Iterator<Item = Id> {
+        let (a, b) = match *self {
+            Node::Input(_) | Node::Const(_) => (None, None),
+            Node::Unary(_, a) => (Some(a), None),
+            Node::Binary(_, a, b) => (Some(a), Some(b)),
+        };
+        a.into_iter().chain(b)
+    }
+
+    /// The value of a constant node.
+    pub fn as_const(&self) -> Option<f64> {
+        match *self {
+            Node::Const(bits) => Some(f64::from_bits(bits)),
+            _ => None,
+        }
+    }
+}
+
+/// A hash-consed expression graph with named outputs (the losses of a file, or the fused
+/// forward+backward outputs of one loss).
+#[derive(Clone, Debug)]
+pub struct Graph {
+    nodes: Vec<Node>,
+    memo: HashMap<Node, Id>,
+    /// The guard value of this graph (see the module docs).
+    pub eps: f64,
+    /// Named outputs in source order.
+    pub outputs: Vec<(String, Id)>,
+}
+
+impl Graph {
+    pub fn new(eps: f64) -> Graph {
+        Graph { nodes: Vec::new(), memo: HashMap::new(), eps, outputs: Vec::new() }
+    }
+
+    /// Inserts a node, returning the existing handle when an equal node is already present.
+    pub fn insert(&mut self, node: Node) -> Id {
+        if let Some(&id) = self.memo.get(&node) {
+            return id;
+        }
+        let id = Id::from_index(self.nodes.len());
+        debug_assert!(node.args().all(|a| a < id), "children must come before parents");
+        self.nodes.push(node);
+        self.memo.insert(node, id);
+        id
+    }
+
+    pub fn input(&mut self, i: Input) -> Id {
+        self.insert(Node::Input(i))
+    }
+    pub fn y(&mut self) -> Id {
+        self.input(Input::Y)
+    }
+    pub fn p(&mut self) -> Id {
+        self.input(Input::P)
+    }
+    pub fn constant(&mut self, v: f64) -> Id {
+        self.insert(Node::Const(v.to_bits()))
+    }
+    /// The `eps` constant of this graph.
+    pub fn eps_const(&mut self) -> Id {
+        self.constant(self.eps)
+    }
+    pub fn unary(&mut self, op: UnOp, a: Id) -> Id {
+        self.insert(Node::Unary(op, a))
+    }
+    pub fn binary(&mut self, op: BinOp, a: Id, b: Id) -> Id {
+        self.insert(Node::Binary(op, a, b))
+    }
+
+    pub fn neg(&mut self, a: Id) -> Id {
+        self.unary(UnOp::Neg, a)
+    }
+    pub fn add(&mut self, a: Id, b: Id) -> Id {
+        self.binary(BinOp::Add, a, b)
+    }
+    pub fn sub(&mut self, a: Id, b: Id) -> Id {
+        self.binary(BinOp::Sub, a, b)
+    }
+    pub fn mul(&mut self, a: Id, b: Id) -> Id {
+        self.binary(BinOp::Mul, a, b)
+    }
+    pub fn div(&mut self, a: Id, b: Id) -> Id {
+        self.binary(BinOp::Div, a, b)
+    }
+
+    /// The node behind a handle.
+    pub fn node(&self, id: Id) -> Node {
+        self.nodes[id.index()]
+    }
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+    /// All nodes with their handles, children before parents.
+    pub fn iter(&self) -> impl Iterator<Item = (Id, Node)> + '_ {
+        self.nodes.iter().enumerate().map(|(i, n)| (Id::from_index(i), *n))
+    }
+    /// The handle of an existing node, if present.
+    pub fn find(&self, node: &Node) -> Option<Id> {
+        self.memo.get(node).copied()
+    }
+    /// The output with this name.
+    pub fn output(&self, name: &str) -> Option<Id> {
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, id)| *id)
+    }
+
+    /// Which nodes the given roots reach (inclusive).
+    pub fn reachable(&self, roots: &[Id]) -> Vec<bool> {
+        let mut live = vec![false; self.len()];
+        for r in roots {
+            live[r.index()] = true;
+        }
+        for i in (0..self.len()).rev() {
+            if live[i] {
+                for a in self.nodes[i].args() {
+                    live[a.index()] = true;
+                }
+            }
+        }
+        live
+    }
+
+    /// Which nodes depend on the input `which`.
+    pub fn depends_on(&self, which: Input) -> Vec<bool> {
+        let mut dep = vec![false; self.len()];
+        for (id, n) in self.iter() {
+            dep[id.index()] = match n {
+                Node::Input(i) => i == which,
+                Node::Const(_) => false,
+                _ => n.args().any(|a| dep[a.index()]),
+            };
+        }
+        dep
+    }
+
+    /// Number of operation nodes (unary + binary) reachable from the outputs.
+    pub fn op_count(&self) -> usize {
+        let roots: Vec<Id> = self.outputs.iter().map(|(_, id)| *id).collect();
+        let live = self.reachable(&roots);
+        self.iter()
+            .filter(|(id, n)| live[id.index()] && matches!(n, Node::Unary(..) | Node::Binary(..)))
+            .count()
+    }
+
+    /// Copies the subgraph reachable from `roots` into `dst`, returning the new handles.
+    /// This is dead-node removal when `dst` starts empty.
+    pub fn copy_into(&self, roots: &[Id], dst: &mut Graph) -> Vec<Id> {
+        let live = self.reachable(roots);
+        let mut map: Vec<Option<Id>> = vec![None; self.len()];
+        for (id, n) in self.iter() {
+            if !live[id.index()] {
+                continue;
+            }
+            let m = |a: Id| map[a.index()].expect("child copied first");
+            let new = match n {
+                Node::Input(_) | Node::Const(_) => n,
+                Node::Unary(op, a) => Node::Unary(op, m(a)),
+                Node::Binary(op, a, b) => Node::Binary(op, m(a), m(b)),
+            };
+            map[id.index()] = Some(dst.insert(new));
+        }
+        roots.iter().map(|r| map[r.index()].unwrap()).collect()
+    }
+
+    /// A new graph holding only what the named outputs reach, in the same order.
+    pub fn compact(&self) -> Graph {
+        let mut g = Graph::new(self.eps);
+        let roots: Vec<Id> = self.outputs.iter().map(|(_, id)| *id).collect();
+        let new = self.copy_into(&roots, &mut g);
+        g.outputs = self.outputs.iter().zip(new).map(|((n, _), id)| (n.clone(), id)).collect();
+        g
+    }
+
+    /// A graph holding one output of this one.
+    pub fn extract(&self, name: &str) -> Option<Graph> {
+        let id = self.output(name)?;
+        let mut g = Graph::new(self.eps);
+        let new = self.copy_into(&[id], &mut g)[0];
+        g.outputs.push((name.to_string(), new));
+        Some(g)
+    }
+
+    /// Structural equality of two expressions that may live in different graphs.
+    pub fn same_expr(&self, a: Id, other: &Graph, b: Id) -> bool {
+        let mut memo = HashMap::new();
+        self.same_rec(a, other, b, &mut memo)
+    }
+
+    fn same_rec(&self, a: Id, o: &Graph, b: Id, memo: &mut HashMap<(Id, Id), bool>) -> bool {
+        if let Some(&r) = memo.get(&(a, b)) {
+            return r;
+        }
+        let r = match (self.node(a), o.node(b)) {
+            (Node::Input(x), Node::Input(y)) => x == y,
+            (Node::Const(x), Node::Const(y)) => x == y,
+            (Node::Unary(f, x), Node::Unary(g, y)) => f == g && self.same_rec(x, o, y, memo),
+            (Node::Binary(f, x1, x2), Node::Binary(g, y1, y2)) => {
+                f == g && self.same_rec(x1, o, y1, memo) && self.same_rec(x2, o, y2, memo)
+            }
+            _ => false,
+        };
+        memo.insert((a, b), r);
+        r
+    }
+
+    /// Same eps, same output names, and structurally equal outputs.
+    pub fn same_as(&self, other: &Graph) -> bool {
+        self.eps.to_bits() == other.eps.to_bits()
+            && self.outputs.len() == other.outputs.len()
+            && self
+                .outputs
+                .iter()
+                .zip(&other.outputs)
+                .all(|((n1, a), (n2, b))| n1 == n2 && self.same_expr(*a, other, *b))
+    }
+}

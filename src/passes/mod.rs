@@ -1,0 +1,5 @@
+//! Passes over the graph: simplify, differentiate, fuse.
+
+pub mod autodiff;
+pub mod fuse;
+pub mod simplify;

@@ -1,0 +1,238 @@
+//! Simplification: constant folding, algebraic identities, canonical operand order and
+//! dead-node removal.
+//!
+//! The contract: wherever the original expression is finite (for y, p in [0, 1]), the simplified
+//! one has the same value up to float rounding. Rules may therefore turn a NaN/inf into a
+//! number (`x * 0 -> 0`, `x / x -> 1`, `p * (a / p) -> a`) but never the reverse. A property
+//! test checks this on random expressions over every operation.
+
+use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+/// Rebuilds `g` simplified; outputs keep their names and order.
+pub fn simplify(g: &Graph) -> Graph {
+    let mut cur = g.compact();
+    // Rules fire while rebuilding bottom-up; a second round catches rules enabled by the first.
+    for _ in 0..4 {
+        let next = round(&cur);
+        let done = next.same_as(&cur);
+        cur = next;
+        if done {
+            break;
+        }
+    }
+    cur
+}
+
+fn round(g: &Graph) -> Graph {
+    let mut s = Simplifier { g: Graph::new(g.eps), key: Vec::new(), nonneg: Vec::new() };
+    let mut map: Vec<Id> = Vec::with_capacity(g.len());
+    for (_, n) in g.iter() {
+        let m = |a: Id| map[a.index()];
+        let new = match n {
+            Node::Input(_) | Node::Const(_) => s.mk(n),
+            Node::Unary(op, a) => s.un(op, m(a)),
+            Node::Binary(op, a, b) => s.bin(op, m(a), m(b)),
+        };
+        map.push(new);
+    }
+    s.g.outputs = g.outputs.iter().map(|(name, id)| (name.clone(), map[id.index()])).collect();
+    s.g.compact()
+}
+
+struct Simplifier {
+    g: Graph,
+    /// Structural hash of each node: equal for equal expressions whatever the insertion order,
+    /// so sorting commutative operands by it gives a canonical form.
+    key: Vec<u64>,
+    /// Known to be >= 0 (or NaN) for y, p in [0, 1].
+    nonneg: Vec<bool>,
+}
+
+/// Unary ops with `f(-x) = f(x)`: `f(neg x)` and `f(abs x)` become `f(x)`.
+fn even(op: UnOp) -> bool {
+    use UnOp::*;
+    matches!(op, Abs | Ln | Log10 | Sqrt | Inv1pAbs | BesselI0 | BesselI0e | Cos | Cosh | Dtanh | Dsigmoid | Square | BesselI1x | BesselI1ex)
+}
+
+/// Unary ops with `f(-x) = -f(x)`: the negation moves outward where it can cancel.
+fn odd(op: UnOp) -> bool {
+    use UnOp::*;
+    matches!(op, Sin | Sinh | Asinh | Tanh | Atan | Erf | BesselI1 | BesselI1e | Softsign | Sign)
+}
+
+/// Unary ops whose result is never negative.
+fn nonneg_op(op: UnOp) -> bool {
+    use UnOp::*;
+    matches!(op, Abs | Exp | Sigmoid | Inv1pAbs | Softplus | Erfc | Cosh | BesselI0 | BesselI0e | Relu | Square | Sqrt | Dtanh | Dsigmoid | Step | BesselI1x | BesselI1ex)
+}
+
+impl Simplifier {
+    /// Inserts a node as is, recording its facts.
+    fn mk(&mut self, n: Node) -> Id {
+        let id = self.g.insert(n);
+        if id.index() == self.key.len() {
+            let mut h = DefaultHasher::new();
+            let (nonneg, tag) = match n {
+                Node::Input(i) => (true, i as u64),
+                Node::Const(bits) => (f64::from_bits(bits) >= 0.0, bits),
+                Node::Unary(op, a) => {
+                    self.key[a.index()].hash(&mut h);
+                    (nonneg_op(op), op as u64 + 100)
+                }
+                Node::Binary(op, a, b) => {
+                    self.key[a.index()].hash(&mut h);
+                    self.key[b.index()].hash(&mut h);
+                    let (na, nb) = (self.nonneg[a.index()], self.nonneg[b.index()]);
+                    let nn = match op {
+                        BinOp::Add | BinOp::Mul | BinOp::Div | BinOp::Min => na && nb,
+                        BinOp::Max => na || nb,
+                        BinOp::Pow => na,
+                        BinOp::Sub => false,
+                    };
+                    (nn, op as u64 + 200)
+                }
+            };
+            tag.hash(&mut h);
+            std::mem::discriminant(&n).hash(&mut h);
+            self.key.push(h.finish());
+            self.nonneg.push(nonneg);
+        }
+        id
+    }
+
+    fn c(&mut self, v: f64) -> Id {
+        self.mk(Node::Const(v.to_bits()))
+    }
+    fn node(&self, id: Id) -> Node {
+        self.g.node(id)
+    }
+    fn konst(&self, id: Id) -> Option<f64> {
+        self.g.node(id).as_const()
+    }
+    fn is(&self, id: Id, v: f64) -> bool {
+        self.konst(id) == Some(v)
+    }
+    /// `Some(x)` when `id` is `neg(x)`.
+    fn negated(&self, id: Id) -> Option<Id> {
+        match self.node(id) {
+            Node::Unary(UnOp::Neg, x) => Some(x),
+            _ => None,
+        }
+    }
+
+    /// A unary op applied to a simplified operand, simplified.
+    fn un(&mut self, op: UnOp, x: Id) -> Id {
+        use UnOp::*;
+        if let Some(v) = self.konst(x) {
+            let r = op.eval(v, self.g.eps);
+            if r.is_finite() {
+                return self.c(r); //                          fold constants (never to inf/NaN)
+            }
+        }
+        let xn = self.node(x);
+        match (op, xn) {
+            (Neg, Node::Unary(Neg, a)) => return a, //          --a -> a
+            (Neg, Node::Binary(BinOp::Sub, a, b)) => return self.bin(BinOp::Sub, b, a), // -(a-b) -> b-a
+            (Abs | Relu, _) if self.nonneg[x.index()] => return x, // |a| -> a when a >= 0
+            (Sqrt, Node::Unary(Square, a)) => return self.un(Abs, a), // sqrt(a^2) -> |a|
+            (_, Node::Unary(Neg | Abs, a)) if even(op) => return self.un(op, a), // f(-a) -> f(a)
+            (_, Node::Unary(Neg, a)) if odd(op) => {
+                let inner = self.un(op, a); //                   f(-a) -> -f(a)
+                return self.un(Neg, inner);
+            }
+            _ => {}
+        }
+        self.mk(Node::Unary(op, x))
+    }
+
+    /// A binary op applied to simplified operands, simplified.
+    fn bin(&mut self, op: BinOp, a: Id, b: Id) -> Id {
+        use BinOp::*;
+        if let (Some(x), Some(y)) = (self.konst(a), self.konst(b)) {
+            let r = op.eval(x, y);
+            if r.is_finite() {
+                return self.c(r); //                          fold constants (never to inf/NaN)
+            }
+        }
+        // Canonical order for commutative ops: constants first, then by structural key.
+        let (a, b) = if op.commutative() && self.order_key(b) < self.order_key(a) { (b, a) } else { (a, b) };
+        let (na, nb) = (self.negated(a), self.negated(b));
+        match op {
+            Add if self.is(a, 0.0) => return b, //              0 + b -> b
+            Add if let Some(x) = nb => return self.bin(Sub, a, x), // a + -x -> a - x
+            Add if let Some(x) = na => return self.bin(Sub, b, x), // -x + b -> b - x
+            Sub if self.is(b, 0.0) => return a, //              a - 0 -> a
+            Sub if self.is(a, 0.0) => return self.un(UnOp::Neg, b), // 0 - b -> -b
+            Sub if a == b => return self.c(0.0), //              a - a -> 0
+            Sub if let Some(x) = nb => return self.bin(Add, a, x), // a - -x -> a + x
+            Sub if let Some(x) = na => {
+                let s = self.bin(Add, x, b); //                  -x - b -> -(x + b)
+                return self.un(UnOp::Neg, s);
+            }
+            Mul if self.is(a, 1.0) => return b, //              1 * b -> b
+            Mul if self.is(a, 0.0) => return a, //              0 * b -> 0 (b finite, or the original was NaN)
+            Mul if self.is(a, -1.0) => return self.un(UnOp::Neg, b), // -1 * b -> -b
+            Mul if a == b => return self.un(UnOp::Square, a), // a * a -> a^2
+            Mul if let (Some(x), Some(y)) = (na, nb) => return self.bin(Mul, x, y), // -x * -y -> x * y
+            Mul if let Some(x) = na.or(nb) => {
+                let other = if na.is_some() { b } else { a }; // -x * b -> -(x * b)
+                let m = self.bin(Mul, x, other);
+                return self.un(UnOp::Neg, m);
+            }
+            Mul => {
+                if let Some(r) = self.cancel(a, b).or_else(|| self.cancel(b, a)) {
+                    return r; //                                   x * (r / x) -> r
+                }
+                if let (Some(c1), Node::Binary(Mul, c2, x)) = (self.konst(a), self.node(b)) {
+                    if let Some(c2) = self.konst(c2) {
+                        let c = self.c(c1 * c2); //                 c1 * (c2 * x) -> (c1 c2) * x
+                        return self.bin(Mul, c, x);
+                    }
+                }
+            }
+            Div if self.is(b, 1.0) => return a, //              a / 1 -> a
+            Div if a == b => return self.c(1.0), //              a / a -> 1
+            Div if self.is(a, 0.0) => return a, //              0 / b -> 0
+            Div if let Some(x) = na => {
+                let d = self.bin(Div, x, b); //                  -x / b -> -(x / b)
+                return self.un(UnOp::Neg, d);
+            }
+            Div if let Some(x) = nb => {
+                let d = self.bin(Div, a, x); //                  a / -x -> -(a / x)
+                return self.un(UnOp::Neg, d);
+            }
+            Div if let Node::Binary(Mul, x, r) = self.node(a) && (x == b || r == b) => {
+                return if x == b { r } else { x }; //            (x * r) / x -> r
+            }
+            Div if let Some(c) = self.konst(b) && (1.0 / c).is_finite() && (1.0 / c) != 0.0 => {
+                let inv = self.c(1.0 / c); //                    a / c -> (1/c) * a
+                return self.bin(Mul, inv, a);
+            }
+            Pow if self.is(b, 1.0) => return a, //              a^1 -> a
+            Pow if self.is(b, 2.0) => return self.un(UnOp::Square, a), // a^2 -> square(a)
+            Pow if self.is(b, 0.0) => return self.c(1.0), //    a^0 -> 1 (IEEE pow: even for NaN)
+            Max | Min if a == b => return a, //                  max(a, a) -> a
+            _ => {}
+        }
+        self.mk(Node::Binary(op, a, b))
+    }
+
+    /// `Some(r)` when `x * d` with `d = r / x` cancels to `r`.
+    fn cancel(&self, x: Id, d: Id) -> Option<Id> {
+        match self.node(d) {
+            Node::Binary(BinOp::Div, r, den) if den == x => Some(r),
+            _ => None,
+        }
+    }
+
+    fn order_key(&self, id: Id) -> (u8, u64) {
+        let rank = match self.node(id) {
+            Node::Const(_) => 0,
+            Node::Input(Input::Y) => 1,
+            Node::Input(Input::P) => 2,
+            _ => 3,
+        };
+        (rank, self.key[id.index()])
+    }
+}
