@@ -11,7 +11,12 @@ pub enum Targets<'a> {
     /// `y = (1 - alpha) * onehot(label) + alpha / C`.
     Labels { labels: &'a [u32], smoothing: f64 },
     /// `y = (1 - alpha) * (lam * onehot(a) + (1 - lam) * onehot(b)) + alpha / C`.
-    Mixup { labels: &'a [u32], labels_b: &'a [u32], lam: &'a [f64], smoothing: f64 },
+    Mixup {
+        labels: &'a [u32],
+        labels_b: &'a [u32],
+        lam: &'a [f64],
+        smoothing: f64,
+    },
     /// `y` given for every element, `[B, C]`.
     Dense { y: &'a [f64] },
 }
@@ -24,9 +29,17 @@ pub enum ContractError {
     #[error("the batch is empty")]
     Empty,
     #[error("{what} has {got} entries, expected {want}")]
-    Length { what: &'static str, got: usize, want: usize },
+    Length {
+        what: &'static str,
+        got: usize,
+        want: usize,
+    },
     #[error("row {row}: label {label} is out of range for {classes} classes")]
-    Label { row: usize, label: u32, classes: usize },
+    Label {
+        row: usize,
+        label: u32,
+        classes: usize,
+    },
     #[error("{what} = {value} is outside [0, 1]")]
     Range { what: &'static str, value: f64 },
 }
@@ -34,20 +47,45 @@ pub enum ContractError {
 impl Targets<'_> {
     /// Checks the shapes and ranges against a `[batch, classes]` logit matrix.
     pub fn check(&self, batch: usize, classes: usize) -> Result<(), ContractError> {
-        let len = |what, got: usize, want| if got == want { Ok(()) } else { Err(ContractError::Length { what, got, want }) };
+        let len = |what, got: usize, want| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(ContractError::Length { what, got, want })
+            }
+        };
         let labels_ok = |labels: &[u32]| {
             labels.iter().enumerate().try_for_each(|(row, &label)| {
-                if (label as usize) < classes { Ok(()) } else { Err(ContractError::Label { row, label, classes }) }
+                if (label as usize) < classes {
+                    Ok(())
+                } else {
+                    Err(ContractError::Label {
+                        row,
+                        label,
+                        classes,
+                    })
+                }
             })
         };
-        let unit = |what, v: f64| if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(ContractError::Range { what, value: v }) };
+        let unit = |what, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(ContractError::Range { what, value: v })
+            }
+        };
         match *self {
             Targets::Labels { labels, smoothing } => {
                 len("labels", labels.len(), batch)?;
                 labels_ok(labels)?;
                 unit("label_smoothing", smoothing)
             }
-            Targets::Mixup { labels, labels_b, lam, smoothing } => {
+            Targets::Mixup {
+                labels,
+                labels_b,
+                lam,
+                smoothing,
+            } => {
                 len("labels", labels.len(), batch)?;
                 len("labels_b", labels_b.len(), batch)?;
                 len("lam", lam.len(), batch)?;
@@ -66,7 +104,12 @@ impl Targets<'_> {
         let smooth = |a: f64, v: f64| (1.0 - a) * v + a / classes as f64;
         match *self {
             Targets::Labels { labels, smoothing } => smooth(smoothing, hit(labels)),
-            Targets::Mixup { labels, labels_b, lam, smoothing } => {
+            Targets::Mixup {
+                labels,
+                labels_b,
+                lam,
+                smoothing,
+            } => {
                 let l = lam[row];
                 smooth(smoothing, l * hit(labels) + (1.0 - l) * hit(labels_b))
             }

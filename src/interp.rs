@@ -1,6 +1,6 @@
 //! The f64 reference evaluator: the oracle every backend and test compares to.
 
-use crate::contract::{batch_size, ContractError, KernelOutput, Targets};
+use crate::contract::{ContractError, KernelOutput, Targets, batch_size};
 use crate::ir::{Graph, Id, Input, Node};
 use crate::passes::fuse::Fused;
 
@@ -35,7 +35,12 @@ pub fn softmax(z: &[f64]) -> Vec<f64> {
 }
 
 /// Runs the kernel contract in f64 on a fused loss.
-pub fn run(f: &Fused, logits: &[f64], classes: usize, targets: &Targets) -> Result<KernelOutput, ContractError> {
+pub fn run(
+    f: &Fused,
+    logits: &[f64],
+    classes: usize,
+    targets: &Targets,
+) -> Result<KernelOutput, ContractError> {
     let b = batch_size(logits.len(), classes)?;
     targets.check(b, classes)?;
     let (loss_id, s_id) = (f.loss(), f.s());
@@ -56,5 +61,9 @@ pub fn run(f: &Fused, logits: &[f64], classes: usize, targets: &Targets) -> Resu
         row_loss.push(l);
     }
     let loss = row_loss.iter().sum::<f64>() / b as f64;
-    Ok(KernelOutput { loss, row_loss, grad })
+    Ok(KernelOutput {
+        loss,
+        row_loss,
+        grad,
+    })
 }

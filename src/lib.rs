@@ -17,4 +17,5 @@ pub mod interp;
 pub mod ir;
 pub mod mathref;
 pub mod passes;
+pub mod rng;
 pub mod syntax;

@@ -10,12 +10,20 @@ const BESSEL_SERIES_MAX: f64 = 25.0;
 
 /// NaN-propagating maximum (`f64::max` drops NaN).
 pub fn max(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
 }
 
 /// NaN-propagating minimum.
 pub fn min(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
 }
 
 /// -1, 0 or 1; NaN stays NaN.
@@ -107,13 +115,21 @@ fn bessel_asymptotic_scaled(x: f64, nu: u32) -> f64 {
 /// Modified Bessel function of the first kind, order 0.
 pub fn bessel_i0(x: f64) -> f64 {
     let a = x.abs();
-    if a <= BESSEL_SERIES_MAX { bessel_series(a, 0) } else { bessel_asymptotic_scaled(a, 0) * a.exp() }
+    if a <= BESSEL_SERIES_MAX {
+        bessel_series(a, 0)
+    } else {
+        bessel_asymptotic_scaled(a, 0) * a.exp()
+    }
 }
 
 /// `e^-|x| I0(x)`.
 pub fn bessel_i0e(x: f64) -> f64 {
     let a = x.abs();
-    if a <= BESSEL_SERIES_MAX { bessel_series(a, 0) * (-a).exp() } else { bessel_asymptotic_scaled(a, 0) }
+    if a <= BESSEL_SERIES_MAX {
+        bessel_series(a, 0) * (-a).exp()
+    } else {
+        bessel_asymptotic_scaled(a, 0)
+    }
 }
 
 /// `I1(x) / x`, 1/2 at 0 (even in x).
@@ -206,6 +222,10 @@ mod tests {
         assert!(close(softplus_eps(0.0, eps), (2.0f64 + eps).ln(), 1e-15));
         assert!(close(softplus_eps(1000.0, eps), 1000.0, 1e-15));
         assert!(close(softplus_eps(-1000.0, eps), eps.ln_1p(), 1e-12));
-        assert!(close(softplus_eps(3.0, eps), (1.0 + 3.0f64.exp() + eps).ln(), 1e-15));
+        assert!(close(
+            softplus_eps(3.0, eps),
+            (1.0 + 3.0f64.exp() + eps).ln(),
+            1e-15
+        ));
     }
 }

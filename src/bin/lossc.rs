@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lossc::contract::Targets;
-use lossc::ir::{print, Graph};
+use lossc::ir::{Graph, print};
 use lossc::passes::{fuse, simplify::simplify};
 use lossc::{interp, syntax};
 use serde::Deserialize;
@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "lossc", version, about = "Loss functions as text, compiled to fused loss+gradient kernels")]
+#[command(
+    name = "lossc",
+    version,
+    about = "Loss functions as text, compiled to fused loss+gradient kernels"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -58,7 +62,10 @@ struct Failure {
 }
 
 fn bad_input(message: impl Into<String>) -> Failure {
-    Failure { code: 2, message: message.into() }
+    Failure {
+        code: 2,
+        message: message.into(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -67,7 +74,12 @@ fn main() -> ExitCode {
         Cmd::Check { files } => check(&files),
         Cmd::Simplify { file } => load(&file).map(|g| print!("{}", print::to_text(&simplify(&g)))),
         Cmd::Grad { file, loss } => grad(&file, loss.as_deref()),
-        Cmd::Eval { file, loss, input, backend } => eval(&file, loss.as_deref(), &input, backend),
+        Cmd::Eval {
+            file,
+            loss,
+            input,
+            backend,
+        } => eval(&file, loss.as_deref(), &input, backend),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,7 +93,8 @@ fn main() -> ExitCode {
 }
 
 fn read(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path).map_err(|e| bad_input(format!("error: cannot read {}: {e}", path.display())))
+    std::fs::read_to_string(path)
+        .map_err(|e| bad_input(format!("error: cannot read {}: {e}", path.display())))
 }
 
 /// Parses a file, rendering any diagnostic against its text.
@@ -89,7 +102,11 @@ fn load(path: &Path) -> Result<Graph, Failure> {
     let src = read(path)?;
     syntax::parse(&src).map_err(|d| {
         let color = std::io::stderr().is_terminal();
-        bad_input(d.render(&path.display().to_string(), &src, color).trim_end().to_string())
+        bad_input(
+            d.render(&path.display().to_string(), &src, color)
+                .trim_end()
+                .to_string(),
+        )
     })
 }
 
@@ -118,7 +135,14 @@ fn check(files: &[PathBuf]) -> Result<(), Failure> {
             }
         }
     }
-    if failed { Err(Failure { code: 2, message: String::new() }) } else { Ok(()) }
+    if failed {
+        Err(Failure {
+            code: 2,
+            message: String::new(),
+        })
+    } else {
+        Ok(())
+    }
 }
 
 /// The names of the losses to work on: one named, or all.
@@ -127,7 +151,10 @@ fn pick(g: &Graph, loss: Option<&str>) -> Result<Vec<String>, Failure> {
     match loss {
         None => Ok(names),
         Some(l) if names.iter().any(|n| n == l) => Ok(vec![l.to_string()]),
-        Some(l) => Err(bad_input(format!("error: no loss `{l}` in this file (it has: {})", names.join(", ")))),
+        Some(l) => Err(bad_input(format!(
+            "error: no loss `{l}` in this file (it has: {})",
+            names.join(", ")
+        ))),
     }
 }
 
@@ -160,23 +187,40 @@ fn eval(file: &Path, loss: Option<&str>, input: &Path, _backend: Backend) -> Res
     let g = load(file)?;
     let names = pick(&g, loss)?;
     if names.len() != 1 {
-        return Err(bad_input(format!("error: {} defines several losses ({}); choose one with --loss", file.display(), names.join(", "))));
+        return Err(bad_input(format!(
+            "error: {} defines several losses ({}); choose one with --loss",
+            file.display(),
+            names.join(", ")
+        )));
     }
     let batch: Batch = serde_json::from_str(&read(input)?)
         .map_err(|e| bad_input(format!("error: {}: {e}", input.display())))?;
     let classes = batch.logits.first().map_or(0, Vec::len);
     if let Some(row) = batch.logits.iter().position(|r| r.len() != classes) {
-        return Err(bad_input(format!("error: {}: logits row {row} has {} values, row 0 has {classes}", input.display(), batch.logits[row].len())));
+        return Err(bad_input(format!(
+            "error: {}: logits row {row} has {} values, row 0 has {classes}",
+            input.display(),
+            batch.logits[row].len()
+        )));
     }
     let logits: Vec<f64> = batch.logits.concat();
     let dense: Vec<f64>;
     let smoothing = batch.label_smoothing.unwrap_or(0.0);
     let targets = match (&batch.labels, &batch.labels_b, &batch.lam, &batch.targets) {
         (Some(labels), None, None, None) => Targets::Labels { labels, smoothing },
-        (Some(labels), Some(labels_b), Some(lam), None) => Targets::Mixup { labels, labels_b, lam, smoothing },
+        (Some(labels), Some(labels_b), Some(lam), None) => Targets::Mixup {
+            labels,
+            labels_b,
+            lam,
+            smoothing,
+        },
         (None, None, None, Some(t)) if batch.label_smoothing.is_none() => {
             if let Some(row) = t.iter().position(|r| r.len() != classes) {
-                return Err(bad_input(format!("error: {}: targets row {row} has {} values, expected {classes}", input.display(), t[row].len())));
+                return Err(bad_input(format!(
+                    "error: {}: targets row {row} has {} values, expected {classes}",
+                    input.display(),
+                    t[row].len()
+                )));
             }
             dense = t.concat();
             Targets::Dense { y: &dense }
@@ -189,9 +233,11 @@ fn eval(file: &Path, loss: Option<&str>, input: &Path, _backend: Backend) -> Res
         }
     };
     let fused = fuse::fuse(&g, &names[0]).expect("picked names exist");
-    let out = interp::run(&fused, &logits, classes, &targets).map_err(|e| bad_input(format!("error: {}: {e}", input.display())))?;
+    let out = interp::run(&fused, &logits, classes, &targets)
+        .map_err(|e| bad_input(format!("error: {}: {e}", input.display())))?;
     let grad: Vec<&[f64]> = out.grad.chunks(classes).collect();
-    let json = serde_json::json!({ "loss": out.loss, "row_loss": out.row_loss, "grad_logits": grad });
+    let json =
+        serde_json::json!({ "loss": out.loss, "row_loss": out.row_loss, "grad_logits": grad });
     println!("{json}");
     Ok(())
 }

@@ -11,6 +11,7 @@
 
 pub mod op;
 pub mod print;
+pub mod random;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -96,7 +97,12 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(eps: f64) -> Graph {
-        Graph { nodes: Vec::new(), memo: HashMap::new(), eps, outputs: Vec::new() }
+        Graph {
+            nodes: Vec::new(),
+            memo: HashMap::new(),
+            eps,
+            outputs: Vec::new(),
+        }
     }
 
     /// Inserts a node, returning the existing handle when an equal node is already present.
@@ -105,7 +111,10 @@ impl Graph {
             return id;
         }
         let id = Id::from_index(self.nodes.len());
-        debug_assert!(node.args().all(|a| a < id), "children must come before parents");
+        debug_assert!(
+            node.args().all(|a| a < id),
+            "children must come before parents"
+        );
         self.nodes.push(node);
         self.memo.insert(node, id);
         id
@@ -162,7 +171,10 @@ impl Graph {
     }
     /// All nodes with their handles, children before parents.
     pub fn iter(&self) -> impl Iterator<Item = (Id, Node)> + '_ {
-        self.nodes.iter().enumerate().map(|(i, n)| (Id::from_index(i), *n))
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Id::from_index(i), *n))
     }
     /// The handle of an existing node, if present.
     pub fn find(&self, node: &Node) -> Option<Id> {
@@ -170,7 +182,10 @@ impl Graph {
     }
     /// The output with this name.
     pub fn output(&self, name: &str) -> Option<Id> {
-        self.outputs.iter().find(|(n, _)| n == name).map(|(_, id)| *id)
+        self.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| *id)
     }
 
     /// Which nodes the given roots reach (inclusive).
@@ -236,7 +251,12 @@ impl Graph {
         let mut g = Graph::new(self.eps);
         let roots: Vec<Id> = self.outputs.iter().map(|(_, id)| *id).collect();
         let new = self.copy_into(&roots, &mut g);
-        g.outputs = self.outputs.iter().zip(new).map(|((n, _), id)| (n.clone(), id)).collect();
+        g.outputs = self
+            .outputs
+            .iter()
+            .zip(new)
+            .map(|((n, _), id)| (n.clone(), id))
+            .collect();
         g
     }
 

@@ -67,8 +67,8 @@ fn unary_rule(g: &mut Graph, op: UnOp, x: Id, me: Id) -> Id {
             }
             g.div(s, den)
         }
-        Exp => me, //                                            e^x
-        Abs => u(g, Sign, x), //                                 sign(x)
+        Exp => me,                    //                                            e^x
+        Abs => u(g, Sign, x),         //                                 sign(x)
         Sigmoid => u(g, Dsigmoid, x), //                         s(x)(1 - s(x))
         Inv1pAbs => {
             let s = u(g, Sign, x); //                            -sign(x) / (1 + |x|)^2

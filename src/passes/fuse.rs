@@ -8,7 +8,7 @@ use super::{autodiff, simplify::simplify};
 use crate::ir::{Graph, Id, Input};
 
 /// Output names of a fused graph.
-pub const LOSS: &str = "loss";
+pub const LOSS: &str = "L";
 pub const S: &str = "s";
 pub const DL_DP: &str = "dL_dp";
 
@@ -46,5 +46,8 @@ pub fn derivatives(module: &Graph, name: &str) -> Option<Graph> {
 pub fn fuse(module: &Graph, name: &str) -> Option<Fused> {
     let mut g = derivatives(module, name)?;
     g.outputs.remove(1);
-    Some(Fused { name: name.to_string(), graph: g.compact() })
+    Some(Fused {
+        name: name.to_string(),
+        graph: g.compact(),
+    })
 }

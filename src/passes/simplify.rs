@@ -25,7 +25,11 @@ pub fn simplify(g: &Graph) -> Graph {
 }
 
 fn round(g: &Graph) -> Graph {
-    let mut s = Simplifier { g: Graph::new(g.eps), key: Vec::new(), nonneg: Vec::new() };
+    let mut s = Simplifier {
+        g: Graph::new(g.eps),
+        key: Vec::new(),
+        nonneg: Vec::new(),
+    };
     let mut map: Vec<Id> = Vec::with_capacity(g.len());
     for (_, n) in g.iter() {
         let m = |a: Id| map[a.index()];
@@ -36,7 +40,11 @@ fn round(g: &Graph) -> Graph {
         };
         map.push(new);
     }
-    s.g.outputs = g.outputs.iter().map(|(name, id)| (name.clone(), map[id.index()])).collect();
+    s.g.outputs = g
+        .outputs
+        .iter()
+        .map(|(name, id)| (name.clone(), map[id.index()]))
+        .collect();
     s.g.compact()
 }
 
@@ -52,19 +60,55 @@ struct Simplifier {
 /// Unary ops with `f(-x) = f(x)`: `f(neg x)` and `f(abs x)` become `f(x)`.
 fn even(op: UnOp) -> bool {
     use UnOp::*;
-    matches!(op, Abs | Ln | Log10 | Sqrt | Inv1pAbs | BesselI0 | BesselI0e | Cos | Cosh | Dtanh | Dsigmoid | Square | BesselI1x | BesselI1ex)
+    matches!(
+        op,
+        Abs | Ln
+            | Log10
+            | Sqrt
+            | Inv1pAbs
+            | BesselI0
+            | BesselI0e
+            | Cos
+            | Cosh
+            | Dtanh
+            | Dsigmoid
+            | Square
+            | BesselI1x
+            | BesselI1ex
+    )
 }
 
 /// Unary ops with `f(-x) = -f(x)`: the negation moves outward where it can cancel.
 fn odd(op: UnOp) -> bool {
     use UnOp::*;
-    matches!(op, Sin | Sinh | Asinh | Tanh | Atan | Erf | BesselI1 | BesselI1e | Softsign | Sign)
+    matches!(
+        op,
+        Sin | Sinh | Asinh | Tanh | Atan | Erf | BesselI1 | BesselI1e | Softsign | Sign
+    )
 }
 
 /// Unary ops whose result is never negative.
 fn nonneg_op(op: UnOp) -> bool {
     use UnOp::*;
-    matches!(op, Abs | Exp | Sigmoid | Inv1pAbs | Softplus | Erfc | Cosh | BesselI0 | BesselI0e | Relu | Square | Sqrt | Dtanh | Dsigmoid | Step | BesselI1x | BesselI1ex)
+    matches!(
+        op,
+        Abs | Exp
+            | Sigmoid
+            | Inv1pAbs
+            | Softplus
+            | Erfc
+            | Cosh
+            | BesselI0
+            | BesselI0e
+            | Relu
+            | Square
+            | Sqrt
+            | Dtanh
+            | Dsigmoid
+            | Step
+            | BesselI1x
+            | BesselI1ex
+    )
 }
 
 impl Simplifier {
@@ -156,7 +200,11 @@ impl Simplifier {
             }
         }
         // Canonical order for commutative ops: constants first, then by structural key.
-        let (a, b) = if op.commutative() && self.order_key(b) < self.order_key(a) { (b, a) } else { (a, b) };
+        let (a, b) = if op.commutative() && self.order_key(b) < self.order_key(a) {
+            (b, a)
+        } else {
+            (a, b)
+        };
         let (na, nb) = (self.negated(a), self.negated(b));
         match op {
             Add if self.is(a, 0.0) => return b, //              0 + b -> b
@@ -180,6 +228,16 @@ impl Simplifier {
                 let m = self.bin(Mul, x, other);
                 return self.un(UnOp::Neg, m);
             }
+            Mul if let Node::Binary(Div, one, d) = self.node(b)
+                && self.is(one, 1.0) =>
+            {
+                return self.bin(Div, a, d); //                  a * (1 / d) -> a / d
+            }
+            Mul if let Node::Binary(Div, one, d) = self.node(a)
+                && self.is(one, 1.0) =>
+            {
+                return self.bin(Div, b, d); //                  (1 / d) * b -> b / d
+            }
             Mul => {
                 if let Some(r) = self.cancel(a, b).or_else(|| self.cancel(b, a)) {
                     return r; //                                   x * (r / x) -> r
@@ -202,17 +260,22 @@ impl Simplifier {
                 let d = self.bin(Div, a, x); //                  a / -x -> -(a / x)
                 return self.un(UnOp::Neg, d);
             }
-            Div if let Node::Binary(Mul, x, r) = self.node(a) && (x == b || r == b) => {
+            Div if let Node::Binary(Mul, x, r) = self.node(a)
+                && (x == b || r == b) =>
+            {
                 return if x == b { r } else { x }; //            (x * r) / x -> r
             }
-            Div if let Some(c) = self.konst(b) && (1.0 / c).is_finite() && (1.0 / c) != 0.0 => {
+            Div if let Some(c) = self.konst(b)
+                && (1.0 / c).is_finite()
+                && (1.0 / c) != 0.0 =>
+            {
                 let inv = self.c(1.0 / c); //                    a / c -> (1/c) * a
                 return self.bin(Mul, inv, a);
             }
             Pow if self.is(b, 1.0) => return a, //              a^1 -> a
             Pow if self.is(b, 2.0) => return self.un(UnOp::Square, a), // a^2 -> square(a)
             Pow if self.is(b, 0.0) => return self.c(1.0), //    a^0 -> 1 (IEEE pow: even for NaN)
-            Max | Min if a == b => return a, //                  max(a, a) -> a
+            Max | Min if a == b => return a,    //                  max(a, a) -> a
             _ => {}
         }
         self.mk(Node::Binary(op, a, b))

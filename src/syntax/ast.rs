@@ -26,7 +26,10 @@ pub enum ExprKind {
     Eps,
     /// `y`, `p` or a `let` name.
     Var(String),
-    Call { name: Name, args: Vec<Expr> },
+    Call {
+        name: Name,
+        args: Vec<Expr>,
+    },
     Neg(Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
 }
@@ -43,6 +46,9 @@ pub enum Stmt {
 
 impl Expr {
     pub fn binary(op: BinOp, a: Expr, b: Expr, l: usize, r: usize) -> Expr {
-        Expr { kind: ExprKind::Binary(op, Box::new(a), Box::new(b)), span: l..r }
+        Expr {
+            kind: ExprKind::Binary(op, Box::new(a), Box::new(b)),
+            span: l..r,
+        }
     }
 }

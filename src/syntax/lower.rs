@@ -1,9 +1,9 @@
 //! Lowering: syntax tree -> hash-consed graph, resolving names and checking arity.
 
 use super::ast::{Expr, ExprKind, Name, Span, Stmt};
-use super::diag::{nearest, Diagnostic, ErrorKind};
+use super::diag::{Diagnostic, ErrorKind, nearest};
 use crate::ir::op::Function;
-use crate::ir::{BinOp, Graph, Id, UnOp, DEFAULT_EPS};
+use crate::ir::{BinOp, DEFAULT_EPS, Graph, Id, UnOp};
 use std::collections::HashMap;
 
 /// Names that are inputs, not bindable.
@@ -19,7 +19,11 @@ struct Lowerer {
 /// Lowers a parsed file into a graph with one output per `loss`.
 pub fn lower(stmts: &[Stmt], src_len: usize) -> Result<Graph, Diagnostic> {
     let eps = file_eps(stmts)?;
-    let mut l = Lowerer { graph: Graph::new(eps), lets: HashMap::new(), losses: HashMap::new() };
+    let mut l = Lowerer {
+        graph: Graph::new(eps),
+        lets: HashMap::new(),
+        losses: HashMap::new(),
+    };
     for stmt in stmts {
         match stmt {
             Stmt::Eps { .. } => {}
@@ -37,8 +41,13 @@ pub fn lower(stmts: &[Stmt], src_len: usize) -> Result<Graph, Diagnostic> {
         }
     }
     if l.graph.outputs.is_empty() {
-        return Err(Diagnostic::new(ErrorKind::NoLoss, src_len..src_len, "this file defines no loss", "end of file")
-            .with_help("add one, e.g. `loss ce = -y * ln(p);`"));
+        return Err(Diagnostic::new(
+            ErrorKind::NoLoss,
+            src_len..src_len,
+            "this file defines no loss",
+            "end of file",
+        )
+        .with_help("add one, e.g. `loss ce = -y * ln(p);`"));
     }
     Ok(l.graph)
 }
@@ -47,18 +56,40 @@ pub fn lower(stmts: &[Stmt], src_len: usize) -> Result<Graph, Diagnostic> {
 fn file_eps(stmts: &[Stmt]) -> Result<f64, Diagnostic> {
     let mut eps = None;
     for (i, stmt) in stmts.iter().enumerate() {
-        let Stmt::Eps { value, span } = stmt else { continue };
+        let Stmt::Eps { value, span } = stmt else {
+            continue;
+        };
         if let Some((_, first)) = &eps {
-            return Err(Diagnostic::new(ErrorKind::MisplacedEps, span.clone(), "eps is set twice", "second setting")
-                .with_related(Span::clone(first), "first set here"));
+            return Err(Diagnostic::new(
+                ErrorKind::MisplacedEps,
+                span.clone(),
+                "eps is set twice",
+                "second setting",
+            )
+            .with_related(Span::clone(first), "first set here"));
         }
         if i > 0 {
-            return Err(Diagnostic::new(ErrorKind::MisplacedEps, span.clone(), "eps must be set before any `let` or `loss`", "set too late")
-                .with_help("move `eps = ...;` to the top of the file: every guard in the file uses it"));
+            return Err(Diagnostic::new(
+                ErrorKind::MisplacedEps,
+                span.clone(),
+                "eps must be set before any `let` or `loss`",
+                "set too late",
+            )
+            .with_help(
+                "move `eps = ...;` to the top of the file: every guard in the file uses it",
+            ));
         }
         let v = const_value(value)?;
         if !(v.is_finite() && v >= 0.0) {
-            return Err(Diagnostic::new(ErrorKind::BadEps, value.span.clone(), format!("eps must be a finite number >= 0, found {v}"), "not a valid guard"));
+            return Err(Diagnostic::new(
+                ErrorKind::BadEps,
+                value.span.clone(),
+                format!(
+                    "eps must be a finite number >= 0, found {}",
+                    crate::ir::print::number(v)
+                ),
+                "not a valid guard",
+            ));
         }
         eps = Some((v, span.clone()));
     }
@@ -68,7 +99,11 @@ fn file_eps(stmts: &[Stmt]) -> Result<f64, Diagnostic> {
 /// Evaluates a constant expression (for `eps = ...`).
 fn const_value(e: &Expr) -> Result<f64, Diagnostic> {
     let mut g = Graph::new(DEFAULT_EPS);
-    let mut l = Lowerer { graph: Graph::new(DEFAULT_EPS), lets: HashMap::new(), losses: HashMap::new() };
+    let mut l = Lowerer {
+        graph: Graph::new(DEFAULT_EPS),
+        lets: HashMap::new(),
+        losses: HashMap::new(),
+    };
     let id = l.expr(e)?;
     let roots = [id];
     let id = l.graph.copy_into(&roots, &mut g)[0];
@@ -76,7 +111,12 @@ fn const_value(e: &Expr) -> Result<f64, Diagnostic> {
     let deps_p = g.depends_on(crate::ir::Input::P)[id.index()];
     let uses_eps = matches!(e.kind, ExprKind::Eps) || contains_eps(e);
     if deps_y || deps_p || uses_eps {
-        return Err(Diagnostic::new(ErrorKind::BadEps, e.span.clone(), "eps must be a constant", "depends on an input or on eps itself"));
+        return Err(Diagnostic::new(
+            ErrorKind::BadEps,
+            e.span.clone(),
+            "eps must be a constant",
+            "depends on an input or on eps itself",
+        ));
     }
     Ok(crate::interp::eval_scalar(&g, id, 0.0, 0.0))
 }
@@ -95,15 +135,33 @@ impl Lowerer {
     fn check_new_name(&self, name: &Name, is_let: bool) -> Result<(), Diagnostic> {
         let n = name.text.as_str();
         if is_let && (INPUTS.contains(&n) || Function::lookup(n).is_some()) {
-            let what = if INPUTS.contains(&n) { "an input" } else { "a function" };
-            return Err(Diagnostic::new(ErrorKind::ReservedName, name.span.clone(), format!("`{n}` is {what} and cannot be rebound"), "reserved name")
-                .with_help("pick another name for this binding"));
+            let what = if INPUTS.contains(&n) {
+                "an input"
+            } else {
+                "a function"
+            };
+            return Err(Diagnostic::new(
+                ErrorKind::ReservedName,
+                name.span.clone(),
+                format!("`{n}` is {what} and cannot be rebound"),
+                "reserved name",
+            )
+            .with_help("pick another name for this binding"));
         }
-        let earlier = if is_let { self.lets.get(n).map(|(_, s)| s) } else { self.losses.get(n) };
+        let earlier = if is_let {
+            self.lets.get(n).map(|(_, s)| s)
+        } else {
+            self.losses.get(n)
+        };
         if let Some(first) = earlier {
             let what = if is_let { "binding" } else { "loss" };
-            return Err(Diagnostic::new(ErrorKind::Redefined, name.span.clone(), format!("{what} `{n}` is defined twice"), "defined again here")
-                .with_related(first.clone(), "first defined here"));
+            return Err(Diagnostic::new(
+                ErrorKind::Redefined,
+                name.span.clone(),
+                format!("{what} `{n}` is defined twice"),
+                "defined again here",
+            )
+            .with_related(first.clone(), "first defined here"));
         }
         Ok(())
     }
@@ -143,12 +201,22 @@ impl Lowerer {
             return Ok(*id);
         }
         if Function::lookup(name).is_some() {
-            return Err(Diagnostic::new(ErrorKind::NotAValue, span.clone(), format!("`{name}` is a function, not a value"), "needs arguments")
-                .with_help(format!("call it: `{name}(...)`")));
+            return Err(Diagnostic::new(
+                ErrorKind::NotAValue,
+                span.clone(),
+                format!("`{name}` is a function, not a value"),
+                "needs arguments",
+            )
+            .with_help(format!("call it: `{name}(...)`")));
         }
         let mut known: Vec<&str> = vec!["y", "p", "eps"];
         known.extend(self.lets.keys().map(String::as_str));
-        let mut d = Diagnostic::new(ErrorKind::UnknownName, span.clone(), format!("unknown name `{name}`"), "not defined");
+        let mut d = Diagnostic::new(
+            ErrorKind::UnknownName,
+            span.clone(),
+            format!("unknown name `{name}`"),
+            "not defined",
+        );
         d = match nearest(name, known) {
             Some(k) => d.with_help(format!("did you mean `{k}`?")),
             None => d.with_help("the inputs are `y` (target) and `p` (softmax output); define other names with `let`"),
@@ -160,10 +228,20 @@ impl Lowerer {
         let n = name.text.as_str();
         let Some(f) = Function::lookup(n) else {
             if self.lets.contains_key(n) || INPUTS.contains(&n) {
-                return Err(Diagnostic::new(ErrorKind::NotAFunction, name.span.clone(), format!("`{n}` is a value, not a function"), "cannot be called")
-                    .with_help("for multiplication write `*`, e.g. `y * (p + 1)`"));
+                return Err(Diagnostic::new(
+                    ErrorKind::NotAFunction,
+                    name.span.clone(),
+                    format!("`{n}` is a value, not a function"),
+                    "cannot be called",
+                )
+                .with_help("for multiplication write `*`, e.g. `y * (p + 1)`"));
             }
-            let mut d = Diagnostic::new(ErrorKind::UnknownFunction, name.span.clone(), format!("unknown function `{n}`"), "no such function");
+            let mut d = Diagnostic::new(
+                ErrorKind::UnknownFunction,
+                name.span.clone(),
+                format!("unknown function `{n}`"),
+                "no such function",
+            );
             d = match nearest(n, Function::all_names()) {
                 Some(k) => d.with_help(format!("did you mean `{k}`?")),
                 None => d.with_help("see docs/language.md for the list of functions"),
@@ -172,9 +250,21 @@ impl Lowerer {
         };
         if args.len() != f.arity() {
             let plural = if f.arity() == 1 { "" } else { "s" };
-            return Err(Diagnostic::new(ErrorKind::WrongArity, span.clone(), format!("`{n}` takes {} argument{plural}, found {}", f.arity(), args.len()), format!("expected {} argument{plural}", f.arity())));
+            return Err(Diagnostic::new(
+                ErrorKind::WrongArity,
+                span.clone(),
+                format!(
+                    "`{n}` takes {} argument{plural}, found {}",
+                    f.arity(),
+                    args.len()
+                ),
+                format!("expected {} argument{plural}", f.arity()),
+            ));
         }
-        let ids: Vec<Id> = args.iter().map(|a| self.expr(a)).collect::<Result<_, _>>()?;
+        let ids: Vec<Id> = args
+            .iter()
+            .map(|a| self.expr(a))
+            .collect::<Result<_, _>>()?;
         let g = &mut self.graph;
         Ok(match f {
             Function::Unary(op) => g.unary(op, ids[0]),
@@ -195,7 +285,12 @@ impl Lowerer {
 fn number(text: &str, span: &Span) -> Result<f64, Diagnostic> {
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(Diagnostic::new(ErrorKind::BadNumber, span.clone(), format!("number `{text}` is out of range"), "does not fit an f64")
-            .with_help("f64 numbers lie within about 1.8e308")),
+        _ => Err(Diagnostic::new(
+            ErrorKind::BadNumber,
+            span.clone(),
+            format!("number `{text}` is out of range"),
+            "does not fit an f64",
+        )
+        .with_help("f64 numbers lie within about 1.8e308")),
     }
 }

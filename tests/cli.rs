@@ -1,0 +1,100 @@
+//! The `lossc` command as a user runs it: exit codes, messages, and outputs that parse.
+
+use std::process::{Command, Output};
+
+fn lossc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lossc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn temp(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("lossc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn check_accepts_every_example() {
+    let files: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path().to_string_lossy().into_owned())
+        .filter(|p| p.ends_with(".loss"))
+        .collect();
+    assert_eq!(files.len(), 16);
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let out = lossc(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 16);
+}
+
+#[test]
+fn bad_input_exits_2_with_file_line_and_column() {
+    let path = temp("bad.loss", "loss a = -y * lm(p);\n");
+    let out = lossc(&["check", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.loss:1:15"), "{err}");
+    assert!(err.contains("did you mean `ln`?"), "{err}");
+}
+
+#[test]
+fn missing_file_unknown_loss_and_bad_batch_exit_2() {
+    assert_eq!(
+        lossc(&["check", "/nonexistent/x.loss"]).status.code(),
+        Some(2)
+    );
+    let batch = temp(
+        "b.json",
+        r#"{"logits": [[1, 2], [3, 4]], "labels": [0, 1]}"#,
+    );
+    assert_eq!(
+        lossc(&[
+            "eval",
+            "examples/a2.loss",
+            "--loss",
+            "zz",
+            "--input",
+            &batch
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    let bad_label = temp("c.json", r#"{"logits": [[1, 2]], "labels": [5]}"#);
+    let out = lossc(&["eval", "examples/a2.loss", "--input", &bad_label]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("label 5 is out of range"));
+    let ragged = temp("d.json", r#"{"logits": [[1, 2], [3]], "labels": [0, 0]}"#);
+    assert_eq!(
+        lossc(&["eval", "examples/a2.loss", "--input", &ragged])
+            .status
+            .code(),
+        Some(2)
+    );
+    let out = lossc(&["eval", "examples/a2.loss", "--input", &batch]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn grad_and_simplify_print_text_that_parses() {
+    for cmd in ["grad", "simplify"] {
+        let out = lossc(&[cmd, "examples/r1.loss"]);
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let g =
+            lossc::syntax::parse(&text).unwrap_or_else(|d| panic!("{cmd}: {}\n{text}", d.message));
+        let want = if cmd == "grad" { 3 } else { 1 };
+        assert_eq!(g.outputs.len(), want, "{text}");
+    }
+}
