@@ -12,6 +12,7 @@
 //! assert!((out.loss - 0.1698).abs() < 1e-4); // -ln(softmax([2, 0, -1])[0])
 //! ```
 
+pub mod backend;
 pub mod contract;
 pub mod interp;
 pub mod ir;

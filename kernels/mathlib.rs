@@ -1,0 +1,651 @@
+//! The f32 math routines every backend uses, written once.
+//!
+//! Each routine is generic over [`Vm`], a tiny "vector machine" of f32 lanes with
+//! branch-free selects. The Cranelift JIT implements `Vm` by emitting f32x4 instructions, the
+//! C-like emitters by printing statements, and [`Scalar`] by computing in Rust `f32`, so one
+//! definition (and one set of coefficients, `coeffs.rs`) serves every target and the accuracy
+//! table (docs/math-accuracy.md) measures exactly what the kernels compute.
+//!
+//! Routines are branch-free: both sides of a range split are computed and one is selected,
+//! which is what SIMD lanes and GPU threads want.
+
+use super::coeffs;
+
+/// The operations the routines are written in. `V` is a value of f32 lanes, `M` a lane mask.
+pub trait Vm {
+    type V: Copy;
+    type M: Copy;
+    fn c(&mut self, v: f32) -> Self::V;
+    fn add(&mut self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(&mut self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(&mut self, a: Self::V, b: Self::V) -> Self::V;
+    fn div(&mut self, a: Self::V, b: Self::V) -> Self::V;
+    fn neg(&mut self, a: Self::V) -> Self::V;
+    fn abs(&mut self, a: Self::V) -> Self::V;
+    fn sqrt(&mut self, a: Self::V) -> Self::V;
+    /// NaN-propagating minimum and maximum.
+    fn min(&mut self, a: Self::V, b: Self::V) -> Self::V;
+    fn max(&mut self, a: Self::V, b: Self::V) -> Self::V;
+    /// Round to nearest, ties to even.
+    fn round(&mut self, a: Self::V) -> Self::V;
+    fn floor(&mut self, a: Self::V) -> Self::V;
+    fn lt(&mut self, a: Self::V, b: Self::V) -> Self::M;
+    fn eq(&mut self, a: Self::V, b: Self::V) -> Self::M;
+    fn and(&mut self, a: Self::M, b: Self::M) -> Self::M;
+    fn or(&mut self, a: Self::M, b: Self::M) -> Self::M;
+    /// `m ? a : b` per lane.
+    fn select(&mut self, m: Self::M, a: Self::V, b: Self::V) -> Self::V;
+    /// `|mag|` with the sign bit of `sign`.
+    fn copysign(&mut self, mag: Self::V, sign: Self::V) -> Self::V;
+    /// `2^k` for integral `k` in [-126, 127].
+    fn pow2i(&mut self, k: Self::V) -> Self::V;
+    /// `x = m * 2^e` with `m` in [0.5, 1), for finite `x > 0` (subnormals included).
+    fn frexp(&mut self, x: Self::V) -> (Self::V, Self::V);
+}
+
+// Cody-Waite splits: the high parts have few significant bits so `n * HI` is exact.
+const LN2_HI: f32 = 0.693_359_375;
+const LN2_LO: f32 = -2.121_944_4e-4;
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const PIO2_1: f32 = 1.570_312_5;
+const PIO2_2: f32 = 4.837_513e-4;
+const PIO2_3: f32 = 7.549_79e-8;
+const FRAC_2_SQRT_PI: f32 = std::f32::consts::FRAC_2_SQRT_PI;
+
+/// `sum_i c[i] x^i` by Horner's rule (c in ascending order).
+pub fn poly<M: Vm>(m: &mut M, x: M::V, c: &[f32]) -> M::V {
+    let mut acc = m.c(c[c.len() - 1]);
+    for &k in c[..c.len() - 1].iter().rev() {
+        let t = m.mul(acc, x);
+        let k = m.c(k);
+        acc = m.add(t, k);
+    }
+    acc
+}
+
+/// `sum_k c[k] T_k(t)` by Clenshaw's recurrence.
+pub fn chebyshev<M: Vm>(m: &mut M, t: M::V, c: &[f64]) -> M::V {
+    let two_t = m.add(t, t);
+    let (mut b1, mut b2) = (m.c(0.0), m.c(0.0));
+    for &k in c[1..].iter().rev() {
+        // b_k = c_k + 2t b_{k+1} - b_{k+2}
+        let x = m.mul(two_t, b1);
+        let x = m.sub(x, b2);
+        let k = m.c(k as f32);
+        b2 = b1;
+        b1 = m.add(x, k);
+    }
+    // f = c_0 + t b_1 - b_2
+    let x = m.mul(t, b1);
+    let x = m.sub(x, b2);
+    let c0 = m.c(c[0] as f32);
+    m.add(x, c0)
+}
+
+/// `x * 2^n` for integral `n` in [-252, 254], as two exact scalings so subnormal results and
+/// overflow to inf come out right.
+pub fn ldexp<M: Vm>(m: &mut M, x: M::V, n: M::V) -> M::V {
+    let half = m.c(0.5);
+    let h = m.mul(n, half);
+    let n1 = m.floor(h);
+    let n2 = m.sub(n, n1);
+    let (s1, s2) = (m.pow2i(n1), m.pow2i(n2));
+    let x = m.mul(x, s1);
+    m.mul(x, s2)
+}
+
+/// `e^x`.
+pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    // Clamp so that inf and -inf reduce to overflow and underflow (NaN stays NaN).
+    let (lo, hi) = (m.c(-104.0), m.c(89.0));
+    let x = m.max(x, lo);
+    let x = m.min(x, hi);
+    let l2e = m.c(LOG2E);
+    let t = m.mul(x, l2e);
+    let n = m.round(t);
+    let (h, l) = (m.c(LN2_HI), m.c(LN2_LO));
+    let nh = m.mul(n, h);
+    let nl = m.mul(n, l);
+    let r = m.sub(x, nh);
+    let r = m.sub(r, nl);
+    // e^r on |r| <= ln2/2: Taylor to degree 7 (truncation < 2e-9).
+    let p = poly(m, r, &[1.0, 1.0, 1.0 / 2.0, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0, 1.0 / 5040.0]);
+    ldexp(m, p, n)
+}
+
+/// `e^x - 1`, accurate near 0.
+pub fn expm1<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let c: Vec<f32> = (0..9).map(|k| 1.0 / (1..=k + 1).map(|i| i as f32).product::<f32>()).collect();
+    let q = poly(m, x, &c); // 1 + x/2 + x^2/6 + ... (x^9/10! < 3e-10 at |x| = 0.5)
+    let small = m.mul(x, q);
+    let e = exp(m, x);
+    let one = m.c(1.0);
+    let large = m.sub(e, one);
+    let ax = m.abs(x);
+    let half = m.c(0.5);
+    let is_small = m.lt(ax, half);
+    m.select(is_small, small, large)
+}
+
+/// Natural log, unguarded: NaN below 0, -inf at 0.
+pub fn ln<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let (mant, e) = m.frexp(x);
+    // Move the mantissa into [sqrt(1/2), sqrt(2)).
+    let sqrt_half = m.c(std::f32::consts::FRAC_1_SQRT_2);
+    let small = m.lt(mant, sqrt_half);
+    let mant2 = m.add(mant, mant);
+    let mant = m.select(small, mant2, mant);
+    let one = m.c(1.0);
+    let em1 = m.sub(e, one);
+    let e = m.select(small, em1, e);
+    // ln(1 + f) = 2 atanh(f / (2 + f)) = 2 s (1 + s^2/3 + s^4/5 + ...), |s| <= 0.172.
+    let f = m.sub(mant, one);
+    let two = m.c(2.0);
+    let d = m.add(two, f);
+    let s = m.div(f, d);
+    let z = m.mul(s, s);
+    let q = poly(m, z, &[2.0, 2.0 / 3.0, 2.0 / 5.0, 2.0 / 7.0, 2.0 / 9.0, 2.0 / 11.0]);
+    let lnm = m.mul(s, q);
+    let (h, l) = (m.c(LN2_HI), m.c(LN2_LO));
+    let el = m.mul(e, l);
+    let eh = m.mul(e, h);
+    let r = m.add(lnm, el);
+    let r = m.add(eh, r);
+    // Specials: x = 0 -> -inf, x < 0 -> NaN, x = inf -> inf (NaN propagates through frexp).
+    let zero = m.c(0.0);
+    let inf = m.c(f32::INFINITY);
+    let is_zero = m.eq(x, zero);
+    let is_neg = m.lt(x, zero);
+    let is_inf = m.eq(x, inf);
+    let ninf = m.c(f32::NEG_INFINITY);
+    let nan = m.c(f32::NAN);
+    let r = m.select(is_inf, inf, r);
+    let r = m.select(is_neg, nan, r);
+    let r = m.select(is_zero, ninf, r);
+    let not_nan = m.eq(x, x);
+    m.select(not_nan, r, x)
+}
+
+/// `ln(1 + u)`, accurate for tiny `u` (Kahan's trick: the rounding of `1 + u` cancels).
+pub fn log1p<M: Vm>(m: &mut M, u: M::V) -> M::V {
+    let one = m.c(1.0);
+    let w = m.add(one, u);
+    let lw = ln(m, w);
+    let wm1 = m.sub(w, one);
+    let ratio = m.div(u, wm1);
+    let r = m.mul(lw, ratio);
+    let exact = m.eq(w, one);
+    let r = m.select(exact, u, r);
+    let inf = m.c(f32::INFINITY);
+    let is_inf = m.eq(w, inf);
+    m.select(is_inf, inf, r)
+}
+
+/// `1 / (1 + e^-x)`.
+pub fn sigmoid<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let nx = m.neg(x);
+    let e = exp(m, nx);
+    let one = m.c(1.0);
+    let d = m.add(one, e);
+    m.div(one, d)
+}
+
+/// `sigmoid(x) (1 - sigmoid(x)) = e / (1 + e)^2` with `e = e^-|x|`.
+pub fn dsigmoid<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let a = m.abs(x);
+    let na = m.neg(a);
+    let e = exp(m, na);
+    let one = m.c(1.0);
+    let d = m.add(one, e);
+    let d2 = m.mul(d, d);
+    m.div(e, d2)
+}
+
+/// `ln(1 + e^x + eps)` as `max(x,0) + log1p(e^-|x| + eps e^-max(x,0))`.
+pub fn softplus_eps<M: Vm>(m: &mut M, x: M::V, eps: f32) -> M::V {
+    let zero = m.c(0.0);
+    let mx = m.max(x, zero);
+    let a = m.abs(x);
+    let na = m.neg(a);
+    let e1 = exp(m, na);
+    let nmx = m.neg(mx);
+    let e2 = exp(m, nmx);
+    let eps = m.c(eps);
+    let t = m.mul(eps, e2);
+    let u = m.add(e1, t);
+    let l = log1p(m, u);
+    m.add(mx, l)
+}
+
+/// `tanh(x) = expm1(2x) / (expm1(2x) + 2)`, odd.
+pub fn tanh<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let a = m.abs(x);
+    let ten = m.c(10.0);
+    let a = m.min(a, ten);
+    let a2 = m.add(a, a);
+    let em = expm1(m, a2);
+    let two = m.c(2.0);
+    let d = m.add(em, two);
+    let t = m.div(em, d);
+    m.copysign(t, x)
+}
+
+/// `1 - tanh(x)^2 = 4e / (1 + e)^2` with `e = e^-2|x|`: no cancellation, no overflow.
+pub fn dtanh<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let a = m.abs(x);
+    let m2 = m.c(-2.0);
+    let t = m.mul(a, m2);
+    let e = exp(m, t);
+    let one = m.c(1.0);
+    let d = m.add(one, e);
+    let d2 = m.mul(d, d);
+    let four = m.c(4.0);
+    let n = m.mul(four, e);
+    m.div(n, d2)
+}
+
+/// `e^|x| / 2` without overflowing before the result does.
+fn half_exp_abs<M: Vm>(m: &mut M, a: M::V) -> M::V {
+    let half = m.c(0.5);
+    let ah = m.mul(a, half);
+    let e = exp(m, ah);
+    let eh = m.mul(e, half);
+    m.mul(e, eh)
+}
+
+/// `sinh(x)`, odd.
+pub fn sinh<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let a = m.abs(x);
+    let em = expm1(m, a);
+    let one = m.c(1.0);
+    let half = m.c(0.5);
+    let e1 = m.add(em, one);
+    let q = m.div(em, e1);
+    let s = m.add(em, q);
+    let small = m.mul(half, s); // (em + em/(em+1)) / 2
+    let h = half_exp_abs(m, a);
+    let quarter = m.c(0.25);
+    let r = m.div(quarter, h);
+    let large = m.sub(h, r);
+    let is_small = m.lt(a, one);
+    let v = m.select(is_small, small, large);
+    m.copysign(v, x)
+}
+
+/// `cosh(x)`.
+pub fn cosh<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let a = m.abs(x);
+    let h = half_exp_abs(m, a);
+    let quarter = m.c(0.25);
+    let r = m.div(quarter, h);
+    m.add(h, r)
+}
+
+/// `asinh(x) = log1p(a + a^2 / (1 + sqrt(1 + a^2)))`, odd; `ln(a) + ln 2` for huge `a`.
+pub fn asinh<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let a = m.abs(x);
+    let one = m.c(1.0);
+    let a2 = m.mul(a, a);
+    let s = m.add(one, a2);
+    let r = m.sqrt(s);
+    let d = m.add(one, r);
+    let q = m.div(a2, d);
+    let u = m.add(a, q);
+    let small = log1p(m, u);
+    let la = ln(m, a);
+    let l2 = m.c(std::f32::consts::LN_2);
+    let large = m.add(la, l2);
+    let big = m.c(1e18);
+    let is_big = m.lt(big, a);
+    let v = m.select(is_big, large, small);
+    m.copysign(v, x)
+}
+
+/// `atan(x)`: reduce to |t| <= tan(pi/8), then Taylor in t (10 terms), odd.
+pub fn atan<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let a = m.abs(x);
+    let one = m.c(1.0);
+    let (t3p8, tp8) = (m.c(2.414_213_6), m.c(0.414_213_57));
+    let big = m.lt(t3p8, a);
+    let mid = m.lt(tp8, a);
+    let na = m.neg(one);
+    let t_big = m.div(na, a);
+    let am1 = m.sub(a, one);
+    let ap1 = m.add(a, one);
+    let t_mid = m.div(am1, ap1);
+    let t = m.select(mid, t_mid, a);
+    let t = m.select(big, t_big, t);
+    let (pio4, pio2, zero) = (m.c(std::f32::consts::FRAC_PI_4), m.c(std::f32::consts::FRAC_PI_2), m.c(0.0));
+    let y0 = m.select(mid, pio4, zero);
+    let y0 = m.select(big, pio2, y0);
+    let z = m.mul(t, t);
+    let c: Vec<f32> = (0..10).map(|k| if k % 2 == 0 { 1.0 } else { -1.0 } / (2 * k + 1) as f32).collect();
+    let q = poly(m, z, &c);
+    let r = m.mul(t, q);
+    let v = m.add(y0, r);
+    m.copysign(v, x)
+}
+
+/// `(sin r, cos r)` on |r| <= pi/4 by Taylor series.
+fn sincos_reduced<M: Vm>(m: &mut M, r: M::V) -> (M::V, M::V) {
+    let z = m.mul(r, r);
+    let ps = poly(m, z, &[1.0, -1.0 / 6.0, 1.0 / 120.0, -1.0 / 5040.0, 1.0 / 362_880.0, -1.0 / 39_916_800.0]);
+    let s = m.mul(r, ps);
+    let c = poly(m, z, &[1.0, -0.5, 1.0 / 24.0, -1.0 / 720.0, 1.0 / 40320.0, -1.0 / 3_628_800.0, 1.0 / 479_001_600.0]);
+    (s, c)
+}
+
+/// `sin(x)` (`cos = false`) or `cos(x)`: quadrant reduction by a three-part pi/2, accurate to
+/// about |x| <= 8192.
+pub fn sin_or_cos<M: Vm>(m: &mut M, x: M::V, cos: bool) -> M::V {
+    let two_over_pi = m.c(std::f32::consts::FRAC_2_PI);
+    let t = m.mul(x, two_over_pi);
+    let q = m.round(t);
+    let mut r = x;
+    for part in [PIO2_1, PIO2_2, PIO2_3] {
+        let k = m.c(part);
+        let qk = m.mul(q, k);
+        r = m.sub(r, qk);
+    }
+    let (s, c) = sincos_reduced(m, r);
+    // Quadrant k = q mod 4; cos(x) = sin(x + pi/2) is quadrant k + 1.
+    let quarter = m.c(0.25);
+    let four = m.c(4.0);
+    let qq = if cos { let one = m.c(1.0); m.add(q, one) } else { q };
+    let d = m.mul(qq, quarter);
+    let fl = m.floor(d);
+    let f4 = m.mul(fl, four);
+    let k = m.sub(qq, f4);
+    let (one, two) = (m.c(1.0), m.c(2.0));
+    let odd = {
+        let k1 = m.eq(k, one);
+        let three = m.c(3.0);
+        let k3 = m.eq(k, three);
+        m.or(k1, k3)
+    };
+    let base = m.select(odd, c, s);
+    let hi = m.lt(k, two);
+    let nb = m.neg(base);
+    m.select(hi, base, nb)
+}
+
+/// `e^(-x^2)` for x >= 0 without the rounding error of `x^2`: x = h + l with h on a 1/64 grid.
+fn exp_minus_square<M: Vm>(m: &mut M, a: M::V) -> M::V {
+    let cap = m.c(11.0);
+    let a = m.min(a, cap);
+    let s64 = m.c(64.0);
+    let inv64 = m.c(1.0 / 64.0);
+    let t = m.mul(a, s64);
+    let t = m.round(t);
+    let h = m.mul(t, inv64);
+    let l = m.sub(a, h);
+    let hh = m.mul(h, h);
+    let nhh = m.neg(hh);
+    let e1 = exp(m, nhh);
+    let ah = m.add(a, h);
+    let r = m.mul(l, ah);
+    let nr = m.neg(r);
+    let e2 = exp(m, nr);
+    m.mul(e1, e2)
+}
+
+/// `erf(x)` for |x| < 1 by its Taylor series (12 terms).
+fn erf_small<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let mut c = Vec::new();
+    let mut fact = 1.0f64;
+    for n in 0..12 {
+        if n > 0 {
+            fact *= n as f64;
+        }
+        let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
+        c.push((sign * FRAC_2_SQRT_PI as f64 / (fact * (2 * n + 1) as f64)) as f32);
+    }
+    let z = m.mul(x, x);
+    let q = poly(m, z, &c);
+    m.mul(x, q)
+}
+
+/// `erfc(|x|)` for |x| >= 1 from the shared erfcx series.
+fn erfc_large<M: Vm>(m: &mut M, a: M::V) -> M::V {
+    // [1, 4]: erfcx(a) at t = (2a - 5)/3
+    let (two, five, third) = (m.c(2.0), m.c(5.0), m.c(1.0 / 3.0));
+    let t = m.mul(a, two);
+    let t = m.sub(t, five);
+    let t = m.mul(t, third);
+    let mid = chebyshev(m, t, coeffs::ERFCX_MID);
+    // [4, inf): a erfcx(a) at t = 8/a - 1
+    let (eight, one) = (m.c(8.0), m.c(1.0));
+    let t = m.div(eight, a);
+    let t = m.sub(t, one);
+    let g = chebyshev(m, t, coeffs::ERFCX_LARGE);
+    let large = m.div(g, a);
+    let four = m.c(4.0);
+    let is_mid = m.lt(a, four);
+    let x = m.select(is_mid, mid, large);
+    let e = exp_minus_square(m, a);
+    m.mul(x, e)
+}
+
+/// `erf(x)`, odd.
+pub fn erf<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let a = m.abs(x);
+    let small = erf_small(m, a);
+    let ec = erfc_large(m, a);
+    let one = m.c(1.0);
+    let large = m.sub(one, ec);
+    let is_small = m.lt(a, one);
+    let v = m.select(is_small, small, large);
+    m.copysign(v, x)
+}
+
+/// `erfc(x)`.
+pub fn erfc<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let a = m.abs(x);
+    let one = m.c(1.0);
+    let es = erf_small(m, a);
+    let small = m.sub(one, es);
+    let large = erfc_large(m, a);
+    let is_small = m.lt(a, one);
+    let v = m.select(is_small, small, large);
+    let two = m.c(2.0);
+    let flipped = m.sub(two, v);
+    let zero = m.c(0.0);
+    let neg = m.lt(x, zero);
+    m.select(neg, flipped, v)
+}
+
+/// The scaled Bessel pieces shared by the six Bessel routines, for a = |x|:
+/// `(e^-a I0(a), e^-a I1(a) / a, e^-a I1(a))`.
+fn bessel_scaled<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V, M::V) {
+    let (quarter, one, two) = (m.c(0.25), m.c(1.0), m.c(2.0));
+    let t = m.mul(a, quarter);
+    let t = m.sub(t, one);
+    let f0 = chebyshev(m, t, coeffs::I0E_SMALL);
+    let f1 = chebyshev(m, t, coeffs::I1EX_SMALL);
+    let w = m.add(t, two); // 1 + x/4
+    let i0_small = m.div(f0, w);
+    let w2 = m.mul(w, w);
+    let i1x_small = m.div(f1, w2);
+    let sixteen = m.c(16.0);
+    let t = m.div(sixteen, a);
+    let t = m.sub(t, one);
+    let r = m.sqrt(a);
+    let b0 = chebyshev(m, t, coeffs::I0E_LARGE);
+    let b1 = chebyshev(m, t, coeffs::I1E_LARGE);
+    let i0_large = m.div(b0, r);
+    let i1e_large = m.div(b1, r);
+    let i1x_large = m.div(i1e_large, a);
+    let eight = m.c(8.0);
+    let is_small = m.lt(a, eight);
+    let i1e_small = m.mul(i1x_small, a);
+    let i0e = m.select(is_small, i0_small, i0_large);
+    let i1ex = m.select(is_small, i1x_small, i1x_large);
+    let i1e = m.select(is_small, i1e_small, i1e_large);
+    // At a = inf the scaled functions are 0.
+    let inf = m.c(f32::INFINITY);
+    let zero = m.c(0.0);
+    let is_inf = m.eq(a, inf);
+    (m.select(is_inf, zero, i0e), m.select(is_inf, zero, i1ex), m.select(is_inf, zero, i1e))
+}
+
+/// Which Bessel-family function to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bessel {
+    I0,
+    I0e,
+    I1,
+    I1e,
+    /// `I1(x) / x`
+    I1x,
+    /// `e^-|x| I1(x) / x`
+    I1ex,
+}
+
+/// The Bessel family from one evaluation of the shared series.
+pub fn bessel<M: Vm>(m: &mut M, x: M::V, which: Bessel) -> M::V {
+    let a = m.abs(x);
+    let (i0e, i1ex, i1e) = bessel_scaled(m, a);
+    // e^|x| = (e^(|x|/2))^2 so I0 overflows where it should (|x| ~ 91.9), not at 88.7.
+    let unscale = |m: &mut M, v: M::V| {
+        let half = m.c(0.5);
+        let ah = m.mul(a, half);
+        let e = exp(m, ah);
+        let v = m.mul(v, e);
+        let v = m.mul(v, e);
+        let inf = m.c(f32::INFINITY);
+        let is_inf = m.eq(a, inf);
+        m.select(is_inf, inf, v)
+    };
+    match which {
+        Bessel::I0e => i0e,
+        Bessel::I1ex => i1ex,
+        Bessel::I1e => m.copysign(i1e, x),
+        Bessel::I0 => unscale(m, i0e),
+        Bessel::I1x => unscale(m, i1ex),
+        Bessel::I1 => {
+            let v = unscale(m, i1ex);
+            let v = m.mul(v, a);
+            m.copysign(v, x)
+        }
+    }
+}
+
+/// IEEE-style `a^b` = `e^(b ln|a|)` with the sign rules for negative `a` and integral `b`.
+pub fn pow<M: Vm>(m: &mut M, a: M::V, b: M::V) -> M::V {
+    let aa = m.abs(a);
+    let l = ln(m, aa);
+    let bl = m.mul(b, l);
+    let mag = exp(m, bl);
+    let zero = m.c(0.0);
+    let one = m.c(1.0);
+    let half = m.c(0.5);
+    let fb = m.floor(b);
+    let is_int = m.eq(fb, b);
+    let hb = m.mul(b, half);
+    let fhb = m.floor(hb);
+    let even = m.eq(fhb, hb);
+    let neg_a = m.lt(a, zero);
+    let nmag = m.neg(mag);
+    let signed = m.select(even, mag, nmag);
+    let nan = m.c(f32::NAN);
+    let neg_result = m.select(is_int, signed, nan);
+    let r = m.select(neg_a, neg_result, mag);
+    // b = 0 -> 1 whatever a is; a = 1 -> 1 whatever b is.
+    let b0 = m.eq(b, zero);
+    let a1 = m.eq(a, one);
+    let unit = m.or(b0, a1);
+    m.select(unit, one, r)
+}
+
+/// `-1`, `0` or `1`; NaN stays NaN.
+pub fn sign<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let (zero, one, mone) = (m.c(0.0), m.c(1.0), m.c(-1.0));
+    let pos = m.lt(zero, x);
+    let neg = m.lt(x, zero);
+    let z = m.mul(x, zero);
+    let r = m.select(neg, mone, z);
+    m.select(pos, one, r)
+}
+
+/// Heaviside step with `step(0) = 0.5`; NaN stays NaN.
+pub fn step<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let (zero, one, half) = (m.c(0.0), m.c(1.0), m.c(0.5));
+    let pos = m.lt(zero, x);
+    let neg = m.lt(x, zero);
+    let is0 = m.eq(x, zero);
+    let r = m.select(is0, half, x);
+    let r = m.select(neg, zero, r);
+    m.select(pos, one, r)
+}
+
+/// `Vm` in plain Rust f32: what the accuracy table measures, lane for lane what the JIT computes.
+pub struct Scalar;
+
+impl Vm for Scalar {
+    type V = f32;
+    type M = bool;
+    fn c(&mut self, v: f32) -> f32 {
+        v
+    }
+    fn add(&mut self, a: f32, b: f32) -> f32 {
+        a + b
+    }
+    fn sub(&mut self, a: f32, b: f32) -> f32 {
+        a - b
+    }
+    fn mul(&mut self, a: f32, b: f32) -> f32 {
+        a * b
+    }
+    fn div(&mut self, a: f32, b: f32) -> f32 {
+        a / b
+    }
+    fn neg(&mut self, a: f32) -> f32 {
+        -a
+    }
+    fn abs(&mut self, a: f32) -> f32 {
+        a.abs()
+    }
+    fn sqrt(&mut self, a: f32) -> f32 {
+        a.sqrt()
+    }
+    fn min(&mut self, a: f32, b: f32) -> f32 {
+        if a.is_nan() || b.is_nan() { f32::NAN } else { a.min(b) }
+    }
+    fn max(&mut self, a: f32, b: f32) -> f32 {
+        if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) }
+    }
+    fn round(&mut self, a: f32) -> f32 {
+        a.round_ties_even()
+    }
+    fn floor(&mut self, a: f32) -> f32 {
+        a.floor()
+    }
+    fn lt(&mut self, a: f32, b: f32) -> bool {
+        a < b
+    }
+    fn eq(&mut self, a: f32, b: f32) -> bool {
+        a == b
+    }
+    fn and(&mut self, a: bool, b: bool) -> bool {
+        a && b
+    }
+    fn or(&mut self, a: bool, b: bool) -> bool {
+        a || b
+    }
+    fn select(&mut self, m: bool, a: f32, b: f32) -> f32 {
+        if m { a } else { b }
+    }
+    fn copysign(&mut self, mag: f32, sign: f32) -> f32 {
+        mag.abs().copysign(sign)
+    }
+    fn pow2i(&mut self, k: f32) -> f32 {
+        f32::from_bits(((k as i32 + 127) as u32) << 23)
+    }
+    fn frexp(&mut self, x: f32) -> (f32, f32) {
+        let sub = x < f32::MIN_POSITIVE;
+        let x = if sub { x * 16_777_216.0 } else { x };
+        let bits = x.to_bits();
+        let e = ((bits >> 23) & 0xff) as i32 - 126 - if sub { 24 } else { 0 };
+        (f32::from_bits((bits & 0x807f_ffff) | 0x3f00_0000), e as f32)
+    }
+}

@@ -1,0 +1,1 @@
+//! The Cranelift JIT (in progress).

@@ -1,0 +1,13 @@
+//! Backends: the graph -> kernel emitters, and the math they share.
+//!
+//! `mathlib` (kernels/mathlib.rs) holds every f32 routine once, generic over a small vector
+//! machine; `vm` maps each graph op to those routines; each target implements the machine.
+
+#[path = "../../kernels/coeffs.rs"]
+#[allow(clippy::excessive_precision)]
+pub mod coeffs;
+#[path = "../../kernels/mathlib.rs"]
+pub mod mathlib;
+
+pub mod jit;
+pub mod vm;

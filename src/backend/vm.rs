@@ -1,0 +1,112 @@
+//! One graph op -> one call into `mathlib`, for every backend that implements [`Vm`].
+
+use super::mathlib::{self as ml, Bessel, Vm};
+use crate::ir::{BinOp, Graph, Input, Node, UnOp};
+
+/// `op(x)` with the graph's guard `eps`.
+pub fn unary<M: Vm>(m: &mut M, op: UnOp, x: M::V, eps: f32) -> M::V {
+    use UnOp::*;
+    let guarded = |m: &mut M, x: M::V| {
+        let a = m.abs(x);
+        let e = m.c(eps);
+        m.add(a, e)
+    };
+    match op {
+        Neg => m.neg(x),
+        Ln => {
+            let g = guarded(m, x);
+            ml::ln(m, g)
+        }
+        Log10 => {
+            let g = guarded(m, x);
+            let l = ml::ln(m, g);
+            let k = m.c(std::f32::consts::LOG10_E);
+            m.mul(l, k)
+        }
+        Exp => ml::exp(m, x),
+        Abs => m.abs(x),
+        Sigmoid => ml::sigmoid(m, x),
+        Inv1pAbs => {
+            let one = m.c(1.0);
+            let a = m.abs(x);
+            let d = m.add(one, a);
+            m.div(one, d)
+        }
+        Softplus => ml::softplus_eps(m, x, eps),
+        Erf => ml::erf(m, x),
+        Erfc => ml::erfc(m, x),
+        Sin => ml::sin_or_cos(m, x, false),
+        Cos => ml::sin_or_cos(m, x, true),
+        Sinh => ml::sinh(m, x),
+        Cosh => ml::cosh(m, x),
+        Asinh => ml::asinh(m, x),
+        Tanh => ml::tanh(m, x),
+        Atan => ml::atan(m, x),
+        Recip => {
+            let one = m.c(1.0);
+            let e = m.c(eps);
+            let d = m.add(x, e);
+            m.div(one, d)
+        }
+        BesselI0 => ml::bessel(m, x, Bessel::I0),
+        BesselI0e => ml::bessel(m, x, Bessel::I0e),
+        BesselI1 => ml::bessel(m, x, Bessel::I1),
+        BesselI1e => ml::bessel(m, x, Bessel::I1e),
+        BesselI1x => ml::bessel(m, x, Bessel::I1x),
+        BesselI1ex => ml::bessel(m, x, Bessel::I1ex),
+        Relu => {
+            let z = m.c(0.0);
+            m.max(x, z)
+        }
+        Min0 => {
+            let z = m.c(0.0);
+            m.min(x, z)
+        }
+        Square => m.mul(x, x),
+        Sqrt => {
+            let a = m.abs(x);
+            m.sqrt(a)
+        }
+        Softsign => {
+            let one = m.c(1.0);
+            let a = m.abs(x);
+            let d = m.add(one, a);
+            m.div(x, d)
+        }
+        Dtanh => ml::dtanh(m, x),
+        Dsigmoid => ml::dsigmoid(m, x),
+        Sign => ml::sign(m, x),
+        Step => ml::step(m, x),
+        LnRaw => ml::ln(m, x),
+    }
+}
+
+/// `a op b`.
+pub fn binary<M: Vm>(m: &mut M, op: BinOp, a: M::V, b: M::V) -> M::V {
+    match op {
+        BinOp::Add => m.add(a, b),
+        BinOp::Sub => m.sub(a, b),
+        BinOp::Mul => m.mul(a, b),
+        BinOp::Div => m.div(a, b),
+        BinOp::Max => m.max(a, b),
+        BinOp::Min => m.min(a, b),
+        BinOp::Pow => ml::pow(m, a, b),
+    }
+}
+
+/// Every node's value, for inputs `y` and `p`, in f32 lanes.
+pub fn eval_graph<M: Vm>(m: &mut M, g: &Graph, y: M::V, p: M::V) -> Vec<M::V> {
+    let eps = g.eps as f32;
+    let mut vals: Vec<M::V> = Vec::with_capacity(g.len());
+    for (_, n) in g.iter() {
+        let v = match n {
+            Node::Input(Input::Y) => y,
+            Node::Input(Input::P) => p,
+            Node::Const(bits) => m.c(f64::from_bits(bits) as f32),
+            Node::Unary(op, a) => unary(m, op, vals[a.index()], eps),
+            Node::Binary(op, a, b) => binary(m, op, vals[a.index()], vals[b.index()]),
+        };
+        vals.push(v);
+    }
+    vals
+}
