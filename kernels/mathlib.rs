@@ -23,7 +23,7 @@ pub trait Vm {
     fn neg(&mut self, a: Self::V) -> Self::V;
     fn abs(&mut self, a: Self::V) -> Self::V;
     fn sqrt(&mut self, a: Self::V) -> Self::V;
-    /// NaN-propagating minimum and maximum.
+    /// NaN-propagating minimum and maximum (IEEE 754-2019 `minimum`/`maximum`: -0 < +0).
     fn min(&mut self, a: Self::V, b: Self::V) -> Self::V;
     fn max(&mut self, a: Self::V, b: Self::V) -> Self::V;
     /// Round to nearest, ties to even.
@@ -109,13 +109,28 @@ pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let r = m.sub(x, nh);
     let r = m.sub(r, nl);
     // e^r on |r| <= ln2/2: Taylor to degree 7 (truncation < 2e-9).
-    let p = poly(m, r, &[1.0, 1.0, 1.0 / 2.0, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0, 1.0 / 5040.0]);
+    let p = poly(
+        m,
+        r,
+        &[
+            1.0,
+            1.0,
+            1.0 / 2.0,
+            1.0 / 6.0,
+            1.0 / 24.0,
+            1.0 / 120.0,
+            1.0 / 720.0,
+            1.0 / 5040.0,
+        ],
+    );
     ldexp(m, p, n)
 }
 
 /// `e^x - 1`, accurate near 0.
 pub fn expm1<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    let c: Vec<f32> = (0..9).map(|k| 1.0 / (1..=k + 1).map(|i| i as f32).product::<f32>()).collect();
+    let c: Vec<f32> = (0..9)
+        .map(|k| 1.0 / (1..=k + 1).map(|i| i as f32).product::<f32>())
+        .collect();
     let q = poly(m, x, &c); // 1 + x/2 + x^2/6 + ... (x^9/10! < 3e-10 at |x| = 0.5)
     let small = m.mul(x, q);
     let e = exp(m, x);
@@ -144,7 +159,11 @@ pub fn ln<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let d = m.add(two, f);
     let s = m.div(f, d);
     let z = m.mul(s, s);
-    let q = poly(m, z, &[2.0, 2.0 / 3.0, 2.0 / 5.0, 2.0 / 7.0, 2.0 / 9.0, 2.0 / 11.0]);
+    let q = poly(
+        m,
+        z,
+        &[2.0, 2.0 / 3.0, 2.0 / 5.0, 2.0 / 7.0, 2.0 / 9.0, 2.0 / 11.0],
+    );
     let lnm = m.mul(s, q);
     let (h, l) = (m.c(LN2_HI), m.c(LN2_LO));
     let el = m.mul(e, l);
@@ -315,11 +334,17 @@ pub fn atan<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let t_mid = m.div(am1, ap1);
     let t = m.select(mid, t_mid, a);
     let t = m.select(big, t_big, t);
-    let (pio4, pio2, zero) = (m.c(std::f32::consts::FRAC_PI_4), m.c(std::f32::consts::FRAC_PI_2), m.c(0.0));
+    let (pio4, pio2, zero) = (
+        m.c(std::f32::consts::FRAC_PI_4),
+        m.c(std::f32::consts::FRAC_PI_2),
+        m.c(0.0),
+    );
     let y0 = m.select(mid, pio4, zero);
     let y0 = m.select(big, pio2, y0);
     let z = m.mul(t, t);
-    let c: Vec<f32> = (0..10).map(|k| if k % 2 == 0 { 1.0 } else { -1.0 } / (2 * k + 1) as f32).collect();
+    let c: Vec<f32> = (0..10)
+        .map(|k| if k % 2 == 0 { 1.0 } else { -1.0 } / (2 * k + 1) as f32)
+        .collect();
     let q = poly(m, z, &c);
     let r = m.mul(t, q);
     let v = m.add(y0, r);
@@ -329,9 +354,32 @@ pub fn atan<M: Vm>(m: &mut M, x: M::V) -> M::V {
 /// `(sin r, cos r)` on |r| <= pi/4 by Taylor series.
 fn sincos_reduced<M: Vm>(m: &mut M, r: M::V) -> (M::V, M::V) {
     let z = m.mul(r, r);
-    let ps = poly(m, z, &[1.0, -1.0 / 6.0, 1.0 / 120.0, -1.0 / 5040.0, 1.0 / 362_880.0, -1.0 / 39_916_800.0]);
+    let ps = poly(
+        m,
+        z,
+        &[
+            1.0,
+            -1.0 / 6.0,
+            1.0 / 120.0,
+            -1.0 / 5040.0,
+            1.0 / 362_880.0,
+            -1.0 / 39_916_800.0,
+        ],
+    );
     let s = m.mul(r, ps);
-    let c = poly(m, z, &[1.0, -0.5, 1.0 / 24.0, -1.0 / 720.0, 1.0 / 40320.0, -1.0 / 3_628_800.0, 1.0 / 479_001_600.0]);
+    let c = poly(
+        m,
+        z,
+        &[
+            1.0,
+            -0.5,
+            1.0 / 24.0,
+            -1.0 / 720.0,
+            1.0 / 40320.0,
+            -1.0 / 3_628_800.0,
+            1.0 / 479_001_600.0,
+        ],
+    );
     (s, c)
 }
 
@@ -351,7 +399,12 @@ pub fn sin_or_cos<M: Vm>(m: &mut M, x: M::V, cos: bool) -> M::V {
     // Quadrant k = q mod 4; cos(x) = sin(x + pi/2) is quadrant k + 1.
     let quarter = m.c(0.25);
     let four = m.c(4.0);
-    let qq = if cos { let one = m.c(1.0); m.add(q, one) } else { q };
+    let qq = if cos {
+        let one = m.c(1.0);
+        m.add(q, one)
+    } else {
+        q
+    };
     let d = m.mul(qq, quarter);
     let fl = m.floor(d);
     let f4 = m.mul(fl, four);
@@ -485,7 +538,11 @@ fn bessel_scaled<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V, M::V) {
     let inf = m.c(f32::INFINITY);
     let zero = m.c(0.0);
     let is_inf = m.eq(a, inf);
-    (m.select(is_inf, zero, i0e), m.select(is_inf, zero, i1ex), m.select(is_inf, zero, i1e))
+    (
+        m.select(is_inf, zero, i0e),
+        m.select(is_inf, zero, i1ex),
+        m.select(is_inf, zero, i1e),
+    )
 }
 
 /// Which Bessel-family function to compute.
@@ -527,6 +584,49 @@ pub fn bessel<M: Vm>(m: &mut M, x: M::V, which: Bessel) -> M::V {
             let v = m.mul(v, a);
             m.copysign(v, x)
         }
+    }
+}
+
+/// `d/dx e^-|x| I0(x)` (`i1 = false`, odd, 0 at 0) or `d/dx e^-|x| I1(x)` (`i1 = true`, even),
+/// from their own series: the textbook forms `i1e - i0e` cancel for large |x|.
+pub fn bessel_derivative<M: Vm>(m: &mut M, x: M::V, i1: bool) -> M::V {
+    let (small_c, large_c) = if i1 {
+        (coeffs::I1E_D_SMALL, coeffs::I1E_D_LARGE)
+    } else {
+        (coeffs::I0E_D_SMALL, coeffs::I0E_D_LARGE)
+    };
+    let a = m.abs(x);
+    let (quarter, one, two) = (m.c(0.25), m.c(1.0), m.c(2.0));
+    let t = m.mul(a, quarter);
+    let t = m.sub(t, one);
+    let f = chebyshev(m, t, small_c);
+    let w = m.add(t, two); // 1 + a/4
+    let w3 = m.mul(w, w);
+    let w3 = m.mul(w3, w);
+    let small = m.div(f, w3);
+    let sixteen = m.c(16.0);
+    let t = m.div(sixteen, a);
+    let t = m.sub(t, one);
+    let g = chebyshev(m, t, large_c);
+    let r = m.sqrt(a);
+    let g = m.div(g, r);
+    let large = m.div(g, a);
+    let eight = m.c(8.0);
+    let is_small = m.lt(a, eight);
+    let v = m.select(is_small, small, large);
+    let inf = m.c(f32::INFINITY);
+    let zero = m.c(0.0);
+    let is_inf = m.eq(a, inf);
+    let v = m.select(is_inf, zero, v);
+    if i1 {
+        v
+    } else {
+        // odd, with the kink at 0 given the mean of its one-sided slopes (0)
+        let neg = m.lt(x, zero);
+        let nv = m.neg(v);
+        let v = m.select(neg, nv, v);
+        let is0 = m.eq(x, zero);
+        m.select(is0, zero, v)
     }
 }
 
@@ -609,10 +709,23 @@ impl Vm for Scalar {
         a.sqrt()
     }
     fn min(&mut self, a: f32, b: f32) -> f32 {
-        if a.is_nan() || b.is_nan() { f32::NAN } else { a.min(b) }
+        // IEEE 754-2019 minimum, as Cranelift's fmin: NaN wins, min(-0, 0) = -0 either way.
+        if a.is_nan() || b.is_nan() {
+            f32::NAN
+        } else if a == 0.0 && b == 0.0 {
+            -(-a + -b)
+        } else {
+            a.min(b)
+        }
     }
     fn max(&mut self, a: f32, b: f32) -> f32 {
-        if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) }
+        if a.is_nan() || b.is_nan() {
+            f32::NAN
+        } else if a == 0.0 && b == 0.0 {
+            a + b
+        } else {
+            a.max(b)
+        }
     }
     fn round(&mut self, a: f32) -> f32 {
         a.round_ties_even()

@@ -6,19 +6,20 @@
 //! Per row: `p = softmax(z)`, `s_c = p_c * dL/dp_c`, `grad_c = (s_c - p_c * sum(s)) / B`.
 
 /// Targets of a batch. Label forms build `y` inside the kernel, never as a `[B, C]` tensor.
+/// `F` is the element type of `lam` and dense targets: f64 for the interpreter, f32 for kernels.
 #[derive(Clone, Copy, Debug)]
-pub enum Targets<'a> {
+pub enum Targets<'a, F = f64> {
     /// `y = (1 - alpha) * onehot(label) + alpha / C`.
     Labels { labels: &'a [u32], smoothing: f64 },
     /// `y = (1 - alpha) * (lam * onehot(a) + (1 - lam) * onehot(b)) + alpha / C`.
     Mixup {
         labels: &'a [u32],
         labels_b: &'a [u32],
-        lam: &'a [f64],
+        lam: &'a [F],
         smoothing: f64,
     },
     /// `y` given for every element, `[B, C]`.
-    Dense { y: &'a [f64] },
+    Dense { y: &'a [F] },
 }
 
 /// A batch that does not fit the contract.
@@ -40,11 +41,13 @@ pub enum ContractError {
         label: u32,
         classes: usize,
     },
+    #[error("the kernel was compiled for {compiled}, the batch needs {given}")]
+    Spec { compiled: String, given: String },
     #[error("{what} = {value} is outside [0, 1]")]
     Range { what: &'static str, value: f64 },
 }
 
-impl Targets<'_> {
+impl<F: Copy + Into<f64>> Targets<'_, F> {
     /// Checks the shapes and ranges against a `[batch, classes]` logit matrix.
     pub fn check(&self, batch: usize, classes: usize) -> Result<(), ContractError> {
         let len = |what, got: usize, want| {
@@ -91,7 +94,7 @@ impl Targets<'_> {
                 len("lam", lam.len(), batch)?;
                 labels_ok(labels)?;
                 labels_ok(labels_b)?;
-                lam.iter().try_for_each(|&l| unit("lam", l))?;
+                lam.iter().try_for_each(|&l| unit("lam", l.into()))?;
                 unit("label_smoothing", smoothing)
             }
             Targets::Dense { y } => len("targets", y.len(), batch * classes),
@@ -110,10 +113,10 @@ impl Targets<'_> {
                 lam,
                 smoothing,
             } => {
-                let l = lam[row];
+                let l: f64 = lam[row].into();
                 smooth(smoothing, l * hit(labels) + (1.0 - l) * hit(labels_b))
             }
-            Targets::Dense { y } => y[row * classes + class],
+            Targets::Dense { y } => y[row * classes + class].into(),
         }
     }
 }

@@ -8,19 +8,24 @@
 /// smallest term there is ~e^-2x, far below f64 resolution).
 const BESSEL_SERIES_MAX: f64 = 25.0;
 
-/// NaN-propagating maximum (`f64::max` drops NaN).
+/// NaN-propagating maximum (`f64::max` drops NaN) with `max(-0, 0) = 0` in either order, so
+/// it is commutative (IEEE 754-2019 `maximum`).
 pub fn max(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        a + b // only the signs of zeros can differ, and -0 + 0 = 0
     } else {
         a.max(b)
     }
 }
 
-/// NaN-propagating minimum.
+/// NaN-propagating minimum with `min(-0, 0) = -0` in either order.
 pub fn min(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        -(-a + -b)
     } else {
         a.min(b)
     }
@@ -89,6 +94,55 @@ fn bessel_series(x: f64, nu: u32) -> f64 {
             return sum;
         }
         k += 1.0;
+    }
+}
+
+/// The terms `c_k / x^k` of the Hankel expansion of `sqrt(2 pi x) e^-x I_nu(x)`, up to where
+/// they stop decreasing or fall below f64 resolution.
+fn hankel_terms(x: f64, nu: u32, n: usize) -> Vec<f64> {
+    let mu = 4.0 * (nu * nu) as f64;
+    let mut terms = vec![1.0];
+    for k in 1..n {
+        let kf = k as f64;
+        let prev = terms[k - 1];
+        terms.push(-prev * (mu - (2.0 * kf - 1.0).powi(2)) / (kf * 8.0 * x));
+    }
+    terms
+}
+
+/// How many Hankel terms to use at x > BESSEL_SERIES_MAX (the terms decrease up to k ~ 2x).
+const HANKEL_TERMS: usize = 40;
+
+/// `d/dx e^-|x| I0(x)`: `sign(x) (i1e(|x|) - i0e(|x|))`, 0 at x = 0. For large |x| the
+/// difference is taken term by term in the asymptotic series, so nothing cancels.
+pub fn bessel_i0e_d(x: f64) -> f64 {
+    let a = x.abs();
+    let v = if a <= BESSEL_SERIES_MAX {
+        bessel_i1e(a) - bessel_i0e(a)
+    } else {
+        let (t0, t1) = (
+            hankel_terms(a, 0, HANKEL_TERMS),
+            hankel_terms(a, 1, HANKEL_TERMS),
+        );
+        t0.iter().zip(&t1).map(|(u, v)| v - u).sum::<f64>()
+            / (2.0 * std::f64::consts::PI * a).sqrt()
+    };
+    sign(x) * v
+}
+
+/// `d/dx e^-|x| I1(x)` = `i0e(x) - i1e(x)/x - sign(x) i1e(x)` (even in x, 1/2 at 0).
+pub fn bessel_i1e_d(x: f64) -> f64 {
+    let a = x.abs();
+    if a <= BESSEL_SERIES_MAX {
+        bessel_i0e(a) - bessel_i1ex(a) - bessel_i1e(a)
+    } else {
+        let (t0, t1) = (
+            hankel_terms(a, 0, HANKEL_TERMS),
+            hankel_terms(a, 1, HANKEL_TERMS),
+        );
+        let diff: f64 = t0.iter().zip(&t1).map(|(u, v)| u - v).sum();
+        let over: f64 = t1.iter().sum::<f64>() / a;
+        (diff - over) / (2.0 * std::f64::consts::PI * a).sqrt()
     }
 }
 
@@ -199,6 +253,27 @@ mod tests {
         assert!(close(bessel_i1e(30.0), 0.071_916_330_598_647_55, 1e-13));
         assert!(close(bessel_i0e(1000.0), 0.012_617_240_455_891_257, 1e-13));
         assert_eq!(bessel_i1x(0.0), 0.5);
+    }
+
+    #[test]
+    fn bessel_derivatives_match_central_differences() {
+        for &x in &[0.3f64, 2.0, 7.9, 8.1, 24.0, 26.0, 100.0, 1e4, -3.0, -40.0] {
+            let h = 1e-5 * x.abs().max(1.0);
+            let fd0 = (bessel_i0e(x + h) - bessel_i0e(x - h)) / (2.0 * h);
+            let fd1 = (bessel_i1e(x + h) - bessel_i1e(x - h)) / (2.0 * h);
+            assert!(
+                close(bessel_i0e_d(x), fd0, 1e-6),
+                "i0e'({x}) = {} vs {fd0}",
+                bessel_i0e_d(x)
+            );
+            assert!(
+                close(bessel_i1e_d(x), fd1, 1e-6),
+                "i1e'({x}) = {} vs {fd1}",
+                bessel_i1e_d(x)
+            );
+        }
+        assert_eq!(bessel_i0e_d(0.0), 0.0);
+        assert_eq!(bessel_i1e_d(0.0), 0.5);
     }
 
     #[test]

@@ -1,1 +1,895 @@
-//! The Cranelift JIT (in progress).
+//! The CPU backend: a Cranelift JIT that turns a fused loss into one native function
+//! implementing the kernel contract with f32x4 SIMD.
+//!
+//! Per row the generated code makes these passes over the classes:
+//! 1. `m = max z`;
+//! 2. `e = exp(z - m)` into a scratch row, `S = sum e`;
+//! 3. `p = e / S`, then `L(y, p)` and `s = p dL/dp` with the row's constant off-target `y`
+//!    (skipped when both are 0, as for CE without smoothing); the label classes are masked out;
+//! 4. the label classes ("fix-ups"): `L` and `s` at their own `y`, one lane;
+//! 5. `grad = (s - p sum(s)) / B`.
+//!
+//! Label kernels are specialised on the target structure: with integer labels a row's `y`
+//! takes two values, so the loss is compiled twice with `y` constant (off-target `alpha/C`,
+//! on-target `1 - alpha + alpha/C`) and simplified each time; mixup rows use the constant
+//! off-target graph plus the general graph for their two labels; dense targets use the general
+//! graph. Compiled kernels are cached per process.
+
+use super::mathlib::Vm;
+use super::vm::eval_graph;
+use crate::contract::{ContractError, Targets, batch_size};
+use crate::ir::{Graph, Id, Input, Node, print};
+use crate::passes::fuse::Fused;
+use crate::passes::simplify::simplify;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind,
+    UserFuncName, Value,
+};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module, default_libcall_names};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// How a batch gives its targets (the kernel is specialised on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    Labels,
+    Mixup,
+    Dense,
+}
+
+/// What a kernel is specialised on besides the loss.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spec {
+    pub kind: TargetKind,
+    /// Label smoothing (ignored for dense targets).
+    pub smoothing: f64,
+    pub classes: usize,
+}
+
+impl Spec {
+    /// The spec a batch's targets call for.
+    pub fn of<F: Copy + Into<f64>>(targets: &Targets<F>, classes: usize) -> Spec {
+        let (kind, smoothing) = match *targets {
+            Targets::Labels { smoothing, .. } => (TargetKind::Labels, smoothing),
+            Targets::Mixup { smoothing, .. } => (TargetKind::Mixup, smoothing),
+            Targets::Dense { .. } => (TargetKind::Dense, 0.0),
+        };
+        Spec {
+            kind,
+            smoothing,
+            classes,
+        }
+    }
+    fn y_off(&self) -> f64 {
+        self.smoothing / self.classes as f64
+    }
+    fn y_on(&self) -> f64 {
+        1.0 - self.smoothing + self.y_off()
+    }
+}
+
+/// A JIT failure (a Cranelift error: a bug, or an unsupported host).
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    #[error("the host is not supported by Cranelift: {0}")]
+    Host(String),
+    #[error("code generation failed: {0}")]
+    Codegen(String),
+}
+
+/// The argument block of a generated kernel; the layout is the ABI (offsets below).
+#[repr(C)]
+struct Args {
+    logits: *const f32,
+    grad: *mut f32,
+    row_loss: *mut f32,
+    labels: *const u32,
+    labels_b: *const u32,
+    lam: *const f32,
+    dense: *const f32,
+    p_buf: *mut f32,
+    s_buf: *mut f32,
+    rows: u64,
+    classes: u64,
+    inv_batch: f32,
+}
+
+/// Byte offsets of the `Args` fields, in declaration order.
+mod off {
+    pub const LOGITS: i32 = 0;
+    pub const GRAD: i32 = 8;
+    pub const ROW_LOSS: i32 = 16;
+    pub const LABELS: i32 = 24;
+    pub const LABELS_B: i32 = 32;
+    pub const LAM: i32 = 40;
+    pub const DENSE: i32 = 48;
+    pub const P_BUF: i32 = 56;
+    pub const S_BUF: i32 = 64;
+    pub const ROWS: i32 = 72;
+    pub const CLASSES: i32 = 80;
+    pub const INV_BATCH: i32 = 88;
+}
+
+/// A compiled kernel.
+pub struct JitKernel {
+    func: unsafe extern "C" fn(*const Args),
+    /// Owns the code `func` points into.
+    _module: JITModule,
+    pub spec: Spec,
+    /// Whether the off-target pass was compiled away (L and s are 0 off target).
+    pub sparse: bool,
+}
+
+// SAFETY: the module's code is immutable once finalized, and the function reads only the
+// argument block it is given; sharing the kernel across threads is sound.
+unsafe impl Send for JitKernel {}
+unsafe impl Sync for JitKernel {}
+
+/// Per-process cache: the same loss and spec compile once.
+fn cache() -> &'static Mutex<HashMap<(String, TargetKind, u64, usize), Arc<JitKernel>>> {
+    static CACHE: OnceLock<Mutex<HashMap<(String, TargetKind, u64, usize), Arc<JitKernel>>>> =
+        OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Compiles a fused loss for a spec, or returns the cached kernel.
+pub fn compile(fused: &Fused, spec: Spec) -> Result<Arc<JitKernel>, JitError> {
+    let key = (
+        print::to_text(&fused.graph),
+        spec.kind,
+        spec.smoothing.to_bits(),
+        spec.classes,
+    );
+    if let Some(k) = cache().lock().unwrap().get(&key) {
+        return Ok(k.clone());
+    }
+    let kernel = Arc::new(compile_uncached(fused, spec)?);
+    cache().lock().unwrap().insert(key, kernel.clone());
+    Ok(kernel)
+}
+
+/// `graph` with `y` replaced by a constant, simplified.
+fn with_y(g: &Graph, y: f64) -> Graph {
+    let mut out = Graph::new(g.eps);
+    let mut map: Vec<Id> = Vec::with_capacity(g.len());
+    for (_, n) in g.iter() {
+        let m = |a: Id| map[a.index()];
+        let new = match n {
+            Node::Input(Input::Y) => out.constant(y),
+            Node::Input(_) | Node::Const(_) => out.insert(n),
+            Node::Unary(op, a) => out.unary(op, m(a)),
+            Node::Binary(op, a, b) => out.binary(op, m(a), m(b)),
+        };
+        map.push(new);
+    }
+    out.outputs = g
+        .outputs
+        .iter()
+        .map(|(name, id)| (name.clone(), map[id.index()]))
+        .collect();
+    simplify(&out)
+}
+
+fn is_zero(g: &Graph, id: Id) -> bool {
+    g.node(id).as_const() == Some(0.0)
+}
+
+/// Compiles without the cache (for measuring compile time).
+pub fn compile_uncached(fused: &Fused, spec: Spec) -> Result<JitKernel, JitError> {
+    let general = &fused.graph;
+    let (off, on) = match spec.kind {
+        TargetKind::Labels => (
+            Some(with_y(general, spec.y_off())),
+            Some(with_y(general, spec.y_on())),
+        ),
+        TargetKind::Mixup => (Some(with_y(general, spec.y_off())), None),
+        TargetKind::Dense => (None, None),
+    };
+    let sparse = off
+        .as_ref()
+        .is_some_and(|g| is_zero(g, g.outputs[0].1) && is_zero(g, g.outputs[1].1));
+
+    let mut flags = settings::builder();
+    let set =
+        |f: &mut settings::Builder, k, v| f.set(k, v).map_err(|e| JitError::Host(e.to_string()));
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| JitError::Host(e.to_string()))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| JitError::Host(e.to_string()))?;
+    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+    let mut ctx = module.make_context();
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(I64));
+    ctx.func.signature = sig.clone();
+    let id = module
+        .declare_function("loss_kernel", Linkage::Local, &sig)
+        .map_err(|e| JitError::Codegen(e.to_string()))?;
+    ctx.func.name = UserFuncName::user(0, id.as_u32());
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut e = Emitter { b };
+        let graphs = Graphs {
+            general,
+            off: off.as_ref(),
+            on: on.as_ref(),
+            sparse,
+        };
+        e.kernel(&spec, &graphs);
+        e.b.seal_all_blocks();
+        e.b.finalize(module.target_config());
+    }
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| JitError::Codegen(format!("{e:?}")))?;
+    module.clear_context(&mut ctx);
+    module
+        .finalize_definitions()
+        .map_err(|e| JitError::Codegen(e.to_string()))?;
+    let ptr = module.get_finalized_function(id);
+    // SAFETY: `ptr` is the finalized code of a function with signature `fn(i64)` under the
+    // host's default calling convention, which is `extern "C" fn(*const Args)`.
+    let func = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*const Args)>(ptr) };
+    Ok(JitKernel {
+        func,
+        _module: module,
+        spec,
+        sparse,
+    })
+}
+
+/// The graphs a kernel evaluates.
+struct Graphs<'g> {
+    general: &'g Graph,
+    off: Option<&'g Graph>,
+    on: Option<&'g Graph>,
+    sparse: bool,
+}
+
+/// A Cranelift function under construction; implements the math library's vector machine
+/// on f32x4 values.
+struct Emitter<'a> {
+    b: FunctionBuilder<'a>,
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+fn little() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+impl Vm for Emitter<'_> {
+    type V = Value;
+    type M = Value;
+    fn c(&mut self, v: f32) -> Value {
+        let s = self.b.ins().f32const(v);
+        self.b.ins().splat(F32X4, s)
+    }
+    fn add(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().fadd(a, b)
+    }
+    fn sub(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().fsub(a, b)
+    }
+    fn mul(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().fmul(a, b)
+    }
+    fn div(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().fdiv(a, b)
+    }
+    fn neg(&mut self, a: Value) -> Value {
+        self.b.ins().fneg(a)
+    }
+    fn abs(&mut self, a: Value) -> Value {
+        self.b.ins().fabs(a)
+    }
+    fn sqrt(&mut self, a: Value) -> Value {
+        self.b.ins().sqrt(a)
+    }
+    fn min(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().fmin(a, b) // NaN-propagating, as the op table requires
+    }
+    fn max(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().fmax(a, b)
+    }
+    fn round(&mut self, a: Value) -> Value {
+        self.b.ins().nearest(a)
+    }
+    fn floor(&mut self, a: Value) -> Value {
+        self.b.ins().floor(a)
+    }
+    fn lt(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().fcmp(FloatCC::LessThan, a, b)
+    }
+    fn eq(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().fcmp(FloatCC::Equal, a, b)
+    }
+    fn and(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().band(a, b)
+    }
+    fn or(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().bor(a, b)
+    }
+    fn select(&mut self, m: Value, a: Value, b: Value) -> Value {
+        // Lane masks are i32x4 all-ones/all-zeros; bitselect wants one type throughout.
+        let m = self.b.ins().bitcast(F32X4, little(), m);
+        self.b.ins().bitselect(m, a, b)
+    }
+    fn copysign(&mut self, mag: Value, sign: Value) -> Value {
+        let mi = self.b.ins().bitcast(I32X4, little(), mag);
+        let si = self.b.ins().bitcast(I32X4, little(), sign);
+        let lo = self.i32s(0x7fff_ffff);
+        let hi = self.i32s(i32::MIN);
+        let m = self.b.ins().band(mi, lo);
+        let s = self.b.ins().band(si, hi);
+        let r = self.b.ins().bor(m, s);
+        self.b.ins().bitcast(F32X4, little(), r)
+    }
+    fn pow2i(&mut self, k: Value) -> Value {
+        let ki = self.b.ins().fcvt_to_sint_sat(I32X4, k);
+        let bias = self.i32s(127);
+        let e = self.b.ins().iadd(ki, bias);
+        let bits = self.b.ins().ishl_imm_u(e, 23);
+        self.b.ins().bitcast(F32X4, little(), bits)
+    }
+    fn frexp(&mut self, x: Value) -> (Value, Value) {
+        // Subnormals: scale by 2^24 first so the exponent field is meaningful.
+        let tiny = self.c(f32::MIN_POSITIVE);
+        let sub = self.lt(x, tiny);
+        let big = self.c(16_777_216.0);
+        let xs = self.mul(x, big);
+        let x = self.select(sub, xs, x);
+        let bits = self.b.ins().bitcast(I32X4, little(), x);
+        let sh = self.b.ins().ushr_imm_u(bits, 23);
+        let ff = self.i32s(0xff);
+        let ex = self.b.ins().band(sh, ff);
+        let bias = self.i32s(126);
+        let ex = self.b.ins().isub(ex, bias);
+        let e = self.b.ins().fcvt_from_sint(F32X4, ex);
+        let (z, k24) = (self.c(0.0), self.c(24.0));
+        let adj = self.select(sub, k24, z);
+        let e = self.sub(e, adj);
+        let keep = self.i32s(0x807f_ffffu32 as i32);
+        let half = self.i32s(0x3f00_0000);
+        let mbits = self.b.ins().band(bits, keep);
+        let mbits = self.b.ins().bor(mbits, half);
+        (self.b.ins().bitcast(F32X4, little(), mbits), e)
+    }
+}
+
+impl Emitter<'_> {
+    fn i32s(&mut self, v: i32) -> Value {
+        let s = self.b.ins().iconst(I32, v as i64);
+        self.b.ins().splat(I32X4, s)
+    }
+    fn i64c(&mut self, v: i64) -> Value {
+        self.b.ins().iconst(I64, v)
+    }
+    fn load(&mut self, ty: cranelift_codegen::ir::Type, base: Value, offset: i32) -> Value {
+        self.b.ins().load(ty, flags(), base, offset)
+    }
+    /// `base + index * size`
+    fn elem(&mut self, base: Value, index: Value, size: i64) -> Value {
+        let o = self.b.ins().imul_imm_s(index, size);
+        self.b.ins().iadd(base, o)
+    }
+    fn hreduce(&mut self, v: Value, max: bool) -> Value {
+        let mut acc = self.b.ins().extractlane(v, 0);
+        for lane in 1..4u8 {
+            let x = self.b.ins().extractlane(v, lane);
+            acc = if max {
+                self.b.ins().fmax(acc, x)
+            } else {
+                self.b.ins().fadd(acc, x)
+            };
+        }
+        acc
+    }
+
+    /// `for i in (start..end).step_by(step)` with loop-carried values; returns their final values.
+    fn for_loop(
+        &mut self,
+        start: Value,
+        end: Value,
+        step: i64,
+        carried: &[Value],
+        body: impl FnOnce(&mut Self, Value, &[Value]) -> Vec<Value>,
+    ) -> Vec<Value> {
+        let header = self.b.create_block();
+        let body_block = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(header, I64);
+        for &c in carried {
+            let ty = self.b.func.dfg.value_type(c);
+            self.b.append_block_param(header, ty);
+            self.b.append_block_param(exit, ty);
+        }
+        let args: Vec<BlockArg> = std::iter::once(start)
+            .chain(carried.iter().copied())
+            .map(BlockArg::from)
+            .collect();
+        self.b.ins().jump(header, &args);
+        self.b.switch_to_block(header);
+        let params = self.b.block_params(header).to_vec();
+        let (i, cur) = (params[0], params[1..].to_vec());
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, i, end);
+        let exit_args: Vec<BlockArg> = cur.iter().copied().map(BlockArg::from).collect();
+        self.b.ins().brif(go, body_block, &[], exit, &exit_args);
+        self.b.switch_to_block(body_block);
+        let next = body(self, i, &cur);
+        let i2 = self.b.ins().iadd_imm_s(i, step);
+        let args: Vec<BlockArg> = std::iter::once(i2)
+            .chain(next)
+            .map(BlockArg::from)
+            .collect();
+        self.b.ins().jump(header, &args);
+        self.b.switch_to_block(exit);
+        self.b.block_params(exit).to_vec()
+    }
+
+    /// `(L, s)` of a graph at vector inputs.
+    fn graph(&mut self, g: &Graph, y: Value, p: Value) -> (Value, Value) {
+        let vals = eval_graph(self, g, y, p);
+        (vals[g.outputs[0].1.index()], vals[g.outputs[1].1.index()])
+    }
+
+    /// `(L, s)` of a graph at scalar inputs (lane 0 of a splat).
+    fn graph_scalar(&mut self, g: &Graph, y: Value, p: Value) -> (Value, Value) {
+        let yv = self.b.ins().splat(F32X4, y);
+        let pv = self.b.ins().splat(F32X4, p);
+        let (l, s) = self.graph(g, yv, pv);
+        (
+            self.b.ins().extractlane(l, 0),
+            self.b.ins().extractlane(s, 0),
+        )
+    }
+
+    /// Copies `n - from` (< 4) f32s at `src[from..n]` into a 4-lane stack slot padded with
+    /// `pad`, and loads it: the ragged end of a row as one vector.
+    fn load_tail(&mut self, src: Value, from: Value, n: Value, pad: f32) -> Value {
+        let slot =
+            self.b
+                .create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 4));
+        let padv = self.c(pad);
+        self.b.ins().stack_store(I64, padv, slot, 0);
+        let base = self.b.ins().stack_addr(I64, slot, 0);
+        self.for_loop(from, n, 1, &[], |e, c, _| {
+            let at = e.elem(src, c, 4);
+            let v = e.load(F32, at, 0);
+            let k = e.b.ins().isub(c, from);
+            let dst = e.elem(base, k, 4);
+            e.b.ins().store(flags(), v, dst, 0);
+            vec![]
+        });
+        self.b.ins().stack_load(I64, F32X4, slot, 0)
+    }
+
+    /// The whole kernel function.
+    fn kernel(&mut self, spec: &Spec, g: &Graphs) {
+        let entry = self.b.create_block();
+        self.b.append_block_params_for_function_params(entry);
+        self.b.switch_to_block(entry);
+        let args = self.b.block_params(entry)[0];
+        let ld = |e: &mut Self, o| e.load(I64, args, o);
+        let (logits, grad, row_loss) = (
+            ld(self, off::LOGITS),
+            ld(self, off::GRAD),
+            ld(self, off::ROW_LOSS),
+        );
+        let (labels, labels_b, lam, dense) = (
+            ld(self, off::LABELS),
+            ld(self, off::LABELS_B),
+            ld(self, off::LAM),
+            ld(self, off::DENSE),
+        );
+        let (p_buf, s_buf, rows, classes) = (
+            ld(self, off::P_BUF),
+            ld(self, off::S_BUF),
+            ld(self, off::ROWS),
+            ld(self, off::CLASSES),
+        );
+        let inv_batch = self.load(F32, args, off::INV_BATCH);
+        let zero = self.i64c(0);
+        let c4 = self.b.ins().band_imm_s(classes, !3i64);
+        let ctx = RowCtx {
+            logits,
+            grad,
+            row_loss,
+            labels,
+            labels_b,
+            lam,
+            dense,
+            p_buf,
+            s_buf,
+            classes,
+            c4,
+            inv_batch,
+        };
+        self.for_loop(zero, rows, 1, &[], |e, r, _| {
+            e.row(spec, g, &ctx, r);
+            vec![]
+        });
+        self.b.ins().return_(&[]);
+    }
+
+    /// One row of the contract.
+    fn row(&mut self, spec: &Spec, g: &Graphs, x: &RowCtx, r: Value) {
+        let zero = self.i64c(0);
+        let row_start = self.b.ins().imul(r, x.classes);
+        let z = self.elem(x.logits, row_start, 4);
+        let grow = self.elem(x.grad, row_start, 4);
+
+        // 1. max
+        let ninf = self.c(f32::NEG_INFINITY);
+        let vmax = self.for_loop(zero, x.c4, 4, &[ninf], |e, c, acc| {
+            let at = e.elem(z, c, 4);
+            let v = e.load(F32X4, at, 0);
+            vec![e.b.ins().fmax(acc[0], v)]
+        })[0];
+        let m = self.hreduce(vmax, true);
+        let m = self.for_loop(x.c4, x.classes, 1, &[m], |e, c, acc| {
+            let at = e.elem(z, c, 4);
+            let v = e.load(F32, at, 0);
+            vec![e.b.ins().fmax(acc[0], v)]
+        })[0];
+        let mv = self.b.ins().splat(F32X4, m);
+
+        // 2. e = exp(z - m) into p_buf (the ragged end padded with -inf -> 0), S = sum e
+        let vzero = self.c(0.0);
+        let vsum = self.for_loop(zero, x.c4, 4, &[vzero], |e, c, acc| {
+            let at = e.elem(z, c, 4);
+            let v = e.load(F32X4, at, 0);
+            let d = e.b.ins().fsub(v, mv);
+            let ex = super::mathlib::exp(e, d);
+            let dst = e.elem(x.p_buf, c, 4);
+            e.b.ins().store(flags(), ex, dst, 0);
+            vec![e.b.ins().fadd(acc[0], ex)]
+        })[0];
+        let tail = self.load_tail(z, x.c4, x.classes, f32::NEG_INFINITY);
+        let d = self.b.ins().fsub(tail, mv);
+        let ex = super::mathlib::exp(self, d);
+        let dst = self.elem(x.p_buf, x.c4, 4);
+        self.b.ins().store(flags(), ex, dst, 0);
+        let vsum = self.b.ins().fadd(vsum, ex);
+        let sum = self.hreduce(vsum, false);
+        let one = self.b.ins().f32const(1.0);
+        let inv_s = self.b.ins().fdiv(one, sum);
+        let inv_sv = self.b.ins().splat(F32X4, inv_s);
+        let padded = self.b.ins().iadd_imm_s(x.c4, 4);
+
+        // Which classes hold labels (-1 when none).
+        let (ka, kb, lam) = match spec.kind {
+            TargetKind::Dense => (None, None, None),
+            TargetKind::Labels => (Some(self.label(x.labels, r)), None, None),
+            TargetKind::Mixup => {
+                let at = self.elem(x.lam, r, 4);
+                (
+                    Some(self.label(x.labels, r)),
+                    Some(self.label(x.labels_b, r)),
+                    Some(self.load(F32, at, 0)),
+                )
+            }
+        };
+
+        // 3. the off-target (or dense) pass over all classes: p into p_buf, s into s_buf
+        let (mut row_l, mut sigma) = (self.b.ins().f32const(0.0), self.b.ins().f32const(0.0));
+        if !g.sparse {
+            let iota = self.iota();
+            let c_splat = |e: &mut Self, c: Value| {
+                let c32 = e.b.ins().ireduce(I32, c);
+                let cs = e.b.ins().splat(I32X4, c32);
+                e.b.ins().iadd(cs, iota)
+            };
+            let ncls = self.b.ins().ireduce(I32, x.classes);
+            let ncls = self.b.ins().splat(I32X4, ncls);
+            let kav = ka.map(|k| {
+                let k32 = self.b.ins().ireduce(I32, k);
+                self.b.ins().splat(I32X4, k32)
+            });
+            let kbv = kb.map(|k| {
+                let k32 = self.b.ins().ireduce(I32, k);
+                self.b.ins().splat(I32X4, k32)
+            });
+            let dense_row = self.elem(x.dense, row_start, 4);
+            let chunk = |e: &mut Self, c: Value, y: Value, acc: &[Value]| -> Vec<Value> {
+                let at = e.elem(x.p_buf, c, 4);
+                let ev = e.load(F32X4, at, 0);
+                let p = e.b.ins().fmul(ev, inv_sv);
+                e.b.ins().store(flags(), p, at, 0);
+                let graph = g.off.unwrap_or(g.general);
+                let (l, s) = e.graph(graph, y, p);
+                // Keep lanes that are real classes and not labels (those get their own y below).
+                let ci = c_splat(e, c);
+                let mut keep = e.b.ins().icmp(IntCC::SignedLessThan, ci, ncls);
+                for k in [kav, kbv].into_iter().flatten() {
+                    let ne = e.b.ins().icmp(IntCC::NotEqual, ci, k);
+                    keep = e.b.ins().band(keep, ne);
+                }
+                let vz = e.c(0.0);
+                let l = e.select(keep, l, vz);
+                let s = e.select(keep, s, vz);
+                let dst = e.elem(x.s_buf, c, 4);
+                e.b.ins().store(flags(), s, dst, 0);
+                vec![e.b.ins().fadd(acc[0], l), e.b.ins().fadd(acc[1], s)]
+            };
+            let yconst = self.c(0.0); // the off-target graph has y folded in; this is unused
+            let acc = if spec.kind == TargetKind::Dense {
+                let acc = self.for_loop(zero, x.c4, 4, &[vzero, vzero], |e, c, acc| {
+                    let at = e.elem(dense_row, c, 4);
+                    let y = e.load(F32X4, at, 0);
+                    chunk(e, c, y, acc)
+                });
+                let y = self.load_tail(dense_row, x.c4, x.classes, 0.0);
+                chunk(self, x.c4, y, &acc)
+            } else {
+                self.for_loop(zero, padded, 4, &[vzero, vzero], |e, c, acc| {
+                    chunk(e, c, yconst, acc)
+                })
+            };
+            row_l = self.hreduce(acc[0], false);
+            sigma = self.hreduce(acc[1], false);
+        }
+
+        // 4. the label classes at their own y
+        let mut fixups: Vec<(Value, Value)> = Vec::new(); // (class, s)
+        let p_at = |e: &mut Self, k: Value| {
+            let at = e.elem(x.p_buf, k, 4);
+            let v = e.load(F32, at, 0);
+            if g.sparse {
+                e.b.ins().fmul(v, inv_s)
+            } else {
+                v
+            }
+        };
+        match (ka, kb) {
+            (Some(k), None) => {
+                let y = self.b.ins().f32const(spec.y_on() as f32);
+                let pk = p_at(self, k);
+                let (l, s) = self.graph_scalar(g.on.unwrap(), y, pk);
+                row_l = self.b.ins().fadd(row_l, l);
+                sigma = self.b.ins().fadd(sigma, s);
+                fixups.push((k, s));
+            }
+            (Some(a), Some(b)) => {
+                // y_a = (1-alpha) lam + alpha/C, y_b = (1-alpha)(1-lam) + alpha/C; one class when a == b.
+                let lam = lam.unwrap();
+                let keep = self.b.ins().f32const((1.0 - spec.smoothing) as f32);
+                let yo = self.b.ins().f32const(spec.y_off() as f32);
+                let one = self.b.ins().f32const(1.0);
+                let la = self.b.ins().fmul(keep, lam);
+                let ya = self.b.ins().fadd(la, yo);
+                let oml = self.b.ins().fsub(one, lam);
+                let lb = self.b.ins().fmul(keep, oml);
+                let yb = self.b.ins().fadd(lb, yo);
+                let same = self.b.ins().icmp(IntCC::Equal, a, b);
+                let yab = self.b.ins().fadd(la, lb);
+                let yab = self.b.ins().fadd(yab, yo);
+                let ya = self.b.ins().select(same, yab, ya);
+                let (pa, pb) = (p_at(self, a), p_at(self, b));
+                let (la_, sa) = self.graph_scalar(g.general, ya, pa);
+                let (lb_, sb) = self.graph_scalar(g.general, yb, pb);
+                let fz = self.b.ins().f32const(0.0);
+                let lb_ = self.b.ins().select(same, fz, lb_);
+                let sb = self.b.ins().select(same, fz, sb);
+                row_l = self.b.ins().fadd(row_l, la_);
+                row_l = self.b.ins().fadd(row_l, lb_);
+                sigma = self.b.ins().fadd(sigma, sa);
+                sigma = self.b.ins().fadd(sigma, sb);
+                fixups.push((b, sb)); // written first: when a == b, a's value wins
+                fixups.push((a, sa));
+            }
+            _ => {}
+        }
+        let rl = self.elem(x.row_loss, r, 4);
+        self.b.ins().store(flags(), row_l, rl, 0);
+
+        // 5. grad = (s - p sigma) / B
+        let sig_v = self.b.ins().splat(F32X4, sigma);
+        let ib_v = self.b.ins().splat(F32X4, x.inv_batch);
+        if !g.sparse {
+            for &(k, s) in &fixups {
+                let at = self.elem(x.s_buf, k, 4);
+                self.b.ins().store(flags(), s, at, 0);
+            }
+        }
+        let sparse = g.sparse;
+        self.for_loop(zero, x.c4, 4, &[], |e, c, _| {
+            let at = e.elem(x.p_buf, c, 4);
+            let mut p = e.load(F32X4, at, 0);
+            let ps = if sparse {
+                p = e.b.ins().fmul(p, inv_sv);
+                e.b.ins().fmul(p, sig_v)
+            } else {
+                e.b.ins().fmul(p, sig_v)
+            };
+            let d = if sparse {
+                e.b.ins().fneg(ps)
+            } else {
+                let at = e.elem(x.s_buf, c, 4);
+                let s = e.load(F32X4, at, 0);
+                e.b.ins().fsub(s, ps)
+            };
+            let gv = e.b.ins().fmul(d, ib_v);
+            let dst = e.elem(grow, c, 4);
+            e.b.ins().store(flags(), gv, dst, 0);
+            vec![]
+        });
+        self.for_loop(x.c4, x.classes, 1, &[], |e, c, _| {
+            let at = e.elem(x.p_buf, c, 4);
+            let mut p = e.load(F32, at, 0);
+            if sparse {
+                p = e.b.ins().fmul(p, inv_s);
+            }
+            let ps = e.b.ins().fmul(p, sigma);
+            let d = if sparse {
+                e.b.ins().fneg(ps)
+            } else {
+                let at = e.elem(x.s_buf, c, 4);
+                let s = e.load(F32, at, 0);
+                e.b.ins().fsub(s, ps)
+            };
+            let gv = e.b.ins().fmul(d, x.inv_batch);
+            let dst = e.elem(grow, c, 4);
+            e.b.ins().store(flags(), gv, dst, 0);
+            vec![]
+        });
+        if sparse {
+            // The label classes: grad_k = (s_k - p_k sigma) / B.
+            for &(k, s) in &fixups {
+                let pk = p_at(self, k);
+                let ps = self.b.ins().fmul(pk, sigma);
+                let d = self.b.ins().fsub(s, ps);
+                let gv = self.b.ins().fmul(d, x.inv_batch);
+                let dst = self.elem(grow, k, 4);
+                self.b.ins().store(flags(), gv, dst, 0);
+            }
+        }
+    }
+
+    /// The label of row `r` as an i64 class index.
+    fn label(&mut self, labels: Value, r: Value) -> Value {
+        let at = self.elem(labels, r, 4);
+        let l = self.load(I32, at, 0);
+        self.b.ins().uextend(I64, l)
+    }
+
+    /// `[0, 1, 2, 3]` as i32x4.
+    fn iota(&mut self) -> Value {
+        let mut v = self.i32s(0);
+        for lane in 1..4u8 {
+            let k = self.b.ins().iconst(I32, lane as i64);
+            v = self.b.ins().insertlane(v, k, lane);
+        }
+        v
+    }
+}
+
+/// The pointers and sizes every row reads.
+struct RowCtx {
+    logits: Value,
+    grad: Value,
+    row_loss: Value,
+    labels: Value,
+    labels_b: Value,
+    lam: Value,
+    dense: Value,
+    p_buf: Value,
+    s_buf: Value,
+    classes: Value,
+    c4: Value,
+    inv_batch: Value,
+}
+
+/// Below this many elements a batch runs on one thread.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 18;
+
+impl JitKernel {
+    /// Runs the kernel: fills `grad [B, C]` and `row_loss [B]` and returns the batch loss
+    /// (the mean of `row_loss`, summed in f64). `threads` = 0 picks by size.
+    pub fn run(
+        &self,
+        logits: &[f32],
+        targets: &Targets<f32>,
+        grad: &mut [f32],
+        row_loss: &mut [f32],
+        threads: usize,
+    ) -> Result<f64, ContractError> {
+        let c = self.spec.classes;
+        let b = batch_size(logits.len(), c)?;
+        targets.check(b, c)?;
+        let want = Spec::of(targets, c);
+        if want.kind != self.spec.kind
+            || (want.kind != TargetKind::Dense
+                && want.smoothing.to_bits() != self.spec.smoothing.to_bits())
+        {
+            return Err(ContractError::Spec {
+                compiled: format!("{:?}", self.spec),
+                given: format!("{want:?}"),
+            });
+        }
+        if grad.len() != logits.len() || row_loss.len() != b {
+            return Err(ContractError::Length {
+                what: "output",
+                got: grad.len(),
+                want: logits.len(),
+            });
+        }
+        let threads = match threads {
+            0 if b * c >= PARALLEL_MIN_ELEMENTS => {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            }
+            0 => 1,
+            n => n,
+        }
+        .min(b);
+        let rows_per = b.div_ceil(threads);
+        let inv_batch = 1.0 / b as f32;
+        let run_rows = |start: usize, grad: &mut [f32], row_loss: &mut [f32]| {
+            let n = row_loss.len();
+            let mut p_buf = vec![0f32; (c & !3) + 4];
+            let mut s_buf = vec![0f32; (c & !3) + 4];
+            let rows = start..start + n;
+            let (mut labels, mut labels_b): (*const u32, *const u32) =
+                (std::ptr::null(), std::ptr::null());
+            let (mut lam, mut dense): (*const f32, *const f32) =
+                (std::ptr::null(), std::ptr::null());
+            match *targets {
+                Targets::Labels { labels: l, .. } => labels = l[rows].as_ptr(),
+                Targets::Mixup {
+                    labels: l,
+                    labels_b: lb,
+                    lam: lm,
+                    ..
+                } => {
+                    labels = l[rows.clone()].as_ptr();
+                    labels_b = lb[rows.clone()].as_ptr();
+                    lam = lm[rows].as_ptr();
+                }
+                Targets::Dense { y } => dense = y[start * c..(start + n) * c].as_ptr(),
+            }
+            let args = Args {
+                logits: logits[start * c..(start + n) * c].as_ptr(),
+                grad: grad.as_mut_ptr(),
+                row_loss: row_loss.as_mut_ptr(),
+                labels,
+                labels_b,
+                lam,
+                dense,
+                p_buf: p_buf.as_mut_ptr(),
+                s_buf: s_buf.as_mut_ptr(),
+                rows: n as u64,
+                classes: c as u64,
+                inv_batch,
+            };
+            // SAFETY: every pointer in `args` covers `n` rows of `c` classes (the slices above
+            // are bounds-checked and `targets.check` verified the label ranges), the scratch
+            // rows hold `(c & !3) + 4` floats as the kernel expects, and the kernel was
+            // compiled for this spec.
+            unsafe { (self.func)(&args) };
+        };
+        if threads == 1 {
+            run_rows(0, grad, row_loss);
+        } else {
+            std::thread::scope(|scope| {
+                for (i, (g, l)) in grad
+                    .chunks_mut(rows_per * c)
+                    .zip(row_loss.chunks_mut(rows_per))
+                    .enumerate()
+                {
+                    let run_rows = &run_rows;
+                    scope.spawn(move || run_rows(i * rows_per, g, l));
+                }
+            });
+        }
+        Ok(row_loss.iter().map(|&v| v as f64).sum::<f64>() / b as f64)
+    }
+}

@@ -54,6 +54,8 @@ pub fn unary<M: Vm>(m: &mut M, op: UnOp, x: M::V, eps: f32) -> M::V {
         BesselI1e => ml::bessel(m, x, Bessel::I1e),
         BesselI1x => ml::bessel(m, x, Bessel::I1x),
         BesselI1ex => ml::bessel(m, x, Bessel::I1ex),
+        BesselI0eD => ml::bessel_derivative(m, x, false),
+        BesselI1eD => ml::bessel_derivative(m, x, true),
         Relu => {
             let z = m.c(0.0);
             m.max(x, z)

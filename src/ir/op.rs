@@ -95,6 +95,11 @@ unary_table! {
     BesselI1x,  "bessel_i1x",  None,     |x, eps| m::bessel_i1x(x);
     /// `e^-|x| I1(x) / x`, 1/2 at 0.
     BesselI1ex, "bessel_i1ex", None,     |x, eps| m::bessel_i1ex(x);
+    /// `d/dx bessel_i0e(x) = sign(x) (i1e(|x|) - i0e(|x|))`, 0 at the kink x = 0; a separate
+    /// routine because that difference cancels for large |x|.
+    BesselI0eD, "bessel_i0e_d", None,   |x, eps| m::bessel_i0e_d(x);
+    /// `d/dx bessel_i1e(x) = i0e(x) - i1e(x)/x - sign(x) i1e(x)`, computed without cancellation.
+    BesselI1eD, "bessel_i1e_d", None,   |x, eps| m::bessel_i1e_d(x);
     /// Unguarded natural log (NaN below 0); only the exponent derivative of `^` needs it.
     LnRaw,      "ln_raw",      None,     |x, eps| x.ln();
 }

@@ -112,19 +112,22 @@ fn unary_rule(g: &mut Graph, op: UnOp, x: Id, me: Id) -> Id {
             let ix = u(g, BesselI1x, x);
             g.sub(i0, ix)
         }
-        BesselI0e => {
-            let i1e = u(g, BesselI1e, x); //                     i1e(x) - sign(x) i0e(x)
+        BesselI0e => u(g, BesselI0eD, x), //                   i1e(x) - sign(x) i0e(x), without cancelling
+        BesselI1e => u(g, BesselI1eD, x), //                   i0e(x) - i1e(x)/x - sign(x) i1e(x)
+        BesselI0eD => {
+            let d1 = u(g, BesselI1eD, x); //                     i0e'' = i1e' - sign(x) i0e'
             let s = u(g, Sign, x);
             let t = g.mul(s, me);
-            g.sub(i1e, t)
+            g.sub(d1, t)
         }
-        BesselI1e => {
-            let i0e = u(g, BesselI0e, x); //                     i0e(x) - i1e(x)/x - sign(x) i1e(x)
+        BesselI1eD => {
+            let d0 = u(g, BesselI0eD, x); //                     i1e'' = i0e' - (i1e/x)' - sign(x) i1e'
             let ix = u(g, BesselI1ex, x);
+            let dix = unary_rule(g, BesselI1ex, x, ix);
             let s = u(g, Sign, x);
             let t = g.mul(s, me);
-            let d = g.sub(i0e, ix);
-            g.sub(d, t)
+            let a = g.sub(d0, dix);
+            g.sub(a, t)
         }
         BesselI1x | BesselI1ex => {
             // (I1(x)/x)' = (I0(x) - 2 I1(x)/x) / x; the scaled form also loses sign(x) * itself.
