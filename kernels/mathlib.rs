@@ -82,55 +82,37 @@ pub fn chebyshev<M: Vm>(m: &mut M, t: M::V, c: &[f64]) -> M::V {
     m.add(x, c0)
 }
 
-/// `x * 2^n` for integral `n` in [-252, 254], as two exact scalings so subnormal results and
-/// overflow to inf come out right.
-pub fn ldexp<M: Vm>(m: &mut M, x: M::V, n: M::V) -> M::V {
-    let half = m.c(0.5);
-    let h = m.mul(n, half);
-    let n1 = m.floor(h);
-    let n2 = m.sub(n, n1);
-    let (s1, s2) = (m.pow2i(n1), m.pow2i(n2));
-    let x = m.mul(x, s1);
-    m.mul(x, s2)
-}
-
-/// `e^x`.
+/// `e^x`. Results below ~1.5e-38 (x < -86.9) flush to 0; above f32's range they are inf.
 pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    // Clamp so that inf and -inf reduce to overflow and underflow (NaN stays NaN).
-    let (lo, hi) = (m.c(-104.0), m.c(89.0));
-    let x = m.max(x, lo);
-    let x = m.min(x, hi);
+    // Clamp with compare+select so NaN passes through (a NaN compares false).
+    let (lo, hi) = (m.c(-86.9), m.c(89.0));
+    let below = m.lt(x, lo);
+    let xc = m.select(below, lo, x);
+    let above = m.lt(hi, xc);
+    let xc = m.select(above, hi, xc);
     let l2e = m.c(LOG2E);
-    let t = m.mul(x, l2e);
-    let n = m.round(t);
+    let t = m.mul(xc, l2e);
+    let n = m.round(t); // in [-125, 128]
     let (h, l) = (m.c(LN2_HI), m.c(LN2_LO));
     let nh = m.mul(n, h);
     let nl = m.mul(n, l);
-    let r = m.sub(x, nh);
+    let r = m.sub(xc, nh);
     let r = m.sub(r, nl);
-    // e^r on |r| <= ln2/2: Taylor to degree 7 (truncation < 2e-9).
-    let p = poly(
-        m,
-        r,
-        &[
-            1.0,
-            1.0,
-            1.0 / 2.0,
-            1.0 / 6.0,
-            1.0 / 24.0,
-            1.0 / 120.0,
-            1.0 / 720.0,
-            1.0 / 5040.0,
-        ],
-    );
-    ldexp(m, p, n)
+    let c: Vec<f32> = coeffs::EXP_POLY.iter().map(|&k| k as f32).collect();
+    let p = poly(m, r, &c);
+    // p 2^n as (2p) 2^(n-1), so n = 128 overflows to inf only through the product.
+    let one = m.c(1.0);
+    let nm1 = m.sub(n, one);
+    let scale = m.pow2i(nm1);
+    let p2 = m.add(p, p);
+    let v = m.mul(p2, scale);
+    let zero = m.c(0.0);
+    m.select(below, zero, v)
 }
 
 /// `e^x - 1`, accurate near 0.
 pub fn expm1<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    let c: Vec<f32> = (0..9)
-        .map(|k| 1.0 / (1..=k + 1).map(|i| i as f32).product::<f32>())
-        .collect();
+    let c: Vec<f32> = (0..9).map(|k| 1.0 / (1..=k + 1).map(|i| i as f32).product::<f32>()).collect();
     let q = poly(m, x, &c); // 1 + x/2 + x^2/6 + ... (x^9/10! < 3e-10 at |x| = 0.5)
     let small = m.mul(x, q);
     let e = exp(m, x);
@@ -159,11 +141,7 @@ pub fn ln<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let d = m.add(two, f);
     let s = m.div(f, d);
     let z = m.mul(s, s);
-    let q = poly(
-        m,
-        z,
-        &[2.0, 2.0 / 3.0, 2.0 / 5.0, 2.0 / 7.0, 2.0 / 9.0, 2.0 / 11.0],
-    );
+    let q = poly(m, z, &[2.0, 2.0 / 3.0, 2.0 / 5.0, 2.0 / 7.0, 2.0 / 9.0, 2.0 / 11.0]);
     let lnm = m.mul(s, q);
     let (h, l) = (m.c(LN2_HI), m.c(LN2_LO));
     let el = m.mul(e, l);
@@ -334,17 +312,11 @@ pub fn atan<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let t_mid = m.div(am1, ap1);
     let t = m.select(mid, t_mid, a);
     let t = m.select(big, t_big, t);
-    let (pio4, pio2, zero) = (
-        m.c(std::f32::consts::FRAC_PI_4),
-        m.c(std::f32::consts::FRAC_PI_2),
-        m.c(0.0),
-    );
+    let (pio4, pio2, zero) = (m.c(std::f32::consts::FRAC_PI_4), m.c(std::f32::consts::FRAC_PI_2), m.c(0.0));
     let y0 = m.select(mid, pio4, zero);
     let y0 = m.select(big, pio2, y0);
     let z = m.mul(t, t);
-    let c: Vec<f32> = (0..10)
-        .map(|k| if k % 2 == 0 { 1.0 } else { -1.0 } / (2 * k + 1) as f32)
-        .collect();
+    let c: Vec<f32> = (0..10).map(|k| if k % 2 == 0 { 1.0 } else { -1.0 } / (2 * k + 1) as f32).collect();
     let q = poly(m, z, &c);
     let r = m.mul(t, q);
     let v = m.add(y0, r);
@@ -354,32 +326,9 @@ pub fn atan<M: Vm>(m: &mut M, x: M::V) -> M::V {
 /// `(sin r, cos r)` on |r| <= pi/4 by Taylor series.
 fn sincos_reduced<M: Vm>(m: &mut M, r: M::V) -> (M::V, M::V) {
     let z = m.mul(r, r);
-    let ps = poly(
-        m,
-        z,
-        &[
-            1.0,
-            -1.0 / 6.0,
-            1.0 / 120.0,
-            -1.0 / 5040.0,
-            1.0 / 362_880.0,
-            -1.0 / 39_916_800.0,
-        ],
-    );
+    let ps = poly(m, z, &[1.0, -1.0 / 6.0, 1.0 / 120.0, -1.0 / 5040.0, 1.0 / 362_880.0, -1.0 / 39_916_800.0]);
     let s = m.mul(r, ps);
-    let c = poly(
-        m,
-        z,
-        &[
-            1.0,
-            -0.5,
-            1.0 / 24.0,
-            -1.0 / 720.0,
-            1.0 / 40320.0,
-            -1.0 / 3_628_800.0,
-            1.0 / 479_001_600.0,
-        ],
-    );
+    let c = poly(m, z, &[1.0, -0.5, 1.0 / 24.0, -1.0 / 720.0, 1.0 / 40320.0, -1.0 / 3_628_800.0, 1.0 / 479_001_600.0]);
     (s, c)
 }
 
@@ -538,11 +487,7 @@ fn bessel_scaled<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V, M::V) {
     let inf = m.c(f32::INFINITY);
     let zero = m.c(0.0);
     let is_inf = m.eq(a, inf);
-    (
-        m.select(is_inf, zero, i0e),
-        m.select(is_inf, zero, i1ex),
-        m.select(is_inf, zero, i1e),
-    )
+    (m.select(is_inf, zero, i0e), m.select(is_inf, zero, i1ex), m.select(is_inf, zero, i1e))
 }
 
 /// Which Bessel-family function to compute.
@@ -590,11 +535,8 @@ pub fn bessel<M: Vm>(m: &mut M, x: M::V, which: Bessel) -> M::V {
 /// `d/dx e^-|x| I0(x)` (`i1 = false`, odd, 0 at 0) or `d/dx e^-|x| I1(x)` (`i1 = true`, even),
 /// from their own series: the textbook forms `i1e - i0e` cancel for large |x|.
 pub fn bessel_derivative<M: Vm>(m: &mut M, x: M::V, i1: bool) -> M::V {
-    let (small_c, large_c) = if i1 {
-        (coeffs::I1E_D_SMALL, coeffs::I1E_D_LARGE)
-    } else {
-        (coeffs::I0E_D_SMALL, coeffs::I0E_D_LARGE)
-    };
+    let (small_c, large_c) =
+        if i1 { (coeffs::I1E_D_SMALL, coeffs::I1E_D_LARGE) } else { (coeffs::I0E_D_SMALL, coeffs::I0E_D_LARGE) };
     let a = m.abs(x);
     let (quarter, one, two) = (m.c(0.25), m.c(1.0), m.c(2.0));
     let t = m.mul(a, quarter);
@@ -752,7 +694,9 @@ impl Vm for Scalar {
         mag.abs().copysign(sign)
     }
     fn pow2i(&mut self, k: f32) -> f32 {
-        f32::from_bits(((k as i32 + 127) as u32) << 23)
+        // The same bit trick as the JIT: k + 1.5 * 2^23 holds k in its low mantissa bits.
+        let bits = (k + 12_582_912.0).to_bits();
+        f32::from_bits(bits.wrapping_sub(0x4B40_0000 - 127) << 23)
     }
     fn frexp(&mut self, x: f32) -> (f32, f32) {
         let sub = x < f32::MIN_POSITIVE;

@@ -81,6 +81,22 @@ def main():
         out.extend(f"    {float(c)!r}," for c in coef)
         out.append("];")
         out.append("")
+    # e^r on |r| <= ln2/2 as a monomial polynomial: Chebyshev interpolation, then converted.
+    half = float(mp.log(2)) / 2
+    n = 6
+    k = np.arange(n + 1)
+    nodes = np.cos(np.pi * (k + 0.5) / (n + 1))
+    vals = np.array([float(mp.exp(mp.mpf(float(t)) * half)) for t in nodes])
+    mono_t = np.polynomial.chebyshev.cheb2poly(np.polynomial.chebyshev.chebfit(nodes, vals, n))
+    mono_r = [c / half**i for i, c in enumerate(mono_t)]
+    rs = np.linspace(-half, half, 4001)
+    err = max(abs(np.polyval(mono_r[::-1], r) - float(mp.exp(r))) / float(mp.exp(r)) for r in rs)
+    print(f"EXP_POLY: degree {n}, max relative error {err:.2e} (f64 evaluation)")
+    out.append(f"/// e^r on |r| <= ln2/2, monomial coefficients (ascending); degree {n}, max relative error {err:.1e} in f64.")
+    out.append("pub const EXP_POLY: &[f64] = &[")
+    out.extend(f"    {float(c)!r}," for c in mono_r)
+    out.append("];")
+    out.append("")
     path = pathlib.Path(__file__).resolve().parent.parent / "kernels" / "coeffs.rs"
     path.write_text("\n".join(out))
     print("wrote", path)

@@ -12,12 +12,7 @@ pub enum Targets<'a, F = f64> {
     /// `y = (1 - alpha) * onehot(label) + alpha / C`.
     Labels { labels: &'a [u32], smoothing: f64 },
     /// `y = (1 - alpha) * (lam * onehot(a) + (1 - lam) * onehot(b)) + alpha / C`.
-    Mixup {
-        labels: &'a [u32],
-        labels_b: &'a [u32],
-        lam: &'a [F],
-        smoothing: f64,
-    },
+    Mixup { labels: &'a [u32], labels_b: &'a [u32], lam: &'a [F], smoothing: f64 },
     /// `y` given for every element, `[B, C]`.
     Dense { y: &'a [F] },
 }
@@ -30,17 +25,9 @@ pub enum ContractError {
     #[error("the batch is empty")]
     Empty,
     #[error("{what} has {got} entries, expected {want}")]
-    Length {
-        what: &'static str,
-        got: usize,
-        want: usize,
-    },
+    Length { what: &'static str, got: usize, want: usize },
     #[error("row {row}: label {label} is out of range for {classes} classes")]
-    Label {
-        row: usize,
-        label: u32,
-        classes: usize,
-    },
+    Label { row: usize, label: u32, classes: usize },
     #[error("the kernel was compiled for {compiled}, the batch needs {given}")]
     Spec { compiled: String, given: String },
     #[error("{what} = {value} is outside [0, 1]")]
@@ -51,31 +38,15 @@ impl<F: Copy + Into<f64>> Targets<'_, F> {
     /// Checks the shapes and ranges against a `[batch, classes]` logit matrix.
     pub fn check(&self, batch: usize, classes: usize) -> Result<(), ContractError> {
         let len = |what, got: usize, want| {
-            if got == want {
-                Ok(())
-            } else {
-                Err(ContractError::Length { what, got, want })
-            }
+            if got == want { Ok(()) } else { Err(ContractError::Length { what, got, want }) }
         };
         let labels_ok = |labels: &[u32]| {
             labels.iter().enumerate().try_for_each(|(row, &label)| {
-                if (label as usize) < classes {
-                    Ok(())
-                } else {
-                    Err(ContractError::Label {
-                        row,
-                        label,
-                        classes,
-                    })
-                }
+                if (label as usize) < classes { Ok(()) } else { Err(ContractError::Label { row, label, classes }) }
             })
         };
         let unit = |what, v: f64| {
-            if (0.0..=1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(ContractError::Range { what, value: v })
-            }
+            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(ContractError::Range { what, value: v }) }
         };
         match *self {
             Targets::Labels { labels, smoothing } => {
@@ -83,12 +54,7 @@ impl<F: Copy + Into<f64>> Targets<'_, F> {
                 labels_ok(labels)?;
                 unit("label_smoothing", smoothing)
             }
-            Targets::Mixup {
-                labels,
-                labels_b,
-                lam,
-                smoothing,
-            } => {
+            Targets::Mixup { labels, labels_b, lam, smoothing } => {
                 len("labels", labels.len(), batch)?;
                 len("labels_b", labels_b.len(), batch)?;
                 len("lam", lam.len(), batch)?;
@@ -107,12 +73,7 @@ impl<F: Copy + Into<f64>> Targets<'_, F> {
         let smooth = |a: f64, v: f64| (1.0 - a) * v + a / classes as f64;
         match *self {
             Targets::Labels { labels, smoothing } => smooth(smoothing, hit(labels)),
-            Targets::Mixup {
-                labels,
-                labels_b,
-                lam,
-                smoothing,
-            } => {
+            Targets::Mixup { labels, labels_b, lam, smoothing } => {
                 let l: f64 = lam[row].into();
                 smooth(smoothing, l * hit(labels) + (1.0 - l) * hit(labels_b))
             }

@@ -35,12 +35,7 @@ pub fn softmax(z: &[f64]) -> Vec<f64> {
 }
 
 /// Runs the kernel contract in f64 on a fused loss.
-pub fn run(
-    f: &Fused,
-    logits: &[f64],
-    classes: usize,
-    targets: &Targets,
-) -> Result<KernelOutput, ContractError> {
+pub fn run(f: &Fused, logits: &[f64], classes: usize, targets: &Targets) -> Result<KernelOutput, ContractError> {
     let b = batch_size(logits.len(), classes)?;
     targets.check(b, classes)?;
     let (loss_id, s_id) = (f.loss(), f.s());
@@ -61,9 +56,5 @@ pub fn run(
         row_loss.push(l);
     }
     let loss = row_loss.iter().sum::<f64>() / b as f64;
-    Ok(KernelOutput {
-        loss,
-        row_loss,
-        grad,
-    })
+    Ok(KernelOutput { loss, row_loss, grad })
 }

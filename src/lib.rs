@@ -13,6 +13,7 @@
 //! ```
 
 pub mod backend;
+pub mod bench;
 pub mod contract;
 pub mod interp;
 pub mod ir;

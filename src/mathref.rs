@@ -120,12 +120,8 @@ pub fn bessel_i0e_d(x: f64) -> f64 {
     let v = if a <= BESSEL_SERIES_MAX {
         bessel_i1e(a) - bessel_i0e(a)
     } else {
-        let (t0, t1) = (
-            hankel_terms(a, 0, HANKEL_TERMS),
-            hankel_terms(a, 1, HANKEL_TERMS),
-        );
-        t0.iter().zip(&t1).map(|(u, v)| v - u).sum::<f64>()
-            / (2.0 * std::f64::consts::PI * a).sqrt()
+        let (t0, t1) = (hankel_terms(a, 0, HANKEL_TERMS), hankel_terms(a, 1, HANKEL_TERMS));
+        t0.iter().zip(&t1).map(|(u, v)| v - u).sum::<f64>() / (2.0 * std::f64::consts::PI * a).sqrt()
     };
     sign(x) * v
 }
@@ -136,10 +132,7 @@ pub fn bessel_i1e_d(x: f64) -> f64 {
     if a <= BESSEL_SERIES_MAX {
         bessel_i0e(a) - bessel_i1ex(a) - bessel_i1e(a)
     } else {
-        let (t0, t1) = (
-            hankel_terms(a, 0, HANKEL_TERMS),
-            hankel_terms(a, 1, HANKEL_TERMS),
-        );
+        let (t0, t1) = (hankel_terms(a, 0, HANKEL_TERMS), hankel_terms(a, 1, HANKEL_TERMS));
         let diff: f64 = t0.iter().zip(&t1).map(|(u, v)| u - v).sum();
         let over: f64 = t1.iter().sum::<f64>() / a;
         (diff - over) / (2.0 * std::f64::consts::PI * a).sqrt()
@@ -169,41 +162,25 @@ fn bessel_asymptotic_scaled(x: f64, nu: u32) -> f64 {
 /// Modified Bessel function of the first kind, order 0.
 pub fn bessel_i0(x: f64) -> f64 {
     let a = x.abs();
-    if a <= BESSEL_SERIES_MAX {
-        bessel_series(a, 0)
-    } else {
-        bessel_asymptotic_scaled(a, 0) * a.exp()
-    }
+    if a <= BESSEL_SERIES_MAX { bessel_series(a, 0) } else { bessel_asymptotic_scaled(a, 0) * a.exp() }
 }
 
 /// `e^-|x| I0(x)`.
 pub fn bessel_i0e(x: f64) -> f64 {
     let a = x.abs();
-    if a <= BESSEL_SERIES_MAX {
-        bessel_series(a, 0) * (-a).exp()
-    } else {
-        bessel_asymptotic_scaled(a, 0)
-    }
+    if a <= BESSEL_SERIES_MAX { bessel_series(a, 0) * (-a).exp() } else { bessel_asymptotic_scaled(a, 0) }
 }
 
 /// `I1(x) / x`, 1/2 at 0 (even in x).
 pub fn bessel_i1x(x: f64) -> f64 {
     let a = x.abs();
-    if a <= BESSEL_SERIES_MAX {
-        0.5 * bessel_series(a, 1)
-    } else {
-        bessel_asymptotic_scaled(a, 1) * a.exp() / a
-    }
+    if a <= BESSEL_SERIES_MAX { 0.5 * bessel_series(a, 1) } else { bessel_asymptotic_scaled(a, 1) * a.exp() / a }
 }
 
 /// `e^-|x| I1(x) / x`, 1/2 at 0 (even in x).
 pub fn bessel_i1ex(x: f64) -> f64 {
     let a = x.abs();
-    if a <= BESSEL_SERIES_MAX {
-        0.5 * bessel_series(a, 1) * (-a).exp()
-    } else {
-        bessel_asymptotic_scaled(a, 1) / a
-    }
+    if a <= BESSEL_SERIES_MAX { 0.5 * bessel_series(a, 1) * (-a).exp() } else { bessel_asymptotic_scaled(a, 1) / a }
 }
 
 /// Modified Bessel function of the first kind, order 1 (odd in x).
@@ -212,11 +189,8 @@ pub fn bessel_i1(x: f64) -> f64 {
         return x;
     }
     let a = x.abs();
-    let v = if a <= BESSEL_SERIES_MAX {
-        0.5 * a * bessel_series(a, 1)
-    } else {
-        bessel_asymptotic_scaled(a, 1) * a.exp()
-    };
+    let v =
+        if a <= BESSEL_SERIES_MAX { 0.5 * a * bessel_series(a, 1) } else { bessel_asymptotic_scaled(a, 1) * a.exp() };
     if x < 0.0 { -v } else { v }
 }
 
@@ -261,16 +235,8 @@ mod tests {
             let h = 1e-5 * x.abs().max(1.0);
             let fd0 = (bessel_i0e(x + h) - bessel_i0e(x - h)) / (2.0 * h);
             let fd1 = (bessel_i1e(x + h) - bessel_i1e(x - h)) / (2.0 * h);
-            assert!(
-                close(bessel_i0e_d(x), fd0, 1e-6),
-                "i0e'({x}) = {} vs {fd0}",
-                bessel_i0e_d(x)
-            );
-            assert!(
-                close(bessel_i1e_d(x), fd1, 1e-6),
-                "i1e'({x}) = {} vs {fd1}",
-                bessel_i1e_d(x)
-            );
+            assert!(close(bessel_i0e_d(x), fd0, 1e-6), "i0e'({x}) = {} vs {fd0}", bessel_i0e_d(x));
+            assert!(close(bessel_i1e_d(x), fd1, 1e-6), "i1e'({x}) = {} vs {fd1}", bessel_i1e_d(x));
         }
         assert_eq!(bessel_i0e_d(0.0), 0.0);
         assert_eq!(bessel_i1e_d(0.0), 0.5);
@@ -297,10 +263,6 @@ mod tests {
         assert!(close(softplus_eps(0.0, eps), (2.0f64 + eps).ln(), 1e-15));
         assert!(close(softplus_eps(1000.0, eps), 1000.0, 1e-15));
         assert!(close(softplus_eps(-1000.0, eps), eps.ln_1p(), 1e-12));
-        assert!(close(
-            softplus_eps(3.0, eps),
-            (1.0 + 3.0f64.exp() + eps).ln(),
-            1e-15
-        ));
+        assert!(close(softplus_eps(3.0, eps), (1.0 + 3.0f64.exp() + eps).ln(), 1e-15));
     }
 }

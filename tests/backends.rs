@@ -26,9 +26,7 @@ pub struct Batch {
 
 impl Batch {
     pub fn random(rng: &mut Rng, rows: usize, classes: usize, scale: f64) -> Batch {
-        let logits = (0..rows * classes)
-            .map(|_| (scale * rng.normal()) as f32)
-            .collect();
+        let logits = (0..rows * classes).map(|_| (scale * rng.normal()) as f32).collect();
         let labels: Vec<u32> = (0..rows).map(|_| rng.below(classes) as u32).collect();
         let mut labels_b: Vec<u32> = (0..rows).map(|_| rng.below(classes) as u32).collect();
         labels_b[0] = *labels.first().unwrap(); // one row mixes a class with itself
@@ -39,78 +37,38 @@ impl Batch {
             let s: f64 = w.iter().sum();
             dense.extend(w.iter().map(|v| (v / s) as f32));
         }
-        Batch {
-            classes,
-            logits,
-            labels,
-            labels_b,
-            lam,
-            dense,
-        }
+        Batch { classes, logits, labels, labels_b, lam, dense }
     }
 
     pub fn targets(&self, kind: usize) -> Targets<'_, f32> {
         match kind {
-            0 => Targets::Labels {
-                labels: &self.labels,
-                smoothing: 0.0,
-            },
-            1 => Targets::Labels {
-                labels: &self.labels,
-                smoothing: 0.1,
-            },
-            2 => Targets::Mixup {
-                labels: &self.labels,
-                labels_b: &self.labels_b,
-                lam: &self.lam,
-                smoothing: 0.0,
-            },
-            3 => Targets::Mixup {
-                labels: &self.labels,
-                labels_b: &self.labels_b,
-                lam: &self.lam,
-                smoothing: 0.1,
-            },
+            0 => Targets::Labels { labels: &self.labels, smoothing: 0.0 },
+            1 => Targets::Labels { labels: &self.labels, smoothing: 0.1 },
+            2 => Targets::Mixup { labels: &self.labels, labels_b: &self.labels_b, lam: &self.lam, smoothing: 0.0 },
+            3 => Targets::Mixup { labels: &self.labels, labels_b: &self.labels_b, lam: &self.lam, smoothing: 0.1 },
             _ => Targets::Dense { y: &self.dense },
         }
     }
 }
 
 /// The same targets in f64 for the interpreter.
-fn widen<'a>(
-    t: &Targets<'a, f32>,
-    lam: &'a mut Vec<f64>,
-    dense: &'a mut Vec<f64>,
-) -> Targets<'a, f64> {
+fn widen<'a>(t: &Targets<'a, f32>, lam: &'a mut Vec<f64>, dense: &'a mut Vec<f64>) -> Targets<'a, f64> {
     match *t {
         Targets::Labels { labels, smoothing } => Targets::Labels { labels, smoothing },
-        Targets::Mixup {
-            labels,
-            labels_b,
-            lam: l,
-            smoothing,
-        } => {
+        Targets::Mixup { labels, labels_b, lam: l, smoothing } => {
             *lam = l.iter().map(|&v| v as f64).collect();
-            Targets::Mixup {
-                labels,
-                labels_b,
-                lam: lam.as_slice(),
-                smoothing,
-            }
+            Targets::Mixup { labels, labels_b, lam: lam.as_slice(), smoothing }
         }
         Targets::Dense { y } => {
             *dense = y.iter().map(|&v| v as f64).collect();
-            Targets::Dense {
-                y: dense.as_slice(),
-            }
+            Targets::Dense { y: dense.as_slice() }
         }
     }
 }
 
 /// Per element: f64 values of every node, or None when an intermediate leaves f32's range.
 fn in_f32_range(vals: &[f64]) -> bool {
-    vals.iter()
-        .all(|v| v.is_finite() && v.abs() < 3e38 && (v.abs() > 1e-30 || *v == 0.0))
+    vals.iter().all(|v| v.is_finite() && v.abs() < 3e38 && (v.abs() > 1e-30 || *v == 0.0))
 }
 
 /// Evaluates `(L, s)` with relative noise of 1e-6 on every node.
@@ -178,21 +136,12 @@ pub fn compare(
         // by up to |dL/dp| p 8 eps = 8 eps |s|: part of the floor.
         let input_floor = 8.0 * f32::EPSILON as f64 * s_abs.iter().sum::<f64>();
         let floor = 1e-4 * l_scale + input_floor + 1e-30;
-        assert!(
-            close(gl, want.row_loss[row], 1e-4, floor),
-            "{what} row {row}: loss {gl} vs {}",
-            want.row_loss[row]
-        );
+        assert!(close(gl, want.row_loss[row], 1e-4, floor), "{what} row {row}: loss {gl} vs {}", want.row_loss[row]);
         for k in 0..c {
             let g = got_grad[row * c + k] as f64;
             let w = want.grad[row * c + k];
-            let floor = 1e-4 * (s_abs[k] + p[k] * s_sum.abs() + s_abs.iter().sum::<f64>() * 1e-3)
-                / b as f64
-                + 1e-30;
-            assert!(
-                close(g, w, 1e-4, floor),
-                "{what} row {row} class {k}: grad {g:e} vs {w:e} (floor {floor:e})"
-            );
+            let floor = 1e-4 * (s_abs[k] + p[k] * s_sum.abs() + s_abs.iter().sum::<f64>() * 1e-3) / b as f64 + 1e-30;
+            assert!(close(g, w, 1e-4, floor), "{what} row {row} class {k}: grad {g:e} vs {w:e} (floor {floor:e})");
         }
         compared += 1;
     }
@@ -255,11 +204,6 @@ fn jit_matches_the_interpreter_on_random_expressions() {
         compared += c;
         skipped += s;
     }
-    println!(
-        "random expressions: {compared} rows compared, {skipped} skipped as ill-conditioned or out of f32 range"
-    );
-    assert!(
-        compared >= 2000 && compared > skipped,
-        "{compared} compared vs {skipped} skipped"
-    );
+    println!("random expressions: {compared} rows compared, {skipped} skipped as ill-conditioned or out of f32 range");
+    assert!(compared >= 2000 && compared > skipped, "{compared} compared vs {skipped} skipped");
 }

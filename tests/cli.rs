@@ -3,11 +3,7 @@
 use std::process::{Command, Output};
 
 fn lossc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lossc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_lossc")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
 }
 
 fn temp(name: &str, text: &str) -> String {
@@ -26,15 +22,9 @@ fn check_accepts_every_example() {
         .filter(|p| p.ends_with(".loss"))
         .collect();
     assert_eq!(files.len(), 16);
-    let args: Vec<&str> = std::iter::once("check")
-        .chain(files.iter().map(String::as_str))
-        .collect();
+    let args: Vec<&str> = std::iter::once("check").chain(files.iter().map(String::as_str)).collect();
     let out = lossc(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 16);
 }
 
@@ -50,38 +40,15 @@ fn bad_input_exits_2_with_file_line_and_column() {
 
 #[test]
 fn missing_file_unknown_loss_and_bad_batch_exit_2() {
-    assert_eq!(
-        lossc(&["check", "/nonexistent/x.loss"]).status.code(),
-        Some(2)
-    );
-    let batch = temp(
-        "b.json",
-        r#"{"logits": [[1, 2], [3, 4]], "labels": [0, 1]}"#,
-    );
-    assert_eq!(
-        lossc(&[
-            "eval",
-            "examples/a2.loss",
-            "--loss",
-            "zz",
-            "--input",
-            &batch
-        ])
-        .status
-        .code(),
-        Some(2)
-    );
+    assert_eq!(lossc(&["check", "/nonexistent/x.loss"]).status.code(), Some(2));
+    let batch = temp("b.json", r#"{"logits": [[1, 2], [3, 4]], "labels": [0, 1]}"#);
+    assert_eq!(lossc(&["eval", "examples/a2.loss", "--loss", "zz", "--input", &batch]).status.code(), Some(2));
     let bad_label = temp("c.json", r#"{"logits": [[1, 2]], "labels": [5]}"#);
     let out = lossc(&["eval", "examples/a2.loss", "--input", &bad_label]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("label 5 is out of range"));
     let ragged = temp("d.json", r#"{"logits": [[1, 2], [3]], "labels": [0, 0]}"#);
-    assert_eq!(
-        lossc(&["eval", "examples/a2.loss", "--input", &ragged])
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_eq!(lossc(&["eval", "examples/a2.loss", "--input", &ragged]).status.code(), Some(2));
     let out = lossc(&["eval", "examples/a2.loss", "--input", &batch]);
     assert!(out.status.success());
 }
@@ -92,8 +59,7 @@ fn grad_and_simplify_print_text_that_parses() {
         let out = lossc(&[cmd, "examples/r1.loss"]);
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
-        let g =
-            lossc::syntax::parse(&text).unwrap_or_else(|d| panic!("{cmd}: {}\n{text}", d.message));
+        let g = lossc::syntax::parse(&text).unwrap_or_else(|d| panic!("{cmd}: {}\n{text}", d.message));
         let want = if cmd == "grad" { 3 } else { 1 };
         assert_eq!(g.outputs.len(), want, "{text}");
     }

@@ -20,48 +20,20 @@ macro_rules! error_snapshot {
     };
 }
 
-error_snapshot!(
-    invalid_character,
-    InvalidCharacter,
-    "loss ce = -y * ln(p) $ 2;\n"
-);
-error_snapshot!(
-    missing_semicolon,
-    UnexpectedToken,
-    "loss a = y * p\nloss b = p;\n"
-);
+error_snapshot!(invalid_character, InvalidCharacter, "loss ce = -y * ln(p) $ 2;\n");
+error_snapshot!(missing_semicolon, UnexpectedToken, "loss a = y * p\nloss b = p;\n");
 error_snapshot!(unexpected_end, UnexpectedEnd, "loss a = ln(p");
 error_snapshot!(number_out_of_range, BadNumber, "loss a = p * 1e999;\n");
-error_snapshot!(
-    unknown_function,
-    UnknownFunction,
-    "# typo\nloss a = -y * bessel_ie0(p);\n"
-);
-error_snapshot!(
-    unknown_name,
-    UnknownName,
-    "let logp = ln(p);\nloss a = -y * lgp;\n"
-);
+error_snapshot!(unknown_function, UnknownFunction, "# typo\nloss a = -y * bessel_ie0(p);\n");
+error_snapshot!(unknown_name, UnknownName, "let logp = ln(p);\nloss a = -y * lgp;\n");
 error_snapshot!(wrong_arity, WrongArity, "loss a = max(p);\n");
 error_snapshot!(value_called, NotAFunction, "loss a = y(p + 1);\n");
 error_snapshot!(function_as_value, NotAValue, "loss a = ln * p;\n");
-error_snapshot!(
-    redefined_let,
-    Redefined,
-    "let q = p;\nlet q = y;\nloss a = q;\n"
-);
+error_snapshot!(redefined_let, Redefined, "let q = p;\nlet q = y;\nloss a = q;\n");
 error_snapshot!(redefined_loss, Redefined, "loss a = p;\nloss a = y;\n");
-error_snapshot!(
-    rebinding_an_input,
-    ReservedName,
-    "let p = 0.5;\nloss a = p;\n"
-);
+error_snapshot!(rebinding_an_input, ReservedName, "let p = 0.5;\nloss a = p;\n");
 error_snapshot!(negative_eps, BadEps, "eps = -1e-7;\nloss a = ln(p);\n");
-error_snapshot!(
-    eps_after_loss,
-    MisplacedEps,
-    "loss a = ln(p);\neps = 1e-5;\n"
-);
+error_snapshot!(eps_after_loss, MisplacedEps, "loss a = ln(p);\neps = 1e-5;\n");
 error_snapshot!(no_loss, NoLoss, "# only a binding\nlet q = p;\n");
 error_snapshot!(missing_operand, UnexpectedToken, "loss a = y * * p;\n");
 
@@ -80,8 +52,8 @@ fn errors_report_line_and_column() {
 }
 
 const TOKENS: &[&str] = &[
-    "loss", "let", "eps", "=", ";", "(", ")", ",", "+", "-", "*", "/", "^", "y", "p", "ln", "max",
-    "1e-7", "2", "x", "#c\n", " ", "\n", "é", "$", "1e999",
+    "loss", "let", "eps", "=", ";", "(", ")", ",", "+", "-", "*", "/", "^", "y", "p", "ln", "max", "1e-7", "2", "x",
+    "#c\n", " ", "\n", "é", "$", "1e999",
 ];
 
 proptest! {

@@ -26,10 +26,7 @@ fn samples(max: f64) -> Vec<f64> {
         xs.push(-max.min(20.0) + 2.0 * max.min(20.0) * i as f64 / 4000.0);
     }
     // Round to f32 so both sides see the same input.
-    xs.into_iter()
-        .map(|x| x as f32 as f64)
-        .filter(|x| x.abs() <= max)
-        .collect()
+    xs.into_iter().map(|x| x as f32 as f64).filter(|x| x.abs() <= max).collect()
 }
 
 /// Max of |f32 - f64| / max(|f64|, floor) over the samples where the f64 value is finite and
@@ -93,10 +90,7 @@ fn every_routine_is_within_its_published_bound() {
     println!("| routine | domain | max error | at x | bound |");
     for &(op, max, floor, bound) in TABLE {
         let (err, at) = max_error(op, max, floor);
-        println!(
-            "| {} | |x| <= {max:e} | {err:.2e} | {at:e} | {bound:.0e} |",
-            op.name()
-        );
+        println!("| {} | |x| <= {max:e} | {err:.2e} | {at:e} | {bound:.0e} |", op.name());
         if !(err <= bound) {
             failures.push(format!("{}: {err:e} at {at:e} > {bound:e}", op.name()));
         }
@@ -120,10 +114,7 @@ fn pow_matches_ieee_pow() {
                 // e^(b ln|a|): the rounding of b ln|a| scales the error by |b ln a|.
                 let k = (b * a.abs().ln()).abs();
                 let cond = 1.0 + if k.is_finite() { k } else { 0.0 };
-                assert!(
-                    (got - want).abs() <= 3e-7 * cond * want.abs() + 1e-30,
-                    "pow({a}, {b}) = {got}, want {want}"
-                );
+                assert!((got - want).abs() <= 3e-7 * cond * want.abs() + 1e-30, "pow({a}, {b}) = {got}, want {want}");
             }
         }
     }

@@ -40,10 +40,7 @@ fn simplify_never_changes_a_finite_value() {
         }
     }
     assert!(checked > 100_000, "only {checked} finite points checked");
-    assert!(
-        shrunk > 300,
-        "simplify shrank only {shrunk} of 3000 expressions"
-    );
+    assert!(shrunk > 300, "simplify shrank only {shrunk} of 3000 expressions");
 }
 
 #[test]
@@ -53,8 +50,7 @@ fn printed_text_parses_back_to_the_same_graph() {
         let g = random::loss(&mut rng, 5);
         for g in [g.clone(), simplify(&g), fuse::derivatives(&g, "l").unwrap()] {
             let text = print::to_text(&g);
-            let back = lossc::syntax::parse(&text)
-                .unwrap_or_else(|d| panic!("case {case}: {}\n{text}", d.message));
+            let back = lossc::syntax::parse(&text).unwrap_or_else(|d| panic!("case {case}: {}\n{text}", d.message));
             assert!(
                 back.same_as(&g.compact()),
                 "case {case} did not round-trip:\n{text}\n---\n{}",
@@ -90,10 +86,7 @@ fn check_derivative(what: &str, f: &dyn Fn(f64) -> f64, x: f64, symbolic: f64) -
     if (d1 - d2).abs() > 1e-5 * scale {
         return false; // a kink, a jump or too much curvature: differences are not a reference here
     }
-    assert!(
-        (symbolic - d1).abs() <= 1e-5 * scale,
-        "{what} at {x}: symbolic {symbolic}, finite difference {d1}"
-    );
+    assert!((symbolic - d1).abs() <= 1e-5 * scale, "{what} at {x}: symbolic {symbolic}, finite difference {d1}");
     true
 }
 
@@ -147,9 +140,7 @@ fn gradients_of_the_examples_match_finite_differences_on_a_grid() {
             for i in 1..40 {
                 let p = i as f64 / 40.0;
                 let f = |p: f64| eval_scalar(&d, l, y, p);
-                checked +=
-                    check_derivative(&format!("{name} y={y}"), &f, p, eval_scalar(&d, dl, y, p))
-                        as usize;
+                checked += check_derivative(&format!("{name} y={y}"), &f, p, eval_scalar(&d, dl, y, p)) as usize;
             }
         }
         assert!(checked > 150, "{name}: only {checked} points checked");
@@ -165,20 +156,9 @@ fn logit_gradients_of_the_examples_match_finite_differences() {
     let labels = [1u32, 3, 0];
     let lam = [0.3, 0.8, 0.5];
     let all = [
-        Targets::Labels {
-            labels: &labels,
-            smoothing: 0.0,
-        },
-        Targets::Labels {
-            labels: &labels,
-            smoothing: 0.1,
-        },
-        Targets::Mixup {
-            labels: &labels,
-            labels_b: &[2, 2, 1],
-            lam: &lam,
-            smoothing: 0.0,
-        },
+        Targets::Labels { labels: &labels, smoothing: 0.0 },
+        Targets::Labels { labels: &labels, smoothing: 0.1 },
+        Targets::Mixup { labels: &labels, labels_b: &[2, 2, 1], lam: &lam, smoothing: 0.0 },
     ];
     for (name, g) in examples() {
         let f = fuse::fuse(&g, &name).unwrap();
@@ -192,11 +172,7 @@ fn logit_gradients_of_the_examples_match_finite_differences() {
                 };
                 let fd = central(&at, logits[k], 1e-6);
                 let scale = out.grad.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
-                assert!(
-                    (out.grad[k] - fd).abs() <= 1e-5 * scale,
-                    "{name} {t:?} dz[{k}]: {} vs {fd}",
-                    out.grad[k]
-                );
+                assert!((out.grad[k] - fd).abs() <= 1e-5 * scale, "{name} {t:?} dz[{k}]: {} vs {fd}", out.grad[k]);
             }
         }
     }

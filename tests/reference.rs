@@ -5,11 +5,7 @@ use serde_json::Value;
 use std::process::Command;
 
 fn reference() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/reference.json"
-    ))
-    .unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -27,11 +23,7 @@ fn assert_close(what: &str, got: &[f64], want: &[f64]) {
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let tol = 1e-9 * w.abs().max(scale * 1e-3).max(1e-300);
-        assert!(
-            (g - w).abs() <= tol,
-            "{what}[{i}]: lossc {g:e} vs JAX {w:e} (|diff| {:e} > {tol:e})",
-            (g - w).abs()
-        );
+        assert!((g - w).abs() <= tol, "{what}[{i}]: lossc {g:e} vs JAX {w:e} (|diff| {:e} > {tol:e})", (g - w).abs());
     }
 }
 
@@ -53,19 +45,11 @@ fn eval_matches_jax_float64_on_all_examples_and_target_kinds() {
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{loss}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{loss}: {}", String::from_utf8_lossy(&out.stderr));
             let got: Value = serde_json::from_slice(&out.stdout).unwrap();
             let what = format!("{loss}/{}", case["name"]);
             for key in ["loss", "row_loss", "grad_logits"] {
-                assert_close(
-                    &format!("{what} {key}"),
-                    &floats(&got[key]),
-                    &floats(&want[key]),
-                );
+                assert_close(&format!("{what} {key}"), &floats(&got[key]), &floats(&want[key]));
             }
             checked += 1;
         }

@@ -35,10 +35,7 @@ fn simplified_text() {
 #[test]
 fn gradient_text() {
     for (name, g) in examples() {
-        insta::assert_snapshot!(
-            format!("grad_{name}"),
-            print::to_text(&fuse::derivatives(&g, &name).unwrap())
-        );
+        insta::assert_snapshot!(format!("grad_{name}"), print::to_text(&fuse::derivatives(&g, &name).unwrap()));
     }
 }
 

@@ -24,9 +24,9 @@ use crate::passes::simplify::simplify;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind,
-    UserFuncName, Value,
+    AbiParam, BlockArg, Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, UserFuncName, Value,
 };
+use cranelift_codegen::cursor::{Cursor, FuncCursor};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -59,11 +59,7 @@ impl Spec {
             Targets::Mixup { smoothing, .. } => (TargetKind::Mixup, smoothing),
             Targets::Dense { .. } => (TargetKind::Dense, 0.0),
         };
-        Spec {
-            kind,
-            smoothing,
-            classes,
-        }
+        Spec { kind, smoothing, classes }
     }
     fn y_off(&self) -> f64 {
         self.smoothing / self.classes as f64
@@ -132,19 +128,13 @@ unsafe impl Sync for JitKernel {}
 
 /// Per-process cache: the same loss and spec compile once.
 fn cache() -> &'static Mutex<HashMap<(String, TargetKind, u64, usize), Arc<JitKernel>>> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, TargetKind, u64, usize), Arc<JitKernel>>>> =
-        OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<(String, TargetKind, u64, usize), Arc<JitKernel>>>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
 /// Compiles a fused loss for a spec, or returns the cached kernel.
 pub fn compile(fused: &Fused, spec: Spec) -> Result<Arc<JitKernel>, JitError> {
-    let key = (
-        print::to_text(&fused.graph),
-        spec.kind,
-        spec.smoothing.to_bits(),
-        spec.classes,
-    );
+    let key = (print::to_text(&fused.graph), spec.kind, spec.smoothing.to_bits(), spec.classes);
     if let Some(k) = cache().lock().unwrap().get(&key) {
         return Ok(k.clone());
     }
@@ -167,11 +157,7 @@ fn with_y(g: &Graph, y: f64) -> Graph {
         };
         map.push(new);
     }
-    out.outputs = g
-        .outputs
-        .iter()
-        .map(|(name, id)| (name.clone(), map[id.index()]))
-        .collect();
+    out.outputs = g.outputs.iter().map(|(name, id)| (name.clone(), map[id.index()])).collect();
     simplify(&out)
 }
 
@@ -183,21 +169,21 @@ fn is_zero(g: &Graph, id: Id) -> bool {
 pub fn compile_uncached(fused: &Fused, spec: Spec) -> Result<JitKernel, JitError> {
     let general = &fused.graph;
     let (off, on) = match spec.kind {
-        TargetKind::Labels => (
-            Some(with_y(general, spec.y_off())),
-            Some(with_y(general, spec.y_on())),
-        ),
+        TargetKind::Labels => (Some(with_y(general, spec.y_off())), Some(with_y(general, spec.y_on()))),
         TargetKind::Mixup => (Some(with_y(general, spec.y_off())), None),
         TargetKind::Dense => (None, None),
     };
-    let sparse = off
-        .as_ref()
-        .is_some_and(|g| is_zero(g, g.outputs[0].1) && is_zero(g, g.outputs[1].1));
+    let sparse = off.as_ref().is_some_and(|g| is_zero(g, g.outputs[0].1) && is_zero(g, g.outputs[1].1));
 
+    let t0 = std::time::Instant::now();
     let mut flags = settings::builder();
-    let set =
-        |f: &mut settings::Builder, k, v| f.set(k, v).map_err(|e| JitError::Host(e.to_string()));
-    set(&mut flags, "opt_level", "speed")?;
+    fn set(f: &mut settings::Builder, k: &str, v: &str) -> Result<(), JitError> {
+        f.set(k, v).map_err(|e| JitError::Host(e.to_string()))
+    }
+    // The emitter already places code (constants hoisted to the entry block, row values before
+    // the class loops) and the graph arrives simplified and hash-consed; Cranelift's e-graph
+    // pass would only cost compile time, and it sinks row-level work into the class loops.
+    set(&mut flags, "opt_level", "none")?;
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     let isa = cranelift_native::builder()
@@ -205,45 +191,44 @@ pub fn compile_uncached(fused: &Fused, spec: Spec) -> Result<JitKernel, JitError
         .finish(settings::Flags::new(flags))
         .map_err(|e| JitError::Host(e.to_string()))?;
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+    let t1 = std::time::Instant::now();
     let mut ctx = module.make_context();
     let mut sig = module.make_signature();
     sig.params.push(AbiParam::new(I64));
     ctx.func.signature = sig.clone();
-    let id = module
-        .declare_function("loss_kernel", Linkage::Local, &sig)
-        .map_err(|e| JitError::Codegen(e.to_string()))?;
+    let id =
+        module.declare_function("loss_kernel", Linkage::Local, &sig).map_err(|e| JitError::Codegen(e.to_string()))?;
     ctx.func.name = UserFuncName::user(0, id.as_u32());
     let mut fctx = FunctionBuilderContext::new();
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut e = Emitter { b };
-        let graphs = Graphs {
-            general,
-            off: off.as_ref(),
-            on: on.as_ref(),
-            sparse,
-        };
+        let mut e = Emitter { b, entry_jump: None, consts: HashMap::new() };
+        let graphs = Graphs { general, off: off.as_ref(), on: on.as_ref(), sparse };
         e.kernel(&spec, &graphs);
         e.b.seal_all_blocks();
         e.b.finalize(module.target_config());
     }
-    module
-        .define_function(id, &mut ctx)
-        .map_err(|e| JitError::Codegen(format!("{e:?}")))?;
+    let dump = std::env::var_os("LOSSC_JIT_DUMP").is_some();
+    if dump {
+        ctx.set_disasm(true);
+    }
+    module.define_function(id, &mut ctx).map_err(|e| JitError::Codegen(format!("{e:?}")))?;
+    if dump {
+        // Debugging aid: the machine code of the kernel, on stderr.
+        if let Some(code) = ctx.compiled_code() {
+            eprintln!("{}", code.vcode.as_deref().unwrap_or("(no disassembly)"));
+        }
+    }
     module.clear_context(&mut ctx);
-    module
-        .finalize_definitions()
-        .map_err(|e| JitError::Codegen(e.to_string()))?;
+    module.finalize_definitions().map_err(|e| JitError::Codegen(e.to_string()))?;
+    if std::env::var_os("LOSSC_JIT_TIMING").is_some() {
+        eprintln!("jit: isa+module {:?}, codegen {:?}", t1 - t0, t1.elapsed());
+    }
     let ptr = module.get_finalized_function(id);
     // SAFETY: `ptr` is the finalized code of a function with signature `fn(i64)` under the
     // host's default calling convention, which is `extern "C" fn(*const Args)`.
     let func = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*const Args)>(ptr) };
-    Ok(JitKernel {
-        func,
-        _module: module,
-        spec,
-        sparse,
-    })
+    Ok(JitKernel { func, _module: module, spec, sparse })
 }
 
 /// The graphs a kernel evaluates.
@@ -258,6 +243,9 @@ struct Graphs<'g> {
 /// on f32x4 values.
 struct Emitter<'a> {
     b: FunctionBuilder<'a>,
+    /// The entry block's final jump: hoisted constants are inserted before it.
+    entry_jump: Option<cranelift_codegen::ir::Inst>,
+    consts: HashMap<(u32, cranelift_codegen::ir::Type), Value>,
 }
 
 fn flags() -> MemFlagsData {
@@ -271,8 +259,7 @@ impl Vm for Emitter<'_> {
     type V = Value;
     type M = Value;
     fn c(&mut self, v: f32) -> Value {
-        let s = self.b.ins().f32const(v);
-        self.b.ins().splat(F32X4, s)
+        self.hoisted(v.to_bits(), F32X4)
     }
     fn add(&mut self, a: Value, b: Value) -> Value {
         self.b.ins().fadd(a, b)
@@ -335,9 +322,13 @@ impl Vm for Emitter<'_> {
         self.b.ins().bitcast(F32X4, little(), r)
     }
     fn pow2i(&mut self, k: Value) -> Value {
-        let ki = self.b.ins().fcvt_to_sint_sat(I32X4, k);
-        let bias = self.i32s(127);
-        let e = self.b.ins().iadd(ki, bias);
+        // k + 1.5 * 2^23 holds the integer k in its low mantissa bits (|k| < 2^22): cheaper
+        // than a saturating conversion.
+        let magic = self.c(12_582_912.0);
+        let t = self.b.ins().fadd(k, magic);
+        let bits = self.b.ins().bitcast(I32X4, little(), t);
+        let bias = self.i32s(0x4B40_0000 - 127);
+        let e = self.b.ins().isub(bits, bias);
         let bits = self.b.ins().ishl_imm_u(e, 23);
         self.b.ins().bitcast(F32X4, little(), bits)
     }
@@ -368,8 +359,26 @@ impl Vm for Emitter<'_> {
 
 impl Emitter<'_> {
     fn i32s(&mut self, v: i32) -> Value {
-        let s = self.b.ins().iconst(I32, v as i64);
-        self.b.ins().splat(I32X4, s)
+        self.hoisted(v as u32, I32X4)
+    }
+
+    /// A splatted constant, materialised once in the entry block (which dominates every use)
+    /// rather than in the loop that asks for it.
+    fn hoisted(&mut self, bits: u32, ty: cranelift_codegen::ir::Type) -> Value {
+        if let Some(&v) = self.consts.get(&(bits, ty)) {
+            return v;
+        }
+        let at = self.entry_jump.expect("constants are requested after the entry block");
+        let mut pos = FuncCursor::new(self.b.func).at_inst(at);
+        let v = if ty == F32X4 {
+            let s = pos.ins().f32const(f32::from_bits(bits));
+            pos.ins().splat(F32X4, s)
+        } else {
+            let s = pos.ins().iconst(I32, bits as i32 as i64);
+            pos.ins().splat(I32X4, s)
+        };
+        self.consts.insert((bits, ty), v);
+        v
     }
     fn i64c(&mut self, v: i64) -> Value {
         self.b.ins().iconst(I64, v)
@@ -386,11 +395,7 @@ impl Emitter<'_> {
         let mut acc = self.b.ins().extractlane(v, 0);
         for lane in 1..4u8 {
             let x = self.b.ins().extractlane(v, lane);
-            acc = if max {
-                self.b.ins().fmax(acc, x)
-            } else {
-                self.b.ins().fadd(acc, x)
-            };
+            acc = if max { self.b.ins().fmax(acc, x) } else { self.b.ins().fadd(acc, x) };
         }
         acc
     }
@@ -413,10 +418,7 @@ impl Emitter<'_> {
             self.b.append_block_param(header, ty);
             self.b.append_block_param(exit, ty);
         }
-        let args: Vec<BlockArg> = std::iter::once(start)
-            .chain(carried.iter().copied())
-            .map(BlockArg::from)
-            .collect();
+        let args: Vec<BlockArg> = std::iter::once(start).chain(carried.iter().copied()).map(BlockArg::from).collect();
         self.b.ins().jump(header, &args);
         self.b.switch_to_block(header);
         let params = self.b.block_params(header).to_vec();
@@ -427,10 +429,7 @@ impl Emitter<'_> {
         self.b.switch_to_block(body_block);
         let next = body(self, i, &cur);
         let i2 = self.b.ins().iadd_imm_s(i, step);
-        let args: Vec<BlockArg> = std::iter::once(i2)
-            .chain(next)
-            .map(BlockArg::from)
-            .collect();
+        let args: Vec<BlockArg> = std::iter::once(i2).chain(next).map(BlockArg::from).collect();
         self.b.ins().jump(header, &args);
         self.b.switch_to_block(exit);
         self.b.block_params(exit).to_vec()
@@ -447,18 +446,13 @@ impl Emitter<'_> {
         let yv = self.b.ins().splat(F32X4, y);
         let pv = self.b.ins().splat(F32X4, p);
         let (l, s) = self.graph(g, yv, pv);
-        (
-            self.b.ins().extractlane(l, 0),
-            self.b.ins().extractlane(s, 0),
-        )
+        (self.b.ins().extractlane(l, 0), self.b.ins().extractlane(s, 0))
     }
 
-    /// Copies `n - from` (< 4) f32s at `src[from..n]` into a 4-lane stack slot padded with
-    /// `pad`, and loads it: the ragged end of a row as one vector.
-    fn load_tail(&mut self, src: Value, from: Value, n: Value, pad: f32) -> Value {
-        let slot =
-            self.b
-                .create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 4));
+    /// Copies `src[from..n]` (fewer than 4 floats) into a 4-lane stack slot padded with `pad`
+    /// and returns the slot's address: the ragged end of a row as one chunk.
+    fn tail_slot(&mut self, src: Value, from: Value, n: Value, pad: f32) -> Value {
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 4));
         let padv = self.c(pad);
         self.b.ins().stack_store(I64, padv, slot, 0);
         let base = self.b.ins().stack_addr(I64, slot, 0);
@@ -470,7 +464,7 @@ impl Emitter<'_> {
             e.b.ins().store(flags(), v, dst, 0);
             vec![]
         });
-        self.b.ins().stack_load(I64, F32X4, slot, 0)
+        base
     }
 
     /// The whole kernel function.
@@ -480,45 +474,31 @@ impl Emitter<'_> {
         self.b.switch_to_block(entry);
         let args = self.b.block_params(entry)[0];
         let ld = |e: &mut Self, o| e.load(I64, args, o);
-        let (logits, grad, row_loss) = (
-            ld(self, off::LOGITS),
-            ld(self, off::GRAD),
-            ld(self, off::ROW_LOSS),
-        );
-        let (labels, labels_b, lam, dense) = (
-            ld(self, off::LABELS),
-            ld(self, off::LABELS_B),
-            ld(self, off::LAM),
-            ld(self, off::DENSE),
-        );
-        let (p_buf, s_buf, rows, classes) = (
-            ld(self, off::P_BUF),
-            ld(self, off::S_BUF),
-            ld(self, off::ROWS),
-            ld(self, off::CLASSES),
-        );
+        let (logits, grad, row_loss) = (ld(self, off::LOGITS), ld(self, off::GRAD), ld(self, off::ROW_LOSS));
+        let (labels, labels_b, lam, dense) =
+            (ld(self, off::LABELS), ld(self, off::LABELS_B), ld(self, off::LAM), ld(self, off::DENSE));
+        let (p_buf, s_buf, rows, classes) =
+            (ld(self, off::P_BUF), ld(self, off::S_BUF), ld(self, off::ROWS), ld(self, off::CLASSES));
         let inv_batch = self.load(F32, args, off::INV_BATCH);
         let zero = self.i64c(0);
         let c4 = self.b.ins().band_imm_s(classes, !3i64);
-        let ctx = RowCtx {
-            logits,
-            grad,
-            row_loss,
-            labels,
-            labels_b,
-            lam,
-            dense,
-            p_buf,
-            s_buf,
-            classes,
-            c4,
-            inv_batch,
-        };
+        let padded = self.b.ins().iadd_imm_s(c4, 4);
+        let body = self.b.create_block();
+        self.entry_jump = Some(self.b.ins().jump(body, &[]));
+        self.b.switch_to_block(body);
+        let ctx = RowCtx { logits, grad, row_loss, labels, labels_b, lam, dense, p_buf, s_buf, classes, c4, padded, inv_batch };
         self.for_loop(zero, rows, 1, &[], |e, r, _| {
             e.row(spec, g, &ctx, r);
             vec![]
         });
         self.b.ins().return_(&[]);
+    }
+
+    /// A pointer to 4 floats at `base[c..]`, or to `tail` for the last (ragged) chunk.
+    fn chunk_ptr(&mut self, base: Value, c: Value, c4: Value, tail: Value) -> Value {
+        let full = self.b.ins().icmp(IntCC::SignedLessThan, c, c4);
+        let at = self.elem(base, c, 4);
+        self.b.ins().select(full, at, tail)
     }
 
     /// One row of the contract.
@@ -528,25 +508,23 @@ impl Emitter<'_> {
         let z = self.elem(x.logits, row_start, 4);
         let grow = self.elem(x.grad, row_start, 4);
 
-        // 1. max
+        // 1. max, over whole chunks; the ragged end comes from a slot padded with -inf
+        let ztail = self.tail_slot(z, x.c4, x.classes, f32::NEG_INFINITY);
         let ninf = self.c(f32::NEG_INFINITY);
-        let vmax = self.for_loop(zero, x.c4, 4, &[ninf], |e, c, acc| {
-            let at = e.elem(z, c, 4);
+        let vmax = self.for_loop(zero, x.padded, 4, &[ninf], |e, c, acc| {
+            let at = e.chunk_ptr(z, c, x.c4, ztail);
             let v = e.load(F32X4, at, 0);
-            vec![e.b.ins().fmax(acc[0], v)]
+            // compare+select: a NaN logit is skipped here but still poisons exp(z - m) below
+            let gt = e.b.ins().fcmp(FloatCC::LessThan, acc[0], v);
+            vec![e.select(gt, v, acc[0])]
         })[0];
         let m = self.hreduce(vmax, true);
-        let m = self.for_loop(x.c4, x.classes, 1, &[m], |e, c, acc| {
-            let at = e.elem(z, c, 4);
-            let v = e.load(F32, at, 0);
-            vec![e.b.ins().fmax(acc[0], v)]
-        })[0];
         let mv = self.b.ins().splat(F32X4, m);
 
-        // 2. e = exp(z - m) into p_buf (the ragged end padded with -inf -> 0), S = sum e
+        // 2. e = exp(z - m) into p_buf (padding lanes give exp(-inf) = 0), S = sum e
         let vzero = self.c(0.0);
-        let vsum = self.for_loop(zero, x.c4, 4, &[vzero], |e, c, acc| {
-            let at = e.elem(z, c, 4);
+        let vsum = self.for_loop(zero, x.padded, 4, &[vzero], |e, c, acc| {
+            let at = e.chunk_ptr(z, c, x.c4, ztail);
             let v = e.load(F32X4, at, 0);
             let d = e.b.ins().fsub(v, mv);
             let ex = super::mathlib::exp(e, d);
@@ -554,17 +532,10 @@ impl Emitter<'_> {
             e.b.ins().store(flags(), ex, dst, 0);
             vec![e.b.ins().fadd(acc[0], ex)]
         })[0];
-        let tail = self.load_tail(z, x.c4, x.classes, f32::NEG_INFINITY);
-        let d = self.b.ins().fsub(tail, mv);
-        let ex = super::mathlib::exp(self, d);
-        let dst = self.elem(x.p_buf, x.c4, 4);
-        self.b.ins().store(flags(), ex, dst, 0);
-        let vsum = self.b.ins().fadd(vsum, ex);
         let sum = self.hreduce(vsum, false);
         let one = self.b.ins().f32const(1.0);
         let inv_s = self.b.ins().fdiv(one, sum);
         let inv_sv = self.b.ins().splat(F32X4, inv_s);
-        let padded = self.b.ins().iadd_imm_s(x.c4, 4);
 
         // Which classes hold labels (-1 when none).
         let (ka, kb, lam) = match spec.kind {
@@ -572,11 +543,7 @@ impl Emitter<'_> {
             TargetKind::Labels => (Some(self.label(x.labels, r)), None, None),
             TargetKind::Mixup => {
                 let at = self.elem(x.lam, r, 4);
-                (
-                    Some(self.label(x.labels, r)),
-                    Some(self.label(x.labels_b, r)),
-                    Some(self.load(F32, at, 0)),
-                )
+                (Some(self.label(x.labels, r)), Some(self.label(x.labels_b, r)), Some(self.load(F32, at, 0)))
             }
         };
 
@@ -621,19 +588,16 @@ impl Emitter<'_> {
                 e.b.ins().store(flags(), s, dst, 0);
                 vec![e.b.ins().fadd(acc[0], l), e.b.ins().fadd(acc[1], s)]
             };
-            let yconst = self.c(0.0); // the off-target graph has y folded in; this is unused
             let acc = if spec.kind == TargetKind::Dense {
-                let acc = self.for_loop(zero, x.c4, 4, &[vzero, vzero], |e, c, acc| {
-                    let at = e.elem(dense_row, c, 4);
+                let ytail = self.tail_slot(dense_row, x.c4, x.classes, 0.0);
+                self.for_loop(zero, x.padded, 4, &[vzero, vzero], |e, c, acc| {
+                    let at = e.chunk_ptr(dense_row, c, x.c4, ytail);
                     let y = e.load(F32X4, at, 0);
                     chunk(e, c, y, acc)
-                });
-                let y = self.load_tail(dense_row, x.c4, x.classes, 0.0);
-                chunk(self, x.c4, y, &acc)
-            } else {
-                self.for_loop(zero, padded, 4, &[vzero, vzero], |e, c, acc| {
-                    chunk(e, c, yconst, acc)
                 })
+            } else {
+                let unused = self.c(0.0); // the off-target graph has y folded in
+                self.for_loop(zero, x.padded, 4, &[vzero, vzero], |e, c, acc| chunk(e, c, unused, acc))
             };
             row_l = self.hreduce(acc[0], false);
             sigma = self.hreduce(acc[1], false);
@@ -644,11 +608,7 @@ impl Emitter<'_> {
         let p_at = |e: &mut Self, k: Value| {
             let at = e.elem(x.p_buf, k, 4);
             let v = e.load(F32, at, 0);
-            if g.sparse {
-                e.b.ins().fmul(v, inv_s)
-            } else {
-                v
-            }
+            if g.sparse { e.b.ins().fmul(v, inv_s) } else { v }
         };
         match (ka, kb) {
             (Some(k), None) => {
@@ -785,7 +745,9 @@ struct RowCtx {
     p_buf: Value,
     s_buf: Value,
     classes: Value,
+    /// `classes` rounded down and up to a multiple of 4.
     c4: Value,
+    padded: Value,
     inv_batch: Value,
 }
 
@@ -808,25 +770,15 @@ impl JitKernel {
         targets.check(b, c)?;
         let want = Spec::of(targets, c);
         if want.kind != self.spec.kind
-            || (want.kind != TargetKind::Dense
-                && want.smoothing.to_bits() != self.spec.smoothing.to_bits())
+            || (want.kind != TargetKind::Dense && want.smoothing.to_bits() != self.spec.smoothing.to_bits())
         {
-            return Err(ContractError::Spec {
-                compiled: format!("{:?}", self.spec),
-                given: format!("{want:?}"),
-            });
+            return Err(ContractError::Spec { compiled: format!("{:?}", self.spec), given: format!("{want:?}") });
         }
         if grad.len() != logits.len() || row_loss.len() != b {
-            return Err(ContractError::Length {
-                what: "output",
-                got: grad.len(),
-                want: logits.len(),
-            });
+            return Err(ContractError::Length { what: "output", got: grad.len(), want: logits.len() });
         }
         let threads = match threads {
-            0 if b * c >= PARALLEL_MIN_ELEMENTS => {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            }
+            0 if b * c >= PARALLEL_MIN_ELEMENTS => std::thread::available_parallelism().map_or(1, |n| n.get()),
             0 => 1,
             n => n,
         }
@@ -838,18 +790,11 @@ impl JitKernel {
             let mut p_buf = vec![0f32; (c & !3) + 4];
             let mut s_buf = vec![0f32; (c & !3) + 4];
             let rows = start..start + n;
-            let (mut labels, mut labels_b): (*const u32, *const u32) =
-                (std::ptr::null(), std::ptr::null());
-            let (mut lam, mut dense): (*const f32, *const f32) =
-                (std::ptr::null(), std::ptr::null());
+            let (mut labels, mut labels_b): (*const u32, *const u32) = (std::ptr::null(), std::ptr::null());
+            let (mut lam, mut dense): (*const f32, *const f32) = (std::ptr::null(), std::ptr::null());
             match *targets {
                 Targets::Labels { labels: l, .. } => labels = l[rows].as_ptr(),
-                Targets::Mixup {
-                    labels: l,
-                    labels_b: lb,
-                    lam: lm,
-                    ..
-                } => {
+                Targets::Mixup { labels: l, labels_b: lb, lam: lm, .. } => {
                     labels = l[rows.clone()].as_ptr();
                     labels_b = lb[rows.clone()].as_ptr();
                     lam = lm[rows].as_ptr();
@@ -880,11 +825,7 @@ impl JitKernel {
             run_rows(0, grad, row_loss);
         } else {
             std::thread::scope(|scope| {
-                for (i, (g, l)) in grad
-                    .chunks_mut(rows_per * c)
-                    .zip(row_loss.chunks_mut(rows_per))
-                    .enumerate()
-                {
+                for (i, (g, l)) in grad.chunks_mut(rows_per * c).zip(row_loss.chunks_mut(rows_per)).enumerate() {
                     let run_rows = &run_rows;
                     scope.spawn(move || run_rows(i * rows_per, g, l));
                 }

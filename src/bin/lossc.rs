@@ -1,7 +1,9 @@
 //! The `lossc` command line: the only code that prints or exits.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lossc::contract::Targets;
+use lossc::backend::jit;
+use lossc::bench::{self as lbench, BenchBatch, BenchTargets};
+use lossc::contract::{ContractError, KernelOutput, Targets};
 use lossc::ir::{Graph, print};
 use lossc::passes::{fuse, simplify::simplify};
 use lossc::{interp, syntax};
@@ -11,11 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "lossc",
-    version,
-    about = "Loss functions as text, compiled to fused loss+gradient kernels"
-)]
+#[command(name = "lossc", version, about = "Loss functions as text, compiled to fused loss+gradient kernels")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -47,12 +45,31 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Backend::Interp)]
         backend: Backend,
     },
+    /// Time the JIT kernel against the interpreter (and JAX with --jax) on B x C batches.
+    Bench {
+        files: Vec<PathBuf>,
+        /// Batch shapes as BxC.
+        #[arg(long, value_delimiter = ',', default_value = "256x10,8192x10,8192x100,65536x1000")]
+        shapes: Vec<String>,
+        /// Target forms: labels, dense.
+        #[arg(long, value_delimiter = ',', default_value = "labels,dense")]
+        targets: Vec<String>,
+        /// Threads for the kernel (0: by batch size).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Also time jax.jit(jax.value_and_grad(...)) on one thread via bench/jax_baseline.sh
+        /// (which creates its own venv with jax[cpu] on first use).
+        #[arg(long)]
+        jax: bool,
+    },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Backend {
     /// The f64 reference interpreter.
     Interp,
+    /// The Cranelift JIT kernel (f32, SIMD).
+    Jit,
 }
 
 /// A failure with the exit code it maps to: 2 for bad input, 1 otherwise.
@@ -62,10 +79,7 @@ struct Failure {
 }
 
 fn bad_input(message: impl Into<String>) -> Failure {
-    Failure {
-        code: 2,
-        message: message.into(),
-    }
+    Failure { code: 2, message: message.into() }
 }
 
 fn main() -> ExitCode {
@@ -74,12 +88,8 @@ fn main() -> ExitCode {
         Cmd::Check { files } => check(&files),
         Cmd::Simplify { file } => load(&file).map(|g| print!("{}", print::to_text(&simplify(&g)))),
         Cmd::Grad { file, loss } => grad(&file, loss.as_deref()),
-        Cmd::Eval {
-            file,
-            loss,
-            input,
-            backend,
-        } => eval(&file, loss.as_deref(), &input, backend),
+        Cmd::Eval { file, loss, input, backend } => eval(&file, loss.as_deref(), &input, backend),
+        Cmd::Bench { files, shapes, targets, threads, jax } => bench(&files, &shapes, &targets, threads, jax),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,8 +103,7 @@ fn main() -> ExitCode {
 }
 
 fn read(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path)
-        .map_err(|e| bad_input(format!("error: cannot read {}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| bad_input(format!("error: cannot read {}: {e}", path.display())))
 }
 
 /// Parses a file, rendering any diagnostic against its text.
@@ -102,11 +111,7 @@ fn load(path: &Path) -> Result<Graph, Failure> {
     let src = read(path)?;
     syntax::parse(&src).map_err(|d| {
         let color = std::io::stderr().is_terminal();
-        bad_input(
-            d.render(&path.display().to_string(), &src, color)
-                .trim_end()
-                .to_string(),
-        )
+        bad_input(d.render(&path.display().to_string(), &src, color).trim_end().to_string())
     })
 }
 
@@ -135,14 +140,7 @@ fn check(files: &[PathBuf]) -> Result<(), Failure> {
             }
         }
     }
-    if failed {
-        Err(Failure {
-            code: 2,
-            message: String::new(),
-        })
-    } else {
-        Ok(())
-    }
+    if failed { Err(Failure { code: 2, message: String::new() }) } else { Ok(()) }
 }
 
 /// The names of the losses to work on: one named, or all.
@@ -151,10 +149,7 @@ fn pick(g: &Graph, loss: Option<&str>) -> Result<Vec<String>, Failure> {
     match loss {
         None => Ok(names),
         Some(l) if names.iter().any(|n| n == l) => Ok(vec![l.to_string()]),
-        Some(l) => Err(bad_input(format!(
-            "error: no loss `{l}` in this file (it has: {})",
-            names.join(", ")
-        ))),
+        Some(l) => Err(bad_input(format!("error: no loss `{l}` in this file (it has: {})", names.join(", ")))),
     }
 }
 
@@ -183,7 +178,7 @@ struct Batch {
     targets: Option<Vec<Vec<f64>>>,
 }
 
-fn eval(file: &Path, loss: Option<&str>, input: &Path, _backend: Backend) -> Result<(), Failure> {
+fn eval(file: &Path, loss: Option<&str>, input: &Path, backend: Backend) -> Result<(), Failure> {
     let g = load(file)?;
     let names = pick(&g, loss)?;
     if names.len() != 1 {
@@ -193,8 +188,8 @@ fn eval(file: &Path, loss: Option<&str>, input: &Path, _backend: Backend) -> Res
             names.join(", ")
         )));
     }
-    let batch: Batch = serde_json::from_str(&read(input)?)
-        .map_err(|e| bad_input(format!("error: {}: {e}", input.display())))?;
+    let batch: Batch =
+        serde_json::from_str(&read(input)?).map_err(|e| bad_input(format!("error: {}: {e}", input.display())))?;
     let classes = batch.logits.first().map_or(0, Vec::len);
     if let Some(row) = batch.logits.iter().position(|r| r.len() != classes) {
         return Err(bad_input(format!(
@@ -208,12 +203,7 @@ fn eval(file: &Path, loss: Option<&str>, input: &Path, _backend: Backend) -> Res
     let smoothing = batch.label_smoothing.unwrap_or(0.0);
     let targets = match (&batch.labels, &batch.labels_b, &batch.lam, &batch.targets) {
         (Some(labels), None, None, None) => Targets::Labels { labels, smoothing },
-        (Some(labels), Some(labels_b), Some(lam), None) => Targets::Mixup {
-            labels,
-            labels_b,
-            lam,
-            smoothing,
-        },
+        (Some(labels), Some(labels_b), Some(lam), None) => Targets::Mixup { labels, labels_b, lam, smoothing },
         (None, None, None, Some(t)) if batch.label_smoothing.is_none() => {
             if let Some(row) = t.iter().position(|r| r.len() != classes) {
                 return Err(bad_input(format!(
@@ -233,11 +223,155 @@ fn eval(file: &Path, loss: Option<&str>, input: &Path, _backend: Backend) -> Res
         }
     };
     let fused = fuse::fuse(&g, &names[0]).expect("picked names exist");
-    let out = interp::run(&fused, &logits, classes, &targets)
-        .map_err(|e| bad_input(format!("error: {}: {e}", input.display())))?;
+    let input_error = |e: lossc::contract::ContractError| bad_input(format!("error: {}: {e}", input.display()));
+    let out = match backend {
+        Backend::Interp => interp::run(&fused, &logits, classes, &targets).map_err(input_error)?,
+        Backend::Jit => run_jit(&fused, &logits, classes, targets).map_err(|e| match e {
+            JitFailure::Input(e) => input_error(e),
+            JitFailure::Jit(e) => Failure { code: 1, message: format!("error: {e}") },
+        })?,
+    };
     let grad: Vec<&[f64]> = out.grad.chunks(classes).collect();
-    let json =
-        serde_json::json!({ "loss": out.loss, "row_loss": out.row_loss, "grad_logits": grad });
+    let json = serde_json::json!({ "loss": out.loss, "row_loss": out.row_loss, "grad_logits": grad });
     println!("{json}");
     Ok(())
+}
+
+enum JitFailure {
+    Input(ContractError),
+    Jit(jit::JitError),
+}
+
+/// `lossc eval --backend jit`: the batch in f32 through the compiled kernel.
+fn run_jit(fused: &fuse::Fused, logits: &[f64], classes: usize, targets: Targets) -> Result<KernelOutput, JitFailure> {
+    let z: Vec<f32> = logits.iter().map(|&v| v as f32).collect();
+    let lam: Vec<f32>;
+    let y: Vec<f32>;
+    let t32: Targets<f32> = match targets {
+        Targets::Labels { labels, smoothing } => Targets::Labels { labels, smoothing },
+        Targets::Mixup { labels, labels_b, lam: l, smoothing } => {
+            lam = l.iter().map(|&v| v as f32).collect();
+            Targets::Mixup { labels, labels_b, lam: &lam, smoothing }
+        }
+        Targets::Dense { y: d } => {
+            y = d.iter().map(|&v| v as f32).collect();
+            Targets::Dense { y: &y }
+        }
+    };
+    let rows = lossc::contract::batch_size(z.len(), classes).map_err(JitFailure::Input)?;
+    let kernel = jit::compile(fused, jit::Spec::of(&t32, classes)).map_err(JitFailure::Jit)?;
+    let (mut grad, mut row_loss) = (vec![0f32; z.len()], vec![0f32; rows]);
+    let loss = kernel.run(&z, &t32, &mut grad, &mut row_loss, 0).map_err(JitFailure::Input)?;
+    Ok(KernelOutput {
+        loss,
+        row_loss: row_loss.iter().map(|&v| v as f64).collect(),
+        grad: grad.iter().map(|&v| v as f64).collect(),
+    })
+}
+
+/// Parses `BxC`.
+fn shape(s: &str) -> Result<(usize, usize), Failure> {
+    let bad = || bad_input(format!("error: shape `{s}` is not BxC (e.g. 8192x100)"));
+    let (b, c) = s.split_once('x').ok_or_else(bad)?;
+    let (b, c) = (b.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?);
+    if b == 0 || c < 2 { Err(bad()) } else { Ok((b, c)) }
+}
+
+fn bench(files: &[PathBuf], shapes: &[String], targets: &[String], threads: usize, jax: bool) -> Result<(), Failure> {
+    if files.is_empty() {
+        return Err(bad_input("error: no .loss files given"));
+    }
+    let shapes: Vec<(usize, usize)> = shapes.iter().map(|s| shape(s)).collect::<Result<_, _>>()?;
+    let kinds: Vec<BenchTargets> = targets
+        .iter()
+        .map(|t| match t.as_str() {
+            "labels" => Ok(BenchTargets::Labels),
+            "dense" => Ok(BenchTargets::Dense),
+            other => Err(bad_input(format!("error: unknown target form `{other}` (labels, dense)"))),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut losses = Vec::new();
+    for f in files {
+        let g = load(f)?;
+        let src = read(f)?;
+        for (name, _) in &g.outputs {
+            losses.push((name.clone(), src.clone(), fuse::fuse(&g, name).expect("output exists")));
+        }
+    }
+    let jax_times = if jax { jax_baseline(&losses, &shapes, &kinds)? } else { Default::default() };
+    println!("compile (text -> callable kernel, uncached, labels spec):");
+    for (name, src, _) in &losses {
+        let t = lbench::compile_time(src, name, 100).map_err(|e| Failure { code: 1, message: e })?;
+        let t2 = lbench::compile_time(src, name, 100).map_err(|e| Failure { code: 1, message: e })?;
+        println!("  {name:6} {:8.3} ms first, {:8.3} ms again", t.as_secs_f64() * 1e3, t2.as_secs_f64() * 1e3);
+    }
+    println!();
+    println!(
+        "{:6} {:>11} {:7} {:>10} {:>8} {:>8} {:>11} {:>9} {:>10} {:>9}",
+        "loss", "shape", "targets", "jit ms", "Gelem/s", "GB/s", "interp ms", "vs interp", "jax ms", "vs jax"
+    );
+    for &(b, c) in &shapes {
+        let batch = BenchBatch::new(b, c, 1);
+        for &kind in &kinds {
+            for (name, _, fused) in &losses {
+                let m = lbench::measure(fused, &batch, kind, threads).map_err(|e| Failure { code: 1, message: e })?;
+                let secs = m.kernel.as_secs_f64();
+                let elems = (b * c) as f64;
+                let jax_ms = jax_times.get(&(name.clone(), b, c, kind.name().to_string())).copied();
+                let (jax_col, ratio_col) = match jax_ms {
+                    Some(ms) => (format!("{ms:10.3}"), format!("{:8.1}x", ms / (secs * 1e3))),
+                    None => (format!("{:>10}", "-"), format!("{:>9}", "-")),
+                };
+                println!(
+                    "{name:6} {:>11} {:7} {:10.3} {:8.2} {:8.2} {:11.1} {:8.0}x {jax_col} {ratio_col}",
+                    format!("{b}x{c}"),
+                    kind.name(),
+                    secs * 1e3,
+                    elems / secs / 1e9,
+                    elems * kind.bytes_per_element() / secs / 1e9,
+                    m.interp.as_secs_f64() * 1e3,
+                    m.interp.as_secs_f64() / secs,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// JAX's median milliseconds per (loss, rows, classes, targets), from bench/jax_baseline.sh.
+type JaxTimes = std::collections::HashMap<(String, usize, usize, String), f64>;
+
+/// Runs bench/jax_baseline.sh on the same losses and shapes in this run.
+fn jax_baseline(
+    losses: &[(String, String, fuse::Fused)],
+    shapes: &[(usize, usize)],
+    kinds: &[BenchTargets],
+) -> Result<JaxTimes, Failure> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/jax_baseline.sh");
+    let names: Vec<&str> = losses.iter().map(|(n, _, _)| n.as_str()).collect();
+    let shapes: Vec<String> = shapes.iter().map(|(b, c)| format!("{b}x{c}")).collect();
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    eprintln!("running {} (one thread) ...", script.display());
+    let fail = |message: String| Failure { code: 1, message };
+    let out = std::process::Command::new(&script)
+        .args(["--losses", &names.join(","), "--shapes", &shapes.join(","), "--targets", &kinds.join(",")])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| fail(format!("error: cannot run {}: {e}", script.display())))?;
+    if !out.status.success() {
+        return Err(fail(format!("error: {} failed", script.display())));
+    }
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("error: bad output from the JAX baseline: {e}")))?;
+    let mut times = JaxTimes::new();
+    for r in rows {
+        let key = (
+            r["loss"].as_str().unwrap_or_default().to_string(),
+            r["rows"].as_u64().unwrap_or(0) as usize,
+            r["classes"].as_u64().unwrap_or(0) as usize,
+            r["targets"].as_str().unwrap_or_default().to_string(),
+        );
+        times.insert(key, r["ms"].as_f64().unwrap_or(f64::NAN));
+    }
+    Ok(times)
 }

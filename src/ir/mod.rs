@@ -97,12 +97,7 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(eps: f64) -> Graph {
-        Graph {
-            nodes: Vec::new(),
-            memo: HashMap::new(),
-            eps,
-            outputs: Vec::new(),
-        }
+        Graph { nodes: Vec::new(), memo: HashMap::new(), eps, outputs: Vec::new() }
     }
 
     /// Inserts a node, returning the existing handle when an equal node is already present.
@@ -111,10 +106,7 @@ impl Graph {
             return id;
         }
         let id = Id::from_index(self.nodes.len());
-        debug_assert!(
-            node.args().all(|a| a < id),
-            "children must come before parents"
-        );
+        debug_assert!(node.args().all(|a| a < id), "children must come before parents");
         self.nodes.push(node);
         self.memo.insert(node, id);
         id
@@ -171,10 +163,7 @@ impl Graph {
     }
     /// All nodes with their handles, children before parents.
     pub fn iter(&self) -> impl Iterator<Item = (Id, Node)> + '_ {
-        self.nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (Id::from_index(i), *n))
+        self.nodes.iter().enumerate().map(|(i, n)| (Id::from_index(i), *n))
     }
     /// The handle of an existing node, if present.
     pub fn find(&self, node: &Node) -> Option<Id> {
@@ -182,10 +171,7 @@ impl Graph {
     }
     /// The output with this name.
     pub fn output(&self, name: &str) -> Option<Id> {
-        self.outputs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, id)| *id)
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, id)| *id)
     }
 
     /// Which nodes the given roots reach (inclusive).
@@ -221,9 +207,7 @@ impl Graph {
     pub fn op_count(&self) -> usize {
         let roots: Vec<Id> = self.outputs.iter().map(|(_, id)| *id).collect();
         let live = self.reachable(&roots);
-        self.iter()
-            .filter(|(id, n)| live[id.index()] && matches!(n, Node::Unary(..) | Node::Binary(..)))
-            .count()
+        self.iter().filter(|(id, n)| live[id.index()] && matches!(n, Node::Unary(..) | Node::Binary(..))).count()
     }
 
     /// Copies the subgraph reachable from `roots` into `dst`, returning the new handles.
@@ -251,12 +235,7 @@ impl Graph {
         let mut g = Graph::new(self.eps);
         let roots: Vec<Id> = self.outputs.iter().map(|(_, id)| *id).collect();
         let new = self.copy_into(&roots, &mut g);
-        g.outputs = self
-            .outputs
-            .iter()
-            .zip(new)
-            .map(|((n, _), id)| (n.clone(), id))
-            .collect();
+        g.outputs = self.outputs.iter().zip(new).map(|((n, _), id)| (n.clone(), id)).collect();
         g
     }
 

@@ -176,20 +176,14 @@ pub enum Function {
 impl Function {
     /// Looks a function up by name or alias.
     pub fn lookup(name: &str) -> Option<Function> {
-        let name = ALIASES
-            .iter()
-            .find(|(a, _)| *a == name)
-            .map_or(name, |(_, n)| n);
+        let name = ALIASES.iter().find(|(a, _)| *a == name).map_or(name, |(_, n)| n);
         if name == "aq" {
             return Some(Function::Aq);
         }
         if let Some(op) = UnOp::ALL.iter().find(|o| o.name() == name) {
             return Some(Function::Unary(*op));
         }
-        BinOp::ALL
-            .iter()
-            .find(|o| o.name() == name)
-            .map(|o| Function::Binary(*o))
+        BinOp::ALL.iter().find(|o| o.name() == name).map(|o| Function::Binary(*o))
     }
 
     pub fn arity(self) -> usize {

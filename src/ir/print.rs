@@ -25,11 +25,7 @@ fn prec(op: BinOp) -> Option<Prec> {
 
 /// Formats a constant so that it parses back to the same bits (negative values as `-x`).
 pub fn number(v: f64) -> String {
-    if v == v.trunc() && v.abs() < 1e15 {
-        format!("{v}")
-    } else {
-        format!("{v:?}")
-    }
+    if v == v.trunc() && v.abs() < 1e15 { format!("{v}") } else { format!("{v:?}") }
 }
 
 struct Printer<'g> {
@@ -76,45 +72,20 @@ impl Printer<'_> {
                 }
             }
             // `-c` would re-parse as the constant -c, so a negated constant keeps its name.
-            Node::Unary(UnOp::Neg, a)
-                if self.g.node(a).as_const().is_none() || self.names[a.index()].is_some() =>
-            {
+            Node::Unary(UnOp::Neg, a) if self.g.node(a).as_const().is_none() || self.names[a.index()].is_some() => {
                 (format!("-{}", self.sub(a, Prec::Prefix)), Prec::Prefix)
             }
-            Node::Unary(op, a) => (
-                format!("{}({})", op.name(), self.sub(a, Prec::Sum)),
-                Prec::Atom,
-            ),
+            Node::Unary(op, a) => (format!("{}({})", op.name(), self.sub(a, Prec::Sum)), Prec::Atom),
             Node::Binary(op, a, b) => match (prec(op), op.symbol()) {
-                (Some(Prec::Power), Some(sym)) => (
-                    format!(
-                        "{} {sym} {}",
-                        self.sub(a, Prec::Atom),
-                        self.sub(b, Prec::Prefix)
-                    ),
-                    Prec::Power,
-                ),
+                (Some(Prec::Power), Some(sym)) => {
+                    (format!("{} {sym} {}", self.sub(a, Prec::Atom), self.sub(b, Prec::Prefix)), Prec::Power)
+                }
                 (Some(p), Some(sym)) => {
                     // Left-associative: the right operand needs parentheses at equal strength.
-                    let right = if p == Prec::Sum {
-                        Prec::Product
-                    } else {
-                        Prec::Prefix
-                    };
-                    (
-                        format!("{} {sym} {}", self.sub(a, p), self.sub(b, right)),
-                        p,
-                    )
+                    let right = if p == Prec::Sum { Prec::Product } else { Prec::Prefix };
+                    (format!("{} {sym} {}", self.sub(a, p), self.sub(b, right)), p)
                 }
-                _ => (
-                    format!(
-                        "{}({}, {})",
-                        op.name(),
-                        self.sub(a, Prec::Sum),
-                        self.sub(b, Prec::Sum)
-                    ),
-                    Prec::Atom,
-                ),
+                _ => (format!("{}({}, {})", op.name(), self.sub(a, Prec::Sum), self.sub(b, Prec::Sum)), Prec::Atom),
             },
         }
     }
@@ -163,10 +134,7 @@ pub fn to_text(g: &Graph) -> String {
 
 /// One expression as text with no bindings (for short messages and genome printouts).
 pub fn expr_to_string(g: &Graph, id: Id) -> String {
-    let pr = Printer {
-        g,
-        names: vec![None; g.len()],
-    };
+    let pr = Printer { g, names: vec![None; g.len()] };
     let mut s = String::new();
     pr.expr(id, &mut s, Prec::Sum, false);
     s
@@ -178,11 +146,7 @@ pub fn dump(g: &Graph) -> String {
     let _ = writeln!(out, "eps {}", number(g.eps));
     for (id, n) in g.iter() {
         let _ = match n {
-            Node::Input(i) => writeln!(
-                out,
-                "{id:?} = {}",
-                if i == super::Input::Y { "y" } else { "p" }
-            ),
+            Node::Input(i) => writeln!(out, "{id:?} = {}", if i == super::Input::Y { "y" } else { "p" }),
             Node::Const(b) => writeln!(out, "{id:?} = const {}", number(f64::from_bits(b))),
             Node::Unary(op, a) => writeln!(out, "{id:?} = {} {a:?}", op.name()),
             Node::Binary(op, a, b) => writeln!(out, "{id:?} = {} {a:?} {b:?}", op.name()),

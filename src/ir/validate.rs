@@ -25,17 +25,11 @@ impl Graph {
         for (id, n) in self.iter() {
             for a in n.args() {
                 if a >= id {
-                    return Err(ValidationError::ForwardReference {
-                        node: id.index(),
-                        arg: a.index(),
-                    });
+                    return Err(ValidationError::ForwardReference { node: id.index(), arg: a.index() });
                 }
             }
             if let Some(first) = seen.insert(n, id) {
-                return Err(ValidationError::Duplicate {
-                    first: first.index(),
-                    second: id.index(),
-                });
+                return Err(ValidationError::Duplicate { first: first.index(), second: id.index() });
             }
             debug_assert!(!matches!(n, Node::Const(_)) || n.as_const().is_some());
         }

@@ -46,8 +46,5 @@ pub fn derivatives(module: &Graph, name: &str) -> Option<Graph> {
 pub fn fuse(module: &Graph, name: &str) -> Option<Fused> {
     let mut g = derivatives(module, name)?;
     g.outputs.remove(1);
-    Some(Fused {
-        name: name.to_string(),
-        graph: g.compact(),
-    })
+    Some(Fused { name: name.to_string(), graph: g.compact() })
 }

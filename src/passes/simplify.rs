@@ -25,11 +25,7 @@ pub fn simplify(g: &Graph) -> Graph {
 }
 
 fn round(g: &Graph) -> Graph {
-    let mut s = Simplifier {
-        g: Graph::new(g.eps),
-        key: Vec::new(),
-        nonneg: Vec::new(),
-    };
+    let mut s = Simplifier { g: Graph::new(g.eps), key: Vec::new(), nonneg: Vec::new() };
     let mut map: Vec<Id> = Vec::with_capacity(g.len());
     for (_, n) in g.iter() {
         let m = |a: Id| map[a.index()];
@@ -40,11 +36,7 @@ fn round(g: &Graph) -> Graph {
         };
         map.push(new);
     }
-    s.g.outputs = g
-        .outputs
-        .iter()
-        .map(|(name, id)| (name.clone(), map[id.index()]))
-        .collect();
+    s.g.outputs = g.outputs.iter().map(|(name, id)| (name.clone(), map[id.index()])).collect();
     s.g.compact()
 }
 
@@ -81,10 +73,7 @@ fn even(op: UnOp) -> bool {
 /// Unary ops with `f(-x) = -f(x)`: the negation moves outward where it can cancel.
 fn odd(op: UnOp) -> bool {
     use UnOp::*;
-    matches!(
-        op,
-        Sin | Sinh | Asinh | Tanh | Atan | Erf | BesselI1 | BesselI1e | Softsign | Sign
-    )
+    matches!(op, Sin | Sinh | Asinh | Tanh | Atan | Erf | BesselI1 | BesselI1e | Softsign | Sign)
 }
 
 /// Unary ops whose result is never negative.
@@ -200,20 +189,16 @@ impl Simplifier {
             }
         }
         // Canonical order for commutative ops: constants first, then by structural key.
-        let (a, b) = if op.commutative() && self.order_key(b) < self.order_key(a) {
-            (b, a)
-        } else {
-            (a, b)
-        };
+        let (a, b) = if op.commutative() && self.order_key(b) < self.order_key(a) { (b, a) } else { (a, b) };
         let (na, nb) = (self.negated(a), self.negated(b));
         match op {
-            Add if self.is(a, 0.0) => return b, //              0 + b -> b
-            Add if let Some(x) = nb => return self.bin(Sub, a, x), // a + -x -> a - x
-            Add if let Some(x) = na => return self.bin(Sub, b, x), // -x + b -> b - x
-            Sub if self.is(b, 0.0) => return a, //              a - 0 -> a
+            Add if self.is(a, 0.0) => return b,                     //              0 + b -> b
+            Add if let Some(x) = nb => return self.bin(Sub, a, x),  // a + -x -> a - x
+            Add if let Some(x) = na => return self.bin(Sub, b, x),  // -x + b -> b - x
+            Sub if self.is(b, 0.0) => return a,                     //              a - 0 -> a
             Sub if self.is(a, 0.0) => return self.un(UnOp::Neg, b), // 0 - b -> -b
-            Sub if a == b => return self.c(0.0), //              a - a -> 0
-            Sub if let Some(x) = nb => return self.bin(Add, a, x), // a - -x -> a + x
+            Sub if a == b => return self.c(0.0),                    //              a - a -> 0
+            Sub if let Some(x) = nb => return self.bin(Add, a, x),  // a - -x -> a + x
             Sub if let Some(x) = na => {
                 let s = self.bin(Add, x, b); //                  -x - b -> -(x + b)
                 return self.un(UnOp::Neg, s);
@@ -249,9 +234,9 @@ impl Simplifier {
                     }
                 }
             }
-            Div if self.is(b, 1.0) => return a, //              a / 1 -> a
+            Div if self.is(b, 1.0) => return a,  //              a / 1 -> a
             Div if a == b => return self.c(1.0), //              a / a -> 1
-            Div if self.is(a, 0.0) => return a, //              0 / b -> 0
+            Div if self.is(a, 0.0) => return a,  //              0 / b -> 0
             Div if let Some(x) = na => {
                 let d = self.bin(Div, x, b); //                  -x / b -> -(x / b)
                 return self.un(UnOp::Neg, d);

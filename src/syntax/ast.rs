@@ -46,9 +46,6 @@ pub enum Stmt {
 
 impl Expr {
     pub fn binary(op: BinOp, a: Expr, b: Expr, l: usize, r: usize) -> Expr {
-        Expr {
-            kind: ExprKind::Binary(op, Box::new(a), Box::new(b)),
-            span: l..r,
-        }
+        Expr { kind: ExprKind::Binary(op, Box::new(a), Box::new(b)), span: l..r }
     }
 }

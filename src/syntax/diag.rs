@@ -60,20 +60,8 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn new(
-        kind: ErrorKind,
-        span: Span,
-        message: impl Into<String>,
-        label: impl Into<String>,
-    ) -> Self {
-        Diagnostic {
-            kind,
-            message: message.into(),
-            span,
-            label: label.into(),
-            related: None,
-            help: None,
-        }
+    pub fn new(kind: ErrorKind, span: Span, message: impl Into<String>, label: impl Into<String>) -> Self {
+        Diagnostic { kind, message: message.into(), span, label: label.into(), related: None, help: None }
     }
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
@@ -94,11 +82,8 @@ impl Diagnostic {
 
     /// The report as text: `file:line:col`, the source line with the span underlined, the hint.
     pub fn render(&self, file: &str, src: &str, color: bool) -> String {
-        let config = Config::default()
-            .with_color(color)
-            .with_index_type(IndexType::Byte);
-        let clamp =
-            |s: &Span| s.start.min(src.len())..s.end.min(src.len()).max(s.start.min(src.len()));
+        let config = Config::default().with_color(color).with_index_type(IndexType::Byte);
+        let clamp = |s: &Span| s.start.min(src.len())..s.end.min(src.len()).max(s.start.min(src.len()));
         let mut report = Report::build(ReportKind::Error, (file, clamp(&self.span)))
             .with_config(config)
             .with_code(self.kind.code())
@@ -111,10 +96,7 @@ impl Diagnostic {
             report = report.with_help(help);
         }
         let mut out = Vec::new();
-        report
-            .finish()
-            .write((file, Source::from(src)), &mut out)
-            .expect("writing to a Vec cannot fail");
+        report.finish().write((file, Source::from(src)), &mut out).expect("writing to a Vec cannot fail");
         String::from_utf8_lossy(&out).into_owned()
     }
 }

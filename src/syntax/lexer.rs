@@ -51,9 +51,6 @@ pub struct LexError {
 pub fn tokens(src: &str) -> impl Iterator<Item = Result<(usize, Tok<'_>, usize), LexError>> + '_ {
     Tok::lexer(src).spanned().map(|(tok, span)| match tok {
         Ok(t) => Ok((span.start, t, span.end)),
-        Err(()) => Err(LexError {
-            start: span.start,
-            end: span.end,
-        }),
+        Err(()) => Err(LexError { start: span.start, end: span.end }),
     })
 }

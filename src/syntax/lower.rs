@@ -19,11 +19,7 @@ struct Lowerer {
 /// Lowers a parsed file into a graph with one output per `loss`.
 pub fn lower(stmts: &[Stmt], src_len: usize) -> Result<Graph, Diagnostic> {
     let eps = file_eps(stmts)?;
-    let mut l = Lowerer {
-        graph: Graph::new(eps),
-        lets: HashMap::new(),
-        losses: HashMap::new(),
-    };
+    let mut l = Lowerer { graph: Graph::new(eps), lets: HashMap::new(), losses: HashMap::new() };
     for stmt in stmts {
         match stmt {
             Stmt::Eps { .. } => {}
@@ -41,13 +37,8 @@ pub fn lower(stmts: &[Stmt], src_len: usize) -> Result<Graph, Diagnostic> {
         }
     }
     if l.graph.outputs.is_empty() {
-        return Err(Diagnostic::new(
-            ErrorKind::NoLoss,
-            src_len..src_len,
-            "this file defines no loss",
-            "end of file",
-        )
-        .with_help("add one, e.g. `loss ce = -y * ln(p);`"));
+        return Err(Diagnostic::new(ErrorKind::NoLoss, src_len..src_len, "this file defines no loss", "end of file")
+            .with_help("add one, e.g. `loss ce = -y * ln(p);`"));
     }
     Ok(l.graph)
 }
@@ -60,13 +51,8 @@ fn file_eps(stmts: &[Stmt]) -> Result<f64, Diagnostic> {
             continue;
         };
         if let Some((_, first)) = &eps {
-            return Err(Diagnostic::new(
-                ErrorKind::MisplacedEps,
-                span.clone(),
-                "eps is set twice",
-                "second setting",
-            )
-            .with_related(Span::clone(first), "first set here"));
+            return Err(Diagnostic::new(ErrorKind::MisplacedEps, span.clone(), "eps is set twice", "second setting")
+                .with_related(Span::clone(first), "first set here"));
         }
         if i > 0 {
             return Err(Diagnostic::new(
@@ -75,19 +61,14 @@ fn file_eps(stmts: &[Stmt]) -> Result<f64, Diagnostic> {
                 "eps must be set before any `let` or `loss`",
                 "set too late",
             )
-            .with_help(
-                "move `eps = ...;` to the top of the file: every guard in the file uses it",
-            ));
+            .with_help("move `eps = ...;` to the top of the file: every guard in the file uses it"));
         }
         let v = const_value(value)?;
         if !(v.is_finite() && v >= 0.0) {
             return Err(Diagnostic::new(
                 ErrorKind::BadEps,
                 value.span.clone(),
-                format!(
-                    "eps must be a finite number >= 0, found {}",
-                    crate::ir::print::number(v)
-                ),
+                format!("eps must be a finite number >= 0, found {}", crate::ir::print::number(v)),
                 "not a valid guard",
             ));
         }
@@ -99,11 +80,7 @@ fn file_eps(stmts: &[Stmt]) -> Result<f64, Diagnostic> {
 /// Evaluates a constant expression (for `eps = ...`).
 fn const_value(e: &Expr) -> Result<f64, Diagnostic> {
     let mut g = Graph::new(DEFAULT_EPS);
-    let mut l = Lowerer {
-        graph: Graph::new(DEFAULT_EPS),
-        lets: HashMap::new(),
-        losses: HashMap::new(),
-    };
+    let mut l = Lowerer { graph: Graph::new(DEFAULT_EPS), lets: HashMap::new(), losses: HashMap::new() };
     let id = l.expr(e)?;
     let roots = [id];
     let id = l.graph.copy_into(&roots, &mut g)[0];
@@ -135,11 +112,7 @@ impl Lowerer {
     fn check_new_name(&self, name: &Name, is_let: bool) -> Result<(), Diagnostic> {
         let n = name.text.as_str();
         if is_let && (INPUTS.contains(&n) || Function::lookup(n).is_some()) {
-            let what = if INPUTS.contains(&n) {
-                "an input"
-            } else {
-                "a function"
-            };
+            let what = if INPUTS.contains(&n) { "an input" } else { "a function" };
             return Err(Diagnostic::new(
                 ErrorKind::ReservedName,
                 name.span.clone(),
@@ -148,11 +121,7 @@ impl Lowerer {
             )
             .with_help("pick another name for this binding"));
         }
-        let earlier = if is_let {
-            self.lets.get(n).map(|(_, s)| s)
-        } else {
-            self.losses.get(n)
-        };
+        let earlier = if is_let { self.lets.get(n).map(|(_, s)| s) } else { self.losses.get(n) };
         if let Some(first) = earlier {
             let what = if is_let { "binding" } else { "loss" };
             return Err(Diagnostic::new(
@@ -211,12 +180,8 @@ impl Lowerer {
         }
         let mut known: Vec<&str> = vec!["y", "p", "eps"];
         known.extend(self.lets.keys().map(String::as_str));
-        let mut d = Diagnostic::new(
-            ErrorKind::UnknownName,
-            span.clone(),
-            format!("unknown name `{name}`"),
-            "not defined",
-        );
+        let mut d =
+            Diagnostic::new(ErrorKind::UnknownName, span.clone(), format!("unknown name `{name}`"), "not defined");
         d = match nearest(name, known) {
             Some(k) => d.with_help(format!("did you mean `{k}`?")),
             None => d.with_help("the inputs are `y` (target) and `p` (softmax output); define other names with `let`"),
@@ -253,18 +218,11 @@ impl Lowerer {
             return Err(Diagnostic::new(
                 ErrorKind::WrongArity,
                 span.clone(),
-                format!(
-                    "`{n}` takes {} argument{plural}, found {}",
-                    f.arity(),
-                    args.len()
-                ),
+                format!("`{n}` takes {} argument{plural}, found {}", f.arity(), args.len()),
                 format!("expected {} argument{plural}", f.arity()),
             ));
         }
-        let ids: Vec<Id> = args
-            .iter()
-            .map(|a| self.expr(a))
-            .collect::<Result<_, _>>()?;
+        let ids: Vec<Id> = args.iter().map(|a| self.expr(a)).collect::<Result<_, _>>()?;
         let g = &mut self.graph;
         Ok(match f {
             Function::Unary(op) => g.unary(op, ids[0]),

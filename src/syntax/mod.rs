@@ -18,18 +18,14 @@ lalrpop_util::lalrpop_mod!(
 
 /// Parses and lowers a whole `.loss` file.
 pub fn parse(src: &str) -> Result<Graph, Diagnostic> {
-    let stmts = grammar::FileParser::new()
-        .parse(lexer::tokens(src))
-        .map_err(|e| parse_error(e, src))?;
+    let stmts = grammar::FileParser::new().parse(lexer::tokens(src)).map_err(|e| parse_error(e, src))?;
     lower::lower(&stmts, src.len())
 }
 
 /// Turns lalrpop's error into a diagnostic that says what was expected in plain words.
 fn parse_error(e: ParseError<usize, Tok<'_>, LexError>, src: &str) -> Diagnostic {
     match e {
-        ParseError::User {
-            error: LexError { start, end },
-        } => {
+        ParseError::User { error: LexError { start, end } } => {
             let text = &src[start..end];
             Diagnostic::new(
                 ErrorKind::InvalidCharacter,
@@ -39,12 +35,9 @@ fn parse_error(e: ParseError<usize, Tok<'_>, LexError>, src: &str) -> Diagnostic
             )
             .with_help("comments start with `#` or `//`; operators are + - * / ^")
         }
-        ParseError::InvalidToken { location } => Diagnostic::new(
-            ErrorKind::InvalidCharacter,
-            location..location + 1,
-            "invalid token",
-            "here",
-        ),
+        ParseError::InvalidToken { location } => {
+            Diagnostic::new(ErrorKind::InvalidCharacter, location..location + 1, "invalid token", "here")
+        }
         ParseError::UnrecognizedEof { location, expected } => Diagnostic::new(
             ErrorKind::UnexpectedEnd,
             location..location,
@@ -52,22 +45,16 @@ fn parse_error(e: ParseError<usize, Tok<'_>, LexError>, src: &str) -> Diagnostic
             format!("expected {}", expected_list(&expected)),
         )
         .with_help(missing_semicolon_hint(&expected)),
-        ParseError::UnrecognizedToken {
-            token: (l, tok, r),
-            expected,
-        } => Diagnostic::new(
+        ParseError::UnrecognizedToken { token: (l, tok, r), expected } => Diagnostic::new(
             ErrorKind::UnexpectedToken,
             l..r,
             format!("unexpected {}", describe(&tok)),
             format!("expected {}", expected_list(&expected)),
         )
         .with_help(missing_semicolon_hint(&expected)),
-        ParseError::ExtraToken { token: (l, tok, r) } => Diagnostic::new(
-            ErrorKind::UnexpectedToken,
-            l..r,
-            format!("unexpected {}", describe(&tok)),
-            "extra token",
-        ),
+        ParseError::ExtraToken { token: (l, tok, r) } => {
+            Diagnostic::new(ErrorKind::UnexpectedToken, l..r, format!("unexpected {}", describe(&tok)), "extra token")
+        }
     }
 }
 
@@ -75,8 +62,7 @@ fn missing_semicolon_hint(expected: &[String]) -> String {
     if expected.iter().any(|e| e == "\";\"") {
         "every statement ends with `;`".into()
     } else {
-        "a file is a list of `eps = ...;`, `let name = ...;` and `loss name = ...;` statements"
-            .into()
+        "a file is a list of `eps = ...;`, `let name = ...;` and `loss name = ...;` statements".into()
     }
 }
 

@@ -1,0 +1,125 @@
+//! Timing of the compiled kernels against the f64 interpreter (and, through the CLI, JAX):
+//! what `lossc bench` measures. Each number is the median of repeated runs in this process.
+
+use crate::backend::jit::{self, Spec};
+use crate::contract::Targets;
+use crate::passes::fuse::Fused;
+use crate::rng::Rng;
+use std::time::{Duration, Instant};
+
+/// Which target form a benchmark feeds the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchTargets {
+    Labels,
+    Dense,
+}
+
+impl BenchTargets {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchTargets::Labels => "labels",
+            BenchTargets::Dense => "dense",
+        }
+    }
+    /// Bytes a kernel must move per element: logits in, gradient out (and dense targets in).
+    pub fn bytes_per_element(self) -> f64 {
+        match self {
+            BenchTargets::Labels => 8.0,
+            BenchTargets::Dense => 12.0,
+        }
+    }
+}
+
+/// A batch of random inputs of one shape.
+pub struct BenchBatch {
+    pub rows: usize,
+    pub classes: usize,
+    pub logits: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub dense: Vec<f32>,
+}
+
+impl BenchBatch {
+    pub fn new(rows: usize, classes: usize, seed: u64) -> BenchBatch {
+        let mut rng = Rng::new(seed);
+        let logits = (0..rows * classes).map(|_| (2.0 * rng.normal()) as f32).collect();
+        let labels: Vec<u32> = (0..rows).map(|_| rng.below(classes) as u32).collect();
+        let mut dense = vec![0f32; rows * classes];
+        for (row, &l) in dense.chunks_mut(classes).zip(&labels) {
+            // 0.9 on the label, the rest spread: a smoothed target, but passed densely
+            row.fill(0.1 / classes as f32);
+            row[l as usize] += 0.9;
+        }
+        BenchBatch { rows, classes, logits, labels, dense }
+    }
+    pub fn targets(&self, kind: BenchTargets) -> Targets<'_, f32> {
+        match kind {
+            BenchTargets::Labels => Targets::Labels { labels: &self.labels, smoothing: 0.0 },
+            BenchTargets::Dense => Targets::Dense { y: &self.dense },
+        }
+    }
+}
+
+/// The median time of `f` over at least `min_reps` runs and about `budget` of wall time.
+pub fn median_time(mut f: impl FnMut(), min_reps: usize, budget: Duration) -> Duration {
+    f(); // warm-up: page faults, caches, lazy compilation
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < min_reps || (start.elapsed() < budget && times.len() < 1000) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// One measured configuration.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    pub kernel: Duration,
+    /// Interpreter time, extrapolated from a slice of rows when the batch is large.
+    pub interp: Duration,
+}
+
+/// Times the JIT kernel and the interpreter on one batch.
+pub fn measure(f: &Fused, batch: &BenchBatch, kind: BenchTargets, threads: usize) -> Result<Measurement, String> {
+    let t = batch.targets(kind);
+    let k = jit::compile(f, Spec::of(&t, batch.classes)).map_err(|e| e.to_string())?;
+    let mut grad = vec![0f32; batch.logits.len()];
+    let mut row_loss = vec![0f32; batch.rows];
+    let kernel = median_time(
+        || {
+            k.run(&batch.logits, &t, &mut grad, &mut row_loss, threads).unwrap();
+        },
+        5,
+        Duration::from_millis(300),
+    );
+    // The interpreter is ~100x slower: time a slice of about 200k elements and scale.
+    let rows = batch.rows.min((200_000 / batch.classes).max(1));
+    let logits: Vec<f64> = batch.logits[..rows * batch.classes].iter().map(|&v| v as f64).collect();
+    let dense: Vec<f64> = batch.dense[..rows * batch.classes].iter().map(|&v| v as f64).collect();
+    let t64 = match kind {
+        BenchTargets::Labels => Targets::Labels { labels: &batch.labels[..rows], smoothing: 0.0 },
+        BenchTargets::Dense => Targets::Dense { y: &dense },
+    };
+    let slice = median_time(
+        || {
+            crate::interp::run(f, &logits, batch.classes, &t64).unwrap();
+        },
+        1,
+        Duration::from_millis(200),
+    );
+    let interp = slice.mul_f64(batch.rows as f64 / rows as f64);
+    Ok(Measurement { kernel, interp })
+}
+
+/// Text -> callable kernel time: parse, fuse, specialise and compile, without the cache.
+pub fn compile_time(src: &str, name: &str, classes: usize) -> Result<Duration, String> {
+    let start = Instant::now();
+    let module = crate::syntax::parse(src).map_err(|d| d.message)?;
+    let f = crate::passes::fuse::fuse(&module, name).ok_or("no such loss")?;
+    jit::compile_uncached(&f, Spec { kind: jit::TargetKind::Labels, smoothing: 0.0, classes })
+        .map_err(|e| e.to_string())?;
+    Ok(start.elapsed())
+}
