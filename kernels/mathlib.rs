@@ -20,6 +20,8 @@ pub trait Vm {
     fn sub(&mut self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(&mut self, a: Self::V, b: Self::V) -> Self::V;
     fn div(&mut self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c` with one rounding (every target here has fused multiply-add).
+    fn fma(&mut self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     fn neg(&mut self, a: Self::V) -> Self::V;
     fn abs(&mut self, a: Self::V) -> Self::V;
     fn sqrt(&mut self, a: Self::V) -> Self::V;
@@ -56,9 +58,8 @@ const FRAC_2_SQRT_PI: f32 = std::f32::consts::FRAC_2_SQRT_PI;
 pub fn poly<M: Vm>(m: &mut M, x: M::V, c: &[f32]) -> M::V {
     let mut acc = m.c(c[c.len() - 1]);
     for &k in c[..c.len() - 1].iter().rev() {
-        let t = m.mul(acc, x);
         let k = m.c(k);
-        acc = m.add(t, k);
+        acc = m.fma(acc, x, k);
     }
     acc
 }
@@ -68,18 +69,16 @@ pub fn chebyshev<M: Vm>(m: &mut M, t: M::V, c: &[f64]) -> M::V {
     let two_t = m.add(t, t);
     let (mut b1, mut b2) = (m.c(0.0), m.c(0.0));
     for &k in c[1..].iter().rev() {
-        // b_k = c_k + 2t b_{k+1} - b_{k+2}
-        let x = m.mul(two_t, b1);
-        let x = m.sub(x, b2);
+        // b_k = 2t b_{k+1} + (c_k - b_{k+2})
         let k = m.c(k as f32);
+        let d = m.sub(k, b2);
         b2 = b1;
-        b1 = m.add(x, k);
+        b1 = m.fma(two_t, b1, d);
     }
-    // f = c_0 + t b_1 - b_2
-    let x = m.mul(t, b1);
-    let x = m.sub(x, b2);
+    // f = t b_1 + (c_0 - b_2)
     let c0 = m.c(c[0] as f32);
-    m.add(x, c0)
+    let d = m.sub(c0, b2);
+    m.fma(t, b1, d)
 }
 
 /// `e^x`. Results below ~1.5e-38 (x < -86.9) flush to 0; above f32's range they are inf.
@@ -93,11 +92,9 @@ pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let l2e = m.c(LOG2E);
     let t = m.mul(xc, l2e);
     let n = m.round(t); // in [-125, 128]
-    let (h, l) = (m.c(LN2_HI), m.c(LN2_LO));
-    let nh = m.mul(n, h);
-    let nl = m.mul(n, l);
-    let r = m.sub(xc, nh);
-    let r = m.sub(r, nl);
+    let (h, l) = (m.c(-LN2_HI), m.c(-LN2_LO));
+    let r = m.fma(n, h, xc);
+    let r = m.fma(n, l, r);
     let c: Vec<f32> = coeffs::EXP_POLY.iter().map(|&k| k as f32).collect();
     let p = poly(m, r, &c);
     // p 2^n as (2p) 2^(n-1), so n = 128 overflows to inf only through the product.
@@ -640,6 +637,9 @@ impl Vm for Scalar {
     }
     fn div(&mut self, a: f32, b: f32) -> f32 {
         a / b
+    }
+    fn fma(&mut self, a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
     }
     fn neg(&mut self, a: f32) -> f32 {
         -a

@@ -207,3 +207,65 @@ fn jit_matches_the_interpreter_on_random_expressions() {
     println!("random expressions: {compared} rows compared, {skipped} skipped as ill-conditioned or out of f32 range");
     assert!(compared >= 2000 && compared > skipped, "{compared} compared vs {skipped} skipped");
 }
+
+#[test]
+fn c2_stays_finite_where_softmax_underflows() {
+    // Logit scale 20 and rows with a dominant logit: most p underflow to exactly 0 in f32.
+    let g = lossc::syntax::parse(&std::fs::read_to_string("examples/c2.loss").unwrap()).unwrap();
+    let f = fuse::fuse(&g, "c2").unwrap();
+    let mut rng = Rng::new(11);
+    let mut batch = Batch::random(&mut rng, 64, 100, 20.0);
+    for row in 0..8 {
+        batch.logits[row * 100] = 200.0; // p of every other class is exp(-200 - ...) = 0 in f32
+    }
+    for kind in 0..5 {
+        let t = batch.targets(kind);
+        let (loss, grad) = run_jit(&f, &batch, &t);
+        assert!(loss.iter().chain(&grad).all(|v| v.is_finite()), "targets#{kind}: NaN or inf");
+        compare(&format!("c2 underflow targets#{kind}"), &f, &batch, &t, &loss, &grad, true);
+    }
+}
+
+#[test]
+fn threads_split_rows_without_changing_results() {
+    let g = lossc::syntax::parse(&std::fs::read_to_string("examples/a2.loss").unwrap()).unwrap();
+    let f = fuse::fuse(&g, "a2").unwrap();
+    let batch = Batch::random(&mut Rng::new(12), 301, 37, 3.0);
+    for kind in 0..5 {
+        let t = batch.targets(kind);
+        let k = jit::compile(&f, jit::Spec::of(&t, 37)).unwrap();
+        let mut outs = Vec::new();
+        for threads in [1, 2, 3] {
+            let (mut grad, mut loss) = (vec![0f32; batch.logits.len()], vec![0f32; 301]);
+            let mean = k.run(&batch.logits, &t, &mut grad, &mut loss, threads).unwrap();
+            outs.push((mean, loss, grad));
+        }
+        assert!(outs.windows(2).all(|w| w[0] == w[1]), "targets#{kind}: results depend on the thread count");
+    }
+}
+
+#[test]
+fn the_same_loss_and_spec_compile_once() {
+    let g = lossc::syntax::parse("loss ce = -y * ln(p);").unwrap();
+    let f = fuse::fuse(&g, "ce").unwrap();
+    let spec = jit::Spec { kind: jit::TargetKind::Labels, smoothing: 0.1, classes: 10 };
+    let a = jit::compile(&f, spec).unwrap();
+    let b = jit::compile(&fuse::fuse(&lossc::syntax::parse("loss ce = -y * ln(p);").unwrap(), "ce").unwrap(), spec)
+        .unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    let c = jit::compile(&f, jit::Spec { smoothing: 0.0, ..spec }).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&a, &c));
+}
+
+#[test]
+fn a_batch_that_does_not_fit_the_compiled_spec_is_refused() {
+    let g = lossc::syntax::parse("loss ce = -y * ln(p);").unwrap();
+    let f = fuse::fuse(&g, "ce").unwrap();
+    let k = jit::compile(&f, jit::Spec { kind: jit::TargetKind::Labels, smoothing: 0.1, classes: 3 }).unwrap();
+    let (mut grad, mut loss) = (vec![0f32; 6], vec![0f32; 2]);
+    let z = [0f32; 6];
+    let t = Targets::Labels { labels: &[0, 1], smoothing: 0.0 };
+    assert!(matches!(k.run(&z, &t, &mut grad, &mut loss, 1), Err(lossc::contract::ContractError::Spec { .. })));
+    let t = Targets::Labels { labels: &[0, 3], smoothing: 0.1 };
+    assert!(k.run(&z, &t, &mut grad, &mut loss, 1).is_err());
+}

@@ -64,3 +64,30 @@ fn grad_and_simplify_print_text_that_parses() {
         assert_eq!(g.outputs.len(), want, "{text}");
     }
 }
+
+#[test]
+fn eval_with_the_jit_backend_agrees_with_the_interpreter() {
+    let batch = temp(
+        "m.json",
+        r#"{"logits": [[1, 2, -3], [0.5, 0, 4]], "labels": [0, 2], "labels_b": [1, 2], "lam": [0.3, 0.6], "label_smoothing": 0.1}"#,
+    );
+    let run = |backend: &str| {
+        let out = lossc(&["eval", "examples/a2.loss", "--input", &batch, "--backend", backend]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let (a, b) = (run("interp"), run("jit"));
+    let (la, lb) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
+    assert!((la - lb).abs() <= 1e-5 * la.abs(), "{la} vs {lb}");
+    let flat = |v: &serde_json::Value| -> Vec<f64> {
+        v["grad_logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect()
+    };
+    for (x, y) in flat(&a).iter().zip(flat(&b)) {
+        assert!((x - y).abs() <= 1e-5 * x.abs() + 1e-7, "{x} vs {y}");
+    }
+}

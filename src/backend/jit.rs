@@ -21,12 +21,12 @@ use crate::contract::{ContractError, Targets, batch_size};
 use crate::ir::{Graph, Id, Input, Node, print};
 use crate::passes::fuse::Fused;
 use crate::passes::simplify::simplify;
+use cranelift_codegen::cursor::{Cursor, FuncCursor};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{
     AbiParam, BlockArg, Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, UserFuncName, Value,
 };
-use cranelift_codegen::cursor::{Cursor, FuncCursor};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -273,6 +273,9 @@ impl Vm for Emitter<'_> {
     fn div(&mut self, a: Value, b: Value) -> Value {
         self.b.ins().fdiv(a, b)
     }
+    fn fma(&mut self, a: Value, b: Value, c: Value) -> Value {
+        self.b.ins().fma(a, b, c)
+    }
     fn neg(&mut self, a: Value) -> Value {
         self.b.ins().fneg(a)
     }
@@ -486,7 +489,21 @@ impl Emitter<'_> {
         let body = self.b.create_block();
         self.entry_jump = Some(self.b.ins().jump(body, &[]));
         self.b.switch_to_block(body);
-        let ctx = RowCtx { logits, grad, row_loss, labels, labels_b, lam, dense, p_buf, s_buf, classes, c4, padded, inv_batch };
+        let ctx = RowCtx {
+            logits,
+            grad,
+            row_loss,
+            labels,
+            labels_b,
+            lam,
+            dense,
+            p_buf,
+            s_buf,
+            classes,
+            c4,
+            padded,
+            inv_batch,
+        };
         self.for_loop(zero, rows, 1, &[], |e, r, _| {
             e.row(spec, g, &ctx, r);
             vec![]

@@ -361,8 +361,8 @@ fn jax_baseline(
     if !out.status.success() {
         return Err(fail(format!("error: {} failed", script.display())));
     }
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("error: bad output from the JAX baseline: {e}")))?;
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| fail(format!("error: bad output from the JAX baseline: {e}")))?;
     let mut times = JaxTimes::new();
     for r in rows {
         let key = (
