@@ -90,7 +90,7 @@ fn every_routine_is_within_its_published_bound() {
     println!("| routine | domain | max error | at x | bound |");
     for &(op, max, floor, bound) in TABLE {
         let (err, at) = max_error(op, max, floor);
-        println!("| {} | |x| <= {max:e} | {err:.2e} | {at:e} | {bound:.0e} |", op.name());
+        println!("| {} | abs(x) <= {max:e} | {err:.2e} | {at:.4e} | {bound:.0e} |", op.name());
         if !(err <= bound) {
             failures.push(format!("{}: {err:e} at {at:e} > {bound:e}", op.name()));
         }
