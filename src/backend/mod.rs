@@ -9,5 +9,8 @@ pub mod coeffs;
 #[path = "../../kernels/mathlib.rs"]
 pub mod mathlib;
 
+pub mod clike;
+pub mod cuda;
 pub mod jit;
 pub mod vm;
+pub mod wgsl;

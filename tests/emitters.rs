@@ -1,0 +1,74 @@
+//! The GPU emitters without a GPU: every emitted WGSL kernel parses and validates with naga,
+//! and every emitted CUDA kernel compiles to PTX with NVRTC for sm_80 and sm_90 (NVRTC from
+//! the `nvidia-cuda-nvrtc-cu12` wheel that scripts/test.sh installs; the test says so and
+//! skips when libnvrtc cannot be loaded).
+
+use lossc::backend::{cuda, wgsl};
+use lossc::ir::random;
+use lossc::passes::fuse::{self, Fused};
+use lossc::rng::Rng;
+
+fn examples() -> Vec<(String, Fused)> {
+    let mut v: Vec<_> = std::fs::read_dir("examples")
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let src = std::fs::read_to_string(&path).unwrap();
+            let g = lossc::syntax::parse(&src).unwrap();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (src, fuse::fuse(&g, &name).unwrap())
+        })
+        .collect();
+    v.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+    v
+}
+
+fn random_losses(n: usize) -> Vec<Fused> {
+    let mut rng = Rng::new(21);
+    (0..n).map(|_| fuse::fuse(&random::loss(&mut rng, 4), "l").unwrap()).collect()
+}
+
+#[test]
+fn every_wgsl_kernel_validates_with_naga() {
+    for (src, f) in examples() {
+        let w = wgsl::emit(&f, &wgsl::Options { source: src });
+        wgsl::validate(&w).unwrap_or_else(|e| panic!("{}: {e}\n{w}", f.name));
+    }
+    for f in random_losses(200) {
+        let w = wgsl::emit(&f, &wgsl::Options::default());
+        wgsl::validate(&w).unwrap_or_else(|e| panic!("{e}\n{w}"));
+    }
+}
+
+fn nvrtc_available() -> bool {
+    // cudarc panics when the library is missing; probe with dlopen first.
+    let names = ["libnvrtc.so.12", "libnvrtc.so"];
+    // SAFETY: loading NVRTC runs only its (side-effect free) initialisers.
+    names.iter().any(|n| unsafe { libloading::Library::new(*n) }.is_ok())
+}
+
+#[test]
+fn every_cuda_kernel_compiles_with_nvrtc() {
+    if !nvrtc_available() {
+        println!(
+            "SKIPPED: libnvrtc not found (install nvidia-cuda-nvrtc-cu12 and put its lib/ on LD_LIBRARY_PATH; scripts/test.sh does)"
+        );
+        if std::env::var_os("CI").is_some() && std::env::var_os("LOSSC_REQUIRE_NVRTC").is_some() {
+            panic!("LOSSC_REQUIRE_NVRTC is set but libnvrtc is missing");
+        }
+        return;
+    }
+    let mut kernels: Vec<(String, String)> = examples()
+        .into_iter()
+        .map(|(src, f)| (f.name.clone(), cuda::emit(&f, &cuda::Options { source: src })))
+        .collect();
+    kernels.extend(random_losses(20).iter().map(|f| ("random".to_string(), cuda::emit(f, &cuda::Options::default()))));
+    for (name, src) in &kernels {
+        for arch in ["sm_80", "sm_90"] {
+            let ptx = cuda::compile_ptx(src, arch)
+                .unwrap_or_else(|log| panic!("{name} for {arch}: NVRTC said:\n{log}\n{src}"));
+            assert!(ptx.contains(".entry lossc_"), "{name}: no entry point in the PTX");
+        }
+    }
+    println!("compiled {} kernels for sm_80 and sm_90", kernels.len());
+}
