@@ -1,8 +1,12 @@
 //! The GPU emitters without a GPU: every emitted WGSL kernel parses and validates with naga,
 //! and every emitted CUDA kernel compiles to PTX with NVRTC for sm_80 and sm_90 (NVRTC from
 //! the `nvidia-cuda-nvrtc-cu12` wheel that scripts/test.sh installs; the test says so and
-//! skips when libnvrtc cannot be loaded).
+//! skips when libnvrtc cannot be loaded), and every WGSL kernel runs through wgpu (lavapipe,
+//! Mesa's software Vulkan, in CI) and matches the interpreter.
 
+mod common;
+
+use common::{Batch, compare};
 use lossc::backend::{cuda, wgsl};
 use lossc::ir::random;
 use lossc::passes::fuse::{self, Fused};
@@ -71,4 +75,54 @@ fn every_cuda_kernel_compiles_with_nvrtc() {
         }
     }
     println!("compiled {} kernels for sm_80 and sm_90", kernels.len());
+}
+
+/// The wgpu device, or None with the reason printed (and a failure where CI requires one).
+fn gpu() -> Option<wgsl::Gpu> {
+    match wgsl::Gpu::new() {
+        Ok(g) => {
+            println!("wgpu adapter: {}", g.adapter);
+            Some(g)
+        }
+        Err(why) => {
+            println!("SKIPPED: {why} (install mesa-vulkan-drivers for lavapipe; scripts/test.sh does)");
+            assert!(std::env::var_os("LOSSC_REQUIRE_VULKAN").is_none(), "LOSSC_REQUIRE_VULKAN is set: {why}");
+            None
+        }
+    }
+}
+
+#[test]
+fn wgsl_kernels_run_and_match_the_interpreter() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(31);
+    for classes in [3, 10, 130] {
+        let batch = Batch::random(&mut rng, 6, classes, 4.0);
+        for (_, f) in examples() {
+            for kind in 0..5 {
+                let t = batch.targets(kind);
+                let (loss, grad) = gpu.run(&f, &batch.logits, classes, &t).unwrap();
+                compare(&format!("wgsl {} C={classes} targets#{kind}", f.name), &f, &batch, &t, &loss, &grad, true);
+            }
+        }
+    }
+    let (mut compared, mut skipped) = (0, 0);
+    for (i, f) in random_losses(60).iter().enumerate() {
+        let batch = Batch::random(&mut rng, 3, 7, 2.0);
+        let t = batch.targets(i % 5);
+        let (loss, grad) = gpu.run(f, &batch.logits, 7, &t).unwrap();
+        let (c, s) = compare(
+            &format!("wgsl random #{i}: {}", lossc::ir::print::to_text(&f.graph)),
+            f,
+            &batch,
+            &t,
+            &loss,
+            &grad,
+            false,
+        );
+        compared += c;
+        skipped += s;
+    }
+    println!("random expressions on wgsl: {compared} rows compared, {skipped} skipped");
+    assert!(compared > skipped);
 }

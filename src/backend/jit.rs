@@ -167,6 +167,17 @@ fn is_zero(g: &Graph, id: Id) -> bool {
 
 /// Compiles without the cache (for measuring compile time).
 pub fn compile_uncached(fused: &Fused, spec: Spec) -> Result<JitKernel, JitError> {
+    build(fused, spec, None)
+}
+
+/// The kernel's Cranelift IR as text (what `lossc compile --target cpu` writes).
+pub fn clif(fused: &Fused, spec: Spec) -> Result<String, JitError> {
+    let mut text = String::new();
+    build(fused, spec, Some(&mut text))?;
+    Ok(text)
+}
+
+fn build(fused: &Fused, spec: Spec, clif_out: Option<&mut String>) -> Result<JitKernel, JitError> {
     let general = &fused.graph;
     let (off, on) = match spec.kind {
         TargetKind::Labels => (Some(with_y(general, spec.y_off())), Some(with_y(general, spec.y_on()))),
@@ -207,6 +218,9 @@ pub fn compile_uncached(fused: &Fused, spec: Spec) -> Result<JitKernel, JitError
         e.kernel(&spec, &graphs);
         e.b.seal_all_blocks();
         e.b.finalize(module.target_config());
+    }
+    if let Some(out) = clif_out {
+        *out = ctx.func.display().to_string();
     }
     let dump = std::env::var_os("LOSSC_JIT_DUMP").is_some();
     if dump {

@@ -45,6 +45,19 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Backend::Interp)]
         backend: Backend,
     },
+    /// Write the fused kernels of a file's losses: CUDA C, WGSL, Cranelift IR, and a manifest.
+    Compile {
+        file: PathBuf,
+        /// Which kernels to write.
+        #[arg(long, value_enum, default_value_t = Target::All)]
+        target: Target,
+        /// Output directory (created if missing).
+        #[arg(short, long, default_value = ".")]
+        out: PathBuf,
+        /// Only this loss of the file.
+        #[arg(long)]
+        loss: Option<String>,
+    },
     /// Time the JIT kernel against the interpreter (and JAX with --jax) on B x C batches.
     Bench {
         files: Vec<PathBuf>,
@@ -62,6 +75,14 @@ enum Cmd {
         #[arg(long)]
         jax: bool,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Target {
+    Cuda,
+    Wgsl,
+    Cpu,
+    All,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -89,6 +110,7 @@ fn main() -> ExitCode {
         Cmd::Simplify { file } => load(&file).map(|g| print!("{}", print::to_text(&simplify(&g)))),
         Cmd::Grad { file, loss } => grad(&file, loss.as_deref()),
         Cmd::Eval { file, loss, input, backend } => eval(&file, loss.as_deref(), &input, backend),
+        Cmd::Compile { file, target, out, loss } => compile(&file, target, &out, loss.as_deref()),
         Cmd::Bench { files, shapes, targets, threads, jax } => bench(&files, &shapes, &targets, threads, jax),
     };
     match result {
@@ -374,4 +396,77 @@ fn jax_baseline(
         times.insert(key, r["ms"].as_f64().unwrap_or(f64::NAN));
     }
     Ok(times)
+}
+
+fn compile(file: &Path, target: Target, out: &Path, loss: Option<&str>) -> Result<(), Failure> {
+    use lossc::backend::{cuda, wgsl};
+    let g = load(file)?;
+    let src = read(file)?;
+    std::fs::create_dir_all(out).map_err(|e| bad_input(format!("error: cannot create {}: {e}", out.display())))?;
+    let fail = |message: String| Failure { code: 1, message };
+    for name in pick(&g, loss)? {
+        let fused = fuse::fuse(&g, &name).expect("picked names exist");
+        let mut files = serde_json::Map::new();
+        let mut write = |ext: &str, text: String| write_output(out, &name, ext, text, &mut files);
+        if matches!(target, Target::Cuda | Target::All) {
+            write("cu", cuda::emit(&fused, &cuda::Options { source: src.clone() }))?;
+        }
+        if matches!(target, Target::Wgsl | Target::All) {
+            let w = wgsl::emit(&fused, &wgsl::Options { source: src.clone() });
+            wgsl::validate(&w).map_err(|e| fail(format!("internal error: emitted WGSL does not validate:\n{e}")))?;
+            write("wgsl", w)?;
+        }
+        if matches!(target, Target::Cpu | Target::All) {
+            let spec = jit::Spec { kind: jit::TargetKind::Labels, smoothing: 0.0, classes: 2 };
+            let text = jit::clif(&fused, spec).map_err(|e| fail(format!("error: {e}")))?;
+            let header = format!(
+                ";; Cranelift IR of the CPU kernel for `{name}` (integer labels, no smoothing), from {}.\n;; lossc JIT-compiles this at run time; `lossc eval --backend jit` runs it.\n",
+                file.display()
+            );
+            write("clif", header + &text)?;
+        }
+        let files = files.clone();
+        let manifest = serde_json::json!({
+            "loss": name,
+            "source": file.display().to_string(),
+            "text": lossc::ir::print::to_text(&g.extract(&name).expect("picked names exist")),
+            "eps": g.eps,
+            "files": files,
+            "cuda": {
+                "entry_points": [format!("{}_rows", cuda::prefix(&name)), format!("{}_mean", cuda::prefix(&name))],
+                "rows_args": ["const float* logits [B*C]", "int mode (0 labels, 1 mixup, 2 dense)", "const unsigned* labels [B]",
+                              "const unsigned* labels_b [B]", "const float* lam [B]", "const float* dense [B*C]",
+                              "float alpha", "int B", "int C", "float* grad [B*C]", "float* row_loss [B]"],
+                "rows_launch": {"grid": "B", "block": 256},
+                "mean_args": ["const float* row_loss [B]", "int B", "double* loss"],
+                "mean_launch": {"grid": 1, "block": 256},
+            },
+            "wgsl": {
+                "entry_point": "main",
+                "workgroup_size": 64,
+                "dispatch": "(min(B, 65535), ceil(B / 65535), 1)",
+                "bindings": ["logits", "labels", "labels_b", "lam", "dense", "grad (rw)", "row_loss (rw)", "params {mode, rows, classes, alpha}"],
+            },
+        });
+        let text = serde_json::to_string_pretty(&manifest).expect("json");
+        write_output(out, &name, "json", text, &mut serde_json::Map::new())?;
+    }
+    Ok(())
+}
+
+/// Writes `out/name.ext`, saying whether it replaced a file, and records it in `files`.
+fn write_output(
+    out: &Path,
+    name: &str,
+    ext: &str,
+    text: String,
+    files: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(), Failure> {
+    let path = out.join(format!("{name}.{ext}"));
+    let existed = path.exists();
+    std::fs::write(&path, text)
+        .map_err(|e| Failure { code: 1, message: format!("error: cannot write {}: {e}", path.display()) })?;
+    println!("{} {}", if existed { "replaced" } else { "wrote" }, path.display());
+    files.insert(ext.to_string(), serde_json::Value::from(format!("{name}.{ext}")));
+    Ok(())
 }

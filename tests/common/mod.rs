@@ -1,0 +1,149 @@
+//! Shared by the backend tests: random batches, and the comparison of a kernel's output with
+//! the interpreter.
+//!
+//! Tolerance: relative 1e-4 with an absolute floor set by the magnitude of the terms that
+//! cancel (|s_c| + |p_c sum(s)| for gradients, sum |L_c| for row losses). Rows whose f64
+//! intermediates leave f32's range, or whose value moves under 1e-6 relative noise on every
+//! node (ill-conditioned: f32 rounding alone could move them), are not compared unless the
+//! caller asks for strictness; the counts are returned. Row losses also get a floor of
+//! 8 eps |s|: the rounding the kernel's f32 softmax output carries moves L by that much.
+#![allow(dead_code)]
+
+use lossc::contract::Targets;
+use lossc::interp::{eval_into, softmax};
+use lossc::ir::{Graph, Input, Node};
+use lossc::passes::fuse::Fused;
+use lossc::rng::Rng;
+
+pub struct Batch {
+    pub classes: usize,
+    pub logits: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub labels_b: Vec<u32>,
+    pub lam: Vec<f32>,
+    pub dense: Vec<f32>,
+}
+
+impl Batch {
+    pub fn random(rng: &mut Rng, rows: usize, classes: usize, scale: f64) -> Batch {
+        let logits = (0..rows * classes).map(|_| (scale * rng.normal()) as f32).collect();
+        let labels: Vec<u32> = (0..rows).map(|_| rng.below(classes) as u32).collect();
+        let mut labels_b: Vec<u32> = (0..rows).map(|_| rng.below(classes) as u32).collect();
+        labels_b[0] = *labels.first().unwrap(); // one row mixes a class with itself
+        let lam = (0..rows).map(|_| rng.f64() as f32).collect();
+        let mut dense = Vec::new();
+        for _ in 0..rows {
+            let w: Vec<f64> = (0..classes).map(|_| rng.f64()).collect();
+            let s: f64 = w.iter().sum();
+            dense.extend(w.iter().map(|v| (v / s) as f32));
+        }
+        Batch { classes, logits, labels, labels_b, lam, dense }
+    }
+
+    pub fn targets(&self, kind: usize) -> Targets<'_, f32> {
+        match kind {
+            0 => Targets::Labels { labels: &self.labels, smoothing: 0.0 },
+            1 => Targets::Labels { labels: &self.labels, smoothing: 0.1 },
+            2 => Targets::Mixup { labels: &self.labels, labels_b: &self.labels_b, lam: &self.lam, smoothing: 0.0 },
+            3 => Targets::Mixup { labels: &self.labels, labels_b: &self.labels_b, lam: &self.lam, smoothing: 0.1 },
+            _ => Targets::Dense { y: &self.dense },
+        }
+    }
+}
+
+/// The same targets in f64 for the interpreter.
+fn widen<'a>(t: &Targets<'a, f32>, lam: &'a mut Vec<f64>, dense: &'a mut Vec<f64>) -> Targets<'a, f64> {
+    match *t {
+        Targets::Labels { labels, smoothing } => Targets::Labels { labels, smoothing },
+        Targets::Mixup { labels, labels_b, lam: l, smoothing } => {
+            *lam = l.iter().map(|&v| v as f64).collect();
+            Targets::Mixup { labels, labels_b, lam: lam.as_slice(), smoothing }
+        }
+        Targets::Dense { y } => {
+            *dense = y.iter().map(|&v| v as f64).collect();
+            Targets::Dense { y: dense.as_slice() }
+        }
+    }
+}
+
+/// Per element: f64 values of every node, or None when an intermediate leaves f32's range.
+fn in_f32_range(vals: &[f64]) -> bool {
+    vals.iter().all(|v| v.is_finite() && v.abs() < 3e38 && (v.abs() > 1e-30 || *v == 0.0))
+}
+
+/// Evaluates `(L, s)` with relative noise of 1e-6 on every node.
+fn noisy(g: &Graph, y: f64, p: f64, rng: &mut Rng) -> (f64, f64) {
+    let mut vals: Vec<f64> = Vec::with_capacity(g.len());
+    for (_, n) in g.iter() {
+        let v = match n {
+            Node::Input(Input::Y) => y,
+            Node::Input(Input::P) => p * (1.0 + 1e-6 * (2.0 * rng.f64() - 1.0)),
+            Node::Const(b) => f64::from_bits(b),
+            Node::Unary(op, a) => op.eval(vals[a.index()], g.eps),
+            Node::Binary(op, a, b) => op.eval(vals[a.index()], vals[b.index()]),
+        };
+        vals.push(v * (1.0 + 1e-6 * (2.0 * rng.f64() - 1.0)));
+    }
+    (vals[g.outputs[0].1.index()], vals[g.outputs[1].1.index()])
+}
+
+fn close(a: f64, b: f64, rel: f64, floor: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()) + floor
+}
+
+/// Per-row comparison. Returns (rows compared, rows skipped); panics on a mismatch.
+pub fn compare(
+    what: &str,
+    f: &Fused,
+    batch: &Batch,
+    t: &Targets<f32>,
+    got_loss: &[f32],
+    got_grad: &[f32],
+    strict: bool,
+) -> (usize, usize) {
+    let c = batch.classes;
+    let (mut lam, mut dense) = (Vec::new(), Vec::new());
+    let t64 = widen(t, &mut lam, &mut dense);
+    let logits: Vec<f64> = batch.logits.iter().map(|&v| v as f64).collect();
+    let want = lossc::interp::run(f, &logits, c, &t64).unwrap();
+    let b = want.row_loss.len();
+    let mut rng = Rng::new(99);
+    let (mut compared, mut skipped) = (0, 0);
+    let mut vals = Vec::new();
+    for row in 0..b {
+        let p = softmax(&logits[row * c..(row + 1) * c]);
+        let mut ok = true;
+        let (mut l_scale, mut s_abs, mut s_sum) = (0.0, Vec::new(), 0.0);
+        for k in 0..c {
+            let y = t64.y(row, k, c);
+            eval_into(&f.graph, y, p[k], &mut vals);
+            let (l, s) = (vals[f.loss().index()], vals[f.s().index()]);
+            ok &= in_f32_range(&vals);
+            for _ in 0..4 {
+                let (nl, ns) = noisy(&f.graph, y, p[k], &mut rng);
+                ok &= close(nl, l, 1e-5, 1e-30) && close(ns, s, 1e-5, 1e-30);
+            }
+            l_scale += l.abs();
+            s_abs.push(s.abs());
+            s_sum += s;
+        }
+        if !ok && !strict {
+            skipped += 1;
+            continue;
+        }
+        let gl = got_loss[row] as f64;
+        // The kernel's p carries a few f32 roundings (exp, the sum, the division), which moves L
+        // by up to |dL/dp| p 8 eps = 8 eps |s|: part of the floor.
+        let input_floor = 8.0 * f32::EPSILON as f64 * s_abs.iter().sum::<f64>();
+        let floor = 1e-4 * l_scale + input_floor + 1e-30;
+        assert!(close(gl, want.row_loss[row], 1e-4, floor), "{what} row {row}: loss {gl} vs {}", want.row_loss[row]);
+        for k in 0..c {
+            let g = got_grad[row * c + k] as f64;
+            let w = want.grad[row * c + k];
+            let floor = 1e-4 * (s_abs[k] + p[k] * s_sum.abs() + s_abs.iter().sum::<f64>() * 1e-3) / b as f64 + 1e-30;
+            assert!(close(g, w, 1e-4, floor), "{what} row {row} class {k}: grad {g:e} vs {w:e} (floor {floor:e})");
+        }
+        compared += 1;
+    }
+    (compared, skipped)
+}
