@@ -1,6 +1,28 @@
 #!/usr/bin/env bash
-# The whole test suite, as the README gives it and CI runs it.
+# The whole test suite, as the README gives it and CI runs it. Installs what the tests need:
+# Mesa's software Vulkan (lavapipe) for the WGSL kernels, and NVRTC from PyPI for the CUDA
+# compile tests (no CUDA toolkit or GPU needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && [ ! -e /usr/share/vulkan/icd.d/lvp_icd.json ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q mesa-vulkan-drivers libvulkan1
+fi
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+
+if [ ! -d .venv-nvrtc ]; then
+  python3 -m venv .venv-nvrtc
+  .venv-nvrtc/bin/pip install -q nvidia-cuda-nvrtc-cu12
+fi
+nvrtc_lib="$(ls -d "$PWD"/.venv-nvrtc/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib | head -n 1)"
+export LD_LIBRARY_PATH="$nvrtc_lib:${LD_LIBRARY_PATH:-}"
+
+# In CI nothing may be skipped for want of these.
+if [ -n "${CI:-}" ]; then
+  export LOSSC_REQUIRE_NVRTC=1 LOSSC_REQUIRE_VULKAN=1
+fi
+
 cargo test --workspace --all-targets
 cargo test --workspace --doc

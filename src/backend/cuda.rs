@@ -30,3 +30,156 @@ pub fn compile_ptx(src: &str, arch: &'static str) -> Result<String, String> {
     let opts = cudarc::nvrtc::CompileOptions { arch: Some(arch), ..Default::default() };
     cudarc::nvrtc::compile_ptx_with_opts(src, opts).map(|ptx| ptx.to_src()).map_err(|e| e.to_string())
 }
+
+use crate::contract::{Targets, batch_size};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+
+/// A CUDA device with the driver API (cudarc), or why there is none.
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    /// The device name, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    arch: &'static str,
+}
+
+/// A fused loss compiled for the device.
+pub struct CudaKernel {
+    rows: CudaFunction,
+    mean: CudaFunction,
+}
+
+/// The NVRTC architecture flag for a compute capability (the newest we name, else sm_80).
+fn arch_of(major: i32, minor: i32) -> &'static str {
+    match (major, minor) {
+        (9, _) => "sm_90",
+        (8, 9) => "sm_89",
+        (8, 6) => "sm_86",
+        (m, _) if m >= 10 => "sm_90",
+        _ => "sm_80",
+    }
+}
+
+fn err(e: impl std::fmt::Debug) -> String {
+    format!("{e:?}")
+}
+
+impl Cuda {
+    /// Device 0. `CudaContext::new` panics without libcuda, so its presence is checked first.
+    pub fn new() -> Result<Cuda, String> {
+        // SAFETY: only probes for the shared library.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err("libcuda (the NVIDIA driver) is not installed".into());
+        }
+        let ctx = CudaContext::new(0).map_err(|e| format!("no CUDA device: {e:?}"))?;
+        let name = ctx.name().map_err(err)?;
+        let (major, minor) = ctx.compute_capability().map_err(err)?;
+        let stream = ctx.default_stream();
+        Ok(Cuda { ctx, stream, name, arch: arch_of(major, minor) })
+    }
+
+    /// NVRTC -> PTX -> module for this device.
+    pub fn compile(&self, f: &Fused) -> Result<CudaKernel, String> {
+        let src = emit(f, &Options::default());
+        let opts = cudarc::nvrtc::CompileOptions { arch: Some(self.arch), ..Default::default() };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(&src, opts).map_err(err)?;
+        let module = self.ctx.load_module(ptx).map_err(err)?;
+        let p = prefix(&f.name);
+        Ok(CudaKernel {
+            rows: module.load_function(&format!("{p}_rows")).map_err(err)?,
+            mean: module.load_function(&format!("{p}_mean")).map_err(err)?,
+        })
+    }
+
+    /// Runs a batch: returns `(batch loss, row_loss, grad)`; copies in and out included.
+    pub fn run(
+        &self,
+        k: &CudaKernel,
+        logits: &[f32],
+        classes: usize,
+        targets: &Targets<f32>,
+    ) -> Result<(f64, Vec<f32>, Vec<f32>), String> {
+        let b = batch_size(logits.len(), classes).map_err(|e| e.to_string())?;
+        targets.check(b, classes).map_err(|e| e.to_string())?;
+        let s = &self.stream;
+        let one_u = [0u32];
+        let one_f = [0f32];
+        let (mode, alpha, labels, labels_b, lam, dense): (i32, f32, &[u32], &[u32], &[f32], &[f32]) = match *targets {
+            Targets::Labels { labels, smoothing } => (0, smoothing as f32, labels, &one_u, &one_f, &one_f),
+            Targets::Mixup { labels, labels_b, lam, smoothing } => (1, smoothing as f32, labels, labels_b, lam, &one_f),
+            Targets::Dense { y } => (2, 0.0, &one_u, &one_u, &one_f, y),
+        };
+        let d_logits = s.clone_htod(logits).map_err(err)?;
+        let d_labels = s.clone_htod(labels).map_err(err)?;
+        let d_labels_b = s.clone_htod(labels_b).map_err(err)?;
+        let d_lam = s.clone_htod(lam).map_err(err)?;
+        let d_dense = s.clone_htod(dense).map_err(err)?;
+        let mut d_grad = s.alloc_zeros::<f32>(logits.len()).map_err(err)?;
+        let mut d_rows = s.alloc_zeros::<f32>(b).map_err(err)?;
+        let mut d_loss = s.alloc_zeros::<f64>(1).map_err(err)?;
+        let (bi, ci) = (b as i32, classes as i32);
+        let rows_cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = s.launch_builder(&k.rows);
+        launch.arg(&d_logits).arg(&mode).arg(&d_labels).arg(&d_labels_b).arg(&d_lam).arg(&d_dense);
+        launch.arg(&alpha).arg(&bi).arg(&ci).arg(&mut d_grad).arg(&mut d_rows);
+        // SAFETY: the arguments match the kernel's signature in kernels/loss.cu.in, and every
+        // buffer holds what the contract says for B rows of C classes.
+        unsafe { launch.launch(rows_cfg) }.map_err(err)?;
+        let mean_cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = s.launch_builder(&k.mean);
+        launch.arg(&d_rows).arg(&bi).arg(&mut d_loss);
+        // SAFETY: as above, for `_mean(const float*, int, double*)`.
+        unsafe { launch.launch(mean_cfg) }.map_err(err)?;
+        let loss = s.clone_dtoh(&d_loss).map_err(err)?[0];
+        Ok((loss, s.clone_dtoh(&d_rows).map_err(err)?, s.clone_dtoh(&d_grad).map_err(err)?))
+    }
+}
+
+impl Cuda {
+    /// Median milliseconds of the `_rows` kernel on resident data (labels, no smoothing), and
+    /// the device's copy bandwidth in GB/s (read + write of a buffer as large as the logits).
+    pub fn bench(&self, k: &CudaKernel, logits: &[f32], labels: &[u32], classes: usize) -> Result<(f64, f64), String> {
+        let s = &self.stream;
+        let b = labels.len();
+        let d_logits = s.clone_htod(logits).map_err(err)?;
+        let d_labels = s.clone_htod(labels).map_err(err)?;
+        let d_unused_u = s.alloc_zeros::<u32>(1).map_err(err)?;
+        let d_unused_f = s.alloc_zeros::<f32>(1).map_err(err)?;
+        let mut d_grad = s.alloc_zeros::<f32>(logits.len()).map_err(err)?;
+        let mut d_rows = s.alloc_zeros::<f32>(b).map_err(err)?;
+        let (mode, alpha, bi, ci) = (0i32, 0f32, b as i32, classes as i32);
+        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut run = || -> Result<(), String> {
+            let mut launch = s.launch_builder(&k.rows);
+            launch.arg(&d_logits).arg(&mode).arg(&d_labels).arg(&d_unused_u).arg(&d_unused_f).arg(&d_unused_f);
+            launch.arg(&alpha).arg(&bi).arg(&ci).arg(&mut d_grad).arg(&mut d_rows);
+            // SAFETY: as in `run`.
+            unsafe { launch.launch(cfg) }.map_err(err)?;
+            Ok(())
+        };
+        let kernel_ms = median_ms(s, &mut run)?;
+        let mut copy = s.alloc_zeros::<f32>(logits.len()).map_err(err)?;
+        let mut run_copy = || s.memcpy_dtod(&d_logits, &mut copy).map_err(err);
+        let copy_ms = median_ms(s, &mut run_copy)?;
+        let gbps = 8.0 * logits.len() as f64 / (copy_ms * 1e-3) / 1e9;
+        Ok((kernel_ms, gbps))
+    }
+}
+
+/// Median wall time of `f` over 20 runs after 3 warm-ups, each synchronised.
+fn median_ms(s: &CudaStream, f: &mut dyn FnMut() -> Result<(), String>) -> Result<f64, String> {
+    for _ in 0..3 {
+        f()?;
+    }
+    s.synchronize().map_err(err)?;
+    let mut t: Vec<f64> = Vec::new();
+    for _ in 0..20 {
+        let start = std::time::Instant::now();
+        f()?;
+        s.synchronize().map_err(err)?;
+        t.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}

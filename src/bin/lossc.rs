@@ -58,6 +58,12 @@ enum Cmd {
         #[arg(long)]
         loss: Option<String>,
     },
+    /// Time the CUDA kernels on a GPU against the device's copy bandwidth (labels, no smoothing).
+    GpuBench {
+        files: Vec<PathBuf>,
+        #[arg(long, value_delimiter = ',', default_value = "8192x100,65536x1000")]
+        shapes: Vec<String>,
+    },
     /// Time the JIT kernel against the interpreter (and JAX with --jax) on B x C batches.
     Bench {
         files: Vec<PathBuf>,
@@ -91,6 +97,10 @@ enum Backend {
     Interp,
     /// The Cranelift JIT kernel (f32, SIMD).
     Jit,
+    /// The CUDA kernel through NVRTC and the driver API (needs an NVIDIA GPU).
+    Cuda,
+    /// The WGSL kernel through wgpu (any Vulkan adapter, lavapipe included).
+    Wgsl,
 }
 
 /// A failure with the exit code it maps to: 2 for bad input, 1 otherwise.
@@ -111,6 +121,7 @@ fn main() -> ExitCode {
         Cmd::Grad { file, loss } => grad(&file, loss.as_deref()),
         Cmd::Eval { file, loss, input, backend } => eval(&file, loss.as_deref(), &input, backend),
         Cmd::Compile { file, target, out, loss } => compile(&file, target, &out, loss.as_deref()),
+        Cmd::GpuBench { files, shapes } => gpu_bench(&files, &shapes),
         Cmd::Bench { files, shapes, targets, threads, jax } => bench(&files, &shapes, &targets, threads, jax),
     };
     match result {
@@ -252,6 +263,8 @@ fn eval(file: &Path, loss: Option<&str>, input: &Path, backend: Backend) -> Resu
             JitFailure::Input(e) => input_error(e),
             JitFailure::Jit(e) => Failure { code: 1, message: format!("error: {e}") },
         })?,
+        Backend::Cuda | Backend::Wgsl => run_gpu(&fused, &logits, classes, targets, backend)
+            .map_err(|e| Failure { code: 1, message: format!("error: {e}") })?,
     };
     let grad: Vec<&[f64]> = out.grad.chunks(classes).collect();
     let json = serde_json::json!({ "loss": out.loss, "row_loss": out.row_loss, "grad_logits": grad });
@@ -468,5 +481,69 @@ fn write_output(
         .map_err(|e| Failure { code: 1, message: format!("error: cannot write {}: {e}", path.display()) })?;
     println!("{} {}", if existed { "replaced" } else { "wrote" }, path.display());
     files.insert(ext.to_string(), serde_json::Value::from(format!("{name}.{ext}")));
+    Ok(())
+}
+
+/// `lossc eval --backend cuda|wgsl`: the batch in f32 through an emitted GPU kernel.
+fn run_gpu(
+    fused: &fuse::Fused,
+    logits: &[f64],
+    classes: usize,
+    targets: Targets,
+    backend: Backend,
+) -> Result<KernelOutput, String> {
+    use lossc::backend::{cuda, wgsl};
+    let z: Vec<f32> = logits.iter().map(|&v| v as f32).collect();
+    let (lam, y): (Vec<f32>, Vec<f32>) = match targets {
+        Targets::Mixup { lam, .. } => (lam.iter().map(|&v| v as f32).collect(), Vec::new()),
+        Targets::Dense { y } => (Vec::new(), y.iter().map(|&v| v as f32).collect()),
+        Targets::Labels { .. } => (Vec::new(), Vec::new()),
+    };
+    let t32: Targets<f32> = match targets {
+        Targets::Labels { labels, smoothing } => Targets::Labels { labels, smoothing },
+        Targets::Mixup { labels, labels_b, smoothing, .. } => Targets::Mixup { labels, labels_b, lam: &lam, smoothing },
+        Targets::Dense { .. } => Targets::Dense { y: &y },
+    };
+    let (loss, row_loss, grad) = if backend == Backend::Cuda {
+        let gpu = cuda::Cuda::new()?;
+        let k = gpu.compile(fused)?;
+        gpu.run(&k, &z, classes, &t32)?
+    } else {
+        let gpu = wgsl::Gpu::new()?;
+        let (row_loss, grad) = gpu.run(fused, &z, classes, &t32)?;
+        let loss = row_loss.iter().map(|&v| v as f64).sum::<f64>() / row_loss.len() as f64;
+        (loss, row_loss, grad)
+    };
+    Ok(KernelOutput {
+        loss,
+        row_loss: row_loss.iter().map(|&v| v as f64).collect(),
+        grad: grad.iter().map(|&v| v as f64).collect(),
+    })
+}
+
+fn gpu_bench(files: &[PathBuf], shapes: &[String]) -> Result<(), Failure> {
+    let fail = |message: String| Failure { code: 1, message };
+    let gpu = lossc::backend::cuda::Cuda::new().map_err(|e| fail(format!("error: {e}")))?;
+    println!("device: {}", gpu.name);
+    println!("{:6} {:>11} {:>10} {:>8} {:>10} {:>8}", "loss", "shape", "kernel ms", "GB/s", "copy GB/s", "of copy");
+    for f in files {
+        let g = load(f)?;
+        for (name, _) in &g.outputs {
+            let fused = fuse::fuse(&g, name).expect("output exists");
+            let k = gpu.compile(&fused).map_err(|e| fail(format!("error: {e}")))?;
+            for s in shapes {
+                let (b, c) = shape(s)?;
+                let batch = BenchBatch::new(b, c, 1);
+                let (ms, copy) =
+                    gpu.bench(&k, &batch.logits, &batch.labels, c).map_err(|e| fail(format!("error: {e}")))?;
+                let gbs = 8.0 * (b * c) as f64 / (ms * 1e-3) / 1e9;
+                println!(
+                    "{name:6} {:>11} {ms:10.4} {gbs:8.1} {copy:10.1} {:7.0}%",
+                    format!("{b}x{c}"),
+                    100.0 * gbs / copy
+                );
+            }
+        }
+    }
     Ok(())
 }
