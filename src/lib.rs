@@ -19,5 +19,6 @@ pub mod interp;
 pub mod ir;
 pub mod mathref;
 pub mod passes;
-pub mod rng;
+pub use lossc_runtime::rng;
 pub mod syntax;
+pub mod train;

@@ -1,14 +1,13 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The compact training runtime: the surrogate CNN of the loss search, trained with a loss
+//! kernel given through [`train::LossFn`]. It knows nothing of the loss language.
+//!
+//! Data flow: `data` (Fashion-MNIST IDX, CIFAR binary) -> `augment` (base, cutout, mixup,
+//! RandAug, all) -> `model` (ResNet9v2 from `layers`) -> the loss kernel -> `optim`.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod augment;
+pub mod data;
+pub mod layers;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod train;

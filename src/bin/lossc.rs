@@ -58,6 +58,48 @@ enum Cmd {
         #[arg(long)]
         loss: Option<String>,
     },
+    /// Train the surrogate CNN with a compiled loss; prints progress, writes a JSON record.
+    Train {
+        /// The .loss file.
+        #[arg(long)]
+        loss: PathBuf,
+        /// Which loss of the file (default: its first).
+        #[arg(long)]
+        name: Option<String>,
+        /// fashion-mnist, fashion-mnist:DIR, cifar10:DIR or cifar100:DIR.
+        #[arg(long, default_value = "fashion-mnist")]
+        data: String,
+        /// base, cutout, mixup, randaug or all.
+        #[arg(long, default_value = "base")]
+        aug: String,
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.0)]
+        label_smoothing: f64,
+        /// adam or sgd (Nesterov 0.9).
+        #[arg(long, default_value = "adam")]
+        optimizer: String,
+        /// Peak learning rate of the one-cycle schedule (default 1e-3 for Adam, 0.1 for SGD).
+        #[arg(long)]
+        lr: Option<f32>,
+        /// Warm-up steps (default: min(1000, steps / 5)).
+        #[arg(long)]
+        warmup: Option<usize>,
+        #[arg(long, default_value_t = 0.0)]
+        weight_decay: f32,
+        /// Channel multiplier of the surrogate (1: 8/16/32 channels).
+        #[arg(long, default_value_t = 1)]
+        width: usize,
+        #[arg(long, default_value_t = 200)]
+        eval_every: usize,
+        /// Where to write the JSON record (default: stdout only).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Time the CUDA kernels on a GPU against the device's copy bandwidth (labels, no smoothing).
     GpuBench {
         files: Vec<PathBuf>,
@@ -122,6 +164,39 @@ fn main() -> ExitCode {
         Cmd::Eval { file, loss, input, backend } => eval(&file, loss.as_deref(), &input, backend),
         Cmd::Compile { file, target, out, loss } => compile(&file, target, &out, loss.as_deref()),
         Cmd::GpuBench { files, shapes } => gpu_bench(&files, &shapes),
+        Cmd::Train {
+            loss,
+            name,
+            data,
+            aug,
+            steps,
+            batch,
+            seed,
+            label_smoothing,
+            optimizer,
+            lr,
+            warmup,
+            weight_decay,
+            width,
+            eval_every,
+            out,
+        } => {
+            let opts = TrainOpts {
+                data,
+                aug,
+                steps,
+                batch,
+                seed,
+                label_smoothing,
+                optimizer,
+                lr,
+                warmup,
+                weight_decay,
+                width,
+                eval_every,
+            };
+            train_cmd(&loss, name.as_deref(), &opts, out.as_deref())
+        }
         Cmd::Bench { files, shapes, targets, threads, jax } => bench(&files, &shapes, &targets, threads, jax),
     };
     match result {
@@ -544,6 +619,116 @@ fn gpu_bench(files: &[PathBuf], shapes: &[String]) -> Result<(), Failure> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// The options of `lossc train` besides the loss and the output.
+struct TrainOpts {
+    data: String,
+    aug: String,
+    steps: usize,
+    batch: usize,
+    seed: u64,
+    label_smoothing: f64,
+    optimizer: String,
+    lr: Option<f32>,
+    warmup: Option<usize>,
+    weight_decay: f32,
+    width: usize,
+    eval_every: usize,
+}
+
+/// Loads `fashion-mnist[:DIR]`, `cifar10:DIR` or `cifar100:DIR` as (train, validation).
+fn load_data(spec: &str) -> Result<(lossc_runtime::data::Dataset, lossc_runtime::data::Dataset), Failure> {
+    use lossc_runtime::data;
+    let (kind, dir) = spec.split_once(':').unwrap_or((spec, ""));
+    let bad = |e: data::DataError| bad_input(format!("error: {e}"));
+    let (train, _test) = match kind {
+        "fashion-mnist" => {
+            let dir = if dir.is_empty() { data::FASHION_MNIST_DIR } else { dir };
+            if !Path::new(dir).exists() {
+                return Err(bad_input(format!(
+                    "error: {dir} does not exist (apt install dataset-fashion-mnist, or give fashion-mnist:DIR)"
+                )));
+            }
+            data::fashion_mnist(Path::new(dir)).map_err(bad)?
+        }
+        "cifar10" | "cifar100" if !dir.is_empty() => {
+            let k = if kind == "cifar10" { data::Cifar::Ten } else { data::Cifar::Hundred };
+            data::cifar(k, Path::new(dir)).map_err(bad)?
+        }
+        _ => {
+            return Err(bad_input(format!(
+                "error: --data `{spec}`: expected fashion-mnist[:DIR], cifar10:DIR or cifar100:DIR"
+            )));
+        }
+    };
+    Ok(train.split_validation(5000))
+}
+
+fn train_cmd(file: &Path, name: Option<&str>, o: &TrainOpts, out: Option<&Path>) -> Result<(), Failure> {
+    use lossc_runtime::augment::{Augment, Technique};
+    use lossc_runtime::optim::Optimizer;
+    use lossc_runtime::train::{Config, train};
+    let g = load(file)?;
+    let name = match name {
+        Some(n) => pick(&g, Some(n))?.remove(0),
+        None => g.outputs[0].0.clone(),
+    };
+    let technique = Technique::parse(&o.aug)
+        .ok_or_else(|| bad_input(format!("error: --aug `{}`: expected base, cutout, mixup, randaug or all", o.aug)))?;
+    let optimizer = match o.optimizer.as_str() {
+        "adam" => Optimizer::Adam,
+        "sgd" => Optimizer::Sgd,
+        other => return Err(bad_input(format!("error: --optimizer `{other}`: expected adam or sgd"))),
+    };
+    if o.steps == 0 || o.batch == 0 || o.width == 0 || !(0.0..=1.0).contains(&o.label_smoothing) {
+        return Err(bad_input("error: --steps, --batch and --width must be positive and --label-smoothing in [0, 1]"));
+    }
+    let (train_set, val) = load_data(&o.data)?;
+    let mut cfg = Config::new(o.steps, Augment::new(technique));
+    cfg.batch = o.batch;
+    cfg.seed = o.seed;
+    cfg.label_smoothing = o.label_smoothing;
+    cfg.optimizer = optimizer;
+    cfg.lr = o.lr.unwrap_or(if optimizer == Optimizer::Adam { 1e-3 } else { 0.1 });
+    cfg.warmup = o.warmup.unwrap_or(cfg.warmup).max(1);
+    cfg.weight_decay = o.weight_decay;
+    cfg.width = o.width;
+    cfg.eval_every = o.eval_every.max(1);
+    let loss = lossc::train::JitLoss { fused: fuse::fuse(&g, &name).expect("picked names exist") };
+    let bar = indicatif::ProgressBar::new(o.steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
+            .expect("static template"),
+    );
+    let metrics = train(&loss, &train_set, &val, &cfg, &mut |p| {
+        bar.set_position(p.step as u64);
+        bar.set_message(format!("loss {:.4}  best val acc {:.4}", p.loss, p.best_validation_accuracy));
+    });
+    bar.finish_and_clear();
+    let record = serde_json::json!({
+        "loss": name,
+        "file": file.display().to_string(),
+        "data": o.data,
+        "aug": o.aug,
+        "steps": o.steps,
+        "batch": o.batch,
+        "seed": o.seed,
+        "label_smoothing": o.label_smoothing,
+        "optimizer": o.optimizer,
+        "lr": cfg.lr,
+        "metrics": metrics,
+    });
+    let text = serde_json::to_string_pretty(&record).expect("json");
+    if let Some(path) = out {
+        std::fs::write(path, &text)
+            .map_err(|e| Failure { code: 1, message: format!("error: cannot write {}: {e}", path.display()) })?;
+    }
+    println!("{text}");
+    if let Some(why) = &metrics.stopped {
+        eprintln!("stopped early: {why} (fitness 0)");
     }
     Ok(())
 }

@@ -1,0 +1,442 @@
+//! Layers with explicit forward and backward passes over NCHW f32 batches.
+//!
+//! A layer is built for a fixed input shape (C, H, W); `forward` takes a batch of N such
+//! images flattened, caches what `backward` needs, and `backward` takes the gradient of the
+//! loss with respect to the output, accumulates parameter gradients and returns the gradient
+//! with respect to the input. Initialisation follows Keras: Glorot-uniform weights, zero biases,
+//! BN gamma 1 / beta 0.
+
+use crate::rng::Rng;
+
+/// A parameter tensor with its gradient (accumulated by `backward`, cleared by the optimiser).
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub value: Vec<f32>,
+    pub grad: Vec<f32>,
+    /// Whether weight decay applies (not to BN and biases).
+    pub decay: bool,
+}
+
+impl Param {
+    fn new(value: Vec<f32>, decay: bool) -> Param {
+        let grad = vec![0.0; value.len()];
+        Param { value, grad, decay }
+    }
+}
+
+/// Glorot-uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Keras' default).
+fn glorot(rng: &mut Rng, n: usize, fan_in: usize, fan_out: usize) -> Vec<f32> {
+    let a = (6.0 / (fan_in + fan_out) as f64).sqrt();
+    (0..n).map(|_| ((2.0 * rng.f64() - 1.0) * a) as f32).collect()
+}
+
+/// `c[m, n] (+)= a[m, k] b[k, n]` with explicit row/column strides (matrixmultiply's sgemm).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (isize, isize),
+    b: &[f32],
+    (rsb, csb): (isize, isize),
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    // SAFETY: the callers pass slices of at least m*k, k*n and m*n elements laid out with the
+    // given strides (checked by the debug asserts), and `c` does not alias `a` or `b`.
+    debug_assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            if accumulate { 1.0 } else { 0.0 },
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// 2-D convolution, no bias (a batch norm follows every convolution of the model).
+pub struct Conv2d {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub weight: Param,
+    /// im2col of the last forward batch: [cin*k*k, n*oh*ow].
+    cols: Vec<f32>,
+    n: usize,
+}
+
+impl Conv2d {
+    pub fn new(rng: &mut Rng, cin: usize, cout: usize, k: usize, stride: usize, (h, w): (usize, usize)) -> Conv2d {
+        let pad = k / 2; // "same" padding for odd k, as Keras with stride 1
+        let oh = (h + 2 * pad - k) / stride + 1;
+        let ow = (w + 2 * pad - k) / stride + 1;
+        let fan = cin * k * k;
+        let weight = Param::new(glorot(rng, cout * fan, fan, cout * k * k), true);
+        Conv2d { cin, cout, k, stride, pad, h, w, oh, ow, weight, cols: Vec::new(), n: 0 }
+    }
+
+    /// Writes image `x` into columns `off..off + oh*ow` of `cols`, whose rows are `stride` long.
+    fn im2col(&self, x: &[f32], cols: &mut [f32], stride: usize, off: usize) {
+        let k = self.k;
+        for c in 0..self.cin {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &mut cols[((c * k + ky) * k + kx) * stride + off..];
+                    for oy in 0..self.oh {
+                        let iy = (oy * self.stride + ky) as isize - self.pad as isize;
+                        for ox in 0..self.ow {
+                            let ix = (ox * self.stride + kx) as isize - self.pad as isize;
+                            let inside = iy >= 0 && ix >= 0 && (iy as usize) < self.h && (ix as usize) < self.w;
+                            row[oy * self.ow + ox] =
+                                if inside { x[(c * self.h + iy as usize) * self.w + ix as usize] } else { 0.0 };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds columns `off..off + oh*ow` of `cols` back onto image gradient `dx`.
+    fn col2im(&self, cols: &[f32], stride: usize, off: usize, dx: &mut [f32]) {
+        let k = self.k;
+        for c in 0..self.cin {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &cols[((c * k + ky) * k + kx) * stride + off..];
+                    for oy in 0..self.oh {
+                        let iy = (oy * self.stride + ky) as isize - self.pad as isize;
+                        if iy < 0 || iy as usize >= self.h {
+                            continue;
+                        }
+                        for ox in 0..self.ow {
+                            let ix = (ox * self.stride + kx) as isize - self.pad as isize;
+                            if ix >= 0 && (ix as usize) < self.w {
+                                dx[(c * self.h + iy as usize) * self.w + ix as usize] += row[oy * self.ow + ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One GEMM for the whole batch: `Y[cout, n*p] = W[cout, kk] cols[kk, n*p]`.
+    pub fn forward(&mut self, x: &[f32], n: usize) -> Vec<f32> {
+        let (kk, p) = (self.cin * self.k * self.k, self.oh * self.ow);
+        let isz = self.cin * self.h * self.w;
+        self.n = n;
+        let np = n * p;
+        let mut cols = std::mem::take(&mut self.cols);
+        cols.resize(kk * np, 0.0);
+        for i in 0..n {
+            self.im2col(&x[i * isz..(i + 1) * isz], &mut cols, np, i * p);
+        }
+        let mut yt = vec![0.0; self.cout * np];
+        gemm(self.cout, kk, np, &self.weight.value, (kk as isize, 1), &cols, (np as isize, 1), &mut yt, false);
+        self.cols = cols;
+        // [cout, n, p] -> [n, cout, p]
+        let mut y = vec![0.0; n * self.cout * p];
+        for co in 0..self.cout {
+            for i in 0..n {
+                y[(i * self.cout + co) * p..(i * self.cout + co + 1) * p]
+                    .copy_from_slice(&yt[co * np + i * p..co * np + (i + 1) * p]);
+            }
+        }
+        y
+    }
+
+    pub fn backward(&mut self, gy: &[f32]) -> Vec<f32> {
+        let (kk, p, n) = (self.cin * self.k * self.k, self.oh * self.ow, self.n);
+        let np = n * p;
+        let isz = self.cin * self.h * self.w;
+        // [n, cout, p] -> [cout, n*p]
+        let mut gt = vec![0.0; self.cout * np];
+        for co in 0..self.cout {
+            for i in 0..n {
+                gt[co * np + i * p..co * np + (i + 1) * p]
+                    .copy_from_slice(&gy[(i * self.cout + co) * p..(i * self.cout + co + 1) * p]);
+            }
+        }
+        // dW[cout, kk] += G[cout, n*p] cols^T[n*p, kk]
+        gemm(self.cout, np, kk, &gt, (np as isize, 1), &self.cols, (1, np as isize), &mut self.weight.grad, true);
+        // dcols[kk, n*p] = W^T[kk, cout] G[cout, n*p]
+        let mut dcols = vec![0.0; kk * np];
+        gemm(kk, self.cout, np, &self.weight.value, (1, kk as isize), &gt, (np as isize, 1), &mut dcols, false);
+        let mut dx = vec![0.0; n * isz];
+        for i in 0..n {
+            self.col2im(&dcols, np, i * p, &mut dx[i * isz..(i + 1) * isz]);
+        }
+        dx
+    }
+}
+
+/// Batch normalisation over N, H, W per channel (eps 1e-3 as Keras; running statistics with
+/// momentum 0.9, not Keras' 0.99, so that the short runs of a search evaluate well).
+pub struct BatchNorm {
+    pub c: usize,
+    pub hw: usize,
+    pub gamma: Param,
+    pub beta: Param,
+    pub running_mean: Vec<f32>,
+    pub running_var: Vec<f32>,
+    pub momentum: f32,
+    pub eps: f32,
+    xhat: Vec<f32>,
+    inv_std: Vec<f32>,
+    n: usize,
+}
+
+impl BatchNorm {
+    pub fn new(c: usize, hw: usize) -> BatchNorm {
+        BatchNorm {
+            c,
+            hw,
+            gamma: Param::new(vec![1.0; c], false),
+            beta: Param::new(vec![0.0; c], false),
+            running_mean: vec![0.0; c],
+            running_var: vec![1.0; c],
+            momentum: 0.9,
+            eps: 1e-3,
+            xhat: Vec::new(),
+            inv_std: vec![0.0; c],
+            n: 0,
+        }
+    }
+
+    pub fn forward(&mut self, x: &[f32], n: usize, train: bool) -> Vec<f32> {
+        let (c, hw) = (self.c, self.hw);
+        self.n = n;
+        let mut y = vec![0.0; x.len()];
+        self.xhat.resize(x.len(), 0.0);
+        for ch in 0..c {
+            let (mean, var) = if train {
+                let (mut s, mut s2) = (0.0f64, 0.0f64);
+                for i in 0..n {
+                    for &v in &x[(i * c + ch) * hw..(i * c + ch + 1) * hw] {
+                        s += v as f64;
+                        s2 += (v as f64) * (v as f64);
+                    }
+                }
+                let m = (n * hw) as f64;
+                let mean = s / m;
+                let var = (s2 / m - mean * mean).max(0.0);
+                let mo = self.momentum;
+                self.running_mean[ch] = mo * self.running_mean[ch] + (1.0 - mo) * mean as f32;
+                self.running_var[ch] = mo * self.running_var[ch] + (1.0 - mo) * var as f32;
+                (mean as f32, var as f32)
+            } else {
+                (self.running_mean[ch], self.running_var[ch])
+            };
+            let inv = 1.0 / (var + self.eps).sqrt();
+            self.inv_std[ch] = inv;
+            let (g, b) = (self.gamma.value[ch], self.beta.value[ch]);
+            for i in 0..n {
+                let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+                for j in r {
+                    let xh = (x[j] - mean) * inv;
+                    self.xhat[j] = xh;
+                    y[j] = g * xh + b;
+                }
+            }
+        }
+        y
+    }
+
+    /// Backward of the training-mode forward (batch statistics).
+    pub fn backward(&mut self, gy: &[f32]) -> Vec<f32> {
+        let (c, hw, n) = (self.c, self.hw, self.n);
+        let m = (n * hw) as f32;
+        let mut dx = vec![0.0; gy.len()];
+        for ch in 0..c {
+            let (mut sg, mut sgx) = (0.0f32, 0.0f32);
+            for i in 0..n {
+                for j in (i * c + ch) * hw..(i * c + ch + 1) * hw {
+                    sg += gy[j];
+                    sgx += gy[j] * self.xhat[j];
+                }
+            }
+            self.beta.grad[ch] += sg;
+            self.gamma.grad[ch] += sgx;
+            let k = self.gamma.value[ch] * self.inv_std[ch] / m;
+            for i in 0..n {
+                for j in (i * c + ch) * hw..(i * c + ch + 1) * hw {
+                    dx[j] = k * (m * gy[j] - sg - self.xhat[j] * sgx);
+                }
+            }
+        }
+        dx
+    }
+}
+
+/// Swish `x * sigmoid(x)`.
+#[derive(Default)]
+pub struct Swish {
+    x: Vec<f32>,
+}
+
+impl Swish {
+    pub fn forward(&mut self, x: &[f32]) -> Vec<f32> {
+        self.x = x.to_vec();
+        x.iter().map(|&v| v / (1.0 + (-v).exp())).collect()
+    }
+    pub fn backward(&mut self, gy: &[f32]) -> Vec<f32> {
+        gy.iter()
+            .zip(&self.x)
+            .map(|(&g, &x)| {
+                let s = 1.0 / (1.0 + (-x).exp());
+                g * (s + x * s * (1.0 - s))
+            })
+            .collect()
+    }
+}
+
+/// ReLU.
+#[derive(Default)]
+pub struct Relu {
+    x: Vec<f32>,
+}
+
+impl Relu {
+    pub fn forward(&mut self, x: &[f32]) -> Vec<f32> {
+        self.x = x.to_vec();
+        x.iter().map(|&v| v.max(0.0)).collect()
+    }
+    pub fn backward(&mut self, gy: &[f32]) -> Vec<f32> {
+        gy.iter().zip(&self.x).map(|(&g, &x)| if x > 0.0 { g } else { 0.0 }).collect()
+    }
+}
+
+/// Global average pooling: [N, C, H, W] -> [N, C].
+pub struct GlobalAvgPool {
+    pub c: usize,
+    pub hw: usize,
+}
+
+impl GlobalAvgPool {
+    pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        (0..n * self.c).map(|i| x[i * self.hw..(i + 1) * self.hw].iter().sum::<f32>() / self.hw as f32).collect()
+    }
+    pub fn backward(&self, gy: &[f32]) -> Vec<f32> {
+        gy.iter().flat_map(|&g| std::iter::repeat_n(g / self.hw as f32, self.hw)).collect()
+    }
+}
+
+/// Inverted dropout: kept units are scaled by 1/(1-rate) in training; identity in evaluation.
+pub struct Dropout {
+    pub rate: f32,
+    mask: Vec<f32>,
+}
+
+impl Dropout {
+    pub fn new(rate: f32) -> Dropout {
+        Dropout { rate, mask: Vec::new() }
+    }
+    pub fn forward(&mut self, x: &[f32], train: bool, rng: &mut Rng) -> Vec<f32> {
+        if !train || self.rate == 0.0 {
+            self.mask = vec![1.0; x.len()];
+            return x.to_vec();
+        }
+        let keep = 1.0 / (1.0 - self.rate);
+        self.mask = (0..x.len()).map(|_| if rng.f64() < self.rate as f64 { 0.0 } else { keep }).collect();
+        x.iter().zip(&self.mask).map(|(a, m)| a * m).collect()
+    }
+    pub fn backward(&self, gy: &[f32]) -> Vec<f32> {
+        gy.iter().zip(&self.mask).map(|(g, m)| g * m).collect()
+    }
+}
+
+/// Fully connected layer `y = x W^T + b`.
+pub struct Dense {
+    pub inp: usize,
+    pub out: usize,
+    pub weight: Param,
+    pub bias: Param,
+    x: Vec<f32>,
+    n: usize,
+}
+
+impl Dense {
+    pub fn new(rng: &mut Rng, inp: usize, out: usize) -> Dense {
+        Dense {
+            inp,
+            out,
+            weight: Param::new(glorot(rng, inp * out, inp, out), true),
+            bias: Param::new(vec![0.0; out], false),
+            x: Vec::new(),
+            n: 0,
+        }
+    }
+    pub fn forward(&mut self, x: &[f32], n: usize) -> Vec<f32> {
+        self.x = x.to_vec();
+        self.n = n;
+        let mut y = vec![0.0; n * self.out];
+        for i in 0..n {
+            y[i * self.out..(i + 1) * self.out].copy_from_slice(&self.bias.value);
+        }
+        // y[n, out] += x[n, inp] W^T[inp, out]
+        gemm(
+            n,
+            self.inp,
+            self.out,
+            x,
+            (self.inp as isize, 1),
+            &self.weight.value,
+            (1, self.inp as isize),
+            &mut y,
+            true,
+        );
+        y
+    }
+    pub fn backward(&mut self, gy: &[f32]) -> Vec<f32> {
+        let n = self.n;
+        for i in 0..n {
+            for (b, g) in self.bias.grad.iter_mut().zip(&gy[i * self.out..(i + 1) * self.out]) {
+                *b += g;
+            }
+        }
+        // dW[out, inp] += gy^T[out, n] x[n, inp]
+        gemm(
+            self.out,
+            n,
+            self.inp,
+            gy,
+            (1, self.out as isize),
+            &self.x,
+            (self.inp as isize, 1),
+            &mut self.weight.grad,
+            true,
+        );
+        // dx[n, inp] = gy[n, out] W[out, inp]
+        let mut dx = vec![0.0; n * self.inp];
+        gemm(
+            n,
+            self.out,
+            self.inp,
+            gy,
+            (self.out as isize, 1),
+            &self.weight.value,
+            (self.inp as isize, 1),
+            &mut dx,
+            false,
+        );
+        dx
+    }
+}
