@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it and CI runs it. Installs what the tests need:
-# Mesa's software Vulkan (lavapipe) for the WGSL kernels, and NVRTC from PyPI for the CUDA
-# compile tests (no CUDA toolkit or GPU needed).
+# Mesa's software Vulkan (lavapipe) for the WGSL kernels, Fashion-MNIST for the training tests
+# (Debian's dataset-fashion-mnist), and NVRTC from PyPI for the CUDA compile tests (no CUDA
+# toolkit or GPU needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,11 @@ if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && [ ! -e /usr/share/vul
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q mesa-vulkan-drivers libvulkan1
+fi
+if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q dataset-fashion-mnist
 fi
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 

@@ -100,6 +100,16 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Training throughput of the surrogate: images/s at a batch size, with CE, on random data.
+    BenchTrain {
+        /// Threads for the matrix multiplications (the rest of a step runs on one).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+    },
     /// Time the CUDA kernels on a GPU against the device's copy bandwidth (labels, no smoothing).
     GpuBench {
         files: Vec<PathBuf>,
@@ -164,6 +174,7 @@ fn main() -> ExitCode {
         Cmd::Eval { file, loss, input, backend } => eval(&file, loss.as_deref(), &input, backend),
         Cmd::Compile { file, target, out, loss } => compile(&file, target, &out, loss.as_deref()),
         Cmd::GpuBench { files, shapes } => gpu_bench(&files, &shapes),
+        Cmd::BenchTrain { threads, batch, steps } => bench_train(threads, batch, steps),
         Cmd::Train {
             loss,
             name,
@@ -730,5 +741,37 @@ fn train_cmd(file: &Path, name: Option<&str>, o: &TrainOpts, out: Option<&Path>)
     if let Some(why) = &metrics.stopped {
         eprintln!("stopped early: {why} (fitness 0)");
     }
+    Ok(())
+}
+
+fn bench_train(threads: usize, batch: usize, steps: usize) -> Result<(), Failure> {
+    use lossc_runtime::augment::{Augment, Technique};
+    use lossc_runtime::data::Dataset;
+    use lossc_runtime::train::{Config, train};
+    if threads == 0 || batch == 0 || steps == 0 {
+        return Err(bad_input("error: --threads, --batch and --steps must be positive"));
+    }
+    // matrixmultiply reads its thread count once, before the first product.
+    // SAFETY: no other thread exists yet that could read the environment concurrently.
+    unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
+    let mut rng = lossc::rng::Rng::new(1);
+    let n = 4 * batch;
+    let data = Dataset {
+        images: (0..n * 1024).map(|_| rng.f64() as f32).collect(),
+        labels: (0..n).map(|_| rng.below(10) as u32).collect(),
+        shape: (1, 32, 32),
+        classes: 10,
+    };
+    let g = syntax::parse("loss ce = -y * ln(p);").expect("valid");
+    let loss = lossc::train::JitLoss { fused: fuse::fuse(&g, "ce").expect("exists") };
+    let mut cfg = Config::new(steps, Augment::new(Technique::Base));
+    cfg.batch = batch;
+    cfg.eval_every = usize::MAX;
+    cfg.gate_step = usize::MAX;
+    let m = train(&loss, &data, &data.slice(0, 1), &cfg, &mut |_| {});
+    println!(
+        "surrogate ResNet9v2 (width 1), batch {batch}, {threads} GEMM thread(s): {:.0} images/s",
+        m.images_per_second
+    );
     Ok(())
 }
