@@ -7,22 +7,9 @@ mod common;
 use common::{Batch, compare};
 use lossc::backend::jit;
 use lossc::contract::Targets;
-use lossc::ir::{Graph, random};
+use lossc::ir::random;
 use lossc::passes::fuse::{self, Fused};
 use lossc::rng::Rng;
-
-fn examples() -> Vec<(String, Graph)> {
-    let mut v: Vec<_> = std::fs::read_dir("examples")
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
-            let g = lossc::syntax::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            (path.file_stem().unwrap().to_string_lossy().into_owned(), g)
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
 
 fn run_jit(f: &Fused, batch: &Batch, t: &Targets<f32>) -> (Vec<f32>, Vec<f32>) {
     let k = jit::compile(f, jit::Spec::of(t, batch.classes)).unwrap();
@@ -38,7 +25,7 @@ fn jit_matches_the_interpreter_on_every_example() {
     for classes in [2, 3, 4, 10, 17, 100] {
         for scale in [1.0, 5.0, 20.0] {
             let batch = Batch::random(&mut rng, 9, classes, scale);
-            for (name, g) in examples() {
+            for (name, g) in common::example_graphs() {
                 let f = fuse::fuse(&g, &name).unwrap();
                 for kind in 0..5 {
                     let t = batch.targets(kind);

@@ -15,8 +15,9 @@ use lossc::rng::Rng;
 fn examples() -> Vec<(String, Fused)> {
     let mut v: Vec<_> = std::fs::read_dir("examples")
         .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "loss"))
+        .map(|path| {
             let src = std::fs::read_to_string(&path).unwrap();
             let g = lossc::syntax::parse(&src).unwrap();
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();

@@ -1,6 +1,8 @@
 //! Property tests over random expressions on every operation: simplification keeps values,
 //! printing round-trips, and symbolic gradients match central finite differences.
 
+mod common;
+
 use lossc::interp::{eval_into, eval_scalar};
 use lossc::ir::{Graph, Id, Input, print, random};
 use lossc::passes::{fuse, simplify::simplify};
@@ -62,11 +64,9 @@ fn printed_text_parses_back_to_the_same_graph() {
 
 #[test]
 fn example_files_round_trip_through_the_printer() {
-    for path in std::fs::read_dir("examples").unwrap() {
-        let path = path.unwrap().path();
-        let g = lossc::syntax::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (name, g) in common::example_graphs() {
         let back = lossc::syntax::parse(&print::to_text(&g)).unwrap();
-        assert!(back.same_as(&g), "{}", path.display());
+        assert!(back.same_as(&g), "{name}");
     }
 }
 
@@ -117,22 +117,9 @@ fn gradients_of_random_expressions_match_finite_differences() {
     assert!(checked > 10_000, "only {checked} smooth points checked");
 }
 
-fn examples() -> Vec<(String, Graph)> {
-    let mut v: Vec<_> = std::fs::read_dir("examples")
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
-            let g = lossc::syntax::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            (path.file_stem().unwrap().to_string_lossy().into_owned(), g)
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 #[test]
 fn gradients_of_the_examples_match_finite_differences_on_a_grid() {
-    for (name, g) in examples() {
+    for (name, g) in common::example_graphs() {
         let d = fuse::derivatives(&g, &name).unwrap();
         let (l, dl): (Id, Id) = (d.outputs[0].1, d.outputs[1].1);
         let mut checked = 0;
@@ -160,7 +147,7 @@ fn logit_gradients_of_the_examples_match_finite_differences() {
         Targets::Labels { labels: &labels, smoothing: 0.1 },
         Targets::Mixup { labels: &labels, labels_b: &[2, 2, 1], lam: &lam, smoothing: 0.0 },
     ];
-    for (name, g) in examples() {
+    for (name, g) in common::example_graphs() {
         let f = fuse::fuse(&g, &name).unwrap();
         for t in &all {
             let out = lossc::interp::run(&f, &logits, c, t).unwrap();

@@ -1,40 +1,29 @@
 //! insta snapshots of every stage for the paper's losses: the IR as parsed, the simplified
 //! text, the gradient text, and op counts before and after simplification.
 
-use lossc::ir::{Graph, print};
+mod common;
+
+use lossc::ir::print;
 use lossc::passes::{fuse, simplify::simplify};
 use std::fmt::Write;
 
-fn examples() -> Vec<(String, Graph)> {
-    let mut v: Vec<_> = std::fs::read_dir("examples")
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
-            let g = lossc::syntax::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            (path.file_stem().unwrap().to_string_lossy().into_owned(), g)
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 #[test]
 fn ir_as_parsed() {
-    for (name, g) in examples() {
+    for (name, g) in common::example_graphs() {
         insta::assert_snapshot!(format!("ir_{name}"), print::dump(&g));
     }
 }
 
 #[test]
 fn simplified_text() {
-    for (name, g) in examples() {
+    for (name, g) in common::example_graphs() {
         insta::assert_snapshot!(format!("simplified_{name}"), print::to_text(&simplify(&g)));
     }
 }
 
 #[test]
 fn gradient_text() {
-    for (name, g) in examples() {
+    for (name, g) in common::example_graphs() {
         insta::assert_snapshot!(format!("grad_{name}"), print::to_text(&fuse::derivatives(&g, &name).unwrap()));
     }
 }
@@ -42,7 +31,7 @@ fn gradient_text() {
 #[test]
 fn op_counts_before_and_after_simplification() {
     let mut table = String::from("loss | ops parsed | ops simplified | fused L+s ops\n");
-    for (name, g) in examples() {
+    for (name, g) in common::example_graphs() {
         let fused = fuse::fuse(&g, &name).unwrap();
         let _ = writeln!(
             table,

@@ -366,19 +366,8 @@ enum JitFailure {
 /// `lossc eval --backend jit`: the batch in f32 through the compiled kernel.
 fn run_jit(fused: &fuse::Fused, logits: &[f64], classes: usize, targets: Targets) -> Result<KernelOutput, JitFailure> {
     let z: Vec<f32> = logits.iter().map(|&v| v as f32).collect();
-    let lam: Vec<f32>;
-    let y: Vec<f32>;
-    let t32: Targets<f32> = match targets {
-        Targets::Labels { labels, smoothing } => Targets::Labels { labels, smoothing },
-        Targets::Mixup { labels, labels_b, lam: l, smoothing } => {
-            lam = l.iter().map(|&v| v as f32).collect();
-            Targets::Mixup { labels, labels_b, lam: &lam, smoothing }
-        }
-        Targets::Dense { y: d } => {
-            y = d.iter().map(|&v| v as f32).collect();
-            Targets::Dense { y: &y }
-        }
-    };
+    let (lam, y) = f32_parts(&targets);
+    let t32 = f32_targets(&targets, &lam, &y);
     let rows = lossc::contract::batch_size(z.len(), classes).map_err(JitFailure::Input)?;
     let kernel = jit::compile(fused, jit::Spec::of(&t32, classes)).map_err(JitFailure::Jit)?;
     let (mut grad, mut row_loss) = (vec![0f32; z.len()], vec![0f32; rows]);
@@ -580,16 +569,8 @@ fn run_gpu(
 ) -> Result<KernelOutput, String> {
     use lossc::backend::{cuda, wgsl};
     let z: Vec<f32> = logits.iter().map(|&v| v as f32).collect();
-    let (lam, y): (Vec<f32>, Vec<f32>) = match targets {
-        Targets::Mixup { lam, .. } => (lam.iter().map(|&v| v as f32).collect(), Vec::new()),
-        Targets::Dense { y } => (Vec::new(), y.iter().map(|&v| v as f32).collect()),
-        Targets::Labels { .. } => (Vec::new(), Vec::new()),
-    };
-    let t32: Targets<f32> = match targets {
-        Targets::Labels { labels, smoothing } => Targets::Labels { labels, smoothing },
-        Targets::Mixup { labels, labels_b, smoothing, .. } => Targets::Mixup { labels, labels_b, lam: &lam, smoothing },
-        Targets::Dense { .. } => Targets::Dense { y: &y },
-    };
+    let (lam, y) = f32_parts(&targets);
+    let t32 = f32_targets(&targets, &lam, &y);
     let (loss, row_loss, grad) = if backend == Backend::Cuda {
         let gpu = cuda::Cuda::new()?;
         let k = gpu.compile(fused)?;
@@ -774,4 +755,23 @@ fn bench_train(threads: usize, batch: usize, steps: usize) -> Result<(), Failure
         m.images_per_second
     );
     Ok(())
+}
+
+/// The f64 parts of a batch's targets (mixup `lam`, dense `y`) in f32, for the kernels.
+fn f32_parts(t: &Targets) -> (Vec<f32>, Vec<f32>) {
+    let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    match *t {
+        Targets::Mixup { lam, .. } => (narrow(lam), Vec::new()),
+        Targets::Dense { y } => (Vec::new(), narrow(y)),
+        Targets::Labels { .. } => (Vec::new(), Vec::new()),
+    }
+}
+
+/// The same targets over the f32 parts from [`f32_parts`].
+fn f32_targets<'a>(t: &Targets<'a>, lam: &'a [f32], y: &'a [f32]) -> Targets<'a, f32> {
+    match *t {
+        Targets::Labels { labels, smoothing } => Targets::Labels { labels, smoothing },
+        Targets::Mixup { labels, labels_b, smoothing, .. } => Targets::Mixup { labels, labels_b, lam, smoothing },
+        Targets::Dense { .. } => Targets::Dense { y },
+    }
 }

@@ -147,3 +147,19 @@ pub fn compare(
     }
     (compared, skipped)
 }
+
+/// The paper's losses in examples/*.loss, by file stem, sorted.
+pub fn example_graphs() -> Vec<(String, Graph)> {
+    let mut v: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "loss"))
+        .map(|path| {
+            let g = lossc::syntax::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            (path.file_stem().unwrap().to_string_lossy().into_owned(), g)
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(v.len(), 16, "the 16 paper losses");
+    v
+}
