@@ -78,8 +78,8 @@ pub struct Conv2d {
     pub oh: usize,
     pub ow: usize,
     pub weight: Param,
-    /// im2col of the last forward batch: [cin*k*k, n*oh*ow].
-    cols: Vec<f32>,
+    /// im2col of the last forward batch, one [cin*k*k, m*oh*ow] block per thread's share.
+    cols: Vec<Vec<f32>>,
     n: usize,
 }
 
@@ -138,54 +138,106 @@ impl Conv2d {
         }
     }
 
-    /// One GEMM for the whole batch: `Y[cout, n*p] = W[cout, kk] cols[kk, n*p]`.
+    /// Per thread, one GEMM over its share of the batch: `Y[cout, m*p] = W[cout, kk] cols[kk, m*p]`.
     pub fn forward(&mut self, x: &[f32], n: usize) -> Vec<f32> {
-        let (kk, p) = (self.cin * self.k * self.k, self.oh * self.ow);
-        let isz = self.cin * self.h * self.w;
+        let p = self.oh * self.ow;
+        let (isz, osz) = (self.cin * self.h * self.w, self.cout * p);
         self.n = n;
-        let np = n * p;
+        let per = n.div_ceil(threads().min(n).max(1));
         let mut cols = std::mem::take(&mut self.cols);
-        cols.resize(kk * np, 0.0);
-        for i in 0..n {
-            self.im2col(&x[i * isz..(i + 1) * isz], &mut cols, np, i * p);
-        }
-        let mut yt = vec![0.0; self.cout * np];
-        gemm(self.cout, kk, np, &self.weight.value, (kk as isize, 1), &cols, (np as isize, 1), &mut yt, false);
-        self.cols = cols;
-        // [cout, n, p] -> [n, cout, p]
-        let mut y = vec![0.0; n * self.cout * p];
-        for co in 0..self.cout {
-            for i in 0..n {
-                y[(i * self.cout + co) * p..(i * self.cout + co + 1) * p]
-                    .copy_from_slice(&yt[co * np + i * p..co * np + (i + 1) * p]);
+        cols.resize(n.div_ceil(per), Vec::new());
+        let mut y = vec![0.0; n * osz];
+        let this = &*self;
+        std::thread::scope(|s| {
+            for ((xs, ys), c) in x.chunks(per * isz).zip(y.chunks_mut(per * osz)).zip(cols.iter_mut()) {
+                s.spawn(move || this.forward_chunk(xs, ys, c));
             }
-        }
+        });
+        self.cols = cols;
         y
     }
 
-    pub fn backward(&mut self, gy: &[f32]) -> Vec<f32> {
-        let (kk, p, n) = (self.cin * self.k * self.k, self.oh * self.ow, self.n);
-        let np = n * p;
+    fn forward_chunk(&self, x: &[f32], y: &mut [f32], cols: &mut Vec<f32>) {
+        let (kk, p) = (self.cin * self.k * self.k, self.oh * self.ow);
         let isz = self.cin * self.h * self.w;
-        // [n, cout, p] -> [cout, n*p]
-        let mut gt = vec![0.0; self.cout * np];
+        let m = x.len() / isz;
+        let mp = m * p;
+        cols.resize(kk * mp, 0.0);
+        for i in 0..m {
+            self.im2col(&x[i * isz..(i + 1) * isz], cols, mp, i * p);
+        }
+        let mut yt = vec![0.0; self.cout * mp];
+        gemm(self.cout, kk, mp, &self.weight.value, (kk as isize, 1), cols, (mp as isize, 1), &mut yt, false);
+        // [cout, m, p] -> [m, cout, p]
         for co in 0..self.cout {
-            for i in 0..n {
-                gt[co * np + i * p..co * np + (i + 1) * p]
-                    .copy_from_slice(&gy[(i * self.cout + co) * p..(i * self.cout + co + 1) * p]);
+            for i in 0..m {
+                y[(i * self.cout + co) * p..(i * self.cout + co + 1) * p]
+                    .copy_from_slice(&yt[co * mp + i * p..co * mp + (i + 1) * p]);
             }
         }
-        // dW[cout, kk] += G[cout, n*p] cols^T[n*p, kk]
-        gemm(self.cout, np, kk, &gt, (np as isize, 1), &self.cols, (1, np as isize), &mut self.weight.grad, true);
-        // dcols[kk, n*p] = W^T[kk, cout] G[cout, n*p]
-        let mut dcols = vec![0.0; kk * np];
-        gemm(kk, self.cout, np, &self.weight.value, (1, kk as isize), &gt, (np as isize, 1), &mut dcols, false);
+    }
+
+    pub fn backward(&mut self, gy: &[f32]) -> Vec<f32> {
+        let p = self.oh * self.ow;
+        let (isz, osz) = (self.cin * self.h * self.w, self.cout * p);
+        let n = self.n;
+        let per = n.div_ceil(self.cols.len().max(1));
         let mut dx = vec![0.0; n * isz];
-        for i in 0..n {
-            self.col2im(&dcols, np, i * p, &mut dx[i * isz..(i + 1) * isz]);
+        let this = &*self;
+        let dws: Vec<Vec<f32>> = std::thread::scope(|s| {
+            let handles: Vec<_> = gy
+                .chunks(per * osz)
+                .zip(dx.chunks_mut(per * isz))
+                .zip(this.cols.iter())
+                .map(|((g, d), c)| s.spawn(move || this.backward_chunk(g, d, c)))
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("conv backward thread")).collect()
+        });
+        for dw in dws {
+            for (a, b) in self.weight.grad.iter_mut().zip(dw) {
+                *a += b;
+            }
         }
         dx
     }
+
+    /// One chunk's input gradient (into `dx`) and weight gradient (returned).
+    fn backward_chunk(&self, gy: &[f32], dx: &mut [f32], cols: &[f32]) -> Vec<f32> {
+        let (kk, p) = (self.cin * self.k * self.k, self.oh * self.ow);
+        let isz = self.cin * self.h * self.w;
+        let m = dx.len() / isz;
+        let mp = m * p;
+        // [m, cout, p] -> [cout, m*p]
+        let mut gt = vec![0.0; self.cout * mp];
+        for co in 0..self.cout {
+            for i in 0..m {
+                gt[co * mp + i * p..co * mp + (i + 1) * p]
+                    .copy_from_slice(&gy[(i * self.cout + co) * p..(i * self.cout + co + 1) * p]);
+            }
+        }
+        // dW[cout, kk] = G[cout, m*p] cols^T[m*p, kk]
+        let mut dw = vec![0.0; self.cout * kk];
+        gemm(self.cout, mp, kk, &gt, (mp as isize, 1), cols, (1, mp as isize), &mut dw, false);
+        // dcols[kk, m*p] = W^T[kk, cout] G[cout, m*p]
+        let mut dcols = vec![0.0; kk * mp];
+        gemm(kk, self.cout, mp, &self.weight.value, (1, kk as isize), &gt, (mp as isize, 1), &mut dcols, false);
+        for i in 0..m {
+            self.col2im(&dcols, mp, i * p, &mut dx[i * isz..(i + 1) * isz]);
+        }
+        dw
+    }
+}
+
+/// Threads the convolutions split a batch over (1 by default).
+static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Sets how many threads the convolutions use.
+pub fn set_threads(n: usize) {
+    THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn threads() -> usize {
+    THREADS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Batch normalisation over N, H, W per channel (eps 1e-3 as Keras; running statistics with

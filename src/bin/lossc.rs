@@ -102,7 +102,7 @@ enum Cmd {
     },
     /// Training throughput of the surrogate: images/s at a batch size, with CE, on random data.
     BenchTrain {
-        /// Threads for the matrix multiplications (the rest of a step runs on one).
+        /// Threads the convolutions split each batch over (the rest of a step runs on one).
         #[arg(long, default_value_t = 1)]
         threads: usize,
         #[arg(long, default_value_t = 128)]
@@ -732,9 +732,7 @@ fn bench_train(threads: usize, batch: usize, steps: usize) -> Result<(), Failure
     if threads == 0 || batch == 0 || steps == 0 {
         return Err(bad_input("error: --threads, --batch and --steps must be positive"));
     }
-    // matrixmultiply reads its thread count once, before the first product.
-    // SAFETY: no other thread exists yet that could read the environment concurrently.
-    unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
+    lossc_runtime::layers::set_threads(threads);
     let mut rng = lossc::rng::Rng::new(1);
     let n = 4 * batch;
     let data = Dataset {
@@ -750,10 +748,7 @@ fn bench_train(threads: usize, batch: usize, steps: usize) -> Result<(), Failure
     cfg.eval_every = usize::MAX;
     cfg.gate_step = usize::MAX;
     let m = train(&loss, &data, &data.slice(0, 1), &cfg, &mut |_| {});
-    println!(
-        "surrogate ResNet9v2 (width 1), batch {batch}, {threads} GEMM thread(s): {:.0} images/s",
-        m.images_per_second
-    );
+    println!("surrogate ResNet9v2 (width 1), batch {batch}, {threads} thread(s): {:.0} images/s", m.images_per_second);
     Ok(())
 }
 
