@@ -20,5 +20,6 @@ pub mod ir;
 pub mod mathref;
 pub mod passes;
 pub use lossc_runtime::rng;
+pub mod search;
 pub mod syntax;
 pub mod train;

@@ -1,0 +1,110 @@
+//! The genome, its mutation, and pre-screening (issue 6's foundations).
+
+use lossc::ir::UnOp;
+use lossc::ir::{Graph, print};
+use lossc::rng::Rng;
+use lossc::search::genome::{BinGene, Gene, Genome, INPUTS};
+use lossc::search::screen::{self, Rejection};
+
+fn gene(unary: UnOp, binary: BinGene, is_binary: bool, a: usize, b: usize) -> Gene {
+    Gene { unary, binary, is_binary, a, b }
+}
+
+/// Cross-entropy as the paper's Figure 1 encodes it: ln(p), times y, negated at the root.
+fn ce_genome() -> Genome {
+    let (y, p) = (0, 1);
+    Genome {
+        genes: vec![
+            gene(UnOp::Ln, BinGene::Add, false, p, y),                // 4: ln(p)
+            gene(UnOp::Abs, BinGene::Mul, true, y, INPUTS),           // 5: y * ln(p)
+            gene(UnOp::Sin, BinGene::Add, false, 2, 3),               // 6: inactive
+            gene(UnOp::Exp, BinGene::Max, true, 3, 2),                // 7: inactive
+            gene(UnOp::Neg, BinGene::Add, false, INPUTS + 1, INPUTS), // root: -(node 5)
+        ],
+    }
+}
+
+fn parse(src: &str) -> Graph {
+    lossc::syntax::parse(src).unwrap()
+}
+
+#[test]
+fn the_cross_entropy_genome_is_cross_entropy() {
+    let g = ce_genome();
+    assert!(g.is_valid());
+    let graph = g.to_graph("ce").unwrap();
+    assert_eq!(screen::key(&graph), screen::key(&parse("loss ce = -y * ln(p);")));
+    let s = screen::screen(&graph).unwrap();
+    assert_eq!(s.sign, 1.0);
+}
+
+#[test]
+fn cycles_and_losses_without_p_are_invalid() {
+    let mut g = ce_genome();
+    g.genes[0].a = INPUTS + 1; // node 4 reads node 5, which reads node 4
+    assert!(!g.is_valid());
+    let mut g = ce_genome();
+    g.genes[0].a = 2; // ln(1): no p left
+    assert!(!g.is_valid());
+}
+
+#[test]
+fn random_genomes_are_valid_and_print_to_text_that_parses_back() {
+    let mut rng = Rng::new(1);
+    for _ in 0..2000 {
+        let g = Genome::random(&mut rng, 4);
+        assert!(g.is_valid());
+        let graph = g.to_graph("l").unwrap();
+        let text = print::to_text(&graph);
+        let back = lossc::syntax::parse(&text).unwrap_or_else(|d| panic!("{}\n{text}", d.message));
+        assert_eq!(screen::key(&back), screen::key(&graph), "{text}");
+    }
+}
+
+#[test]
+fn mutation_keeps_genomes_valid_changes_them_and_is_seeded() {
+    let mut rng = Rng::new(2);
+    let parent = Genome::random(&mut rng, 4);
+    let mut a = Rng::new(3);
+    let mut b = Rng::new(3);
+    for _ in 0..500 {
+        let c1 = parent.mutate(&mut a).unwrap();
+        let c2 = parent.mutate(&mut b).unwrap();
+        assert_eq!(c1, c2);
+        assert!(c1.is_valid());
+        assert_ne!(c1, parent);
+    }
+}
+
+#[test]
+fn screening_rejects_what_the_predecessor_rejects_and_picks_the_sign() {
+    let rej = |src: &str| screen::screen(&parse(src)).err();
+    assert_eq!(rej("loss l = y + 2 * (p - p);"), Some(Rejection::IgnoresP));
+    assert_eq!(rej("loss l = y + p - p;"), Some(Rejection::Flat)); // not simplified away, but flat
+    assert_eq!(rej("loss l = relu(p - 2) + y;"), Some(Rejection::Flat));
+    assert_eq!(rej("loss l = y * square(p - 0.5);"), Some(Rejection::MiddleExtremum));
+    assert_eq!(rej("loss l = y * sin(20 * p);"), Some(Rejection::Wiggly));
+    // A loss written "upside down" is accepted with the sign flipped.
+    let s = screen::screen(&parse("loss l = y * ln(p);")).unwrap();
+    assert_eq!(s.sign, -1.0);
+    assert_eq!(s.key, screen::key(&parse("loss l = -(y * ln(p));")));
+    // CE and A2 pass and keep the sign they are written with.
+    for (file, sign) in [("examples/ce.loss", 1.0), ("examples/a2.loss", 1.0)] {
+        let g = parse(&std::fs::read_to_string(file).unwrap());
+        assert_eq!(screen::screen(&g).unwrap().sign, sign, "{file}");
+    }
+}
+
+#[test]
+fn equal_losses_written_differently_share_a_key() {
+    let a = screen::key(&parse("loss l = y * ln(p) + p * y;"));
+    let b = screen::key(&parse("let q = ln(p); loss l = y * p + q * y;"));
+    assert_eq!(a, b);
+    let c = screen::key(&parse("loss l = y * ln(p) - p * y;"));
+    assert_ne!(a, c);
+    // Phenotype distance: a loss and a positive multiple of it coincide once normalised.
+    let s1 = screen::screen(&parse("loss l = -y * ln(p);")).unwrap();
+    let s2 = screen::screen(&parse("loss l = -3 * y * ln(p);")).unwrap();
+    assert!(screen::distance(&s1.normalised, &s2.normalised) <= 0.01);
+    assert_ne!(s1.key, s2.key);
+}
