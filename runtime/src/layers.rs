@@ -148,11 +148,15 @@ impl Conv2d {
         cols.resize(n.div_ceil(per), Vec::new());
         let mut y = vec![0.0; n * osz];
         let this = &*self;
-        std::thread::scope(|s| {
-            for ((xs, ys), c) in x.chunks(per * isz).zip(y.chunks_mut(per * osz)).zip(cols.iter_mut()) {
-                s.spawn(move || this.forward_chunk(xs, ys, c));
-            }
-        });
+        if cols.len() == 1 {
+            this.forward_chunk(x, &mut y, &mut cols[0]); // no thread for one share
+        } else {
+            std::thread::scope(|s| {
+                for ((xs, ys), c) in x.chunks(per * isz).zip(y.chunks_mut(per * osz)).zip(cols.iter_mut()) {
+                    s.spawn(move || this.forward_chunk(xs, ys, c));
+                }
+            });
+        }
         self.cols = cols;
         y
     }
@@ -184,15 +188,19 @@ impl Conv2d {
         let per = n.div_ceil(self.cols.len().max(1));
         let mut dx = vec![0.0; n * isz];
         let this = &*self;
-        let dws: Vec<Vec<f32>> = std::thread::scope(|s| {
-            let handles: Vec<_> = gy
-                .chunks(per * osz)
-                .zip(dx.chunks_mut(per * isz))
-                .zip(this.cols.iter())
-                .map(|((g, d), c)| s.spawn(move || this.backward_chunk(g, d, c)))
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("conv backward thread")).collect()
-        });
+        let dws: Vec<Vec<f32>> = if self.cols.len() == 1 {
+            vec![this.backward_chunk(gy, &mut dx, &this.cols[0])]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = gy
+                    .chunks(per * osz)
+                    .zip(dx.chunks_mut(per * isz))
+                    .zip(this.cols.iter())
+                    .map(|((g, d), c)| s.spawn(move || this.backward_chunk(g, d, c)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("conv backward thread")).collect()
+            })
+        };
         for dw in dws {
             for (a, b) in self.weight.grad.iter_mut().zip(dw) {
                 *a += b;
