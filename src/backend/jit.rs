@@ -186,7 +186,6 @@ fn build(fused: &Fused, spec: Spec, clif_out: Option<&mut String>) -> Result<Jit
     };
     let sparse = off.as_ref().is_some_and(|g| is_zero(g, g.outputs[0].1) && is_zero(g, g.outputs[1].1));
 
-    let t0 = std::time::Instant::now();
     let mut flags = settings::builder();
     fn set(f: &mut settings::Builder, k: &str, v: &str) -> Result<(), JitError> {
         f.set(k, v).map_err(|e| JitError::Host(e.to_string()))
@@ -202,7 +201,6 @@ fn build(fused: &Fused, spec: Spec, clif_out: Option<&mut String>) -> Result<Jit
         .finish(settings::Flags::new(flags))
         .map_err(|e| JitError::Host(e.to_string()))?;
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-    let t1 = std::time::Instant::now();
     let mut ctx = module.make_context();
     let mut sig = module.make_signature();
     sig.params.push(AbiParam::new(I64));
@@ -222,22 +220,9 @@ fn build(fused: &Fused, spec: Spec, clif_out: Option<&mut String>) -> Result<Jit
     if let Some(out) = clif_out {
         *out = ctx.func.display().to_string();
     }
-    let dump = std::env::var_os("LOSSC_JIT_DUMP").is_some();
-    if dump {
-        ctx.set_disasm(true);
-    }
     module.define_function(id, &mut ctx).map_err(|e| JitError::Codegen(format!("{e:?}")))?;
-    if dump {
-        // Debugging aid: the machine code of the kernel, on stderr.
-        if let Some(code) = ctx.compiled_code() {
-            eprintln!("{}", code.vcode.as_deref().unwrap_or("(no disassembly)"));
-        }
-    }
     module.clear_context(&mut ctx);
     module.finalize_definitions().map_err(|e| JitError::Codegen(e.to_string()))?;
-    if std::env::var_os("LOSSC_JIT_TIMING").is_some() {
-        eprintln!("jit: isa+module {:?}, codegen {:?}", t1 - t0, t1.elapsed());
-    }
     let ptr = module.get_finalized_function(id);
     // SAFETY: `ptr` is the finalized code of a function with signature `fn(i64)` under the
     // host's default calling convention, which is `extern "C" fn(*const Args)`.
