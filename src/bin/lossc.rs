@@ -66,36 +66,8 @@ enum Cmd {
         /// Which loss of the file (default: its first).
         #[arg(long)]
         name: Option<String>,
-        /// fashion-mnist, fashion-mnist:DIR, cifar10:DIR or cifar100:DIR.
-        #[arg(long, default_value = "fashion-mnist")]
-        data: String,
-        /// base, cutout, mixup, randaug or all.
-        #[arg(long, default_value = "base")]
-        aug: String,
-        #[arg(long, default_value_t = 1000)]
-        steps: usize,
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value_t = 0.0)]
-        label_smoothing: f64,
-        /// adam or sgd (Nesterov 0.9).
-        #[arg(long, default_value = "adam")]
-        optimizer: String,
-        /// Peak learning rate of the one-cycle schedule (default 1e-3 for Adam, 0.1 for SGD).
-        #[arg(long)]
-        lr: Option<f32>,
-        /// Warm-up steps (default: min(1000, steps / 5)).
-        #[arg(long)]
-        warmup: Option<usize>,
-        #[arg(long, default_value_t = 0.0)]
-        weight_decay: f32,
-        /// Channel multiplier of the surrogate (1: 8/16/32 channels).
-        #[arg(long, default_value_t = 1)]
-        width: usize,
-        #[arg(long, default_value_t = 200)]
-        eval_every: usize,
+        #[command(flatten)]
+        opts: TrainOpts,
         /// Where to write the JSON record (default: stdout only).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -175,39 +147,7 @@ fn main() -> ExitCode {
         Cmd::Compile { file, target, out, loss } => compile(&file, target, &out, loss.as_deref()),
         Cmd::GpuBench { files, shapes } => gpu_bench(&files, &shapes),
         Cmd::BenchTrain { threads, batch, steps } => bench_train(threads, batch, steps),
-        Cmd::Train {
-            loss,
-            name,
-            data,
-            aug,
-            steps,
-            batch,
-            seed,
-            label_smoothing,
-            optimizer,
-            lr,
-            warmup,
-            weight_decay,
-            width,
-            eval_every,
-            out,
-        } => {
-            let opts = TrainOpts {
-                data,
-                aug,
-                steps,
-                batch,
-                seed,
-                label_smoothing,
-                optimizer,
-                lr,
-                warmup,
-                weight_decay,
-                width,
-                eval_every,
-            };
-            train_cmd(&loss, name.as_deref(), &opts, out.as_deref())
-        }
+        Cmd::Train { loss, name, opts, out } => train_cmd(&loss, name.as_deref(), &opts, out.as_deref()),
         Cmd::Bench { files, shapes, targets, threads, jax } => bench(&files, &shapes, &targets, threads, jax),
     };
     match result {
@@ -616,18 +556,37 @@ fn gpu_bench(files: &[PathBuf], shapes: &[String]) -> Result<(), Failure> {
 }
 
 /// The options of `lossc train` besides the loss and the output.
+#[derive(clap::Args)]
 struct TrainOpts {
+    /// fashion-mnist, fashion-mnist:DIR, cifar10:DIR or cifar100:DIR.
+    #[arg(long, default_value = "fashion-mnist")]
     data: String,
+    /// base, cutout, mixup, randaug or all.
+    #[arg(long, default_value = "base")]
     aug: String,
+    #[arg(long, default_value_t = 1000)]
     steps: usize,
+    #[arg(long, default_value_t = 128)]
     batch: usize,
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[arg(long, default_value_t = 0.0)]
     label_smoothing: f64,
+    /// adam or sgd (Nesterov 0.9).
+    #[arg(long, default_value = "adam")]
     optimizer: String,
+    /// Peak learning rate of the one-cycle schedule (default 1e-3 for Adam, 0.1 for SGD).
+    #[arg(long)]
     lr: Option<f32>,
+    /// Warm-up steps (default: min(1000, steps / 5)).
+    #[arg(long)]
     warmup: Option<usize>,
+    #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
+    /// Channel multiplier of the surrogate (1: 8/16/32 channels).
+    #[arg(long, default_value_t = 1)]
     width: usize,
+    #[arg(long, default_value_t = 200)]
     eval_every: usize,
 }
 
