@@ -1,14 +1,33 @@
 //! Glue between the compiler and the training runtime: a fused loss as the runtime's
 //! [`LossFn`], through the JIT kernel (compiled once per target form and smoothing).
 
-use crate::backend::jit::{self, Spec, TargetKind};
+use crate::backend::jit::{self, JitKernel, Spec, TargetKind};
 use crate::contract::Targets;
 use crate::passes::fuse::Fused;
 use lossc_runtime::train::{LabelTargets, LossFn};
+use std::sync::{Arc, Mutex};
 
-/// A compiled loss for training.
+/// A compiled loss for training. Kernels are kept per spec here, so a training step does not
+/// pay the process cache's key (the printed graph) each time.
 pub struct JitLoss {
     pub fused: Fused,
+    kernels: Mutex<Vec<(Spec, Arc<JitKernel>)>>,
+}
+
+impl JitLoss {
+    pub fn new(fused: Fused) -> JitLoss {
+        JitLoss { fused, kernels: Mutex::new(Vec::new()) }
+    }
+
+    fn kernel(&self, spec: Spec) -> Result<Arc<JitKernel>, String> {
+        let mut ks = self.kernels.lock().expect("kernel list");
+        if let Some((_, k)) = ks.iter().find(|(s, _)| *s == spec) {
+            return Ok(k.clone());
+        }
+        let k = jit::compile(&self.fused, spec).map_err(|e| e.to_string())?;
+        ks.push((spec, k.clone()));
+        Ok(k)
+    }
 }
 
 impl LossFn for JitLoss {
@@ -18,8 +37,7 @@ impl LossFn for JitLoss {
             _ => Targets::Labels { labels: t.labels, smoothing: t.smoothing },
         };
         let kind = if matches!(targets, Targets::Mixup { .. }) { TargetKind::Mixup } else { TargetKind::Labels };
-        let kernel =
-            jit::compile(&self.fused, Spec { kind, smoothing: t.smoothing, classes }).map_err(|e| e.to_string())?;
+        let kernel = self.kernel(Spec { kind, smoothing: t.smoothing, classes })?;
         let mut row_loss = vec![0f32; t.labels.len()];
         kernel.run(logits, &targets, grad, &mut row_loss, 0).map_err(|e| e.to_string())
     }

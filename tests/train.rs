@@ -11,7 +11,7 @@ use std::path::Path;
 fn loss(file: &str) -> JitLoss {
     let g = lossc::syntax::parse(&std::fs::read_to_string(file).unwrap()).unwrap();
     let name = g.outputs[0].0.clone();
-    JitLoss { fused: fuse::fuse(&g, &name).unwrap() }
+    JitLoss::new(fuse::fuse(&g, &name).unwrap())
 }
 
 #[test]

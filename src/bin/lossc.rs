@@ -648,7 +648,7 @@ fn train_cmd(file: &Path, name: Option<&str>, o: &TrainOpts, out: Option<&Path>)
     cfg.weight_decay = o.weight_decay;
     cfg.width = o.width;
     cfg.eval_every = o.eval_every.max(1);
-    let loss = lossc::train::JitLoss { fused: fuse::fuse(&g, &name).expect("picked names exist") };
+    let loss = lossc::train::JitLoss::new(fuse::fuse(&g, &name).expect("picked names exist"));
     let bar = indicatif::ProgressBar::new(o.steps as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
@@ -701,7 +701,7 @@ fn bench_train(threads: usize, batch: usize, steps: usize) -> Result<(), Failure
         classes: 10,
     };
     let g = syntax::parse("loss ce = -y * ln(p);").expect("valid");
-    let loss = lossc::train::JitLoss { fused: fuse::fuse(&g, "ce").expect("exists") };
+    let loss = lossc::train::JitLoss::new(fuse::fuse(&g, "ce").expect("exists"));
     let mut cfg = Config::new(steps, Augment::new(Technique::Base));
     cfg.batch = batch;
     cfg.eval_every = usize::MAX;
