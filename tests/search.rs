@@ -118,10 +118,15 @@ struct Synthetic {
 }
 
 impl lossc::search::evolution::Fitness for Synthetic {
-    fn score(&mut self, c: &lossc::search::screen::Screened) -> f64 {
-        self.calls += 1;
-        assert!(self.keys.insert(c.key.clone()), "scored twice: {}", c.key);
-        1.0 - screen::distance(&c.normalised, &self.target)
+    fn score(&mut self, batch: &[&lossc::search::evolution::Member]) -> Vec<f64> {
+        batch
+            .iter()
+            .map(|m| {
+                self.calls += 1;
+                assert!(self.keys.insert(m.screened.key.clone()), "scored twice: {}", m.screened.key);
+                1.0 - screen::distance(&m.screened.normalised, &self.target)
+            })
+            .collect()
     }
 }
 
@@ -133,14 +138,14 @@ fn synthetic() -> Synthetic {
 #[test]
 fn regularized_evolution_with_a_synthetic_fitness_improves_and_is_reproducible() {
     use lossc::search::evolution::{Evolution, Settings};
-    let settings = Settings { population: 8, initial: 40, tournament: 4, iterations: 60, hidden: 4, seed: 1 };
+    let settings = Settings { population: 8, initial: 40, tournament: 4, iterations: 60, hidden: 4, seed: 1, round: 1 };
     let run = || {
         let mut f = synthetic();
         let mut e = Evolution::start(settings.clone(), &mut f);
         let initial_best = e.population.iter().map(|m| m.fitness).fold(f64::MIN, f64::max);
         let mut steps = 0;
         for _ in 0..settings.iterations {
-            steps += e.step(&mut f) as usize;
+            steps += e.step(&mut f);
             assert_eq!(e.population.len(), settings.population);
         }
         let keys: Vec<String> = e.population.iter().map(|m| m.screened.key.clone()).collect();
@@ -152,4 +157,41 @@ fn regularized_evolution_with_a_synthetic_fitness_improves_and_is_reproducible()
     assert!(steps > 40, "only {steps} of 60 iterations found a new child");
     assert!(best >= initial_best);
     assert_eq!(run().2, keys, "the same seed must give the same population");
+}
+
+#[test]
+fn rounds_of_several_children_keep_the_population_size_and_never_score_twice() {
+    use lossc::search::evolution::{Evolution, Settings};
+    let settings = Settings { population: 6, initial: 20, tournament: 3, iterations: 30, hidden: 4, seed: 7, round: 4 };
+    let mut f = synthetic();
+    let mut e = Evolution::start(settings.clone(), &mut f);
+    while e.children < settings.iterations {
+        assert!(e.step(&mut f) > 0);
+        assert_eq!(e.population.len(), settings.population);
+    }
+    // Members are ordered by age: sequence numbers rise from the oldest to the newest child.
+    let seqs: Vec<usize> = e.population.iter().map(|m| m.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(f.calls, e.scored.len());
+}
+
+#[test]
+fn genomes_encode_and_decode() {
+    let mut rng = Rng::new(9);
+    for _ in 0..500 {
+        let g = Genome::random(&mut rng, 4);
+        assert_eq!(Genome::decode(&g.encode()), Some(g.clone()), "{}", g.encode());
+    }
+    assert_eq!(Genome::decode("ln add 1 99 0"), None);
+    assert_eq!(Genome::decode("nope add 1 0 0"), None);
+}
+
+#[test]
+fn kendall_tau_matches_scipy() {
+    use lossc::search::stats::kendall_tau;
+    // scipy.stats.kendalltau (tau-b) on these pairs: 0.4, -1, and 0.8 (with ties).
+    assert!((kendall_tau(&[1., 2., 3., 4., 5.], &[3., 1., 2., 5., 4.]) - 0.4).abs() < 1e-12);
+    assert!((kendall_tau(&[1., 2., 3.], &[3., 2., 1.]) + 1.0).abs() < 1e-12);
+    assert!((kendall_tau(&[1., 2., 2., 3.], &[1., 2., 3., 3.]) - 0.8).abs() < 1e-12);
+    assert!(kendall_tau(&[1., 1.], &[1., 2.]).is_nan());
 }

@@ -6,7 +6,7 @@ use crate::data::Dataset;
 use crate::model::ResNet9v2;
 use crate::optim::{Optimizer, State, one_cycle};
 use crate::rng::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 /// Targets of a training batch, as the loss kernel takes them: integer labels with smoothing,
@@ -66,7 +66,7 @@ impl Config {
 }
 
 /// The JSON record of a run.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Metrics {
     /// (step, mean training loss, training accuracy) over each evaluation interval.
     pub train: Vec<(usize, f64, f64)>,
@@ -77,6 +77,8 @@ pub struct Metrics {
     pub fitness: f64,
     /// Why the run stopped early, if it did.
     pub stopped: Option<String>,
+    /// Accuracy of the final model on the test set, when one was given (0 after an early stop).
+    pub test_accuracy: Option<f64>,
     pub steps: usize,
     pub wall_seconds: f64,
     pub images_per_second: f64,
@@ -120,6 +122,18 @@ pub fn train(
     loss: &dyn LossFn,
     train: &Dataset,
     val: &Dataset,
+    cfg: &Config,
+    progress: &mut dyn FnMut(&Progress),
+) -> Metrics {
+    train_and_test(loss, train, val, None, cfg, progress)
+}
+
+/// [`train`], then the final model's accuracy on `test` (the evaluation tables report it).
+pub fn train_and_test(
+    loss: &dyn LossFn,
+    train: &Dataset,
+    val: &Dataset,
+    test: Option<&Dataset>,
     cfg: &Config,
     progress: &mut dyn FnMut(&Progress),
 ) -> Metrics {
@@ -195,6 +209,9 @@ pub fn train(
         progress(&Progress { step: step + 1, loss: l, best_validation_accuracy: m.best_validation_accuracy });
     }
     m.fitness = if m.stopped.is_some() { 0.0 } else { m.best_validation_accuracy };
+    if let Some(test) = test {
+        m.test_accuracy = Some(if m.stopped.is_some() { 0.0 } else { accuracy(&mut model, test) });
+    }
     m.wall_seconds = start.elapsed().as_secs_f64();
     m.images_per_second = (m.steps * cfg.batch) as f64 / m.wall_seconds;
     m

@@ -6,6 +6,9 @@ use lossc::bench::{self as lbench, BenchBatch, BenchTargets};
 use lossc::contract::{ContractError, KernelOutput, Targets};
 use lossc::ir::{Graph, print};
 use lossc::passes::{fuse, simplify::simplify};
+use lossc::search::evolution::Settings;
+use lossc::search::run as srun;
+use lossc::train::TrainSpec;
 use lossc::{interp, syntax};
 use serde::Deserialize;
 use std::io::IsTerminal;
@@ -68,6 +71,13 @@ enum Cmd {
         name: Option<String>,
         #[command(flatten)]
         opts: TrainOpts,
+        /// Also report the final model's test-set accuracy.
+        #[arg(long)]
+        test: bool,
+        /// Threads the convolutions split each batch over (results differ in the last bits
+        /// between thread counts; searches train on one).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         /// Where to write the JSON record (default: stdout only).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -81,6 +91,70 @@ enum Cmd {
         batch: usize,
         #[arg(long, default_value_t = 20)]
         steps: usize,
+    },
+    /// Regularized evolution over the loss genome, stored in SQLite and resumable: a run
+    /// interrupted at any point continues where it stopped when started again.
+    Search {
+        #[command(flatten)]
+        store: StoreOpts,
+        #[arg(long, default_value_t = 100)]
+        population: usize,
+        /// Random valid losses trained to pick the first population from.
+        #[arg(long, default_value_t = 1000)]
+        initial: usize,
+        #[arg(long, default_value_t = 20)]
+        tournament: usize,
+        /// Children to train.
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+        /// Hidden nodes of the genome.
+        #[arg(long, default_value_t = 4)]
+        hidden: usize,
+        /// Children generated and trained together (default: the number of workers). Part of
+        /// the run's settings: the same value reproduces the same search.
+        #[arg(long)]
+        round: Option<usize>,
+        /// Training of each candidate (--seed also seeds the evolution).
+        #[command(flatten)]
+        opts: TrainOpts,
+        /// Where the best losses go, as best-1.loss, best-2.loss, ...
+        #[arg(long, default_value = "search-out")]
+        out: PathBuf,
+        /// How many best losses to write.
+        #[arg(long, default_value_t = 5)]
+        best: usize,
+    },
+    /// Train random valid losses under several augmentations and print Kendall's tau between
+    /// the augmentations' rankings (paper Table 3); resumable like search.
+    Sample {
+        #[command(flatten)]
+        store: StoreOpts,
+        /// How many random screened losses.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 4)]
+        hidden: usize,
+        /// The tau over the best k losses (by mean fitness) is printed too.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Training of each loss; --aug takes a comma-separated list here.
+        #[command(flatten)]
+        opts: TrainOpts,
+        /// Also write the tau table as CSV here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Claim and run training jobs from a store until none are left (to add machines or
+    /// processes to a search or sample running on the same database file).
+    Worker {
+        #[arg(long)]
+        db: PathBuf,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Stop after this many seconds without a job.
+        #[arg(long, default_value_t = 10.0)]
+        idle: f64,
     },
     /// Time the CUDA kernels on a GPU against the device's copy bandwidth (labels, no smoothing).
     GpuBench {
@@ -147,7 +221,24 @@ fn main() -> ExitCode {
         Cmd::Compile { file, target, out, loss } => compile(&file, target, &out, loss.as_deref()),
         Cmd::GpuBench { files, shapes } => gpu_bench(&files, &shapes),
         Cmd::BenchTrain { threads, batch, steps } => bench_train(threads, batch, steps),
-        Cmd::Train { loss, name, opts, out } => train_cmd(&loss, name.as_deref(), &opts, out.as_deref()),
+        Cmd::Train { loss, name, opts, test, threads, out } => {
+            lossc_runtime::layers::set_threads(threads);
+            train_cmd(&loss, name.as_deref(), &opts, test, out.as_deref())
+        }
+        Cmd::Search { store, population, initial, tournament, iterations, hidden, round, opts, out, best } => {
+            let settings = Settings {
+                population,
+                initial,
+                tournament,
+                iterations,
+                hidden,
+                seed: opts.seed,
+                round: round.unwrap_or(store.workers).max(1),
+            };
+            search_cmd(&store, settings, &opts, &out, best)
+        }
+        Cmd::Sample { store, n, hidden, top, opts, csv } => sample_cmd(&store, n, hidden, top, &opts, csv.as_deref()),
+        Cmd::Worker { db, workers, idle } => worker_cmd(&db, workers, idle),
         Cmd::Bench { files, shapes, targets, threads, jax } => bench(&files, &shapes, &targets, threads, jax),
     };
     match result {
@@ -555,6 +646,20 @@ fn gpu_bench(files: &[PathBuf], shapes: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where a search, sample or evaluation keeps its state.
+#[derive(clap::Args)]
+struct StoreOpts {
+    /// The SQLite store (created if missing; an existing run in it is resumed).
+    #[arg(long)]
+    db: PathBuf,
+    /// The run's name in the store.
+    #[arg(long)]
+    run: Option<String>,
+    /// Worker threads training in this process (0: only `lossc worker` processes train).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
 /// The options of `lossc train` besides the loss and the output.
 #[derive(clap::Args)]
 struct TrainOpts {
@@ -588,87 +693,72 @@ struct TrainOpts {
     width: usize,
     #[arg(long, default_value_t = 200)]
     eval_every: usize,
+    /// Validation images held out from the end of the training set (the paper: 5,000).
+    #[arg(long, default_value_t = 5000)]
+    val: usize,
+    /// The early stop: at this step (default min(800, steps / 2)) a training accuracy below
+    /// --gate-accuracy scores 0.
+    #[arg(long)]
+    gate_step: Option<usize>,
+    #[arg(long, default_value_t = 0.35)]
+    gate_accuracy: f64,
 }
 
-/// Loads `fashion-mnist[:DIR]`, `cifar10:DIR` or `cifar100:DIR` as (train, validation).
-fn load_data(spec: &str) -> Result<(lossc_runtime::data::Dataset, lossc_runtime::data::Dataset), Failure> {
-    use lossc_runtime::data;
-    let (kind, dir) = spec.split_once(':').unwrap_or((spec, ""));
-    let bad = |e: data::DataError| bad_input(format!("error: {e}"));
-    let (train, _test) = match kind {
-        "fashion-mnist" => {
-            let dir = if dir.is_empty() { data::FASHION_MNIST_DIR } else { dir };
-            if !Path::new(dir).exists() {
-                return Err(bad_input(format!(
-                    "error: {dir} does not exist (apt install dataset-fashion-mnist, or give fashion-mnist:DIR)"
-                )));
-            }
-            data::fashion_mnist(Path::new(dir)).map_err(bad)?
+impl TrainOpts {
+    fn spec(&self) -> TrainSpec {
+        TrainSpec {
+            data: self.data.clone(),
+            aug: self.aug.clone(),
+            steps: self.steps,
+            batch: self.batch,
+            seed: self.seed,
+            label_smoothing: self.label_smoothing,
+            optimizer: self.optimizer.clone(),
+            lr: self.lr,
+            warmup: self.warmup,
+            weight_decay: self.weight_decay,
+            width: self.width,
+            eval_every: self.eval_every,
+            val: self.val,
+            gate_step: self.gate_step,
+            gate_accuracy: self.gate_accuracy,
+            test: false,
         }
-        "cifar10" | "cifar100" if !dir.is_empty() => {
-            let k = if kind == "cifar10" { data::Cifar::Ten } else { data::Cifar::Hundred };
-            data::cifar(k, Path::new(dir)).map_err(bad)?
-        }
-        _ => {
-            return Err(bad_input(format!(
-                "error: --data `{spec}`: expected fashion-mnist[:DIR], cifar10:DIR or cifar100:DIR"
-            )));
-        }
-    };
-    Ok(train.split_validation(5000))
+    }
 }
 
-fn train_cmd(file: &Path, name: Option<&str>, o: &TrainOpts, out: Option<&Path>) -> Result<(), Failure> {
-    use lossc_runtime::augment::{Augment, Technique};
-    use lossc_runtime::optim::Optimizer;
-    use lossc_runtime::train::{Config, train};
+/// A progress bar over training steps.
+fn step_bar(steps: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
+            .expect("static template"),
+    );
+    bar
+}
+
+fn train_cmd(file: &Path, name: Option<&str>, o: &TrainOpts, test: bool, out: Option<&Path>) -> Result<(), Failure> {
     let g = load(file)?;
     let name = match name {
         Some(n) => pick(&g, Some(n))?.remove(0),
         None => g.outputs[0].0.clone(),
     };
-    let technique = Technique::parse(&o.aug)
-        .ok_or_else(|| bad_input(format!("error: --aug `{}`: expected base, cutout, mixup, randaug or all", o.aug)))?;
-    let optimizer = match o.optimizer.as_str() {
-        "adam" => Optimizer::Adam,
-        "sgd" => Optimizer::Sgd,
-        other => return Err(bad_input(format!("error: --optimizer `{other}`: expected adam or sgd"))),
-    };
-    if o.steps == 0 || o.batch == 0 || o.width == 0 || !(0.0..=1.0).contains(&o.label_smoothing) {
-        return Err(bad_input("error: --steps, --batch and --width must be positive and --label-smoothing in [0, 1]"));
-    }
-    let (train_set, val) = load_data(&o.data)?;
-    let mut cfg = Config::new(o.steps, Augment::new(technique));
-    cfg.batch = o.batch;
-    cfg.seed = o.seed;
-    cfg.label_smoothing = o.label_smoothing;
-    cfg.optimizer = optimizer;
-    cfg.lr = o.lr.unwrap_or(if optimizer == Optimizer::Adam { 1e-3 } else { 0.1 });
-    cfg.warmup = o.warmup.unwrap_or(cfg.warmup).max(1);
-    cfg.weight_decay = o.weight_decay;
-    cfg.width = o.width;
-    cfg.eval_every = o.eval_every.max(1);
-    let loss = lossc::train::JitLoss::new(fuse::fuse(&g, &name).expect("picked names exist"));
-    let bar = indicatif::ProgressBar::new(o.steps as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
-            .expect("static template"),
-    );
-    let metrics = train(&loss, &train_set, &val, &cfg, &mut |p| {
+    let mut spec = o.spec();
+    spec.test = test;
+    let cfg = spec.config().map_err(|e| bad_input(format!("error: {e}")))?;
+    let data = lossc::train::load_data(&spec.data, spec.val).map_err(|e| bad_input(format!("error: {e}")))?;
+    let only = g.extract(&name).expect("picked names exist");
+    let bar = step_bar(o.steps);
+    let metrics = lossc::train::train_text(&print::to_text(&only), &spec, &data, &mut |p| {
         bar.set_position(p.step as u64);
         bar.set_message(format!("loss {:.4}  best val acc {:.4}", p.loss, p.best_validation_accuracy));
-    });
+    })
+    .map_err(|e| Failure { code: 1, message: format!("error: {e}") })?;
     bar.finish_and_clear();
     let record = serde_json::json!({
         "loss": name,
         "file": file.display().to_string(),
-        "data": o.data,
-        "aug": o.aug,
-        "steps": o.steps,
-        "batch": o.batch,
-        "seed": o.seed,
-        "label_smoothing": o.label_smoothing,
-        "optimizer": o.optimizer,
+        "spec": spec,
         "lr": cfg.lr,
         "metrics": metrics,
     });
@@ -728,4 +818,167 @@ fn f32_targets<'a>(t: &Targets<'a>, lam: &'a [f32], y: &'a [f32]) -> Targets<'a,
         Targets::Mixup { labels, labels_b, smoothing, .. } => Targets::Mixup { labels, labels_b, lam, smoothing },
         Targets::Dense { .. } => Targets::Dense { y },
     }
+}
+
+/// A bar that follows a search's or sample's phases.
+fn phase_bar() -> impl FnMut(&srun::Progress) {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>8} {bar:30} {pos}/{len}  {msg}  [{elapsed} < {eta}]")
+            .expect("static template"),
+    );
+    let mut phase = "";
+    move |p: &srun::Progress| {
+        if p.phase != phase {
+            phase = p.phase;
+            bar.reset();
+            bar.set_prefix(p.phase);
+            bar.set_length(p.total as u64);
+        }
+        bar.set_position(p.done as u64);
+        bar.set_message(format!("best fitness {:.4}", p.best));
+        if p.done >= p.total && p.phase != "initial" {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn failure(message: String) -> Failure {
+    Failure { code: 1, message: format!("error: {message}") }
+}
+
+fn search_cmd(store: &StoreOpts, settings: Settings, o: &TrainOpts, out: &Path, best: usize) -> Result<(), Failure> {
+    let spec = o.spec();
+    spec.config().map_err(|e| bad_input(format!("error: {e}")))?;
+    if settings.population == 0 || settings.initial < settings.population || settings.tournament == 0 {
+        return Err(bad_input("error: need --population > 0, --initial >= --population and --tournament > 0"));
+    }
+    if settings.hidden == 0 {
+        return Err(bad_input("error: --hidden must be positive"));
+    }
+    check_out_dir(out)?;
+    let run = store.run.clone().unwrap_or_else(|| "search".into());
+    let settings = srun::SearchSettings { evolution: settings, spec };
+    let report = srun::search(&store.db, &run, &settings, store.workers, &mut phase_bar()).map_err(|e| {
+        if e.contains("was started with") || e.contains("is a ") { bad_input(format!("error: {e}")) } else { failure(e) }
+    })?;
+    let db = lossc::search::store::Store::open(&store.db).map_err(|e| failure(e.to_string()))?;
+    let (done, attempts) = db.counts().map_err(|e| failure(e.to_string()))?;
+    println!(
+        "search `{run}` in {}{}: {} children, {} trainings stored ({} attempts), {} run by this process",
+        store.db.display(),
+        if report.resumed { " (resumed)" } else { "" },
+        report.children,
+        done,
+        attempts,
+        report.trained_here
+    );
+    println!("population (oldest first):");
+    for m in &report.population {
+        println!("  c{:<6} fitness {:.4}  {}", m.seq, m.fitness, m.screened.key);
+    }
+    if let Some(b) = &report.best {
+        println!("best: c{} fitness {:.4}  {}", b.seq, b.fitness, b.screened.key);
+    }
+    let written = srun::write_best(&db, &run, out, best).map_err(failure)?;
+    for p in written {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// Refuses an output directory holding best-N.loss files that lossc did not write.
+fn check_out_dir(out: &Path) -> Result<(), Failure> {
+    let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("best-") && name.ends_with(".loss") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if !text.starts_with(srun::MARK) {
+                return Err(bad_input(format!(
+                    "error: {} was not written by lossc search; choose another --out",
+                    e.path().display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sample_cmd(store: &StoreOpts, n: usize, hidden: usize, top: usize, o: &TrainOpts, csv: Option<&Path>) -> Result<(), Failure> {
+    use lossc::search::stats::kendall_tau;
+    let augs: Vec<String> = o.aug.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+    if augs.len() < 2 || n < 2 || hidden == 0 {
+        return Err(bad_input("error: sample needs --n >= 2, --hidden > 0 and at least two augmentations in --aug a,b"));
+    }
+    let mut spec = o.spec();
+    spec.aug = augs[0].clone();
+    let run = store.run.clone().unwrap_or_else(|| "sample".into());
+    let settings = srun::SampleSettings { n, hidden, seed: o.seed, augs: augs.clone(), spec };
+    for a in &augs {
+        TrainSpec { aug: a.clone(), ..settings.spec.clone() }.config().map_err(|e| bad_input(format!("error: {e}")))?;
+    }
+    let table = srun::sample(&store.db, &run, &settings, store.workers, &mut phase_bar()).map_err(|e| {
+        if e.contains("was started with") || e.contains("is a ") { bad_input(format!("error: {e}")) } else { failure(e) }
+    })?;
+    let rows = &table.rows;
+    let mut by_mean: Vec<usize> = (0..rows.len()).collect();
+    let mean = |i: usize| rows[i].2.iter().sum::<f64>() / augs.len() as f64;
+    by_mean.sort_by(|&a, &b| mean(b).total_cmp(&mean(a)));
+    let k = top.min(rows.len());
+    let column = |set: &[usize], a: usize| set.iter().map(|&i| rows[i].2[a]).collect::<Vec<f64>>();
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let mut csv_text = String::from("losses,aug_a,aug_b,n,kendall_tau\n");
+    for (label, set) in [(format!("all {} losses", rows.len()), &all[..]), (format!("best {k} by mean fitness"), &by_mean[..k])] {
+        println!("\nKendall's tau, {label}:\n");
+        println!("| | {} |", augs.join(" | "));
+        println!("|---|{}", "---|".repeat(augs.len()));
+        for a in 0..augs.len() {
+            let cells: Vec<String> = (0..augs.len())
+                .map(|b| {
+                    let t = kendall_tau(&column(set, a), &column(set, b));
+                    if a < b {
+                        csv_text += &format!("{},{},{},{},{t:.4}\n", label.split(' ').next().unwrap_or(""), augs[a], augs[b], set.len());
+                    }
+                    format!("{t:.3}")
+                })
+                .collect();
+            println!("| {} | {} |", augs[a], cells.join(" | "));
+        }
+    }
+    println!("\nfitness (best validation accuracy) of each loss:\n");
+    println!("| loss | {} | key |", augs.join(" | "));
+    println!("|---|{}---|", "---|".repeat(augs.len()));
+    for &i in by_mean.iter().take(k) {
+        let f: Vec<String> = rows[i].2.iter().map(|v| format!("{v:.4}")).collect();
+        println!("| c{} | {} | `{}` |", rows[i].0, f.join(" | "), rows[i].1);
+    }
+    if let Some(path) = csv {
+        std::fs::write(path, csv_text).map_err(|e| failure(format!("cannot write {}: {e}", path.display())))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn worker_cmd(db: &Path, workers: usize, idle: f64) -> Result<(), Failure> {
+    if workers == 0 || !(idle >= 0.0) {
+        return Err(bad_input("error: --workers must be positive and --idle a number of seconds"));
+    }
+    lossc::search::store::Store::open(db).map_err(|e| failure(e.to_string()))?;
+    lossc_runtime::layers::set_threads(1);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let ran: Result<Vec<usize>, String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..workers)
+            .map(|i| {
+                let stop = &stop;
+                s.spawn(move || {
+                    srun::work(db, &lossc::search::store::worker_id(i), stop, Some(std::time::Duration::from_secs_f64(idle)))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a worker panicked".into()))).collect()
+    });
+    let ran: usize = ran.map_err(failure)?.iter().sum();
+    println!("{ran} training job(s) run from {}", db.display());
+    Ok(())
 }

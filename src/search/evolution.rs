@@ -2,23 +2,54 @@
 //! pluggable fitness so the search logic is testable without training.
 //!
 //! Population: the best `population` of `initial` random valid, screened, distinct losses.
-//! Each iteration: a tournament of `tournament` members drawn with replacement; the winner is
-//! mutated until the child passes screening and is new (by canonical key, and by phenotype
-//! distance > 0.01 to every member); the child is scored, joins, and the oldest member leaves.
+//! Each round: `round` tournaments of `tournament` members drawn with replacement; each winner
+//! is mutated until the child passes screening and is new (by canonical key, and by phenotype
+//! distance > 0.01 to every member and every child of the round); the children are scored
+//! together (in parallel by the store's workers), join in order, and as many of the oldest
+//! members leave. With `round = 1` this is Algorithm 1 exactly.
+//!
+//! The run is a deterministic function of its settings and of the fitness values it is given,
+//! so a store that remembers fitness values can resume it by replaying it.
 
 use super::genome::Genome;
-use super::screen::{self, Screened};
+use super::screen::{self, Rejection, Screened};
+use crate::ir::Graph;
 use crate::rng::Rng;
 use std::collections::{HashMap, VecDeque};
 
-/// Scores a screened candidate (higher is better): training in the real search, a synthetic
+/// Scores screened candidates (higher is better): training in the real search, a synthetic
 /// function in tests.
 pub trait Fitness {
-    fn score(&mut self, candidate: &Screened) -> f64;
+    /// The fitness of each candidate, in order; called once per round.
+    fn score(&mut self, candidates: &[&Member]) -> Vec<f64>;
+    /// Sees every candidate the run generates, in order, with its verdict; a store records them.
+    fn observe(&mut self, _seq: usize, _genome: &Genome, _graph: &Graph, _verdict: &Verdict) {}
+}
+
+/// What became of a generated candidate.
+#[derive(Clone, Debug)]
+pub enum Verdict {
+    Accepted(Box<Screened>),
+    Rejected(Rejection),
+    /// Its canonical key was seen before in this run.
+    DuplicateKey,
+    /// Its normalised phenotype is within 0.01 of a member's.
+    DuplicatePhenotype,
+}
+
+impl Verdict {
+    pub fn name(&self) -> String {
+        match self {
+            Verdict::Accepted(_) => "ok".into(),
+            Verdict::Rejected(r) => format!("{r:?}"),
+            Verdict::DuplicateKey => "DuplicateKey".into(),
+            Verdict::DuplicatePhenotype => "DuplicatePhenotype".into(),
+        }
+    }
 }
 
 /// Settings of a run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     pub population: usize,
     pub initial: usize,
@@ -26,11 +57,15 @@ pub struct Settings {
     pub iterations: usize,
     pub hidden: usize,
     pub seed: u64,
+    /// Children generated and scored together per round.
+    pub round: usize,
 }
 
-/// A scored member.
+/// A candidate that passed screening, with its fitness once scored.
 #[derive(Clone, Debug)]
 pub struct Member {
+    /// Its place in the run's sequence of generated candidates.
+    pub seq: usize,
     pub genome: Genome,
     pub screened: Screened,
     pub fitness: f64,
@@ -39,16 +74,20 @@ pub struct Member {
 /// The state of a run.
 pub struct Evolution {
     pub settings: Settings,
+    /// Oldest first.
     pub population: VecDeque<Member>,
     /// Every candidate scored so far, by canonical key: no loss is scored twice.
     pub scored: HashMap<String, f64>,
     /// The best member seen.
     pub best: Option<Member>,
+    /// Children added so far.
+    pub children: usize,
+    seq: usize,
     rng: Rng,
 }
 
 impl Evolution {
-    /// Samples the initial losses and keeps the best `population` of them.
+    /// Samples the initial losses, scores them, and keeps the best `population` of them.
     pub fn start(settings: Settings, fitness: &mut dyn Fitness) -> Evolution {
         let mut e = Evolution {
             rng: Rng::new(settings.seed),
@@ -56,16 +95,20 @@ impl Evolution {
             population: VecDeque::new(),
             scored: HashMap::new(),
             best: None,
+            children: 0,
+            seq: 0,
         };
         let mut sample: Vec<Member> = Vec::new();
         let mut attempts = 0;
-        while sample.len() < e.settings.initial && attempts < 100 * e.settings.initial {
+        while sample.len() < e.settings.initial && attempts < 100 * e.settings.initial.max(1) {
             attempts += 1;
             let g = Genome::random(&mut e.rng, e.settings.hidden);
             if let Some(m) = e.admit(g, &sample, fitness) {
                 sample.push(m);
             }
         }
+        e.score(&mut sample, fitness);
+        // Stable: equal fitness keeps the order of generation.
         sample.sort_by(|a, b| b.fitness.total_cmp(&a.fitness));
         sample.truncate(e.settings.population);
         // Oldest first: the initial members age in order of their rank (worst leaves first).
@@ -74,45 +117,77 @@ impl Evolution {
         e
     }
 
-    /// Screens, deduplicates and scores a genome; None if it is rejected or already known.
-    fn admit(&mut self, g: Genome, members: &[Member], fitness: &mut dyn Fitness) -> Option<Member> {
-        let graph = g.to_graph("l")?;
-        let screened = screen::screen(&graph).ok()?;
-        if self.scored.contains_key(&screened.key) {
-            return None;
-        }
-        if members.iter().any(|m| screen::distance(&m.screened.normalised, &screened.normalised) <= 0.01) {
-            return None;
-        }
-        let f = fitness.score(&screened);
-        self.scored.insert(screened.key.clone(), f);
-        let m = Member { genome: g, screened, fitness: f };
-        if self.best.as_ref().is_none_or(|b| m.fitness > b.fitness) {
-            self.best = Some(m.clone());
-        }
-        Some(m)
-    }
-
-    /// One iteration: tournament, mutation, scoring, ageing. False when no new child was found.
-    pub fn step(&mut self, fitness: &mut dyn Fitness) -> bool {
-        let n = self.population.len();
-        if n == 0 {
-            return false;
-        }
-        let winner = (0..self.settings.tournament)
-            .map(|_| self.rng.below(n))
-            .max_by(|&a, &b| self.population[a].fitness.total_cmp(&self.population[b].fitness))
-            .expect("tournament is not empty");
-        let parent = self.population[winner].genome.clone();
-        let members: Vec<Member> = self.population.iter().cloned().collect();
-        for _ in 0..100 {
-            let Some(child) = parent.mutate(&mut self.rng) else { return false };
-            if let Some(m) = self.admit(child, &members, fitness) {
-                self.population.push_back(m);
-                self.population.pop_front();
-                return true;
+    fn score(&mut self, members: &mut [Member], fitness: &mut dyn Fitness) {
+        let refs: Vec<&Member> = members.iter().collect();
+        let scores = fitness.score(&refs);
+        for (m, f) in members.iter_mut().zip(scores) {
+            m.fitness = f;
+            self.scored.insert(m.screened.key.clone(), f);
+            if self.best.as_ref().is_none_or(|b| m.fitness > b.fitness) {
+                self.best = Some(m.clone());
             }
         }
-        false
+    }
+
+    /// Screens and deduplicates a genome against the run's keys and `members`; None if it is
+    /// rejected. The verdict goes to the fitness's observer either way.
+    fn admit(&mut self, g: Genome, members: &[Member], fitness: &mut dyn Fitness) -> Option<Member> {
+        let graph = g.to_graph("l")?;
+        let seq = self.seq;
+        self.seq += 1;
+        let verdict = match screen::screen(&graph) {
+            Err(r) => Verdict::Rejected(r),
+            Ok(s) if self.scored.contains_key(&s.key) => Verdict::DuplicateKey,
+            Ok(s)
+                if self
+                    .population
+                    .iter()
+                    .chain(members)
+                    .any(|m| screen::distance(&m.screened.normalised, &s.normalised) <= 0.01) =>
+            {
+                Verdict::DuplicatePhenotype
+            }
+            Ok(s) => Verdict::Accepted(Box::new(s)),
+        };
+        fitness.observe(seq, &g, &graph, &verdict);
+        match verdict {
+            Verdict::Accepted(s) => {
+                // Reserve the key now: a second child with it in the same round is a duplicate.
+                self.scored.insert(s.key.clone(), f64::NAN);
+                Some(Member { seq, genome: g, screened: *s, fitness: f64::NAN })
+            }
+            _ => None,
+        }
+    }
+
+    /// One round: tournaments, mutations, scoring, ageing. Returns the children added.
+    pub fn step(&mut self, fitness: &mut dyn Fitness) -> usize {
+        let n = self.population.len();
+        if n == 0 {
+            return 0;
+        }
+        let mut children: Vec<Member> = Vec::new();
+        for _ in 0..self.settings.round.max(1) {
+            let winner = (0..self.settings.tournament)
+                .map(|_| self.rng.below(n))
+                .max_by(|&a, &b| self.population[a].fitness.total_cmp(&self.population[b].fitness))
+                .expect("tournament is not empty");
+            let parent = self.population[winner].genome.clone();
+            for _ in 0..100 {
+                let Some(child) = parent.mutate(&mut self.rng) else { break };
+                if let Some(m) = self.admit(child, &children, fitness) {
+                    children.push(m);
+                    break;
+                }
+            }
+        }
+        self.score(&mut children, fitness);
+        let added = children.len();
+        for c in children {
+            self.population.push_back(c);
+            self.population.pop_front();
+        }
+        self.children += added;
+        added
     }
 }

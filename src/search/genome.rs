@@ -23,6 +23,18 @@ pub enum BinGene {
 }
 
 impl BinGene {
+    /// Names in stored genomes.
+    pub fn name(self) -> &'static str {
+        match self {
+            BinGene::Add => "add",
+            BinGene::Sub => "sub",
+            BinGene::Mul => "mul",
+            BinGene::Max => "max",
+            BinGene::Min => "min",
+            BinGene::GuardedDiv => "div",
+            BinGene::AnalyticQuotient => "aq",
+        }
+    }
     pub const ALL: [BinGene; 7] = [
         BinGene::Add,
         BinGene::Sub,
@@ -67,6 +79,38 @@ impl Genome {
     }
     fn gene(&self, node: usize) -> &Gene {
         &self.genes[node - INPUTS]
+    }
+
+    /// One line: `unary binary arity a b` per node, `;` between nodes (e.g. `ln add 1 1 0;…`),
+    /// as the store keeps it.
+    pub fn encode(&self) -> String {
+        let genes: Vec<String> = self
+            .genes
+            .iter()
+            .map(|g| format!("{} {} {} {} {}", g.unary.name(), g.binary.name(), g.is_binary as u8 + 1, g.a, g.b))
+            .collect();
+        genes.join("; ")
+    }
+
+    /// Reads [`Genome::encode`]'s format back.
+    pub fn decode(s: &str) -> Option<Genome> {
+        let genes = s
+            .split(';')
+            .map(|g| {
+                let f: Vec<&str> = g.split_whitespace().collect();
+                let [u, b, arity, a, bb] = f[..] else { return None };
+                Some(Gene {
+                    unary: *UnOp::ALL.iter().find(|o| o.name() == u)?,
+                    binary: *BinGene::ALL.iter().find(|o| o.name() == b)?,
+                    is_binary: arity == "2",
+                    a: a.parse().ok()?,
+                    b: bb.parse().ok()?,
+                })
+            })
+            .collect::<Option<Vec<Gene>>>()?;
+        let g = Genome { genes };
+        let max = INPUTS + g.genes.len();
+        (!g.genes.is_empty() && g.genes.iter().all(|x| x.a < max && x.b < max)).then_some(g)
     }
 
     /// The nodes the root reaches, or None if they form a cycle.

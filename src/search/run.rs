@@ -1,0 +1,470 @@
+//! Running searches and samples against a store: the coordinator (which replays the
+//! deterministic evolution and waits for fitness values), the workers (which claim training
+//! jobs and run them), and writing the best losses back as `.loss` files.
+
+use super::evolution::{Evolution, Fitness, Member, Settings, Verdict};
+use super::genome::Genome;
+use super::screen;
+use super::store::{CandidateRow, Store, StoreError, worker_id};
+use crate::ir::{Graph, print};
+use crate::train::{Splits, TrainSpec, load_data, train_text};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What a long command reports as it goes.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// "sample", "initial" or "evolve".
+    pub phase: &'static str,
+    pub done: usize,
+    pub total: usize,
+    pub best: f64,
+}
+
+/// A loss as `.loss` text with one output, `name`.
+pub fn loss_text(name: &str, g: &Graph) -> String {
+    let mut g = g.clone();
+    g.outputs.truncate(1);
+    g.outputs[0].0 = name.to_string();
+    print::to_text(&g)
+}
+
+/// Data sets loaded once per process, shared by the workers.
+fn data(spec: &TrainSpec) -> Result<Arc<Splits>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<(String, usize), Arc<Splits>>>> = OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().expect("data cache");
+    let k = (spec.data.clone(), spec.val);
+    if let Some(d) = cache.get(&k) {
+        return Ok(d.clone());
+    }
+    let d = Arc::new(load_data(&spec.data, spec.val)?);
+    cache.insert(k, d.clone());
+    Ok(d)
+}
+
+/// Runs one claimed job and stores its result. A loss that fails to compile or train scores
+/// 0 with the reason in its metrics, as an early stop does.
+pub fn run_job(store: &Store, job: &super::store::Job, worker: &str) -> Result<(), String> {
+    let start = Instant::now();
+    let d = data(&job.spec)?;
+    let metrics = match train_text(&job.text, &job.spec, &d, &mut |_| {}) {
+        Ok(m) => m,
+        Err(e) => lossc_runtime::train::Metrics { stopped: Some(e), ..Default::default() },
+    };
+    store.complete(job, worker, &metrics, start.elapsed().as_secs_f64()).map_err(|e| e.to_string())
+}
+
+/// Worker threads on one store.
+pub struct Workers {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<Result<usize, String>>>,
+}
+
+impl Workers {
+    /// Starts `n` workers that claim jobs from the store at `db` until stopped.
+    pub fn spawn(db: &Path, n: usize) -> Workers {
+        let stop = Arc::new(AtomicBool::new(false));
+        if n > 0 {
+            // Parallelism comes from the workers; each trains on one thread, which also keeps
+            // results independent of the worker count.
+            lossc_runtime::layers::set_threads(1);
+        }
+        let handles = (0..n)
+            .map(|i| {
+                let (db, stop) = (db.to_path_buf(), stop.clone());
+                std::thread::spawn(move || work(&db, &worker_id(i), &stop, None))
+            })
+            .collect();
+        Workers { stop, handles }
+    }
+
+    /// The first worker error, if any worker has failed.
+    pub fn failed(&mut self) -> Option<String> {
+        let i = self.handles.iter().position(|h| h.is_finished())?;
+        match self.handles.remove(i).join() {
+            Ok(Err(e)) => Some(e),
+            Ok(Ok(_)) => None,
+            Err(_) => Some("a worker panicked".into()),
+        }
+    }
+
+    /// Stops the workers after their current jobs; returns the jobs they ran.
+    pub fn stop(self) -> Result<usize, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut n = 0;
+        for h in self.handles {
+            n += h.join().map_err(|_| "a worker panicked".to_string())??;
+        }
+        Ok(n)
+    }
+}
+
+/// A worker's loop: claim, train, store; stop when asked, or after `idle` without jobs.
+pub fn work(db: &Path, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> Result<usize, String> {
+    let store = Store::open(db).map_err(|e| e.to_string())?;
+    let mut ran = 0;
+    let mut idle_since = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match store.claim(id).map_err(|e| e.to_string())? {
+            Some(job) => {
+                run_job(&store, &job, id)?;
+                ran += 1;
+                idle_since = Instant::now();
+            }
+            None => {
+                if idle.is_some_and(|t| idle_since.elapsed() >= t) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    Ok(ran)
+}
+
+/// Fitness from the store: enqueue what is missing, wait for the workers, read it back.
+struct StoreFitness<'a> {
+    store: &'a Store,
+    run: String,
+    spec: TrainSpec,
+    workers: &'a mut Workers,
+    phase: &'static str,
+    done: usize,
+    total: usize,
+    best: f64,
+    progress: &'a mut dyn FnMut(&Progress),
+    error: Option<String>,
+}
+
+impl StoreFitness<'_> {
+    fn wait(&mut self, keys: &[(String, String)]) -> Result<Vec<f64>, String> {
+        for (key, text) in keys {
+            self.store.enqueue(key, &self.spec, text).map_err(|e| e.to_string())?;
+        }
+        let mut out: Vec<Option<f64>> = vec![None; keys.len()];
+        let mut last_requeue = Instant::now();
+        loop {
+            for (i, (key, _)) in keys.iter().enumerate() {
+                if out[i].is_none() {
+                    if let Some(r) = self.store.result(key, &self.spec).map_err(|e| e.to_string())? {
+                        out[i] = Some(r.fitness);
+                        self.done += 1;
+                        self.best = self.best.max(r.fitness);
+                        (self.progress)(&Progress {
+                            phase: self.phase,
+                            done: self.done,
+                            total: self.total,
+                            best: self.best,
+                        });
+                    }
+                }
+            }
+            if out.iter().all(Option::is_some) {
+                return Ok(out.into_iter().flatten().collect());
+            }
+            if let Some(e) = self.workers.failed() {
+                return Err(format!("a worker failed: {e}"));
+            }
+            if last_requeue.elapsed() > Duration::from_secs(30) {
+                self.store.requeue_stale(LEASE).map_err(|e| e.to_string())?;
+                last_requeue = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How long a claim from another host may run before it counts as dead.
+const LEASE: f64 = 6.0 * 3600.0;
+
+impl Fitness for StoreFitness<'_> {
+    fn score(&mut self, candidates: &[&Member]) -> Vec<f64> {
+        if self.error.is_some() {
+            return vec![0.0; candidates.len()];
+        }
+        let keys: Vec<(String, String)> = candidates
+            .iter()
+            .map(|m| (m.screened.key.clone(), loss_text(&format!("c{}", m.seq), &m.screened.graph)))
+            .collect();
+        match self.wait(&keys) {
+            Ok(f) => f,
+            Err(e) => {
+                self.error = Some(e);
+                vec![0.0; candidates.len()]
+            }
+        }
+    }
+
+    fn observe(&mut self, seq: usize, genome: &Genome, graph: &Graph, verdict: &Verdict) {
+        if self.error.is_some() {
+            return;
+        }
+        let (key, sign, phenotype, text) = match verdict {
+            Verdict::Accepted(s) => (
+                Some(s.key.clone()),
+                Some(s.sign),
+                Some(s.phenotype.clone()),
+                loss_text(&format!("c{seq}"), &s.graph),
+            ),
+            _ => (None, None, None, loss_text(&format!("c{seq}"), graph)),
+        };
+        let row = CandidateRow {
+            seq,
+            genome: Some(genome.encode()),
+            text,
+            key,
+            verdict: verdict.name(),
+            sign,
+            phenotype,
+            screen_us: 0.0,
+        };
+        if let Err(e) = self.store.record_candidate(&self.run, &row) {
+            self.error = Some(e.to_string());
+        }
+    }
+}
+
+/// A search's settings as stored: resuming requires the same.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SearchSettings {
+    pub evolution: Settings,
+    pub spec: TrainSpec,
+}
+
+/// What a finished (or resumed and finished) search reports.
+pub struct SearchReport {
+    pub resumed: bool,
+    /// The final population, oldest first.
+    pub population: Vec<Member>,
+    pub best: Option<Member>,
+    pub children: usize,
+    /// Trainings this process ran.
+    pub trained_here: usize,
+}
+
+/// Runs (or resumes) the search `run` in `db` with `workers` worker threads in this process
+/// (0: only external `lossc worker` processes train).
+pub fn search(
+    db: &Path,
+    run: &str,
+    settings: &SearchSettings,
+    workers: usize,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<SearchReport, String> {
+    settings.spec.config()?;
+    let store = Store::open(db).map_err(|e| e.to_string())?;
+    let resumed =
+        store.begin_run(run, "search", &serde_json::to_value(settings).expect("plain data")).map_err(|e| e.to_string())?;
+    store.requeue_stale(LEASE).map_err(|e| e.to_string())?;
+    // Load the data before the workers start, so a bad path fails here, once.
+    data(&settings.spec)?;
+    let mut pool = Workers::spawn(db, workers);
+    let ev = &settings.evolution;
+    let mut fit = StoreFitness {
+        store: &store,
+        run: run.to_string(),
+        spec: settings.spec.clone(),
+        workers: &mut pool,
+        phase: "initial",
+        done: 0,
+        total: ev.initial,
+        best: 0.0,
+        progress,
+        error: None,
+    };
+    let mut e = Evolution::start(ev.clone(), &mut fit);
+    fit.phase = "evolve";
+    fit.done = 0;
+    fit.total = ev.iterations;
+    let mut barren = 0;
+    while e.children < ev.iterations && fit.error.is_none() {
+        let added = e.step(&mut fit);
+        store
+            .set_population(run, &e.population.iter().map(|m| m.seq).collect::<Vec<_>>())
+            .map_err(|e| e.to_string())?;
+        // No new child in 20 rounds in a row: the population has converged.
+        barren = if added == 0 { barren + 1 } else { 0 };
+        if barren >= 20 {
+            break;
+        }
+    }
+    if let Some(err) = fit.error.take() {
+        let _ = pool.stop();
+        return Err(err);
+    }
+    store.set_population(run, &e.population.iter().map(|m| m.seq).collect::<Vec<_>>()).map_err(|e| e.to_string())?;
+    let trained_here = pool.stop()?;
+    Ok(SearchReport { resumed, population: e.population.into(), best: e.best, children: e.children, trained_here })
+}
+
+/// A ranked loss of a run: its fitness and text.
+pub struct Ranked {
+    pub seq: usize,
+    pub key: String,
+    pub fitness: f64,
+    pub text: String,
+}
+
+/// The scored candidates of a run, best first.
+pub fn ranking(store: &Store, run: &str) -> Result<Vec<Ranked>, StoreError> {
+    let Some((_, settings)) = store.run_settings(run)? else {
+        return Err(StoreError::Mismatch(format!("{}: no run named `{run}`", store.path())));
+    };
+    let spec: TrainSpec = serde_json::from_value(settings["spec"].clone())
+        .map_err(|e| StoreError::Mismatch(format!("{}: run `{run}` has no training spec: {e}", store.path())))?;
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for c in store.candidates(run)? {
+        let Some(key) = c.key else { continue };
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        if let Some(r) = store.result(&key, &spec)? {
+            out.push(Ranked { seq: c.seq, key, fitness: r.fitness, text: c.text });
+        }
+    }
+    out.sort_by(|a, b| b.fitness.total_cmp(&a.fitness));
+    Ok(out)
+}
+
+/// The first line of every file `write_best` writes: files without it are the user's, and
+/// are never overwritten.
+pub const MARK: &str = "# written by lossc search";
+
+/// Writes the best `k` losses of a run as `DIR/best-N.loss` (rank N), each with its fitness.
+pub fn write_best(store: &Store, run: &str, dir: &Path, k: usize) -> Result<Vec<PathBuf>, String> {
+    let ranked = ranking(store, run).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    for (i, r) in ranked.iter().take(k).enumerate() {
+        let path = dir.join(format!("best-{}.loss", i + 1));
+        if let Ok(old) = std::fs::read_to_string(&path) {
+            if !old.starts_with(MARK) {
+                return Err(format!("{} exists and was not written by lossc search; not overwriting it", path.display()));
+            }
+        }
+        let text = format!(
+            "{MARK} (run `{run}` in {}, candidate {})\n# fitness (best validation accuracy): {:.4}\n# key: {}\n{}",
+            store.path(),
+            r.seq,
+            r.fitness,
+            r.key,
+            r.text.replace(&format!("loss c{} ", r.seq), &format!("loss best{} ", i + 1))
+        );
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The settings of a sample: n random screened losses, each trained under every augmentation.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SampleSettings {
+    pub n: usize,
+    pub hidden: usize,
+    pub seed: u64,
+    pub augs: Vec<String>,
+    pub spec: TrainSpec,
+}
+
+/// A sample's fitness table: one row per loss (candidate seq), one column per augmentation.
+pub struct SampleTable {
+    pub augs: Vec<String>,
+    pub rows: Vec<(usize, String, Vec<f64>)>,
+}
+
+/// Samples `n` random valid, screened, distinct losses and trains each under every
+/// augmentation (resumable like a search: results are cached by key and spec).
+pub fn sample(
+    db: &Path,
+    run: &str,
+    s: &SampleSettings,
+    workers: usize,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<SampleTable, String> {
+    let mut specs = Vec::new();
+    for aug in &s.augs {
+        let spec = TrainSpec { aug: aug.clone(), ..s.spec.clone() };
+        spec.config()?;
+        specs.push(spec);
+    }
+    let store = Store::open(db).map_err(|e| e.to_string())?;
+    store.begin_run(run, "sample", &serde_json::to_value(s).expect("plain data")).map_err(|e| e.to_string())?;
+    store.requeue_stale(LEASE).map_err(|e| e.to_string())?;
+    data(&s.spec)?;
+    let mut rng = crate::rng::Rng::new(s.seed);
+    let mut keys = std::collections::HashSet::new();
+    let mut chosen: Vec<(usize, String, String)> = Vec::new();
+    let mut seq = 0;
+    while chosen.len() < s.n && seq < 1000 * s.n.max(1) {
+        let g = Genome::random(&mut rng, s.hidden);
+        let graph = g.to_graph("l").expect("random genomes are valid");
+        let verdict = match screen::screen(&graph) {
+            Err(r) => Verdict::Rejected(r),
+            Ok(sc) if keys.contains(&sc.key) => Verdict::DuplicateKey,
+            Ok(sc) => Verdict::Accepted(Box::new(sc)),
+        };
+        let text = match &verdict {
+            Verdict::Accepted(sc) => loss_text(&format!("c{seq}"), &sc.graph),
+            _ => loss_text(&format!("c{seq}"), &graph),
+        };
+        let key = if let Verdict::Accepted(sc) = &verdict { Some(sc.key.clone()) } else { None };
+        let row = CandidateRow {
+            seq,
+            genome: Some(g.encode()),
+            text: text.clone(),
+            key: key.clone(),
+            verdict: verdict.name(),
+            sign: if let Verdict::Accepted(sc) = &verdict { Some(sc.sign) } else { None },
+            phenotype: if let Verdict::Accepted(sc) = &verdict { Some(sc.phenotype.clone()) } else { None },
+            screen_us: 0.0,
+        };
+        store.record_candidate(run, &row).map_err(|e| e.to_string())?;
+        if let Some(k) = key {
+            keys.insert(k.clone());
+            chosen.push((seq, k, text));
+        }
+        seq += 1;
+    }
+    for spec in &specs {
+        for (_, key, text) in &chosen {
+            store.enqueue(key, spec, text).map_err(|e| e.to_string())?;
+        }
+    }
+    let mut pool = Workers::spawn(db, workers);
+    let total = chosen.len() * specs.len();
+    let mut table = SampleTable { augs: s.augs.clone(), rows: Vec::new() };
+    let mut best = 0.0f64;
+    loop {
+        let mut done = 0;
+        table.rows.clear();
+        for (seq, key, _) in &chosen {
+            let mut row = Vec::new();
+            for spec in &specs {
+                match store.result(key, spec).map_err(|e| e.to_string())? {
+                    Some(r) => {
+                        done += 1;
+                        best = best.max(r.fitness);
+                        row.push(r.fitness);
+                    }
+                    None => row.push(f64::NAN),
+                }
+            }
+            table.rows.push((*seq, key.clone(), row));
+        }
+        progress(&Progress { phase: "sample", done, total, best });
+        if done == total {
+            break;
+        }
+        if let Some(e) = pool.failed() {
+            return Err(format!("a worker failed: {e}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pool.stop()?;
+    Ok(table)
+}

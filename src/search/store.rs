@@ -1,0 +1,416 @@
+//! The search's store: one SQLite file holding every candidate a run looked at, the training
+//! jobs it asked for, and their results.
+//!
+//! A training result is cached by (canonical key, training spec): no loss is trained twice
+//! under one spec, across runs and across restarts. Jobs are claimed atomically (one
+//! `UPDATE ... RETURNING` in an immediate transaction), so any number of worker threads or
+//! processes, on this machine or on others sharing the file, can work on one queue, the way
+//! Optuna's RDB storage shares trials.
+
+use crate::train::TrainSpec;
+use lossc_runtime::train::Metrics;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    created REAL NOT NULL
+);
+-- Every candidate a run generated, rejected ones included, in the run's own order.
+CREATE TABLE IF NOT EXISTS candidates (
+    run TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    genome TEXT,
+    text TEXT NOT NULL,
+    key TEXT,
+    verdict TEXT NOT NULL,
+    sign REAL,
+    phenotype BLOB,
+    screen_us REAL,
+    PRIMARY KEY (run, seq)
+);
+-- Trainings asked for: pending, running (claimed by a worker), or done.
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    text TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    worker TEXT,
+    claimed REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (key, spec)
+);
+-- One row per finished training; the primary key makes a second training an error.
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    fitness REAL NOT NULL,
+    test_accuracy REAL,
+    metrics TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    worker TEXT NOT NULL,
+    finished REAL NOT NULL,
+    PRIMARY KEY (key, spec)
+);
+-- A run's population after its latest round, oldest first.
+CREATE TABLE IF NOT EXISTS population (
+    run TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (run, position)
+);
+";
+
+/// A store error, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Sql { path: String, source: rusqlite::Error },
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// A training job as a worker sees it.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: i64,
+    pub key: String,
+    pub spec: TrainSpec,
+    pub text: String,
+}
+
+/// A stored result.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub fitness: f64,
+    pub test_accuracy: Option<f64>,
+    pub metrics: Metrics,
+    pub seconds: f64,
+}
+
+/// A candidate as a run records it.
+#[derive(Clone, Debug, Default)]
+pub struct CandidateRow {
+    pub seq: usize,
+    pub genome: Option<String>,
+    pub text: String,
+    pub key: Option<String>,
+    /// "ok" or the rejection.
+    pub verdict: String,
+    pub sign: Option<f64>,
+    pub phenotype: Option<Vec<f64>>,
+    pub screen_us: f64,
+}
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    path: String,
+}
+
+pub fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let p = path.display().to_string();
+        let sql = |source| StoreError::Sql { path: p.clone(), source };
+        let conn = Connection::open(path).map_err(sql)?;
+        // Several processes write: wait for each other instead of failing.
+        conn.busy_timeout(Duration::from_secs(60)).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        Ok(Store { conn, path: p })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sql { path: self.path.clone(), source }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Records a run's settings, or checks them against the stored ones when it exists: a run
+    /// resumes only under the settings it started with.
+    pub fn begin_run(&self, name: &str, kind: &str, settings: &serde_json::Value) -> Result<bool, StoreError> {
+        let stored: Option<(String, String)> = self
+            .conn
+            .query_row("SELECT kind, settings FROM runs WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match stored {
+            None => {
+                self.conn
+                    .execute(
+                        "INSERT INTO runs (name, kind, settings, created) VALUES (?1, ?2, ?3, ?4)",
+                        params![name, kind, settings.to_string(), now()],
+                    )
+                    .map_err(|e| self.err(e))?;
+                Ok(false)
+            }
+            Some((k, s)) => {
+                let old: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+                if k != kind {
+                    return Err(StoreError::Mismatch(format!(
+                        "{}: run `{name}` is a {k} run, not a {kind} run (use another --run or --db)",
+                        self.path
+                    )));
+                }
+                if let (Some(o), Some(n)) = (old.as_object(), settings.as_object()) {
+                    for (field, v) in n {
+                        let was = o.get(field).cloned().unwrap_or_default();
+                        if was != *v {
+                            return Err(StoreError::Mismatch(format!(
+                                "{}: run `{name}` was started with {field} = {was}, not {v}; resume it with the \
+                                 same settings, or start a new run with --run NAME or another --db",
+                                self.path
+                            )));
+                        }
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// The settings of a stored run.
+    pub fn run_settings(&self, name: &str) -> Result<Option<(String, serde_json::Value)>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row("SELECT kind, settings FROM runs WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|(k, s)| (k, serde_json::from_str(&s).unwrap_or_default())))
+    }
+
+    /// Records a candidate (once: a replayed run finds its own rows).
+    pub fn record_candidate(&self, run: &str, c: &CandidateRow) -> Result<(), StoreError> {
+        let blob: Option<Vec<u8>> =
+            c.phenotype.as_ref().map(|v| v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect());
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO candidates (run, seq, genome, text, key, verdict, sign, phenotype, screen_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![run, c.seq as i64, c.genome, c.text, c.key, c.verdict, c.sign, blob, c.screen_us],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The candidates of a run, in order.
+    pub fn candidates(&self, run: &str) -> Result<Vec<CandidateRow>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT seq, genome, text, key, verdict, sign, phenotype, screen_us FROM candidates
+                 WHERE run = ?1 ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([run], |r| {
+                let blob: Option<Vec<u8>> = r.get(6)?;
+                Ok(CandidateRow {
+                    seq: r.get::<_, i64>(0)? as usize,
+                    genome: r.get(1)?,
+                    text: r.get(2)?,
+                    key: r.get(3)?,
+                    verdict: r.get(4)?,
+                    sign: r.get(5)?,
+                    phenotype: blob.map(|b| {
+                        b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect()
+                    }),
+                    screen_us: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The stored result of a loss under a spec.
+    pub fn result(&self, key: &str, spec: &TrainSpec) -> Result<Option<Outcome>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT fitness, test_accuracy, metrics, seconds FROM results WHERE key = ?1 AND spec = ?2",
+                params![key, spec.key()],
+                |r| {
+                    let m: String = r.get(2)?;
+                    Ok(Outcome {
+                        fitness: r.get(0)?,
+                        test_accuracy: r.get(1)?,
+                        metrics: serde_json::from_str(&m).unwrap_or_default(),
+                        seconds: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Asks for a training unless its result or job already exists.
+    pub fn enqueue(&self, key: &str, spec: &TrainSpec, text: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO jobs (key, spec, text) SELECT ?1, ?2, ?3
+                 WHERE NOT EXISTS (SELECT 1 FROM results WHERE key = ?1 AND spec = ?2)",
+                params![key, spec.key(), text],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Claims the oldest pending job for `worker`, atomically.
+    pub fn claim(&self, worker: &str) -> Result<Option<Job>, StoreError> {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let row: Option<(i64, String, String, String)> = tx
+            .query_row(
+                "UPDATE jobs SET status = 'running', worker = ?1, claimed = ?2, attempts = attempts + 1
+                 WHERE id = (SELECT id FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1)
+                 RETURNING id, key, spec, text",
+                params![worker, now()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(match row {
+            Some((id, key, spec, text)) => match serde_json::from_str(&spec) {
+                Ok(spec) => Some(Job { id, key, spec, text }),
+                Err(e) => return Err(StoreError::Mismatch(format!("{}: job {id} has a bad spec: {e}", self.path))),
+            },
+            None => None,
+        })
+    }
+
+    /// Stores a job's result and marks it done, in one transaction.
+    pub fn complete(&self, job: &Job, worker: &str, metrics: &Metrics, seconds: f64) -> Result<(), StoreError> {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO results (key, spec, fitness, test_accuracy, metrics, seconds, worker, finished)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                job.key,
+                job.spec.key(),
+                metrics.fitness,
+                metrics.test_accuracy,
+                serde_json::to_string(metrics).expect("plain data"),
+                seconds,
+                worker,
+                now()
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute("UPDATE jobs SET status = 'done' WHERE id = ?1", [job.id]).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Puts back jobs whose worker died: claims by a process of this host that no longer
+    /// exists, and claims older than `lease` seconds (from other hosts).
+    pub fn requeue_stale(&self, lease: f64) -> Result<usize, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, worker, claimed FROM jobs WHERE status = 'running'")
+            .map_err(|e| self.err(e))?;
+        let running: Vec<(i64, String, f64)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let host = hostname();
+        let mut n = 0;
+        for (id, worker, claimed) in running {
+            let mut parts = worker.split(':');
+            let (h, pid) = (parts.next().unwrap_or(""), parts.next().and_then(|p| p.parse::<u32>().ok()));
+            let dead_here = h == host && pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+            if dead_here || now() - claimed > lease {
+                n += self
+                    .conn
+                    .execute("UPDATE jobs SET status = 'pending', worker = NULL WHERE id = ?1 AND status = 'running'", [
+                        id,
+                    ])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Jobs not yet done (pending or running).
+    pub fn open_jobs(&self) -> Result<usize, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM jobs WHERE status != 'done'", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Number of finished trainings, and of training attempts (claims), over the store.
+    pub fn counts(&self) -> Result<(usize, usize), StoreError> {
+        let done: i64 = self.conn.query_row("SELECT COUNT(*) FROM results", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let attempts: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(SUM(attempts), 0) FROM jobs", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        Ok((done as usize, attempts as usize))
+    }
+
+    /// Replaces a run's stored population (candidate sequence numbers, oldest first).
+    pub fn set_population(&self, run: &str, seqs: &[usize]) -> Result<(), StoreError> {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM population WHERE run = ?1", [run]).map_err(|e| self.err(e))?;
+        for (i, s) in seqs.iter().enumerate() {
+            tx.execute("INSERT INTO population (run, position, seq) VALUES (?1, ?2, ?3)", params![
+                run, i as i64, *s as i64
+            ])
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// A run's stored population, oldest first.
+    pub fn population(&self, run: &str) -> Result<Vec<usize>, StoreError> {
+        let mut st =
+            self.conn.prepare("SELECT seq FROM population WHERE run = ?1 ORDER BY position").map_err(|e| self.err(e))?;
+        let rows = st.query_map([run], |r| r.get::<_, i64>(0).map(|s| s as usize)).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every result under one spec: (key, fitness, test accuracy).
+    pub fn results_for(&self, spec: &TrainSpec) -> Result<Vec<(String, Outcome)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT key, fitness, test_accuracy, metrics, seconds FROM results WHERE spec = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([spec.key()], |r| {
+                let m: String = r.get(3)?;
+                Ok((r.get(0)?, Outcome {
+                    fitness: r.get(1)?,
+                    test_accuracy: r.get(2)?,
+                    metrics: serde_json::from_str(&m).unwrap_or_default(),
+                    seconds: r.get(4)?,
+                }))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// This machine's name, for worker ids.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "host".into())
+}
+
+/// A worker id: `host:pid:n`, so a restarted process can tell its dead claims from live ones.
+pub fn worker_id(n: usize) -> String {
+    format!("{}:{}:{n}", hostname(), std::process::id())
+}

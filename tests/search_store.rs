@@ -1,0 +1,139 @@
+//! The search on its SQLite store with real training on Fashion-MNIST (small budgets):
+//! killing a run with SIGKILL and resuming it loses nothing, trains nothing twice, and ends
+//! with the population of an uninterrupted run; the best losses it writes check and retrain.
+
+use lossc::search::store::Store;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn have_data() -> bool {
+    let ok = Path::new(lossc_runtime::data::FASHION_MNIST_DIR).exists();
+    if !ok {
+        println!("SKIPPED: Fashion-MNIST missing (apt install dataset-fashion-mnist; scripts/test.sh does)");
+        assert!(std::env::var_os("CI").is_none(), "CI must have Fashion-MNIST");
+    }
+    ok
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lossc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A tiny search: 5 initial losses, population 3, 4 children in rounds of 2, 40 steps each.
+fn search(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lossc"));
+    c.args(["search", "--population", "3", "--initial", "5", "--tournament", "2", "--iterations", "4"]);
+    c.args(["--steps", "40", "--batch", "32", "--lr", "0.003", "--warmup", "5", "--val", "300", "--eval-every", "20"]);
+    c.args(["--gate-step", "20", "--gate-accuracy", "0.15", "--workers", "2", "--seed", "3"]);
+    c.arg("--db").arg(dir.join("s.db")).arg("--out").arg(dir.join("out"));
+    c
+}
+
+/// The stable part of a finished search's output: children and population lines.
+fn summary(stdout: &str) -> Vec<String> {
+    stdout.lines().filter(|l| l.starts_with("  c") || l.starts_with("best:")).map(String::from).collect()
+}
+
+fn candidates(db: &Path) -> Vec<(usize, Option<String>, String)> {
+    Store::open(db).unwrap().candidates("search").unwrap().into_iter().map(|c| (c.seq, c.key, c.verdict)).collect()
+}
+
+#[test]
+fn a_killed_search_resumes_to_the_uninterrupted_result() {
+    if !have_data() {
+        return;
+    }
+    let a = tmp("search-a");
+    let out = search(&a).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout_a = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("uninterrupted:\n{stdout_a}");
+    let (done_a, _) = Store::open(&a.join("s.db")).unwrap().counts().unwrap();
+
+    // The same search, killed once two trainings are stored, then started again.
+    let b = tmp("search-b");
+    let mut child = search(&b).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let db = b.join("s.db");
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let done = Store::open(&db).ok().and_then(|s| s.counts().ok()).map_or(0, |c| c.0);
+        if done >= 2 {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the search finished before it could be killed");
+        assert!(start.elapsed() < Duration::from_secs(300), "no training finished");
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (done_killed, _) = Store::open(&db).unwrap().counts().unwrap();
+    assert!(done_killed < done_a, "killed after {done_killed} of {done_a} trainings: not mid-way");
+    let out = search(&b).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout_b = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("killed after {done_killed} trainings, resumed:\n{stdout_b}");
+    assert!(stdout_b.contains("(resumed)"));
+
+    assert_eq!(summary(&stdout_b), summary(&stdout_a), "the resumed search ended elsewhere");
+    assert_eq!(candidates(&db), candidates(&a.join("s.db")), "candidates lost or changed");
+    // Every loss trained exactly once: as many results as the uninterrupted run, and the
+    // resumed process trained only what the killed one had not finished.
+    let (done_b, _) = Store::open(&db).unwrap().counts().unwrap();
+    assert_eq!(done_b, done_a);
+    let trained_after = stdout_b.split("trainings stored").next().unwrap();
+    assert!(trained_after.contains(&format!("{done_a} ")), "{stdout_b}");
+    let ran_here: usize = stdout_b
+        .split(" run by this process")
+        .next()
+        .and_then(|s| s.rsplit(", ").next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap();
+    assert_eq!(ran_here, done_a - done_killed, "{stdout_b}");
+    for d in [&a, &b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn a_short_search_writes_losses_that_check_and_retrain_to_their_fitness() {
+    if !have_data() {
+        return;
+    }
+    let dir = tmp("search-short");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lossc"));
+    c.args(["search", "--population", "4", "--initial", "8", "--tournament", "3", "--iterations", "8"]);
+    c.args(["--steps", "60", "--batch", "64", "--lr", "0.003", "--warmup", "6", "--val", "1000"]);
+    c.args(["--eval-every", "30", "--gate-step", "30", "--gate-accuracy", "0.2", "--workers", "2", "--best", "2"]);
+    c.arg("--db").arg(dir.join("s.db")).arg("--out").arg(dir.join("out"));
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    let best = dir.join("out/best-1.loss");
+    let text = std::fs::read_to_string(&best).unwrap();
+    let fitness: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# fitness (best validation accuracy): "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(fitness > 0.3, "the best of a short search should train well above chance: {fitness}");
+    let check = Command::new(env!("CARGO_BIN_EXE_lossc")).arg("check").arg(&best).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    // `lossc train` with the same settings reproduces the stored fitness.
+    let json = dir.join("run.json");
+    let mut t = Command::new(env!("CARGO_BIN_EXE_lossc"));
+    t.args(["train", "--steps", "60", "--batch", "64", "--lr", "0.003", "--warmup", "6", "--val", "1000"]);
+    t.args(["--eval-every", "30", "--gate-step", "30", "--gate-accuracy", "0.2", "--threads", "1"]);
+    t.arg("--loss").arg(&best).arg("--out").arg(&json);
+    let tr = t.output().unwrap();
+    assert!(tr.status.success(), "{}", String::from_utf8_lossy(&tr.stderr));
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let retrained = record["metrics"]["fitness"].as_f64().unwrap();
+    assert!((retrained - fitness).abs() < 1e-4, "stored {fitness}, retrained {retrained}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
