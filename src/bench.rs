@@ -123,3 +123,51 @@ pub fn compile_time(src: &str, name: &str, classes: usize) -> Result<Duration, S
         .map_err(|e| e.to_string())?;
     Ok(start.elapsed())
 }
+
+/// Screening throughput on one thread: the columnar, cached screener against the pointwise
+/// baseline, on the same candidates.
+pub struct ScreenBench {
+    pub candidates: usize,
+    pub accepted: usize,
+    pub columnar_per_second: f64,
+    pub pointwise_per_second: f64,
+    /// Candidates whose verdicts differ between the two (a bug if not 0).
+    pub disagreements: usize,
+}
+
+/// Times screening of `n` candidates: random genomes, or (`mutants`) children of a small
+/// population mutated in turn, as the evolution produces them.
+pub fn screen_throughput(n: usize, seed: u64, mutants: bool) -> ScreenBench {
+    use crate::search::genome::Genome;
+    use crate::search::screen::Screener;
+    let mut rng = Rng::new(seed);
+    let mut pool: Vec<Genome> = (0..20).map(|_| Genome::random(&mut rng, 4)).collect();
+    let genomes: Vec<Genome> = (0..n)
+        .map(|i| {
+            if mutants {
+                let k = rng.below(pool.len());
+                let child = pool[k].mutate(&mut rng).unwrap_or_else(|| Genome::random(&mut rng, 4));
+                pool[i % 20] = child.clone();
+                child
+            } else {
+                Genome::random(&mut rng, 4)
+            }
+        })
+        .collect();
+    let graphs: Vec<_> = genomes.iter().filter_map(|g| g.to_graph("l")).collect();
+    let time = |mut s: Screener| {
+        let start = Instant::now();
+        let verdicts: Vec<Result<String, String>> =
+            graphs.iter().map(|g| s.screen(g).map(|x| x.key).map_err(|r| format!("{r:?}"))).collect();
+        (graphs.len() as f64 / start.elapsed().as_secs_f64(), verdicts)
+    };
+    let (columnar, a) = time(Screener::new());
+    let (pointwise, b) = time(Screener::pointwise());
+    ScreenBench {
+        candidates: graphs.len(),
+        accepted: a.iter().filter(|v| v.is_ok()).count(),
+        columnar_per_second: columnar,
+        pointwise_per_second: pointwise,
+        disagreements: a.iter().zip(&b).filter(|(x, y)| x != y).count(),
+    }
+}

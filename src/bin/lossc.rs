@@ -156,6 +156,14 @@ enum Cmd {
         #[arg(long, default_value_t = 10.0)]
         idle: f64,
     },
+    /// Pre-screening throughput on one thread (candidates/s), columnar and cached against the
+    /// pointwise interpreter, on random genomes and on mutation chains.
+    BenchScreen {
+        #[arg(long, default_value_t = 20000)]
+        n: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Time the CUDA kernels on a GPU against the device's copy bandwidth (labels, no smoothing).
     GpuBench {
         files: Vec<PathBuf>,
@@ -239,6 +247,21 @@ fn main() -> ExitCode {
         }
         Cmd::Sample { store, n, hidden, top, opts, csv } => sample_cmd(&store, n, hidden, top, &opts, csv.as_deref()),
         Cmd::Worker { db, workers, idle } => worker_cmd(&db, workers, idle),
+        Cmd::BenchScreen { n, seed } => {
+            for (label, mutants) in [("random genomes", false), ("mutation chains", true)] {
+                let b = lbench::screen_throughput(n, seed, mutants);
+                println!(
+                    "{label:>16}: {} candidates, {} accepted; columnar {:.0}/s, pointwise {:.0}/s ({:.1}x); {} verdicts differ",
+                    b.candidates,
+                    b.accepted,
+                    b.columnar_per_second,
+                    b.pointwise_per_second,
+                    b.columnar_per_second / b.pointwise_per_second,
+                    b.disagreements
+                );
+            }
+            Ok(())
+        }
         Cmd::Bench { files, shapes, targets, threads, jax } => bench(&files, &shapes, &targets, threads, jax),
     };
     match result {

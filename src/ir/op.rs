@@ -32,6 +32,13 @@ macro_rules! unary_table {
             pub fn eval(self, x: f64, eps: f64) -> f64 {
                 match self { $(UnOp::$v => (|$x: f64, $e: f64| -> f64 { $eval })(x, eps),)* }
             }
+
+            /// [`UnOp::eval`] over a column, with the op chosen once (so the loop is
+            /// specialised per op: the search's screen evaluates millions of points).
+            #[allow(unused_variables, clippy::redundant_closure_call)]
+            pub fn eval_column(self, xs: &[f64], eps: f64) -> std::rc::Rc<[f64]> {
+                match self { $(UnOp::$v => xs.iter().map(|&x| (|$x: f64, $e: f64| -> f64 { $eval })(x, eps)).collect(),)* }
+            }
         }
     };
 }
@@ -133,6 +140,18 @@ macro_rules! binary_table {
             #[allow(clippy::redundant_closure_call)]
             pub fn eval(self, a: f64, b: f64) -> f64 {
                 match self { $(BinOp::$v => (|$a: f64, $b: f64| -> f64 { $eval })(a, b),)* }
+            }
+
+            /// [`BinOp::eval`] over `n` points of two operands given by index, with the op
+            /// chosen once.
+            #[allow(clippy::redundant_closure_call)]
+            pub fn eval_column(
+                self,
+                n: usize,
+                a: impl Fn(usize) -> f64,
+                b: impl Fn(usize) -> f64,
+            ) -> std::rc::Rc<[f64]> {
+                match self { $(BinOp::$v => (0..n).map(|i| (|$a: f64, $b: f64| -> f64 { $eval })(a(i), b(i))).collect(),)* }
             }
         }
     };

@@ -33,13 +33,19 @@ impl Fused {
 /// The loss, `dL/dp` and `s = p * dL/dp` of one output of a module, simplified together, as
 /// outputs `loss`, `dL_dp`, `s`; `None` if there is no such loss.
 pub fn derivatives(module: &Graph, name: &str) -> Option<Graph> {
-    let mut g = simplify(&module.extract(name)?);
+    Some(derivatives_of(simplify(&module.extract(name)?)))
+}
+
+/// [`derivatives`] of a graph whose first output is the loss, already simplified (the search's
+/// screen has just simplified it; a second pass would double the cost).
+pub fn derivatives_of(mut g: Graph) -> Graph {
+    g.outputs.truncate(1);
     let l = g.outputs[0].1;
     let d = autodiff::grad(&mut g, l, Input::P);
     let p = g.p();
     let s = g.mul(p, d);
     g.outputs = vec![(LOSS.into(), l), (DL_DP.into(), d), (S.into(), s)];
-    Some(simplify(&g))
+    simplify(&g)
 }
 
 /// Fuses the named loss of a module; `None` if there is no such loss.

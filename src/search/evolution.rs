@@ -84,6 +84,7 @@ pub struct Evolution {
     pub children: usize,
     seq: usize,
     rng: Rng,
+    screener: screen::Screener,
 }
 
 impl Evolution {
@@ -97,6 +98,7 @@ impl Evolution {
             best: None,
             children: 0,
             seq: 0,
+            screener: screen::Screener::new(),
         };
         let mut sample: Vec<Member> = Vec::new();
         let mut attempts = 0;
@@ -135,7 +137,7 @@ impl Evolution {
         let graph = g.to_graph("l")?;
         let seq = self.seq;
         self.seq += 1;
-        let verdict = match screen::screen(&graph) {
+        let verdict = match self.screener.screen(&graph) {
             Err(r) => Verdict::Rejected(r),
             Ok(s) if self.scored.contains_key(&s.key) => Verdict::DuplicateKey,
             Ok(s)

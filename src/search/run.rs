@@ -397,13 +397,14 @@ pub fn sample(
     store.requeue_stale(LEASE).map_err(|e| e.to_string())?;
     data(&s.spec)?;
     let mut rng = crate::rng::Rng::new(s.seed);
+    let mut screener = screen::Screener::new();
     let mut keys = std::collections::HashSet::new();
     let mut chosen: Vec<(usize, String, String)> = Vec::new();
     let mut seq = 0;
     while chosen.len() < s.n && seq < 1000 * s.n.max(1) {
         let g = Genome::random(&mut rng, s.hidden);
         let graph = g.to_graph("l").expect("random genomes are valid");
-        let verdict = match screen::screen(&graph) {
+        let verdict = match screener.screen(&graph) {
             Err(r) => Verdict::Rejected(r),
             Ok(sc) if keys.contains(&sc.key) => Verdict::DuplicateKey,
             Ok(sc) => Verdict::Accepted(Box::new(sc)),

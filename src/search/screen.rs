@@ -2,8 +2,10 @@
 //! the predecessor's rejection rules, what the compiler can tell statically, and the keys that
 //! deduplicate candidates.
 
-use crate::interp::eval_into;
-use crate::ir::{Graph, Input, print};
+use crate::ir::{Graph, Input, Node, print};
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::rc::Rc;
 use crate::passes::{fuse, simplify::simplify};
 
 /// Points of the binary phenotype.
@@ -41,21 +43,159 @@ pub struct Screened {
     pub key: String,
 }
 
+/// The probe's x values: `PHENOTYPE_POINTS` from eps to 1 - eps.
+fn probe_x() -> Vec<f64> {
+    let eps = 1e-7;
+    (0..PHENOTYPE_POINTS).map(|i| eps + (1.0 - 2.0 * eps) * i as f64 / (PHENOTYPE_POINTS - 1) as f64).collect()
+}
+
 /// The binary phenotype: two classes, y = (0, 1), p = (x, 1 - x), x from eps to 1 - eps; the
 /// value is `L(0, x) + L(1, 1 - x)` (no sign applied).
 pub fn phenotype(g: &Graph) -> Vec<f64> {
-    let out = g.outputs[0].1;
-    let eps = 1e-7;
-    let mut vals = Vec::new();
-    (0..PHENOTYPE_POINTS)
-        .map(|i| {
-            let x = eps + (1.0 - 2.0 * eps) * i as f64 / (PHENOTYPE_POINTS - 1) as f64;
-            eval_into(g, 0.0, x, &mut vals);
-            let a = vals[out.index()];
-            eval_into(g, 1.0, 1.0 - x, &mut vals);
-            a + vals[out.index()]
-        })
-        .collect()
+    Screener::new().phenotype(g)
+}
+
+/// A node's values over a column of points: one number when it does not depend on p.
+#[derive(Clone)]
+enum Col {
+    One(f64),
+    Many(Rc<[f64]>),
+}
+
+/// Evaluates every node of `g` at y and each of `ps`, columnwise (one op over all points at a
+/// time, which is what makes screening cheap); `cache` keeps p-dependent columns by the node's
+/// structural hash, so candidates sharing subexpressions share their work.
+fn columns(g: &Graph, y: f64, ps: &Rc<[f64]>, cache: Option<&mut HashMap<u64, Rc<[f64]>>>) -> Vec<Col> {
+    let mut cols: Vec<Col> = Vec::with_capacity(g.len());
+    let mut hashes: Vec<u64> = Vec::with_capacity(g.len());
+    let mut cache = cache;
+    let hash = |t: (u8, u64, u64, u64)| {
+        let mut h = DefaultHasher::new();
+        t.hash(&mut h);
+        h.finish()
+    };
+    for (_, n) in g.iter() {
+        let h = match n {
+            Node::Input(Input::Y) => hash((1, y.to_bits(), 0, 0)),
+            Node::Input(Input::P) => hash((2, ps.len() as u64, ps[0].to_bits(), ps[ps.len() - 1].to_bits())),
+            Node::Const(bits) => hash((3, bits, 0, 0)),
+            Node::Unary(op, a) => hash((4, op as u64, hashes[a.index()], g.eps.to_bits())),
+            Node::Binary(op, a, b) => hash((5, op as u64, hashes[a.index()], hashes[b.index()])),
+        };
+        hashes.push(h);
+        let one = |v: f64| Col::One(v);
+        let col = match n {
+            Node::Input(Input::Y) => one(y),
+            Node::Input(Input::P) => Col::Many(ps.clone()),
+            Node::Const(bits) => one(f64::from_bits(bits)),
+            Node::Unary(op, a) => match &cols[a.index()] {
+                Col::One(x) => one(op.eval(*x, g.eps)),
+                Col::Many(xs) => {
+                    let hit = cache.as_deref().and_then(|c| c.get(&h).filter(|v| v.len() == ps.len()).cloned());
+                    Col::Many(hit.unwrap_or_else(|| {
+                        let v = op.eval_column(xs, g.eps);
+                        if let Some(c) = cache.as_deref_mut() {
+                            c.insert(h, v.clone());
+                        }
+                        v
+                    }))
+                }
+            },
+            Node::Binary(op, a, b) => match (&cols[a.index()], &cols[b.index()]) {
+                (Col::One(x), Col::One(z)) => one(op.eval(*x, *z)),
+                (ca, cb) => {
+                    let hit = cache.as_deref().and_then(|c| c.get(&h).filter(|v| v.len() == ps.len()).cloned());
+                    Col::Many(hit.unwrap_or_else(|| {
+                        let n = ps.len();
+                        let v = match (ca, cb) {
+                            (Col::Many(xs), Col::One(z)) => op.eval_column(n, |i| xs[i], |_| *z),
+                            (Col::One(x), Col::Many(zs)) => op.eval_column(n, |_| *x, |i| zs[i]),
+                            (Col::Many(xs), Col::Many(zs)) => op.eval_column(n, |i| xs[i], |i| zs[i]),
+                            (Col::One(_), Col::One(_)) => unreachable!("handled above"),
+                        };
+                        if let Some(c) = cache.as_deref_mut() {
+                            c.insert(h, v.clone());
+                        }
+                        v
+                    }))
+                }
+            },
+        };
+        cols.push(col);
+    }
+    cols
+}
+
+fn values(c: &Col, n: usize) -> Vec<f64> {
+    match c {
+        Col::One(v) => vec![*v; n],
+        Col::Many(v) => v.to_vec(),
+    }
+}
+
+/// The screen with its caches: the probe points and the columns of subexpressions seen
+/// before (cleared when it grows past `CACHE_COLUMNS`).
+pub struct Screener {
+    x: Rc<[f64]>,
+    one_minus_x: Rc<[f64]>,
+    grid: Rc<[f64]>,
+    cache: HashMap<u64, Rc<[f64]>>,
+    /// Point by point through the interpreter, without the cache: the baseline that the
+    /// benchmark and the tests compare the columns against.
+    pointwise: bool,
+}
+
+const CACHE_COLUMNS: usize = 8192;
+
+impl Default for Screener {
+    fn default() -> Self {
+        Screener::new()
+    }
+}
+
+impl Screener {
+    pub fn new() -> Screener {
+        let x = probe_x();
+        Screener {
+            one_minus_x: x.iter().map(|v| 1.0 - v).collect(),
+            x: x.into(),
+            grid: (1..100).map(|i| i as f64 / 100.0).collect(),
+            cache: HashMap::new(),
+            pointwise: false,
+        }
+    }
+
+    /// The baseline screener: the same rules, evaluated point by point, no cache.
+    pub fn pointwise() -> Screener {
+        Screener { pointwise: true, ..Screener::new() }
+    }
+
+    /// The column of node `out` of `g` at y and each of `ps`.
+    fn column(&mut self, g: &Graph, out: usize, y: f64, ps: &Rc<[f64]>) -> Vec<f64> {
+        if self.pointwise {
+            let mut vals = Vec::new();
+            return ps
+                .iter()
+                .map(|&p| {
+                    crate::interp::eval_into(g, y, p, &mut vals);
+                    vals[out]
+                })
+                .collect();
+        }
+        if self.cache.len() > CACHE_COLUMNS {
+            self.cache.clear();
+        }
+        values(&columns(g, y, ps, Some(&mut self.cache))[out], ps.len())
+    }
+
+    /// [`phenotype`], with the cache.
+    pub fn phenotype(&mut self, g: &Graph) -> Vec<f64> {
+        let out = g.outputs[0].1.index();
+        let (x, one_minus_x) = (self.x.clone(), self.one_minus_x.clone());
+        let a = self.column(g, out, 0.0, &x);
+        let b = self.column(g, out, 1.0, &one_minus_x);
+        a.iter().zip(&b).map(|(u, v)| u + v).collect()
+    }
 }
 
 /// Min-max normalisation to [0, 1] (all zeros for a constant curve).
@@ -77,69 +217,70 @@ pub fn key(g: &Graph) -> String {
 
 /// Screens a candidate loss (one output).
 pub fn screen(g: &Graph) -> Result<Screened, Rejection> {
-    let g = simplify(g);
-    let out = g.outputs[0].1;
-    if !g.depends_on(Input::P)[out.index()] {
-        return Err(Rejection::IgnoresP);
-    }
-    let curve = phenotype(&g);
-    if curve.iter().any(|v| !v.is_finite()) {
-        return Err(Rejection::NotFinite);
-    }
-    let steps: Vec<f64> = curve.windows(2).map(|w| w[1] - w[0]).collect();
-    let zero_steps = steps.iter().filter(|d| **d == 0.0).count();
-    if zero_steps > 10 || curve.iter().all(|v| *v == 0.0) {
-        return Err(Rejection::Flat);
-    }
-    // Extrema: sign changes of the non-zero steps.
-    let signs: Vec<bool> = steps.iter().filter(|d| **d != 0.0).map(|d| *d > 0.0).collect();
-    let turns: Vec<usize> = (1..signs.len()).filter(|&i| signs[i] != signs[i - 1]).collect();
-    if turns.len() > 1 {
-        return Err(Rejection::Wiggly);
-    }
-    if let Some(&t) = turns.first() {
-        if (490..510).contains(&t) {
-            return Err(Rejection::MiddleExtremum);
-        }
-    }
-    // As x rises the true class's p = 1 - x falls, so the loss must rise: choose the sign from
-    // the curve before any sign is applied.
-    let sign = if curve[PHENOTYPE_POINTS - 1] >= curve[0] { 1.0 } else { -1.0 };
-    let mut signed = g.clone();
-    if sign < 0.0 {
-        let neg = signed.neg(out);
-        signed.outputs[0].1 = neg;
-    }
-    let signed = simplify(&signed);
-    check_gradient(&signed)?;
-    let phenotype: Vec<f64> = curve.iter().map(|v| sign * v).collect();
-    let normalised = normalise(&phenotype);
-    let key = key(&signed);
-    Ok(Screened { sign, graph: signed, phenotype, normalised, key })
+    Screener::new().screen(g)
 }
 
-/// `s` finite on a grid of the domain, and on average pushing the target's p up.
-fn check_gradient(g: &Graph) -> Result<(), Rejection> {
-    let name = g.outputs[0].0.clone();
-    let d = fuse::derivatives(g, &name).expect("one output");
-    let dl = d.outputs[1].1;
-    let s = d.outputs[2].1;
-    let mut vals = Vec::new();
-    let mut mean_target_slope = 0.0;
-    for i in 1..100 {
-        let p = i as f64 / 100.0;
-        for y in [0.0, 1.0] {
-            eval_into(&d, y, p, &mut vals);
-            if !vals[s.index()].is_finite() {
-                return Err(Rejection::GradientNotFinite);
-            }
-            if y == 1.0 {
-                mean_target_slope += vals[dl.index()];
+impl Screener {
+    /// Screens a candidate loss (one output): the phenotype rules on the loss as written (as
+    /// the predecessor evaluates its genomes), then the sign, the simplified graph and its key,
+    /// then the gradient. Cheap checks come first: most candidates never reach the compiler.
+    pub fn screen(&mut self, g: &Graph) -> Result<Screened, Rejection> {
+        let curve = self.phenotype(g);
+        if !g.depends_on(Input::P)[g.outputs[0].1.index()] {
+            return Err(Rejection::IgnoresP);
+        }
+        if curve.iter().any(|v| !v.is_finite()) {
+            return Err(Rejection::NotFinite);
+        }
+        let steps: Vec<f64> = curve.windows(2).map(|w| w[1] - w[0]).collect();
+        let zero_steps = steps.iter().filter(|d| **d == 0.0).count();
+        if zero_steps > 10 || curve.iter().all(|v| *v == 0.0) {
+            return Err(Rejection::Flat);
+        }
+        // Extrema: sign changes of the non-zero steps.
+        let signs: Vec<bool> = steps.iter().filter(|d| **d != 0.0).map(|d| *d > 0.0).collect();
+        let turns: Vec<usize> = (1..signs.len()).filter(|&i| signs[i] != signs[i - 1]).collect();
+        if turns.len() > 1 {
+            return Err(Rejection::Wiggly);
+        }
+        if let Some(&t) = turns.first() {
+            if (490..510).contains(&t) {
+                return Err(Rejection::MiddleExtremum);
             }
         }
+        // As x rises the true class's p = 1 - x falls, so the loss must rise: choose the sign
+        // from the curve before any sign is applied.
+        let sign = if curve[PHENOTYPE_POINTS - 1] >= curve[0] { 1.0 } else { -1.0 };
+        let mut signed = g.clone();
+        if sign < 0.0 {
+            let out = signed.outputs[0].1;
+            let neg = signed.neg(out);
+            signed.outputs[0].1 = neg;
+        }
+        let signed = simplify(&signed);
+        if !signed.depends_on(Input::P)[signed.outputs[0].1.index()] {
+            return Err(Rejection::IgnoresP);
+        }
+        self.check_gradient(&signed)?;
+        let phenotype: Vec<f64> = curve.iter().map(|v| sign * v).collect();
+        let normalised = normalise(&phenotype);
+        let key = print::expr_to_string(&signed, signed.outputs[0].1);
+        Ok(Screened { sign, graph: signed, phenotype, normalised, key })
     }
-    if mean_target_slope > 0.0 {
-        return Err(Rejection::WrongDirection);
+
+    /// `s` finite on a grid of the domain, and on average pushing the target's p up.
+    fn check_gradient(&mut self, g: &Graph) -> Result<(), Rejection> {
+        let d = fuse::derivatives_of(g.clone());
+        let (dl, s) = (d.outputs[1].1.index(), d.outputs[2].1.index());
+        let grid = self.grid.clone();
+        let s0 = self.column(&d, s, 0.0, &grid);
+        let s1 = self.column(&d, s, 1.0, &grid);
+        if s0.iter().chain(&s1).any(|v| !v.is_finite()) {
+            return Err(Rejection::GradientNotFinite);
+        }
+        if self.column(&d, dl, 1.0, &grid).iter().sum::<f64>() > 0.0 {
+            return Err(Rejection::WrongDirection);
+        }
+        Ok(())
     }
-    Ok(())
 }
