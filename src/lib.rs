@@ -15,10 +15,12 @@
 pub mod backend;
 pub mod bench;
 pub mod contract;
+pub mod evaluate;
 pub mod interp;
 pub mod ir;
 pub mod mathref;
 pub mod passes;
+pub mod plot;
 pub use lossc_runtime::rng;
 pub mod search;
 pub mod syntax;

@@ -115,12 +115,8 @@ fn a_short_search_writes_losses_that_check_and_retrain_to_their_fitness() {
     println!("{stdout}");
     let best = dir.join("out/best-1.loss");
     let text = std::fs::read_to_string(&best).unwrap();
-    let fitness: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("# fitness (best validation accuracy): "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let fitness: f64 =
+        text.lines().find_map(|l| l.strip_prefix("# fitness (best validation accuracy): ")).unwrap().parse().unwrap();
     assert!(fitness > 0.3, "the best of a short search should train well above chance: {fitness}");
     let check = Command::new(env!("CARGO_BIN_EXE_lossc")).arg("check").arg(&best).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
@@ -135,5 +131,23 @@ fn a_short_search_writes_losses_that_check_and_retrain_to_their_fitness() {
     let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let retrained = record["metrics"]["fitness"].as_f64().unwrap();
     assert!((retrained - fitness).abs() < 1e-4, "stored {fitness}, retrained {retrained}");
+
+    // The elimination protocol on the search: the best 3 retrained longer, then the best 2
+    // with two seeds; the survivors are written and check.
+    let mut e = Command::new(env!("CARGO_BIN_EXE_lossc"));
+    e.args(["eliminate", "--stage", "3:70:1", "--stage", "2:70:2", "--workers", "2"]);
+    e.arg("--db").arg(dir.join("s.db")).arg("--out").arg(dir.join("elim"));
+    let el = e.output().unwrap();
+    assert!(el.status.success(), "{}", String::from_utf8_lossy(&el.stderr));
+    let report = String::from_utf8_lossy(&el.stdout);
+    println!("{report}");
+    assert!(report.contains("stage: best 3 retrained for 70 steps, 1 seed(s)"), "{report}");
+    assert!(report.contains("stage: best 2 retrained for 70 steps, 2 seed(s)"), "{report}");
+    for n in 1..=2 {
+        let f = dir.join(format!("elim/elim-{n}.loss"));
+        let check = Command::new(env!("CARGO_BIN_EXE_lossc")).arg("check").arg(&f).output().unwrap();
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    }
+    assert!(!dir.join("elim/elim-3.loss").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -144,6 +144,40 @@ enum Cmd {
         #[arg(long)]
         csv: Option<PathBuf>,
     },
+    /// Train losses under several augmentations, label smoothings and seeds; print test
+    /// accuracy as mean ± std (Markdown, and CSV with --csv). Runs are kept in the store.
+    Evaluate {
+        /// A .loss file (every loss in it is evaluated); repeat for more.
+        #[arg(long = "loss", required = true)]
+        losses: Vec<PathBuf>,
+        #[command(flatten)]
+        store: StoreOpts,
+        /// Seeds 0..N per combination.
+        #[arg(long, default_value_t = 5)]
+        seeds: usize,
+        /// Training; --aug and --label-smoothing take comma-separated lists here.
+        #[command(flatten)]
+        opts: TrainOpts,
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// The elimination protocol on a search's results: each --stage KEEP:STEPS:SEEDS retrains
+    /// the best KEEP so far with that budget and ranks them by mean validation accuracy; the
+    /// survivors are written as elim-N.loss.
+    Eliminate {
+        #[command(flatten)]
+        store: StoreOpts,
+        /// KEEP:STEPS:SEEDS, in order (e.g. --stage 20:4000:1 --stage 5:8000:3).
+        #[arg(long = "stage", required = true)]
+        stages: Vec<lossc::evaluate::Stage>,
+        #[arg(long, default_value = "eliminate-out")]
+        out: PathBuf,
+    },
+    /// Charts as PNG or SVG (by the output's extension).
+    Plot {
+        #[command(subcommand)]
+        what: PlotCmd,
+    },
     /// Claim and run training jobs from a store until none are left (to add machines or
     /// processes to a search or sample running on the same database file).
     Worker {
@@ -186,6 +220,41 @@ enum Cmd {
         /// (which creates its own venv with jax[cpu] on first use).
         #[arg(long)]
         jax: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlotCmd {
+    /// L(1, p) of each loss, raw and normalised to [0, 1], with cross-entropy for comparison.
+    Phenotype {
+        /// .loss files (every loss in each).
+        files: Vec<PathBuf>,
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Leave cross-entropy out.
+        #[arg(long)]
+        no_ce: bool,
+    },
+    /// The surface L(y, p) over [0, 1]^2 of one loss.
+    Surface {
+        file: PathBuf,
+        #[arg(long)]
+        loss: Option<String>,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Fitness under two augmentations for every loss of a `lossc sample` run (paper Figure 3).
+    Scatter {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long, default_value = "sample")]
+        run: String,
+        #[arg(long)]
+        x: String,
+        #[arg(long)]
+        y: String,
+        #[arg(short, long)]
+        out: PathBuf,
     },
 }
 
@@ -247,6 +316,11 @@ fn main() -> ExitCode {
         }
         Cmd::Sample { store, n, hidden, top, opts, csv } => sample_cmd(&store, n, hidden, top, &opts, csv.as_deref()),
         Cmd::Worker { db, workers, idle } => worker_cmd(&db, workers, idle),
+        Cmd::Evaluate { losses, store, seeds, opts, csv } => {
+            evaluate_cmd(&losses, &store, seeds, &opts, csv.as_deref())
+        }
+        Cmd::Eliminate { store, stages, out } => eliminate_cmd(&store, &stages, &out),
+        Cmd::Plot { what } => plot_cmd(what),
         Cmd::BenchScreen { n, seed } => {
             for (label, mutants) in [("random genomes", false), ("mutation chains", true)] {
                 let b = lbench::screen_throughput(n, seed, mutants);
@@ -698,8 +772,9 @@ struct TrainOpts {
     batch: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f64,
+    /// Label smoothing (evaluate: a comma-separated list).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    label_smoothing: Vec<f64>,
     /// adam or sgd (Nesterov 0.9).
     #[arg(long, default_value = "adam")]
     optimizer: String,
@@ -735,7 +810,7 @@ impl TrainOpts {
             steps: self.steps,
             batch: self.batch,
             seed: self.seed,
-            label_smoothing: self.label_smoothing,
+            label_smoothing: self.label_smoothing.first().copied().unwrap_or(0.0),
             optimizer: self.optimizer.clone(),
             lr: self.lr,
             warmup: self.warmup,
@@ -766,6 +841,7 @@ fn train_cmd(file: &Path, name: Option<&str>, o: &TrainOpts, test: bool, out: Op
         Some(n) => pick(&g, Some(n))?.remove(0),
         None => g.outputs[0].0.clone(),
     };
+    single_setting(o)?;
     let mut spec = o.spec();
     spec.test = test;
     let cfg = spec.config().map_err(|e| bad_input(format!("error: {e}")))?;
@@ -871,6 +947,7 @@ fn failure(message: String) -> Failure {
 }
 
 fn search_cmd(store: &StoreOpts, settings: Settings, o: &TrainOpts, out: &Path, best: usize) -> Result<(), Failure> {
+    single_setting(o)?;
     let spec = o.spec();
     spec.config().map_err(|e| bad_input(format!("error: {e}")))?;
     if settings.population == 0 || settings.initial < settings.population || settings.tournament == 0 {
@@ -883,7 +960,11 @@ fn search_cmd(store: &StoreOpts, settings: Settings, o: &TrainOpts, out: &Path, 
     let run = store.run.clone().unwrap_or_else(|| "search".into());
     let settings = srun::SearchSettings { evolution: settings, spec };
     let report = srun::search(&store.db, &run, &settings, store.workers, &mut phase_bar()).map_err(|e| {
-        if e.contains("was started with") || e.contains("is a ") { bad_input(format!("error: {e}")) } else { failure(e) }
+        if e.contains("was started with") || e.contains("is a ") {
+            bad_input(format!("error: {e}"))
+        } else {
+            failure(e)
+        }
     })?;
     let db = lossc::search::store::Store::open(&store.db).map_err(|e| failure(e.to_string()))?;
     let (done, attempts) = db.counts().map_err(|e| failure(e.to_string()))?;
@@ -928,11 +1009,20 @@ fn check_out_dir(out: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn sample_cmd(store: &StoreOpts, n: usize, hidden: usize, top: usize, o: &TrainOpts, csv: Option<&Path>) -> Result<(), Failure> {
+fn sample_cmd(
+    store: &StoreOpts,
+    n: usize,
+    hidden: usize,
+    top: usize,
+    o: &TrainOpts,
+    csv: Option<&Path>,
+) -> Result<(), Failure> {
     use lossc::search::stats::kendall_tau;
     let augs: Vec<String> = o.aug.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
     if augs.len() < 2 || n < 2 || hidden == 0 {
-        return Err(bad_input("error: sample needs --n >= 2, --hidden > 0 and at least two augmentations in --aug a,b"));
+        return Err(bad_input(
+            "error: sample needs --n >= 2, --hidden > 0 and at least two augmentations in --aug a,b",
+        ));
     }
     let mut spec = o.spec();
     spec.aug = augs[0].clone();
@@ -942,7 +1032,11 @@ fn sample_cmd(store: &StoreOpts, n: usize, hidden: usize, top: usize, o: &TrainO
         TrainSpec { aug: a.clone(), ..settings.spec.clone() }.config().map_err(|e| bad_input(format!("error: {e}")))?;
     }
     let table = srun::sample(&store.db, &run, &settings, store.workers, &mut phase_bar()).map_err(|e| {
-        if e.contains("was started with") || e.contains("is a ") { bad_input(format!("error: {e}")) } else { failure(e) }
+        if e.contains("was started with") || e.contains("is a ") {
+            bad_input(format!("error: {e}"))
+        } else {
+            failure(e)
+        }
     })?;
     let rows = &table.rows;
     let mut by_mean: Vec<usize> = (0..rows.len()).collect();
@@ -952,7 +1046,9 @@ fn sample_cmd(store: &StoreOpts, n: usize, hidden: usize, top: usize, o: &TrainO
     let column = |set: &[usize], a: usize| set.iter().map(|&i| rows[i].2[a]).collect::<Vec<f64>>();
     let all: Vec<usize> = (0..rows.len()).collect();
     let mut csv_text = String::from("losses,aug_a,aug_b,n,kendall_tau\n");
-    for (label, set) in [(format!("all {} losses", rows.len()), &all[..]), (format!("best {k} by mean fitness"), &by_mean[..k])] {
+    for (label, set) in
+        [(format!("all {} losses", rows.len()), &all[..]), (format!("best {k} by mean fitness"), &by_mean[..k])]
+    {
         println!("\nKendall's tau, {label}:\n");
         println!("| | {} |", augs.join(" | "));
         println!("|---|{}", "---|".repeat(augs.len()));
@@ -961,7 +1057,13 @@ fn sample_cmd(store: &StoreOpts, n: usize, hidden: usize, top: usize, o: &TrainO
                 .map(|b| {
                     let t = kendall_tau(&column(set, a), &column(set, b));
                     if a < b {
-                        csv_text += &format!("{},{},{},{},{t:.4}\n", label.split(' ').next().unwrap_or(""), augs[a], augs[b], set.len());
+                        csv_text += &format!(
+                            "{},{},{},{},{t:.4}\n",
+                            label.split(' ').next().unwrap_or(""),
+                            augs[a],
+                            augs[b],
+                            set.len()
+                        );
                     }
                     format!("{t:.3}")
                 })
@@ -995,7 +1097,12 @@ fn worker_cmd(db: &Path, workers: usize, idle: f64) -> Result<(), Failure> {
             .map(|i| {
                 let stop = &stop;
                 s.spawn(move || {
-                    srun::work(db, &lossc::search::store::worker_id(i), stop, Some(std::time::Duration::from_secs_f64(idle)))
+                    srun::work(
+                        db,
+                        &lossc::search::store::worker_id(i),
+                        stop,
+                        Some(std::time::Duration::from_secs_f64(idle)),
+                    )
                 })
             })
             .collect();
@@ -1003,5 +1110,191 @@ fn worker_cmd(db: &Path, workers: usize, idle: f64) -> Result<(), Failure> {
     });
     let ran: usize = ran.map_err(failure)?.iter().sum();
     println!("{ran} training job(s) run from {}", db.display());
+    Ok(())
+}
+
+/// train and search take one augmentation and one label smoothing.
+fn single_setting(o: &TrainOpts) -> Result<(), Failure> {
+    if o.aug.contains(',') || o.label_smoothing.len() != 1 {
+        return Err(bad_input(
+            "error: --aug and --label-smoothing take one value here (lists are for evaluate and sample)",
+        ));
+    }
+    Ok(())
+}
+
+/// Every loss of each file, by name.
+fn losses_of(files: &[PathBuf]) -> Result<Vec<(String, Graph)>, Failure> {
+    let mut out = Vec::new();
+    for f in files {
+        let g = load(f)?;
+        for (name, _) in &g.outputs {
+            out.push((name.clone(), g.extract(name).expect("outputs exist")));
+        }
+    }
+    Ok(out)
+}
+
+fn evaluate_cmd(
+    files: &[PathBuf],
+    store: &StoreOpts,
+    seeds: usize,
+    o: &TrainOpts,
+    csv: Option<&Path>,
+) -> Result<(), Failure> {
+    let augs: Vec<String> = o.aug.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+    if augs.is_empty() || seeds == 0 {
+        return Err(bad_input("error: evaluate needs --seeds > 0 and at least one --aug"));
+    }
+    let base = o.spec();
+    for a in &augs {
+        for &ls in &o.label_smoothing {
+            TrainSpec { aug: a.clone(), label_smoothing: ls, ..base.clone() }
+                .config()
+                .map_err(|e| bad_input(format!("error: {e}")))?;
+        }
+    }
+    let losses: Vec<lossc::evaluate::Loss> =
+        losses_of(files)?.iter().map(|(n, g)| lossc::evaluate::Loss::new(n, g).expect("one output")).collect();
+    let table = lossc::evaluate::evaluate(
+        &store.db,
+        &losses,
+        &augs,
+        &o.label_smoothing,
+        seeds,
+        &base,
+        store.workers,
+        &mut phase_bar(),
+    )
+    .map_err(failure)?;
+    println!("{} steps, {} seed(s) each, data {}:\n", base.steps, seeds, base.data);
+    print!("{}", table.markdown());
+    if let Some(path) = csv {
+        std::fs::write(path, table.csv()).map_err(|e| failure(format!("cannot write {}: {e}", path.display())))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn eliminate_cmd(store: &StoreOpts, stages: &[lossc::evaluate::Stage], out: &Path) -> Result<(), Failure> {
+    use lossc::search::store::Store;
+    let run = store.run.clone().unwrap_or_else(|| "search".into());
+    let db = Store::open(&store.db).map_err(|e| failure(e.to_string()))?;
+    let settings = match db.run_settings(&run).map_err(|e| failure(e.to_string()))? {
+        Some((kind, s)) if kind == "search" => s,
+        _ => return Err(bad_input(format!("error: {} has no search run named `{run}`", store.db.display()))),
+    };
+    let base: TrainSpec = serde_json::from_value(settings["spec"].clone())
+        .map_err(|e| failure(format!("run `{run}` has no training spec: {e}")))?;
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if name.starts_with("elim-") && name.ends_with(".loss") && !text.starts_with(ELIM_MARK) {
+                return Err(bad_input(format!(
+                    "error: {} was not written by lossc eliminate; choose another --out",
+                    e.path().display()
+                )));
+            }
+        }
+    }
+    let ranked = srun::ranking(&db, &run).map_err(|e| failure(e.to_string()))?;
+    let start: Vec<lossc::evaluate::Loss> = ranked
+        .iter()
+        .map(|r| {
+            let g = syntax::parse(&r.text).expect("stored texts parse");
+            let name = g.outputs[0].0.clone();
+            lossc::evaluate::Loss::new(&name, &g).expect("one output")
+        })
+        .collect();
+    println!("{} trained candidates in run `{run}`", start.len());
+    let bar = std::cell::RefCell::new(phase_bar());
+    let rankings =
+        lossc::evaluate::eliminate(&store.db, start, stages, &base, store.workers, &mut |_, p| (bar.borrow_mut())(p))
+            .map_err(failure)?;
+    for (st, r) in stages.iter().zip(&rankings) {
+        println!(
+            "\nstage: best {} retrained for {} steps, {} seed(s) (mean best validation accuracy):",
+            st.keep, st.steps, st.seeds
+        );
+        for (i, (l, mean, v)) in r.iter().enumerate() {
+            let vals: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
+            println!("  {:>3}. {:<8} {mean:.4}  [{}]  {}", i + 1, l.name, vals.join(" "), l.key);
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| failure(format!("cannot create {}: {e}", out.display())))?;
+    if let (Some(last), Some(st)) = (rankings.last(), stages.last()) {
+        for (i, (l, mean, _)) in last.iter().enumerate() {
+            let path = out.join(format!("elim-{}.loss", i + 1));
+            let text = format!(
+                "{ELIM_MARK} (run `{run}` in {})\n# mean best validation accuracy {mean:.4} over {} seed(s) of {} steps\n{}",
+                store.db.display(),
+                st.seeds,
+                st.steps,
+                l.text
+            );
+            std::fs::write(&path, text).map_err(|e| failure(format!("cannot write {}: {e}", path.display())))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+const ELIM_MARK: &str = "# written by lossc eliminate";
+
+fn plot_cmd(what: PlotCmd) -> Result<(), Failure> {
+    let plot_err = |e: String| if e.contains("must end in") { bad_input(format!("error: {e}")) } else { failure(e) };
+    let out = match what {
+        PlotCmd::Phenotype { files, out, no_ce } => {
+            let mut losses = losses_of(&files)?;
+            if losses.is_empty() && no_ce {
+                return Err(bad_input("error: no losses to plot"));
+            }
+            if !no_ce && !losses.iter().any(|(n, _)| n == "ce") {
+                let ce = syntax::parse("loss ce = -y * ln(p);").expect("valid");
+                losses.push(("ce".into(), ce));
+            }
+            lossc::plot::phenotype(&losses, &out).map_err(plot_err)?;
+            out
+        }
+        PlotCmd::Surface { file, loss, out } => {
+            let g = load(&file)?;
+            let name = pick(&g, loss.as_deref())?.remove(0);
+            lossc::plot::surface(&name, &g.extract(&name).expect("picked"), &out).map_err(plot_err)?;
+            out
+        }
+        PlotCmd::Scatter { db, run, x, y, out } => {
+            use lossc::search::store::Store;
+            let store = Store::open(&db).map_err(|e| failure(e.to_string()))?;
+            let settings = match store.run_settings(&run).map_err(|e| failure(e.to_string()))? {
+                Some((kind, s)) if kind == "sample" => s,
+                _ => return Err(bad_input(format!("error: {} has no sample run named `{run}`", db.display()))),
+            };
+            let s: srun::SampleSettings =
+                serde_json::from_value(settings).map_err(|e| failure(format!("run `{run}`: {e}")))?;
+            for a in [&x, &y] {
+                if !s.augs.contains(a) {
+                    return Err(bad_input(format!(
+                        "error: run `{run}` has no augmentation `{a}` (it has {})",
+                        s.augs.join(", ")
+                    )));
+                }
+            }
+            let spec = |a: &str| TrainSpec { aug: a.to_string(), ..s.spec.clone() };
+            let mut points = Vec::new();
+            for c in store.candidates(&run).map_err(|e| failure(e.to_string()))? {
+                let Some(key) = c.key else { continue };
+                let fx = store.result(&key, &spec(&x)).map_err(|e| failure(e.to_string()))?;
+                let fy = store.result(&key, &spec(&y)).map_err(|e| failure(e.to_string()))?;
+                if let (Some(a), Some(b)) = (fx, fy) {
+                    points.push((a.fitness, b.fitness));
+                }
+            }
+            let title = format!("{} losses of `{run}`: best validation accuracy", points.len());
+            lossc::plot::scatter(&points, &x, &y, &title, &out).map_err(plot_err)?;
+            out
+        }
+    };
+    println!("wrote {}", out.display());
     Ok(())
 }

@@ -204,12 +204,9 @@ impl Fitness for StoreFitness<'_> {
             return;
         }
         let (key, sign, phenotype, text) = match verdict {
-            Verdict::Accepted(s) => (
-                Some(s.key.clone()),
-                Some(s.sign),
-                Some(s.phenotype.clone()),
-                loss_text(&format!("c{seq}"), &s.graph),
-            ),
+            Verdict::Accepted(s) => {
+                (Some(s.key.clone()), Some(s.sign), Some(s.phenotype.clone()), loss_text(&format!("c{seq}"), &s.graph))
+            }
             _ => (None, None, None, loss_text(&format!("c{seq}"), graph)),
         };
         let row = CandidateRow {
@@ -257,8 +254,9 @@ pub fn search(
 ) -> Result<SearchReport, String> {
     settings.spec.config()?;
     let store = Store::open(db).map_err(|e| e.to_string())?;
-    let resumed =
-        store.begin_run(run, "search", &serde_json::to_value(settings).expect("plain data")).map_err(|e| e.to_string())?;
+    let resumed = store
+        .begin_run(run, "search", &serde_json::to_value(settings).expect("plain data"))
+        .map_err(|e| e.to_string())?;
     store.requeue_stale(LEASE).map_err(|e| e.to_string())?;
     // Load the data before the workers start, so a bad path fails here, once.
     data(&settings.spec)?;
@@ -344,7 +342,10 @@ pub fn write_best(store: &Store, run: &str, dir: &Path, k: usize) -> Result<Vec<
         let path = dir.join(format!("best-{}.loss", i + 1));
         if let Ok(old) = std::fs::read_to_string(&path) {
             if !old.starts_with(MARK) {
-                return Err(format!("{} exists and was not written by lossc search; not overwriting it", path.display()));
+                return Err(format!(
+                    "{} exists and was not written by lossc search; not overwriting it",
+                    path.display()
+                ));
             }
         }
         let text = format!(
@@ -431,34 +432,47 @@ pub fn sample(
         }
         seq += 1;
     }
-    for spec in &specs {
-        for (_, key, text) in &chosen {
-            store.enqueue(key, spec, text).map_err(|e| e.to_string())?;
-        }
+    let jobs: Vec<(String, String, TrainSpec)> = specs
+        .iter()
+        .flat_map(|spec| chosen.iter().map(move |(_, key, text)| (key.clone(), text.clone(), spec.clone())))
+        .collect();
+    let outcomes = train_all(db, &store, &jobs, workers, "sample", progress)?;
+    let mut table = SampleTable { augs: s.augs.clone(), rows: Vec::new() };
+    for (i, (seq, key, _)) in chosen.iter().enumerate() {
+        let row = (0..specs.len()).map(|a| outcomes[a * chosen.len() + i].fitness).collect();
+        table.rows.push((*seq, key.clone(), row));
+    }
+    Ok(table)
+}
+
+/// Trains every (key, text, spec) job not yet in the store with `workers` threads here (and
+/// any `lossc worker` processes on the same file), and returns every job's outcome in order.
+pub fn train_all(
+    db: &Path,
+    store: &Store,
+    jobs: &[(String, String, TrainSpec)],
+    workers: usize,
+    phase: &'static str,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Vec<super::store::Outcome>, String> {
+    for (key, text, spec) in jobs {
+        store.enqueue(key, spec, text).map_err(|e| e.to_string())?;
     }
     let mut pool = Workers::spawn(db, workers);
-    let total = chosen.len() * specs.len();
-    let mut table = SampleTable { augs: s.augs.clone(), rows: Vec::new() };
+    let mut out: Vec<Option<super::store::Outcome>> = vec![None; jobs.len()];
     let mut best = 0.0f64;
     loop {
-        let mut done = 0;
-        table.rows.clear();
-        for (seq, key, _) in &chosen {
-            let mut row = Vec::new();
-            for spec in &specs {
-                match store.result(key, spec).map_err(|e| e.to_string())? {
-                    Some(r) => {
-                        done += 1;
-                        best = best.max(r.fitness);
-                        row.push(r.fitness);
-                    }
-                    None => row.push(f64::NAN),
+        for (i, (key, _, spec)) in jobs.iter().enumerate() {
+            if out[i].is_none() {
+                out[i] = store.result(key, spec).map_err(|e| e.to_string())?;
+                if let Some(o) = &out[i] {
+                    best = best.max(o.fitness);
                 }
             }
-            table.rows.push((*seq, key.clone(), row));
         }
-        progress(&Progress { phase: "sample", done, total, best });
-        if done == total {
+        let done = out.iter().filter(|o| o.is_some()).count();
+        progress(&Progress { phase, done, total: jobs.len(), best });
+        if done == jobs.len() {
             break;
         }
         if let Some(e) = pool.failed() {
@@ -467,5 +481,5 @@ pub fn sample(
         std::thread::sleep(Duration::from_millis(100));
     }
     pool.stop()?;
-    Ok(table)
+    Ok(out.into_iter().flatten().collect())
 }

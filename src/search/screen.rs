@@ -3,10 +3,10 @@
 //! deduplicate candidates.
 
 use crate::ir::{Graph, Input, Node, print};
+use crate::passes::{fuse, simplify::simplify};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
-use crate::passes::{fuse, simplify::simplify};
 
 /// Points of the binary phenotype.
 pub const PHENOTYPE_POINTS: usize = 1000;

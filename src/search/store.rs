@@ -335,9 +335,10 @@ impl Store {
             if dead_here || now() - claimed > lease {
                 n += self
                     .conn
-                    .execute("UPDATE jobs SET status = 'pending', worker = NULL WHERE id = ?1 AND status = 'running'", [
-                        id,
-                    ])
+                    .execute(
+                        "UPDATE jobs SET status = 'pending', worker = NULL WHERE id = ?1 AND status = 'running'",
+                        [id],
+                    )
                     .map_err(|e| self.err(e))?;
             }
         }
@@ -354,7 +355,8 @@ impl Store {
 
     /// Number of finished trainings, and of training attempts (claims), over the store.
     pub fn counts(&self) -> Result<(usize, usize), StoreError> {
-        let done: i64 = self.conn.query_row("SELECT COUNT(*) FROM results", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let done: i64 =
+            self.conn.query_row("SELECT COUNT(*) FROM results", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         let attempts: i64 = self
             .conn
             .query_row("SELECT COALESCE(SUM(attempts), 0) FROM jobs", [], |r| r.get(0))
@@ -368,9 +370,10 @@ impl Store {
             .map_err(|e| self.err(e))?;
         tx.execute("DELETE FROM population WHERE run = ?1", [run]).map_err(|e| self.err(e))?;
         for (i, s) in seqs.iter().enumerate() {
-            tx.execute("INSERT INTO population (run, position, seq) VALUES (?1, ?2, ?3)", params![
-                run, i as i64, *s as i64
-            ])
+            tx.execute(
+                "INSERT INTO population (run, position, seq) VALUES (?1, ?2, ?3)",
+                params![run, i as i64, *s as i64],
+            )
             .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
@@ -378,8 +381,10 @@ impl Store {
 
     /// A run's stored population, oldest first.
     pub fn population(&self, run: &str) -> Result<Vec<usize>, StoreError> {
-        let mut st =
-            self.conn.prepare("SELECT seq FROM population WHERE run = ?1 ORDER BY position").map_err(|e| self.err(e))?;
+        let mut st = self
+            .conn
+            .prepare("SELECT seq FROM population WHERE run = ?1 ORDER BY position")
+            .map_err(|e| self.err(e))?;
         let rows = st.query_map([run], |r| r.get::<_, i64>(0).map(|s| s as usize)).map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
@@ -393,12 +398,15 @@ impl Store {
         let rows = st
             .query_map([spec.key()], |r| {
                 let m: String = r.get(3)?;
-                Ok((r.get(0)?, Outcome {
-                    fitness: r.get(1)?,
-                    test_accuracy: r.get(2)?,
-                    metrics: serde_json::from_str(&m).unwrap_or_default(),
-                    seconds: r.get(4)?,
-                }))
+                Ok((
+                    r.get(0)?,
+                    Outcome {
+                        fitness: r.get(1)?,
+                        test_accuracy: r.get(2)?,
+                        metrics: serde_json::from_str(&m).unwrap_or_default(),
+                        seconds: r.get(4)?,
+                    },
+                ))
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))

@@ -1,0 +1,176 @@
+//! Evaluation of losses across augmentations, label smoothing and seeds (the paper's Tables 5
+//! and 6), and the elimination protocol (SPEC section 5). Runs go through the search's store,
+//! so nothing is trained twice and an interrupted evaluation resumes.
+
+use crate::ir::Graph;
+use crate::search::run::{Progress, loss_text, train_all};
+use crate::search::screen;
+use crate::search::stats::mean_std;
+use crate::search::store::Store;
+use crate::train::TrainSpec;
+use std::path::Path;
+
+/// A loss to evaluate: its display name, canonical key and text.
+#[derive(Clone, Debug)]
+pub struct Loss {
+    pub name: String,
+    pub key: String,
+    pub text: String,
+}
+
+impl Loss {
+    /// The loss `name` of a module.
+    pub fn new(name: &str, module: &Graph) -> Option<Loss> {
+        let g = module.extract(name)?;
+        Some(Loss { name: name.to_string(), key: screen::key(&g), text: loss_text(name, &g) })
+    }
+}
+
+/// A table of accuracies: rows (loss, smoothing) by columns (augmentation), each cell the
+/// values over seeds.
+pub struct Table {
+    pub rows: Vec<String>,
+    pub cols: Vec<String>,
+    /// cells[row][col] = values over seeds.
+    pub cells: Vec<Vec<Vec<f64>>>,
+    /// What the values are ("test accuracy", "validation accuracy").
+    pub measure: String,
+}
+
+impl Table {
+    /// Markdown: mean ± standard deviation in percent, the best mean of each column in bold.
+    pub fn markdown(&self) -> String {
+        let mut s = format!("| {} | {} |\n", self.measure, self.cols.join(" | "));
+        s += &format!("|---|{}\n", "---:|".repeat(self.cols.len()));
+        let best: Vec<f64> = (0..self.cols.len())
+            .map(|c| self.cells.iter().map(|r| mean_std(&r[c]).0).fold(f64::NEG_INFINITY, f64::max))
+            .collect();
+        for (r, name) in self.rows.iter().enumerate() {
+            let cells: Vec<String> = (0..self.cols.len())
+                .map(|c| {
+                    let (m, sd) = mean_std(&self.cells[r][c]);
+                    let text = format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * sd);
+                    if m == best[c] { format!("**{text}**") } else { text }
+                })
+                .collect();
+            s += &format!("| {name} | {} |\n", cells.join(" | "));
+        }
+        s
+    }
+
+    /// CSV, one line per cell: row, column, runs, mean, standard deviation, the values.
+    pub fn csv(&self) -> String {
+        let mut s = String::from("loss,aug,runs,mean,std,values\n");
+        for (r, name) in self.rows.iter().enumerate() {
+            for (c, col) in self.cols.iter().enumerate() {
+                let v = &self.cells[r][c];
+                let (m, sd) = mean_std(v);
+                let vals: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
+                s += &format!("\"{name}\",{col},{},{m:.4},{sd:.4},\"{}\"\n", v.len(), vals.join(" "));
+            }
+        }
+        s
+    }
+}
+
+/// Trains every loss under every augmentation, label smoothing and seed (seeds 0..seeds) with
+/// `base` as the rest of the spec, and tabulates test accuracy.
+pub fn evaluate(
+    db: &Path,
+    losses: &[Loss],
+    augs: &[String],
+    smoothings: &[f64],
+    seeds: usize,
+    base: &TrainSpec,
+    workers: usize,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Table, String> {
+    let mut jobs = Vec::new();
+    let mut rows = Vec::new();
+    for l in losses {
+        for &ls in smoothings {
+            rows.push(if smoothings.len() > 1 { format!("{} (ls {ls})", l.name) } else { l.name.clone() });
+            for aug in augs {
+                for seed in 0..seeds as u64 {
+                    let spec = TrainSpec { aug: aug.clone(), seed, label_smoothing: ls, test: true, ..base.clone() };
+                    spec.config()?;
+                    jobs.push((l.key.clone(), l.text.clone(), spec));
+                }
+            }
+        }
+    }
+    let store = Store::open(db).map_err(|e| e.to_string())?;
+    let out = train_all(db, &store, &jobs, workers, "evaluate", progress)?;
+    let mut it = out.into_iter().map(|o| o.test_accuracy.unwrap_or(0.0));
+    let cells = rows
+        .iter()
+        .map(|_| augs.iter().map(|_| (0..seeds).map(|_| it.next().expect("one outcome per job")).collect()).collect())
+        .collect();
+    Ok(Table { rows, cols: augs.to_vec(), cells, measure: "test accuracy %".into() })
+}
+
+/// One stage of the elimination protocol: retrain the best `keep` so far for `steps` steps
+/// with `seeds` seeds, and rank them by mean validation accuracy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stage {
+    pub keep: usize,
+    pub steps: usize,
+    pub seeds: usize,
+}
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Stage, String> {
+        let bad = || format!("stage `{s}`: expected KEEP:STEPS:SEEDS with positive numbers, e.g. 10:2000:3");
+        let v: Vec<usize> = s.split(':').map(|x| x.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+        match v[..] {
+            [keep, steps, seeds] if keep > 0 && steps > 0 && seeds > 0 => Ok(Stage { keep, steps, seeds }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// The survivors of one stage, best first: (loss, mean validation accuracy, values).
+pub type Ranking = Vec<(Loss, f64, Vec<f64>)>;
+
+/// Runs the stages on `start` (best first, e.g. a search's ranking): each stage keeps the
+/// best `keep` of the previous ranking and ranks them again with its own budget.
+pub fn eliminate(
+    db: &Path,
+    start: Vec<Loss>,
+    stages: &[Stage],
+    base: &TrainSpec,
+    workers: usize,
+    progress: &mut dyn FnMut(usize, &Progress),
+) -> Result<Vec<Ranking>, String> {
+    let store = Store::open(db).map_err(|e| e.to_string())?;
+    let mut current: Vec<Loss> = start;
+    let mut out = Vec::new();
+    for (i, st) in stages.iter().enumerate() {
+        current.truncate(st.keep);
+        let jobs: Vec<_> = current
+            .iter()
+            .flat_map(|l| {
+                (0..st.seeds as u64).map(move |seed| {
+                    (l.key.clone(), l.text.clone(), TrainSpec { steps: st.steps, seed, ..base.clone() })
+                })
+            })
+            .collect();
+        for (_, _, spec) in &jobs {
+            spec.config()?;
+        }
+        let res = train_all(db, &store, &jobs, workers, "eliminate", &mut |p| progress(i, p))?;
+        let mut ranking: Ranking = current
+            .iter()
+            .enumerate()
+            .map(|(k, l)| {
+                let v: Vec<f64> = res[k * st.seeds..(k + 1) * st.seeds].iter().map(|o| o.fitness).collect();
+                (l.clone(), mean_std(&v).0, v)
+            })
+            .collect();
+        ranking.sort_by(|a, b| b.1.total_cmp(&a.1));
+        current = ranking.iter().map(|r| r.0.clone()).collect();
+        out.push(ranking);
+    }
+    Ok(out)
+}
