@@ -113,6 +113,9 @@ impl TrainSpec {
         if self.steps == 0 || self.batch == 0 || self.width == 0 || self.val == 0 {
             return Err("--steps, --batch, --width and --val must be positive".into());
         }
+        if !(0.0..=1.0).contains(&self.gate_accuracy) {
+            return Err(format!("--gate-accuracy {}: expected a value in [0, 1]", self.gate_accuracy));
+        }
         if !(0.0..=1.0).contains(&self.label_smoothing) {
             return Err(format!("--label-smoothing {}: expected a value in [0, 1]", self.label_smoothing));
         }

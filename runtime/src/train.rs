@@ -189,7 +189,16 @@ pub fn train_and_test(
         let lr = one_cycle(step, cfg.steps, cfg.warmup, cfg.lr);
         opt.step(&mut model.params(), lr);
         sum_loss += l;
-        hits += argmax_hits(&logits, train.classes, &b.labels);
+        // With mixup, a hit is the argmax on the dominant label (Keras' categorical accuracy on
+        // mixed one-hot targets); counting against the first label alone halves the accuracy
+        // and trips the gate.
+        let dominant: Vec<u32> = match (&b.labels_b, &b.lam) {
+            (Some(lb), Some(lam)) => {
+                b.labels.iter().zip(lb).zip(lam).map(|((&a, &bb), &l)| if l >= 0.5 { a } else { bb }).collect()
+            }
+            _ => b.labels.clone(),
+        };
+        hits += argmax_hits(&logits, train.classes, &dominant);
         seen += n;
         m.steps = step + 1;
         let last = step + 1 == cfg.steps;

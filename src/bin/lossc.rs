@@ -798,8 +798,9 @@ struct TrainOpts {
     /// --gate-accuracy scores 0.
     #[arg(long)]
     gate_step: Option<usize>,
-    #[arg(long, default_value_t = 0.35)]
-    gate_accuracy: f64,
+    /// Default 0.35 (the predecessor's), except for evaluate: 0 (no gate).
+    #[arg(long)]
+    gate_accuracy: Option<f64>,
 }
 
 impl TrainOpts {
@@ -819,7 +820,7 @@ impl TrainOpts {
             eval_every: self.eval_every,
             val: self.val,
             gate_step: self.gate_step,
-            gate_accuracy: self.gate_accuracy,
+            gate_accuracy: self.gate_accuracy.unwrap_or(0.35),
             test: false,
         }
     }
@@ -1146,7 +1147,8 @@ fn evaluate_cmd(
     if augs.is_empty() || seeds == 0 {
         return Err(bad_input("error: evaluate needs --seeds > 0 and at least one --aug"));
     }
-    let base = o.spec();
+    // Evaluation reports what a loss reaches: no accuracy gate unless asked for.
+    let base = TrainSpec { gate_accuracy: o.gate_accuracy.unwrap_or(0.0), ..o.spec() };
     for a in &augs {
         for &ls in &o.label_smoothing {
             TrainSpec { aug: a.clone(), label_smoothing: ls, ..base.clone() }
