@@ -93,20 +93,45 @@ impl Conv2d {
         Conv2d { cin, cout, k, stride, pad, h, w, oh, ow, weight, cols: Vec::new(), n: 0 }
     }
 
+    /// The output columns `lo..hi` whose input column `ox * stride + kx - pad` is inside the
+    /// image, for kernel column `kx` (outside them the im2col entries are padding zeros).
+    fn valid_ox(&self, kx: usize) -> (usize, usize) {
+        let (s, pad) = (self.stride, self.pad);
+        let lo = pad.saturating_sub(kx).div_ceil(s).min(self.ow);
+        // ix = ox * s + kx - pad < w  <=>  ox * s < w + pad - kx
+        let hi = (self.w + pad).saturating_sub(kx).div_ceil(s).min(self.ow).max(lo);
+        (lo, hi)
+    }
+
     /// Writes image `x` into columns `off..off + oh*ow` of `cols`, whose rows are `stride` long.
+    /// Row segments are copied whole (the padding is filled separately), which is what makes
+    /// im2col cheap next to the GEMM.
     fn im2col(&self, x: &[f32], cols: &mut [f32], stride: usize, off: usize) {
-        let k = self.k;
+        let (k, s) = (self.k, self.stride);
         for c in 0..self.cin {
             for ky in 0..k {
                 for kx in 0..k {
-                    let row = &mut cols[((c * k + ky) * k + kx) * stride + off..];
-                    for oy in 0..self.oh {
-                        let iy = (oy * self.stride + ky) as isize - self.pad as isize;
-                        for ox in 0..self.ow {
-                            let ix = (ox * self.stride + kx) as isize - self.pad as isize;
-                            let inside = iy >= 0 && ix >= 0 && (iy as usize) < self.h && (ix as usize) < self.w;
-                            row[oy * self.ow + ox] =
-                                if inside { x[(c * self.h + iy as usize) * self.w + ix as usize] } else { 0.0 };
+                    let (lo, hi) = self.valid_ox(kx);
+                    let row = &mut cols[((c * k + ky) * k + kx) * stride + off..][..self.oh * self.ow];
+                    for (oy, dst) in row.chunks_exact_mut(self.ow).enumerate() {
+                        let iy = (oy * s + ky) as isize - self.pad as isize;
+                        if iy < 0 || iy as usize >= self.h {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &x[(c * self.h + iy as usize) * self.w..][..self.w];
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        if lo == hi {
+                            continue;
+                        }
+                        let first = lo * s + kx - self.pad;
+                        if s == 1 {
+                            dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                        } else {
+                            for (d, v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(s)) {
+                                *d = *v;
+                            }
                         }
                     }
                 }
@@ -116,21 +141,21 @@ impl Conv2d {
 
     /// Adds columns `off..off + oh*ow` of `cols` back onto image gradient `dx`.
     fn col2im(&self, cols: &[f32], stride: usize, off: usize, dx: &mut [f32]) {
-        let k = self.k;
+        let (k, s) = (self.k, self.stride);
         for c in 0..self.cin {
             for ky in 0..k {
                 for kx in 0..k {
-                    let row = &cols[((c * k + ky) * k + kx) * stride + off..];
-                    for oy in 0..self.oh {
-                        let iy = (oy * self.stride + ky) as isize - self.pad as isize;
-                        if iy < 0 || iy as usize >= self.h {
+                    let (lo, hi) = self.valid_ox(kx);
+                    let row = &cols[((c * k + ky) * k + kx) * stride + off..][..self.oh * self.ow];
+                    for (oy, g) in row.chunks_exact(self.ow).enumerate() {
+                        let iy = (oy * s + ky) as isize - self.pad as isize;
+                        if iy < 0 || iy as usize >= self.h || lo == hi {
                             continue;
                         }
-                        for ox in 0..self.ow {
-                            let ix = (ox * self.stride + kx) as isize - self.pad as isize;
-                            if ix >= 0 && (ix as usize) < self.w {
-                                dx[(c * self.h + iy as usize) * self.w + ix as usize] += row[oy * self.ow + ox];
-                            }
+                        let dst = &mut dx[(c * self.h + iy as usize) * self.w..][..self.w];
+                        let first = lo * s + kx - self.pad;
+                        for (d, v) in dst[first..].iter_mut().step_by(s).zip(&g[lo..hi]) {
+                            *d += *v;
                         }
                     }
                 }

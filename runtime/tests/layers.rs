@@ -139,3 +139,48 @@ fn the_whole_model_backward_matches_finite_differences() {
         });
     }
 }
+
+/// The convolution's forward pass against the textbook loop (zero "same" padding), on odd
+/// sizes, strides 1 and 2, kernels 1 and 3, and more threads than images.
+#[test]
+fn conv2d_forward_matches_the_direct_definition() {
+    for (k, stride, h, w, threads) in
+        [(3, 1, 7, 5, 1), (3, 2, 7, 6, 2), (1, 2, 5, 5, 1), (3, 2, 4, 9, 3), (3, 1, 2, 1, 1)]
+    {
+        lossc_runtime::layers::set_threads(threads);
+        let mut rng = Rng::new(5);
+        let (n, cin, cout) = (2, 3, 4);
+        let mut conv = Conv2d::new(&mut rng, cin, cout, k, stride, (h, w));
+        let x = randv(&mut rng, n * cin * h * w);
+        let y = conv.forward(&x, n);
+        let pad = (k / 2) as isize;
+        let wt = &conv.weight.value;
+        for i in 0..n {
+            for co in 0..cout {
+                for oy in 0..conv.oh {
+                    for ox in 0..conv.ow {
+                        let mut acc = 0.0f64;
+                        for c in 0..cin {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let iy = (oy * stride + ky) as isize - pad;
+                                    let ix = (ox * stride + kx) as isize - pad;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                        let xv = x[((i * cin + c) * h + iy as usize) * w + ix as usize];
+                                        acc += (wt[((co * cin + c) * k + ky) * k + kx] * xv) as f64;
+                                    }
+                                }
+                            }
+                        }
+                        let got = y[((i * cout + co) * conv.oh + oy) * conv.ow + ox] as f64;
+                        assert!(
+                            (got - acc).abs() < 1e-5,
+                            "k{k} s{stride} {h}x{w}: y[{i},{co},{oy},{ox}] {got} vs {acc}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    lossc_runtime::layers::set_threads(1);
+}

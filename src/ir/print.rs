@@ -36,11 +36,9 @@ struct Printer<'g> {
 
 impl Printer<'_> {
     fn expr(&self, id: Id, out: &mut String, want: Prec, top: bool) {
-        if !top {
-            if let Some(name) = &self.names[id.index()] {
-                out.push_str(name);
-                return;
-            }
+        if !top && let Some(name) = &self.names[id.index()] {
+            out.push_str(name);
+            return;
         }
         let (text, p) = self.render(id);
         if p < want {

@@ -227,11 +227,11 @@ impl Simplifier {
                 if let Some(r) = self.cancel(a, b).or_else(|| self.cancel(b, a)) {
                     return r; //                                   x * (r / x) -> r
                 }
-                if let (Some(c1), Node::Binary(Mul, c2, x)) = (self.konst(a), self.node(b)) {
-                    if let Some(c2) = self.konst(c2) {
-                        let c = self.c(c1 * c2); //                 c1 * (c2 * x) -> (c1 c2) * x
-                        return self.bin(Mul, c, x);
-                    }
+                if let (Some(c1), Node::Binary(Mul, c2, x)) = (self.konst(a), self.node(b))
+                    && let Some(c2) = self.konst(c2)
+                {
+                    let c = self.c(c1 * c2); //                 c1 * (c2 * x) -> (c1 c2) * x
+                    return self.bin(Mul, c, x);
                 }
             }
             Div if self.is(b, 1.0) => return a,  //              a / 1 -> a

@@ -149,18 +149,18 @@ impl StoreFitness<'_> {
         let mut last_requeue = Instant::now();
         loop {
             for (i, (key, _)) in keys.iter().enumerate() {
-                if out[i].is_none() {
-                    if let Some(r) = self.store.result(key, &self.spec).map_err(|e| e.to_string())? {
-                        out[i] = Some(r.fitness);
-                        self.done += 1;
-                        self.best = self.best.max(r.fitness);
-                        (self.progress)(&Progress {
-                            phase: self.phase,
-                            done: self.done,
-                            total: self.total,
-                            best: self.best,
-                        });
-                    }
+                if out[i].is_none()
+                    && let Some(r) = self.store.result(key, &self.spec).map_err(|e| e.to_string())?
+                {
+                    out[i] = Some(r.fitness);
+                    self.done += 1;
+                    self.best = self.best.max(r.fitness);
+                    (self.progress)(&Progress {
+                        phase: self.phase,
+                        done: self.done,
+                        total: self.total,
+                        best: self.best,
+                    });
                 }
             }
             if out.iter().all(Option::is_some) {
@@ -340,13 +340,10 @@ pub fn write_best(store: &Store, run: &str, dir: &Path, k: usize) -> Result<Vec<
     let mut written = Vec::new();
     for (i, r) in ranked.iter().take(k).enumerate() {
         let path = dir.join(format!("best-{}.loss", i + 1));
-        if let Ok(old) = std::fs::read_to_string(&path) {
-            if !old.starts_with(MARK) {
-                return Err(format!(
-                    "{} exists and was not written by lossc search; not overwriting it",
-                    path.display()
-                ));
-            }
+        if let Ok(old) = std::fs::read_to_string(&path)
+            && !old.starts_with(MARK)
+        {
+            return Err(format!("{} exists and was not written by lossc search; not overwriting it", path.display()));
         }
         let text = format!(
             "{MARK} (run `{run}` in {}, candidate {})\n# fitness (best validation accuracy): {:.4}\n# key: {}\n{}",

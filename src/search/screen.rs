@@ -243,10 +243,10 @@ impl Screener {
         if turns.len() > 1 {
             return Err(Rejection::Wiggly);
         }
-        if let Some(&t) = turns.first() {
-            if (490..510).contains(&t) {
-                return Err(Rejection::MiddleExtremum);
-            }
+        if let Some(&t) = turns.first()
+            && (490..510).contains(&t)
+        {
+            return Err(Rejection::MiddleExtremum);
         }
         // As x rises the true class's p = 1 - x falls, so the loss must rise: choose the sign
         // from the curve before any sign is applied.
