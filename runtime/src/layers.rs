@@ -154,8 +154,14 @@ impl Conv2d {
                         }
                         let dst = &mut dx[(c * self.h + iy as usize) * self.w..][..self.w];
                         let first = lo * s + kx - self.pad;
-                        for (d, v) in dst[first..].iter_mut().step_by(s).zip(&g[lo..hi]) {
-                            *d += *v;
+                        if s == 1 {
+                            for (d, v) in dst[first..first + (hi - lo)].iter_mut().zip(&g[lo..hi]) {
+                                *d += *v;
+                            }
+                        } else {
+                            for (d, v) in dst[first..].iter_mut().step_by(s).zip(&g[lo..hi]) {
+                                *d += *v;
+                            }
                         }
                     }
                 }
