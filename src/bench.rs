@@ -114,12 +114,13 @@ pub fn measure(f: &Fused, batch: &BenchBatch, kind: BenchTargets, threads: usize
     Ok(Measurement { kernel, interp })
 }
 
-/// Text -> callable kernel time: parse, fuse, specialise and compile, without the cache.
-pub fn compile_time(src: &str, name: &str, classes: usize) -> Result<Duration, String> {
+/// Text -> callable kernel time: parse, fuse, specialise and compile one tier, without the
+/// cache (tier 1 is what a caller waits for; tier 2 replaces it in the background).
+pub fn compile_time(src: &str, name: &str, classes: usize, tier: jit::Tier) -> Result<Duration, String> {
     let start = Instant::now();
     let module = crate::syntax::parse(src).map_err(|d| d.message)?;
     let f = crate::passes::fuse::fuse(&module, name).ok_or("no such loss")?;
-    jit::compile_uncached(&f, Spec { kind: jit::TargetKind::Labels, smoothing: 0.0, classes })
+    jit::compile_tier(&f, Spec { kind: jit::TargetKind::Labels, smoothing: 0.0, classes }, tier)
         .map_err(|e| e.to_string())?;
     Ok(start.elapsed())
 }

@@ -119,3 +119,41 @@ fn a_batch_that_does_not_fit_the_compiled_spec_is_refused() {
     let t = Targets::Labels { labels: &[0, 3], smoothing: 0.1 };
     assert!(k.run(&z, &t, &mut grad, &mut loss, 1).is_err());
 }
+
+/// The quick tier (single-pass register allocation) and the optimised tier compute the same
+/// bits: training results do not depend on when the background upgrade lands.
+#[test]
+fn both_compile_tiers_give_bit_identical_results_and_the_cache_upgrades() {
+    let mut rng = Rng::new(11);
+    let batch = Batch::random(&mut rng, 37, 10, 5.0);
+    for (name, g) in common::example_graphs() {
+        let f = fuse::fuse(&g, &name).unwrap();
+        for kind in 0..5 {
+            let t = batch.targets(kind);
+            let spec = jit::Spec::of(&t, batch.classes);
+            let outputs: Vec<(Vec<u32>, Vec<u32>, u64)> = [jit::Tier::Quick, jit::Tier::Full]
+                .into_iter()
+                .map(|tier| {
+                    let k = jit::compile_tier(&f, spec, tier).unwrap();
+                    let (mut grad, mut loss) = (vec![0f32; batch.logits.len()], vec![0f32; 37]);
+                    let mean = k.run(&batch.logits, &t, &mut grad, &mut loss, 1).unwrap();
+                    (
+                        loss.iter().map(|v| v.to_bits()).collect(),
+                        grad.iter().map(|v| v.to_bits()).collect(),
+                        mean.to_bits(),
+                    )
+                })
+                .collect();
+            assert_eq!(outputs[0], outputs[1], "{name} targets#{kind}");
+        }
+    }
+    // The cached kernel starts at tier 1 and is upgraded in the background.
+    let g = lossc::syntax::parse("loss tiered = -y * ln(p) + 0.25 * square(p);").unwrap();
+    let f = fuse::fuse(&g, "tiered").unwrap();
+    let k = jit::compile(&f, jit::Spec { kind: jit::TargetKind::Labels, smoothing: 0.0, classes: 10 }).unwrap();
+    let start = std::time::Instant::now();
+    while !k.is_optimised() {
+        assert!(start.elapsed().as_secs() < 60, "the tier-2 kernel never arrived");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
