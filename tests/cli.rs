@@ -91,3 +91,44 @@ fn eval_with_the_jit_backend_agrees_with_the_interpreter() {
         assert!((x - y).abs() <= 1e-5 * x.abs() + 1e-7, "{x} vs {y}");
     }
 }
+
+/// Search, evaluation and plotting refuse bad input with exit code 2 and a message that names
+/// the problem, and never overwrite what the user has.
+#[test]
+fn search_and_report_commands_reject_bad_input() {
+    let dir = std::env::temp_dir().join(format!("lossc-cli-search-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("s.db").to_string_lossy().into_owned();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mine = out.join("best-1.loss");
+    std::fs::write(&mine, "loss mine = -y * ln(p);\n").unwrap();
+    let out_s = out.to_string_lossy().into_owned();
+    let fails = |args: &[&str], needle: &str| {
+        let o = lossc(args);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    };
+    fails(&["search", "--db", &db, "--population", "0"], "--population");
+    fails(&["search", "--db", &db, "--aug", "base,cutout"], "take one value");
+    fails(&["search", "--db", &db, "--out", &out_s], "was not written by lossc search");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "loss mine = -y * ln(p);\n");
+    fails(&["train", "--loss", "examples/ce.loss", "--label-smoothing", "0,0.1"], "take one value");
+    fails(&["evaluate", "--loss", "examples/ce.loss", "--db", &db, "--aug", "base,nope"], "--aug `nope`");
+    fails(&["eliminate", "--db", &db, "--stage", "3:100:1"], "no search run named `search`");
+    fails(&["eliminate", "--db", &db, "--stage", "3:100"], "KEEP:STEPS:SEEDS");
+    fails(&["plot", "surface", "examples/ce.loss", "-o", "/tmp/ce.jpg"], ".png or .svg");
+    fails(&["plot", "scatter", "--db", &db, "--x", "base", "--y", "cutout", "-o", "/tmp/s.png"], "no sample run");
+    if std::path::Path::new(lossc_runtime::data::FASHION_MNIST_DIR).exists() {
+        // A tiny run (one candidate, one step), then a resume with other settings.
+        let tiny = ["--initial", "1", "--population", "1", "--iterations", "0", "--steps", "1", "--val", "100"];
+        let ok = lossc(&[&["search", "--db", &db, "--out", &dir.join("o2").to_string_lossy()], &tiny[..]].concat());
+        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+        let mut other = tiny;
+        other[7] = "2";
+        fails(&[&["search", "--db", &db], &other[..]].concat(), "spec.steps = 1, not 2");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -303,6 +303,11 @@ fn main() -> ExitCode {
             train_cmd(&loss, name.as_deref(), &opts, test, out.as_deref())
         }
         Cmd::Search { store, population, initial, tournament, iterations, hidden, round, opts, out, best } => {
+            // Without --round, a resumed run keeps its round size (so --workers may change).
+            let stored_round = lossc::search::store::Store::open(&store.db)
+                .ok()
+                .and_then(|s| s.run_settings(store.run.as_deref().unwrap_or("search")).ok().flatten())
+                .and_then(|(_, v)| v["evolution"]["round"].as_u64());
             let settings = Settings {
                 population,
                 initial,
@@ -310,7 +315,7 @@ fn main() -> ExitCode {
                 iterations,
                 hidden,
                 seed: opts.seed,
-                round: round.unwrap_or(store.workers).max(1),
+                round: round.or(stored_round.map(|r| r as usize)).unwrap_or(store.workers).max(1),
             };
             search_cmd(&store, settings, &opts, &out, best)
         }

@@ -165,17 +165,12 @@ impl Store {
                         self.path
                     )));
                 }
-                if let (Some(o), Some(n)) = (old.as_object(), settings.as_object()) {
-                    for (field, v) in n {
-                        let was = o.get(field).cloned().unwrap_or_default();
-                        if was != *v {
-                            return Err(StoreError::Mismatch(format!(
-                                "{}: run `{name}` was started with {field} = {was}, not {v}; resume it with the \
-                                 same settings, or start a new run with --run NAME or another --db",
-                                self.path
-                            )));
-                        }
-                    }
+                if let Some((field, was, now)) = first_difference("", &old, settings) {
+                    return Err(StoreError::Mismatch(format!(
+                        "{}: run `{name}` was started with {field} = {was}, not {now}; resume it with the same \
+                         settings, or start a new run with --run NAME or another --db",
+                        self.path
+                    )));
                 }
                 Ok(true)
             }
@@ -410,6 +405,22 @@ impl Store {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// The first leaf where two settings differ, as (dotted path, old, new).
+fn first_difference(
+    path: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+) -> Option<(String, serde_json::Value, serde_json::Value)> {
+    match (old.as_object(), new.as_object()) {
+        (Some(o), Some(n)) => n.iter().find_map(|(k, v)| {
+            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            first_difference(&p, o.get(k).unwrap_or(&serde_json::Value::Null), v)
+        }),
+        _ if old != new => Some((path.to_string(), old.clone(), new.clone())),
+        _ => None,
     }
 }
 
