@@ -14,7 +14,7 @@ pub mod print;
 pub mod random;
 pub mod validate;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
 
@@ -97,7 +97,7 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(eps: f64) -> Graph {
-        Graph { nodes: Vec::new(), memo: HashMap::new(), eps, outputs: Vec::new() }
+        Graph { nodes: Vec::new(), memo: HashMap::default(), eps, outputs: Vec::new() }
     }
 
     /// Inserts a node, returning the existing handle when an equal node is already present.
@@ -250,7 +250,7 @@ impl Graph {
 
     /// Structural equality of two expressions that may live in different graphs.
     pub fn same_expr(&self, a: Id, other: &Graph, b: Id) -> bool {
-        let mut memo = HashMap::new();
+        let mut memo = HashMap::default();
         self.same_rec(a, other, b, &mut memo)
     }
 

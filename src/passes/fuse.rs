@@ -38,14 +38,21 @@ pub fn derivatives(module: &Graph, name: &str) -> Option<Graph> {
 
 /// [`derivatives`] of a graph whose first output is the loss, already simplified (the search's
 /// screen has just simplified it; a second pass would double the cost).
-pub fn derivatives_of(mut g: Graph) -> Graph {
+pub fn derivatives_of(g: Graph) -> Graph {
+    simplify(&derivatives_unsimplified(g))
+}
+
+/// [`derivatives_of`] before its final simplification: where this graph is finite the
+/// simplified one has the same values (the simplifier's contract), so the search's screen
+/// evaluates it first and simplifies only when it meets a NaN or infinity.
+pub fn derivatives_unsimplified(mut g: Graph) -> Graph {
     g.outputs.truncate(1);
     let l = g.outputs[0].1;
     let d = autodiff::grad(&mut g, l, Input::P);
     let p = g.p();
     let s = g.mul(p, d);
     g.outputs = vec![(LOSS.into(), l), (DL_DP.into(), d), (S.into(), s)];
-    simplify(&g)
+    g
 }
 
 /// Fuses the named loss of a module; `None` if there is no such loss.

@@ -4,7 +4,7 @@
 
 use crate::ir::{Graph, Input, Node, print};
 use crate::passes::{fuse, simplify::simplify};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
 
@@ -160,7 +160,7 @@ impl Screener {
             one_minus_x: x.iter().map(|v| 1.0 - v).collect(),
             x: x.into(),
             grid: (1..100).map(|i| i as f64 / 100.0).collect(),
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             pointwise: false,
         }
     }
@@ -269,16 +269,27 @@ impl Screener {
     }
 
     /// `s` finite on a grid of the domain, and on average pushing the target's p up.
+    /// The derivatives are those the kernel compiles (simplified); the columnar screener
+    /// evaluates them unsimplified first, which gives the same values wherever it is finite,
+    /// and simplifies only when it meets a NaN or infinity (the pointwise baseline always does).
     fn check_gradient(&mut self, g: &Graph) -> Result<(), Rejection> {
-        let d = fuse::derivatives_of(g.clone());
-        let (dl, s) = (d.outputs[1].1.index(), d.outputs[2].1.index());
+        let raw = fuse::derivatives_unsimplified(g.clone());
         let grid = self.grid.clone();
-        let s0 = self.column(&d, s, 0.0, &grid);
-        let s1 = self.column(&d, s, 1.0, &grid);
-        if s0.iter().chain(&s1).any(|v| !v.is_finite()) {
+        let mut probe = |this: &mut Screener, d: &Graph| {
+            let (dl, s) = (d.outputs[1].1.index(), d.outputs[2].1.index());
+            let s0 = this.column(d, s, 0.0, &grid);
+            let s1 = this.column(d, s, 1.0, &grid);
+            let finite = s0.iter().chain(&s1).all(|v| v.is_finite());
+            (finite, if finite { this.column(d, dl, 1.0, &grid).iter().sum::<f64>() } else { f64::NAN })
+        };
+        let (mut finite, mut slope) = if self.pointwise { (false, f64::NAN) } else { probe(self, &raw) };
+        if !finite {
+            (finite, slope) = probe(self, &fuse::derivatives_of(g.clone()));
+        }
+        if !finite {
             return Err(Rejection::GradientNotFinite);
         }
-        if self.column(&d, dl, 1.0, &grid).iter().sum::<f64>() > 0.0 {
+        if slope > 0.0 {
             return Err(Rejection::WrongDirection);
         }
         Ok(())
