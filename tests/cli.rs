@@ -113,7 +113,7 @@ fn search_and_report_commands_reject_bad_input() {
     };
     fails(&["search", "--db", &db, "--population", "0"], "--population");
     fails(&["search", "--db", &db, "--aug", "base,cutout"], "take one value");
-    fails(&["search", "--db", &db, "--out", &out_s], "was not written by lossc search");
+    fails(&["search", "--db", &db, "--out", &out_s], "was not written by lossc");
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "loss mine = -y * ln(p);\n");
     fails(&["train", "--loss", "examples/ce.loss", "--label-smoothing", "0,0.1"], "take one value");
     fails(&["evaluate", "--loss", "examples/ce.loss", "--db", &db, "--aug", "base,nope"], "--aug `nope`");

@@ -968,7 +968,7 @@ fn search_cmd(store: &StoreOpts, settings: Settings, o: &TrainOpts, out: &Path, 
     if settings.hidden == 0 {
         return Err(bad_input("error: --hidden must be positive"));
     }
-    check_out_dir(out)?;
+    check_out_dir(out, "best-", srun::MARK)?;
     let run = store.run.clone().unwrap_or_else(|| "search".into());
     let settings = srun::SearchSettings { evolution: settings, spec };
     let report = srun::search(&store.db, &run, &settings, store.workers, &mut phase_bar()).map_err(|e| {
@@ -1003,16 +1003,17 @@ fn search_cmd(store: &StoreOpts, settings: Settings, o: &TrainOpts, out: &Path, 
     Ok(())
 }
 
-/// Refuses an output directory holding best-N.loss files that lossc did not write.
-fn check_out_dir(out: &Path) -> Result<(), Failure> {
+/// Refuses an output directory holding `PREFIX-N.loss` files that lossc did not write (the
+/// files it writes start with `mark`), before any work starts.
+fn check_out_dir(out: &Path, prefix: &str, mark: &str) -> Result<(), Failure> {
     let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with("best-") && name.ends_with(".loss") {
+        if name.starts_with(prefix) && name.ends_with(".loss") {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            if !text.starts_with(srun::MARK) {
+            if !text.starts_with(mark) {
                 return Err(bad_input(format!(
-                    "error: {} was not written by lossc search; choose another --out",
+                    "error: {} was not written by lossc; choose another --out",
                     e.path().display()
                 )));
             }
@@ -1199,18 +1200,7 @@ fn eliminate_cmd(store: &StoreOpts, stages: &[lossc::evaluate::Stage], out: &Pat
     };
     let base: TrainSpec = serde_json::from_value(settings["spec"].clone())
         .map_err(|e| failure(format!("run `{run}` has no training spec: {e}")))?;
-    if let Ok(entries) = std::fs::read_dir(out) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            if name.starts_with("elim-") && name.ends_with(".loss") && !text.starts_with(ELIM_MARK) {
-                return Err(bad_input(format!(
-                    "error: {} was not written by lossc eliminate; choose another --out",
-                    e.path().display()
-                )));
-            }
-        }
-    }
+    check_out_dir(out, "elim-", ELIM_MARK)?;
     let ranked = srun::ranking(&db, &run).map_err(|e| failure(e.to_string()))?;
     let start: Vec<lossc::evaluate::Loss> = ranked
         .iter()

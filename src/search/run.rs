@@ -203,26 +203,24 @@ impl Fitness for StoreFitness<'_> {
         if self.error.is_some() {
             return;
         }
-        let (key, sign, phenotype, text) = match verdict {
-            Verdict::Accepted(s) => {
-                (Some(s.key.clone()), Some(s.sign), Some(s.phenotype.clone()), loss_text(&format!("c{seq}"), &s.graph))
-            }
-            _ => (None, None, None, loss_text(&format!("c{seq}"), graph)),
-        };
-        let row = CandidateRow {
-            seq,
-            genome: Some(genome.encode()),
-            text,
-            key,
-            verdict: verdict.name(),
-            sign,
-            phenotype,
-            screen_us: 0.0,
-        };
+        let row = candidate_row(seq, genome, graph, verdict);
         if let Err(e) = self.store.record_candidate(&self.run, &row) {
             self.error = Some(e.to_string());
         }
     }
+}
+
+/// How the store records a generated candidate: accepted ones with their signed, simplified
+/// text, key and phenotype; rejected ones as generated.
+fn candidate_row(seq: usize, genome: &Genome, graph: &Graph, verdict: &Verdict) -> CandidateRow {
+    let name = format!("c{seq}");
+    let (key, sign, phenotype, text) = match verdict {
+        Verdict::Accepted(s) => {
+            (Some(s.key.clone()), Some(s.sign), Some(s.phenotype.clone()), loss_text(&name, &s.graph))
+        }
+        _ => (None, None, None, loss_text(&name, graph)),
+    };
+    CandidateRow { seq, genome: Some(genome.encode()), text, key, verdict: verdict.name(), sign, phenotype }
 }
 
 /// A search's settings as stored: resuming requires the same.
@@ -407,25 +405,11 @@ pub fn sample(
             Ok(sc) if keys.contains(&sc.key) => Verdict::DuplicateKey,
             Ok(sc) => Verdict::Accepted(Box::new(sc)),
         };
-        let text = match &verdict {
-            Verdict::Accepted(sc) => loss_text(&format!("c{seq}"), &sc.graph),
-            _ => loss_text(&format!("c{seq}"), &graph),
-        };
-        let key = if let Verdict::Accepted(sc) = &verdict { Some(sc.key.clone()) } else { None };
-        let row = CandidateRow {
-            seq,
-            genome: Some(g.encode()),
-            text: text.clone(),
-            key: key.clone(),
-            verdict: verdict.name(),
-            sign: if let Verdict::Accepted(sc) = &verdict { Some(sc.sign) } else { None },
-            phenotype: if let Verdict::Accepted(sc) = &verdict { Some(sc.phenotype.clone()) } else { None },
-            screen_us: 0.0,
-        };
+        let row = candidate_row(seq, &g, &graph, &verdict);
         store.record_candidate(run, &row).map_err(|e| e.to_string())?;
-        if let Some(k) = key {
+        if let Some(k) = row.key {
             keys.insert(k.clone());
-            chosen.push((seq, k, text));
+            chosen.push((seq, k, row.text));
         }
         seq += 1;
     }

@@ -275,7 +275,7 @@ impl Screener {
     fn check_gradient(&mut self, g: &Graph) -> Result<(), Rejection> {
         let raw = fuse::derivatives_unsimplified(g.clone());
         let grid = self.grid.clone();
-        let mut probe = |this: &mut Screener, d: &Graph| {
+        let probe = |this: &mut Screener, d: &Graph| {
             let (dl, s) = (d.outputs[1].1.index(), d.outputs[2].1.index());
             let s0 = this.column(d, s, 0.0, &grid);
             let s1 = this.column(d, s, 1.0, &grid);

@@ -30,7 +30,6 @@ CREATE TABLE IF NOT EXISTS candidates (
     verdict TEXT NOT NULL,
     sign REAL,
     phenotype BLOB,
-    screen_us REAL,
     PRIMARY KEY (run, seq)
 );
 -- Trainings asked for: pending, running (claimed by a worker), or done.
@@ -104,7 +103,6 @@ pub struct CandidateRow {
     pub verdict: String,
     pub sign: Option<f64>,
     pub phenotype: Option<Vec<f64>>,
-    pub screen_us: f64,
 }
 
 /// An open store.
@@ -193,9 +191,9 @@ impl Store {
             c.phenotype.as_ref().map(|v| v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect());
         self.conn
             .execute(
-                "INSERT OR IGNORE INTO candidates (run, seq, genome, text, key, verdict, sign, phenotype, screen_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![run, c.seq as i64, c.genome, c.text, c.key, c.verdict, c.sign, blob, c.screen_us],
+                "INSERT OR IGNORE INTO candidates (run, seq, genome, text, key, verdict, sign, phenotype)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![run, c.seq as i64, c.genome, c.text, c.key, c.verdict, c.sign, blob],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -206,7 +204,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT seq, genome, text, key, verdict, sign, phenotype, screen_us FROM candidates
+                "SELECT seq, genome, text, key, verdict, sign, phenotype FROM candidates
                  WHERE run = ?1 ORDER BY seq",
             )
             .map_err(|e| self.err(e))?;
@@ -223,7 +221,6 @@ impl Store {
                     phenotype: blob.map(|b| {
                         b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect()
                     }),
-                    screen_us: r.get(7)?,
                 })
             })
             .map_err(|e| self.err(e))?;
