@@ -1,25 +1,11 @@
 //! Evaluation, sampling and elimination from the command line, with real (small) training on
 //! Fashion-MNIST: the tables print, the CSVs parse, reruns come from the store.
 
+mod common;
+
 use lossc::search::store::Store;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn have_data() -> bool {
-    let ok = Path::new(lossc_runtime::data::FASHION_MNIST_DIR).exists();
-    if !ok {
-        println!("SKIPPED: Fashion-MNIST missing (apt install dataset-fashion-mnist; scripts/test.sh does)");
-        assert!(std::env::var_os("CI").is_none(), "CI must have Fashion-MNIST");
-    }
-    ok
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lossc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 const SMALL: [&str; 14] = [
     "--steps",
@@ -46,10 +32,10 @@ fn lossc(args: &[&str], dir: &Path) -> String {
 
 #[test]
 fn evaluate_prints_a_mean_std_table_and_reruns_from_the_store() {
-    if !have_data() {
+    if !common::have_fashion_mnist() {
         return;
     }
-    let dir = tmp("evaluate");
+    let dir = common::scratch_dir("evaluate");
     let root = env!("CARGO_MANIFEST_DIR");
     let (ce, a2) = (format!("{root}/examples/ce.loss"), format!("{root}/examples/a2.loss"));
     let mut args = vec!["evaluate", "--loss", &ce, "--loss", &a2, "--aug", "base,cutout", "--seeds", "2"];
@@ -84,10 +70,10 @@ fn evaluate_prints_a_mean_std_table_and_reruns_from_the_store() {
 
 #[test]
 fn sample_prints_kendall_tau_from_real_training_and_plots_its_scatter() {
-    if !have_data() {
+    if !common::have_fashion_mnist() {
         return;
     }
-    let dir = tmp("sample");
+    let dir = common::scratch_dir("sample");
     let mut args = vec!["sample", "--n", "6", "--aug", "base,cutout", "--top", "4", "--db", "s.db", "--workers", "2"];
     args.extend(["--csv", "tau.csv", "--seed", "4"]);
     args.extend(SMALL);

@@ -2,26 +2,12 @@
 //! killing a run with SIGKILL and resuming it loses nothing, trains nothing twice, and ends
 //! with the population of an uninterrupted run; the best losses it writes check and retrain.
 
+mod common;
+
 use lossc::search::store::Store;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn have_data() -> bool {
-    let ok = Path::new(lossc_runtime::data::FASHION_MNIST_DIR).exists();
-    if !ok {
-        println!("SKIPPED: Fashion-MNIST missing (apt install dataset-fashion-mnist; scripts/test.sh does)");
-        assert!(std::env::var_os("CI").is_none(), "CI must have Fashion-MNIST");
-    }
-    ok
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lossc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A tiny search: 5 initial losses, population 3, 4 children in rounds of 2, 40 steps each.
 fn search(dir: &Path) -> Command {
@@ -44,10 +30,10 @@ fn candidates(db: &Path) -> Vec<(usize, Option<String>, String)> {
 
 #[test]
 fn a_killed_search_resumes_to_the_uninterrupted_result() {
-    if !have_data() {
+    if !common::have_fashion_mnist() {
         return;
     }
-    let a = tmp("search-a");
+    let a = common::scratch_dir("search-a");
     let out = search(&a).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout_a = String::from_utf8_lossy(&out.stdout).to_string();
@@ -55,7 +41,7 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
     let (done_a, _) = Store::open(&a.join("s.db")).unwrap().counts().unwrap();
 
     // The same search, killed once two trainings are stored, then started again.
-    let b = tmp("search-b");
+    let b = common::scratch_dir("search-b");
     let mut child = search(&b).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let db = b.join("s.db");
     let start = Instant::now();
@@ -100,10 +86,10 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
 
 #[test]
 fn a_short_search_writes_losses_that_check_and_retrain_to_their_fitness() {
-    if !have_data() {
+    if !common::have_fashion_mnist() {
         return;
     }
-    let dir = tmp("search-short");
+    let dir = common::scratch_dir("search-short");
     let mut c = Command::new(env!("CARGO_BIN_EXE_lossc"));
     c.args(["search", "--population", "4", "--initial", "8", "--tournament", "3", "--iterations", "8"]);
     c.args(["--steps", "60", "--batch", "64", "--lr", "0.003", "--warmup", "6", "--val", "1000"]);

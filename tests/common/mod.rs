@@ -1,5 +1,5 @@
-//! Shared by the backend tests: random batches, and the comparison of a kernel's output with
-//! the interpreter.
+//! Shared by the tests: random batches, the comparison of a kernel's output with the
+//! interpreter, and the set-up of the tests that train on real data.
 //!
 //! Tolerance: relative 1e-4 with an absolute floor set by the magnitude of the terms that
 //! cancel (|s_c| + |p_c sum(s)| for gradients, sum |L_c| for row losses). Rows whose f64
@@ -162,4 +162,23 @@ pub fn example_graphs() -> Vec<(String, Graph)> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(v.len(), 16, "the 16 paper losses");
     v
+}
+
+/// Whether Debian's Fashion-MNIST is installed; without it a training test prints why it
+/// skips, and fails under CI (scripts/test.sh installs it).
+pub fn have_fashion_mnist() -> bool {
+    let ok = std::path::Path::new(lossc_runtime::data::FASHION_MNIST_DIR).exists();
+    if !ok {
+        println!("SKIPPED: Fashion-MNIST missing (apt install dataset-fashion-mnist; scripts/test.sh does)");
+        assert!(std::env::var_os("CI").is_none(), "CI must have Fashion-MNIST");
+    }
+    ok
+}
+
+/// A fresh, empty scratch directory for one test.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("lossc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
