@@ -954,6 +954,14 @@ fn phase_bar() -> impl FnMut(&srun::Progress) {
     }
 }
 
+/// A search's or sample's error, with exit code 2 for the user's input.
+fn run_failure(e: srun::RunError) -> Failure {
+    match e {
+        srun::RunError::BadInput(m) => bad_input(format!("error: {m}")),
+        srun::RunError::Failed(m) => failure(m),
+    }
+}
+
 fn failure(message: String) -> Failure {
     Failure { code: 1, message: format!("error: {message}") }
 }
@@ -971,13 +979,7 @@ fn search_cmd(store: &StoreOpts, settings: Settings, o: &TrainOpts, out: &Path, 
     check_out_dir(out, "best-", srun::MARK)?;
     let run = store.run.clone().unwrap_or_else(|| "search".into());
     let settings = srun::SearchSettings { evolution: settings, spec };
-    let report = srun::search(&store.db, &run, &settings, store.workers, &mut phase_bar()).map_err(|e| {
-        if e.contains("was started with") || e.contains("is a ") {
-            bad_input(format!("error: {e}"))
-        } else {
-            failure(e)
-        }
-    })?;
+    let report = srun::search(&store.db, &run, &settings, store.workers, &mut phase_bar()).map_err(run_failure)?;
     let db = lossc::search::store::Store::open(&store.db).map_err(|e| failure(e.to_string()))?;
     let (done, attempts) = db.counts().map_err(|e| failure(e.to_string()))?;
     println!(
@@ -1041,16 +1043,7 @@ fn sample_cmd(
     spec.aug = augs[0].clone();
     let run = store.run.clone().unwrap_or_else(|| "sample".into());
     let settings = srun::SampleSettings { n, hidden, seed: o.seed, augs: augs.clone(), spec };
-    for a in &augs {
-        TrainSpec { aug: a.clone(), ..settings.spec.clone() }.config().map_err(|e| bad_input(format!("error: {e}")))?;
-    }
-    let table = srun::sample(&store.db, &run, &settings, store.workers, &mut phase_bar()).map_err(|e| {
-        if e.contains("was started with") || e.contains("is a ") {
-            bad_input(format!("error: {e}"))
-        } else {
-            failure(e)
-        }
-    })?;
+    let table = srun::sample(&store.db, &run, &settings, store.workers, &mut phase_bar()).map_err(run_failure)?;
     let rows = &table.rows;
     let mut by_mean: Vec<usize> = (0..rows.len()).collect();
     let mean = |i: usize| rows[i].2.iter().sum::<f64>() / augs.len() as f64;

@@ -223,6 +223,54 @@ fn candidate_row(seq: usize, genome: &Genome, graph: &Graph, verdict: &Verdict) 
     CandidateRow { seq, genome: Some(genome.encode()), text, key, verdict: verdict.name(), sign, phenotype }
 }
 
+/// Why a search or sample stopped: the user's input (settings that do not match the stored
+/// run, a bad training spec, missing data), or a failure along the way.
+#[derive(Debug)]
+pub enum RunError {
+    BadInput(String),
+    Failed(String),
+}
+
+impl From<String> for RunError {
+    fn from(e: String) -> RunError {
+        RunError::Failed(e)
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            RunError::BadInput(m) | RunError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Everything a run checks before any training: its specs, the stored settings (recorded, or
+/// compared when resuming), stale claims, and the data (loaded once, so a bad path fails here).
+/// Returns the store and whether the run is resumed.
+fn open_run(
+    db: &Path,
+    run: &str,
+    kind: &str,
+    settings: &impl serde::Serialize,
+    specs: &[TrainSpec],
+) -> Result<(Store, bool), RunError> {
+    for spec in specs {
+        spec.config().map_err(RunError::BadInput)?;
+    }
+    let store = Store::open(db).map_err(|e| e.to_string())?;
+    let resumed =
+        store.begin_run(run, kind, &serde_json::to_value(settings).expect("plain data")).map_err(|e| match e {
+            StoreError::Mismatch(m) => RunError::BadInput(m),
+            e => RunError::Failed(e.to_string()),
+        })?;
+    store.requeue_stale(LEASE).map_err(|e| e.to_string())?;
+    for spec in specs {
+        data(spec).map_err(RunError::BadInput)?;
+    }
+    Ok((store, resumed))
+}
+
 /// A search's settings as stored: resuming requires the same.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SearchSettings {
@@ -249,15 +297,8 @@ pub fn search(
     settings: &SearchSettings,
     workers: usize,
     progress: &mut dyn FnMut(&Progress),
-) -> Result<SearchReport, String> {
-    settings.spec.config()?;
-    let store = Store::open(db).map_err(|e| e.to_string())?;
-    let resumed = store
-        .begin_run(run, "search", &serde_json::to_value(settings).expect("plain data"))
-        .map_err(|e| e.to_string())?;
-    store.requeue_stale(LEASE).map_err(|e| e.to_string())?;
-    // Load the data before the workers start, so a bad path fails here, once.
-    data(&settings.spec)?;
+) -> Result<SearchReport, RunError> {
+    let (store, resumed) = open_run(db, run, "search", settings, std::slice::from_ref(&settings.spec))?;
     let mut pool = Workers::spawn(db, workers);
     let ev = &settings.evolution;
     let mut fit = StoreFitness {
@@ -290,7 +331,7 @@ pub fn search(
     }
     if let Some(err) = fit.error.take() {
         let _ = pool.stop();
-        return Err(err);
+        return Err(err.into());
     }
     store.set_population(run, &e.population.iter().map(|m| m.seq).collect::<Vec<_>>()).map_err(|e| e.to_string())?;
     let trained_here = pool.stop()?;
@@ -381,17 +422,9 @@ pub fn sample(
     s: &SampleSettings,
     workers: usize,
     progress: &mut dyn FnMut(&Progress),
-) -> Result<SampleTable, String> {
-    let mut specs = Vec::new();
-    for aug in &s.augs {
-        let spec = TrainSpec { aug: aug.clone(), ..s.spec.clone() };
-        spec.config()?;
-        specs.push(spec);
-    }
-    let store = Store::open(db).map_err(|e| e.to_string())?;
-    store.begin_run(run, "sample", &serde_json::to_value(s).expect("plain data")).map_err(|e| e.to_string())?;
-    store.requeue_stale(LEASE).map_err(|e| e.to_string())?;
-    data(&s.spec)?;
+) -> Result<SampleTable, RunError> {
+    let specs: Vec<TrainSpec> = s.augs.iter().map(|aug| TrainSpec { aug: aug.clone(), ..s.spec.clone() }).collect();
+    let (store, _) = open_run(db, run, "sample", s, &specs)?;
     let mut rng = crate::rng::Rng::new(s.seed);
     let mut screener = screen::Screener::new();
     let mut keys = std::collections::HashSet::new();
