@@ -3,56 +3,60 @@
 //! global average pool -> dropout 0.5 -> dense; each block is BN-swish-conv(stride 2),
 //! BN-swish-conv, BN-swish-conv plus a 1x1 stride-2 shortcut from the block's input.
 
-use crate::layers::{BatchNorm, Conv2d, Dense, Dropout, GlobalAvgPool, Param, Swish};
+use crate::cpu::Cpu;
+use crate::device::Device;
+use crate::layers::{BatchNorm, Conv2d, Dense, Dropout, GlobalAvgPool, Param};
 use crate::rng::Rng;
 
 /// One pre-activation residual block.
-struct Block {
-    bn: [BatchNorm; 3],
-    act: [Swish; 3],
-    conv: [Conv2d; 3],
-    shortcut: Conv2d,
+struct Block<D: Device> {
+    dev: D,
+    bn: [BatchNorm<D>; 3],
+    conv: [Conv2d<D>; 3],
+    shortcut: Conv2d<D>,
 }
 
-impl Block {
-    fn new(rng: &mut Rng, cin: usize, cout: usize, (h, w): (usize, usize)) -> Block {
+impl<D: Device> Block<D> {
+    fn new(dev: &D, rng: &mut Rng, cin: usize, cout: usize, (h, w): (usize, usize)) -> Self {
         let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
         Block {
-            bn: [BatchNorm::new(cin, h * w), BatchNorm::new(cout, oh * ow), BatchNorm::new(cout, oh * ow)],
-            act: Default::default(),
-            conv: [
-                Conv2d::new(rng, cin, cout, 3, 2, (h, w)),
-                Conv2d::new(rng, cout, cout, 3, 1, (oh, ow)),
-                Conv2d::new(rng, cout, cout, 3, 1, (oh, ow)),
+            dev: dev.clone(),
+            bn: [
+                BatchNorm::with_swish(dev, cin, h * w),
+                BatchNorm::with_swish(dev, cout, oh * ow),
+                BatchNorm::with_swish(dev, cout, oh * ow),
             ],
-            shortcut: Conv2d::new(rng, cin, cout, 1, 2, (h, w)),
+            conv: [
+                Conv2d::new(dev, rng, cin, cout, 3, 2, (h, w)),
+                Conv2d::new(dev, rng, cout, cout, 3, 1, (oh, ow)),
+                Conv2d::new(dev, rng, cout, cout, 3, 1, (oh, ow)),
+            ],
+            shortcut: Conv2d::new(dev, rng, cin, cout, 1, 2, (h, w)),
         }
     }
 
-    fn forward(&mut self, x: &[f32], n: usize, train: bool) -> Vec<f32> {
-        let mut y = x.to_vec();
-        for i in 0..3 {
-            y = self.bn[i].forward(&y, n, train);
-            y = self.act[i].forward(&y);
-            y = self.conv[i].forward(&y, n);
+    fn forward(&mut self, x: D::Buf, n: usize, train: bool) -> D::Buf {
+        let mut y = self.conv[0].forward(self.bn[0].forward(&x, n, train), n);
+        for i in 1..3 {
+            y = self.conv[i].forward(self.bn[i].forward(&y, n, train), n);
         }
-        let s = self.shortcut.forward(x, n);
-        y.iter().zip(&s).map(|(a, b)| a + b).collect()
+        let mut s = self.shortcut.forward(x, n);
+        self.dev.add_assign(&mut s, &y);
+        s
     }
 
-    fn backward(&mut self, gy: &[f32]) -> Vec<f32> {
-        let mut g = gy.to_vec();
-        for i in (0..3).rev() {
-            g = self.conv[i].backward(&g);
-            g = self.act[i].backward(&g);
-            g = self.bn[i].backward(&g);
+    fn backward(&mut self, gy: &D::Buf) -> D::Buf {
+        let mut g = self.bn[2].backward(&self.conv[2].backward(gy));
+        for i in (0..2).rev() {
+            g = self.bn[i].backward(&self.conv[i].backward(&g));
         }
         let gs = self.shortcut.backward(gy);
-        g.iter().zip(&gs).map(|(a, b)| a + b).collect()
+        self.dev.add_assign(&mut g, &gs);
+        g
     }
 
-    fn params(&mut self) -> Vec<&mut Param> {
-        let mut v: Vec<&mut Param> = Vec::new();
+    fn params(&mut self) -> Vec<&mut Param<D>> {
+        let mut v: Vec<&mut Param<D>> = Vec::new();
         for bn in &mut self.bn {
             v.push(&mut bn.gamma);
             v.push(&mut bn.beta);
@@ -65,71 +69,81 @@ impl Block {
     }
 }
 
-/// The surrogate network.
-pub struct ResNet9v2 {
-    stem: Conv2d,
-    blocks: Vec<Block>,
-    bn: BatchNorm,
-    act: Swish,
-    pool: GlobalAvgPool,
-    dropout: Dropout,
-    dense: Dense,
+/// The surrogate network, on device `D` (the CPU unless built with [`ResNet9v2::on`]).
+pub struct ResNet9v2<D: Device = Cpu> {
+    dev: D,
+    stem: Conv2d<D>,
+    blocks: Vec<Block<D>>,
+    bn: BatchNorm<D>,
+    pool: GlobalAvgPool<D>,
+    dropout: Dropout<D>,
+    dense: Dense<D>,
     pub classes: usize,
     /// Input shape (channels, height, width).
     pub input: (usize, usize, usize),
 }
 
-impl ResNet9v2 {
-    /// `width` multiplies the channel counts 8, 16, 32.
-    pub fn new(seed: u64, (c, h, w): (usize, usize, usize), classes: usize, width: usize) -> ResNet9v2 {
+impl ResNet9v2<Cpu> {
+    /// The surrogate on the CPU; `width` multiplies the channel counts 8, 16, 32.
+    pub fn new(seed: u64, input: (usize, usize, usize), classes: usize, width: usize) -> Self {
+        ResNet9v2::on(Cpu, seed, input, classes, width)
+    }
+}
+
+impl<D: Device> ResNet9v2<D> {
+    /// The surrogate on `dev`; the same seed gives the same initial weights on every device.
+    pub fn on(dev: D, seed: u64, (c, h, w): (usize, usize, usize), classes: usize, width: usize) -> Self {
         let mut rng = Rng::new(seed);
         let (c1, c2, c3) = (8 * width, 16 * width, 32 * width);
-        let stem = Conv2d::new(&mut rng, c, c1, 3, 1, (h, w));
-        let b1 = Block::new(&mut rng, c1, c2, (h, w));
+        let stem = Conv2d::new(&dev, &mut rng, c, c1, 3, 1, (h, w));
+        let b1 = Block::new(&dev, &mut rng, c1, c2, (h, w));
         let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
-        let b2 = Block::new(&mut rng, c2, c3, (h2, w2));
+        let b2 = Block::new(&dev, &mut rng, c2, c3, (h2, w2));
         let (h3, w3) = (h2.div_ceil(2), w2.div_ceil(2));
         ResNet9v2 {
             stem,
             blocks: vec![b1, b2],
-            bn: BatchNorm::new(c3, h3 * w3),
-            act: Swish::default(),
-            pool: GlobalAvgPool { c: c3, hw: h3 * w3 },
-            dropout: Dropout::new(0.5),
-            dense: Dense::new(&mut rng, c3, classes),
+            bn: BatchNorm::with_swish(&dev, c3, h3 * w3),
+            pool: GlobalAvgPool::new(&dev, c3, h3 * w3),
+            dropout: Dropout::new(&dev, 0.5),
+            dense: Dense::new(&dev, &mut rng, c3, classes),
             classes,
             input: (c, h, w),
+            dev,
         }
     }
 
-    /// Logits `[n, classes]` of a batch `[n, C, H, W]`.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// Logits `[n, classes]` (on the host) of host images `[n, C, H, W]`.
     pub fn forward(&mut self, x: &[f32], n: usize, train: bool, rng: &mut Rng) -> Vec<f32> {
-        let mut y = self.stem.forward(x, n);
+        let (c, h, w) = self.input;
+        let mut y = self.stem.forward(self.dev.upload_images(x, n, c, h * w), n);
         for b in &mut self.blocks {
-            y = b.forward(&y, n, train);
+            y = b.forward(y, n, train);
         }
         y = self.bn.forward(&y, n, train);
-        y = self.act.forward(&y);
         y = self.pool.forward(&y, n);
-        y = self.dropout.forward(&y, train, rng);
-        self.dense.forward(&y, n)
+        y = self.dropout.forward(y, train, rng);
+        self.dev.download(&self.dense.forward(y, n))
     }
 
-    /// Back-propagates the gradient of the loss with respect to the logits.
+    /// Back-propagates the gradient of the loss with respect to the logits (host `[n, classes]`).
     pub fn backward(&mut self, dlogits: &[f32]) {
-        let mut g = self.dense.backward(dlogits);
-        g = self.dropout.backward(&g);
+        let mut g = self.dense.backward(&self.dev.upload(dlogits));
+        g = self.dropout.backward(g);
         g = self.pool.backward(&g);
-        g = self.act.backward(&g);
         g = self.bn.backward(&g);
         for b in self.blocks.iter_mut().rev() {
             g = b.backward(&g);
         }
-        self.stem.backward(&g);
+        self.stem.backward_weights(&g);
     }
 
-    pub fn params(&mut self) -> Vec<&mut Param> {
-        let mut v: Vec<&mut Param> = vec![&mut self.stem.weight];
+    pub fn params(&mut self) -> Vec<&mut Param<D>> {
+        let mut v: Vec<&mut Param<D>> = vec![&mut self.stem.weight];
         for b in &mut self.blocks {
             v.extend(b.params());
         }
@@ -141,6 +155,7 @@ impl ResNet9v2 {
     }
 
     pub fn parameter_count(&mut self) -> usize {
-        self.params().iter().map(|p| p.value.len()).sum()
+        let dev = self.dev.clone();
+        self.params().iter().map(|p| dev.len(&p.value)).sum()
     }
 }

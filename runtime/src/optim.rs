@@ -1,5 +1,6 @@
 //! Optimisers and the learning-rate schedule.
 
+use crate::device::{Device, Update};
 use crate::layers::Param;
 
 /// Which update rule.
@@ -11,48 +12,38 @@ pub enum Optimizer {
     Sgd,
 }
 
-/// Optimiser state for a model's parameters (in `params()` order).
-pub struct State {
+/// Optimiser state for a model's parameters (in `params()` order), on the model's device.
+pub struct State<D: Device> {
+    dev: D,
     pub kind: Optimizer,
     pub weight_decay: f32,
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    m: Vec<D::Buf>,
+    v: Vec<D::Buf>,
     t: i32,
 }
 
-impl State {
-    pub fn new(kind: Optimizer, weight_decay: f32) -> State {
-        State { kind, weight_decay, m: Vec::new(), v: Vec::new(), t: 0 }
+impl<D: Device> State<D> {
+    pub fn new(dev: &D, kind: Optimizer, weight_decay: f32) -> Self {
+        State { dev: dev.clone(), kind, weight_decay, m: Vec::new(), v: Vec::new(), t: 0 }
     }
 
     /// One update with learning rate `lr`; clears the gradients.
-    pub fn step(&mut self, params: &mut [&mut Param], lr: f32) {
+    pub fn step(&mut self, params: &mut [&mut Param<D>], lr: f32) {
         if self.m.is_empty() {
-            self.m = params.iter().map(|p| vec![0.0; p.value.len()]).collect();
-            self.v = params.iter().map(|p| vec![0.0; p.value.len()]).collect();
+            self.m = params.iter().map(|p| self.dev.zeros(self.dev.len(&p.value))).collect();
+            self.v = params.iter().map(|p| self.dev.zeros(self.dev.len(&p.value))).collect();
         }
         self.t += 1;
-        let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-7f32);
-        let (c1, c2) = (1.0 - b1.powi(self.t), 1.0 - b2.powi(self.t));
-        for (i, p) in params.iter_mut().enumerate() {
-            let wd = if p.decay { self.weight_decay } else { 0.0 };
-            let (m, v) = (&mut self.m[i], &mut self.v[i]);
-            for j in 0..p.value.len() {
-                // L2 weight decay, added to the gradient.
-                let g = p.grad[j] + wd * p.value[j];
-                match self.kind {
-                    Optimizer::Adam => {
-                        m[j] = b1 * m[j] + (1.0 - b1) * g;
-                        v[j] = b2 * v[j] + (1.0 - b2) * g * g;
-                        p.value[j] -= lr * (m[j] / c1) / ((v[j] / c2).sqrt() + eps);
-                    }
-                    Optimizer::Sgd => {
-                        m[j] = 0.9 * m[j] + g;
-                        p.value[j] -= lr * (g + 0.9 * m[j]);
-                    }
-                }
-                p.grad[j] = 0.0;
+        let u = match self.kind {
+            Optimizer::Adam => {
+                let (b1, b2) = (0.9f32, 0.999f32);
+                Update::Adam { lr, b1, b2, eps: 1e-7, c1: 1.0 - b1.powi(self.t), c2: 1.0 - b2.powi(self.t) }
             }
+            Optimizer::Sgd => Update::Nesterov { lr, mu: 0.9 },
+        };
+        for ((p, m), v) in params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
+            let decay = if p.decay { self.weight_decay } else { 0.0 };
+            self.dev.update(&u, decay, &mut p.value, &mut p.grad, m, v);
         }
     }
 }

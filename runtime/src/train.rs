@@ -139,7 +139,7 @@ pub fn train_and_test(
 ) -> Metrics {
     let start = Instant::now();
     let mut model = ResNet9v2::new(cfg.seed, train.shape, train.classes, cfg.width);
-    let mut opt = State::new(cfg.optimizer, cfg.weight_decay);
+    let mut opt = State::new(model.device(), cfg.optimizer, cfg.weight_decay);
     let mut rng = Rng::new(cfg.seed ^ 0x5EED);
     let size = train.image_size();
     let mut m = Metrics::default();

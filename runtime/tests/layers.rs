@@ -2,7 +2,8 @@
 //! `J = sum(r * forward(x))`, for the input and for the parameters (f32, h = 1e-2, the error
 //! of the central difference is O(h^2)).
 
-use lossc_runtime::layers::{BatchNorm, Conv2d, Dense, Dropout, GlobalAvgPool, Param, Swish};
+use lossc_runtime::cpu::Cpu;
+use lossc_runtime::layers::{BatchNorm, Conv2d, Dense, Dropout, GlobalAvgPool, Param};
 use lossc_runtime::model::ResNet9v2;
 use lossc_runtime::rng::Rng;
 
@@ -33,88 +34,127 @@ fn check(what: &str, x: &mut Vec<f32>, analytic: &[f32], f: &mut dyn FnMut(&[f32
     }
 }
 
+/// Shapes cover strides 1 and 2, kernels 1 and 3, and (the last) several im2col groups of
+/// unequal size per call, on one and two threads.
 #[test]
 fn conv2d_backward_matches_finite_differences() {
-    for (k, stride) in [(3, 1), (3, 2), (1, 2)] {
+    for (k, stride, n, cin, hw, threads) in
+        [(3, 1, 2, 3, (6, 5), 1), (3, 2, 2, 3, (6, 5), 1), (1, 2, 2, 3, (6, 5), 2), (3, 1, 8, 16, (12, 12), 2)]
+    {
+        lossc_runtime::layers::set_threads(threads);
         let mut rng = Rng::new(1);
-        let (n, cin, cout, h, w) = (2, 3, 4, 6, 5);
-        let mut conv = Conv2d::new(&mut rng, cin, cout, k, stride, (h, w));
-        let mut x = randv(&mut rng, n * cin * h * w);
-        let r = randv(&mut rng, n * cout * conv.oh * conv.ow);
-        conv.forward(&x, n);
+        let cout = 4;
+        let mut conv = Conv2d::new(&Cpu, &mut rng, cin, cout, k, stride, hw);
+        let mut x = randv(&mut rng, n * cin * hw.0 * hw.1);
+        let r = randv(&mut rng, n * cout * conv.geom.p());
+        conv.forward(x.clone(), n);
         let dx = conv.backward(&r);
         let dw = conv.weight.grad.clone();
         let mut wv = conv.weight.value.clone();
-        check(&format!("conv k{k} s{stride} dx"), &mut x.clone(), &dx, &mut |xx| dot(&r, &conv.forward(xx, n)));
-        check(&format!("conv k{k} s{stride} dW"), &mut wv, &dw, &mut |ww| {
+        let what = format!("conv k{k} s{stride} n{n} cin{cin}");
+        check(&format!("{what} dx"), &mut x.clone(), &dx, &mut |xx| dot(&r, &conv.forward(xx.to_vec(), n)));
+        check(&format!("{what} dW"), &mut wv, &dw, &mut |ww| {
             conv.weight.value = ww.to_vec();
-            dot(&r, &conv.forward(&x, n))
+            dot(&r, &conv.forward(x.clone(), n))
         });
         x.clear();
+    }
+    lossc_runtime::layers::set_threads(1);
+}
+
+#[test]
+fn batchnorm_with_and_without_swish_backward_matches_finite_differences() {
+    for swish in [false, true] {
+        let mut rng = Rng::new(2);
+        let (n, c, hw) = (3, 2, 5);
+        let mut bn = if swish { BatchNorm::with_swish(&Cpu, c, hw) } else { BatchNorm::new(&Cpu, c, hw) };
+        bn.gamma.value = vec![1.5, -0.7];
+        bn.beta.value = vec![0.2, 0.1];
+        let x = randv(&mut rng, n * c * hw);
+        let r = randv(&mut rng, n * c * hw);
+        bn.forward(&x, n, true);
+        let dx = bn.backward(&r);
+        let (dg, db) = (bn.gamma.grad.clone(), bn.beta.grad.clone());
+        let what = if swish { "bn+swish" } else { "bn" };
+        check(&format!("{what} dx"), &mut x.clone(), &dx, &mut |xx| dot(&r, &bn.forward(&xx.to_vec(), n, true)));
+        let mut g = bn.gamma.value.clone();
+        check(&format!("{what} dgamma"), &mut g, &dg, &mut |gg| {
+            bn.gamma.value = gg.to_vec();
+            dot(&r, &bn.forward(&x, n, true))
+        });
+        bn.gamma.value = vec![1.5, -0.7];
+        let mut b = bn.beta.value.clone();
+        check(&format!("{what} dbeta"), &mut b, &db, &mut |bb| {
+            bn.beta.value = bb.to_vec();
+            dot(&r, &bn.forward(&x, n, true))
+        });
+    }
+}
+
+/// Batch norm + swish in both modes against the definition: batch statistics in training,
+/// running statistics (after one update with momentum 0.9) in evaluation.
+#[test]
+fn batchnorm_swish_forward_matches_the_definition() {
+    let mut rng = Rng::new(8);
+    let (n, c, hw) = (4, 3, 7);
+    let mut bn = BatchNorm::with_swish(&Cpu, c, hw);
+    bn.gamma.value = vec![1.5, -0.7, 0.3];
+    bn.beta.value = vec![0.2, 0.1, -2.0];
+    let x: Vec<f32> = randv(&mut rng, n * c * hw).iter().map(|v| 3.0 * v + 1.0).collect();
+    let train = bn.forward(&x, n, true);
+    let eval = bn.forward(&x, n, false);
+    let swish = |z: f64| z / (1.0 + (-z).exp());
+    for ch in 0..c {
+        let xs: Vec<f64> = x[ch * n * hw..(ch + 1) * n * hw].iter().map(|&v| v as f64).collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        let (rm, rv) = (0.1 * mean, 0.9 + 0.1 * var);
+        let (g, b) = (bn.gamma.value[ch] as f64, bn.beta.value[ch] as f64);
+        for (j, &v) in xs.iter().enumerate() {
+            let want = swish(g * (v - mean) / (var + 1e-3).sqrt() + b);
+            let got = train[ch * n * hw + j] as f64;
+            assert!((got - want).abs() < 1e-5 * (1.0 + want.abs()), "train [{ch}, {j}]: {got} vs {want}");
+            let want = swish(g * (v - rm) / (rv + 1e-3).sqrt() + b);
+            let got = eval[ch * n * hw + j] as f64;
+            assert!((got - want).abs() < 1e-5 * (1.0 + want.abs()), "eval [{ch}, {j}]: {got} vs {want}");
+        }
     }
 }
 
 #[test]
-fn batchnorm_backward_matches_finite_differences() {
-    let mut rng = Rng::new(2);
-    let (n, c, hw) = (3, 2, 5);
-    let mut bn = BatchNorm::new(c, hw);
-    bn.gamma.value = vec![1.5, -0.7];
-    bn.beta.value = vec![0.2, 0.1];
-    let x = randv(&mut rng, n * c * hw);
-    let r = randv(&mut rng, n * c * hw);
-    bn.forward(&x, n, true);
-    let dx = bn.backward(&r);
-    let (dg, db) = (bn.gamma.grad.clone(), bn.beta.grad.clone());
-    check("bn dx", &mut x.clone(), &dx, &mut |xx| dot(&r, &bn.forward(xx, n, true)));
-    let mut g = bn.gamma.value.clone();
-    check("bn dgamma", &mut g, &dg, &mut |gg| {
-        bn.gamma.value = gg.to_vec();
-        dot(&r, &bn.forward(&x, n, true))
-    });
-    bn.gamma.value = vec![1.5, -0.7];
-    let mut b = bn.beta.value.clone();
-    check("bn dbeta", &mut b, &db, &mut |bb| {
-        bn.beta.value = bb.to_vec();
-        dot(&r, &bn.forward(&x, n, true))
-    });
-}
-
-#[test]
-fn swish_pool_dropout_and_dense_backward_match_finite_differences() {
+fn pool_dropout_and_dense_backward_match_finite_differences() {
     let mut rng = Rng::new(3);
     let x = randv(&mut rng, 40);
     let r = randv(&mut rng, 40);
-    let mut s = Swish::default();
-    s.forward(&x);
-    let dx = s.backward(&r);
-    check("swish", &mut x.clone(), &dx, &mut |xx| dot(&r, &Swish::default().forward(xx)));
 
-    let pool = GlobalAvgPool { c: 4, hw: 5 };
+    let mut pool = GlobalAvgPool::new(&Cpu, 4, 5);
     let r2 = randv(&mut rng, 8);
+    pool.forward(&x, 2);
     let dx = pool.backward(&r2);
-    check("pool", &mut x.clone(), &dx, &mut |xx| dot(&r2, &pool.forward(xx, 2)));
+    check("pool", &mut x.clone(), &dx, &mut |xx| dot(&r2, &pool.forward(&xx.to_vec(), 2)));
 
-    let mut d = Dropout::new(0.5);
-    d.forward(&x, true, &mut Rng::new(9));
-    let dx = d.backward(&r);
-    check("dropout", &mut x.clone(), &dx, &mut |xx| dot(&r, &Dropout::new(0.5).forward(xx, true, &mut Rng::new(9))));
+    let mut d = Dropout::new(&Cpu, 0.5);
+    d.forward(x.clone(), true, &mut Rng::new(9));
+    let dx = d.backward(r.clone());
+    check("dropout", &mut x.clone(), &dx, &mut |xx| {
+        dot(&r, &Dropout::new(&Cpu, 0.5).forward(xx.to_vec(), true, &mut Rng::new(9)))
+    });
 
-    let mut dense = Dense::new(&mut rng, 10, 3);
+    let mut dense = Dense::new(&Cpu, &mut rng, 10, 3);
     let r3 = randv(&mut rng, 12);
-    dense.forward(&x, 4);
+    dense.forward(x.clone(), 4);
     let dx = dense.backward(&r3);
     let (dw, db) = (dense.weight.grad.clone(), dense.bias.grad.clone());
-    check("dense dx", &mut x.clone(), &dx, &mut |xx| dot(&r3, &dense.forward(xx, 4)));
+    check("dense dx", &mut x.clone(), &dx, &mut |xx| dot(&r3, &dense.forward(xx.to_vec(), 4)));
     let mut w = dense.weight.value.clone();
     check("dense dW", &mut w, &dw, &mut |ww| {
         dense.weight.value = ww.to_vec();
-        dot(&r3, &dense.forward(&x, 4))
+        dot(&r3, &dense.forward(x.clone(), 4))
     });
     let mut b = dense.bias.value.clone();
     check("dense db", &mut b, &db, &mut |bb| {
         dense.bias.value = bb.to_vec();
-        dot(&r3, &dense.forward(&x, 4))
+        dot(&r3, &dense.forward(x.clone(), 4))
     });
 }
 
@@ -133,32 +173,40 @@ fn the_whole_model_backward_matches_finite_differences() {
     for (pi, g) in grads.iter().enumerate().step_by(5) {
         let mut v = model.params()[pi].value.clone();
         check(&format!("model param {pi}"), &mut v, g, &mut |vv| {
-            let p: &mut Param = model.params().swap_remove(pi);
+            let p: &mut Param<Cpu> = model.params().swap_remove(pi);
             p.value = vv.to_vec();
             dot(&r, &model.forward(&x, n, true, &mut Rng::new(1)))
         });
     }
 }
 
-/// The convolution's forward pass against the textbook loop (zero "same" padding), on odd
-/// sizes, strides 1 and 2, kernels 1 and 3, and more threads than images.
+/// The convolution's forward pass against the textbook loop (zero "same" padding) on `[C, N,
+/// H, W]` activations: odd sizes, strides 1 and 2, kernels 1 and 3, images smaller than the
+/// kernel, more threads than images, and (the last) one image per im2col group.
 #[test]
 fn conv2d_forward_matches_the_direct_definition() {
-    for (k, stride, h, w, threads) in
-        [(3, 1, 7, 5, 1), (3, 2, 7, 6, 2), (1, 2, 5, 5, 1), (3, 2, 4, 9, 3), (3, 1, 2, 1, 1)]
-    {
+    for (k, stride, h, w, n, cin, threads) in [
+        (3, 1, 7, 5, 2, 3, 1),
+        (3, 2, 7, 6, 2, 3, 2),
+        (1, 2, 5, 5, 2, 3, 1),
+        (3, 2, 4, 9, 2, 3, 3),
+        (3, 1, 2, 1, 2, 3, 1),
+        (3, 1, 1, 1, 2, 3, 1),
+        (3, 1, 32, 32, 3, 16, 2),
+    ] {
         lossc_runtime::layers::set_threads(threads);
         let mut rng = Rng::new(5);
-        let (n, cin, cout) = (2, 3, 4);
-        let mut conv = Conv2d::new(&mut rng, cin, cout, k, stride, (h, w));
+        let cout = 4;
+        let mut conv = Conv2d::new(&Cpu, &mut rng, cin, cout, k, stride, (h, w));
         let x = randv(&mut rng, n * cin * h * w);
-        let y = conv.forward(&x, n);
+        let y = conv.forward(x.clone(), n);
+        let (oh, ow) = (conv.geom.oh, conv.geom.ow);
         let pad = (k / 2) as isize;
         let wt = &conv.weight.value;
         for i in 0..n {
             for co in 0..cout {
-                for oy in 0..conv.oh {
-                    for ox in 0..conv.ow {
+                for oy in 0..oh {
+                    for ox in 0..ow {
                         let mut acc = 0.0f64;
                         for c in 0..cin {
                             for ky in 0..k {
@@ -166,13 +214,13 @@ fn conv2d_forward_matches_the_direct_definition() {
                                     let iy = (oy * stride + ky) as isize - pad;
                                     let ix = (ox * stride + kx) as isize - pad;
                                     if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                        let xv = x[((i * cin + c) * h + iy as usize) * w + ix as usize];
+                                        let xv = x[((c * n + i) * h + iy as usize) * w + ix as usize];
                                         acc += (wt[((co * cin + c) * k + ky) * k + kx] * xv) as f64;
                                     }
                                 }
                             }
                         }
-                        let got = y[((i * cout + co) * conv.oh + oy) * conv.ow + ox] as f64;
+                        let got = y[((co * n + i) * oh + oy) * ow + ox] as f64;
                         assert!(
                             (got - acc).abs() < 1e-5,
                             "k{k} s{stride} {h}x{w}: y[{i},{co},{oy},{ox}] {got} vs {acc}"

@@ -1,0 +1,166 @@
+//! The device layer: where tensors live and the operations the layers are written in.
+//!
+//! The layers (`layers.rs`) hold their parameters and saved activations as `D::Buf` and do all
+//! arithmetic through a [`Device`]; they never touch the numbers themselves. A device decides
+//! the algorithm: the CPU ([`crate::cpu::Cpu`]) runs im2col + GEMM over cache-sized groups of
+//! images on its own threads; a CUDA device would hold `CudaSlice<f32>` buffers and run the
+//! same operations as cuBLAS GEMMs and NVRTC kernels over the whole batch. Adding one changes
+//! neither the layers nor their callers (the model and the training loop).
+//!
+//! Activations are channel-major, `[C, N, H*W]` ("CNHW"): a convolution's GEMM output is then
+//! already the next layer's input (no transposes), and batch norm reduces over one contiguous
+//! run per channel. Host images are `[N, C, H, W]`; [`Device::upload_images`] converts.
+
+/// Shape of a 2-D convolution with "same"-style padding `k / 2`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvGeom {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvGeom {
+    pub fn new(cin: usize, cout: usize, k: usize, stride: usize, (h, w): (usize, usize)) -> ConvGeom {
+        let pad = k / 2;
+        let oh = (h + 2 * pad - k) / stride + 1;
+        let ow = (w + 2 * pad - k) / stride + 1;
+        ConvGeom { cin, cout, k, stride, pad, h, w, oh, ow }
+    }
+    /// Rows of the im2col matrix (and columns of the weight matrix `[cout, cin*k*k]`).
+    pub fn kk(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+    /// Output pixels per image and channel.
+    pub fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+}
+
+/// Batch norm's state that lives on the device: running statistics and what backward needs.
+pub struct BnState<B> {
+    pub running_mean: B,
+    pub running_var: B,
+    /// The normalised input of the last training forward pass, `[C, N*HW]`.
+    pub xhat: B,
+    /// sigmoid of the output before swish (empty without swish).
+    pub sig: B,
+    /// 1 / sqrt(var + eps) per channel, of the last forward pass.
+    pub inv_std: B,
+}
+
+/// Batch norm's constants.
+#[derive(Clone, Copy, Debug)]
+pub struct BnGeom {
+    pub c: usize,
+    /// Elements per channel: N * H * W.
+    pub len: usize,
+    pub momentum: f32,
+    pub eps: f32,
+    /// Whether swish follows (fused: one pass over the data instead of two).
+    pub swish: bool,
+}
+
+/// One optimiser update of a parameter tensor.
+#[derive(Clone, Copy, Debug)]
+pub enum Update {
+    /// Adam with bias corrections `c1 = 1 - b1^t`, `c2 = 1 - b2^t`.
+    Adam { lr: f32, b1: f32, b2: f32, eps: f32, c1: f32, c2: f32 },
+    /// SGD with Nesterov momentum `mu` (`v` is unused).
+    Nesterov { lr: f32, mu: f32 },
+}
+
+/// Where the surrogate trains. Every operation takes and returns device buffers; only
+/// `upload*` and `download` cross to the host (the loss kernel reads the logits on the host:
+/// `[N, classes]` is small).
+pub trait Device: Clone + Send + Sync {
+    /// A buffer of f32 on the device.
+    type Buf: Send + Sync;
+
+    fn zeros(&self, n: usize) -> Self::Buf;
+    fn upload(&self, host: &[f32]) -> Self::Buf;
+    fn download(&self, buf: &Self::Buf) -> Vec<f32>;
+    fn len(&self, buf: &Self::Buf) -> usize;
+    /// Host images `[n, c, hw]` to a device batch `[c, n, hw]`.
+    fn upload_images(&self, host: &[f32], n: usize, c: usize, hw: usize) -> Self::Buf;
+
+    /// `y[cout, n, p] = conv(x[cin, n, h*w], w[cout, cin, k, k])`.
+    fn conv_forward(&self, g: &ConvGeom, n: usize, w: &Self::Buf, x: &Self::Buf) -> Self::Buf;
+    /// Adds dL/dw into `dw`; returns dL/dx when `want_dx` (the stem's input needs none).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_backward(
+        &self,
+        g: &ConvGeom,
+        n: usize,
+        w: &Self::Buf,
+        x: &Self::Buf,
+        gy: &Self::Buf,
+        dw: &mut Self::Buf,
+        want_dx: bool,
+    ) -> Option<Self::Buf>;
+
+    /// Batch norm (batch statistics in training, running ones otherwise), then swish when
+    /// `g.swish`. Training updates the running statistics and saves `xhat`, `sig`, `inv_std`.
+    fn bn_forward(
+        &self,
+        g: &BnGeom,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        s: &mut BnState<Self::Buf>,
+        train: bool,
+    ) -> Self::Buf;
+    /// Backward of the training forward: adds into `dgamma`, `dbeta`; returns dL/dx.
+    #[allow(clippy::too_many_arguments)]
+    fn bn_backward(
+        &self,
+        g: &BnGeom,
+        gy: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        s: &BnState<Self::Buf>,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+    ) -> Self::Buf;
+
+    /// `a += b`.
+    fn add_assign(&self, a: &mut Self::Buf, b: &Self::Buf);
+    /// Element-wise `a * b`.
+    fn mul(&self, a: &Self::Buf, b: &Self::Buf) -> Self::Buf;
+    /// Global average pool `[c, n, hw] -> [n, c]`.
+    fn pool_forward(&self, c: usize, n: usize, hw: usize, x: &Self::Buf) -> Self::Buf;
+    /// Its backward `[n, c] -> [c, n, hw]`.
+    fn pool_backward(&self, c: usize, n: usize, hw: usize, gy: &Self::Buf) -> Self::Buf;
+    /// `y[n, out] = x[n, inp] w[out, inp]^T + b`.
+    fn dense_forward(&self, n: usize, inp: usize, out: usize, x: &Self::Buf, w: &Self::Buf, b: &Self::Buf)
+    -> Self::Buf;
+    /// Adds into `dw` and `db`; returns dL/dx `[n, inp]`.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_backward(
+        &self,
+        n: usize,
+        inp: usize,
+        out: usize,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        gy: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: &mut Self::Buf,
+    ) -> Self::Buf;
+
+    /// One optimiser step on `value` with gradient `grad + decay * value`; clears `grad`.
+    fn update(
+        &self,
+        u: &Update,
+        decay: f32,
+        value: &mut Self::Buf,
+        grad: &mut Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+    );
+}
