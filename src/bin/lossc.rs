@@ -84,7 +84,7 @@ enum Cmd {
     },
     /// Training throughput of the surrogate: images/s at a batch size, with CE, on random data.
     BenchTrain {
-        /// Threads the convolutions split each batch over (the rest of a step runs on one).
+        /// Threads each batch is split over (convolutions by image, batch norm by channel).
         #[arg(long, default_value_t = 1)]
         threads: usize,
         #[arg(long, default_value_t = 128)]
