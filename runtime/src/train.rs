@@ -137,6 +137,7 @@ pub fn train_and_test(
     cfg: &Config,
     progress: &mut dyn FnMut(&Progress),
 ) -> Metrics {
+    crate::cpu::keep_freed_memory();
     let start = Instant::now();
     let mut model = ResNet9v2::new(cfg.seed, train.shape, train.classes, cfg.width);
     let mut opt = State::new(model.device(), cfg.optimizer, cfg.weight_decay);
