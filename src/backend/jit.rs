@@ -21,7 +21,6 @@ use crate::contract::{ContractError, Targets, batch_size};
 use crate::ir::{Graph, Id, Input, Node, print};
 use crate::passes::fuse::Fused;
 use crate::passes::simplify::simplify;
-use cranelift_codegen::cursor::{Cursor, FuncCursor};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{
@@ -219,8 +218,8 @@ fn build(fused: &Fused, spec: Spec, clif_out: Option<&mut String>, tier: Tier) -
     fn set(f: &mut settings::Builder, k: &str, v: &str) -> Result<(), JitError> {
         f.set(k, v).map_err(|e| JitError::Host(e.to_string()))
     }
-    // The emitter already places code (constants hoisted to the entry block, row values before
-    // the class loops) and the graph arrives simplified and hash-consed; Cranelift's e-graph
+    // The emitter already places code (constants loaded in the blocks that use them, row values
+    // before the class loops) and the graph arrives simplified and hash-consed; Cranelift's e-graph
     // pass would only cost compile time, and it sinks row-level work into the class loops.
     set(&mut flags, "opt_level", "none")?;
     // The IR is built by this emitter and checked by its tests; verifying it again on every
@@ -248,7 +247,7 @@ fn build(fused: &Fused, spec: Spec, clif_out: Option<&mut String>, tier: Tier) -
     let mut fctx = FunctionBuilderContext::new();
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut e = Emitter { b, entry_jump: None, consts: HashMap::new() };
+        let mut e = Emitter { b, consts: HashMap::new() };
         let graphs = Graphs { general, off: off.as_ref(), on: on.as_ref(), sparse };
         e.kernel(&spec, &graphs);
         e.b.seal_all_blocks();
@@ -279,9 +278,8 @@ struct Graphs<'g> {
 /// on f32x4 values.
 struct Emitter<'a> {
     b: FunctionBuilder<'a>,
-    /// The entry block's final jump: hoisted constants are inserted before it.
-    entry_jump: Option<cranelift_codegen::ir::Inst>,
-    consts: HashMap<(u32, cranelift_codegen::ir::Type), Value>,
+    /// Vector constants already loaded in a block.
+    consts: HashMap<(u32, cranelift_codegen::ir::Type, cranelift_codegen::ir::Block), Value>,
 }
 
 fn flags() -> MemFlagsData {
@@ -295,7 +293,7 @@ impl Vm for Emitter<'_> {
     type V = Value;
     type M = Value;
     fn c(&mut self, v: f32) -> Value {
-        self.hoisted(v.to_bits(), F32X4)
+        self.splat_const(v.to_bits(), F32X4)
     }
     fn add(&mut self, a: Value, b: Value) -> Value {
         self.b.ins().fadd(a, b)
@@ -398,25 +396,22 @@ impl Vm for Emitter<'_> {
 
 impl Emitter<'_> {
     fn i32s(&mut self, v: i32) -> Value {
-        self.hoisted(v as u32, I32X4)
+        self.splat_const(v as u32, I32X4)
     }
 
-    /// A splatted constant, materialised once in the entry block (which dominates every use)
-    /// rather than in the loop that asks for it.
-    fn hoisted(&mut self, bits: u32, ty: cranelift_codegen::ir::Type) -> Value {
-        if let Some(&v) = self.consts.get(&(bits, ty)) {
+    /// A splatted constant as a constant-pool load in the block that uses it (once per block).
+    /// Hoisting every constant into the entry block kept them all live across every loop: with
+    /// sixteen vector registers they spilled, and the allocator reloaded and shuffled them in
+    /// each iteration of every loop, even loops that never used them.
+    fn splat_const(&mut self, bits: u32, ty: cranelift_codegen::ir::Type) -> Value {
+        let block = self.b.current_block().expect("constants are requested inside a block");
+        if let Some(&v) = self.consts.get(&(bits, ty, block)) {
             return v;
         }
-        let at = self.entry_jump.expect("constants are requested after the entry block");
-        let mut pos = FuncCursor::new(self.b.func).at_inst(at);
-        let v = if ty == F32X4 {
-            let s = pos.ins().f32const(f32::from_bits(bits));
-            pos.ins().splat(F32X4, s)
-        } else {
-            let s = pos.ins().iconst(I32, bits as i32 as i64);
-            pos.ins().splat(I32X4, s)
-        };
-        self.consts.insert((bits, ty), v);
+        let data: Vec<u8> = (0..4).flat_map(|_| bits.to_le_bytes()).collect();
+        let handle = self.b.func.dfg.constants.insert(data.into());
+        let v = self.b.ins().vconst(ty, handle);
+        self.consts.insert((bits, ty, block), v);
         v
     }
     fn i64c(&mut self, v: i64) -> Value {
@@ -523,7 +518,7 @@ impl Emitter<'_> {
         let c4 = self.b.ins().band_imm_s(classes, !3i64);
         let padded = self.b.ins().iadd_imm_s(c4, 4);
         let body = self.b.create_block();
-        self.entry_jump = Some(self.b.ins().jump(body, &[]));
+        self.b.ins().jump(body, &[]);
         self.b.switch_to_block(body);
         let ctx = RowCtx {
             logits,
