@@ -2,10 +2,8 @@
 """PyTorch CPU baseline for `lossc bench-train`: the same surrogate (ResNet9v2 small: conv 8
 stem, pre-activation blocks 16 and 32 with 1x1 stride-2 shortcuts, BN-swish, GAP, dropout 0.5,
 dense 10), batch 128 of 1x32x32 images, Adam, cross-entropy; prints images/s for 1 and 2
-threads. torch is a large install: run it in its own venv, outside CI:
-
-    python3 -m venv .venv-torch && .venv-torch/bin/pip install torch
-    .venv-torch/bin/python bench/torch_train_baseline.py
+threads. bench/train_bench.sh runs it (in .venv-torch, which that script creates) interleaved
+with `lossc bench-train`; torch is a large install, kept out of CI.
 """
 import time
 
