@@ -571,14 +571,25 @@ impl Emitter<'_> {
 
         // 2. e = exp(z - m) into p_buf (padding lanes give exp(-inf) = 0), S = sum e
         let vzero = self.c(0.0);
-        let vsum = self.for_loop(zero, x.padded, 4, &[vzero], |e, c, acc| {
-            let at = e.chunk_ptr(z, c, x.c4, ztail);
-            let v = e.load(F32X4, at, 0);
-            let d = e.b.ins().fsub(v, mv);
-            let ex = super::mathlib::exp(e, d);
-            let dst = e.elem(x.p_buf, c, 4);
-            e.b.ins().store(flags(), ex, dst, 0);
-            vec![e.b.ins().fadd(acc[0], ex)]
+        //    Two chunks per iteration, as in pass 3; the second may lie past the padded
+        //    classes (it then re-reads the tail slot) and adds nothing.
+        let vsum = self.for_loop(zero, x.padded, 8, &[vzero], |e, c, acc| {
+            let c2 = [c, e.b.ins().iadd_imm_s(c, 4)];
+            let mut d = [mv, mv];
+            for h in 0..2 {
+                let at = e.chunk_ptr(z, c2[h], x.c4, ztail);
+                let v = e.load(F32X4, at, 0);
+                d[h] = e.b.ins().fsub(v, mv);
+            }
+            let (ex0, ex1) = super::mathlib::exp(&mut Pair(e), (d[0], d[1]));
+            for (h, ex) in [ex0, ex1].into_iter().enumerate() {
+                let dst = e.elem(x.p_buf, c2[h], 4);
+                e.b.ins().store(flags(), ex, dst, 0);
+            }
+            let inside = e.b.ins().icmp(IntCC::SignedLessThan, c2[1], x.padded);
+            let ex1 = e.b.ins().select(inside, ex1, vzero);
+            let sum = e.b.ins().fadd(acc[0], ex0);
+            vec![e.b.ins().fadd(sum, ex1)]
         })[0];
         let sum = self.hreduce(vsum, false);
         let one = self.b.ins().f32const(1.0);
@@ -615,37 +626,53 @@ impl Emitter<'_> {
                 self.b.ins().splat(I32X4, k32)
             });
             let dense_row = self.elem(x.dense, row_start, 4);
-            let chunk = |e: &mut Self, c: Value, y: Value, acc: &[Value]| -> Vec<Value> {
-                let at = e.elem(x.p_buf, c, 4);
-                let ev = e.load(F32X4, at, 0);
-                let p = e.b.ins().fmul(ev, inv_sv);
-                e.b.ins().store(flags(), p, at, 0);
-                let graph = g.off.unwrap_or(g.general);
-                let (l, s) = e.graph(graph, y, p);
-                // Keep lanes that are real classes and not labels (those get their own y below).
-                let ci = c_splat(e, c);
-                let mut keep = e.b.ins().icmp(IntCC::SignedLessThan, ci, ncls);
-                for k in [kav, kbv].into_iter().flatten() {
-                    let ne = e.b.ins().icmp(IntCC::NotEqual, ci, k);
-                    keep = e.b.ins().band(keep, ne);
+            // Two chunks per iteration, their graphs emitted in step (`Pair`): one chunk's
+            // chain (exp then ln is over 100 cycles of latency) leaves the core idle, and the
+            // reorder window holds less than two iterations of it.
+            let chunks = |e: &mut Self, c: Value, y: (Value, Value), acc: &[Value]| -> Vec<Value> {
+                let c2 = [c, e.b.ins().iadd_imm_s(c, 4)];
+                let mut p = [c, c];
+                for h in 0..2 {
+                    let at = e.elem(x.p_buf, c2[h], 4);
+                    let ev = e.load(F32X4, at, 0);
+                    p[h] = e.b.ins().fmul(ev, inv_sv);
+                    e.b.ins().store(flags(), p[h], at, 0);
                 }
-                let vz = e.c(0.0);
-                let l = e.select(keep, l, vz);
-                let s = e.select(keep, s, vz);
-                let dst = e.elem(x.s_buf, c, 4);
-                e.b.ins().store(flags(), s, dst, 0);
-                vec![e.b.ins().fadd(acc[0], l), e.b.ins().fadd(acc[1], s)]
+                let graph = g.off.unwrap_or(g.general);
+                let vals = eval_graph(&mut Pair(e), graph, y, (p[0], p[1]));
+                let (l, s) = (vals[graph.outputs[0].1.index()], vals[graph.outputs[1].1.index()]);
+                let mut acc = acc.to_vec();
+                for (h, (l, s)) in [(l.0, s.0), (l.1, s.1)].into_iter().enumerate() {
+                    // Keep lanes that are real classes and not labels (those get their own y
+                    // below).
+                    let ci = c_splat(e, c2[h]);
+                    let mut keep = e.b.ins().icmp(IntCC::SignedLessThan, ci, ncls);
+                    for k in [kav, kbv].into_iter().flatten() {
+                        let ne = e.b.ins().icmp(IntCC::NotEqual, ci, k);
+                        keep = e.b.ins().band(keep, ne);
+                    }
+                    let vz = e.c(0.0);
+                    let l = e.select(keep, l, vz);
+                    let s = e.select(keep, s, vz);
+                    let dst = e.elem(x.s_buf, c2[h], 4);
+                    e.b.ins().store(flags(), s, dst, 0);
+                    acc = vec![e.b.ins().fadd(acc[0], l), e.b.ins().fadd(acc[1], s)];
+                }
+                acc
             };
             let acc = if spec.kind == TargetKind::Dense {
                 let ytail = self.tail_slot(dense_row, x.c4, x.classes, 0.0);
-                self.for_loop(zero, x.padded, 4, &[vzero, vzero], |e, c, acc| {
+                self.for_loop(zero, x.padded, 8, &[vzero, vzero], |e, c, acc| {
                     let at = e.chunk_ptr(dense_row, c, x.c4, ytail);
-                    let y = e.load(F32X4, at, 0);
-                    chunk(e, c, y, acc)
+                    let y0 = e.load(F32X4, at, 0);
+                    let c_b = e.b.ins().iadd_imm_s(c, 4);
+                    let at = e.chunk_ptr(dense_row, c_b, x.c4, ytail);
+                    let y1 = e.load(F32X4, at, 0);
+                    chunks(e, c, (y0, y1), acc)
                 })
             } else {
                 let unused = self.c(0.0); // the off-target graph has y folded in
-                self.for_loop(zero, x.padded, 4, &[vzero, vzero], |e, c, acc| chunk(e, c, unused, acc))
+                self.for_loop(zero, x.padded, 8, &[vzero, vzero], |e, c, acc| chunks(e, c, (unused, unused), acc))
             };
             row_l = self.hreduce(acc[0], false);
             sigma = self.hreduce(acc[1], false);
@@ -781,6 +808,80 @@ impl Emitter<'_> {
     }
 }
 
+/// The emitter on two chunks at once: every operation is emitted for both, one after the
+/// other, so their dependency chains interleave in the instruction stream.
+struct Pair<'e, 'a>(&'e mut Emitter<'a>);
+
+impl Vm for Pair<'_, '_> {
+    type V = (Value, Value);
+    type M = (Value, Value);
+    fn c(&mut self, v: f32) -> Self::V {
+        let x = self.0.c(v);
+        (x, x)
+    }
+    fn add(&mut self, a: Self::V, b: Self::V) -> Self::V {
+        (self.0.add(a.0, b.0), self.0.add(a.1, b.1))
+    }
+    fn sub(&mut self, a: Self::V, b: Self::V) -> Self::V {
+        (self.0.sub(a.0, b.0), self.0.sub(a.1, b.1))
+    }
+    fn mul(&mut self, a: Self::V, b: Self::V) -> Self::V {
+        (self.0.mul(a.0, b.0), self.0.mul(a.1, b.1))
+    }
+    fn div(&mut self, a: Self::V, b: Self::V) -> Self::V {
+        (self.0.div(a.0, b.0), self.0.div(a.1, b.1))
+    }
+    fn fma(&mut self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        (self.0.fma(a.0, b.0, c.0), self.0.fma(a.1, b.1, c.1))
+    }
+    fn neg(&mut self, a: Self::V) -> Self::V {
+        (self.0.neg(a.0), self.0.neg(a.1))
+    }
+    fn abs(&mut self, a: Self::V) -> Self::V {
+        (self.0.abs(a.0), self.0.abs(a.1))
+    }
+    fn sqrt(&mut self, a: Self::V) -> Self::V {
+        (self.0.sqrt(a.0), self.0.sqrt(a.1))
+    }
+    fn min(&mut self, a: Self::V, b: Self::V) -> Self::V {
+        (self.0.min(a.0, b.0), self.0.min(a.1, b.1))
+    }
+    fn max(&mut self, a: Self::V, b: Self::V) -> Self::V {
+        (self.0.max(a.0, b.0), self.0.max(a.1, b.1))
+    }
+    fn round(&mut self, a: Self::V) -> Self::V {
+        (self.0.round(a.0), self.0.round(a.1))
+    }
+    fn floor(&mut self, a: Self::V) -> Self::V {
+        (self.0.floor(a.0), self.0.floor(a.1))
+    }
+    fn lt(&mut self, a: Self::V, b: Self::V) -> Self::M {
+        (self.0.lt(a.0, b.0), self.0.lt(a.1, b.1))
+    }
+    fn eq(&mut self, a: Self::V, b: Self::V) -> Self::M {
+        (self.0.eq(a.0, b.0), self.0.eq(a.1, b.1))
+    }
+    fn and(&mut self, a: Self::M, b: Self::M) -> Self::M {
+        (self.0.and(a.0, b.0), self.0.and(a.1, b.1))
+    }
+    fn or(&mut self, a: Self::M, b: Self::M) -> Self::M {
+        (self.0.or(a.0, b.0), self.0.or(a.1, b.1))
+    }
+    fn select(&mut self, m: Self::M, a: Self::V, b: Self::V) -> Self::V {
+        (self.0.select(m.0, a.0, b.0), self.0.select(m.1, a.1, b.1))
+    }
+    fn copysign(&mut self, mag: Self::V, sign: Self::V) -> Self::V {
+        (self.0.copysign(mag.0, sign.0), self.0.copysign(mag.1, sign.1))
+    }
+    fn pow2i(&mut self, k: Self::V) -> Self::V {
+        (self.0.pow2i(k.0), self.0.pow2i(k.1))
+    }
+    fn frexp(&mut self, x: Self::V) -> (Self::V, Self::V) {
+        let ((m0, e0), (m1, e1)) = (self.0.frexp(x.0), self.0.frexp(x.1));
+        ((m0, m1), (e0, e1))
+    }
+}
+
 /// The pointers and sizes every row reads.
 struct RowCtx {
     logits: Value,
@@ -838,8 +939,9 @@ impl JitKernel {
         let inv_batch = 1.0 / b as f32;
         let run_rows = |start: usize, grad: &mut [f32], row_loss: &mut [f32]| {
             let n = row_loss.len();
-            let mut p_buf = vec![0f32; (c & !3) + 4];
-            let mut s_buf = vec![0f32; (c & !3) + 4];
+            // Padded classes plus one chunk: the general pass runs chunks in pairs.
+            let mut p_buf = vec![0f32; (c & !3) + 8];
+            let mut s_buf = vec![0f32; (c & !3) + 8];
             let rows = start..start + n;
             let (mut labels, mut labels_b): (*const u32, *const u32) = (std::ptr::null(), std::ptr::null());
             let (mut lam, mut dense): (*const f32, *const f32) = (std::ptr::null(), std::ptr::null());
