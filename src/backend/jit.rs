@@ -247,7 +247,7 @@ fn build(fused: &Fused, spec: Spec, clif_out: Option<&mut String>, tier: Tier) -
     let mut fctx = FunctionBuilderContext::new();
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut e = Emitter { b, consts: HashMap::new() };
+        let mut e = Emitter { b, consts: HashMap::new(), pair: tier == Tier::Full };
         let graphs = Graphs { general, off: off.as_ref(), on: on.as_ref(), sparse };
         e.kernel(&spec, &graphs);
         e.b.seal_all_blocks();
@@ -280,6 +280,13 @@ struct Emitter<'a> {
     b: FunctionBuilder<'a>,
     /// Vector constants already loaded in a block.
     consts: HashMap<(u32, cranelift_codegen::ir::Type, cranelift_codegen::ir::Block), Value>,
+    /// Two chunks per iteration of the exp and general passes, their chains emitted in step
+    /// (`Pair`): one chunk's chain (exp then ln is over 100 cycles of latency) leaves the core
+    /// idle, and the reorder window holds less than two iterations of it. The optimised tier
+    /// only: it doubles the IR of those loops, and the quick tier is about compile time. The
+    /// per-lane arithmetic and the order of the sums are the same, so the tiers stay
+    /// bit-identical.
+    pair: bool,
 }
 
 fn flags() -> MemFlagsData {
@@ -542,6 +549,44 @@ impl Emitter<'_> {
         self.b.ins().return_(&[]);
     }
 
+    /// Classes per iteration of the exp and general passes (see `pair`).
+    fn step(&self) -> i64 {
+        if self.pair { 8 } else { 4 }
+    }
+
+    /// The first class of each chunk an iteration starting at `c` handles.
+    fn chunk_starts(&mut self, c: Value) -> Vec<Value> {
+        if self.pair { vec![c, self.b.ins().iadd_imm_s(c, 4)] } else { vec![c] }
+    }
+
+    /// `exp` of each chunk's values, emitted in step.
+    fn exps(&mut self, d: &[Value]) -> Vec<Value> {
+        match *d {
+            [a] => vec![super::mathlib::exp(self, a)],
+            [a, b] => {
+                let (x, y) = super::mathlib::exp(&mut Pair(self), (a, b));
+                vec![x, y]
+            }
+            _ => unreachable!("one or two chunks"),
+        }
+    }
+
+    /// `(L, s)` of `g` for each chunk, emitted in step.
+    fn graphs(&mut self, g: &Graph, y: &[Value], p: &[Value]) -> Vec<(Value, Value)> {
+        let (lo, so) = (g.outputs[0].1.index(), g.outputs[1].1.index());
+        match (y, p) {
+            (&[y], &[p]) => {
+                let v = eval_graph(self, g, y, p);
+                vec![(v[lo], v[so])]
+            }
+            (&[y0, y1], &[p0, p1]) => {
+                let v = eval_graph(&mut Pair(self), g, (y0, y1), (p0, p1));
+                vec![(v[lo].0, v[so].0), (v[lo].1, v[so].1)]
+            }
+            _ => unreachable!("one or two chunks"),
+        }
+    }
+
     /// A pointer to 4 floats at `base[c..]`, or to `tail` for the last (ragged) chunk.
     fn chunk_ptr(&mut self, base: Value, c: Value, c4: Value, tail: Value) -> Value {
         let full = self.b.ins().icmp(IntCC::SignedLessThan, c, c4);
@@ -571,25 +616,30 @@ impl Emitter<'_> {
 
         // 2. e = exp(z - m) into p_buf (padding lanes give exp(-inf) = 0), S = sum e
         let vzero = self.c(0.0);
-        //    Two chunks per iteration, as in pass 3; the second may lie past the padded
-        //    classes (it then re-reads the tail slot) and adds nothing.
-        let vsum = self.for_loop(zero, x.padded, 8, &[vzero], |e, c, acc| {
-            let c2 = [c, e.b.ins().iadd_imm_s(c, 4)];
-            let mut d = [mv, mv];
-            for h in 0..2 {
-                let at = e.chunk_ptr(z, c2[h], x.c4, ztail);
+        let step = self.step();
+        let vsum = self.for_loop(zero, x.padded, step, &[vzero], |e, c, acc| {
+            let cs = e.chunk_starts(c);
+            let mut d = Vec::new();
+            for &ci in &cs {
+                let at = e.chunk_ptr(z, ci, x.c4, ztail);
                 let v = e.load(F32X4, at, 0);
-                d[h] = e.b.ins().fsub(v, mv);
+                d.push(e.b.ins().fsub(v, mv));
             }
-            let (ex0, ex1) = super::mathlib::exp(&mut Pair(e), (d[0], d[1]));
-            for (h, ex) in [ex0, ex1].into_iter().enumerate() {
-                let dst = e.elem(x.p_buf, c2[h], 4);
-                e.b.ins().store(flags(), ex, dst, 0);
+            let ex = e.exps(&d);
+            let mut sum = acc[0];
+            for (h, (&ci, &exv)) in cs.iter().zip(&ex).enumerate() {
+                let dst = e.elem(x.p_buf, ci, 4);
+                e.b.ins().store(flags(), exv, dst, 0);
+                // A second chunk may lie past the padded classes (it re-read the tail slot).
+                let exv = if h == 0 {
+                    exv
+                } else {
+                    let inside = e.b.ins().icmp(IntCC::SignedLessThan, ci, x.padded);
+                    e.b.ins().select(inside, exv, vzero)
+                };
+                sum = e.b.ins().fadd(sum, exv);
             }
-            let inside = e.b.ins().icmp(IntCC::SignedLessThan, c2[1], x.padded);
-            let ex1 = e.b.ins().select(inside, ex1, vzero);
-            let sum = e.b.ins().fadd(acc[0], ex0);
-            vec![e.b.ins().fadd(sum, ex1)]
+            vec![sum]
         })[0];
         let sum = self.hreduce(vsum, false);
         let one = self.b.ins().f32const(1.0);
@@ -626,53 +676,51 @@ impl Emitter<'_> {
                 self.b.ins().splat(I32X4, k32)
             });
             let dense_row = self.elem(x.dense, row_start, 4);
-            // Two chunks per iteration, their graphs emitted in step (`Pair`): one chunk's
-            // chain (exp then ln is over 100 cycles of latency) leaves the core idle, and the
-            // reorder window holds less than two iterations of it.
-            let chunks = |e: &mut Self, c: Value, y: (Value, Value), acc: &[Value]| -> Vec<Value> {
-                let c2 = [c, e.b.ins().iadd_imm_s(c, 4)];
-                let mut p = [c, c];
-                for h in 0..2 {
-                    let at = e.elem(x.p_buf, c2[h], 4);
+            let chunks = |e: &mut Self, c: Value, ys: &[Value], acc: &[Value]| -> Vec<Value> {
+                let cs = e.chunk_starts(c);
+                let mut ps = Vec::new();
+                for &ci in &cs {
+                    let at = e.elem(x.p_buf, ci, 4);
                     let ev = e.load(F32X4, at, 0);
-                    p[h] = e.b.ins().fmul(ev, inv_sv);
-                    e.b.ins().store(flags(), p[h], at, 0);
+                    let p = e.b.ins().fmul(ev, inv_sv);
+                    e.b.ins().store(flags(), p, at, 0);
+                    ps.push(p);
                 }
-                let graph = g.off.unwrap_or(g.general);
-                let vals = eval_graph(&mut Pair(e), graph, y, (p[0], p[1]));
-                let (l, s) = (vals[graph.outputs[0].1.index()], vals[graph.outputs[1].1.index()]);
+                let ls = e.graphs(g.off.unwrap_or(g.general), ys, &ps);
                 let mut acc = acc.to_vec();
-                for (h, (l, s)) in [(l.0, s.0), (l.1, s.1)].into_iter().enumerate() {
+                for (&ci, &(l, s)) in cs.iter().zip(&ls) {
                     // Keep lanes that are real classes and not labels (those get their own y
-                    // below).
-                    let ci = c_splat(e, c2[h]);
-                    let mut keep = e.b.ins().icmp(IntCC::SignedLessThan, ci, ncls);
+                    // below); a second chunk past the padded classes keeps none.
+                    let cv = c_splat(e, ci);
+                    let mut keep = e.b.ins().icmp(IntCC::SignedLessThan, cv, ncls);
                     for k in [kav, kbv].into_iter().flatten() {
-                        let ne = e.b.ins().icmp(IntCC::NotEqual, ci, k);
+                        let ne = e.b.ins().icmp(IntCC::NotEqual, cv, k);
                         keep = e.b.ins().band(keep, ne);
                     }
                     let vz = e.c(0.0);
                     let l = e.select(keep, l, vz);
                     let s = e.select(keep, s, vz);
-                    let dst = e.elem(x.s_buf, c2[h], 4);
+                    let dst = e.elem(x.s_buf, ci, 4);
                     e.b.ins().store(flags(), s, dst, 0);
                     acc = vec![e.b.ins().fadd(acc[0], l), e.b.ins().fadd(acc[1], s)];
                 }
                 acc
             };
+            let step = self.step();
             let acc = if spec.kind == TargetKind::Dense {
                 let ytail = self.tail_slot(dense_row, x.c4, x.classes, 0.0);
-                self.for_loop(zero, x.padded, 8, &[vzero, vzero], |e, c, acc| {
-                    let at = e.chunk_ptr(dense_row, c, x.c4, ytail);
-                    let y0 = e.load(F32X4, at, 0);
-                    let c_b = e.b.ins().iadd_imm_s(c, 4);
-                    let at = e.chunk_ptr(dense_row, c_b, x.c4, ytail);
-                    let y1 = e.load(F32X4, at, 0);
-                    chunks(e, c, (y0, y1), acc)
+                self.for_loop(zero, x.padded, step, &[vzero, vzero], |e, c, acc| {
+                    let mut ys = Vec::new();
+                    for ci in e.chunk_starts(c) {
+                        let at = e.chunk_ptr(dense_row, ci, x.c4, ytail);
+                        ys.push(e.load(F32X4, at, 0));
+                    }
+                    chunks(e, c, &ys, acc)
                 })
             } else {
                 let unused = self.c(0.0); // the off-target graph has y folded in
-                self.for_loop(zero, x.padded, 8, &[vzero, vzero], |e, c, acc| chunks(e, c, (unused, unused), acc))
+                let ys = vec![unused; (step / 4) as usize];
+                self.for_loop(zero, x.padded, step, &[vzero, vzero], |e, c, acc| chunks(e, c, &ys, acc))
             };
             row_l = self.hreduce(acc[0], false);
             sigma = self.hreduce(acc[1], false);
