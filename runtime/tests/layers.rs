@@ -16,7 +16,7 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Checks `analytic` against central differences of `f` at `x` on a few coordinates.
-fn check(what: &str, x: &mut Vec<f32>, analytic: &[f32], f: &mut dyn FnMut(&[f32]) -> f64) {
+fn check(what: &str, x: &mut [f32], analytic: &[f32], f: &mut dyn FnMut(&[f32]) -> f64) {
     let h = 1e-2f32;
     let mut rng = Rng::new(5);
     let scale = analytic.iter().fold(1e-3f32, |m, v| m.max(v.abs())) as f64;
