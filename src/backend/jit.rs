@@ -860,6 +860,15 @@ impl Emitter<'_> {
 /// other, so their dependency chains interleave in the instruction stream.
 struct Pair<'e, 'a>(&'e mut Emitter<'a>);
 
+/// Vm methods that apply the emitter's method to each half.
+macro_rules! on_both {
+    ($($f:ident($($a:ident),*);)*) => {
+        $(fn $f(&mut self, $($a: (Value, Value)),*) -> (Value, Value) {
+            (self.0.$f($($a.0),*), self.0.$f($($a.1),*))
+        })*
+    };
+}
+
 impl Vm for Pair<'_, '_> {
     type V = (Value, Value);
     type M = (Value, Value);
@@ -867,66 +876,14 @@ impl Vm for Pair<'_, '_> {
         let x = self.0.c(v);
         (x, x)
     }
-    fn add(&mut self, a: Self::V, b: Self::V) -> Self::V {
-        (self.0.add(a.0, b.0), self.0.add(a.1, b.1))
-    }
-    fn sub(&mut self, a: Self::V, b: Self::V) -> Self::V {
-        (self.0.sub(a.0, b.0), self.0.sub(a.1, b.1))
-    }
-    fn mul(&mut self, a: Self::V, b: Self::V) -> Self::V {
-        (self.0.mul(a.0, b.0), self.0.mul(a.1, b.1))
-    }
-    fn div(&mut self, a: Self::V, b: Self::V) -> Self::V {
-        (self.0.div(a.0, b.0), self.0.div(a.1, b.1))
-    }
-    fn fma(&mut self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        (self.0.fma(a.0, b.0, c.0), self.0.fma(a.1, b.1, c.1))
-    }
-    fn neg(&mut self, a: Self::V) -> Self::V {
-        (self.0.neg(a.0), self.0.neg(a.1))
-    }
-    fn abs(&mut self, a: Self::V) -> Self::V {
-        (self.0.abs(a.0), self.0.abs(a.1))
-    }
-    fn sqrt(&mut self, a: Self::V) -> Self::V {
-        (self.0.sqrt(a.0), self.0.sqrt(a.1))
-    }
-    fn min(&mut self, a: Self::V, b: Self::V) -> Self::V {
-        (self.0.min(a.0, b.0), self.0.min(a.1, b.1))
-    }
-    fn max(&mut self, a: Self::V, b: Self::V) -> Self::V {
-        (self.0.max(a.0, b.0), self.0.max(a.1, b.1))
-    }
-    fn round(&mut self, a: Self::V) -> Self::V {
-        (self.0.round(a.0), self.0.round(a.1))
-    }
-    fn floor(&mut self, a: Self::V) -> Self::V {
-        (self.0.floor(a.0), self.0.floor(a.1))
-    }
-    fn lt(&mut self, a: Self::V, b: Self::V) -> Self::M {
-        (self.0.lt(a.0, b.0), self.0.lt(a.1, b.1))
-    }
-    fn eq(&mut self, a: Self::V, b: Self::V) -> Self::M {
-        (self.0.eq(a.0, b.0), self.0.eq(a.1, b.1))
-    }
-    fn and(&mut self, a: Self::M, b: Self::M) -> Self::M {
-        (self.0.and(a.0, b.0), self.0.and(a.1, b.1))
-    }
-    fn or(&mut self, a: Self::M, b: Self::M) -> Self::M {
-        (self.0.or(a.0, b.0), self.0.or(a.1, b.1))
-    }
-    fn select(&mut self, m: Self::M, a: Self::V, b: Self::V) -> Self::V {
-        (self.0.select(m.0, a.0, b.0), self.0.select(m.1, a.1, b.1))
-    }
-    fn copysign(&mut self, mag: Self::V, sign: Self::V) -> Self::V {
-        (self.0.copysign(mag.0, sign.0), self.0.copysign(mag.1, sign.1))
-    }
-    fn pow2i(&mut self, k: Self::V) -> Self::V {
-        (self.0.pow2i(k.0), self.0.pow2i(k.1))
-    }
     fn frexp(&mut self, x: Self::V) -> (Self::V, Self::V) {
         let ((m0, e0), (m1, e1)) = (self.0.frexp(x.0), self.0.frexp(x.1));
         ((m0, m1), (e0, e1))
+    }
+    on_both! {
+        add(a, b); sub(a, b); mul(a, b); div(a, b); fma(a, b, c); neg(a); abs(a); sqrt(a);
+        min(a, b); max(a, b); round(a); floor(a); lt(a, b); eq(a, b); and(a, b); or(a, b);
+        select(m, a, b); copysign(mag, sign); pow2i(k);
     }
 }
 
