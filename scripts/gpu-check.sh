@@ -1,22 +1,53 @@
 #!/usr/bin/env bash
-# One call on a machine with an NVIDIA GPU: build lossc, run the CUDA tests against the
-# interpreter, and benchmark fused CE and A2 against the device's copy bandwidth and against
-# PyTorch eager and torch.compile (if torch is installed there) in the same run.
+# One call on a machine with an NVIDIA GPU: run the CUDA tests against the interpreter, the
+# WGSL tests on the GPU's Vulkan driver, and benchmark the fused kernels (both row layouts)
+# against the device's copy bandwidth and against PyTorch eager and torch.compile in the same
+# run.
+#
+#   bash scripts/gpu-check.sh          # builds with cargo (a machine with Rust and crates.io)
+#   bash scripts/gpu-check.sh .gpu     # prebuilt binaries from scripts/gpu-prepare.sh
+#
 # Output goes to stdout and, when $OUT is set (the device tool), to $OUT/gpu-check.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log="${OUT:-/tmp}/gpu-check.txt"
 exec > >(tee "$log") 2>&1
-echo "== $(date -u) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
-# NVRTC: the system toolkit's if present, else the PyPI wheel.
-if ! ldconfig -p | grep -q libnvrtc.so; then
+bin=${1:-}
+echo "== $(date -u) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
+
+# NVRTC: cudarc opens libnvrtc.so (or .so.12); give it whichever version is installed.
+nvrtc=$(ldconfig -p | awk '/libnvrtc\.so/ {print $NF; exit}')
+[ -n "$nvrtc" ] || nvrtc=$(find /usr/local /opt /usr/lib -name 'libnvrtc.so*' 2>/dev/null | grep -v builtins | sort | head -n 1)
+if [ -n "$nvrtc" ]; then
+  mkdir -p /tmp/lossc-nvrtc && ln -sf "$nvrtc" /tmp/lossc-nvrtc/libnvrtc.so
+  export LD_LIBRARY_PATH="/tmp/lossc-nvrtc:$(dirname "$nvrtc"):${LD_LIBRARY_PATH:-}"
+  echo "NVRTC: $nvrtc"
+else
   python3 -m venv .venv-nvrtc 2>/dev/null && .venv-nvrtc/bin/pip install -q nvidia-cuda-nvrtc-cu12
   export LD_LIBRARY_PATH="$(ls -d "$PWD"/.venv-nvrtc/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib | head -n 1):${LD_LIBRARY_PATH:-}"
 fi
-cargo build --release 2>&1 | tail -n 2
-echo "== CUDA kernels against the interpreter"
-cargo test --release --test emitters cuda_kernels_match_the_interpreter_on_a_gpu -- --nocapture 2>&1 | grep -E "CUDA device|SKIPPED|test result|panicked|cuda "
+
+if [ -n "$bin" ]; then
+  lossc="$bin/lossc" emitters="$bin/emitters"
+else
+  cargo build --release 2>&1 | tail -n 2
+  lossc=target/release/lossc
+  emitters=$(cargo test --release --test emitters --no-run 2>&1 | grep -o 'target/release/deps/emitters-[0-9a-f]*' | head -n 1)
+fi
+
+echo "== CUDA kernels against the interpreter (16 examples x 2 layouts x C up to 100,000; 200 random losses)"
+timeout 300 "$emitters" cuda --nocapture --test-threads=1 2>&1 | grep -E "CUDA device|SKIPPED|test |random|panicked|cuda |compiled"
 echo "== fused kernels (labels, no smoothing)"
-target/release/lossc gpu-bench examples/ce.loss examples/a2.loss --shapes 8192x100,65536x1000
+timeout 300 "$lossc" gpu-bench examples/ce.loss examples/a2.loss examples/m1.loss examples/c2.loss \
+  --shapes 256x10,8192x10,8192x100,65536x1000
 echo "== PyTorch baseline"
-python3 bench/torch_baseline.py 8192x100,65536x1000 || echo "(torch not available)"
+PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_baseline.py 256x10,8192x10,8192x100,65536x1000 || echo "(torch not available)"
+echo "== WGSL kernels through wgpu on this machine's Vulkan driver"
+if [ -n "$bin" ]; then
+  # The Vulkan loader for wgpu, unpacked where the dynamic linker looks (last: it writes to /).
+  for f in "$bin"/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+  ldconfig
+  icd=$(ls /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json 2>/dev/null)
+  [ -n "$icd" ] && export VK_DRIVER_FILES="$icd"
+fi
+timeout 120 "$emitters" wgsl_kernels_run --nocapture 2>&1 | grep -E "adapter|SKIPPED|test |random|panicked|wgsl "

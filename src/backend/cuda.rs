@@ -47,7 +47,39 @@ pub struct Cuda {
 /// A fused loss compiled for the device.
 pub struct CudaKernel {
     rows: CudaFunction,
+    rows_warp: CudaFunction,
     mean: CudaFunction,
+}
+
+/// How rows map onto threads: the two `_rows` entry points of kernels/loss.cu.in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `_rows`: a block of 256 threads per row.
+    Block,
+    /// `_rows_warp`: a warp per row, 8 rows per block.
+    Warp,
+}
+
+impl Layout {
+    /// The launcher's choice for C classes: a warp while a row is at most 32 elements a lane.
+    pub fn for_classes(classes: usize) -> Layout {
+        if classes <= 1024 { Layout::Warp } else { Layout::Block }
+    }
+
+    fn config(self, rows: usize) -> LaunchConfig {
+        let grid = match self {
+            Layout::Block => rows,
+            Layout::Warp => rows.div_ceil(8),
+        };
+        LaunchConfig { grid_dim: (grid as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    fn function(self, k: &CudaKernel) -> &CudaFunction {
+        match self {
+            Layout::Block => &k.rows,
+            Layout::Warp => &k.rows_warp,
+        }
+    }
 }
 
 /// The NVRTC architecture flag for a compute capability (the newest we name, else sm_80).
@@ -88,6 +120,7 @@ impl Cuda {
         let p = prefix(&f.name);
         Ok(CudaKernel {
             rows: module.load_function(&format!("{p}_rows")).map_err(err)?,
+            rows_warp: module.load_function(&format!("{p}_rows_warp")).map_err(err)?,
             mean: module.load_function(&format!("{p}_mean")).map_err(err)?,
         })
     }
@@ -95,6 +128,18 @@ impl Cuda {
     /// Runs a batch: returns `(batch loss, row_loss, grad)`; copies in and out included.
     pub fn run(
         &self,
+        k: &CudaKernel,
+        logits: &[f32],
+        classes: usize,
+        targets: &Targets<f32>,
+    ) -> Result<(f64, Vec<f32>, Vec<f32>), String> {
+        self.run_with(Layout::for_classes(classes), k, logits, classes, targets)
+    }
+
+    /// [`Cuda::run`] with the row layout chosen by the caller (the tests run both).
+    pub fn run_with(
+        &self,
+        layout: Layout,
         k: &CudaKernel,
         logits: &[f32],
         classes: usize,
@@ -119,13 +164,12 @@ impl Cuda {
         let mut d_rows = s.alloc_zeros::<f32>(b).map_err(err)?;
         let mut d_loss = s.alloc_zeros::<f64>(1).map_err(err)?;
         let (bi, ci) = (b as i32, classes as i32);
-        let rows_cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        let mut launch = s.launch_builder(&k.rows);
+        let mut launch = s.launch_builder(layout.function(k));
         launch.arg(&d_logits).arg(&mode).arg(&d_labels).arg(&d_labels_b).arg(&d_lam).arg(&d_dense);
         launch.arg(&alpha).arg(&bi).arg(&ci).arg(&mut d_grad).arg(&mut d_rows);
         // SAFETY: the arguments match the kernel's signature in kernels/loss.cu.in, and every
         // buffer holds what the contract says for B rows of C classes.
-        unsafe { launch.launch(rows_cfg) }.map_err(err)?;
+        unsafe { launch.launch(layout.config(b)) }.map_err(err)?;
         let mean_cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         let mut launch = s.launch_builder(&k.mean);
         launch.arg(&d_rows).arg(&bi).arg(&mut d_loss);
@@ -137,9 +181,16 @@ impl Cuda {
 }
 
 impl Cuda {
-    /// Median milliseconds of the `_rows` kernel on resident data (labels, no smoothing), and
+    /// Median milliseconds of a `_rows` kernel on resident data (labels, no smoothing), and
     /// the device's copy bandwidth in GB/s (read + write of a buffer as large as the logits).
-    pub fn bench(&self, k: &CudaKernel, logits: &[f32], labels: &[u32], classes: usize) -> Result<(f64, f64), String> {
+    pub fn bench(
+        &self,
+        layout: Layout,
+        k: &CudaKernel,
+        logits: &[f32],
+        labels: &[u32],
+        classes: usize,
+    ) -> Result<(f64, f64), String> {
         let s = &self.stream;
         let b = labels.len();
         let d_logits = s.clone_htod(logits).map_err(err)?;
@@ -149,9 +200,9 @@ impl Cuda {
         let mut d_grad = s.alloc_zeros::<f32>(logits.len()).map_err(err)?;
         let mut d_rows = s.alloc_zeros::<f32>(b).map_err(err)?;
         let (mode, alpha, bi, ci) = (0i32, 0f32, b as i32, classes as i32);
-        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = layout.config(b);
         let mut run = || -> Result<(), String> {
-            let mut launch = s.launch_builder(&k.rows);
+            let mut launch = s.launch_builder(layout.function(k));
             launch.arg(&d_logits).arg(&mode).arg(&d_labels).arg(&d_unused_u).arg(&d_unused_f).arg(&d_unused_f);
             launch.arg(&alpha).arg(&bi).arg(&ci).arg(&mut d_grad).arg(&mut d_rows);
             // SAFETY: as in `run`.
@@ -167,18 +218,23 @@ impl Cuda {
     }
 }
 
-/// Median wall time of `f` over 20 runs after 3 warm-ups, each synchronised.
+/// Milliseconds per call of `f`: the median over 9 samples of 50 calls queued back to back
+/// and synchronised once, so that a kernel of a few microseconds is not timed as the host's
+/// launch-and-wait round trip.
 fn median_ms(s: &CudaStream, f: &mut dyn FnMut() -> Result<(), String>) -> Result<f64, String> {
-    for _ in 0..3 {
+    const CALLS: usize = 50;
+    for _ in 0..5 {
         f()?;
     }
     s.synchronize().map_err(err)?;
     let mut t: Vec<f64> = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..9 {
         let start = std::time::Instant::now();
-        f()?;
+        for _ in 0..CALLS {
+            f()?;
+        }
         s.synchronize().map_err(err)?;
-        t.push(start.elapsed().as_secs_f64() * 1e3);
+        t.push(start.elapsed().as_secs_f64() * 1e3 / CALLS as f64);
     }
     t.sort_by(f64::total_cmp);
     Ok(t[t.len() / 2])

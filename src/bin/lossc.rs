@@ -653,6 +653,7 @@ fn compile(file: &Path, target: Target, out: &Path, loss: Option<&str>) -> Resul
             write("clif", header + &text)?;
         }
         let files = files.clone();
+        let entry_points = ["_rows", "_rows_warp", "_mean"].map(|e| format!("{}{e}", cuda::prefix(&name)));
         let manifest = serde_json::json!({
             "loss": name,
             "source": file.display().to_string(),
@@ -660,11 +661,12 @@ fn compile(file: &Path, target: Target, out: &Path, loss: Option<&str>) -> Resul
             "eps": g.eps,
             "files": files,
             "cuda": {
-                "entry_points": [format!("{}_rows", cuda::prefix(&name)), format!("{}_mean", cuda::prefix(&name))],
+                "entry_points": entry_points,
                 "rows_args": ["const float* logits [B*C]", "int mode (0 labels, 1 mixup, 2 dense)", "const unsigned* labels [B]",
                               "const unsigned* labels_b [B]", "const float* lam [B]", "const float* dense [B*C]",
                               "float alpha", "int B", "int C", "float* grad [B*C]", "float* row_loss [B]"],
                 "rows_launch": {"grid": "B", "block": 256},
+                "rows_warp_launch": {"grid": "ceil(B / 8)", "block": 256, "for": "C <= 1024"},
                 "mean_args": ["const float* row_loss [B]", "int B", "double* loss"],
                 "mean_launch": {"grid": 1, "block": 256},
             },
@@ -728,25 +730,38 @@ fn run_gpu(
 }
 
 fn gpu_bench(files: &[PathBuf], shapes: &[String]) -> Result<(), Failure> {
+    use lossc::backend::cuda::Layout;
     let fail = |message: String| Failure { code: 1, message };
     let gpu = lossc::backend::cuda::Cuda::new().map_err(|e| fail(format!("error: {e}")))?;
     println!("device: {}", gpu.name);
-    println!("{:6} {:>11} {:>10} {:>8} {:>10} {:>8}", "loss", "shape", "kernel ms", "GB/s", "copy GB/s", "of copy");
+    println!("kernel ms: per call, 50 calls back to back; GB/s counts 4 bytes read and 4 written per element");
+    println!(
+        "{:6} {:>11} {:>9} {:>9} {:>8} {:>10} {:>8} {:>7}",
+        "loss", "shape", "block ms", "warp ms", "GB/s", "copy GB/s", "of copy", "picks"
+    );
     for f in files {
         let g = load(f)?;
         for (name, _) in &g.outputs {
             let fused = fuse::fuse(&g, name).expect("output exists");
+            let start = std::time::Instant::now();
             let k = gpu.compile(&fused).map_err(|e| fail(format!("error: {e}")))?;
+            println!("{name}: NVRTC + module load {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
             for s in shapes {
                 let (b, c) = shape(s)?;
                 let batch = BenchBatch::new(b, c, 1);
-                let (ms, copy) =
-                    gpu.bench(&k, &batch.logits, &batch.labels, c).map_err(|e| fail(format!("error: {e}")))?;
+                let time = |layout| {
+                    gpu.bench(layout, &k, &batch.logits, &batch.labels, c).map_err(|e| fail(format!("error: {e}")))
+                };
+                let (block, copy) = time(Layout::Block)?;
+                let (warp, _) = time(Layout::Warp)?;
+                let pick = Layout::for_classes(c);
+                let ms = if pick == Layout::Block { block } else { warp };
                 let gbs = 8.0 * (b * c) as f64 / (ms * 1e-3) / 1e9;
                 println!(
-                    "{name:6} {:>11} {ms:10.4} {gbs:8.1} {copy:10.1} {:7.0}%",
+                    "{name:6} {:>11} {block:9.4} {warp:9.4} {gbs:8.1} {copy:10.1} {:7.0}% {:>7}",
                     format!("{b}x{c}"),
-                    100.0 * gbs / copy
+                    100.0 * gbs / copy,
+                    format!("{pick:?}").to_lowercase()
                 );
             }
         }
