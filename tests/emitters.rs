@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Batch, compare};
+use common::{Batch, compare, compare_each};
 use lossc::backend::{cuda, wgsl};
 use lossc::ir::random;
 use lossc::passes::fuse::{self, Fused};
@@ -144,16 +144,32 @@ fn cuda_kernels_match_the_interpreter_on_a_gpu() {
         // 33 rows: the warp layout's last block holds one row, and its other warps exit early.
         let rows = if classes > 1000 { 4 } else { 33 };
         let batch = Batch::random(&mut rng, rows, classes, 4.0);
+        // The GPU runs first; the f64 reference, most of the time at large C, then runs on
+        // every core, once per loss and target kind for both layouts.
+        let mut runs = Vec::new();
         for (k, f) in &kernels {
-            for layout in [cuda::Layout::Block, cuda::Layout::Warp] {
-                for kind in 0..5 {
-                    let t = batch.targets(kind);
+            for kind in 0..5 {
+                let t = batch.targets(kind);
+                let out = [cuda::Layout::Block, cuda::Layout::Warp].map(|layout| {
                     let (_, loss, grad) = gpu.run_with(layout, k, &batch.logits, classes, &t).unwrap();
-                    let what = format!("cuda {layout:?} {} C={classes} targets#{kind}", f.name);
-                    compare(&what, f, &batch, &t, &loss, &grad, true);
-                }
+                    (format!("cuda {layout:?} {} C={classes} targets#{kind}", f.name), loss, grad)
+                });
+                runs.push((f, kind, out));
             }
         }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = runs.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            for part in runs.chunks(chunk) {
+                let batch = &batch;
+                scope.spawn(move || {
+                    for (f, kind, out) in part {
+                        let outputs = out.each_ref().map(|(w, l, g)| (w.as_str(), l.as_slice(), g.as_slice()));
+                        compare_each(f, batch, &batch.targets(*kind), &outputs, true);
+                    }
+                });
+            }
+        });
     }
     let (mut compared, mut skipped) = (0, 0);
     for (i, f) in random_losses(200).iter().enumerate() {

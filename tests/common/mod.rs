@@ -101,6 +101,18 @@ pub fn compare(
     got_grad: &[f32],
     strict: bool,
 ) -> (usize, usize) {
+    compare_each(f, batch, t, &[(what, got_loss, got_grad)], strict)
+}
+
+/// [`compare`] for several kernels' outputs `(what, row loss, grad)` on the same batch: the f64
+/// reference is computed once (at C = 100,000 it costs far more than the kernels).
+pub fn compare_each(
+    f: &Fused,
+    batch: &Batch,
+    t: &Targets<f32>,
+    outputs: &[(&str, &[f32], &[f32])],
+    strict: bool,
+) -> (usize, usize) {
     let c = batch.classes;
     let (mut lam, mut dense) = (Vec::new(), Vec::new());
     let t64 = widen(t, &mut lam, &mut dense);
@@ -131,17 +143,20 @@ pub fn compare(
             skipped += 1;
             continue;
         }
-        let gl = got_loss[row] as f64;
         // The kernel's p carries a few f32 roundings (exp, the sum, the division), which moves L
         // by up to |dL/dp| p 8 eps = 8 eps |s|: part of the floor.
-        let input_floor = 8.0 * f32::EPSILON as f64 * s_abs.iter().sum::<f64>();
+        let s_abs_sum = s_abs.iter().sum::<f64>();
+        let input_floor = 8.0 * f32::EPSILON as f64 * s_abs_sum;
         let floor = 1e-4 * l_scale + input_floor + 1e-30;
-        assert!(close(gl, want.row_loss[row], 1e-4, floor), "{what} row {row}: loss {gl} vs {}", want.row_loss[row]);
-        for k in 0..c {
-            let g = got_grad[row * c + k] as f64;
-            let w = want.grad[row * c + k];
-            let floor = 1e-4 * (s_abs[k] + p[k] * s_sum.abs() + s_abs.iter().sum::<f64>() * 1e-3) / b as f64 + 1e-30;
-            assert!(close(g, w, 1e-4, floor), "{what} row {row} class {k}: grad {g:e} vs {w:e} (floor {floor:e})");
+        for &(what, got_loss, got_grad) in outputs {
+            let gl = got_loss[row] as f64;
+            assert!(close(gl, want.row_loss[row], 1e-4, floor), "{what} row {row}: loss {gl} vs {}", want.row_loss[row]);
+            for k in 0..c {
+                let g = got_grad[row * c + k] as f64;
+                let w = want.grad[row * c + k];
+                let floor = 1e-4 * (s_abs[k] + p[k] * s_sum.abs() + s_abs_sum * 1e-3) / b as f64 + 1e-30;
+                assert!(close(g, w, 1e-4, floor), "{what} row {row} class {k}: grad {g:e} vs {w:e} (floor {floor:e})");
+            }
         }
         compared += 1;
     }
