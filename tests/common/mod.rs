@@ -150,7 +150,11 @@ pub fn compare_each(
         let floor = 1e-4 * l_scale + input_floor + 1e-30;
         for &(what, got_loss, got_grad) in outputs {
             let gl = got_loss[row] as f64;
-            assert!(close(gl, want.row_loss[row], 1e-4, floor), "{what} row {row}: loss {gl} vs {}", want.row_loss[row]);
+            assert!(
+                close(gl, want.row_loss[row], 1e-4, floor),
+                "{what} row {row}: loss {gl} vs {}",
+                want.row_loss[row]
+            );
             for k in 0..c {
                 let g = got_grad[row * c + k] as f64;
                 let w = want.grad[row * c + k];
