@@ -46,9 +46,9 @@ pub trait Vm {
 }
 
 // Cody-Waite splits: the high parts have few significant bits so `n * HI` is exact.
-const LN2_HI: f32 = 0.693_359_375;
-const LN2_LO: f32 = -2.121_944_4e-4;
-const LOG2E: f32 = std::f32::consts::LOG2_E;
+pub const LN2_HI: f32 = 0.693_359_375;
+pub const LN2_LO: f32 = -2.121_944_4e-4;
+pub const LOG2E: f32 = std::f32::consts::LOG2_E;
 const PIO2_1: f32 = 1.570_312_5;
 const PIO2_2: f32 = 4.837_513e-4;
 const PIO2_3: f32 = 7.549_79e-8;
@@ -81,10 +81,26 @@ pub fn chebyshev<M: Vm>(m: &mut M, t: M::V, c: &[f64]) -> M::V {
     m.fma(t, b1, d)
 }
 
+/// [`coeffs::EXP_POLY`] in f32, converted once at compile time (the JIT's AVX2 row helper in
+/// `backend/jit_rt.rs` restates `exp` with these constants).
+pub const EXP_POLY_F32: [f32; coeffs::EXP_POLY.len()] = {
+    let mut c = [0f32; coeffs::EXP_POLY.len()];
+    let mut i = 0;
+    while i < c.len() {
+        c[i] = coeffs::EXP_POLY[i] as f32;
+        i += 1;
+    }
+    c
+};
+
+/// The clamps of [`exp`]'s argument.
+pub const EXP_LO: f32 = -86.9;
+pub const EXP_HI: f32 = 89.0;
+
 /// `e^x`. Results below ~1.5e-38 (x < -86.9) flush to 0; above f32's range they are inf.
 pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
     // Clamp with compare+select so NaN passes through (a NaN compares false).
-    let (lo, hi) = (m.c(-86.9), m.c(89.0));
+    let (lo, hi) = (m.c(EXP_LO), m.c(EXP_HI));
     let below = m.lt(x, lo);
     let xc = m.select(below, lo, x);
     let above = m.lt(hi, xc);
@@ -95,8 +111,7 @@ pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let (h, l) = (m.c(-LN2_HI), m.c(-LN2_LO));
     let r = m.fma(n, h, xc);
     let r = m.fma(n, l, r);
-    let c: Vec<f32> = coeffs::EXP_POLY.iter().map(|&k| k as f32).collect();
-    let p = poly(m, r, &c);
+    let p = poly(m, r, &EXP_POLY_F32);
     // p 2^n as (2p) 2^(n-1), so n = 128 overflows to inf only through the product.
     let one = m.c(1.0);
     let nm1 = m.sub(n, one);

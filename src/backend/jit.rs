@@ -15,6 +15,7 @@
 //! off-target graph plus the general graph for their two labels; dense targets use the general
 //! graph. Compiled kernels are cached per process.
 
+use super::jit_rt::Helpers;
 use super::mathlib::Vm;
 use super::vm::eval_graph;
 use crate::contract::{ContractError, Targets, batch_size};
@@ -26,6 +27,7 @@ use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{
     AbiParam, BlockArg, Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, UserFuncName, Value,
 };
+use cranelift_codegen::isa::CallConv;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -247,7 +249,9 @@ fn build(fused: &Fused, spec: Spec, clif_out: Option<&mut String>, tier: Tier) -
     let mut fctx = FunctionBuilderContext::new();
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut e = Emitter { b, consts: HashMap::new(), pair: tier == Tier::Full };
+        let call_conv = module.isa().default_call_conv();
+        let mut e =
+            Emitter { b, consts: HashMap::new(), pair: tier == Tier::Full, helpers: Helpers::for_host(), call_conv };
         let graphs = Graphs { general, off: off.as_ref(), on: on.as_ref(), sparse };
         e.kernel(&spec, &graphs);
         e.b.seal_all_blocks();
@@ -287,6 +291,9 @@ struct Emitter<'a> {
     /// per-lane arithmetic and the order of the sums are the same, so the tiers stay
     /// bit-identical.
     pair: bool,
+    /// The row helpers' addresses, and the convention to call them with.
+    helpers: Helpers,
+    call_conv: CallConv,
 }
 
 fn flags() -> MemFlagsData {
@@ -508,6 +515,23 @@ impl Emitter<'_> {
         base
     }
 
+    /// Calls the host function at `addr` with the given argument types; its result, if any.
+    fn call(
+        &mut self,
+        addr: usize,
+        args: &[Value],
+        params: &[cranelift_codegen::ir::Type],
+        ret: Option<cranelift_codegen::ir::Type>,
+    ) -> Option<Value> {
+        let mut sig = cranelift_codegen::ir::Signature::new(self.call_conv);
+        sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+        sig.returns.extend(ret.map(AbiParam::new));
+        let sig = self.b.import_signature(sig);
+        let callee = self.b.ins().iconst(I64, addr as i64);
+        let call = self.b.ins().call_indirect(sig, callee, args);
+        self.b.inst_results(call).first().copied()
+    }
+
     /// The whole kernel function.
     fn kernel(&mut self, spec: &Spec, g: &Graphs) {
         let entry = self.b.create_block();
@@ -542,10 +566,17 @@ impl Emitter<'_> {
             padded,
             inv_batch,
         };
-        self.for_loop(zero, rows, 1, &[], |e, r, _| {
-            e.row(spec, g, &ctx, r);
-            vec![]
-        });
+        if spec.kind == TargetKind::Labels && g.sparse {
+            self.for_loop(zero, rows, 4, &[], |e, r0, _| {
+                e.label_rows(g, &ctx, r0, rows, spec);
+                vec![]
+            });
+        } else {
+            self.for_loop(zero, rows, 1, &[], |e, r, _| {
+                e.row(spec, g, &ctx, r);
+                vec![]
+            });
+        }
         self.b.ins().return_(&[]);
     }
 
@@ -557,18 +588,6 @@ impl Emitter<'_> {
     /// The first class of each chunk an iteration starting at `c` handles.
     fn chunk_starts(&mut self, c: Value) -> Vec<Value> {
         if self.pair { vec![c, self.b.ins().iadd_imm_s(c, 4)] } else { vec![c] }
-    }
-
-    /// `exp` of each chunk's values, emitted in step.
-    fn exps(&mut self, d: &[Value]) -> Vec<Value> {
-        match *d {
-            [a] => vec![super::mathlib::exp(self, a)],
-            [a, b] => {
-                let (x, y) = super::mathlib::exp(&mut Pair(self), (a, b));
-                vec![x, y]
-            }
-            _ => unreachable!("one or two chunks"),
-        }
     }
 
     /// `(L, s)` of `g` for each chunk, emitted in step.
@@ -601,47 +620,12 @@ impl Emitter<'_> {
         let z = self.elem(x.logits, row_start, 4);
         let grow = self.elem(x.grad, row_start, 4);
 
-        // 1. max, over whole chunks; the ragged end comes from a slot padded with -inf
-        let ztail = self.tail_slot(z, x.c4, x.classes, f32::NEG_INFINITY);
-        let ninf = self.c(f32::NEG_INFINITY);
-        let vmax = self.for_loop(zero, x.padded, 4, &[ninf], |e, c, acc| {
-            let at = e.chunk_ptr(z, c, x.c4, ztail);
-            let v = e.load(F32X4, at, 0);
-            // compare+select: a NaN logit is skipped here but still poisons exp(z - m) below
-            let gt = e.b.ins().fcmp(FloatCC::LessThan, acc[0], v);
-            vec![e.select(gt, v, acc[0])]
-        })[0];
-        let m = self.hreduce(vmax, true);
-        let mv = self.b.ins().splat(F32X4, m);
-
-        // 2. e = exp(z - m) into p_buf (padding lanes give exp(-inf) = 0), S = sum e
+        // 1-2. m = max z; e = exp(z - m) into p_buf (zeros past the classes); S = sum e
+        let e_len = self.b.ins().iadd_imm_s(x.c4, 8);
         let vzero = self.c(0.0);
-        let step = self.step();
-        let vsum = self.for_loop(zero, x.padded, step, &[vzero], |e, c, acc| {
-            let cs = e.chunk_starts(c);
-            let mut d = Vec::new();
-            for &ci in &cs {
-                let at = e.chunk_ptr(z, ci, x.c4, ztail);
-                let v = e.load(F32X4, at, 0);
-                d.push(e.b.ins().fsub(v, mv));
-            }
-            let ex = e.exps(&d);
-            let mut sum = acc[0];
-            for (h, (&ci, &exv)) in cs.iter().zip(&ex).enumerate() {
-                let dst = e.elem(x.p_buf, ci, 4);
-                e.b.ins().store(flags(), exv, dst, 0);
-                // A second chunk may lie past the padded classes (it re-read the tail slot).
-                let exv = if h == 0 {
-                    exv
-                } else {
-                    let inside = e.b.ins().icmp(IntCC::SignedLessThan, ci, x.padded);
-                    e.b.ins().select(inside, exv, vzero)
-                };
-                sum = e.b.ins().fadd(sum, exv);
-            }
-            vec![sum]
-        })[0];
-        let sum = self.hreduce(vsum, false);
+        let sum = self
+            .call(self.helpers.softmax_exp, &[z, x.classes, x.p_buf, e_len], &[I64, I64, I64, I64], Some(F32))
+            .expect("returns the sum");
         let one = self.b.ins().f32const(1.0);
         let inv_s = self.b.ins().fdiv(one, sum);
         let inv_sv = self.b.ins().splat(F32X4, inv_s);
@@ -776,8 +760,6 @@ impl Emitter<'_> {
         self.b.ins().store(flags(), row_l, rl, 0);
 
         // 5. grad = (s - p sigma) / B
-        let sig_v = self.b.ins().splat(F32X4, sigma);
-        let ib_v = self.b.ins().splat(F32X4, x.inv_batch);
         if !g.sparse {
             for &(k, s) in &fixups {
                 let at = self.elem(x.s_buf, k, 4);
@@ -785,46 +767,16 @@ impl Emitter<'_> {
             }
         }
         let sparse = g.sparse;
-        self.for_loop(zero, x.c4, 4, &[], |e, c, _| {
-            let at = e.elem(x.p_buf, c, 4);
-            let mut p = e.load(F32X4, at, 0);
-            let ps = if sparse {
-                p = e.b.ins().fmul(p, inv_sv);
-                e.b.ins().fmul(p, sig_v)
-            } else {
-                e.b.ins().fmul(p, sig_v)
-            };
-            let d = if sparse {
-                e.b.ins().fneg(ps)
-            } else {
-                let at = e.elem(x.s_buf, c, 4);
-                let s = e.load(F32X4, at, 0);
-                e.b.ins().fsub(s, ps)
-            };
-            let gv = e.b.ins().fmul(d, ib_v);
-            let dst = e.elem(grow, c, 4);
-            e.b.ins().store(flags(), gv, dst, 0);
-            vec![]
-        });
-        self.for_loop(x.c4, x.classes, 1, &[], |e, c, _| {
-            let at = e.elem(x.p_buf, c, 4);
-            let mut p = e.load(F32, at, 0);
-            if sparse {
-                p = e.b.ins().fmul(p, inv_s);
-            }
-            let ps = e.b.ins().fmul(p, sigma);
-            let d = if sparse {
-                e.b.ins().fneg(ps)
-            } else {
-                let at = e.elem(x.s_buf, c, 4);
-                let s = e.load(F32, at, 0);
-                e.b.ins().fsub(s, ps)
-            };
-            let gv = e.b.ins().fmul(d, x.inv_batch);
-            let dst = e.elem(grow, c, 4);
-            e.b.ins().store(flags(), gv, dst, 0);
-            vec![]
-        });
+        if sparse {
+            // p sigma / B with p = e / S: one factor for the whole row.
+            let k = self.b.ins().fmul(inv_s, sigma);
+            let k = self.b.ins().fmul(k, x.inv_batch);
+            let k = self.b.ins().fneg(k);
+            self.call(self.helpers.scale, &[x.p_buf, x.classes, k, grow], &[I64, I64, F32, I64], None);
+        } else {
+            let args = [x.p_buf, x.s_buf, x.classes, sigma, x.inv_batch, grow];
+            self.call(self.helpers.grad, &args, &[I64, I64, I64, F32, F32, I64], None);
+        }
         if sparse {
             // The label classes: grad_k = (s_k - p_k sigma) / B.
             for &(k, s) in &fixups {
@@ -836,6 +788,76 @@ impl Emitter<'_> {
                 self.b.ins().store(flags(), gv, dst, 0);
             }
         }
+    }
+
+    /// Up to four rows from `r0` of a label kernel whose loss vanishes off the label (CE, A2, ...
+    /// without smoothing): per row the softmax helper writes `e = exp(z - m)` into the row's
+    /// gradient; the on-target graph then runs once for the four rows' `p_label` as one
+    /// vector; per row the helper scales `e` into the gradient, and the label's entry is
+    /// fixed up. One graph evaluation per four rows instead of one on a splat per row, and the
+    /// rows' softmax passes do not wait on each other's graph.
+    fn label_rows(&mut self, g: &Graphs, x: &RowCtx, r0: Value, rows: Value, spec: &Spec) {
+        let zero = self.i64c(0);
+        let left = self.b.ins().isub(rows, r0);
+        let four = self.i64c(4);
+        let fewer = self.b.ins().icmp(IntCC::SignedLessThan, left, four);
+        let n = self.b.ins().select(fewer, left, four);
+        let slot = |e: &mut Self, fill: f32| {
+            let s = e.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 4));
+            let v = e.c(fill);
+            e.b.ins().stack_store(F32X4, v, s, 0);
+            e.b.ins().stack_addr(I64, s, 0)
+        };
+        // Lanes of rows past the batch's end hold p = 0.5 and are never stored.
+        let (p_slot, inv_slot, l_slot, s_slot) = (slot(self, 0.5), slot(self, 1.0), slot(self, 0.0), slot(self, 0.0));
+        let row_ptr = |e: &mut Self, base: Value, r: Value| {
+            let start = e.b.ins().imul(r, x.classes);
+            e.elem(base, start, 4)
+        };
+        self.for_loop(zero, n, 1, &[], |e, i, _| {
+            let r = e.b.ins().iadd(r0, i);
+            let (z, grow) = (row_ptr(e, x.logits, r), row_ptr(e, x.grad, r));
+            let args = [z, x.classes, grow, x.classes];
+            let sum = e.call(e.helpers.softmax_exp, &args, &[I64, I64, I64, I64], Some(F32)).expect("the sum");
+            let one = e.b.ins().f32const(1.0);
+            let inv_s = e.b.ins().fdiv(one, sum);
+            let k = e.label(x.labels, r);
+            let at = e.elem(grow, k, 4);
+            let ek = e.load(F32, at, 0);
+            let pk = e.b.ins().fmul(ek, inv_s);
+            for (slot, v) in [(p_slot, pk), (inv_slot, inv_s)] {
+                let at = e.elem(slot, i, 4);
+                e.b.ins().store(flags(), v, at, 0);
+            }
+            vec![]
+        });
+        let p = self.load(F32X4, p_slot, 0);
+        let y = self.c(spec.y_on() as f32);
+        let (l, s) = self.graph(g.on.expect("label kernels have an on-target graph"), y, p);
+        self.b.ins().store(flags(), l, l_slot, 0);
+        self.b.ins().store(flags(), s, s_slot, 0);
+        self.for_loop(zero, n, 1, &[], |e, i, _| {
+            let r = e.b.ins().iadd(r0, i);
+            let [pk, inv_s, l, sigma] = [p_slot, inv_slot, l_slot, s_slot].map(|slot| {
+                let at = e.elem(slot, i, 4);
+                e.load(F32, at, 0)
+            });
+            let rl = e.elem(x.row_loss, r, 4);
+            e.b.ins().store(flags(), l, rl, 0);
+            // Off the label s = 0, so sigma = s_label and grad = -p sigma / B = e (-sigma / (S B)).
+            let grow = row_ptr(e, x.grad, r);
+            let f = e.b.ins().fmul(inv_s, sigma);
+            let f = e.b.ins().fmul(f, x.inv_batch);
+            let f = e.b.ins().fneg(f);
+            e.call(e.helpers.scale_in_place, &[grow, x.classes, f], &[I64, I64, F32], None);
+            let ps = e.b.ins().fmul(pk, sigma);
+            let d = e.b.ins().fsub(sigma, ps);
+            let gk = e.b.ins().fmul(d, x.inv_batch);
+            let k = e.label(x.labels, r);
+            let at = e.elem(grow, k, 4);
+            e.b.ins().store(flags(), gk, at, 0);
+            vec![]
+        });
     }
 
     /// The label of row `r` as an i64 class index.

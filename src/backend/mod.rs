@@ -12,5 +12,6 @@ pub mod mathlib;
 pub mod clike;
 pub mod cuda;
 pub mod jit;
+pub mod jit_rt;
 pub mod vm;
 pub mod wgsl;

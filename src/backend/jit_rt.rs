@@ -1,0 +1,308 @@
+//! The row passes of a JIT kernel that do not depend on the loss: the max and `exp(z - m)`
+//! pass, and the final gradient pass. The generated code calls them per row.
+//!
+//! Why not emit them: Cranelift 0.135 has only 128-bit vectors, and these passes are most of
+//! the time of a kernel whose loss is cheap (CE, or any loss with integer labels whose
+//! off-target terms vanish). rustc compiles them here for AVX2 + FMA (8 lanes) when the
+//! processor has both, and the kernel is built with the matching addresses. The `exp` is
+//! the math library's (`mathlib::exp` on [`Scalar`] lanes), so its values are the same
+//! routine, coefficients and rounding as everywhere else (docs/math-accuracy.md).
+
+use super::mathlib::{self, Scalar};
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// `e[i] = exp(z[i] - max z)` for `i < c`, zeros in `e[c..]`; returns `sum e`. The
+/// baseline build; `avx2::softmax_exp_body` is the same computation on 8 lanes.
+///
+/// The max skips NaN (compare and keep), so a NaN logit still poisons its own `exp` and the
+/// sum, as the contract's reference does.
+#[inline(always)]
+fn softmax_exp_body(z: &[f32], e: &mut [f32]) -> f32 {
+    let m = z.iter().fold(f32::NEG_INFINITY, |m, &v| if m < v { v } else { m });
+    let mut sum = 0.0;
+    for (e, &z) in e.iter_mut().zip(z) {
+        *e = mathlib::exp(&mut Scalar, z - m);
+        sum += *e;
+    }
+    e[z.len()..].fill(0.0);
+    sum
+}
+
+#[inline(always)]
+fn scale_body(e: &[f32], k: f32, g: &mut [f32]) {
+    for (g, &e) in g.iter_mut().zip(e) {
+        *g = e * k;
+    }
+}
+
+#[inline(always)]
+fn scale_in_place_body(g: &mut [f32], k: f32) {
+    for g in g {
+        *g *= k;
+    }
+}
+
+#[inline(always)]
+fn grad_body(p: &[f32], s: &[f32], sigma: f32, inv_b: f32, g: &mut [f32]) {
+    for ((g, &p), &s) in g.iter_mut().zip(p).zip(s) {
+        *g = (s - p * sigma) * inv_b;
+    }
+}
+
+/// The softmax pass on 8 lanes with AVX2 + FMA intrinsics: [`mathlib::exp`] restated step
+/// for step (same constants, operations and order, so the same bits: the tests check it
+/// against `mathlib::exp` on `Scalar`). Written out because LLVM vectorised the generic
+/// routine on 8-lane arrays only sometimes, and then with 4 lanes.
+#[cfg(target_arch = "x86_64")]
+mod avx2_exp {
+    use super::*;
+
+    /// `mathlib::exp` on 8 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn exp8(x: __m256) -> __m256 {
+        let lo = _mm256_set1_ps(mathlib::EXP_LO);
+        let hi = _mm256_set1_ps(mathlib::EXP_HI);
+        // select(x < lo, lo, x), then select(hi < xc, hi, xc): NaN compares false and stays.
+        let below = _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo);
+        let xc = _mm256_blendv_ps(x, lo, below);
+        let above = _mm256_cmp_ps::<_CMP_LT_OQ>(hi, xc);
+        let xc = _mm256_blendv_ps(xc, hi, above);
+        let t = _mm256_mul_ps(xc, _mm256_set1_ps(mathlib::LOG2E));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-mathlib::LN2_HI), xc);
+        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-mathlib::LN2_LO), r);
+        let c = &mathlib::EXP_POLY_F32;
+        let mut p = _mm256_set1_ps(c[c.len() - 1]);
+        for &k in c[..c.len() - 1].iter().rev() {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(k));
+        }
+        // pow2i(n - 1): n - 1 + 1.5 * 2^23 holds the integer in its low mantissa bits.
+        let nm1 = _mm256_sub_ps(n, _mm256_set1_ps(1.0));
+        let magic = _mm256_add_ps(nm1, _mm256_set1_ps(12_582_912.0));
+        let e = _mm256_sub_epi32(_mm256_castps_si256(magic), _mm256_set1_epi32(0x4B40_0000 - 127));
+        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e));
+        let v = _mm256_mul_ps(_mm256_add_ps(p, p), scale);
+        _mm256_blendv_ps(v, _mm256_setzero_ps(), below)
+    }
+
+    /// See the baseline [`super::softmax_exp_body`].
+    #[target_feature(enable = "avx2,fma")]
+    pub fn softmax_exp_body(z: &[f32], e: &mut [f32]) -> f32 {
+        const W: usize = 8;
+        let c = z.len();
+        let full = c - c % W;
+        // The ragged end as one more vector, padded with -inf (skipped by the max; exp 0). A
+        // masked load: a copy through a stack array stalled each wide load on the narrow
+        // stores before it (no store forwarding), ~15 % of a 10-class row.
+        let inside =
+            _mm256_cmpgt_epi32(_mm256_set1_epi32((c - full) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let load = |i: usize| {
+            if i < full {
+                // SAFETY: i + W <= full <= c = z.len().
+                unsafe { _mm256_loadu_ps(z.as_ptr().add(i)) }
+            } else {
+                // SAFETY: lanes past c are masked off and not read.
+                let v = unsafe { _mm256_maskload_ps(z.as_ptr().add(i), inside) };
+                _mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(inside))
+            }
+        };
+        let chunks = c.div_ceil(W);
+        // max(v, m) returns m when v is NaN: the compare-and-keep rule.
+        let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        for k in 0..chunks {
+            m = _mm256_max_ps(load(k * W), m);
+        }
+        let mut lanes = [0f32; W];
+        // SAFETY: `lanes` holds W floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), m) };
+        let m = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| if m < v { v } else { m });
+        let mv = _mm256_set1_ps(m);
+        let mut sum = _mm256_setzero_ps();
+        for k in 0..chunks {
+            let v = exp8(_mm256_sub_ps(load(k * W), mv));
+            if k * W < full {
+                // SAFETY: k * W + W <= full <= e.len().
+                unsafe { _mm256_storeu_ps(e.as_mut_ptr().add(k * W), v) };
+                sum = _mm256_add_ps(sum, v);
+            } else {
+                // SAFETY: `lanes` holds W floats.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+                e[full..c].copy_from_slice(&lanes[..c - full]);
+                // Padding lanes hold exp(-inf) = 0 unless m is -inf too (all logits -inf),
+                // when every lane is NaN anyway.
+                sum = _mm256_add_ps(sum, v);
+            }
+        }
+        e[c..].fill(0.0);
+        // SAFETY: `lanes` holds W floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+        lanes.iter().sum()
+    }
+}
+
+/// Declares a helper twice, as an `extern "C"` entry point for the generated code: once
+/// compiled for AVX2 + FMA and once for the baseline target. `$body` does the work on slices.
+macro_rules! helpers {
+    ($($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block)*) => {
+        /// The helpers compiled for AVX2 + FMA.
+        #[cfg(target_arch = "x86_64")]
+        mod avx2 {
+            use super::avx2_exp::softmax_exp_body;
+            $(
+                $(#[$m])*
+                #[target_feature(enable = "avx2,fma")]
+                pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
+            )*
+        }
+        /// The helpers for the baseline target.
+        mod base {
+            use super::softmax_exp_body;
+            $(
+                $(#[$m])*
+                pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
+            )*
+        }
+    };
+}
+
+helpers! {
+    /// See [`softmax_exp_body`]; `e` holds `e_len >= c` floats.
+    fn softmax_exp(z: *const f32, c: u64, e: *mut f32, e_len: u64) -> f32 {
+        // SAFETY: the kernel passes a row of `c` logits and its scratch row of `e_len` floats.
+        let (z, e) = unsafe { (std::slice::from_raw_parts(z, c as usize), std::slice::from_raw_parts_mut(e, e_len as usize)) };
+        softmax_exp_body(z, e)
+    }
+    /// `g[i] = e[i] * k`: the gradient of a row whose `s` is zero off its labels.
+    fn scale(e: *const f32, c: u64, k: f32, g: *mut f32) {
+        // SAFETY: `c` floats of scratch and of the row's gradient.
+        let (e, g) = unsafe { (std::slice::from_raw_parts(e, c as usize), std::slice::from_raw_parts_mut(g, c as usize)) };
+        super::scale_body(e, k, g)
+    }
+    /// `g[i] *= k`.
+    fn scale_in_place(g: *mut f32, c: u64, k: f32) {
+        // SAFETY: `c` floats of the row's gradient.
+        let g = unsafe { std::slice::from_raw_parts_mut(g, c as usize) };
+        super::scale_in_place_body(g, k)
+    }
+    /// `g[i] = (s[i] - p[i] sigma) inv_b`.
+    fn grad(p: *const f32, s: *const f32, c: u64, sigma: f32, inv_b: f32, g: *mut f32) {
+        // SAFETY: `c` floats of each scratch row and of the row's gradient.
+        let (p, s, g) = unsafe {
+            (
+                std::slice::from_raw_parts(p, c as usize),
+                std::slice::from_raw_parts(s, c as usize),
+                std::slice::from_raw_parts_mut(g, c as usize),
+            )
+        };
+        super::grad_body(p, s, sigma, inv_b, g)
+    }
+}
+
+/// The helpers' addresses for this processor.
+#[derive(Clone, Copy, Debug)]
+pub struct Helpers {
+    pub softmax_exp: usize,
+    pub scale: usize,
+    pub scale_in_place: usize,
+    pub grad: usize,
+    /// Whether these are the AVX2 + FMA builds.
+    pub avx2: bool,
+}
+
+impl Helpers {
+    pub fn for_host() -> Helpers {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Helpers {
+                softmax_exp: avx2::softmax_exp as *const () as usize,
+                scale: avx2::scale as *const () as usize,
+                scale_in_place: avx2::scale_in_place as *const () as usize,
+                grad: avx2::grad as *const () as usize,
+                avx2: true,
+            };
+        }
+        Helpers {
+            softmax_exp: base::softmax_exp as *const () as usize,
+            scale: base::scale as *const () as usize,
+            scale_in_place: base::scale_in_place as *const () as usize,
+            grad: base::grad as *const () as usize,
+            avx2: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX2 `exp` gives `mathlib::exp`'s bits on a sweep of f32 from -104 to 104 and on
+    /// the special values.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_exp_is_the_math_librarys_exp() {
+        if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")) {
+            println!("SKIPPED: this processor has no AVX2 + FMA");
+            return;
+        }
+        let mut xs: Vec<f32> = (0..2_000_000).map(|i| -104.0 + 208.0 * i as f32 / 2e6).collect();
+        xs.extend([0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN, 1e-30, -86.9, 89.0]);
+        while xs.len() % 8 != 0 {
+            xs.push(1.0);
+        }
+        for ch in xs.chunks_exact(8) {
+            let mut out = [0f32; 8];
+            // SAFETY: AVX2 and FMA are present (checked above); both arrays hold 8 floats.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), avx2_exp::exp8(_mm256_loadu_ps(ch.as_ptr()))) };
+            for (x, got) in ch.iter().zip(out) {
+                let want = mathlib::exp(&mut Scalar, *x);
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "exp({x}): {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// Both builds against the definition: the same `exp` bits as `mathlib::exp`, the max,
+    /// the zeroed tail, and a NaN logit poisoning the sum.
+    #[test]
+    fn softmax_exp_matches_its_definition() {
+        let mut builds = vec![base::softmax_exp as unsafe extern "C" fn(*const f32, u64, *mut f32, u64) -> f32];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            builds.push(avx2::softmax_exp);
+        }
+        let mut seed = 7u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32
+        };
+        for c in [1usize, 3, 7, 8, 9, 16, 17, 100, 1000] {
+            for scale in [1.0f32, 30.0, 200.0] {
+                let z: Vec<f32> = (0..c).map(|_| (next() - 0.5) * scale).collect();
+                let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                for f in &builds {
+                    let mut e = vec![f32::NAN; c + 8];
+                    // SAFETY: z holds c floats and e holds c + 8.
+                    let sum = unsafe { f(z.as_ptr(), c as u64, e.as_mut_ptr(), e.len() as u64) };
+                    for i in 0..c {
+                        assert_eq!(e[i].to_bits(), mathlib::exp(&mut Scalar, z[i] - m).to_bits(), "c={c} i={i}");
+                    }
+                    assert!(e[c..].iter().all(|&v| v == 0.0));
+                    let want: f64 = e[..c].iter().map(|&v| v as f64).sum();
+                    assert!((sum as f64 - want).abs() <= 1e-6 * want, "c={c}: {sum} vs {want}");
+                }
+            }
+        }
+        let z = [1.0, f32::NAN, 2.0];
+        for f in &builds {
+            let mut e = [0f32; 8];
+            // SAFETY: as above.
+            let sum = unsafe { f(z.as_ptr(), 3, e.as_mut_ptr(), 8) };
+            assert!(sum.is_nan() && e[1].is_nan() && e[2] == 1.0);
+        }
+    }
+}
