@@ -2,12 +2,16 @@
 //! implementing the kernel contract with f32x4 SIMD.
 //!
 //! Per row the generated code makes these passes over the classes:
-//! 1. `m = max z`;
-//! 2. `e = exp(z - m)` into a scratch row, `S = sum e`;
+//! 1-2. `m = max z`, `e = exp(z - m)` into a scratch row, `S = sum e`: a call to a row helper
+//!    (`jit_rt.rs`, AVX2 when the processor has it);
 //! 3. `p = e / S`, then `L(y, p)` and `s = p dL/dp` with the row's constant off-target `y`
 //!    (skipped when both are 0, as for CE without smoothing); the label classes are masked out;
 //! 4. the label classes ("fix-ups"): `L` and `s` at their own `y`, one lane;
-//! 5. `grad = (s - p sum(s)) / B`.
+//! 5. `grad = (s - p sum(s)) / B`: a row helper again.
+//!
+//! Label kernels whose loss vanishes off the label (CE, A2, ... without smoothing) take four
+//! rows at a time instead (`label_rows`): the softmax helper per row, then step 4 for the four
+//! rows as one vector, then the gradient per row.
 //!
 //! Label kernels are specialised on the target structure: with integer labels a row's `y`
 //! takes two values, so the loss is compiled twice with `y` constant (off-target `alpha/C`,
