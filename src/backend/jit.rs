@@ -571,7 +571,7 @@ impl Emitter<'_> {
             inv_batch,
         };
         if spec.kind == TargetKind::Labels && g.sparse {
-            self.for_loop(zero, rows, 4, &[], |e, r0, _| {
+            self.for_loop(zero, rows, LABEL_ROWS as i64, &[], |e, r0, _| {
                 e.label_rows(g, &ctx, r0, rows, spec);
                 vec![]
             });
@@ -794,22 +794,25 @@ impl Emitter<'_> {
         }
     }
 
-    /// Up to four rows from `r0` of a label kernel whose loss vanishes off the label (CE, A2, ...
-    /// without smoothing): per row the softmax helper writes `e = exp(z - m)` into the row's
-    /// gradient; the on-target graph then runs once for the four rows' `p_label` as one
-    /// vector; per row the helper scales `e` into the gradient, and the label's entry is
-    /// fixed up. One graph evaluation per four rows instead of one on a splat per row, and the
-    /// rows' softmax passes do not wait on each other's graph.
+    /// Up to [`LABEL_ROWS`] rows from `r0` of a label kernel whose loss vanishes off the label
+    /// (CE, A2, ... without smoothing): per row the softmax helper writes `e = exp(z - m)` into
+    /// the row's gradient; the on-target graph then runs once for the rows' `p_label` as two
+    /// vectors emitted in step; per row the helper scales `e` into the gradient, and the
+    /// label's entry is fixed up. One graph evaluation per eight rows instead of one on a splat
+    /// per row, and the rows' softmax passes do not wait on each other's graph.
     fn label_rows(&mut self, g: &Graphs, x: &RowCtx, r0: Value, rows: Value, spec: &Spec) {
         let zero = self.i64c(0);
         let left = self.b.ins().isub(rows, r0);
-        let four = self.i64c(4);
-        let fewer = self.b.ins().icmp(IntCC::SignedLessThan, left, four);
-        let n = self.b.ins().select(fewer, left, four);
+        let most = self.i64c(LABEL_ROWS as i64);
+        let fewer = self.b.ins().icmp(IntCC::SignedLessThan, left, most);
+        let n = self.b.ins().select(fewer, left, most);
         let slot = |e: &mut Self, fill: f32| {
-            let s = e.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 4));
+            let bytes = 4 * LABEL_ROWS as u32;
+            let s = e.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 4));
             let v = e.c(fill);
-            e.b.ins().stack_store(F32X4, v, s, 0);
+            for o in (0..bytes).step_by(16) {
+                e.b.ins().stack_store(F32X4, v, s, o as i32);
+            }
             e.b.ins().stack_addr(I64, s, 0)
         };
         // Lanes of rows past the batch's end hold p = 0.5 and are never stored.
@@ -835,11 +838,13 @@ impl Emitter<'_> {
             }
             vec![]
         });
-        let p = self.load(F32X4, p_slot, 0);
+        let p = [self.load(F32X4, p_slot, 0), self.load(F32X4, p_slot, 16)];
         let y = self.c(spec.y_on() as f32);
-        let (l, s) = self.graph(g.on.expect("label kernels have an on-target graph"), y, p);
-        self.b.ins().store(flags(), l, l_slot, 0);
-        self.b.ins().store(flags(), s, s_slot, 0);
+        let ls = self.graphs(g.on.expect("label kernels have an on-target graph"), &[y, y], &p);
+        for (h, (l, s)) in ls.into_iter().enumerate() {
+            self.b.ins().store(flags(), l, l_slot, 16 * h as i32);
+            self.b.ins().store(flags(), s, s_slot, 16 * h as i32);
+        }
         self.for_loop(zero, n, 1, &[], |e, i, _| {
             let r = e.b.ins().iadd(r0, i);
             let [pk, inv_s, l, sigma] = [p_slot, inv_slot, l_slot, s_slot].map(|slot| {
@@ -930,6 +935,9 @@ struct RowCtx {
     padded: Value,
     inv_batch: Value,
 }
+
+/// Rows per group of a sparse label kernel (`label_rows`): two vectors of `p_label`.
+const LABEL_ROWS: usize = 8;
 
 /// Below this many elements a batch runs on one thread.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 18;
