@@ -2,10 +2,9 @@
 //! the predecessor's rejection rules, what the compiler can tell statically, and the keys that
 //! deduplicate candidates.
 
-use crate::ir::{Graph, Input, Node, print};
+use crate::ir::{Graph, Id, Input, Node, print};
 use crate::passes::{fuse, simplify::simplify};
 use rustc_hash::FxHashMap as HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
 
 /// Points of the binary phenotype.
@@ -62,25 +61,47 @@ enum Col {
     Many(Rc<[f64]>),
 }
 
-/// Evaluates every node of `g` at y and each of `ps`, columnwise (one op over all points at a
-/// time, which is what makes screening cheap); `cache` keeps p-dependent columns by the node's
-/// structural hash, so candidates sharing subexpressions share their work.
-fn columns(g: &Graph, y: f64, ps: &Rc<[f64]>, cache: Option<&mut HashMap<u64, Rc<[f64]>>>) -> Vec<Col> {
+/// A structural hash of a node from its parts: cheap, and mixed well enough that distinct
+/// subexpressions do not share a cached column by accident (splitmix64's finaliser).
+fn mix(parts: [u64; 4]) -> u64 {
+    let mut h = 0x9E37_79B9_7F4A_7C15u64;
+    for p in parts {
+        h = (h ^ p).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^= h >> 31;
+        h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
+        h ^= h >> 29;
+    }
+    h
+}
+
+/// Evaluates the nodes of `g` that `outs` need at y and each of `ps`, columnwise (one op
+/// over all points at a time, which is what makes screening cheap), and returns the columns
+/// of `outs`; `cache` keeps p-dependent columns by the node's structural hash, so candidates
+/// sharing subexpressions share their work.
+fn columns(g: &Graph, y: f64, ps: &Rc<[f64]>, outs: &[Id], cache: Option<&mut HashMap<u64, Rc<[f64]>>>) -> Vec<Col> {
+    let needed = g.reachable(outs);
+    // The requested columns themselves are a candidate's own (its loss, its gradient) and are
+    // rarely met again: caching them only evicts shared subexpressions sooner.
+    let mut is_out = vec![false; g.len()];
+    for o in outs {
+        is_out[o.index()] = true;
+    }
     let mut cols: Vec<Col> = Vec::with_capacity(g.len());
     let mut hashes: Vec<u64> = Vec::with_capacity(g.len());
     let mut cache = cache;
-    let hash = |t: (u8, u64, u64, u64)| {
-        let mut h = DefaultHasher::new();
-        t.hash(&mut h);
-        h.finish()
-    };
-    for (_, n) in g.iter() {
+    let points = mix([2, ps.len() as u64, ps[0].to_bits(), ps[ps.len() - 1].to_bits()]);
+    for (id, n) in g.iter() {
+        if !needed[id.index()] {
+            cols.push(Col::One(f64::NAN));
+            hashes.push(0);
+            continue;
+        }
         let h = match n {
-            Node::Input(Input::Y) => hash((1, y.to_bits(), 0, 0)),
-            Node::Input(Input::P) => hash((2, ps.len() as u64, ps[0].to_bits(), ps[ps.len() - 1].to_bits())),
-            Node::Const(bits) => hash((3, bits, 0, 0)),
-            Node::Unary(op, a) => hash((4, op as u64, hashes[a.index()], g.eps.to_bits())),
-            Node::Binary(op, a, b) => hash((5, op as u64, hashes[a.index()], hashes[b.index()])),
+            Node::Input(Input::Y) => mix([1, y.to_bits(), 0, 0]),
+            Node::Input(Input::P) => points,
+            Node::Const(bits) => mix([3, bits, 0, 0]),
+            Node::Unary(op, a) => mix([4, op as u64, hashes[a.index()], g.eps.to_bits()]),
+            Node::Binary(op, a, b) => mix([5 | (op as u64) << 8, hashes[a.index()], hashes[b.index()], 0]),
         };
         hashes.push(h);
         let one = |v: f64| Col::One(v);
@@ -94,7 +115,7 @@ fn columns(g: &Graph, y: f64, ps: &Rc<[f64]>, cache: Option<&mut HashMap<u64, Rc
                     let hit = cache.as_deref().and_then(|c| c.get(&h).filter(|v| v.len() == ps.len()).cloned());
                     Col::Many(hit.unwrap_or_else(|| {
                         let v = op.eval_column(xs, g.eps);
-                        if let Some(c) = cache.as_deref_mut() {
+                        if let Some(c) = cache.as_deref_mut().filter(|_| !is_out[id.index()]) {
                             c.insert(h, v.clone());
                         }
                         v
@@ -113,7 +134,7 @@ fn columns(g: &Graph, y: f64, ps: &Rc<[f64]>, cache: Option<&mut HashMap<u64, Rc
                             (Col::Many(xs), Col::Many(zs)) => op.eval_column(n, |i| xs[i], |i| zs[i]),
                             (Col::One(_), Col::One(_)) => unreachable!("handled above"),
                         };
-                        if let Some(c) = cache.as_deref_mut() {
+                        if let Some(c) = cache.as_deref_mut().filter(|_| !is_out[id.index()]) {
                             c.insert(h, v.clone());
                         }
                         v
@@ -123,14 +144,7 @@ fn columns(g: &Graph, y: f64, ps: &Rc<[f64]>, cache: Option<&mut HashMap<u64, Rc
         };
         cols.push(col);
     }
-    cols
-}
-
-fn values(c: &Col, n: usize) -> Vec<f64> {
-    match c {
-        Col::One(v) => vec![*v; n],
-        Col::Many(v) => v.to_vec(),
-    }
+    outs.iter().map(|o| cols[o.index()].clone()).collect()
 }
 
 /// The screen with its caches: the probe points and the columns of subexpressions seen
@@ -170,31 +184,41 @@ impl Screener {
         Screener { pointwise: true, ..Screener::new() }
     }
 
-    /// The column of node `out` of `g` at y and each of `ps`.
-    fn column(&mut self, g: &Graph, out: usize, y: f64, ps: &Rc<[f64]>) -> Vec<f64> {
+    /// The columns of nodes `outs` of `g` at y and each of `ps`.
+    fn columns(&mut self, g: &Graph, outs: &[Id], y: f64, ps: &Rc<[f64]>) -> Vec<Col> {
         if self.pointwise {
             let mut vals = Vec::new();
-            return ps
-                .iter()
-                .map(|&p| {
-                    crate::interp::eval_into(g, y, p, &mut vals);
-                    vals[out]
-                })
-                .collect();
+            let mut cols = vec![Vec::with_capacity(ps.len()); outs.len()];
+            for &p in ps.iter() {
+                crate::interp::eval_into(g, y, p, &mut vals);
+                for (c, o) in cols.iter_mut().zip(outs) {
+                    c.push(vals[o.index()]);
+                }
+            }
+            return cols.into_iter().map(|c| Col::Many(c.into())).collect();
         }
         if self.cache.len() > CACHE_COLUMNS {
             self.cache.clear();
         }
-        values(&columns(g, y, ps, Some(&mut self.cache))[out], ps.len())
+        columns(g, y, ps, outs, Some(&mut self.cache))
     }
 
     /// [`phenotype`], with the cache.
     pub fn phenotype(&mut self, g: &Graph) -> Vec<f64> {
-        let out = g.outputs[0].1.index();
+        let out = g.outputs[0].1;
         let (x, one_minus_x) = (self.x.clone(), self.one_minus_x.clone());
-        let a = self.column(g, out, 0.0, &x);
-        let b = self.column(g, out, 1.0, &one_minus_x);
-        a.iter().zip(&b).map(|(u, v)| u + v).collect()
+        let a = self.columns(g, &[out], 0.0, &x).remove(0);
+        let b = self.columns(g, &[out], 1.0, &one_minus_x).remove(0);
+        let n = x.len();
+        (0..n).map(|i| at(&a, i) + at(&b, i)).collect()
+    }
+}
+
+/// Point `i` of a column.
+fn at(c: &Col, i: usize) -> f64 {
+    match c {
+        Col::One(v) => *v,
+        Col::Many(v) => v[i],
     }
 }
 
@@ -276,11 +300,12 @@ impl Screener {
         let raw = fuse::derivatives_unsimplified(g.clone());
         let grid = self.grid.clone();
         let probe = |this: &mut Screener, d: &Graph| {
-            let (dl, s) = (d.outputs[1].1.index(), d.outputs[2].1.index());
-            let s0 = this.column(d, s, 0.0, &grid);
-            let s1 = this.column(d, s, 1.0, &grid);
-            let finite = s0.iter().chain(&s1).all(|v| v.is_finite());
-            (finite, if finite { this.column(d, dl, 1.0, &grid).iter().sum::<f64>() } else { f64::NAN })
+            let (dl, s) = (d.outputs[1].1, d.outputs[2].1);
+            let at0 = this.columns(d, &[s], 0.0, &grid);
+            let at1 = this.columns(d, &[s, dl], 1.0, &grid);
+            let n = grid.len();
+            let finite = (0..n).all(|i| at(&at0[0], i).is_finite() && at(&at1[0], i).is_finite());
+            (finite, if finite { (0..n).map(|i| at(&at1[1], i)).sum::<f64>() } else { f64::NAN })
         };
         let (mut finite, mut slope) = if self.pointwise { (false, f64::NAN) } else { probe(self, &raw) };
         if !finite {
