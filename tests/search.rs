@@ -89,6 +89,15 @@ fn screening_rejects_what_the_predecessor_rejects_and_picks_the_sign() {
     let s = screen::screen(&parse("loss l = y * ln(p);")).unwrap();
     assert_eq!(s.sign, -1.0);
     assert_eq!(s.key, screen::key(&parse("loss l = -(y * ln(p));")));
+    // A gradient whose mean over the probe is zero up to rounding (antisymmetric about
+    // p = 1/2 at y = 1) is a tie, not a wrong direction, whichever way the derivative is
+    // evaluated (once, the verdict hung on the rounding of the simplified derivative).
+    let tie = parse("loss l = atan(p * (y - p));");
+    assert!(screen::screen(&tie).is_ok());
+    assert!(screen::Screener::pointwise().screen(&tie).is_ok());
+    // The off-target term rises three times as fast as the on-target one falls, so the curve
+    // keeps this sign, yet at y = 1 the loss grows with p.
+    assert_eq!(rej("loss l = 3 * (1 - y) * p + y * p;"), Some(Rejection::WrongDirection));
     // CE and A2 pass and keep the sign they are written with.
     for (file, sign) in [("examples/ce.loss", 1.0), ("examples/a2.loss", 1.0)] {
         let g = parse(&std::fs::read_to_string(file).unwrap());

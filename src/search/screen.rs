@@ -305,16 +305,22 @@ impl Screener {
             let at1 = this.columns(d, &[s, dl], 1.0, &grid);
             let n = grid.len();
             let finite = (0..n).all(|i| at(&at0[0], i).is_finite() && at(&at1[0], i).is_finite());
-            (finite, if finite { (0..n).map(|i| at(&at1[1], i)).sum::<f64>() } else { f64::NAN })
+            let slope = (0..n).map(|i| at(&at1[1], i)).sum::<f64>();
+            let size = (0..n).map(|i| at(&at1[1], i).abs()).sum::<f64>();
+            (finite, slope, size)
         };
-        let (mut finite, mut slope) = if self.pointwise { (false, f64::NAN) } else { probe(self, &raw) };
+        let (mut finite, mut slope, mut size) =
+            if self.pointwise { (false, f64::NAN, f64::NAN) } else { probe(self, &raw) };
         if !finite {
-            (finite, slope) = probe(self, &fuse::derivatives_of(g.clone()));
+            (finite, slope, size) = probe(self, &fuse::derivatives_of(g.clone()));
         }
         if !finite {
             return Err(Rejection::GradientNotFinite);
         }
-        if slope > 0.0 {
+        // A slope within rounding of zero (e.g. atan(p (y - p)), whose gradient at y = 1 is
+        // antisymmetric about p = 1/2) is a tie, not a wrong direction: otherwise the verdict
+        // would hang on the rounding of the simplified or unsimplified derivative.
+        if slope > 1e-9 * size {
             return Err(Rejection::WrongDirection);
         }
         Ok(())
