@@ -542,6 +542,9 @@ fn bench(files: &[PathBuf], shapes: &[String], targets: &[String], threads: usiz
         }
     }
     let jax_times = if jax { jax_baseline(&losses, &shapes, &kinds)? } else { Default::default() };
+    let helpers =
+        if lossc::backend::jit_rt::Helpers::for_host().avx2 { "AVX2 + FMA" } else { "baseline (no AVX2 + FMA)" };
+    println!("CPU kernel row helpers: {helpers}");
     println!("compile (text -> callable kernel, uncached, labels spec; tier 2 compiles in the background):");
     let ms = |t: std::time::Duration| t.as_secs_f64() * 1e3;
     for (name, src, _) in &losses {
