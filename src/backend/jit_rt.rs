@@ -4,9 +4,11 @@
 //! Why not emit them: Cranelift 0.135 has only 128-bit vectors, and these passes are most of
 //! the time of a kernel whose loss is cheap (CE, or any loss with integer labels whose
 //! off-target terms vanish). rustc compiles them here for AVX2 + FMA (8 lanes) when the
-//! processor has both, and the kernel is built with the matching addresses. The `exp` is
-//! the math library's (`mathlib::exp` on [`Scalar`] lanes), so its values are the same
-//! routine, coefficients and rounding as everywhere else (docs/math-accuracy.md).
+//! processor has both, and the kernel is built with the matching addresses. The `exp` gives
+//! the math library's bits: the baseline build calls `mathlib::exp` on [`Scalar`] lanes, and
+//! the AVX2 build restates it in intrinsics, checked bit for bit by the tests below, so the
+//! accuracy table (docs/math-accuracy.md) holds for both. (The baseline build on an x86
+//! without FMA computes its fused multiply-adds in software: correct, and slow.)
 
 use super::mathlib::{self, Scalar};
 #[cfg(target_arch = "x86_64")]
