@@ -19,6 +19,27 @@ fn run_jit(f: &Fused, batch: &Batch, t: &Targets<f32>) -> (Vec<f32>, Vec<f32>) {
     (loss, grad)
 }
 
+/// Kernels calling the baseline row helpers (what a processor without AVX2 + FMA runs) against
+/// the interpreter, on every example and target form; the other tests run the AVX2 helpers
+/// wherever the processor has them.
+#[test]
+fn kernels_with_the_baseline_row_helpers_match_the_interpreter() {
+    let mut rng = Rng::new(8);
+    for classes in [3, 10, 17, 100] {
+        let batch = Batch::random(&mut rng, 11, classes, 5.0);
+        for (name, g) in common::example_graphs() {
+            let f = fuse::fuse(&g, &name).unwrap();
+            for kind in 0..5 {
+                let t = batch.targets(kind);
+                let k = jit::compile_baseline(&f, jit::Spec::of(&t, classes)).unwrap();
+                let (mut grad, mut loss) = (vec![0f32; batch.logits.len()], vec![0f32; 11]);
+                k.run(&batch.logits, &t, &mut grad, &mut loss, 1).unwrap();
+                compare(&format!("baseline {name} C={classes} targets#{kind}"), &f, &batch, &t, &loss, &grad, true);
+            }
+        }
+    }
+}
+
 #[test]
 fn jit_matches_the_interpreter_on_every_example() {
     let mut rng = Rng::new(7);

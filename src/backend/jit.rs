@@ -146,11 +146,11 @@ pub fn compile(fused: &Fused, spec: Spec) -> Result<Arc<JitKernel>, JitError> {
     if let Some(k) = cache().lock().unwrap().get(&key) {
         return Ok(k.clone());
     }
-    let kernel = Arc::new(build(fused, spec, None, Tier::Quick)?);
+    let kernel = Arc::new(build(fused, spec, None, Tier::Quick, Helpers::for_host())?);
     cache().lock().unwrap().insert(key, kernel.clone());
     let (quick, fused) = (kernel.clone(), fused.clone());
     std::thread::spawn(move || {
-        if let Ok(full) = build(&fused, spec, None, Tier::Full) {
+        if let Ok(full) = build(&fused, spec, None, Tier::Full, Helpers::for_host()) {
             let _ = quick.upgrade.set(Box::new(full));
         }
     });
@@ -159,7 +159,7 @@ pub fn compile(fused: &Fused, spec: Spec) -> Result<Arc<JitKernel>, JitError> {
 
 /// Compiles one tier without the cache or the background upgrade (tests and benchmarks).
 pub fn compile_tier(fused: &Fused, spec: Spec, tier: Tier) -> Result<JitKernel, JitError> {
-    build(fused, spec, None, tier)
+    build(fused, spec, None, tier, Helpers::for_host())
 }
 
 impl JitKernel {
@@ -193,13 +193,19 @@ fn is_zero(g: &Graph, id: Id) -> bool {
 
 /// Compiles the optimised tier without the cache.
 pub fn compile_uncached(fused: &Fused, spec: Spec) -> Result<JitKernel, JitError> {
-    build(fused, spec, None, Tier::Full)
+    build(fused, spec, None, Tier::Full, Helpers::for_host())
+}
+
+/// [`compile_uncached`] calling the baseline row helpers whatever the processor has: what a
+/// machine without AVX2 + FMA runs (the tests run it here too).
+pub fn compile_baseline(fused: &Fused, spec: Spec) -> Result<JitKernel, JitError> {
+    build(fused, spec, None, Tier::Full, Helpers::baseline())
 }
 
 /// The kernel's Cranelift IR as text (what `lossc compile --target cpu` writes).
 pub fn clif(fused: &Fused, spec: Spec) -> Result<String, JitError> {
     let mut text = String::new();
-    build(fused, spec, Some(&mut text), Tier::Full)?;
+    build(fused, spec, Some(&mut text), Tier::Full, Helpers::for_host())?;
     Ok(text)
 }
 
@@ -211,7 +217,13 @@ pub enum Tier {
     Full,
 }
 
-fn build(fused: &Fused, spec: Spec, clif_out: Option<&mut String>, tier: Tier) -> Result<JitKernel, JitError> {
+fn build(
+    fused: &Fused,
+    spec: Spec,
+    clif_out: Option<&mut String>,
+    tier: Tier,
+    helpers: Helpers,
+) -> Result<JitKernel, JitError> {
     let general = &fused.graph;
     let (off, on) = match spec.kind {
         TargetKind::Labels => (Some(with_y(general, spec.y_off())), Some(with_y(general, spec.y_on()))),
@@ -254,8 +266,7 @@ fn build(fused: &Fused, spec: Spec, clif_out: Option<&mut String>, tier: Tier) -
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let call_conv = module.isa().default_call_conv();
-        let mut e =
-            Emitter { b, consts: HashMap::new(), pair: tier == Tier::Full, helpers: Helpers::for_host(), call_conv };
+        let mut e = Emitter { b, consts: HashMap::new(), pair: tier == Tier::Full, helpers, call_conv };
         let graphs = Graphs { general, off: off.as_ref(), on: on.as_ref(), sparse };
         e.kernel(&spec, &graphs);
         e.b.seal_all_blocks();

@@ -241,6 +241,11 @@ impl Helpers {
                 avx2: true,
             };
         }
+        Helpers::baseline()
+    }
+
+    /// The baseline builds, for any processor.
+    pub fn baseline() -> Helpers {
         Helpers {
             softmax_exp: base::softmax_exp as *const () as usize,
             scale: base::scale as *const () as usize,
