@@ -271,7 +271,7 @@ mod tests {
         }
         let mut xs: Vec<f32> = (0..2_000_000).map(|i| -104.0 * i as f32 / 2e6).collect();
         xs.extend([0.0, -0.0, f32::NAN, f32::NEG_INFINITY, f32::MIN, -1e-30, mathlib::EXP_LO]);
-        while xs.len() % 16 != 0 {
+        while !xs.len().is_multiple_of(16) {
             xs.push(-1.0);
         }
         for ch in xs.chunks_exact(16) {
