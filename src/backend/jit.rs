@@ -806,10 +806,11 @@ impl Emitter<'_> {
     }
 
     /// Up to [`LABEL_ROWS`] rows from `r0` of a label kernel whose loss vanishes off the label
-    /// (CE, A2, ... without smoothing): per row the softmax helper writes `e = exp(z - m)` into
-    /// the row's gradient; the on-target graph then runs once for the rows' `p_label` as two
-    /// vectors emitted in step; per row the helper scales `e` into the gradient, and the
-    /// label's entry is fixed up. One graph evaluation per eight rows instead of one on a splat
+    /// (CE, A2, ... without smoothing): one helper call writes each row's `e = exp(z - m)` into
+    /// its gradient row and `S = sum e` into a slot; the on-target graph then runs once for
+    /// the rows' `p_label` as two vectors emitted in step; one helper call scales each row's
+    /// `e` into its gradient, and the labels' entries are fixed up. Calls per group, not per
+    /// row: each call re-enters the helper and spills the kernel's vector registers. One graph evaluation per eight rows instead of one on a splat
     /// per row, and the rows' softmax passes do not wait on each other's graph.
     fn label_rows(&mut self, g: &Graphs, x: &RowCtx, r0: Value, rows: Value, spec: &Spec) {
         let zero = self.i64c(0);
@@ -826,53 +827,63 @@ impl Emitter<'_> {
             }
             e.b.ins().stack_addr(I64, s, 0)
         };
-        // Lanes of rows past the batch's end hold p = 0.5 and are never stored.
-        let (p_slot, inv_slot, l_slot, s_slot) = (slot(self, 0.5), slot(self, 1.0), slot(self, 0.0), slot(self, 0.0));
+        // Lanes of rows past the batch's end hold e = 0.5 and S = 1 and are never stored.
+        let (e_slot, sums, l_slot, f_slot, gk_slot) =
+            (slot(self, 0.5), slot(self, 1.0), slot(self, 0.0), slot(self, 0.0), slot(self, 0.0));
         let row_ptr = |e: &mut Self, base: Value, r: Value| {
             let start = e.b.ins().imul(r, x.classes);
             e.elem(base, start, 4)
         };
+        let (z0, g0) = (row_ptr(self, x.logits, r0), row_ptr(self, x.grad, r0));
+        let args = [z0, x.classes, n, g0, sums];
+        self.call(self.helpers.softmax_rows, &args, &[I64, I64, I64, I64, I64], None);
+        // e at each row's label.
         self.for_loop(zero, n, 1, &[], |e, i, _| {
             let r = e.b.ins().iadd(r0, i);
-            let (z, grow) = (row_ptr(e, x.logits, r), row_ptr(e, x.grad, r));
-            let args = [z, x.classes, grow, x.classes];
-            let sum = e.call(e.helpers.softmax_exp, &args, &[I64, I64, I64, I64], Some(F32)).expect("the sum");
-            let one = e.b.ins().f32const(1.0);
-            let inv_s = e.b.ins().fdiv(one, sum);
+            let grow = row_ptr(e, x.grad, r);
             let k = e.label(x.labels, r);
             let at = e.elem(grow, k, 4);
             let ek = e.load(F32, at, 0);
-            let pk = e.b.ins().fmul(ek, inv_s);
-            for (slot, v) in [(p_slot, pk), (inv_slot, inv_s)] {
-                let at = e.elem(slot, i, 4);
-                e.b.ins().store(flags(), v, at, 0);
-            }
+            let to = e.elem(e_slot, i, 4);
+            e.b.ins().store(flags(), ek, to, 0);
             vec![]
         });
-        let p = [self.load(F32X4, p_slot, 0), self.load(F32X4, p_slot, 16)];
+        let one = self.c(1.0);
+        let (mut inv_s, mut p) = (Vec::new(), Vec::new());
+        for h in 0..2 {
+            let sum = self.load(F32X4, sums, 16 * h);
+            let inv = self.b.ins().fdiv(one, sum);
+            let ek = self.load(F32X4, e_slot, 16 * h);
+            p.push(self.b.ins().fmul(ek, inv));
+            inv_s.push(inv);
+        }
         let y = self.c(spec.y_on() as f32);
         let ls = self.graphs(g.on.expect("label kernels have an on-target graph"), &[y, y], &p);
-        for (h, (l, s)) in ls.into_iter().enumerate() {
-            self.b.ins().store(flags(), l, l_slot, 16 * h as i32);
-            self.b.ins().store(flags(), s, s_slot, 16 * h as i32);
+        let inv_b = self.b.ins().splat(F32X4, x.inv_batch);
+        for (h, (l, sigma)) in ls.into_iter().enumerate() {
+            let o = 16 * h as i32;
+            self.b.ins().store(flags(), l, l_slot, o);
+            // Off the label s = 0, so sigma = s_label and grad = -p sigma / B = e (-sigma / (S B)).
+            let f = self.b.ins().fmul(inv_s[h], sigma);
+            let f = self.b.ins().fmul(f, inv_b);
+            let f = self.b.ins().fneg(f);
+            self.b.ins().store(flags(), f, f_slot, o);
+            // At the label: (s - p sigma) / B.
+            let ps = self.b.ins().fmul(p[h], sigma);
+            let d = self.b.ins().fsub(sigma, ps);
+            let gk = self.b.ins().fmul(d, inv_b);
+            self.b.ins().store(flags(), gk, gk_slot, o);
         }
+        self.call(self.helpers.scale_rows, &[g0, x.classes, n, f_slot], &[I64, I64, I64, I64], None);
         self.for_loop(zero, n, 1, &[], |e, i, _| {
             let r = e.b.ins().iadd(r0, i);
-            let [pk, inv_s, l, sigma] = [p_slot, inv_slot, l_slot, s_slot].map(|slot| {
+            let [l, gk] = [l_slot, gk_slot].map(|slot| {
                 let at = e.elem(slot, i, 4);
                 e.load(F32, at, 0)
             });
             let rl = e.elem(x.row_loss, r, 4);
             e.b.ins().store(flags(), l, rl, 0);
-            // Off the label s = 0, so sigma = s_label and grad = -p sigma / B = e (-sigma / (S B)).
             let grow = row_ptr(e, x.grad, r);
-            let f = e.b.ins().fmul(inv_s, sigma);
-            let f = e.b.ins().fmul(f, x.inv_batch);
-            let f = e.b.ins().fneg(f);
-            e.call(e.helpers.scale_in_place, &[grow, x.classes, f], &[I64, I64, F32], None);
-            let ps = e.b.ins().fmul(pk, sigma);
-            let d = e.b.ins().fsub(sigma, ps);
-            let gk = e.b.ins().fmul(d, x.inv_batch);
             let k = e.label(x.labels, r);
             let at = e.elem(grow, k, 4);
             e.b.ins().store(flags(), gk, at, 0);

@@ -198,11 +198,30 @@ helpers! {
         let (e, g) = unsafe { (std::slice::from_raw_parts(e, c as usize), std::slice::from_raw_parts_mut(g, c as usize)) };
         super::scale_body(e, k, g)
     }
-    /// `g[i] *= k`.
-    fn scale_in_place(g: *mut f32, c: u64, k: f32) {
-        // SAFETY: `c` floats of the row's gradient.
-        let g = unsafe { std::slice::from_raw_parts_mut(g, c as usize) };
-        super::scale_in_place_body(g, k)
+    /// [`softmax_exp_body`] for `n` consecutive rows of `c` logits, each writing its `e` into
+    /// the matching row of `g` (no padding) and its sum into `sums[r]`.
+    fn softmax_rows(z: *const f32, c: u64, n: u64, g: *mut f32, sums: *mut f32) {
+        let (c, n) = (c as usize, n as usize);
+        // SAFETY: `n` rows of `c` logits and of the gradient, and `n` sums.
+        let (z, g, sums) = unsafe {
+            (
+                std::slice::from_raw_parts(z, n * c),
+                std::slice::from_raw_parts_mut(g, n * c),
+                std::slice::from_raw_parts_mut(sums, n),
+            )
+        };
+        for ((z, g), s) in z.chunks_exact(c).zip(g.chunks_exact_mut(c)).zip(sums) {
+            *s = softmax_exp_body(z, g);
+        }
+    }
+    /// `g[r][i] *= k[r]` for `n` consecutive rows of `c`.
+    fn scale_rows(g: *mut f32, c: u64, n: u64, k: *const f32) {
+        let (c, n) = (c as usize, n as usize);
+        // SAFETY: `n` rows of the gradient and `n` factors.
+        let (g, k) = unsafe { (std::slice::from_raw_parts_mut(g, n * c), std::slice::from_raw_parts(k, n)) };
+        for (g, &k) in g.chunks_exact_mut(c).zip(k) {
+            super::scale_in_place_body(g, k)
+        }
     }
     /// `g[i] = (s[i] - p[i] sigma) inv_b`.
     fn grad(p: *const f32, s: *const f32, c: u64, sigma: f32, inv_b: f32, g: *mut f32) {
@@ -223,7 +242,8 @@ helpers! {
 pub struct Helpers {
     pub softmax_exp: usize,
     pub scale: usize,
-    pub scale_in_place: usize,
+    pub softmax_rows: usize,
+    pub scale_rows: usize,
     pub grad: usize,
     /// Whether these are the AVX2 + FMA builds.
     pub avx2: bool,
@@ -236,7 +256,8 @@ impl Helpers {
             return Helpers {
                 softmax_exp: avx2::softmax_exp as *const () as usize,
                 scale: avx2::scale as *const () as usize,
-                scale_in_place: avx2::scale_in_place as *const () as usize,
+                softmax_rows: avx2::softmax_rows as *const () as usize,
+                scale_rows: avx2::scale_rows as *const () as usize,
                 grad: avx2::grad as *const () as usize,
                 avx2: true,
             };
@@ -249,7 +270,8 @@ impl Helpers {
         Helpers {
             softmax_exp: base::softmax_exp as *const () as usize,
             scale: base::scale as *const () as usize,
-            scale_in_place: base::scale_in_place as *const () as usize,
+            softmax_rows: base::softmax_rows as *const () as usize,
+            scale_rows: base::scale_rows as *const () as usize,
             grad: base::grad as *const () as usize,
             avx2: false,
         }
