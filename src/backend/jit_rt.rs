@@ -66,16 +66,18 @@ mod avx2_exp {
     /// `mathlib::exp` of `N` vectors of arguments `<= 0` (or NaN), the `N` chains emitted step
     /// by step: one chain is ~60 cycles deep, and interleaved chains let the core overlap them.
     /// Differences from the general routine, none of which changes a result on this domain:
-    /// no upper clamp (the argument is at most 0), and no lower clamp of the argument before
-    /// the arithmetic, since lanes below it are set to 0 at the end whatever they computed.
+    /// no upper clamp (the argument is at most 0); no lower clamp of the argument before the
+    /// arithmetic, since lanes below it are set to 0 at the end whatever they computed; the
+    /// rounding and the power of two share one addition of a magic constant.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub fn exp_nonpos<const N: usize>(x: [__m256; N]) -> [__m256; N] {
+        // 1.5 * 2^23: adding it rounds to an integer (ties to even, as `round`) and leaves that
+        // integer in the low mantissa bits.
+        let magic = _mm256_set1_ps(12_582_912.0);
         let below = x.map(|x| _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(mathlib::EXP_LO)));
-        let n = x.map(|x| {
-            let t = _mm256_mul_ps(x, _mm256_set1_ps(mathlib::LOG2E));
-            _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t)
-        });
+        let tm = x.map(|x| _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(mathlib::LOG2E)), magic));
+        let n = tm.map(|tm| _mm256_sub_ps(tm, magic));
         let mut r: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(n[i], _mm256_set1_ps(-mathlib::LN2_HI), x[i]));
         r = std::array::from_fn(|i| _mm256_fmadd_ps(n[i], _mm256_set1_ps(-mathlib::LN2_LO), r[i]));
         let c = &mathlib::EXP_POLY_F32;
@@ -84,13 +86,11 @@ mod avx2_exp {
             p = std::array::from_fn(|i| _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(k)));
         }
         std::array::from_fn(|i| {
-            // pow2i(n - 1): n - 1 + 1.5 * 2^23 holds the integer in its low mantissa bits.
-            let nm1 = _mm256_sub_ps(n[i], _mm256_set1_ps(1.0));
-            let magic = _mm256_add_ps(nm1, _mm256_set1_ps(12_582_912.0));
-            let e = _mm256_sub_epi32(_mm256_castps_si256(magic), _mm256_set1_epi32(0x4B40_0000 - 127));
+            // 2^n from the bits of n + magic. The routine computes (2p) 2^(n-1), which is the
+            // same number: n >= -125 above the clamp, so neither product is subnormal.
+            let e = _mm256_sub_epi32(_mm256_castps_si256(tm[i]), _mm256_set1_epi32(0x4B40_0000 - 127));
             let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e));
-            let v = _mm256_mul_ps(_mm256_add_ps(p[i], p[i]), scale);
-            _mm256_andnot_ps(below[i], v)
+            _mm256_andnot_ps(below[i], _mm256_mul_ps(p[i], scale))
         })
     }
 
