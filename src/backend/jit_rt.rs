@@ -115,15 +115,13 @@ mod avx2_exp {
                 _mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(inside))
             }
         };
-        let mut lanes = [0f32; W];
         let mut store = |k: usize, v: __m256| {
             if k * W < full {
                 // SAFETY: k * W + W <= full <= e.len().
                 unsafe { _mm256_storeu_ps(e.as_mut_ptr().add(k * W), v) };
             } else {
-                // SAFETY: `lanes` holds W floats.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
-                e[full..c].copy_from_slice(&lanes[..c - full]);
+                // SAFETY: lanes past c are masked off and not written (c <= e.len()).
+                unsafe { _mm256_maskstore_ps(e.as_mut_ptr().add(k * W), inside, v) };
             }
         };
         let chunks = c.div_ceil(W);
