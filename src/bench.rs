@@ -82,19 +82,24 @@ pub struct Measurement {
     pub interp: Duration,
 }
 
-/// Times the JIT kernel and the interpreter on one batch.
-pub fn measure(f: &Fused, batch: &BenchBatch, kind: BenchTargets, threads: usize) -> Result<Measurement, String> {
+/// The JIT kernel's median time on one batch (what [`measure`] times, without the interpreter).
+pub fn kernel_time(f: &Fused, batch: &BenchBatch, kind: BenchTargets, threads: usize) -> Result<Duration, String> {
     let t = batch.targets(kind);
     let k = jit::compile(f, Spec::of(&t, batch.classes)).map_err(|e| e.to_string())?;
     let mut grad = vec![0f32; batch.logits.len()];
     let mut row_loss = vec![0f32; batch.rows];
-    let kernel = median_time(
+    Ok(median_time(
         || {
             k.run(&batch.logits, &t, &mut grad, &mut row_loss, threads).unwrap();
         },
         5,
         Duration::from_millis(300),
-    );
+    ))
+}
+
+/// Times the JIT kernel and the interpreter on one batch.
+pub fn measure(f: &Fused, batch: &BenchBatch, kind: BenchTargets, threads: usize) -> Result<Measurement, String> {
+    let kernel = kernel_time(f, batch, kind, threads)?;
     // The interpreter is ~100x slower: time a slice of about 200k elements and scale.
     let rows = batch.rows.min((200_000 / batch.classes).max(1));
     let logits: Vec<f64> = batch.logits[..rows * batch.classes].iter().map(|&v| v as f64).collect();

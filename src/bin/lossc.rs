@@ -220,6 +220,10 @@ enum Cmd {
         /// (which creates its own venv with jax[cpu] on first use).
         #[arg(long)]
         jax: bool,
+        /// With --jax: after the table, this many more rounds alternating JAX and lossc, and
+        /// the median and range of the per-round ratios (a machine's speed drifts).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
 }
 
@@ -341,7 +345,9 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
-        Cmd::Bench { files, shapes, targets, threads, jax } => bench(&files, &shapes, &targets, threads, jax),
+        Cmd::Bench { files, shapes, targets, threads, jax, rounds } => {
+            bench(&files, &shapes, &targets, threads, jax, rounds)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -520,7 +526,14 @@ fn shape(s: &str) -> Result<(usize, usize), Failure> {
     if b == 0 || c < 2 { Err(bad()) } else { Ok((b, c)) }
 }
 
-fn bench(files: &[PathBuf], shapes: &[String], targets: &[String], threads: usize, jax: bool) -> Result<(), Failure> {
+fn bench(
+    files: &[PathBuf],
+    shapes: &[String],
+    targets: &[String],
+    threads: usize,
+    jax: bool,
+    rounds: usize,
+) -> Result<(), Failure> {
     if files.is_empty() {
         return Err(bad_input("error: no .loss files given"));
     }
@@ -586,6 +599,67 @@ fn bench(files: &[PathBuf], shapes: &[String], targets: &[String], threads: usiz
                 );
             }
         }
+    }
+    if jax && rounds > 1 {
+        bench_rounds(&losses, &shapes, &kinds, threads, rounds, jax_times)?;
+    }
+    Ok(())
+}
+
+/// More rounds of JAX then lossc on every configuration; prints each configuration's median
+/// times and the median and range of its per-round ratios (`first` is round 1's JAX).
+fn bench_rounds(
+    losses: &[(String, String, fuse::Fused)],
+    shapes: &[(usize, usize)],
+    kinds: &[BenchTargets],
+    threads: usize,
+    rounds: usize,
+    first: JaxTimes,
+) -> Result<(), Failure> {
+    let fail = |message: String| Failure { code: 1, message };
+    // (loss, shape, kind) -> [(jit ms, jax ms)] per round
+    let mut runs: std::collections::BTreeMap<(usize, usize, usize), Vec<(f64, f64)>> = Default::default();
+    let bar = indicatif::ProgressBar::new(rounds as u64).with_message("rounds (JAX, then lossc)");
+    for round in 0..rounds {
+        let jax_times = if round == 0 { first.clone() } else { jax_baseline(losses, shapes, kinds)? };
+        for (si, &(b, c)) in shapes.iter().enumerate() {
+            let batch = BenchBatch::new(b, c, 1);
+            for (ki, &kind) in kinds.iter().enumerate() {
+                for (li, (name, _, fused)) in losses.iter().enumerate() {
+                    let t = lbench::kernel_time(fused, &batch, kind, threads).map_err(fail)?;
+                    let key = (name.clone(), b, c, kind.name().to_string());
+                    let jax_ms = jax_times.get(&key).copied().unwrap_or(f64::NAN);
+                    runs.entry((si, ki, li)).or_default().push((t.as_secs_f64() * 1e3, jax_ms));
+                }
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!();
+    println!("{rounds} rounds, JAX and lossc alternating (medians; ratio: median and range of the rounds' ratios):");
+    println!(
+        "{:6} {:>11} {:7} {:>10} {:>10} {:>9} {:>17}",
+        "loss", "shape", "targets", "jit ms", "jax ms", "vs jax", "range"
+    );
+    for ((si, ki, li), v) in runs {
+        let ratios: Vec<f64> = v.iter().map(|(jit, jax)| jax / jit).collect();
+        let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));
+        let (b, c) = shapes[si];
+        println!(
+            "{:6} {:>11} {:7} {:10.3} {:10.3} {:8.1}x {:>17}",
+            losses[li].0,
+            format!("{b}x{c}"),
+            kinds[ki].name(),
+            median(v.iter().map(|r| r.0).collect()),
+            median(v.iter().map(|r| r.1).collect()),
+            median(ratios),
+            format!("{lo:.1}x-{hi:.1}x"),
+        );
     }
     Ok(())
 }
