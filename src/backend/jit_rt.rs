@@ -171,6 +171,10 @@ macro_rules! helpers {
                 #[target_feature(enable = "avx2,fma")]
                 pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
             )*
+            /// This build's addresses.
+            pub fn table() -> super::Helpers {
+                super::Helpers { $($name: $name as *const () as usize,)* avx2: true }
+            }
         }
         /// The helpers for the baseline target.
         mod base {
@@ -179,6 +183,10 @@ macro_rules! helpers {
                 $(#[$m])*
                 pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
             )*
+            /// This build's addresses.
+            pub fn table() -> super::Helpers {
+                super::Helpers { $($name: $name as *const () as usize,)* avx2: false }
+            }
         }
     };
 }
@@ -235,7 +243,8 @@ helpers! {
     }
 }
 
-/// The helpers' addresses for this processor.
+/// The helpers' addresses for this processor (one field per helper: the `helpers!` macro
+/// fills them by name).
 #[derive(Clone, Copy, Debug)]
 pub struct Helpers {
     pub softmax_exp: usize,
@@ -248,32 +257,24 @@ pub struct Helpers {
 }
 
 impl Helpers {
+    /// The AVX2 + FMA builds when the processor has both, else the baseline.
     pub fn for_host() -> Helpers {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return Helpers {
-                softmax_exp: avx2::softmax_exp as *const () as usize,
-                scale: avx2::scale as *const () as usize,
-                softmax_rows: avx2::softmax_rows as *const () as usize,
-                scale_rows: avx2::scale_rows as *const () as usize,
-                grad: avx2::grad as *const () as usize,
-                avx2: true,
-            };
+        if has_avx2_fma() {
+            return avx2::table();
         }
         Helpers::baseline()
     }
 
     /// The baseline builds, for any processor.
     pub fn baseline() -> Helpers {
-        Helpers {
-            softmax_exp: base::softmax_exp as *const () as usize,
-            scale: base::scale as *const () as usize,
-            softmax_rows: base::softmax_rows as *const () as usize,
-            scale_rows: base::scale_rows as *const () as usize,
-            grad: base::grad as *const () as usize,
-            avx2: false,
-        }
+        base::table()
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 #[cfg(test)]
@@ -285,7 +286,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_exp_is_the_math_librarys_exp() {
-        if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")) {
+        if !has_avx2_fma() {
             println!("SKIPPED: this processor has no AVX2 + FMA");
             return;
         }
@@ -319,7 +320,7 @@ mod tests {
     fn softmax_exp_matches_its_definition() {
         let mut builds = vec![base::softmax_exp as unsafe extern "C" fn(*const f32, u64, *mut f32, u64) -> f32];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if has_avx2_fma() {
             builds.push(avx2::softmax_exp);
         }
         let mut seed = 7u32;
