@@ -21,9 +21,9 @@
 
 use super::jit_rt::Helpers;
 use super::mathlib::Vm;
-use super::vm::eval_graph;
+use super::vm::{self, Ops, eval_graph};
 use crate::contract::{ContractError, Targets, batch_size};
-use crate::ir::{Graph, Id, Input, Node, print};
+use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp, print};
 use crate::passes::fuse::Fused;
 use crate::passes::simplify::simplify;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -266,7 +266,8 @@ fn build(
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let call_conv = module.isa().default_call_conv();
-        let mut e = Emitter { b, consts: HashMap::new(), pair: tier == Tier::Full, helpers, call_conv };
+        let full = tier == Tier::Full;
+        let mut e = Emitter { b, consts: HashMap::new(), pair: full, inline_math: full, helpers, call_conv };
         let graphs = Graphs { general, off: off.as_ref(), on: on.as_ref(), sparse };
         e.kernel(&spec, &graphs);
         e.b.seal_all_blocks();
@@ -306,6 +307,9 @@ struct Emitter<'a> {
     /// per-lane arithmetic and the order of the sums are the same, so the tiers stay
     /// bit-identical.
     pair: bool,
+    /// Whether math routines are expanded inline (tier 2) or called (tier 1: a third to a
+    /// fifth of the code to compile; the same operations, so the same bits).
+    inline_math: bool,
     /// The row helpers' addresses, and the convention to call them with.
     helpers: Helpers,
     call_conv: CallConv,
@@ -906,6 +910,78 @@ impl Emitter<'_> {
             v = self.b.ins().insertlane(v, k, lane);
         }
         v
+    }
+}
+
+impl Ops for Emitter<'_> {
+    fn unary_op(&mut self, op: UnOp, x: Value, eps: f32) -> Value {
+        if self.inline_math || !vm::is_routine(op) {
+            return vm::unary(self, op, x, eps);
+        }
+        self.routine_call(Routine::Unary(op, eps), &[x], &[])[0]
+    }
+    fn binary_op(&mut self, op: BinOp, a: Value, b: Value) -> Value {
+        if self.inline_math || op != BinOp::Pow {
+            return vm::binary(self, op, a, b);
+        }
+        self.routine_call(Routine::Pow, &[a], &[b])[0]
+    }
+}
+
+impl Ops for Pair<'_, '_> {
+    fn unary_op(&mut self, op: UnOp, x: (Value, Value), eps: f32) -> (Value, Value) {
+        if self.0.inline_math || !vm::is_routine(op) {
+            return vm::unary(self, op, x, eps);
+        }
+        let v = self.0.routine_call(Routine::Unary(op, eps), &[x.0, x.1], &[]);
+        (v[0], v[1])
+    }
+    fn binary_op(&mut self, op: BinOp, a: (Value, Value), b: (Value, Value)) -> (Value, Value) {
+        if self.0.inline_math || op != BinOp::Pow {
+            return vm::binary(self, op, a, b);
+        }
+        let v = self.0.routine_call(Routine::Pow, &[a.0, a.1], &[b.0, b.1]);
+        (v[0], v[1])
+    }
+}
+
+/// A math routine the quick tier calls out of line.
+#[derive(Clone, Copy)]
+enum Routine {
+    Unary(UnOp, f32),
+    Pow,
+}
+
+impl Emitter<'_> {
+    /// Calls a routine on the lanes of `xs` (and `pow`'s exponents `bs`) through stack slots:
+    /// the vectors are stored, the helper works on them in place, and they are loaded back.
+    fn routine_call(&mut self, r: Routine, xs: &[Value], bs: &[Value]) -> Vec<Value> {
+        let bytes = 16 * xs.len() as u32;
+        let slot =
+            |e: &mut Self| e.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 4));
+        let xslot = slot(self);
+        for (i, &x) in xs.iter().enumerate() {
+            self.b.ins().stack_store(I64, x, xslot, 16 * i as i32);
+        }
+        let xa = self.b.ins().stack_addr(I64, xslot, 0);
+        let n = self.b.ins().iconst(I64, 4 * xs.len() as i64);
+        match r {
+            Routine::Unary(op, eps) => {
+                let code = UnOp::ALL.iter().position(|&o| o == op).expect("op in the table");
+                let code = self.b.ins().iconst(I32, code as i64);
+                let eps = self.b.ins().f32const(eps);
+                self.call(self.helpers.unary_lanes, &[code, eps, xa, n], &[I32, F32, I64, I64], None);
+            }
+            Routine::Pow => {
+                let bslot = slot(self);
+                for (i, &b) in bs.iter().enumerate() {
+                    self.b.ins().stack_store(I64, b, bslot, 16 * i as i32);
+                }
+                let ba = self.b.ins().stack_addr(I64, bslot, 0);
+                self.call(self.helpers.pow_lanes, &[xa, ba, n], &[I64, I64, I64], None);
+            }
+        }
+        (0..xs.len()).map(|i| self.b.ins().stack_load(I64, F32X4, xslot, 16 * i as i32)).collect()
     }
 }
 

@@ -11,6 +11,8 @@
 //! without FMA computes its fused multiply-adds in software: correct, and slow.)
 
 use super::mathlib::{self, Scalar};
+use super::vm;
+use crate::ir::{BinOp, UnOp};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -37,6 +39,22 @@ fn softmax_exp_body(z: &[f32], e: &mut [f32]) -> f32 {
 fn softmax_rows_body(z: &[f32], c: usize, g: &mut [f32], sums: &mut [f32]) {
     for ((z, g), s) in z.chunks_exact(c).zip(g.chunks_exact_mut(c)).zip(sums) {
         *s = softmax_exp_body(z, g);
+    }
+}
+
+/// One math routine on each lane, through the [`Scalar`] machine: the same operations as
+/// the inline expansion, so the same bits.
+#[inline(always)]
+fn unary_lanes_body(op: UnOp, eps: f32, x: &mut [f32]) {
+    for x in x {
+        *x = vm::unary(&mut Scalar, op, *x, eps);
+    }
+}
+
+#[inline(always)]
+fn pow_lanes_body(a: &mut [f32], b: &[f32]) {
+    for (a, &b) in a.iter_mut().zip(b) {
+        *a = vm::binary(&mut Scalar, BinOp::Pow, *a, b);
     }
 }
 
@@ -304,6 +322,19 @@ helpers! {
             super::scale_in_place_body(g, k)
         }
     }
+    /// `x[i] = op(x[i])` for `n` lanes, `op` being `UnOp::ALL[op]`: the quick tier calls the
+    /// math library's routines here instead of expanding them inline (see `vm::is_routine`).
+    fn unary_lanes(op: u32, eps: f32, x: *mut f32, n: u64) {
+        // SAFETY: the kernel passes a stack slot of `n` floats.
+        let x = unsafe { std::slice::from_raw_parts_mut(x, n as usize) };
+        super::unary_lanes_body(crate::ir::UnOp::ALL[op as usize], eps, x)
+    }
+    /// `a[i] = pow(a[i], b[i])` for `n` lanes (the quick tier's out-of-line `pow`).
+    fn pow_lanes(a: *mut f32, b: *const f32, n: u64) {
+        // SAFETY: the kernel passes two stack slots of `n` floats.
+        let (a, b) = unsafe { (std::slice::from_raw_parts_mut(a, n as usize), std::slice::from_raw_parts(b, n as usize)) };
+        super::pow_lanes_body(a, b)
+    }
     /// `g[i] = (s[i] - p[i] sigma) inv_b`.
     fn grad(p: *const f32, s: *const f32, c: u64, sigma: f32, inv_b: f32, g: *mut f32) {
         // SAFETY: `c` floats of each scratch row and of the row's gradient.
@@ -327,6 +358,8 @@ pub struct Helpers {
     pub softmax_rows: usize,
     pub scale_rows: usize,
     pub grad: usize,
+    pub unary_lanes: usize,
+    pub pow_lanes: usize,
     /// Whether these are the AVX2 + FMA builds.
     pub avx2: bool,
 }

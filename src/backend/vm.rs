@@ -96,8 +96,27 @@ pub fn binary<M: Vm>(m: &mut M, op: BinOp, a: M::V, b: M::V) -> M::V {
     }
 }
 
+/// Whether `op` runs one of the math library's routines (tens of instructions), as opposed
+/// to a few arithmetic operations. The JIT's quick tier calls routines out of line: inlined,
+/// they are most of the code Cranelift compiles.
+pub fn is_routine(op: UnOp) -> bool {
+    use UnOp::*;
+    !matches!(op, Neg | Abs | Inv1pAbs | Recip | Relu | Min0 | Square | Sqrt | Softsign)
+}
+
+/// A machine that may compute some ops itself rather than have them expanded here (the JIT's
+/// quick tier calls routines out of line). The defaults expand every op.
+pub trait Ops: Vm + Sized {
+    fn unary_op(&mut self, op: UnOp, x: Self::V, eps: f32) -> Self::V {
+        unary(self, op, x, eps)
+    }
+    fn binary_op(&mut self, op: BinOp, a: Self::V, b: Self::V) -> Self::V {
+        binary(self, op, a, b)
+    }
+}
+
 /// Every node's value, for inputs `y` and `p`, in f32 lanes.
-pub fn eval_graph<M: Vm>(m: &mut M, g: &Graph, y: M::V, p: M::V) -> Vec<M::V> {
+pub fn eval_graph<M: Ops>(m: &mut M, g: &Graph, y: M::V, p: M::V) -> Vec<M::V> {
     let eps = g.eps as f32;
     let mut vals: Vec<M::V> = Vec::with_capacity(g.len());
     for (_, n) in g.iter() {
@@ -105,8 +124,8 @@ pub fn eval_graph<M: Vm>(m: &mut M, g: &Graph, y: M::V, p: M::V) -> Vec<M::V> {
             Node::Input(Input::Y) => y,
             Node::Input(Input::P) => p,
             Node::Const(bits) => m.c(f64::from_bits(bits) as f32),
-            Node::Unary(op, a) => unary(m, op, vals[a.index()], eps),
-            Node::Binary(op, a, b) => binary(m, op, vals[a.index()], vals[b.index()]),
+            Node::Unary(op, a) => m.unary_op(op, vals[a.index()], eps),
+            Node::Binary(op, a, b) => m.binary_op(op, vals[a.index()], vals[b.index()]),
         };
         vals.push(v);
     }
