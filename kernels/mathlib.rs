@@ -55,6 +55,7 @@ const PIO2_3: f32 = 7.549_79e-8;
 const FRAC_2_SQRT_PI: f32 = std::f32::consts::FRAC_2_SQRT_PI;
 
 /// `sum_i c[i] x^i` by Horner's rule (c in ascending order).
+#[inline(always)]
 pub fn poly<M: Vm>(m: &mut M, x: M::V, c: &[f32]) -> M::V {
     let mut acc = m.c(c[c.len() - 1]);
     for &k in c[..c.len() - 1].iter().rev() {
@@ -65,6 +66,7 @@ pub fn poly<M: Vm>(m: &mut M, x: M::V, c: &[f32]) -> M::V {
 }
 
 /// `sum_k c[k] T_k(t)` by Clenshaw's recurrence.
+#[inline(always)]
 pub fn chebyshev<M: Vm>(m: &mut M, t: M::V, c: &[f64]) -> M::V {
     let two_t = m.add(t, t);
     let (mut b1, mut b2) = (m.c(0.0), m.c(0.0));
@@ -98,6 +100,7 @@ pub const EXP_LO: f32 = -86.9;
 pub const EXP_HI: f32 = 89.0;
 
 /// `e^x`. Results below ~1.5e-38 (x < -86.9) flush to 0; above f32's range they are inf.
+#[inline(always)]
 pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
     // Clamp with compare+select so NaN passes through (a NaN compares false).
     let (lo, hi) = (m.c(EXP_LO), m.c(EXP_HI));
@@ -123,8 +126,9 @@ pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `e^x - 1`, accurate near 0.
+#[inline(always)]
 pub fn expm1<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    let c: Vec<f32> = (0..9).map(|k| 1.0 / (1..=k + 1).map(|i| i as f32).product::<f32>()).collect();
+    let c: [f32; 9] = std::array::from_fn(|k| 1.0 / (1..=k + 1).map(|i| i as f32).product::<f32>());
     let q = poly(m, x, &c); // 1 + x/2 + x^2/6 + ... (x^9/10! < 3e-10 at |x| = 0.5)
     let small = m.mul(x, q);
     let e = exp(m, x);
@@ -137,6 +141,7 @@ pub fn expm1<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// Natural log, unguarded: NaN below 0, -inf at 0.
+#[inline(always)]
 pub fn ln<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let (mant, e) = m.frexp(x);
     // Move the mantissa into [sqrt(1/2), sqrt(2)).
@@ -176,6 +181,7 @@ pub fn ln<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `ln(1 + u)`, accurate for tiny `u` (Kahan's trick: the rounding of `1 + u` cancels).
+#[inline(always)]
 pub fn log1p<M: Vm>(m: &mut M, u: M::V) -> M::V {
     let one = m.c(1.0);
     let w = m.add(one, u);
@@ -191,6 +197,7 @@ pub fn log1p<M: Vm>(m: &mut M, u: M::V) -> M::V {
 }
 
 /// `1 / (1 + e^-x)`.
+#[inline(always)]
 pub fn sigmoid<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let nx = m.neg(x);
     let e = exp(m, nx);
@@ -200,6 +207,7 @@ pub fn sigmoid<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `sigmoid(x) (1 - sigmoid(x)) = e / (1 + e)^2` with `e = e^-|x|`.
+#[inline(always)]
 pub fn dsigmoid<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
     let na = m.neg(a);
@@ -211,6 +219,7 @@ pub fn dsigmoid<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `ln(1 + e^x + eps)` as `max(x,0) + log1p(e^-|x| + eps e^-max(x,0))`.
+#[inline(always)]
 pub fn softplus_eps<M: Vm>(m: &mut M, x: M::V, eps: f32) -> M::V {
     let zero = m.c(0.0);
     let mx = m.max(x, zero);
@@ -227,6 +236,7 @@ pub fn softplus_eps<M: Vm>(m: &mut M, x: M::V, eps: f32) -> M::V {
 }
 
 /// `tanh(x) = expm1(2x) / (expm1(2x) + 2)`, odd.
+#[inline(always)]
 pub fn tanh<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
     let ten = m.c(10.0);
@@ -240,6 +250,7 @@ pub fn tanh<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `1 - tanh(x)^2 = 4e / (1 + e)^2` with `e = e^-2|x|`: no cancellation, no overflow.
+#[inline(always)]
 pub fn dtanh<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
     let m2 = m.c(-2.0);
@@ -254,6 +265,7 @@ pub fn dtanh<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `e^|x| / 2` without overflowing before the result does.
+#[inline(always)]
 fn half_exp_abs<M: Vm>(m: &mut M, a: M::V) -> M::V {
     let half = m.c(0.5);
     let ah = m.mul(a, half);
@@ -263,6 +275,7 @@ fn half_exp_abs<M: Vm>(m: &mut M, a: M::V) -> M::V {
 }
 
 /// `sinh(x)`, odd.
+#[inline(always)]
 pub fn sinh<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
     let em = expm1(m, a);
@@ -282,6 +295,7 @@ pub fn sinh<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `cosh(x)`.
+#[inline(always)]
 pub fn cosh<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
     let h = half_exp_abs(m, a);
@@ -291,6 +305,7 @@ pub fn cosh<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `asinh(x) = log1p(a + a^2 / (1 + sqrt(1 + a^2)))`, odd; `ln(a) + ln 2` for huge `a`.
+#[inline(always)]
 pub fn asinh<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
     let one = m.c(1.0);
@@ -311,6 +326,7 @@ pub fn asinh<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `atan(x)`: reduce to |t| <= tan(pi/8), then Taylor in t (10 terms), odd.
+#[inline(always)]
 pub fn atan<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
     let one = m.c(1.0);
@@ -328,7 +344,7 @@ pub fn atan<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let y0 = m.select(mid, pio4, zero);
     let y0 = m.select(big, pio2, y0);
     let z = m.mul(t, t);
-    let c: Vec<f32> = (0..10).map(|k| if k % 2 == 0 { 1.0 } else { -1.0 } / (2 * k + 1) as f32).collect();
+    let c: [f32; 10] = std::array::from_fn(|k| if k % 2 == 0 { 1.0 } else { -1.0 } / (2 * k + 1) as f32);
     let q = poly(m, z, &c);
     let r = m.mul(t, q);
     let v = m.add(y0, r);
@@ -336,6 +352,7 @@ pub fn atan<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `(sin r, cos r)` on |r| <= pi/4 by Taylor series.
+#[inline(always)]
 fn sincos_reduced<M: Vm>(m: &mut M, r: M::V) -> (M::V, M::V) {
     let z = m.mul(r, r);
     let ps = poly(m, z, &[1.0, -1.0 / 6.0, 1.0 / 120.0, -1.0 / 5040.0, 1.0 / 362_880.0, -1.0 / 39_916_800.0]);
@@ -346,6 +363,7 @@ fn sincos_reduced<M: Vm>(m: &mut M, r: M::V) -> (M::V, M::V) {
 
 /// `sin(x)` (`cos = false`) or `cos(x)`: quadrant reduction by a three-part pi/2, accurate to
 /// about |x| <= 8192.
+#[inline(always)]
 pub fn sin_or_cos<M: Vm>(m: &mut M, x: M::V, cos: bool) -> M::V {
     let two_over_pi = m.c(std::f32::consts::FRAC_2_PI);
     let t = m.mul(x, two_over_pi);
@@ -384,6 +402,7 @@ pub fn sin_or_cos<M: Vm>(m: &mut M, x: M::V, cos: bool) -> M::V {
 }
 
 /// `e^(-x^2)` for x >= 0 without the rounding error of `x^2`: x = h + l with h on a 1/64 grid.
+#[inline(always)]
 fn exp_minus_square<M: Vm>(m: &mut M, a: M::V) -> M::V {
     let cap = m.c(11.0);
     let a = m.min(a, cap);
@@ -404,15 +423,16 @@ fn exp_minus_square<M: Vm>(m: &mut M, a: M::V) -> M::V {
 }
 
 /// `erf(x)` for |x| < 1 by its Taylor series (12 terms).
+#[inline(always)]
 fn erf_small<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    let mut c = Vec::new();
+    let mut c = [0f32; 12]; // an array, not a Vec: the JIT's column pass runs this per vector
     let mut fact = 1.0f64;
-    for n in 0..12 {
+    for (n, c) in c.iter_mut().enumerate() {
         if n > 0 {
             fact *= n as f64;
         }
         let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
-        c.push((sign * FRAC_2_SQRT_PI as f64 / (fact * (2 * n + 1) as f64)) as f32);
+        *c = (sign * FRAC_2_SQRT_PI as f64 / (fact * (2 * n + 1) as f64)) as f32;
     }
     let z = m.mul(x, x);
     let q = poly(m, z, &c);
@@ -420,6 +440,7 @@ fn erf_small<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `erfc(|x|)` for |x| >= 1 from the shared erfcx series.
+#[inline(always)]
 fn erfc_large<M: Vm>(m: &mut M, a: M::V) -> M::V {
     // [1, 4]: erfcx(a) at t = (2a - 5)/3
     let (two, five, third) = (m.c(2.0), m.c(5.0), m.c(1.0 / 3.0));
@@ -441,6 +462,7 @@ fn erfc_large<M: Vm>(m: &mut M, a: M::V) -> M::V {
 }
 
 /// `erf(x)`, odd.
+#[inline(always)]
 pub fn erf<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
     let small = erf_small(m, a);
@@ -453,6 +475,7 @@ pub fn erf<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `erfc(x)`.
+#[inline(always)]
 pub fn erfc<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
     let one = m.c(1.0);
@@ -470,6 +493,7 @@ pub fn erfc<M: Vm>(m: &mut M, x: M::V) -> M::V {
 
 /// The scaled Bessel pieces shared by the six Bessel routines, for a = |x|:
 /// `(e^-a I0(a), e^-a I1(a) / a, e^-a I1(a))`.
+#[inline(always)]
 fn bessel_scaled<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V, M::V) {
     let (quarter, one, two) = (m.c(0.25), m.c(1.0), m.c(2.0));
     let t = m.mul(a, quarter);
@@ -516,6 +540,7 @@ pub enum Bessel {
 }
 
 /// The Bessel family from one evaluation of the shared series.
+#[inline(always)]
 pub fn bessel<M: Vm>(m: &mut M, x: M::V, which: Bessel) -> M::V {
     let a = m.abs(x);
     let (i0e, i1ex, i1e) = bessel_scaled(m, a);
@@ -546,6 +571,7 @@ pub fn bessel<M: Vm>(m: &mut M, x: M::V, which: Bessel) -> M::V {
 
 /// `d/dx e^-|x| I0(x)` (`i1 = false`, odd, 0 at 0) or `d/dx e^-|x| I1(x)` (`i1 = true`, even),
 /// from their own series: the textbook forms `i1e - i0e` cancel for large |x|.
+#[inline(always)]
 pub fn bessel_derivative<M: Vm>(m: &mut M, x: M::V, i1: bool) -> M::V {
     let (small_c, large_c) =
         if i1 { (coeffs::I1E_D_SMALL, coeffs::I1E_D_LARGE) } else { (coeffs::I0E_D_SMALL, coeffs::I0E_D_LARGE) };
@@ -585,6 +611,7 @@ pub fn bessel_derivative<M: Vm>(m: &mut M, x: M::V, i1: bool) -> M::V {
 }
 
 /// IEEE-style `a^b` = `e^(b ln|a|)` with the sign rules for negative `a` and integral `b`.
+#[inline(always)]
 pub fn pow<M: Vm>(m: &mut M, a: M::V, b: M::V) -> M::V {
     let aa = m.abs(a);
     let l = ln(m, aa);
@@ -612,6 +639,7 @@ pub fn pow<M: Vm>(m: &mut M, a: M::V, b: M::V) -> M::V {
 }
 
 /// `-1`, `0` or `1`; NaN stays NaN.
+#[inline(always)]
 pub fn sign<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let (zero, one, mone) = (m.c(0.0), m.c(1.0), m.c(-1.0));
     let pos = m.lt(zero, x);
@@ -622,6 +650,7 @@ pub fn sign<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// Heaviside step with `step(0) = 0.5`; NaN stays NaN.
+#[inline(always)]
 pub fn step<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let (zero, one, half) = (m.c(0.0), m.c(1.0), m.c(0.5));
     let pos = m.lt(zero, x);

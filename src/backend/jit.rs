@@ -19,6 +19,7 @@
 //! off-target graph plus the general graph for their two labels; dense targets use the general
 //! graph. Compiled kernels are cached per process.
 
+use super::jit_pass::Program;
 use super::jit_rt::Helpers;
 use super::mathlib::Vm;
 use super::vm::{self, Ops, eval_graph};
@@ -121,6 +122,10 @@ pub struct JitKernel {
     func: unsafe extern "C" fn(*const Args),
     /// Owns the code `func` points into.
     _module: JITModule,
+    /// The general passes' programs, whose addresses the code holds (boxed, so that they do
+    /// not move when the vector grows).
+    #[allow(clippy::vec_box)]
+    _programs: Vec<Box<Program>>,
     pub spec: Spec,
     /// Whether the off-target pass was compiled away (L and s are 0 off target).
     pub sparse: bool,
@@ -263,15 +268,17 @@ fn build(
         module.declare_function("loss_kernel", Linkage::Local, &sig).map_err(|e| JitError::Codegen(e.to_string()))?;
     ctx.func.name = UserFuncName::user(0, id.as_u32());
     let mut fctx = FunctionBuilderContext::new();
+    let mut programs = Vec::new();
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let call_conv = module.isa().default_call_conv();
         let full = tier == Tier::Full;
-        let mut e = Emitter { b, consts: HashMap::new(), pair: full, inline_math: full, helpers, call_conv };
+        let mut e = Emitter { b, consts: HashMap::new(), pair: full, inline_math: full, helpers, call_conv, programs };
         let graphs = Graphs { general, off: off.as_ref(), on: on.as_ref(), sparse };
         e.kernel(&spec, &graphs);
         e.b.seal_all_blocks();
         e.b.finalize(module.target_config());
+        programs = e.programs;
     }
     if let Some(out) = clif_out {
         *out = ctx.func.display().to_string();
@@ -283,7 +290,7 @@ fn build(
     // SAFETY: `ptr` is the finalized code of a function with signature `fn(i64)` under the
     // host's default calling convention, which is `extern "C" fn(*const Args)`.
     let func = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*const Args)>(ptr) };
-    Ok(JitKernel { func, _module: module, spec, sparse, tier, upgrade: OnceLock::new() })
+    Ok(JitKernel { func, _module: module, _programs: programs, spec, sparse, tier, upgrade: OnceLock::new() })
 }
 
 /// The graphs a kernel evaluates.
@@ -310,6 +317,10 @@ struct Emitter<'a> {
     /// Whether math routines are expanded inline (tier 2) or called (tier 1: a third to a
     /// fifth of the code to compile; the same operations, so the same bits).
     inline_math: bool,
+    /// The programs of the general pass the code calls, kept alive by the kernel (boxed: the
+    /// code holds their addresses).
+    #[allow(clippy::vec_box)]
+    programs: Vec<Box<Program>>,
     /// The row helpers' addresses, and the convention to call them with.
     helpers: Helpers,
     call_conv: CallConv,
@@ -659,9 +670,25 @@ impl Emitter<'_> {
             }
         };
 
-        // 3. the off-target (or dense) pass over all classes: p into p_buf, s into s_buf
+        // 3. the off-target (or dense) pass over all classes: p into p_buf, s into s_buf.
+        // From COLUMN_PASS_MIN_CLASSES classes on, in the columnar program (`jit_pass`, which the
+        // kernel owns); below, inline, where a row is too short to pay for the program's
+        // per-node dispatch.
         let (mut row_l, mut sigma) = (self.b.ins().f32const(0.0), self.b.ins().f32const(0.0));
-        if !g.sparse {
+        if !g.sparse && spec.classes >= COLUMN_PASS_MIN_CLASSES {
+            let program = Box::new(Program::new(g.off.unwrap_or(g.general)));
+            let prog = self.b.ins().iconst(I64, &*program as *const Program as i64);
+            self.programs.push(program);
+            let y = if spec.kind == TargetKind::Dense { self.elem(x.dense, row_start, 4) } else { zero };
+            let none = self.i64c(-1);
+            let (ka_, kb_) = (ka.unwrap_or(none), kb.unwrap_or(none));
+            let out = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 8, 2));
+            let out_at = self.b.ins().stack_addr(I64, out, 0);
+            let args = [prog, x.p_buf, y, x.classes, inv_s, ka_, kb_, x.s_buf, out_at];
+            self.call(self.helpers.graph_pass, &args, &[I64, I64, I64, I64, F32, I64, I64, I64, I64], None);
+            row_l = self.b.ins().stack_load(I64, F32, out, 0);
+            sigma = self.b.ins().stack_load(I64, F32, out, 4);
+        } else if !g.sparse {
             let iota = self.iota();
             let c_splat = |e: &mut Self, c: Value| {
                 let c32 = e.b.ins().ireduce(I32, c);
@@ -1033,6 +1060,10 @@ struct RowCtx {
     padded: Value,
     inv_batch: Value,
 }
+
+/// The fewest classes for which the general pass runs as a columnar program (`jit_pass`):
+/// measured, the program was slower at 10 classes and faster at 100.
+const COLUMN_PASS_MIN_CLASSES: usize = 32;
 
 /// Rows per group of a sparse label kernel (`label_rows`): two vectors of `p_label`.
 const LABEL_ROWS: usize = 8;

@@ -261,6 +261,7 @@ macro_rules! helpers {
         #[cfg(target_arch = "x86_64")]
         mod avx2 {
             use super::avx2_exp::{softmax_exp_body, softmax_rows_body};
+            use crate::backend::jit_pass::{Program, avx2::graph_pass_body};
             $(
                 $(#[$m])*
                 #[target_feature(enable = "avx2,fma")]
@@ -274,6 +275,7 @@ macro_rules! helpers {
         /// The helpers for the baseline target.
         mod base {
             use super::{softmax_exp_body, softmax_rows_body};
+            use crate::backend::jit_pass::{Program, graph_pass_body};
             $(
                 $(#[$m])*
                 pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
@@ -335,6 +337,23 @@ helpers! {
         let (a, b) = unsafe { (std::slice::from_raw_parts_mut(a, n as usize), std::slice::from_raw_parts(b, n as usize)) };
         super::pow_lanes_body(a, b)
     }
+    /// The general pass of a row (see `jit_pass::graph_pass_body`); `y` is null when `y` is
+    /// folded into the program; writes the sums of `L` and `s` to `out[0..2]`.
+    fn graph_pass(
+        prog: *const Program, e: *mut f32, y: *const f32, c: u64, inv_s: f32, ka: i64, kb: i64, s: *mut f32,
+        out: *mut f32
+    ) {
+        let c = c as usize;
+        let len = c.div_ceil(8) * 8;
+        // SAFETY: the kernel passes its program, its scratch rows (at least `c` rounded up to 8
+        // floats each), the row's dense targets (`c` floats) or null, and two floats of stack.
+        let (prog, e, s, out) = unsafe {
+            (&*prog, std::slice::from_raw_parts_mut(e, len), std::slice::from_raw_parts_mut(s, len),
+             std::slice::from_raw_parts_mut(out, 2))
+        };
+        let y = (!y.is_null()).then(|| unsafe { std::slice::from_raw_parts(y, c) });
+        (out[0], out[1]) = graph_pass_body(prog, e, y, c, inv_s, [ka, kb], s);
+    }
     /// `g[i] = (s[i] - p[i] sigma) inv_b`.
     fn grad(p: *const f32, s: *const f32, c: u64, sigma: f32, inv_b: f32, g: *mut f32) {
         // SAFETY: `c` floats of each scratch row and of the row's gradient.
@@ -360,6 +379,7 @@ pub struct Helpers {
     pub grad: usize,
     pub unary_lanes: usize,
     pub pow_lanes: usize,
+    pub graph_pass: usize,
     /// Whether these are the AVX2 + FMA builds.
     pub avx2: bool,
 }

@@ -12,6 +12,7 @@ pub mod mathlib;
 pub mod clike;
 pub mod cuda;
 pub mod jit;
+pub mod jit_pass;
 pub mod jit_rt;
 pub mod vm;
 pub mod wgsl;

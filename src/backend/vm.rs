@@ -3,7 +3,9 @@
 use super::mathlib::{self as ml, Bessel, Vm};
 use crate::ir::{BinOp, Graph, Input, Node, UnOp};
 
-/// `op(x)` with the graph's guard `eps`.
+/// `op(x)` with the graph's guard `eps`. Inlined everywhere, routines included, so that the
+/// JIT's AVX2 column pass (`jit_pass`) gets them compiled for AVX2.
+#[inline(always)]
 pub fn unary<M: Vm>(m: &mut M, op: UnOp, x: M::V, eps: f32) -> M::V {
     use UnOp::*;
     let guarded = |m: &mut M, x: M::V| {
@@ -84,6 +86,7 @@ pub fn unary<M: Vm>(m: &mut M, op: UnOp, x: M::V, eps: f32) -> M::V {
 }
 
 /// `a op b`.
+#[inline(always)]
 pub fn binary<M: Vm>(m: &mut M, op: BinOp, a: M::V, b: M::V) -> M::V {
     match op {
         BinOp::Add => m.add(a, b),

@@ -1,0 +1,450 @@
+//! The general pass of a kernel row (every class at its own `y`: the off-target pass of a
+//! label kernel whose loss does not vanish off the label, and the dense pass) as a columnar
+//! program that the generated code calls.
+//!
+//! Why not emit it: this pass evaluates the whole loss graph and its derivative on every
+//! element, and in Cranelift 0.135's 128-bit code it ran at 0.6-1.1x XLA (M1, C2, dense
+//! targets at 8192x100). Here rustc compiles the same `mathlib` routines for AVX2 + FMA
+//! (8 lanes), and the program runs one graph node at a time over a block of up to 64 lanes,
+//! so dispatching a node costs once per block. The lanes compute what the [`Scalar`]
+//! machine computes (the tests check every op bit for bit), and a processor without AVX2 +
+//! FMA runs the baseline build, which evaluates element by element on `Scalar`.
+
+use super::mathlib::{Scalar, Vm};
+use super::vm;
+use crate::ir::{BinOp, Graph, Input, Node, UnOp};
+
+/// A graph as steps in node order, evaluated a block of lanes at a time.
+pub struct Program {
+    steps: Vec<Step>,
+    /// The nodes of `L` and `s = p dL/dp`.
+    loss: usize,
+    s: usize,
+    eps: f32,
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    Y,
+    P,
+    Const(f32),
+    Unary(UnOp, u32),
+    Binary(BinOp, u32, u32),
+}
+
+impl Program {
+    /// The program of a fused graph (outputs `L` and `s`).
+    pub fn new(g: &Graph) -> Program {
+        let steps = g
+            .iter()
+            .map(|(_, n)| match n {
+                Node::Input(Input::Y) => Step::Y,
+                Node::Input(Input::P) => Step::P,
+                Node::Const(bits) => Step::Const(f64::from_bits(bits) as f32),
+                Node::Unary(op, a) => Step::Unary(op, a.index() as u32),
+                Node::Binary(op, a, b) => Step::Binary(op, a.index() as u32, b.index() as u32),
+            })
+            .collect();
+        Program { steps, loss: g.outputs[0].1.index(), s: g.outputs[1].1.index(), eps: g.eps as f32 }
+    }
+
+    /// `(L, s)` at one point, on the [`Scalar`] machine.
+    fn eval_scalar(&self, y: f32, p: f32, vals: &mut Vec<f32>) -> (f32, f32) {
+        vals.clear();
+        for step in &self.steps {
+            let v = match *step {
+                Step::Y => y,
+                Step::P => p,
+                Step::Const(c) => c,
+                Step::Unary(op, a) => vm::unary(&mut Scalar, op, vals[a as usize], self.eps),
+                Step::Binary(op, a, b) => vm::binary(&mut Scalar, op, vals[a as usize], vals[b as usize]),
+            };
+            vals.push(v);
+        }
+        (vals[self.loss], vals[self.s])
+    }
+}
+
+/// One row's general pass, the baseline build. `e` holds the row's `exp(z - m)` (at least `c`
+/// lanes) and is overwritten with `p = e / S`; `y` is the row's dense targets, or `None` when
+/// `y` is folded into the program. Writes `s` into `s_out[..c]`, 0 at the label classes `ka`
+/// and `kb` (-1: none), which the kernel evaluates at their own `y`; returns the sums of `L`
+/// and `s` over the other classes.
+pub fn graph_pass_body(
+    prog: &Program,
+    e: &mut [f32],
+    y: Option<&[f32]>,
+    c: usize,
+    inv_s: f32,
+    [ka, kb]: [i64; 2],
+    s_out: &mut [f32],
+) -> (f32, f32) {
+    let mut vals = Vec::with_capacity(prog.steps.len());
+    let (mut sum_l, mut sum_s) = (0f32, 0f32);
+    for i in 0..c {
+        let p = e[i] * inv_s;
+        e[i] = p;
+        let (l, s) = prog.eval_scalar(y.map_or(0.0, |y| y[i]), p, &mut vals);
+        let keep = i as i64 != ka && i as i64 != kb;
+        let (l, s) = if keep { (l, s) } else { (0.0, 0.0) };
+        s_out[i] = s;
+        sum_l += l;
+        sum_s += s;
+    }
+    (sum_l, sum_s)
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    //! The AVX2 + FMA build. The [`Avx`] machine's methods are `#[inline(always)]` without a
+    //! target feature of their own: they, `vm::unary` and the `mathlib` routines inline into
+    //! the `#[target_feature]` functions below, where the intrinsics compile to AVX2.
+    //! (Called from a function without the feature, the intrinsics would not inline.) Every
+    //! intrinsic call is sound because these functions run only where the processor has
+    //! AVX2 + FMA (`Helpers::for_host` checks).
+
+    use super::*;
+    use std::arch::x86_64::*;
+    use std::cell::RefCell;
+
+    const W: usize = 8;
+    /// Vectors per block: 64 lanes, so a 100-class row is two blocks.
+    const K: usize = 8;
+    type Block = [__m256; K];
+
+    /// The math library's machine on 8 lanes, with the [`Scalar`] machine's results.
+    pub struct Avx;
+
+    /// `min` and `max` give a NaN when either operand is one; the comparison instructions
+    /// would return the second operand.
+    #[inline(always)]
+    fn nan_if_either(a: __m256, b: __m256, r: __m256) -> __m256 {
+        unsafe {
+            let unordered = _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b);
+            _mm256_blendv_ps(r, _mm256_set1_ps(f32::NAN), unordered)
+        }
+    }
+
+    impl Vm for Avx {
+        type V = __m256;
+        type M = __m256;
+        #[inline(always)]
+        fn c(&mut self, v: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(v) }
+        }
+        #[inline(always)]
+        fn add(&mut self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sub(&mut self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(&mut self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn div(&mut self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_div_ps(a, b) }
+        }
+        #[inline(always)]
+        fn fma(&mut self, a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn neg(&mut self, a: __m256) -> __m256 {
+            unsafe { _mm256_xor_ps(a, _mm256_set1_ps(-0.0)) }
+        }
+        #[inline(always)]
+        fn abs(&mut self, a: __m256) -> __m256 {
+            unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
+        }
+        #[inline(always)]
+        fn sqrt(&mut self, a: __m256) -> __m256 {
+            unsafe { _mm256_sqrt_ps(a) }
+        }
+        /// IEEE 754-2019 minimum: either order's `minps` and their OR, so min(-0, +0) = -0.
+        #[inline(always)]
+        fn min(&mut self, a: __m256, b: __m256) -> __m256 {
+            unsafe { nan_if_either(a, b, _mm256_or_ps(_mm256_min_ps(a, b), _mm256_min_ps(b, a))) }
+        }
+        /// IEEE 754-2019 maximum: the AND of both orders, so max(-0, +0) = +0.
+        #[inline(always)]
+        fn max(&mut self, a: __m256, b: __m256) -> __m256 {
+            unsafe { nan_if_either(a, b, _mm256_and_ps(_mm256_max_ps(a, b), _mm256_max_ps(b, a))) }
+        }
+        #[inline(always)]
+        fn round(&mut self, a: __m256) -> __m256 {
+            unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
+        }
+        #[inline(always)]
+        fn floor(&mut self, a: __m256) -> __m256 {
+            unsafe { _mm256_floor_ps(a) }
+        }
+        #[inline(always)]
+        fn lt(&mut self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
+        }
+        #[inline(always)]
+        fn eq(&mut self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b) }
+        }
+        #[inline(always)]
+        fn and(&mut self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_and_ps(a, b) }
+        }
+        #[inline(always)]
+        fn or(&mut self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_or_ps(a, b) }
+        }
+        #[inline(always)]
+        fn select(&mut self, m: __m256, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_blendv_ps(b, a, m) }
+        }
+        #[inline(always)]
+        fn copysign(&mut self, mag: __m256, sign: __m256) -> __m256 {
+            unsafe {
+                let s = _mm256_set1_ps(-0.0);
+                _mm256_or_ps(_mm256_andnot_ps(s, mag), _mm256_and_ps(s, sign))
+            }
+        }
+        /// The bit trick of `Scalar::pow2i`: k + 1.5 * 2^23 holds k in its low mantissa bits.
+        #[inline(always)]
+        fn pow2i(&mut self, k: __m256) -> __m256 {
+            unsafe {
+                let t = _mm256_castps_si256(_mm256_add_ps(k, _mm256_set1_ps(12_582_912.0)));
+                let e = _mm256_sub_epi32(t, _mm256_set1_epi32(0x4B40_0000 - 127));
+                _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
+            }
+        }
+        #[inline(always)]
+        fn frexp(&mut self, x: __m256) -> (__m256, __m256) {
+            unsafe {
+                // Subnormals: scale by 2^24 first so the exponent field is meaningful.
+                let sub = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(f32::MIN_POSITIVE));
+                let x = _mm256_blendv_ps(x, _mm256_mul_ps(x, _mm256_set1_ps(16_777_216.0)), sub);
+                let bits = _mm256_castps_si256(x);
+                let ex = _mm256_and_si256(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(0xff));
+                let e = _mm256_cvtepi32_ps(_mm256_sub_epi32(ex, _mm256_set1_epi32(126)));
+                let e = _mm256_sub_ps(e, _mm256_and_ps(sub, _mm256_set1_ps(24.0)));
+                let mant = _mm256_or_si256(
+                    _mm256_and_si256(bits, _mm256_set1_epi32(0x807f_ffffu32 as i32)),
+                    _mm256_set1_epi32(0x3f00_0000),
+                );
+                (_mm256_castsi256_ps(mant), e)
+            }
+        }
+    }
+
+    /// `op(x)` on 8 lanes (the tests compare it with [`Scalar`] per lane).
+    ///
+    /// # Safety
+    /// Only where the processor has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn unary(op: UnOp, x: __m256, eps: f32) -> __m256 {
+        vm::unary(&mut Avx, op, x, eps)
+    }
+
+    /// `a op b` on 8 lanes.
+    ///
+    /// # Safety
+    /// Only where the processor has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn binary(op: BinOp, a: __m256, b: __m256) -> __m256 {
+        vm::binary(&mut Avx, op, a, b)
+    }
+
+    /// Every node of the program over the first `n` vectors of a block. One node at a time:
+    /// the op is matched once per vector, and the block keeps the node values in L1.
+    #[target_feature(enable = "avx2,fma")]
+    fn eval(prog: &Program, y: &Block, p: &Block, n: usize, vals: &mut [Block]) {
+        for (i, step) in prog.steps.iter().enumerate() {
+            // Operands come before their node: borrow them in place (a block is 256 bytes, and
+            // copying them was a tenth of the pass).
+            let (done, rest) = vals.split_at_mut(i);
+            let out = &mut rest[0][..n];
+            match *step {
+                Step::Y => out.copy_from_slice(&y[..n]),
+                Step::P => out.copy_from_slice(&p[..n]),
+                Step::Const(c) => out.fill(_mm256_set1_ps(c)),
+                Step::Unary(op, a) => unary_block(op, &done[a as usize][..n], out, prog.eps),
+                Step::Binary(op, a, b) => binary_block(op, &done[a as usize][..n], &done[b as usize][..n], out),
+            }
+        }
+    }
+
+    /// Expands to a match with one loop per listed op, each with the op a constant, so that
+    /// `vm`'s own match folds away and the loop holds only the op's instructions (matched per
+    /// vector, the dispatch cost more than most ops). The match must be exhaustive, so a new
+    /// op cannot be left out.
+    macro_rules! per_op {
+        ($ty:ident, $op:expr, [$($v:ident),* $(,)?], $k:ident => $body:expr) => {
+            match $op {
+                $($ty::$v => {
+                    const $k: $ty = $ty::$v;
+                    $body
+                })*
+            }
+        };
+    }
+
+    /// `out[j] = op(a[j])`.
+    #[target_feature(enable = "avx2,fma")]
+    fn unary_block(op: UnOp, a: &[__m256], out: &mut [__m256], eps: f32) {
+        per_op!(UnOp, op, [
+            Neg, Ln, Log10, Exp, Abs, Sigmoid, Inv1pAbs, Softplus, Erf, Erfc, Sin, Sinh, Asinh, Tanh,
+            Atan, Recip, BesselI0, BesselI0e, BesselI1, BesselI1e, Relu, Min0, Square, Sqrt, Softsign,
+            Dtanh, Dsigmoid, Cos, Cosh, Sign, Step, BesselI1x, BesselI1ex, BesselI0eD, BesselI1eD, LnRaw,
+        ], OP => {
+            for (o, &a) in out.iter_mut().zip(a) {
+                *o = vm::unary(&mut Avx, OP, a, eps);
+            }
+        })
+    }
+
+    /// `out[j] = a[j] op b[j]`.
+    #[target_feature(enable = "avx2,fma")]
+    fn binary_block(op: BinOp, a: &[__m256], b: &[__m256], out: &mut [__m256]) {
+        per_op!(BinOp, op, [Add, Sub, Mul, Max, Min, Div, Pow], OP => {
+            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                *o = vm::binary(&mut Avx, OP, a, b);
+            }
+        })
+    }
+
+    thread_local! {
+        /// Node values of a block, reused across rows (a program's size is not known until
+        /// run time).
+        static VALS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// [`super::graph_pass_body`] on 8 lanes. `e` holds at least `c` rounded up to 8 lanes,
+    /// zero past `c` (the kernel's scratch row), and so does `s_out`.
+    ///
+    /// # Safety
+    /// Only where the processor has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn graph_pass_body(
+        prog: &Program,
+        e: &mut [f32],
+        y: Option<&[f32]>,
+        c: usize,
+        inv_s: f32,
+        [ka, kb]: [i64; 2],
+        s_out: &mut [f32],
+    ) -> (f32, f32) {
+        let nvec = c.div_ceil(W);
+        assert!(e.len() >= nvec * W && s_out.len() >= nvec * W && y.is_none_or(|y| y.len() >= c));
+        let zero = _mm256_setzero_ps();
+        // The block values live in a per-thread buffer; no closure holds them, since code in a
+        // closure would not get this function's target features.
+        let vals = VALS.with(|v| v.as_ptr());
+        // SAFETY: this thread's buffer, and nothing else borrows it while this pass runs (the
+        // pass calls no code that could reach it).
+        let vals = unsafe { &mut *vals };
+        vals.resize(prog.steps.len(), [zero; K]);
+        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let (ncls, kav, kbv) =
+            (_mm256_set1_epi32(c as i32), _mm256_set1_epi32(ka as i32), _mm256_set1_epi32(kb as i32));
+        let inv = _mm256_set1_ps(inv_s);
+        let (mut acc_l, mut acc_s) = (zero, zero);
+        let mut v0 = 0;
+        while v0 < nvec {
+            let n = (nvec - v0).min(K);
+            let (mut p, mut yb) = ([zero; K], [zero; K]);
+            for j in 0..n {
+                let i = (v0 + j) * W;
+                // SAFETY: i + 8 <= nvec * 8 <= e.len().
+                unsafe {
+                    p[j] = _mm256_mul_ps(_mm256_loadu_ps(e.as_ptr().add(i)), inv);
+                    _mm256_storeu_ps(e.as_mut_ptr().add(i), p[j]);
+                }
+                if let Some(y) = y {
+                    let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - i).min(W) as i32), iota);
+                    // SAFETY: the lanes past c are masked off and not read.
+                    yb[j] = unsafe { _mm256_maskload_ps(y.as_ptr().add(i), lanes) };
+                }
+            }
+            eval(prog, &yb, &p, n, vals);
+            let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
+            for j in 0..n {
+                let i = (v0 + j) * W;
+                let class = _mm256_add_epi32(_mm256_set1_epi32(i as i32), iota);
+                let inside = _mm256_cmpgt_epi32(ncls, class);
+                let labels = _mm256_or_si256(_mm256_cmpeq_epi32(class, kav), _mm256_cmpeq_epi32(class, kbv));
+                let keep = _mm256_castsi256_ps(_mm256_andnot_si256(labels, inside));
+                let (l, s) = (_mm256_and_ps(ls[j], keep), _mm256_and_ps(ss[j], keep));
+                // SAFETY: i + 8 <= s_out.len().
+                unsafe { _mm256_storeu_ps(s_out.as_mut_ptr().add(i), s) };
+                acc_l = _mm256_add_ps(acc_l, l);
+                acc_s = _mm256_add_ps(acc_s, s);
+            }
+            v0 += n;
+        }
+        (hsum(acc_l), hsum(acc_s))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every op on the AVX2 machine gives the `Scalar` machine's bits (NaN for NaN), over
+    /// arguments spanning the ops' domains and the special values.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx_machine_matches_scalar_on_every_op() {
+        use super::*;
+        use std::arch::x86_64::*;
+        if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")) {
+            println!("SKIPPED: this processor has no AVX2 + FMA");
+            return;
+        }
+        let mut xs: Vec<f32> = vec![0.0, -0.0, 1.0, -1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40, -1e-40];
+        xs.extend([f32::MIN_POSITIVE, f32::MAX, f32::MIN, 0.5, 88.0, -88.0, 1e-7, 3.0e38]);
+        let mut seed = 3u64;
+        for _ in 0..20_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let u = (seed >> 40) as f32 / (1u64 << 24) as f32;
+            let scale = [1.0f32, 4.0, 30.0, 100.0, 1e-3][(seed >> 20) as usize % 5];
+            xs.push((u - 0.5) * 2.0 * scale);
+        }
+        while !xs.len().is_multiple_of(8) {
+            xs.push(0.25);
+        }
+        let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        let lanes = |v: __m256| {
+            let mut out = [0f32; 8];
+            // SAFETY: `out` holds 8 floats.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+            out
+        };
+        for &op in UnOp::ALL {
+            for ch in xs.chunks_exact(8) {
+                // SAFETY: AVX2 and FMA are present (checked above); `ch` holds 8 floats.
+                let got = lanes(unsafe { avx2::unary(op, _mm256_loadu_ps(ch.as_ptr()), 1e-7) });
+                for (x, g) in ch.iter().zip(got) {
+                    let want = vm::unary(&mut Scalar, op, *x, 1e-7);
+                    assert!(same(g, want), "{}({x}): {g} vs {want}", op.name());
+                }
+            }
+        }
+        for &op in BinOp::ALL {
+            for (ch, other) in xs.chunks_exact(8).zip(xs.chunks_exact(8).rev()) {
+                // SAFETY: as above.
+                let got =
+                    lanes(unsafe { avx2::binary(op, _mm256_loadu_ps(ch.as_ptr()), _mm256_loadu_ps(other.as_ptr())) });
+                for ((a, b), g) in ch.iter().zip(other).zip(got) {
+                    let want = vm::binary(&mut Scalar, op, *a, *b);
+                    assert!(same(g, want), "{}({a}, {b}): {g} vs {want}", op.name());
+                }
+            }
+        }
+    }
+}
