@@ -125,32 +125,27 @@ pub mod avx2 {
         }
     }
 
+    /// Vm methods that are one intrinsic on their operands.
+    macro_rules! one_intrinsic {
+        ($($f:ident($($a:ident),*) => $intrinsic:ident;)*) => {
+            $(#[inline(always)]
+            fn $f(&mut self, $($a: __m256),*) -> __m256 {
+                unsafe { $intrinsic($($a),*) }
+            })*
+        };
+    }
+
     impl Vm for Avx {
         type V = __m256;
         type M = __m256;
+        one_intrinsic! {
+            add(a, b) => _mm256_add_ps; sub(a, b) => _mm256_sub_ps; mul(a, b) => _mm256_mul_ps;
+            div(a, b) => _mm256_div_ps; and(a, b) => _mm256_and_ps; or(a, b) => _mm256_or_ps;
+            fma(a, b, c) => _mm256_fmadd_ps; sqrt(a) => _mm256_sqrt_ps; floor(a) => _mm256_floor_ps;
+        }
         #[inline(always)]
         fn c(&mut self, v: f32) -> __m256 {
             unsafe { _mm256_set1_ps(v) }
-        }
-        #[inline(always)]
-        fn add(&mut self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_add_ps(a, b) }
-        }
-        #[inline(always)]
-        fn sub(&mut self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_sub_ps(a, b) }
-        }
-        #[inline(always)]
-        fn mul(&mut self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_mul_ps(a, b) }
-        }
-        #[inline(always)]
-        fn div(&mut self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_div_ps(a, b) }
-        }
-        #[inline(always)]
-        fn fma(&mut self, a: __m256, b: __m256, c: __m256) -> __m256 {
-            unsafe { _mm256_fmadd_ps(a, b, c) }
         }
         #[inline(always)]
         fn neg(&mut self, a: __m256) -> __m256 {
@@ -159,10 +154,6 @@ pub mod avx2 {
         #[inline(always)]
         fn abs(&mut self, a: __m256) -> __m256 {
             unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
-        }
-        #[inline(always)]
-        fn sqrt(&mut self, a: __m256) -> __m256 {
-            unsafe { _mm256_sqrt_ps(a) }
         }
         /// IEEE 754-2019 minimum: either order's `minps` and their OR, so min(-0, +0) = -0.
         #[inline(always)]
@@ -179,24 +170,12 @@ pub mod avx2 {
             unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
         }
         #[inline(always)]
-        fn floor(&mut self, a: __m256) -> __m256 {
-            unsafe { _mm256_floor_ps(a) }
-        }
-        #[inline(always)]
         fn lt(&mut self, a: __m256, b: __m256) -> __m256 {
             unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
         }
         #[inline(always)]
         fn eq(&mut self, a: __m256, b: __m256) -> __m256 {
             unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b) }
-        }
-        #[inline(always)]
-        fn and(&mut self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_and_ps(a, b) }
-        }
-        #[inline(always)]
-        fn or(&mut self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_or_ps(a, b) }
         }
         #[inline(always)]
         fn select(&mut self, m: __m256, a: __m256, b: __m256) -> __m256 {
