@@ -5,13 +5,18 @@
 //! 1-2. `m = max z`, `e = exp(z - m)` into a scratch row, `S = sum e`: a call to a row helper
 //!    (`jit_rt.rs`, AVX2 when the processor has it);
 //! 3. `p = e / S`, then `L(y, p)` and `s = p dL/dp` with the row's constant off-target `y`
-//!    (skipped when both are 0, as for CE without smoothing); the label classes are masked out;
+//!    (skipped when both are 0, as for CE without smoothing); the label classes are masked out.
+//!    From 32 classes on this pass is a call to a columnar program on 8 lanes (`jit_pass.rs`);
 //! 4. the label classes ("fix-ups"): `L` and `s` at their own `y`, one lane;
 //! 5. `grad = (s - p sum(s)) / B`: a row helper again.
 //!
-//! Label kernels whose loss vanishes off the label (CE, A2, ... without smoothing) take four
-//! rows at a time instead (`label_rows`): the softmax helper per row, then step 4 for the four
-//! rows as one vector, then the gradient per row.
+//! Label kernels whose loss vanishes off the label (CE, A2, ... without smoothing) take eight
+//! rows at a time instead (`label_rows`): one softmax helper call for the group, then step 4
+//! for the eight rows as two vectors, then one scaling call.
+//!
+//! Kernels compile in two tiers: tier 1 calls the math routines out of line
+//! (`jit_rt::unary_lanes`) and is returned at once; tier 2 expands them inline and replaces it
+//! when its background compile is done. Both compute the same bits.
 //!
 //! Label kernels are specialised on the target structure: with integer labels a row's `y`
 //! takes two values, so the loss is compiled twice with `y` constant (off-target `alpha/C`,
@@ -942,44 +947,51 @@ impl Emitter<'_> {
 
 impl Ops for Emitter<'_> {
     fn unary_op(&mut self, op: UnOp, x: Value, eps: f32) -> Value {
-        if self.inline_math || !vm::is_routine(op) {
-            return vm::unary(self, op, x, eps);
+        match self.out_of_line(Routine::Unary(op, eps)) {
+            Some(r) => self.routine_call(r, &[x], &[])[0],
+            None => vm::unary(self, op, x, eps),
         }
-        self.routine_call(Routine::Unary(op, eps), &[x], &[])[0]
     }
     fn binary_op(&mut self, op: BinOp, a: Value, b: Value) -> Value {
-        if self.inline_math || op != BinOp::Pow {
-            return vm::binary(self, op, a, b);
+        match self.out_of_line(Routine::Binary(op)) {
+            Some(r) => self.routine_call(r, &[a], &[b])[0],
+            None => vm::binary(self, op, a, b),
         }
-        self.routine_call(Routine::Pow, &[a], &[b])[0]
     }
 }
 
 impl Ops for Pair<'_, '_> {
     fn unary_op(&mut self, op: UnOp, x: (Value, Value), eps: f32) -> (Value, Value) {
-        if self.0.inline_math || !vm::is_routine(op) {
-            return vm::unary(self, op, x, eps);
+        match self.0.out_of_line(Routine::Unary(op, eps)) {
+            Some(r) => <[Value; 2]>::try_from(self.0.routine_call(r, &[x.0, x.1], &[])).unwrap().into(),
+            None => vm::unary(self, op, x, eps),
         }
-        let v = self.0.routine_call(Routine::Unary(op, eps), &[x.0, x.1], &[]);
-        (v[0], v[1])
     }
     fn binary_op(&mut self, op: BinOp, a: (Value, Value), b: (Value, Value)) -> (Value, Value) {
-        if self.0.inline_math || op != BinOp::Pow {
-            return vm::binary(self, op, a, b);
+        match self.0.out_of_line(Routine::Binary(op)) {
+            Some(r) => <[Value; 2]>::try_from(self.0.routine_call(r, &[a.0, a.1], &[b.0, b.1])).unwrap().into(),
+            None => vm::binary(self, op, a, b),
         }
-        let v = self.0.routine_call(Routine::Pow, &[a.0, a.1], &[b.0, b.1]);
-        (v[0], v[1])
     }
 }
 
-/// A math routine the quick tier calls out of line.
+/// An op the quick tier may call out of line.
 #[derive(Clone, Copy)]
 enum Routine {
     Unary(UnOp, f32),
-    Pow,
+    Binary(BinOp),
 }
 
 impl Emitter<'_> {
+    /// `r` when this tier calls it out of line: in tier 1, the math library's routines.
+    fn out_of_line(&self, r: Routine) -> Option<Routine> {
+        let routine = match r {
+            Routine::Unary(op, _) => vm::is_routine(op),
+            Routine::Binary(op) => op == BinOp::Pow,
+        };
+        (!self.inline_math && routine).then_some(r)
+    }
+
     /// Calls a routine on the lanes of `xs` (and `pow`'s exponents `bs`) through stack slots:
     /// the vectors are stored, the helper works on them in place, and they are loaded back.
     fn routine_call(&mut self, r: Routine, xs: &[Value], bs: &[Value]) -> Vec<Value> {
@@ -999,7 +1011,8 @@ impl Emitter<'_> {
                 let eps = self.b.ins().f32const(eps);
                 self.call(self.helpers.unary_lanes, &[code, eps, xa, n], &[I32, F32, I64, I64], None);
             }
-            Routine::Pow => {
+            Routine::Binary(op) => {
+                assert_eq!(op, BinOp::Pow, "pow is the only binary routine");
                 let bslot = slot(self);
                 for (i, &b) in bs.iter().enumerate() {
                     self.b.ins().stack_store(I64, b, bslot, 16 * i as i32);
