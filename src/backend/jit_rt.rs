@@ -138,7 +138,7 @@ mod avx2_exp {
 
     /// The max of a row of `c` logits, skipping NaN: `max(v, m)` returns `m` when `v` is NaN,
     /// the compare-and-keep rule. (The order of the lanes cannot change the result: the max of
-    /// numbers is exact, and whichever zero wins, `z - m` has the same bits.)
+    /// numbers is exact, and whichever zero wins, `exp(z - m)` has the same bits.)
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn row_max(z: *const f32, c: usize) -> f32 {
