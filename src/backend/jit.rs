@@ -894,7 +894,9 @@ impl Emitter<'_> {
             inv_s.push(inv);
         }
         let y = self.c(spec.y_on() as f32);
-        let ls = self.graphs(g.on.expect("label kernels have an on-target graph"), &[y, y], &p);
+        let on = g.on.expect("label kernels have an on-target graph");
+        // Tier 1 runs the on-target graph as a program (the same bits; no graph to compile).
+        let ls = if self.inline_math { self.graphs(on, &[y, y], &p) } else { self.program_points(on, &p) };
         let inv_b = self.b.ins().splat(F32X4, x.inv_batch);
         for (h, (l, sigma)) in ls.into_iter().enumerate() {
             let o = 16 * h as i32;
@@ -983,6 +985,30 @@ enum Routine {
 }
 
 impl Emitter<'_> {
+    /// `(L, s)` of `g` (its `y` folded in) at the lanes of `ps`, by the columnar program
+    /// (`jit_pass`), which the kernel keeps.
+    fn program_points(&mut self, g: &Graph, ps: &[Value]) -> Vec<(Value, Value)> {
+        let program = Box::new(Program::new(g));
+        let prog = self.b.ins().iconst(I64, &*program as *const Program as i64);
+        self.programs.push(program);
+        let bytes = 16 * ps.len() as u32;
+        let [pslot, lslot, sslot] =
+            [(); 3].map(|_| self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 4)));
+        for (i, &p) in ps.iter().enumerate() {
+            self.b.ins().stack_store(I64, p, pslot, 16 * i as i32);
+        }
+        let [pa, la, sa] = [pslot, lslot, sslot].map(|slot| self.b.ins().stack_addr(I64, slot, 0));
+        let n = self.b.ins().iconst(I64, 4 * ps.len() as i64);
+        self.call(self.helpers.graph_points, &[prog, pa, n, la, sa], &[I64, I64, I64, I64, I64], None);
+        (0..ps.len() as i32)
+            .map(|i| {
+                let l = self.b.ins().stack_load(I64, F32X4, lslot, 16 * i);
+                let s = self.b.ins().stack_load(I64, F32X4, sslot, 16 * i);
+                (l, s)
+            })
+            .collect()
+    }
+
     /// `r` when this tier calls it out of line: in tier 1, the math library's routines.
     fn out_of_line(&self, r: Routine) -> Option<Routine> {
         let routine = match r {

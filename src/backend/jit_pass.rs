@@ -94,6 +94,15 @@ pub fn graph_pass_body(
     (sum_l, sum_s)
 }
 
+/// `L` and `s` of a program whose `y` is folded in, at each of `ps`: a group of label rows'
+/// on-target terms in the quick tier. The baseline build.
+pub fn points_body(prog: &Program, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
+    let mut vals = Vec::with_capacity(prog.steps.len());
+    for ((&p, l), s) in ps.iter().zip(ls).zip(ss) {
+        (*l, *s) = prog.eval_scalar(0.0, p, &mut vals);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
     //! The AVX2 + FMA build. The [`Avx`] machine's methods are `#[inline(always)]` without a
@@ -362,6 +371,36 @@ pub mod avx2 {
             v0 += n;
         }
         (hsum(acc_l), hsum(acc_s))
+    }
+
+    /// [`super::points_body`] on 8 lanes, at most 64 points (a group of label rows).
+    ///
+    /// # Safety
+    /// Only where the processor has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn points_body(prog: &Program, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
+        let n = ps.len();
+        assert!(n <= W * K && ls.len() >= n && ss.len() >= n);
+        let zero = _mm256_setzero_ps();
+        // SAFETY: as in `graph_pass_body`.
+        let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
+        vals.resize(prog.steps.len(), [zero; K]);
+        let nvec = n.div_ceil(W);
+        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let lanes = |j: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32((n - j * W).min(W) as i32), iota);
+        let mut p = [zero; K];
+        for (j, p) in p.iter_mut().enumerate().take(nvec) {
+            // SAFETY: the lanes past n are masked off and not read.
+            *p = unsafe { _mm256_maskload_ps(ps.as_ptr().add(j * W), lanes(j)) };
+        }
+        eval(prog, &[zero; K], &p, nvec, vals);
+        for j in 0..nvec {
+            // SAFETY: the lanes past n are masked off and not written.
+            unsafe {
+                _mm256_maskstore_ps(ls.as_mut_ptr().add(j * W), lanes(j), vals[prog.loss][j]);
+                _mm256_maskstore_ps(ss.as_mut_ptr().add(j * W), lanes(j), vals[prog.s][j]);
+            }
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -261,7 +261,7 @@ macro_rules! helpers {
         #[cfg(target_arch = "x86_64")]
         mod avx2 {
             use super::avx2_exp::{softmax_exp_body, softmax_rows_body};
-            use crate::backend::jit_pass::{Program, avx2::graph_pass_body};
+            use crate::backend::jit_pass::{Program, avx2::{graph_pass_body, points_body}};
             $(
                 $(#[$m])*
                 #[target_feature(enable = "avx2,fma")]
@@ -275,7 +275,7 @@ macro_rules! helpers {
         /// The helpers for the baseline target.
         mod base {
             use super::{softmax_exp_body, softmax_rows_body};
-            use crate::backend::jit_pass::{Program, graph_pass_body};
+            use crate::backend::jit_pass::{Program, graph_pass_body, points_body};
             $(
                 $(#[$m])*
                 pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
@@ -354,6 +354,16 @@ helpers! {
         let y = (!y.is_null()).then(|| unsafe { std::slice::from_raw_parts(y, c) });
         (out[0], out[1]) = graph_pass_body(prog, e, y, c, inv_s, [ka, kb], s);
     }
+    /// `L` and `s` of a program (its `y` folded in) at `n` points `p`, into `l` and `s`.
+    fn graph_points(prog: *const Program, p: *const f32, n: u64, l: *mut f32, s: *mut f32) {
+        let n = n as usize;
+        // SAFETY: the kernel passes its program and three stack slots of `n` floats.
+        let (prog, p, l, s) = unsafe {
+            (&*prog, std::slice::from_raw_parts(p, n), std::slice::from_raw_parts_mut(l, n),
+             std::slice::from_raw_parts_mut(s, n))
+        };
+        points_body(prog, p, l, s)
+    }
     /// `g[i] = (s[i] - p[i] sigma) inv_b`.
     fn grad(p: *const f32, s: *const f32, c: u64, sigma: f32, inv_b: f32, g: *mut f32) {
         // SAFETY: `c` floats of each scratch row and of the row's gradient.
@@ -380,6 +390,7 @@ pub struct Helpers {
     pub unary_lanes: usize,
     pub pow_lanes: usize,
     pub graph_pass: usize,
+    pub graph_points: usize,
     /// Whether these are the AVX2 + FMA builds.
     pub avx2: bool,
 }
