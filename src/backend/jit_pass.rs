@@ -394,11 +394,11 @@ pub mod avx2 {
             *p = unsafe { _mm256_maskload_ps(ps.as_ptr().add(j * W), lanes(j)) };
         }
         eval(prog, &[zero; K], &p, nvec, vals);
-        for j in 0..nvec {
+        for (j, (&l, &s)) in vals[prog.loss][..nvec].iter().zip(&vals[prog.s][..nvec]).enumerate() {
             // SAFETY: the lanes past n are masked off and not written.
             unsafe {
-                _mm256_maskstore_ps(ls.as_mut_ptr().add(j * W), lanes(j), vals[prog.loss][j]);
-                _mm256_maskstore_ps(ss.as_mut_ptr().add(j * W), lanes(j), vals[prog.s][j]);
+                _mm256_maskstore_ps(ls.as_mut_ptr().add(j * W), lanes(j), l);
+                _mm256_maskstore_ps(ss.as_mut_ptr().add(j * W), lanes(j), s);
             }
         }
     }
