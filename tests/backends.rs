@@ -20,8 +20,9 @@ fn run_jit(f: &Fused, batch: &Batch, t: &Targets<f32>) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// Kernels calling the baseline row helpers (what a processor without AVX2 + FMA runs) against
-/// the interpreter, on every example and target form; the other tests run the AVX2 helpers
-/// wherever the processor has them.
+/// the interpreter, on every example and target form, both tiers (tier 1 calls the baseline
+/// routines and programs out of line); the other tests run the AVX2 helpers wherever the
+/// processor has them.
 #[test]
 fn kernels_with_the_baseline_row_helpers_match_the_interpreter() {
     let mut rng = Rng::new(8);
@@ -31,10 +32,13 @@ fn kernels_with_the_baseline_row_helpers_match_the_interpreter() {
             let f = fuse::fuse(&g, &name).unwrap();
             for kind in 0..5 {
                 let t = batch.targets(kind);
-                let k = jit::compile_baseline(&f, jit::Spec::of(&t, classes)).unwrap();
-                let (mut grad, mut loss) = (vec![0f32; batch.logits.len()], vec![0f32; 11]);
-                k.run(&batch.logits, &t, &mut grad, &mut loss, 1).unwrap();
-                compare(&format!("baseline {name} C={classes} targets#{kind}"), &f, &batch, &t, &loss, &grad, true);
+                for tier in [jit::Tier::Quick, jit::Tier::Full] {
+                    let k = jit::compile_baseline(&f, jit::Spec::of(&t, classes), tier).unwrap();
+                    let (mut grad, mut loss) = (vec![0f32; batch.logits.len()], vec![0f32; 11]);
+                    k.run(&batch.logits, &t, &mut grad, &mut loss, 1).unwrap();
+                    let what = format!("baseline {tier:?} {name} C={classes} targets#{kind}");
+                    compare(&what, &f, &batch, &t, &loss, &grad, true);
+                }
             }
         }
     }

@@ -206,10 +206,10 @@ pub fn compile_uncached(fused: &Fused, spec: Spec) -> Result<JitKernel, JitError
     build(fused, spec, None, Tier::Full, Helpers::for_host())
 }
 
-/// [`compile_uncached`] calling the baseline row helpers whatever the processor has: what a
+/// [`compile_tier`] calling the baseline row helpers whatever the processor has: what a
 /// machine without AVX2 + FMA runs (the tests run it here too).
-pub fn compile_baseline(fused: &Fused, spec: Spec) -> Result<JitKernel, JitError> {
-    build(fused, spec, None, Tier::Full, Helpers::baseline())
+pub fn compile_baseline(fused: &Fused, spec: Spec, tier: Tier) -> Result<JitKernel, JitError> {
+    build(fused, spec, None, tier, Helpers::baseline())
 }
 
 /// The kernel's Cranelift IR as text (what `lossc compile --target cpu` writes).
