@@ -681,9 +681,7 @@ impl Emitter<'_> {
         // per-node dispatch.
         let (mut row_l, mut sigma) = (self.b.ins().f32const(0.0), self.b.ins().f32const(0.0));
         if !g.sparse && spec.classes >= COLUMN_PASS_MIN_CLASSES {
-            let program = Box::new(Program::new(g.off.unwrap_or(g.general)));
-            let prog = self.b.ins().iconst(I64, &*program as *const Program as i64);
-            self.programs.push(program);
+            let prog = self.program(g.off.unwrap_or(g.general));
             let y = if spec.kind == TargetKind::Dense { self.elem(x.dense, row_start, 4) } else { zero };
             let none = self.i64c(-1);
             let (ka_, kb_) = (ka.unwrap_or(none), kb.unwrap_or(none));
@@ -985,12 +983,18 @@ enum Routine {
 }
 
 impl Emitter<'_> {
-    /// `(L, s)` of `g` (its `y` folded in) at the lanes of `ps`, by the columnar program
-    /// (`jit_pass`), which the kernel keeps.
-    fn program_points(&mut self, g: &Graph, ps: &[Value]) -> Vec<(Value, Value)> {
+    /// The address of `g`'s columnar program, which the kernel keeps alive.
+    fn program(&mut self, g: &Graph) -> Value {
         let program = Box::new(Program::new(g));
         let prog = self.b.ins().iconst(I64, &*program as *const Program as i64);
         self.programs.push(program);
+        prog
+    }
+
+    /// `(L, s)` of `g` (its `y` folded in) at the lanes of `ps`, by the columnar program
+    /// (`jit_pass`), which the kernel keeps.
+    fn program_points(&mut self, g: &Graph, ps: &[Value]) -> Vec<(Value, Value)> {
+        let prog = self.program(g);
         let bytes = 16 * ps.len() as u32;
         let [pslot, lslot, sslot] =
             [(); 3].map(|_| self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 4)));
