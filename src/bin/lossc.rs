@@ -8,6 +8,7 @@ use lossc::ir::{Graph, print};
 use lossc::passes::{fuse, simplify::simplify};
 use lossc::search::evolution::Settings;
 use lossc::search::run as srun;
+use lossc::search::screen::Stages;
 use lossc::train::TrainSpec;
 use lossc::{interp, syntax};
 use serde::Deserialize;
@@ -342,6 +343,10 @@ fn main() -> ExitCode {
                     b.columnar_per_second / b.pointwise_per_second,
                     b.disagreements
                 );
+                let per = |ns: u64| ns as f64 / 1e3 / b.candidates as f64;
+                let parts: Vec<String> =
+                    (0..5).map(|i| format!("{} {:.1}", Stages::NAMES[i], per(b.stages.nanos[i]))).collect();
+                println!("{:>16}  us per candidate: {}", "", parts.join(" + "));
             }
             Ok(())
         }

@@ -33,11 +33,32 @@ macro_rules! unary_table {
                 match self { $(UnOp::$v => (|$x: f64, $e: f64| -> f64 { $eval })(x, eps),)* }
             }
 
-            /// [`UnOp::eval`] over a column, with the op chosen once (so the loop is
-            /// specialised per op: the search's screen evaluates millions of points).
+            /// [`UnOp::eval`] of each of `xs` into `out`, with the op chosen once (so the loop
+            /// is specialised per op: the search's screen evaluates millions of points).
             #[allow(unused_variables, clippy::redundant_closure_call)]
-            pub fn eval_column(self, xs: &[f64], eps: f64) -> std::rc::Rc<[f64]> {
-                match self { $(UnOp::$v => xs.iter().map(|&x| (|$x: f64, $e: f64| -> f64 { $eval })(x, eps)).collect(),)* }
+            pub fn eval_slice(self, xs: &[f64], eps: f64, out: &mut [f64]) {
+                debug_assert_eq!(xs.len(), out.len());
+                match self { $(UnOp::$v => for (o, &x) in out.iter_mut().zip(xs) {
+                    *o = (|$x: f64, $e: f64| -> f64 { $eval })(x, eps)
+                },)* }
+            }
+
+            /// [`UnOp::eval_slice`] that reuses the previous result where an input repeats the
+            /// previous one bit for bit: exact, and for ops that call a routine it skips the
+            /// call for the ~20 % of screened inputs that repeat (clipped or saturated columns).
+            #[allow(unused_variables, clippy::redundant_closure_call)]
+            pub fn eval_slice_reusing(self, xs: &[f64], eps: f64, out: &mut [f64]) {
+                debug_assert_eq!(xs.len(), out.len());
+                match self { $(UnOp::$v => {
+                    let f = |$x: f64, $e: f64| -> f64 { $eval };
+                    let (mut bits, mut last) = (None, 0.0);
+                    for (o, &x) in out.iter_mut().zip(xs) {
+                        if bits != Some(x.to_bits()) {
+                            (bits, last) = (Some(x.to_bits()), f(x, eps));
+                        }
+                        *o = last;
+                    }
+                },)* }
             }
         }
     };
@@ -142,16 +163,10 @@ macro_rules! binary_table {
                 match self { $(BinOp::$v => (|$a: f64, $b: f64| -> f64 { $eval })(a, b),)* }
             }
 
-            /// [`BinOp::eval`] over `n` points of two operands given by index, with the op
-            /// chosen once.
+            /// [`BinOp::eval`] of each pair of operands into `out`, with the op chosen once.
             #[allow(clippy::redundant_closure_call)]
-            pub fn eval_column(
-                self,
-                n: usize,
-                a: impl Fn(usize) -> f64,
-                b: impl Fn(usize) -> f64,
-            ) -> std::rc::Rc<[f64]> {
-                match self { $(BinOp::$v => (0..n).map(|i| (|$a: f64, $b: f64| -> f64 { $eval })(a(i), b(i))).collect(),)* }
+            pub fn eval_slice(self, a: Arg<'_>, b: Arg<'_>, out: &mut [f64]) {
+                match self { $(BinOp::$v => zip_args(a, b, out, |$a: f64, $b: f64| -> f64 { $eval }),)* }
             }
         }
     };
@@ -170,6 +185,39 @@ binary_table! {
     Div,       "div",  Some("/"),  None,    |a, b| a / b;
     /// `a^b` with IEEE `pow` semantics; outside the search space (the paper's R2 needs it).
     Pow,       "pow",  Some("^"),  None,    |a, b| a.powf(b);
+}
+
+/// An operand of a columnwise binary op: a column, or one value for every point.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg<'a> {
+    Col(&'a [f64]),
+    One(f64),
+}
+
+/// `out[i] = f(a[i], b[i])`, one loop per operand shape so that each one vectorises.
+#[inline(always)]
+fn zip_args(a: Arg<'_>, b: Arg<'_>, out: &mut [f64], f: impl Fn(f64, f64) -> f64) {
+    match (a, b) {
+        (Arg::Col(x), Arg::Col(z)) => {
+            debug_assert!(x.len() == out.len() && z.len() == out.len());
+            for ((o, &x), &z) in out.iter_mut().zip(x).zip(z) {
+                *o = f(x, z)
+            }
+        }
+        (Arg::Col(x), Arg::One(z)) => {
+            debug_assert_eq!(x.len(), out.len());
+            for (o, &x) in out.iter_mut().zip(x) {
+                *o = f(x, z)
+            }
+        }
+        (Arg::One(x), Arg::Col(z)) => {
+            debug_assert_eq!(z.len(), out.len());
+            for (o, &z) in out.iter_mut().zip(z) {
+                *o = f(x, z)
+            }
+        }
+        (Arg::One(x), Arg::One(z)) => out.fill(f(x, z)),
+    }
 }
 
 impl BinOp {

@@ -2,10 +2,9 @@
 //! the predecessor's rejection rules, what the compiler can tell statically, and the keys that
 //! deduplicate candidates.
 
-use crate::ir::{Graph, Id, Input, Node, print};
+use super::columns::{Columns, Points};
+use crate::ir::{Graph, Id, Input, print};
 use crate::passes::{fuse, simplify::simplify};
-use rustc_hash::FxHashMap as HashMap;
-use std::rc::Rc;
 
 /// Points of the binary phenotype.
 pub const PHENOTYPE_POINTS: usize = 1000;
@@ -42,10 +41,16 @@ pub struct Screened {
     pub key: String,
 }
 
-/// The probe's x values: `PHENOTYPE_POINTS` from eps to 1 - eps.
+/// The probe's x values: `PHENOTYPE_POINTS` from eps to 1 - eps, symmetric to the bit
+/// (`x[n - 1 - i] = 1 - x[i]`), so that the probe at y = 1, whose p is `1 - x`, runs over the
+/// same points read backwards, and shares every column that does not depend on y.
 fn probe_x() -> Vec<f64> {
-    let eps = 1e-7;
-    (0..PHENOTYPE_POINTS).map(|i| eps + (1.0 - 2.0 * eps) * i as f64 / (PHENOTYPE_POINTS - 1) as f64).collect()
+    let (eps, n) = (1e-7, PHENOTYPE_POINTS);
+    let mut x: Vec<f64> = (0..n).map(|i| eps + (1.0 - 2.0 * eps) * i as f64 / (n - 1) as f64).collect();
+    for i in 0..n / 2 {
+        x[n - 1 - i] = 1.0 - x[i];
+    }
+    x
 }
 
 /// The binary phenotype: two classes, y = (0, 1), p = (x, 1 - x), x from eps to 1 - eps; the
@@ -54,112 +59,45 @@ pub fn phenotype(g: &Graph) -> Vec<f64> {
     Screener::new().phenotype(g)
 }
 
-/// A node's values over a column of points: one number when it does not depend on p.
-#[derive(Clone)]
-enum Col {
-    One(f64),
-    Many(Rc<[f64]>),
-}
-
-/// A structural hash of a node from its parts: cheap, and mixed well enough that distinct
-/// subexpressions do not share a cached column by accident (splitmix64's finaliser).
-fn mix(parts: [u64; 4]) -> u64 {
-    let mut h = 0x9E37_79B9_7F4A_7C15u64;
-    for p in parts {
-        h = (h ^ p).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        h ^= h >> 31;
-        h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
-        h ^= h >> 29;
-    }
-    h
-}
-
-/// Evaluates the nodes of `g` that `outs` need at y and each of `ps`, columnwise (one op
-/// over all points at a time, which is what makes screening cheap), and returns the columns
-/// of `outs`; `cache` keeps p-dependent columns by the node's structural hash, so candidates
-/// sharing subexpressions share their work.
-fn columns(g: &Graph, y: f64, ps: &Rc<[f64]>, outs: &[Id], cache: Option<&mut HashMap<u64, Rc<[f64]>>>) -> Vec<Col> {
-    let needed = g.reachable(outs);
-    // The requested columns themselves are a candidate's own (its loss, its gradient) and are
-    // rarely met again: caching them only evicts shared subexpressions sooner.
-    let mut is_out = vec![false; g.len()];
-    for o in outs {
-        is_out[o.index()] = true;
-    }
-    let mut cols: Vec<Col> = Vec::with_capacity(g.len());
-    let mut hashes: Vec<u64> = Vec::with_capacity(g.len());
-    let mut cache = cache;
-    let points = mix([2, ps.len() as u64, ps[0].to_bits(), ps[ps.len() - 1].to_bits()]);
-    for (id, n) in g.iter() {
-        if !needed[id.index()] {
-            cols.push(Col::One(f64::NAN));
-            hashes.push(0);
-            continue;
-        }
-        let h = match n {
-            Node::Input(Input::Y) => mix([1, y.to_bits(), 0, 0]),
-            Node::Input(Input::P) => points,
-            Node::Const(bits) => mix([3, bits, 0, 0]),
-            Node::Unary(op, a) => mix([4, op as u64, hashes[a.index()], g.eps.to_bits()]),
-            Node::Binary(op, a, b) => mix([5 | (op as u64) << 8, hashes[a.index()], hashes[b.index()], 0]),
-        };
-        hashes.push(h);
-        let one = |v: f64| Col::One(v);
-        let col = match n {
-            Node::Input(Input::Y) => one(y),
-            Node::Input(Input::P) => Col::Many(ps.clone()),
-            Node::Const(bits) => one(f64::from_bits(bits)),
-            Node::Unary(op, a) => match &cols[a.index()] {
-                Col::One(x) => one(op.eval(*x, g.eps)),
-                Col::Many(xs) => {
-                    let hit = cache.as_deref().and_then(|c| c.get(&h).filter(|v| v.len() == ps.len()).cloned());
-                    Col::Many(hit.unwrap_or_else(|| {
-                        let v = op.eval_column(xs, g.eps);
-                        if let Some(c) = cache.as_deref_mut().filter(|_| !is_out[id.index()]) {
-                            c.insert(h, v.clone());
-                        }
-                        v
-                    }))
-                }
-            },
-            Node::Binary(op, a, b) => match (&cols[a.index()], &cols[b.index()]) {
-                (Col::One(x), Col::One(z)) => one(op.eval(*x, *z)),
-                (ca, cb) => {
-                    let hit = cache.as_deref().and_then(|c| c.get(&h).filter(|v| v.len() == ps.len()).cloned());
-                    Col::Many(hit.unwrap_or_else(|| {
-                        let n = ps.len();
-                        let v = match (ca, cb) {
-                            (Col::Many(xs), Col::One(z)) => op.eval_column(n, |i| xs[i], |_| *z),
-                            (Col::One(x), Col::Many(zs)) => op.eval_column(n, |_| *x, |i| zs[i]),
-                            (Col::Many(xs), Col::Many(zs)) => op.eval_column(n, |i| xs[i], |i| zs[i]),
-                            (Col::One(_), Col::One(_)) => unreachable!("handled above"),
-                        };
-                        if let Some(c) = cache.as_deref_mut().filter(|_| !is_out[id.index()]) {
-                            c.insert(h, v.clone());
-                        }
-                        v
-                    }))
-                }
-            },
-        };
-        cols.push(col);
-    }
-    outs.iter().map(|o| cols[o.index()].clone()).collect()
-}
-
-/// The screen with its caches: the probe points and the columns of subexpressions seen
+/// The screen with its evaluator: the probe points, and the columns of subexpressions seen
 /// before (cleared when it grows past `CACHE_COLUMNS`).
 pub struct Screener {
-    x: Rc<[f64]>,
-    one_minus_x: Rc<[f64]>,
-    grid: Rc<[f64]>,
-    cache: HashMap<u64, Rc<[f64]>>,
+    cols: Columns,
+    x: (Points, Vec<f64>),
+    grid: (Points, Vec<f64>),
+    /// Output columns, reused.
+    out: [Vec<f64>; 4],
+    /// Time per stage, when asked for, and the start of the current one.
+    timing: Option<(Stages, std::time::Instant)>,
     /// Point by point through the interpreter, without the cache: the baseline that the
     /// benchmark and the tests compare the columns against.
     pointwise: bool,
 }
 
-const CACHE_COLUMNS: usize = 8192;
+/// The stages of [`Screener::screen`], in order.
+#[derive(Clone, Copy, Debug)]
+pub enum Stage {
+    Phenotype,
+    Rules,
+    Simplify,
+    Gradient,
+    Key,
+}
+
+/// Time spent in each stage (indexed by [`Stage`]) and how many candidates reached it.
+#[derive(Clone, Debug, Default)]
+pub struct Stages {
+    pub nanos: [u64; 5],
+    pub calls: [u64; 5],
+}
+
+impl Stages {
+    pub const NAMES: [&str; 5] = ["phenotype", "rules", "simplify", "gradient", "key"];
+}
+
+/// Columns the cache keeps (8 KB each): enough for a population's shared subexpressions, few
+/// enough to stay in the last-level cache.
+const CACHE_COLUMNS: usize = 1024;
 
 impl Default for Screener {
     fn default() -> Self {
@@ -169,12 +107,15 @@ impl Default for Screener {
 
 impl Screener {
     pub fn new() -> Screener {
+        let mut cols = Columns::new(CACHE_COLUMNS);
         let x = probe_x();
+        let grid: Vec<f64> = (1..100).map(|i| i as f64 / 100.0).collect();
         Screener {
-            one_minus_x: x.iter().map(|v| 1.0 - v).collect(),
-            x: x.into(),
-            grid: (1..100).map(|i| i as f64 / 100.0).collect(),
-            cache: HashMap::default(),
+            x: (cols.points(&x), x),
+            grid: (cols.points(&grid), grid),
+            cols,
+            out: Default::default(),
+            timing: None,
             pointwise: false,
         }
     }
@@ -184,42 +125,101 @@ impl Screener {
         Screener { pointwise: true, ..Screener::new() }
     }
 
-    /// The columns of nodes `outs` of `g` at y and each of `ps`.
-    fn columns(&mut self, g: &Graph, outs: &[Id], y: f64, ps: &Rc<[f64]>) -> Vec<Col> {
-        if self.pointwise {
-            let mut vals = Vec::new();
-            let mut cols = vec![Vec::with_capacity(ps.len()); outs.len()];
-            for &p in ps.iter() {
-                crate::interp::eval_into(g, y, p, &mut vals);
-                for (c, o) in cols.iter_mut().zip(outs) {
-                    c.push(vals[o.index()]);
-                }
+    /// Times each stage of [`Screener::screen`] from now on (see [`Screener::stages`]).
+    pub fn time_stages(&mut self) {
+        self.timing = Some((Stages::default(), std::time::Instant::now()));
+    }
+
+    /// The time per stage so far, if [`Screener::time_stages`] was called.
+    pub fn stages(&self) -> Option<&Stages> {
+        self.timing.as_ref().map(|t| &t.0)
+    }
+
+    /// Ends a stage: its time since the previous lap.
+    fn lap(&mut self, stage: Stage) {
+        if let Some((s, t)) = &mut self.timing {
+            let now = std::time::Instant::now();
+            s.nanos[stage as usize] += (now - *t).as_nanos() as u64;
+            s.calls[stage as usize] += 1;
+            *t = now;
+        }
+    }
+
+    /// Evaluates nodes `outs` of `g` at y and each probe point (the phenotype's x, or the
+    /// gradient's grid) into `self.out[..outs.len()]`.
+    fn eval(&mut self, g: &Graph, outs: &[Id], y: f64, grid: bool) {
+        let (pts, ps) = if grid { &self.grid } else { &self.x };
+        if !self.pointwise {
+            return self.cols.eval(g, y, *pts, outs, &mut self.out[..outs.len()]);
+        }
+        let mut vals = Vec::new();
+        for c in &mut self.out[..outs.len()] {
+            c.clear();
+        }
+        for &p in ps {
+            crate::interp::eval_into(g, y, p, &mut vals);
+            for (c, o) in self.out.iter_mut().zip(outs) {
+                c.push(vals[o.index()]);
             }
-            return cols.into_iter().map(|c| Col::Many(c.into())).collect();
         }
-        if self.cache.len() > CACHE_COLUMNS {
-            self.cache.clear();
-        }
-        columns(g, y, ps, outs, Some(&mut self.cache))
     }
 
     /// [`phenotype`], with the cache.
     pub fn phenotype(&mut self, g: &Graph) -> Vec<f64> {
         let out = g.outputs[0].1;
-        let (x, one_minus_x) = (self.x.clone(), self.one_minus_x.clone());
-        let a = self.columns(g, &[out], 0.0, &x).remove(0);
-        let b = self.columns(g, &[out], 1.0, &one_minus_x).remove(0);
-        let n = x.len();
-        (0..n).map(|i| at(&a, i) + at(&b, i)).collect()
+        self.eval(g, &[out], 0.0, false);
+        self.out.swap(0, 3);
+        self.eval(g, &[out], 1.0, false);
+        // out[0] holds L(1, x[j]); p = 1 - x[i] is x[n - 1 - i].
+        self.out[3].iter().zip(self.out[0].iter().rev()).map(|(u, v)| u + v).collect()
     }
 }
 
-/// Point `i` of a column.
-fn at(c: &Col, i: usize) -> f64 {
-    match c {
-        Col::One(v) => *v,
-        Col::Many(v) => v[i],
+/// The predecessor's rules on the binary phenotype: not finite; flat (more than 10 zero steps,
+/// or all zero); more than one extremum (sign change of the non-zero steps); the extremum in
+/// the middle (the turn's index among the non-zero steps in 490..510). Written as counts over
+/// the whole curve so that they vectorise; the common case has no zero step.
+fn curve_rules(curve: &[f64]) -> Result<(), Rejection> {
+    const EXP: u64 = 0x7FF0_0000_0000_0000;
+    if curve.iter().map(|v| (v.to_bits() & EXP == EXP) as u64).sum::<u64>() > 0 {
+        return Err(Rejection::NotFinite);
     }
+    let (prev, next) = (&curve[..curve.len() - 1], &curve[1..]);
+    let zero_steps: u64 = prev.iter().zip(next).map(|(a, b)| (b - a == 0.0) as u64).sum();
+    // An all-zero curve has only zero steps.
+    if zero_steps > 10 {
+        return Err(Rejection::Flat);
+    }
+    let (turns, first_turn) = if zero_steps == 0 {
+        let rising = |(a, b): (&f64, &f64)| b - a > 0.0;
+        let turn = |((a, b), c): ((&f64, &f64), &f64)| rising((a, b)) != rising((b, c));
+        let triples = || curve.iter().zip(&curve[1..]).zip(&curve[2..]);
+        let turns: u64 = triples().map(|t| turn(t) as u64).sum();
+        // The turn between steps i and i + 1 is at index i + 1 among the (all non-zero) steps.
+        (turns, if turns == 1 { triples().position(turn).map(|i| i + 1) } else { None })
+    } else {
+        let (mut rising, mut nonzero, mut turns, mut first) = (None, 0, 0, None);
+        for (a, b) in prev.iter().zip(next) {
+            let d = b - a;
+            if d == 0.0 {
+                continue;
+            }
+            if rising.is_some_and(|r| r != (d > 0.0)) {
+                turns += 1;
+                first.get_or_insert(nonzero);
+            }
+            rising = Some(d > 0.0);
+            nonzero += 1;
+        }
+        (turns, first)
+    };
+    if turns > 1 {
+        return Err(Rejection::Wiggly);
+    }
+    if first_turn.is_some_and(|t| (490..510).contains(&t)) {
+        return Err(Rejection::MiddleExtremum);
+    }
+    Ok(())
 }
 
 /// Min-max normalisation to [0, 1] (all zeros for a constant curve).
@@ -249,29 +249,17 @@ impl Screener {
     /// the predecessor evaluates its genomes), then the sign, the simplified graph and its key,
     /// then the gradient. Cheap checks come first: most candidates never reach the compiler.
     pub fn screen(&mut self, g: &Graph) -> Result<Screened, Rejection> {
-        let curve = self.phenotype(g);
+        if let Some((_, t)) = &mut self.timing {
+            *t = std::time::Instant::now();
+        }
+        let mut curve = self.phenotype(g);
+        self.lap(Stage::Phenotype);
         if !g.depends_on(Input::P)[g.outputs[0].1.index()] {
             return Err(Rejection::IgnoresP);
         }
-        if curve.iter().any(|v| !v.is_finite()) {
-            return Err(Rejection::NotFinite);
-        }
-        let steps: Vec<f64> = curve.windows(2).map(|w| w[1] - w[0]).collect();
-        let zero_steps = steps.iter().filter(|d| **d == 0.0).count();
-        if zero_steps > 10 || curve.iter().all(|v| *v == 0.0) {
-            return Err(Rejection::Flat);
-        }
-        // Extrema: sign changes of the non-zero steps.
-        let signs: Vec<bool> = steps.iter().filter(|d| **d != 0.0).map(|d| *d > 0.0).collect();
-        let turns: Vec<usize> = (1..signs.len()).filter(|&i| signs[i] != signs[i - 1]).collect();
-        if turns.len() > 1 {
-            return Err(Rejection::Wiggly);
-        }
-        if let Some(&t) = turns.first()
-            && (490..510).contains(&t)
-        {
-            return Err(Rejection::MiddleExtremum);
-        }
+        let rules = curve_rules(&curve);
+        self.lap(Stage::Rules);
+        rules?;
         // As x rises the true class's p = 1 - x falls, so the loss must rise: choose the sign
         // from the curve before any sign is applied.
         let sign = if curve[PHENOTYPE_POINTS - 1] >= curve[0] { 1.0 } else { -1.0 };
@@ -282,14 +270,18 @@ impl Screener {
             signed.outputs[0].1 = neg;
         }
         let signed = simplify(&signed);
+        self.lap(Stage::Simplify);
         if !signed.depends_on(Input::P)[signed.outputs[0].1.index()] {
             return Err(Rejection::IgnoresP);
         }
-        self.check_gradient(&signed)?;
-        let phenotype: Vec<f64> = curve.iter().map(|v| sign * v).collect();
-        let normalised = normalise(&phenotype);
+        let gradient = self.check_gradient(&signed);
+        self.lap(Stage::Gradient);
+        gradient?;
+        curve.iter_mut().for_each(|v| *v *= sign);
+        let normalised = normalise(&curve);
         let key = print::expr_to_string(&signed, signed.outputs[0].1);
-        Ok(Screened { sign, graph: signed, phenotype, normalised, key })
+        self.lap(Stage::Key);
+        Ok(Screened { sign, graph: signed, phenotype: curve, normalised, key })
     }
 
     /// `s` finite on a grid of the domain, and on average pushing the target's p up.
@@ -298,15 +290,14 @@ impl Screener {
     /// and simplifies only when it meets a NaN or infinity (the pointwise baseline always does).
     fn check_gradient(&mut self, g: &Graph) -> Result<(), Rejection> {
         let raw = fuse::derivatives_unsimplified(g.clone());
-        let grid = self.grid.clone();
         let probe = |this: &mut Screener, d: &Graph| {
             let (dl, s) = (d.outputs[1].1, d.outputs[2].1);
-            let at0 = this.columns(d, &[s], 0.0, &grid);
-            let at1 = this.columns(d, &[s, dl], 1.0, &grid);
-            let n = grid.len();
-            let finite = (0..n).all(|i| at(&at0[0], i).is_finite() && at(&at1[0], i).is_finite());
-            let slope = (0..n).map(|i| at(&at1[1], i)).sum::<f64>();
-            let size = (0..n).map(|i| at(&at1[1], i).abs()).sum::<f64>();
+            this.eval(d, &[s], 0.0, true);
+            let finite = this.out[0].iter().all(|v| v.is_finite());
+            this.eval(d, &[s, dl], 1.0, true);
+            let finite = finite && this.out[0].iter().all(|v| v.is_finite());
+            let slope = this.out[1].iter().sum::<f64>();
+            let size = this.out[1].iter().map(|v| v.abs()).sum::<f64>();
             (finite, slope, size)
         };
         let (mut finite, mut slope, mut size) =
@@ -324,5 +315,62 @@ impl Screener {
             return Err(Rejection::WrongDirection);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rules as first written (vectors of steps, signs and turns): the reference for the
+    /// counting version, which has a fast path for curves without zero steps.
+    fn rules_reference(curve: &[f64]) -> Result<(), Rejection> {
+        if curve.iter().any(|v| !v.is_finite()) {
+            return Err(Rejection::NotFinite);
+        }
+        let steps: Vec<f64> = curve.windows(2).map(|w| w[1] - w[0]).collect();
+        if steps.iter().filter(|d| **d == 0.0).count() > 10 || curve.iter().all(|v| *v == 0.0) {
+            return Err(Rejection::Flat);
+        }
+        let signs: Vec<bool> = steps.iter().filter(|d| **d != 0.0).map(|d| *d > 0.0).collect();
+        let turns: Vec<usize> = (1..signs.len()).filter(|&i| signs[i] != signs[i - 1]).collect();
+        if turns.len() > 1 {
+            return Err(Rejection::Wiggly);
+        }
+        if turns.first().is_some_and(|t| (490..510).contains(t)) {
+            return Err(Rejection::MiddleExtremum);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_counting_rules_agree_with_the_reference() {
+        let mut rng = crate::rng::Rng::new(7);
+        let mut verdicts = std::collections::BTreeMap::new();
+        for case in 0..4000 {
+            // A curve with up to two extrema anywhere (often near the middle), some zero steps
+            // (plateaus) and the odd non-finite point.
+            let turns: Vec<usize> =
+                (0..rng.below(3)).map(|_| 480 + rng.below(40) * (1 + rng.below(12)) % 999).collect();
+            let mut curve: Vec<f64> = (0..PHENOTYPE_POINTS)
+                .map(|i| {
+                    let flips = turns.iter().filter(|&&t| i > t).count();
+                    let x = i as f64 / 999.0;
+                    if flips % 2 == 0 { x } else { 2.0 * turns[0] as f64 / 999.0 - x }
+                })
+                .collect();
+            for _ in 0..[0, 0, 1, 5, 11][case % 5] {
+                let i = 1 + rng.below(998);
+                curve[i] = curve[i - 1];
+            }
+            if case % 97 == 0 {
+                curve[rng.below(1000)] = f64::NAN;
+            }
+            let want = rules_reference(&curve);
+            assert_eq!(curve_rules(&curve), want, "case {case}, turns at {turns:?}");
+            *verdicts.entry(format!("{want:?}")).or_insert(0) += 1;
+        }
+        // Every verdict was exercised.
+        assert_eq!(verdicts.len(), 5, "{verdicts:?}");
     }
 }

@@ -1,0 +1,192 @@
+//! Columnwise evaluation of a loss graph over the screen's fixed probe points: one op over all
+//! points at a time (so each op's loop is specialised and vectorised), in reusable slots (no
+//! allocation per column once warm), with the columns of p-dependent subexpressions cached by a
+//! structural hash, so that candidates sharing subexpressions (a child and its parent; the
+//! probes at y = 0 and y = 1 of one candidate) share their work.
+
+use crate::backend::vm::is_routine;
+use crate::ir::op::Arg;
+use crate::ir::{Graph, Id, Input, Node};
+use rustc_hash::FxHashMap as HashMap;
+
+/// Points per slot: the most any probe uses.
+pub const STRIDE: usize = super::screen::PHENOTYPE_POINTS;
+
+/// A set of probe points (the values of p), pinned in a slot for the evaluator's lifetime.
+#[derive(Clone, Copy, Debug)]
+pub struct Points {
+    slot: u32,
+    len: usize,
+    hash: u64,
+}
+
+impl Points {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A node's values: one number when it does not depend on p, else the slot of its column.
+#[derive(Clone, Copy)]
+enum Val {
+    One(f64),
+    Col(u32),
+}
+
+/// A structural hash of a node from its parts: cheap, and mixed well enough that distinct
+/// subexpressions do not share a cached column by accident (splitmix64's finaliser).
+fn mix(parts: [u64; 4]) -> u64 {
+    let mut h = 0x9E37_79B9_7F4A_7C15u64;
+    for p in parts {
+        h = (h ^ p).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^= h >> 31;
+        h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
+        h ^= h >> 29;
+    }
+    h
+}
+
+/// The evaluator: column slots, the cache, and per-probe scratch, all reused.
+pub struct Columns {
+    slots: Vec<Box<[f64]>>,
+    free: Vec<u32>,
+    /// Structural hash -> slot of a p-dependent column; emptied when it reaches `capacity`.
+    cache: HashMap<u64, u32>,
+    capacity: usize,
+    live: Vec<bool>,
+    vals: Vec<Val>,
+    hashes: Vec<u64>,
+    /// Slots of this probe's uncached columns, freed when it ends.
+    temp: Vec<u32>,
+}
+
+impl Columns {
+    /// An evaluator caching up to `capacity` columns (`STRIDE` f64 each).
+    pub fn new(capacity: usize) -> Columns {
+        Columns {
+            slots: Vec::new(),
+            free: Vec::new(),
+            cache: HashMap::default(),
+            capacity,
+            live: Vec::new(),
+            vals: Vec::new(),
+            hashes: Vec::new(),
+            temp: Vec::new(),
+        }
+    }
+
+    /// Pins a set of probe points (at most `STRIDE`).
+    pub fn points(&mut self, ps: &[f64]) -> Points {
+        assert!(!ps.is_empty() && ps.len() <= STRIDE, "probe points: 1..={STRIDE}");
+        let slot = self.take();
+        self.slots[slot as usize][..ps.len()].copy_from_slice(ps);
+        let hash = mix([2, ps.len() as u64, ps[0].to_bits(), ps[ps.len() - 1].to_bits()]);
+        Points { slot, len: ps.len(), hash }
+    }
+
+    fn take(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.slots.push(vec![0.0; STRIDE].into());
+            (self.slots.len() - 1) as u32
+        })
+    }
+
+    /// Evaluates the nodes of `g` that `outs` need at y and each of `pts`, and writes output
+    /// k's values into `dst[k]`.
+    pub fn eval(&mut self, g: &Graph, y: f64, pts: Points, outs: &[Id], dst: &mut [Vec<f64>]) {
+        if self.cache.len() >= self.capacity {
+            self.free.extend(self.cache.drain().map(|(_, s)| s));
+        }
+        let n = pts.len;
+        // Which nodes the outputs need (children come before parents, so one backward sweep).
+        self.live.clear();
+        self.live.resize(g.len(), false);
+        for o in outs {
+            self.live[o.index()] = true;
+        }
+        for i in (0..g.len()).rev() {
+            if self.live[i] {
+                for a in g.node(Id::from_index(i)).args() {
+                    self.live[a.index()] = true;
+                }
+            }
+        }
+        self.vals.clear();
+        self.hashes.clear();
+        for (id, node) in g.iter() {
+            if !self.live[id.index()] {
+                self.vals.push(Val::One(f64::NAN));
+                self.hashes.push(0);
+                continue;
+            }
+            let h = match node {
+                Node::Input(Input::Y) => mix([1, y.to_bits(), 0, 0]),
+                Node::Input(Input::P) => pts.hash,
+                Node::Const(bits) => mix([3, bits, 0, 0]),
+                Node::Unary(op, a) => mix([4, op as u64, self.hashes[a.index()], g.eps.to_bits()]),
+                Node::Binary(op, a, b) => {
+                    mix([5 | (op as u64) << 8, self.hashes[a.index()], self.hashes[b.index()], 0])
+                }
+            };
+            self.hashes.push(h);
+            // The outputs are a candidate's own (its loss, its gradient) and rarely met again:
+            // caching them would only evict shared subexpressions sooner.
+            let cache = !outs.contains(&id);
+            let val = match node {
+                Node::Input(Input::Y) => Val::One(y),
+                Node::Input(Input::P) => Val::Col(pts.slot),
+                Node::Const(bits) => Val::One(f64::from_bits(bits)),
+                Node::Unary(op, a) => match self.vals[a.index()] {
+                    Val::One(x) => Val::One(op.eval(x, g.eps)),
+                    Val::Col(s) => self.compute(h, cache, n, |slots, out| {
+                        let xs = &slots[s as usize][..n];
+                        if is_routine(op) {
+                            op.eval_slice_reusing(xs, g.eps, out)
+                        } else {
+                            op.eval_slice(xs, g.eps, out)
+                        }
+                    }),
+                },
+                Node::Binary(op, a, b) => match (self.vals[a.index()], self.vals[b.index()]) {
+                    (Val::One(x), Val::One(z)) => Val::One(op.eval(x, z)),
+                    (va, vb) => self.compute(h, cache, n, |slots, out| {
+                        let arg = |v: Val| match v {
+                            Val::One(x) => Arg::One(x),
+                            Val::Col(s) => Arg::Col(&slots[s as usize][..n]),
+                        };
+                        op.eval_slice(arg(va), arg(vb), out)
+                    }),
+                },
+            };
+            self.vals.push(val);
+        }
+        for (d, o) in dst.iter_mut().zip(outs) {
+            d.clear();
+            match self.vals[o.index()] {
+                Val::One(v) => d.resize(n, v),
+                Val::Col(s) => d.extend_from_slice(&self.slots[s as usize][..n]),
+            }
+        }
+        self.free.append(&mut self.temp);
+    }
+
+    /// A node's column: from the cache, or computed by `f` into a free slot.
+    fn compute(&mut self, h: u64, cache: bool, n: usize, f: impl FnOnce(&[Box<[f64]>], &mut [f64])) -> Val {
+        if let Some(&s) = self.cache.get(&h) {
+            return Val::Col(s);
+        }
+        let s = self.take();
+        let mut buf = std::mem::take(&mut self.slots[s as usize]);
+        f(&self.slots, &mut buf[..n]);
+        self.slots[s as usize] = buf;
+        if cache {
+            self.cache.insert(h, s);
+        } else {
+            self.temp.push(s);
+        }
+        Val::Col(s)
+    }
+}
