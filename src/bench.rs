@@ -144,8 +144,9 @@ pub struct ScreenBench {
 }
 
 /// Times screening of `n` candidates: random genomes, or (`mutants`) children of a small
-/// population mutated in turn, as the evolution produces them.
-pub fn screen_throughput(n: usize, seed: u64, mutants: bool) -> ScreenBench {
+/// population mutated in turn, as the evolution produces them; without `baseline`, only the
+/// columnar screener runs (for profiling), and nothing is compared.
+pub fn screen_throughput(n: usize, seed: u64, mutants: bool, baseline: bool) -> ScreenBench {
     use crate::search::genome::Genome;
     use crate::search::screen::Screener;
     let mut rng = Rng::new(seed);
@@ -176,7 +177,7 @@ pub fn screen_throughput(n: usize, seed: u64, mutants: bool) -> ScreenBench {
     timed.time_stages();
     time(&mut timed);
     let stages = timed.stages().cloned().unwrap_or_default();
-    let (pointwise, b) = time(&mut Screener::pointwise());
+    let (pointwise, b) = if baseline { time(&mut Screener::pointwise()) } else { (f64::NAN, a.clone()) };
     ScreenBench {
         candidates: graphs.len(),
         accepted: a.iter().filter(|v| v.is_ok()).count(),

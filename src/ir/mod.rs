@@ -100,6 +100,13 @@ impl Graph {
         Graph { nodes: Vec::new(), memo: HashMap::default(), eps, outputs: Vec::new() }
     }
 
+    /// An empty graph with room for `n` nodes (passes that rebuild a graph know about how many
+    /// it will have; growing the memo table step by step costs more than the nodes do).
+    pub fn with_capacity(eps: f64, n: usize) -> Graph {
+        let memo = HashMap::with_capacity_and_hasher(n, Default::default());
+        Graph { nodes: Vec::with_capacity(n), memo, eps, outputs: Vec::new() }
+    }
+
     /// Inserts a node, returning the existing handle when an equal node is already present.
     pub fn insert(&mut self, node: Node) -> Id {
         if let Some(&id) = self.memo.get(&node) {
@@ -232,7 +239,7 @@ impl Graph {
 
     /// A new graph holding only what the named outputs reach, in the same order.
     pub fn compact(&self) -> Graph {
-        let mut g = Graph::new(self.eps);
+        let mut g = Graph::with_capacity(self.eps, self.len());
         let roots: Vec<Id> = self.outputs.iter().map(|(_, id)| *id).collect();
         let new = self.copy_into(&roots, &mut g);
         g.outputs = self.outputs.iter().zip(new).map(|((n, _), id)| (n.clone(), id)).collect();
@@ -273,12 +280,14 @@ impl Graph {
 
     /// Same eps, same output names, and structurally equal outputs.
     pub fn same_as(&self, other: &Graph) -> bool {
-        self.eps.to_bits() == other.eps.to_bits()
-            && self.outputs.len() == other.outputs.len()
-            && self
-                .outputs
-                .iter()
-                .zip(&other.outputs)
-                .all(|((n1, a), (n2, b))| n1 == n2 && self.same_expr(*a, other, *b))
+        if self.eps.to_bits() != other.eps.to_bits() || self.outputs.len() != other.outputs.len() {
+            return false;
+        }
+        // The same arena and outputs: equal without a walk (the common case of a pass that
+        // reached its fixpoint, which rebuilds a compact graph in the same order).
+        if self.nodes == other.nodes && self.outputs == other.outputs {
+            return true;
+        }
+        self.outputs.iter().zip(&other.outputs).all(|((n1, a), (n2, b))| n1 == n2 && self.same_expr(*a, other, *b))
     }
 }

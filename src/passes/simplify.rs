@@ -25,7 +25,9 @@ pub fn simplify(g: &Graph) -> Graph {
 }
 
 fn round(g: &Graph) -> Graph {
-    let mut s = Simplifier { g: Graph::new(g.eps), key: Vec::new(), nonneg: Vec::new() };
+    let n = g.len();
+    let mut s =
+        Simplifier { g: Graph::with_capacity(g.eps, n), key: Vec::with_capacity(n), nonneg: Vec::with_capacity(n) };
     let mut map: Vec<Id> = Vec::with_capacity(g.len());
     for (_, n) in g.iter() {
         let m = |a: Id| map[a.index()];

@@ -6,7 +6,7 @@
 
 use crate::backend::vm::is_routine;
 use crate::ir::op::Arg;
-use crate::ir::{Graph, Id, Input, Node};
+use crate::ir::{BinOp, Graph, Id, Input, Node};
 use rustc_hash::FxHashMap as HashMap;
 
 /// Points per slot: the most any probe uses.
@@ -47,6 +47,17 @@ fn mix(parts: [u64; 4]) -> u64 {
         h ^= h >> 29;
     }
     h
+}
+
+/// Whether `x op c` (`right`) or `c op x` equals x bit for bit for every x.
+fn identity(op: BinOp, c: f64, right: bool) -> bool {
+    match op {
+        BinOp::Mul => c == 1.0,
+        BinOp::Div => right && c == 1.0,
+        BinOp::Sub => right && c.to_bits() == 0,
+        BinOp::Add => c.to_bits() == (-0.0f64).to_bits(),
+        _ => false,
+    }
 }
 
 /// The evaluator: column slots, the cache, and per-probe scratch, all reused.
@@ -152,6 +163,10 @@ impl Columns {
                 },
                 Node::Binary(op, a, b) => match (self.vals[a.index()], self.vals[b.index()]) {
                     (Val::One(x), Val::One(z)) => Val::One(op.eval(x, z)),
+                    // x * 1, 1 * x, x / 1, x - 0 and x + -0 are x, bit for bit: the column is
+                    // shared, not computed (unsimplified derivatives are full of them).
+                    (col @ Val::Col(_), Val::One(z)) if identity(op, z, true) => col,
+                    (Val::One(z), col @ Val::Col(_)) if identity(op, z, false) => col,
                     (va, vb) => self.compute(h, cache, n, |slots, out| {
                         let arg = |v: Val| match v {
                             Val::One(x) => Arg::One(x),

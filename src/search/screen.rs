@@ -179,31 +179,27 @@ impl Screener {
 /// or all zero); more than one extremum (sign change of the non-zero steps); the extremum in
 /// the middle (the turn's index among the non-zero steps in 490..510). Written as counts over
 /// the whole curve so that they vectorise; the common case has no zero step.
-fn curve_rules(curve: &[f64]) -> Result<(), Rejection> {
+fn curve_rules(curve: &[f64], steps: &mut Vec<f64>) -> Result<(), Rejection> {
     const EXP: u64 = 0x7FF0_0000_0000_0000;
     if curve.iter().map(|v| (v.to_bits() & EXP == EXP) as u64).sum::<u64>() > 0 {
         return Err(Rejection::NotFinite);
     }
-    let (prev, next) = (&curve[..curve.len() - 1], &curve[1..]);
-    let zero_steps: u64 = prev.iter().zip(next).map(|(a, b)| (b - a == 0.0) as u64).sum();
+    steps.clear();
+    steps.extend(curve.iter().zip(&curve[1..]).map(|(a, b)| b - a));
+    let zero_steps: u64 = steps.iter().map(|d| (*d == 0.0) as u64).sum();
     // An all-zero curve has only zero steps.
     if zero_steps > 10 {
         return Err(Rejection::Flat);
     }
     let (turns, first_turn) = if zero_steps == 0 {
-        let rising = |(a, b): (&f64, &f64)| b - a > 0.0;
-        let turn = |((a, b), c): ((&f64, &f64), &f64)| rising((a, b)) != rising((b, c));
-        let triples = || curve.iter().zip(&curve[1..]).zip(&curve[2..]);
-        let turns: u64 = triples().map(|t| turn(t) as u64).sum();
+        let turn = |(a, b): (&f64, &f64)| (*a > 0.0) != (*b > 0.0);
+        let pairs = || steps.iter().zip(&steps[1..]);
+        let turns: u64 = pairs().map(|t| turn(t) as u64).sum();
         // The turn between steps i and i + 1 is at index i + 1 among the (all non-zero) steps.
-        (turns, if turns == 1 { triples().position(turn).map(|i| i + 1) } else { None })
+        (turns, if turns == 1 { pairs().position(turn).map(|i| i + 1) } else { None })
     } else {
         let (mut rising, mut nonzero, mut turns, mut first) = (None, 0, 0, None);
-        for (a, b) in prev.iter().zip(next) {
-            let d = b - a;
-            if d == 0.0 {
-                continue;
-            }
+        for &d in steps.iter().filter(|d| **d != 0.0) {
             if rising.is_some_and(|r| r != (d > 0.0)) {
                 turns += 1;
                 first.get_or_insert(nonzero);
@@ -257,7 +253,7 @@ impl Screener {
         if !g.depends_on(Input::P)[g.outputs[0].1.index()] {
             return Err(Rejection::IgnoresP);
         }
-        let rules = curve_rules(&curve);
+        let rules = curve_rules(&curve, &mut self.out[2]);
         self.lap(Stage::Rules);
         rules?;
         // As x rises the true class's p = 1 - x falls, so the loss must rise: choose the sign
@@ -367,7 +363,7 @@ mod tests {
                 curve[rng.below(1000)] = f64::NAN;
             }
             let want = rules_reference(&curve);
-            assert_eq!(curve_rules(&curve), want, "case {case}, turns at {turns:?}");
+            assert_eq!(curve_rules(&curve, &mut Vec::new()), want, "case {case}, turns at {turns:?}");
             *verdicts.entry(format!("{want:?}")).or_insert(0) += 1;
         }
         // Every verdict was exercised.
