@@ -9,9 +9,6 @@ use crate::ir::op::Arg;
 use crate::ir::{BinOp, Graph, Id, Input, Node};
 use rustc_hash::FxHashMap as HashMap;
 
-/// Points per slot: the most any probe uses.
-pub const STRIDE: usize = super::screen::PHENOTYPE_POINTS;
-
 /// A set of probe points (the values of p), pinned in a slot for the evaluator's lifetime.
 #[derive(Clone, Copy, Debug)]
 pub struct Points {
@@ -62,6 +59,8 @@ fn identity(op: BinOp, c: f64, right: bool) -> bool {
 
 /// The evaluator: column slots, the cache, and per-probe scratch, all reused.
 pub struct Columns {
+    /// Points per slot: the most a probe may use.
+    stride: usize,
     slots: Vec<Box<[f64]>>,
     free: Vec<u32>,
     /// Structural hash -> slot of a p-dependent column; emptied when it reaches `capacity`.
@@ -75,9 +74,10 @@ pub struct Columns {
 }
 
 impl Columns {
-    /// An evaluator caching up to `capacity` columns (`STRIDE` f64 each).
-    pub fn new(capacity: usize) -> Columns {
+    /// An evaluator for sets of up to `stride` points, caching up to `capacity` columns.
+    pub fn new(stride: usize, capacity: usize) -> Columns {
         Columns {
+            stride,
             slots: Vec::new(),
             free: Vec::new(),
             cache: HashMap::default(),
@@ -89,9 +89,9 @@ impl Columns {
         }
     }
 
-    /// Pins a set of probe points (at most `STRIDE`).
+    /// Pins a set of probe points (at most `stride`).
     pub fn points(&mut self, ps: &[f64]) -> Points {
-        assert!(!ps.is_empty() && ps.len() <= STRIDE, "probe points: 1..={STRIDE}");
+        assert!(!ps.is_empty() && ps.len() <= self.stride, "probe points: 1..={}", self.stride);
         let slot = self.take();
         self.slots[slot as usize][..ps.len()].copy_from_slice(ps);
         let hash = mix([2, ps.len() as u64, ps[0].to_bits(), ps[ps.len() - 1].to_bits()]);
@@ -100,7 +100,7 @@ impl Columns {
 
     fn take(&mut self) -> u32 {
         self.free.pop().unwrap_or_else(|| {
-            self.slots.push(vec![0.0; STRIDE].into());
+            self.slots.push(vec![0.0; self.stride].into());
             (self.slots.len() - 1) as u32
         })
     }

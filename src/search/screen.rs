@@ -62,7 +62,10 @@ pub fn phenotype(g: &Graph) -> Vec<f64> {
 /// The screen with its evaluator: the probe points, and the columns of subexpressions seen
 /// before (cleared when it grows past `CACHE_COLUMNS`).
 pub struct Screener {
+    /// The evaluators of the phenotype's points and of the gradient's grid (apart, so that
+    /// the grid's short columns lie close together).
     cols: Columns,
+    grid_cols: Columns,
     x: (Points, Vec<f64>),
     grid: (Points, Vec<f64>),
     /// Output columns, reused.
@@ -95,8 +98,8 @@ impl Stages {
     pub const NAMES: [&str; 5] = ["phenotype", "rules", "simplify", "gradient", "key"];
 }
 
-/// Columns the cache keeps (8 KB each): enough for a population's shared subexpressions, few
-/// enough to stay in the last-level cache.
+/// Columns each cache keeps: enough for a population's shared subexpressions, few enough
+/// (8 MB of phenotype columns) to stay near the last-level cache.
 const CACHE_COLUMNS: usize = 1024;
 
 impl Default for Screener {
@@ -107,13 +110,15 @@ impl Default for Screener {
 
 impl Screener {
     pub fn new() -> Screener {
-        let mut cols = Columns::new(CACHE_COLUMNS);
         let x = probe_x();
         let grid: Vec<f64> = (1..100).map(|i| i as f64 / 100.0).collect();
+        let mut cols = Columns::new(x.len(), CACHE_COLUMNS);
+        let mut grid_cols = Columns::new(grid.len(), CACHE_COLUMNS);
         Screener {
             x: (cols.points(&x), x),
-            grid: (cols.points(&grid), grid),
+            grid: (grid_cols.points(&grid), grid),
             cols,
+            grid_cols,
             out: Default::default(),
             timing: None,
             pointwise: false,
@@ -150,7 +155,8 @@ impl Screener {
     fn eval(&mut self, g: &Graph, outs: &[Id], y: f64, grid: bool) {
         let (pts, ps) = if grid { &self.grid } else { &self.x };
         if !self.pointwise {
-            return self.cols.eval(g, y, *pts, outs, &mut self.out[..outs.len()]);
+            let cols = if grid { &mut self.grid_cols } else { &mut self.cols };
+            return cols.eval(g, y, *pts, outs, &mut self.out[..outs.len()]);
         }
         let mut vals = Vec::new();
         for c in &mut self.out[..outs.len()] {
