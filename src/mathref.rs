@@ -63,12 +63,20 @@ pub fn sigmoid(x: f64) -> f64 {
 
 /// `ln(1 + e^x + eps)`, exactly rewritten as `max(x,0) + ln1p(e^-|x| + eps e^-max(x,0))` so it
 /// neither overflows for large x nor loses the eps guard for very negative x.
+/// `e^-max(x,0)` is `e^-|x|` for x > 0 and 1 otherwise, so one exp serves both terms.
 pub fn softplus_eps(x: f64, eps: f64) -> f64 {
     if x.is_nan() {
         return x;
     }
-    let mx = x.max(0.0);
-    mx + ((-x.abs()).exp() + eps * (-mx).exp()).ln_1p()
+    let e = (-x.abs()).exp();
+    x.max(0.0) + (e + eps * if x > 0.0 { e } else { 1.0 }).ln_1p()
+}
+
+/// `sigmoid(x) sigmoid(-x)`: both factors come from the one exp `e^-|x|` (as [`sigmoid`]
+/// computes each of them), so it is computed once.
+pub fn dsigmoid(x: f64) -> f64 {
+    let e = (-x.abs()).exp();
+    (1.0 / (1.0 + e)) * (e / (1.0 + e))
 }
 
 /// `1 - tanh(x)^2` as `sech(x)^2`.
@@ -226,6 +234,24 @@ mod tests {
         }
         assert_eq!(max(-0.0, 0.0).to_bits(), 0.0f64.to_bits());
         assert_eq!(min(0.0, -0.0).to_bits(), (-0.0f64).to_bits());
+    }
+
+    #[test]
+    fn one_exp_softplus_and_dsigmoid_give_the_two_exp_formulas_bits() {
+        let two_exp_softplus = |x: f64, eps: f64| {
+            let mx = x.max(0.0);
+            mx + ((-x.abs()).exp() + eps * (-mx).exp()).ln_1p()
+        };
+        let mut xs = vec![0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::MIN_POSITIVE, 800.0, -800.0];
+        xs.extend((0..20000).map(|i| (i as f64 - 10000.0) * 0.0731));
+        xs.extend((0..2000).map(|i| 1e-300 * 1.5f64.powi(i % 1000) * if i < 1000 { 1.0 } else { -1.0 }));
+        for x in xs {
+            for eps in [0.0, 1e-7] {
+                assert_eq!(softplus_eps(x, eps).to_bits(), two_exp_softplus(x, eps).to_bits(), "softplus {x} {eps}");
+            }
+            assert_eq!(dsigmoid(x).to_bits(), (sigmoid(x) * sigmoid(-x)).to_bits(), "dsigmoid {x}");
+        }
+        assert!(softplus_eps(f64::NAN, 1e-7).is_nan() && dsigmoid(f64::NAN).is_nan());
     }
 
     fn close(a: f64, b: f64, rel: f64) -> bool {

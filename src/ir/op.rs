@@ -111,7 +111,7 @@ unary_table! {
     /// `1 - tanh(x)^2`, computed as `sech(x)^2` so it does not cancel to 0 for large |x|.
     Dtanh,      "dtanh",       Some(25), |x, eps| m::dtanh(x);
     /// `sigmoid(x) * (1 - sigmoid(x))`
-    Dsigmoid,   "dsigmoid",    Some(26), |x, eps| m::sigmoid(x) * m::sigmoid(-x);
+    Dsigmoid,   "dsigmoid",    Some(26), |x, eps| m::dsigmoid(x);
     // Helpers that derivatives need; also usable in text so printed gradients parse.
     Cos,        "cos",         None,     |x, eps| x.cos();
     Cosh,       "cosh",        None,     |x, eps| x.cosh();
