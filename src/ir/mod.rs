@@ -239,6 +239,21 @@ impl Graph {
 
     /// A new graph holding only what the named outputs reach, in the same order.
     pub fn compact(&self) -> Graph {
+        if self.all_live() { self.clone() } else { self.copy_live() }
+    }
+
+    /// [`Graph::compact`], reusing this graph when nothing in it is dead.
+    pub fn into_compact(self) -> Graph {
+        if self.all_live() { self } else { self.copy_live() }
+    }
+
+    /// Whether the outputs reach every node (then compacting copies the graph node for node).
+    fn all_live(&self) -> bool {
+        let roots: Vec<Id> = self.outputs.iter().map(|(_, id)| *id).collect();
+        self.reachable(&roots).iter().all(|&l| l)
+    }
+
+    fn copy_live(&self) -> Graph {
         let mut g = Graph::with_capacity(self.eps, self.len());
         let roots: Vec<Id> = self.outputs.iter().map(|(_, id)| *id).collect();
         let new = self.copy_into(&roots, &mut g);

@@ -36,6 +36,7 @@ macro_rules! unary_table {
             /// [`UnOp::eval`] of each of `xs` into `out`, with the op chosen once (so the loop
             /// is specialised per op: the search's screen evaluates millions of points).
             #[allow(unused_variables, clippy::redundant_closure_call)]
+            #[inline(always)]
             pub fn eval_slice(self, xs: &[f64], eps: f64, out: &mut [f64]) {
                 debug_assert_eq!(xs.len(), out.len());
                 match self { $(UnOp::$v => for (o, &x) in out.iter_mut().zip(xs) {
@@ -164,7 +165,9 @@ macro_rules! binary_table {
             }
 
             /// [`BinOp::eval`] of each pair of operands into `out`, with the op chosen once.
+            /// Inlined so that a caller compiled for wider vectors gets them here too.
             #[allow(clippy::redundant_closure_call)]
+            #[inline(always)]
             pub fn eval_slice(self, a: Arg<'_>, b: Arg<'_>, out: &mut [f64]) {
                 match self { $(BinOp::$v => zip_args(a, b, out, |$a: f64, $b: f64| -> f64 { $eval }),)* }
             }

@@ -39,7 +39,7 @@ fn round(g: &Graph) -> Graph {
         map.push(new);
     }
     s.g.outputs = g.outputs.iter().map(|(name, id)| (name.clone(), map[id.index()])).collect();
-    s.g.compact()
+    s.g.into_compact()
 }
 
 struct Simplifier {

@@ -6,7 +6,7 @@
 
 use crate::backend::vm::is_routine;
 use crate::ir::op::Arg;
-use crate::ir::{BinOp, Graph, Id, Input, Node};
+use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp};
 use rustc_hash::FxHashMap as HashMap;
 
 /// A set of probe points (the values of p), pinned in a slot for the evaluator's lifetime.
@@ -56,6 +56,36 @@ fn identity(op: BinOp, c: f64, right: bool) -> bool {
         _ => false,
     }
 }
+
+/// Defines `fn $name($args)` running `$body` compiled for AVX2 where the processor has it
+/// (four f64 lanes; SSE2 has two): the same IEEE operations either way (Rust never contracts
+/// into FMA), so the same bits. Only arithmetic goes this way: routines make one call per point.
+macro_rules! wide {
+    ($(#[$doc:meta])* $name:ident($($arg:ident: $t:ty),*) => $body:expr) => {
+        $(#[$doc])*
+        fn $name($($arg: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $t),*) {
+                    $body
+                }
+                // SAFETY: the processor has AVX2 (checked above).
+                return unsafe { avx2($($arg),*) };
+            }
+            $body
+        }
+    };
+}
+
+wide!(
+    /// [`BinOp::eval_slice`], as wide as the processor allows.
+    binary_slice(op: BinOp, a: Arg<'_>, b: Arg<'_>, out: &mut [f64]) => op.eval_slice(a, b, out)
+);
+wide!(
+    /// [`UnOp::eval_slice`] of an arithmetic op, as wide as the processor allows.
+    unary_slice(op: UnOp, xs: &[f64], eps: f64, out: &mut [f64]) => op.eval_slice(xs, eps, out)
+);
 
 /// The evaluator: column slots, the cache, and per-probe scratch, all reused.
 pub struct Columns {
@@ -157,7 +187,7 @@ impl Columns {
                         if is_routine(op) {
                             op.eval_slice_reusing(xs, g.eps, out)
                         } else {
-                            op.eval_slice(xs, g.eps, out)
+                            unary_slice(op, xs, g.eps, out)
                         }
                     }),
                 },
@@ -172,7 +202,7 @@ impl Columns {
                             Val::One(x) => Arg::One(x),
                             Val::Col(s) => Arg::Col(&slots[s as usize][..n]),
                         };
-                        op.eval_slice(arg(va), arg(vb), out)
+                        binary_slice(op, arg(va), arg(vb), out)
                     }),
                 },
             };
