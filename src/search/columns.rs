@@ -57,17 +57,18 @@ fn identity(op: BinOp, c: f64, right: bool) -> bool {
     }
 }
 
-/// Defines `fn $name($args)` running `$body` compiled for AVX2 where the processor has it
-/// (four f64 lanes; SSE2 has two): the same IEEE operations either way (Rust never contracts
-/// into FMA), so the same bits. Only arithmetic goes this way: routines make one call per point.
+/// Defines `fn $name($args) -> $ret` running `$body` compiled for AVX2 where the processor has
+/// it (four f64 lanes; SSE2 has two): the same IEEE operations either way (Rust never
+/// contracts into FMA), so the same bits. For loops over columns of arithmetic: routines make
+/// one call per point and gain nothing.
 macro_rules! wide {
-    ($(#[$doc:meta])* $name:ident($($arg:ident: $t:ty),*) => $body:expr) => {
+    ($(#[$doc:meta])* $vis:vis $name:ident($($arg:ident: $t:ty),*) $(-> $ret:ty)? => $body:expr) => {
         $(#[$doc])*
-        fn $name($($arg: $t),*) {
+        $vis fn $name($($arg: $t),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 #[target_feature(enable = "avx2")]
-                fn avx2($($arg: $t),*) {
+                fn avx2($($arg: $t),*) $(-> $ret)? {
                     $body
                 }
                 // SAFETY: the processor has AVX2 (checked above).
@@ -77,6 +78,7 @@ macro_rules! wide {
         }
     };
 }
+pub(crate) use wide;
 
 wide!(
     /// [`BinOp::eval_slice`], as wide as the processor allows.
