@@ -175,9 +175,16 @@ impl Columns {
                 }
             };
             self.hashes.push(h);
-            // The outputs are a candidate's own (its loss, its gradient) and rarely met again:
-            // caching them would only evict shared subexpressions sooner.
-            let cache = !outs.contains(&id);
+            // Only columns of routines are worth keeping: arithmetic is cheaper to redo than
+            // to fetch from a cache too large for the processor's (and it would evict them
+            // sooner). The outputs are a candidate's own (its loss, its gradient) and rarely
+            // met again.
+            let cache = !outs.contains(&id)
+                && match node {
+                    Node::Unary(op, _) => is_routine(op),
+                    Node::Binary(op, ..) => op == BinOp::Pow,
+                    _ => false,
+                };
             let val = match node {
                 Node::Input(Input::Y) => Val::One(y),
                 Node::Input(Input::P) => Val::Col(pts.slot),

@@ -98,9 +98,9 @@ impl Stages {
     pub const NAMES: [&str; 5] = ["phenotype", "rules", "simplify", "gradient", "key"];
 }
 
-/// Columns each cache keeps: enough for a population's shared subexpressions, few enough
-/// (8 MB of phenotype columns) to stay near the last-level cache.
-const CACHE_COLUMNS: usize = 1024;
+/// Columns each cache keeps (only routines' columns are cached): 32 MB of phenotype columns,
+/// enough for the subexpressions a population shares.
+const CACHE_COLUMNS: usize = 4096;
 
 impl Default for Screener {
     fn default() -> Self {
