@@ -25,7 +25,13 @@ fn prec(op: BinOp) -> Option<Prec> {
 
 /// Formats a constant so that it parses back to the same bits (negative values as `-x`).
 pub fn number(v: f64) -> String {
-    if v == v.trunc() && v.abs() < 1e15 { format!("{v}") } else { format!("{v:?}") }
+    let mut s = String::new();
+    write_number(&mut s, v);
+    s
+}
+
+fn write_number(out: &mut String, v: f64) {
+    let _ = if v == v.trunc() && v.abs() < 1e15 { write!(out, "{v}") } else { write!(out, "{v:?}") };
 }
 
 struct Printer<'g> {
@@ -35,55 +41,87 @@ struct Printer<'g> {
 }
 
 impl Printer<'_> {
+    /// Writes the expression at `id` into `out`, in parentheses if it binds looser than `want`
+    /// (one buffer for the whole text: the search prints a key for every screened candidate).
     fn expr(&self, id: Id, out: &mut String, want: Prec, top: bool) {
         if !top && let Some(name) = &self.names[id.index()] {
             out.push_str(name);
             return;
         }
-        let (text, p) = self.render(id);
-        if p < want {
-            let _ = write!(out, "({text})");
+        if self.prec_of(id) < want {
+            out.push('(');
+            self.render(id, out);
+            out.push(')');
         } else {
-            out.push_str(&text);
+            self.render(id, out);
         }
     }
 
-    fn sub(&self, id: Id, want: Prec) -> String {
-        let mut s = String::new();
-        self.expr(id, &mut s, want, false);
-        s
+    /// `-c` would re-parse as the constant -c, so a negated constant keeps its name (and
+    /// prints as a call).
+    fn prefix_neg(&self, a: Id) -> bool {
+        self.g.node(a).as_const().is_none() || self.names[a.index()].is_some()
     }
 
-    /// The node's own text and how tightly it binds.
-    fn render(&self, id: Id) -> (String, Prec) {
+    /// How tightly the node's own text binds.
+    fn prec_of(&self, id: Id) -> Prec {
         match self.g.node(id) {
-            Node::Input(super::Input::Y) => ("y".into(), Prec::Atom),
-            Node::Input(super::Input::P) => ("p".into(), Prec::Atom),
+            Node::Input(_) => Prec::Atom,
             Node::Const(bits) => {
                 let v = f64::from_bits(bits);
-                if bits == self.g.eps.to_bits() && v != 0.0 {
-                    ("eps".into(), Prec::Atom)
-                } else if v.is_sign_negative() {
-                    (number(v), Prec::Prefix)
-                } else {
-                    (number(v), Prec::Atom)
-                }
+                let is_eps = bits == self.g.eps.to_bits() && v != 0.0;
+                if !is_eps && v.is_sign_negative() { Prec::Prefix } else { Prec::Atom }
             }
-            // `-c` would re-parse as the constant -c, so a negated constant keeps its name.
-            Node::Unary(UnOp::Neg, a) if self.g.node(a).as_const().is_none() || self.names[a.index()].is_some() => {
-                (format!("-{}", self.sub(a, Prec::Prefix)), Prec::Prefix)
+            Node::Unary(UnOp::Neg, a) if self.prefix_neg(a) => Prec::Prefix,
+            Node::Unary(..) => Prec::Atom,
+            Node::Binary(op, ..) => match (prec(op), op.symbol()) {
+                (Some(p), Some(_)) => p,
+                _ => Prec::Atom,
+            },
+        }
+    }
+
+    /// The node's own text.
+    fn render(&self, id: Id, out: &mut String) {
+        match self.g.node(id) {
+            Node::Input(super::Input::Y) => out.push('y'),
+            Node::Input(super::Input::P) => out.push('p'),
+            Node::Const(bits) => {
+                let v = f64::from_bits(bits);
+                if bits == self.g.eps.to_bits() && v != 0.0 { out.push_str("eps") } else { write_number(out, v) }
             }
-            Node::Unary(op, a) => (format!("{}({})", op.name(), self.sub(a, Prec::Sum)), Prec::Atom),
+            Node::Unary(UnOp::Neg, a) if self.prefix_neg(a) => {
+                out.push('-');
+                self.expr(a, out, Prec::Prefix, false);
+            }
+            Node::Unary(op, a) => {
+                out.push_str(op.name());
+                out.push('(');
+                self.expr(a, out, Prec::Sum, false);
+                out.push(')');
+            }
             Node::Binary(op, a, b) => match (prec(op), op.symbol()) {
-                (Some(Prec::Power), Some(sym)) => {
-                    (format!("{} {sym} {}", self.sub(a, Prec::Atom), self.sub(b, Prec::Prefix)), Prec::Power)
-                }
                 (Some(p), Some(sym)) => {
-                    // Left-associative: the right operand needs parentheses at equal strength.
-                    let right = if p == Prec::Sum { Prec::Product } else { Prec::Prefix };
-                    (format!("{} {sym} {}", self.sub(a, p), self.sub(b, right)), p)
+                    // `^` binds its left operand as an atom and its right as a prefix; the
+                    // others are left-associative, so the right operand needs parentheses at
+                    // equal strength.
+                    let (left, right) = match p {
+                        Prec::Power => (Prec::Atom, Prec::Prefix),
+                        Prec::Sum => (p, Prec::Product),
+                        _ => (p, Prec::Prefix),
+                    };
+                    self.expr(a, out, left, false);
+                    let _ = write!(out, " {sym} ");
+                    self.expr(b, out, right, false);
                 }
-                _ => (format!("{}({}, {})", op.name(), self.sub(a, Prec::Sum), self.sub(b, Prec::Sum)), Prec::Atom),
+                _ => {
+                    out.push_str(op.name());
+                    out.push('(');
+                    self.expr(a, out, Prec::Sum, false);
+                    out.push_str(", ");
+                    self.expr(b, out, Prec::Sum, false);
+                    out.push(')');
+                }
             },
         }
     }
