@@ -119,6 +119,12 @@ impl Graph {
         id
     }
 
+    /// Room for `n` more nodes.
+    pub fn reserve(&mut self, n: usize) {
+        self.nodes.reserve(n);
+        self.memo.reserve(n);
+    }
+
     pub fn input(&mut self, i: Input) -> Id {
         self.insert(Node::Input(i))
     }

@@ -21,23 +21,18 @@ pub fn grad(g: &mut Graph, out: Id, wrt: Input) -> Id {
         if node == Node::Input(wrt) {
             result = Some(a);
         }
-        let local: Vec<(Id, Id)> = match node {
-            Node::Input(_) | Node::Const(_) => vec![],
-            Node::Unary(op, x) if dep[x.index()] => vec![(x, unary_rule(g, op, x, id))],
+        // At most two local derivatives (no Vec per node: the search differentiates every
+        // candidate it screens).
+        let local: [Option<(Id, Id)>; 2] = match node {
+            Node::Input(_) | Node::Const(_) => [None, None],
+            Node::Unary(op, x) if dep[x.index()] => [Some((x, unary_rule(g, op, x, id))), None],
             Node::Binary(op, x, y) => {
                 let (dx, dy) = binary_rule(g, op, x, y, id);
-                let mut v = Vec::new();
-                if dep[x.index()] {
-                    v.push((x, dx));
-                }
-                if dep[y.index()] {
-                    v.push((y, dy));
-                }
-                v
+                [dep[x.index()].then_some((x, dx)), dep[y.index()].then_some((y, dy))]
             }
-            _ => vec![],
+            _ => [None, None],
         };
-        for (arg, d) in local {
+        for (arg, d) in local.into_iter().flatten() {
             let contrib = g.mul(a, d);
             adj[arg.index()] = Some(match adj[arg.index()] {
                 None => contrib,

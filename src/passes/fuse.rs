@@ -47,6 +47,7 @@ pub fn derivatives_of(g: Graph) -> Graph {
 /// evaluates it first and simplifies only when it meets a NaN or infinity.
 pub fn derivatives_unsimplified(mut g: Graph) -> Graph {
     g.outputs.truncate(1);
+    g.reserve(3 * g.len()); // a derivative takes a few nodes per node
     let l = g.outputs[0].1;
     let d = autodiff::grad(&mut g, l, Input::P);
     let p = g.p();
