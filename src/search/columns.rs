@@ -33,6 +33,14 @@ enum Val {
     Col(u32),
 }
 
+/// How a column meets the cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cache {
+    No,
+    Read,
+    ReadWrite,
+}
+
 /// A structural hash of a node from its parts: cheap, and mixed well enough that distinct
 /// subexpressions do not share a cached column by accident (splitmix64's finaliser).
 fn mix(parts: [u64; 4]) -> u64 {
@@ -175,16 +183,20 @@ impl Columns {
                 }
             };
             self.hashes.push(h);
-            // Only columns of routines are worth keeping: arithmetic is cheaper to redo than
-            // to fetch from a cache too large for the processor's (and it would evict them
-            // sooner). The outputs are a candidate's own (its loss, its gradient) and rarely
-            // met again.
-            let cache = !outs.contains(&id)
-                && match node {
-                    Node::Unary(op, _) => is_routine(op),
-                    Node::Binary(op, ..) => op == BinOp::Pow,
-                    _ => false,
-                };
+            // Only columns of routines are worth keeping (and looking up): arithmetic is
+            // cheaper to redo than to fetch from a cache too large for the processor's, and
+            // would evict them sooner. The outputs are a candidate's own (its loss, its
+            // gradient), rarely met again: looked up, not kept.
+            let worth = match node {
+                Node::Unary(op, _) => is_routine(op),
+                Node::Binary(op, ..) => op == BinOp::Pow,
+                _ => false,
+            };
+            let cache = match (worth, outs.contains(&id)) {
+                (false, _) => Cache::No,
+                (true, true) => Cache::Read,
+                (true, false) => Cache::ReadWrite,
+            };
             let val = match node {
                 Node::Input(Input::Y) => Val::One(y),
                 Node::Input(Input::P) => Val::Col(pts.slot),
@@ -228,15 +240,17 @@ impl Columns {
     }
 
     /// A node's column: from the cache, or computed by `f` into a free slot.
-    fn compute(&mut self, h: u64, cache: bool, n: usize, f: impl FnOnce(&[Box<[f64]>], &mut [f64])) -> Val {
-        if let Some(&s) = self.cache.get(&h) {
+    fn compute(&mut self, h: u64, cache: Cache, n: usize, f: impl FnOnce(&[Box<[f64]>], &mut [f64])) -> Val {
+        if cache != Cache::No
+            && let Some(&s) = self.cache.get(&h)
+        {
             return Val::Col(s);
         }
         let s = self.take();
         let mut buf = std::mem::take(&mut self.slots[s as usize]);
         f(&self.slots, &mut buf[..n]);
         self.slots[s as usize] = buf;
-        if cache {
+        if cache == Cache::ReadWrite {
             self.cache.insert(h, s);
         } else {
             self.temp.push(s);
