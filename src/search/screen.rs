@@ -98,8 +98,9 @@ impl Stages {
     pub const NAMES: [&str; 5] = ["phenotype", "rules", "simplify", "gradient", "key"];
 }
 
-/// Columns each cache keeps (only routines' columns are cached): 32 MB of phenotype columns,
-/// enough for the subexpressions a population shares.
+/// Phenotype columns the cache keeps (only routines' columns are cached): 32 MB, enough for
+/// the subexpressions a population shares. The gradient grid's cache keeps four times as many
+/// of its short columns (13 MB).
 const CACHE_COLUMNS: usize = 4096;
 
 impl Default for Screener {
@@ -113,7 +114,7 @@ impl Screener {
         let x = probe_x();
         let grid: Vec<f64> = (1..100).map(|i| i as f64 / 100.0).collect();
         let mut cols = Columns::new(x.len(), CACHE_COLUMNS);
-        let mut grid_cols = Columns::new(grid.len(), CACHE_COLUMNS);
+        let mut grid_cols = Columns::new(grid.len(), 4 * CACHE_COLUMNS);
         Screener {
             x: (cols.points(&x), x),
             grid: (grid_cols.points(&grid), grid),
