@@ -255,8 +255,26 @@ impl Graph {
 
     /// Whether the outputs reach every node (then compacting copies the graph node for node).
     fn all_live(&self) -> bool {
-        let roots: Vec<Id> = self.outputs.iter().map(|(_, id)| *id).collect();
-        self.reachable(&roots).iter().all(|&l| l)
+        // Without allocating for the small graphs the search builds by the million.
+        let mut small = [false; 64];
+        let mut large = Vec::new();
+        let live: &mut [bool] = if self.len() <= small.len() {
+            &mut small[..self.len()]
+        } else {
+            large.resize(self.len(), false);
+            &mut large
+        };
+        for (_, id) in &self.outputs {
+            live[id.index()] = true;
+        }
+        for i in (0..self.len()).rev() {
+            if live[i] {
+                for a in self.nodes[i].args() {
+                    live[a.index()] = true;
+                }
+            }
+        }
+        live.iter().all(|&l| l)
     }
 
     fn copy_live(&self) -> Graph {

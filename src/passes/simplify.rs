@@ -15,7 +15,8 @@ pub fn simplify(g: &Graph) -> Graph {
     // Rules fire while rebuilding bottom-up; a second round catches rules enabled by the first.
     for _ in 0..4 {
         let next = round(&cur);
-        let done = next.same_as(&cur);
+        // Both are compact and hash-consed, so equal expressions have as many nodes.
+        let done = next.len() == cur.len() && next.same_as(&cur);
         cur = next;
         if done {
             break;
