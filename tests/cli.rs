@@ -132,3 +132,24 @@ fn search_and_report_commands_reject_bad_input() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_screen_checks_its_verdicts_and_prints_where_the_time_goes() {
+    let out = lossc(&["bench-screen", "--n", "400"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Random genomes and mutation chains, each compared with the pointwise baseline.
+    assert_eq!(text.matches("verdicts differ").count(), 2, "{text}");
+    assert_eq!(text.matches("; 0 verdicts differ").count(), 2, "{text}");
+    assert_eq!(text.matches("us per candidate:").count(), 2, "{text}");
+    for line in text.lines().filter(|l| l.contains("us per candidate:")) {
+        let parts: Vec<&str> = line.split(':').nth(1).unwrap().split('+').map(str::trim).collect();
+        let names: Vec<&str> = parts.iter().map(|p| p.split(' ').next().unwrap()).collect();
+        assert_eq!(names, ["phenotype", "rules", "simplify", "gradient", "key"], "{line}");
+        let total: f64 = parts.iter().map(|p| p.split(' ').nth(1).unwrap().parse::<f64>().unwrap()).sum();
+        assert!(total > 0.0, "{line}");
+    }
+    let out = lossc(&["bench-screen", "--n", "200", "--no-baseline"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !text.contains("pointwise") && text.contains("columnar"), "{text}");
+}
