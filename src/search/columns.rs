@@ -1,8 +1,8 @@
 //! Columnwise evaluation of a loss graph over the screen's fixed probe points: one op over all
 //! points at a time (so each op's loop is specialised and vectorised), in reusable slots (no
-//! allocation per column once warm), with the columns of p-dependent subexpressions cached by a
-//! structural hash, so that candidates sharing subexpressions (a child and its parent; the
-//! probes at y = 0 and y = 1 of one candidate) share their work.
+//! allocation per column once warm), with the columns of routines (the costly ops) cached by a
+//! structural hash of their subexpression, so that candidates sharing subexpressions (a child
+//! and its parent; the probes at y = 0 and y = 1 of one candidate) share their work.
 
 use crate::backend::vm::is_routine;
 use crate::ir::op::Arg;
@@ -103,7 +103,7 @@ pub struct Columns {
     stride: usize,
     slots: Vec<Box<[f64]>>,
     free: Vec<u32>,
-    /// Structural hash -> slot of a p-dependent column; emptied when it reaches `capacity`.
+    /// Structural hash -> slot of a routine's column; emptied when it reaches `capacity`.
     cache: HashMap<u64, u32>,
     capacity: usize,
     live: Vec<bool>,
