@@ -87,11 +87,10 @@ pub enum Stage {
     Key,
 }
 
-/// Time spent in each stage (indexed by [`Stage`]) and how many candidates reached it.
+/// Time spent in each stage, indexed by [`Stage`].
 #[derive(Clone, Debug, Default)]
 pub struct Stages {
     pub nanos: [u64; 5],
-    pub calls: [u64; 5],
 }
 
 impl Stages {
@@ -146,7 +145,6 @@ impl Screener {
         if let Some((s, t)) = &mut self.timing {
             let now = std::time::Instant::now();
             s.nanos[stage as usize] += (now - *t).as_nanos() as u64;
-            s.calls[stage as usize] += 1;
             *t = now;
         }
     }
