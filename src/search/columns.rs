@@ -97,6 +97,9 @@ wide!(
     unary_slice(op: UnOp, xs: &[f64], eps: f64, out: &mut [f64]) => op.eval_slice(xs, eps, out)
 );
 
+/// The most y values one [`Columns::eval`] takes (the screen's probes use 0 and 1).
+pub const MAX_YS: usize = 2;
+
 /// The evaluator: column slots, the cache, and per-probe scratch, all reused.
 pub struct Columns {
     /// Points per slot: the most a probe may use.
@@ -107,10 +110,18 @@ pub struct Columns {
     cache: HashMap<u64, u32>,
     capacity: usize,
     live: Vec<bool>,
-    vals: Vec<Val>,
-    hashes: Vec<u64>,
-    /// Slots of this probe's uncached columns, freed when it ends.
+    /// Per node and y: its values and structural hash (the same for every y when the node
+    /// does not depend on y).
+    vals: Vec<[Val; MAX_YS]>,
+    hashes: Vec<[u64; MAX_YS]>,
+    /// Per node: whether it depends on y.
+    ydep: Vec<bool>,
+    /// Slots of the last probe's uncached columns, freed when the next one starts (the
+    /// outputs are read from them in between).
     temp: Vec<u32>,
+    /// The last probe's outputs: a slot per y and output.
+    outs: Vec<[u32; MAX_YS]>,
+    len: usize,
 }
 
 impl Columns {
@@ -125,7 +136,10 @@ impl Columns {
             live: Vec::new(),
             vals: Vec::new(),
             hashes: Vec::new(),
+            ydep: Vec::new(),
             temp: Vec::new(),
+            outs: Vec::new(),
+            len: 0,
         }
     }
 
@@ -145,13 +159,17 @@ impl Columns {
         })
     }
 
-    /// Evaluates the nodes of `g` that `outs` need at y and each of `pts`, and writes output
-    /// k's values into `dst[k]`.
-    pub fn eval(&mut self, g: &Graph, y: f64, pts: Points, outs: &[Id], dst: &mut [Vec<f64>]) {
+    /// Evaluates the nodes of `g` that `outs` need at each of `pts` and each y in `ys` (at
+    /// most [`MAX_YS`]), in one sweep: a node that does not depend on y is computed once for
+    /// all of them. Output k at `ys[j]` is then [`Columns::out`]`(j, k)`, until the next call.
+    pub fn eval(&mut self, g: &Graph, ys: &[f64], pts: Points, outs: &[Id]) {
+        assert!((1..=MAX_YS).contains(&ys.len()), "1..={MAX_YS} values of y");
+        self.free.append(&mut self.temp);
         if self.cache.len() >= self.capacity {
             self.free.extend(self.cache.drain().map(|(_, s)| s));
         }
         let n = pts.len;
+        self.len = n;
         // Which nodes the outputs need (children come before parents, so one backward sweep).
         self.live.clear();
         self.live.resize(g.len(), false);
@@ -167,76 +185,104 @@ impl Columns {
         }
         self.vals.clear();
         self.hashes.clear();
+        self.ydep.clear();
         for (id, node) in g.iter() {
-            if !self.live[id.index()] {
-                self.vals.push(Val::One(f64::NAN));
-                self.hashes.push(0);
-                continue;
-            }
-            let h = match node {
-                Node::Input(Input::Y) => mix([1, y.to_bits(), 0, 0]),
-                Node::Input(Input::P) => pts.hash,
-                Node::Const(bits) => mix([3, bits, 0, 0]),
-                Node::Unary(op, a) => mix([4, op as u64, self.hashes[a.index()], g.eps.to_bits()]),
-                Node::Binary(op, a, b) => {
-                    mix([5 | (op as u64) << 8, self.hashes[a.index()], self.hashes[b.index()], 0])
+            let dep = match node {
+                Node::Input(i) => i == Input::Y,
+                Node::Const(_) => false,
+                Node::Unary(_, a) => self.ydep[a.index()],
+                Node::Binary(_, a, b) => self.ydep[a.index()] || self.ydep[b.index()],
+            };
+            self.ydep.push(dep);
+            let (mut vals, mut hashes) = ([Val::One(f64::NAN); MAX_YS], [0; MAX_YS]);
+            if self.live[id.index()] {
+                // Only columns of routines are worth keeping (and looking up): arithmetic is
+                // cheaper to redo than to fetch from a cache too large for the processor's,
+                // and would evict them sooner. The outputs are a candidate's own (its loss,
+                // its gradient), rarely met again: looked up, not kept.
+                let worth = match node {
+                    Node::Unary(op, _) => is_routine(op),
+                    Node::Binary(op, ..) => op == BinOp::Pow,
+                    _ => false,
+                };
+                let cache = match (worth, outs.contains(&id)) {
+                    (false, _) => Cache::No,
+                    (true, true) => Cache::Read,
+                    (true, false) => Cache::ReadWrite,
+                };
+                for j in 0..if dep { ys.len() } else { 1 } {
+                    (vals[j], hashes[j]) = self.node(g, node, j, ys[j], pts, cache);
                 }
-            };
-            self.hashes.push(h);
-            // Only columns of routines are worth keeping (and looking up): arithmetic is
-            // cheaper to redo than to fetch from a cache too large for the processor's, and
-            // would evict them sooner. The outputs are a candidate's own (its loss, its
-            // gradient), rarely met again: looked up, not kept.
-            let worth = match node {
-                Node::Unary(op, _) => is_routine(op),
-                Node::Binary(op, ..) => op == BinOp::Pow,
-                _ => false,
-            };
-            let cache = match (worth, outs.contains(&id)) {
-                (false, _) => Cache::No,
-                (true, true) => Cache::Read,
-                (true, false) => Cache::ReadWrite,
-            };
-            let val = match node {
-                Node::Input(Input::Y) => Val::One(y),
-                Node::Input(Input::P) => Val::Col(pts.slot),
-                Node::Const(bits) => Val::One(f64::from_bits(bits)),
-                Node::Unary(op, a) => match self.vals[a.index()] {
-                    Val::One(x) => Val::One(op.eval(x, g.eps)),
-                    Val::Col(s) => self.compute(h, cache, n, |slots, out| {
-                        let xs = &slots[s as usize][..n];
-                        if is_routine(op) {
-                            op.eval_slice_reusing(xs, g.eps, out)
-                        } else {
-                            unary_slice(op, xs, g.eps, out)
-                        }
-                    }),
-                },
-                Node::Binary(op, a, b) => match (self.vals[a.index()], self.vals[b.index()]) {
-                    (Val::One(x), Val::One(z)) => Val::One(op.eval(x, z)),
-                    // x * 1, 1 * x, x / 1, x - 0 and x + -0 are x, bit for bit: the column is
-                    // shared, not computed (unsimplified derivatives are full of them).
-                    (col @ Val::Col(_), Val::One(z)) if identity(op, z, true) => col,
-                    (Val::One(z), col @ Val::Col(_)) if identity(op, z, false) => col,
-                    (va, vb) => self.compute(h, cache, n, |slots, out| {
-                        let arg = |v: Val| match v {
-                            Val::One(x) => Arg::One(x),
-                            Val::Col(s) => Arg::Col(&slots[s as usize][..n]),
-                        };
-                        binary_slice(op, arg(va), arg(vb), out)
-                    }),
-                },
-            };
-            self.vals.push(val);
-        }
-        for (d, o) in dst.iter_mut().zip(outs) {
-            d.clear();
-            match self.vals[o.index()] {
-                Val::One(v) => d.resize(n, v),
-                Val::Col(s) => d.extend_from_slice(&self.slots[s as usize][..n]),
+                if !dep {
+                    (vals, hashes) = ([vals[0]; MAX_YS], [hashes[0]; MAX_YS]);
+                }
             }
+            self.vals.push(vals);
+            self.hashes.push(hashes);
         }
-        self.free.append(&mut self.temp);
+        self.outs.clear();
+        for o in outs {
+            let mut slots = [0; MAX_YS];
+            for (j, slot) in slots.iter_mut().enumerate().take(ys.len()) {
+                *slot = match self.vals[o.index()][j] {
+                    Val::Col(s) => s,
+                    // A constant output (rare): spelled out in a column of its own.
+                    Val::One(v) => {
+                        let s = self.take();
+                        self.slots[s as usize][..n].fill(v);
+                        self.temp.push(s);
+                        s
+                    }
+                };
+            }
+            self.outs.push(slots);
+        }
+    }
+
+    /// Output `k` of the last [`Columns::eval`] at its `j`-th y.
+    pub fn out(&self, j: usize, k: usize) -> &[f64] {
+        &self.slots[self.outs[k][j] as usize][..self.len]
+    }
+
+    /// One node's values and structural hash at the `j`-th y (its arguments' are known).
+    fn node(&mut self, g: &Graph, node: Node, j: usize, y: f64, pts: Points, cache: Cache) -> (Val, u64) {
+        let n = pts.len;
+        let h = match node {
+            Node::Input(Input::Y) => mix([1, y.to_bits(), 0, 0]),
+            Node::Input(Input::P) => pts.hash,
+            Node::Const(bits) => mix([3, bits, 0, 0]),
+            Node::Unary(op, a) => mix([4, op as u64, self.hashes[a.index()][j], g.eps.to_bits()]),
+            Node::Binary(op, a, b) => {
+                mix([5 | (op as u64) << 8, self.hashes[a.index()][j], self.hashes[b.index()][j], 0])
+            }
+        };
+        let val = match node {
+            Node::Input(Input::Y) => Val::One(y),
+            Node::Input(Input::P) => Val::Col(pts.slot),
+            Node::Const(bits) => Val::One(f64::from_bits(bits)),
+            Node::Unary(op, a) => match self.vals[a.index()][j] {
+                Val::One(x) => Val::One(op.eval(x, g.eps)),
+                Val::Col(s) => self.compute(h, cache, n, |slots, out| {
+                    let xs = &slots[s as usize][..n];
+                    if is_routine(op) { op.eval_slice_reusing(xs, g.eps, out) } else { unary_slice(op, xs, g.eps, out) }
+                }),
+            },
+            Node::Binary(op, a, b) => match (self.vals[a.index()][j], self.vals[b.index()][j]) {
+                (Val::One(x), Val::One(z)) => Val::One(op.eval(x, z)),
+                // x * 1, 1 * x, x / 1, x - 0 and x + -0 are x, bit for bit: the column is
+                // shared, not computed (unsimplified derivatives are full of them).
+                (col @ Val::Col(_), Val::One(z)) if identity(op, z, true) => col,
+                (Val::One(z), col @ Val::Col(_)) if identity(op, z, false) => col,
+                (va, vb) => self.compute(h, cache, n, |slots, out| {
+                    let arg = |v: Val| match v {
+                        Val::One(x) => Arg::One(x),
+                        Val::Col(s) => Arg::Col(&slots[s as usize][..n]),
+                    };
+                    binary_slice(op, arg(va), arg(vb), out)
+                }),
+            },
+        };
+        (val, h)
     }
 
     /// A node's column: from the cache, or computed by `f` into a free slot.

@@ -68,8 +68,10 @@ pub struct Screener {
     grid_cols: Columns,
     x: (Points, Vec<f64>),
     grid: (Points, Vec<f64>),
-    /// Output columns, reused.
+    /// The pointwise baseline's output columns (two outputs at two values of y), reused.
     out: [Vec<f64>; 4],
+    /// The last phenotype, reused.
+    curve: Vec<f64>,
     /// Time per stage, when asked for, and the start of the current one.
     timing: Option<(Stages, std::time::Instant)>,
     /// Point by point through the interpreter, without the cache: the baseline that the
@@ -120,6 +122,7 @@ impl Screener {
             cols,
             grid_cols,
             out: Default::default(),
+            curve: Vec::new(),
             timing: None,
             pointwise: false,
         }
@@ -149,36 +152,66 @@ impl Screener {
         }
     }
 
-    /// Evaluates nodes `outs` of `g` at y and each probe point (the phenotype's x, or the
-    /// gradient's grid) into `self.out[..outs.len()]`.
-    fn eval(&mut self, g: &Graph, outs: &[Id], y: f64, grid: bool) {
+    /// Evaluates nodes `outs` (at most two) of `g` at each y in `ys` (at most two) and each
+    /// probe point (the phenotype's x, or the gradient's grid): output k at `ys[j]` is then
+    /// [`Screener::out`]`(grid, j, k)`.
+    fn eval(&mut self, g: &Graph, outs: &[Id], ys: &[f64], grid: bool) {
         let (pts, ps) = if grid { &self.grid } else { &self.x };
         if !self.pointwise {
             let cols = if grid { &mut self.grid_cols } else { &mut self.cols };
-            return cols.eval(g, y, *pts, outs, &mut self.out[..outs.len()]);
+            return cols.eval(g, ys, *pts, outs);
         }
         let mut vals = Vec::new();
-        for c in &mut self.out[..outs.len()] {
+        for c in &mut self.out {
             c.clear();
         }
-        for &p in ps {
-            crate::interp::eval_into(g, y, p, &mut vals);
-            for (c, o) in self.out.iter_mut().zip(outs) {
-                c.push(vals[o.index()]);
+        for (j, &y) in ys.iter().enumerate() {
+            for &p in ps {
+                crate::interp::eval_into(g, y, p, &mut vals);
+                for (k, o) in outs.iter().enumerate() {
+                    self.out[2 * j + k].push(vals[o.index()]);
+                }
             }
+        }
+    }
+
+    /// Output `k` at the `j`-th y of the last [`Screener::eval`].
+    fn out(&self, grid: bool, j: usize, k: usize) -> &[f64] {
+        match (self.pointwise, grid) {
+            (true, _) => &self.out[2 * j + k],
+            (false, false) => self.cols.out(j, k),
+            (false, true) => self.grid_cols.out(j, k),
         }
     }
 
     /// [`phenotype`], with the cache.
     pub fn phenotype(&mut self, g: &Graph) -> Vec<f64> {
-        let out = g.outputs[0].1;
-        self.eval(g, &[out], 0.0, false);
-        self.out.swap(0, 3);
-        self.eval(g, &[out], 1.0, false);
-        // out[0] holds L(1, x[j]); p = 1 - x[i] is x[n - 1 - i].
-        self.out[3].iter().zip(self.out[0].iter().rev()).map(|(u, v)| u + v).collect()
+        self.curve(g);
+        self.curve.clone()
+    }
+
+    /// The phenotype into `self.curve`.
+    fn curve(&mut self, g: &Graph) {
+        self.eval(g, &[g.outputs[0].1], &[0.0, 1.0], false);
+        // At y = 1, p = 1 - x[i] is x[n - 1 - i].
+        let mut curve = std::mem::take(&mut self.curve);
+        curve.resize(PHENOTYPE_POINTS, 0.0);
+        add_reversed(self.out(false, 0, 0), self.out(false, 1, 0), &mut curve);
+        self.curve = curve;
     }
 }
+
+super::columns::wide!(
+    /// `out[i] = a[i] + b[n - 1 - i]`, vectorised (an index loop: the zip of a reversed
+    /// iterator is not).
+    add_reversed(a: &[f64], b: &[f64], out: &mut [f64]) => {
+        let n = out.len();
+        let (a, b) = (&a[..n], &b[..n]);
+        for i in 0..n {
+            out[i] = a[i] + b[n - 1 - i];
+        }
+    }
+);
 
 /// The predecessor's rules on the binary phenotype: not finite; flat (more than 10 zero steps,
 /// or all zero); more than one extremum (sign change of the non-zero steps); the extremum in
@@ -274,13 +307,16 @@ super::columns::wide!(
         }
         let lo = lo.into_iter().fold(f64::MAX, f64::min);
         let hi = hi.into_iter().fold(f64::MIN, f64::max);
-        let mut out = vec![0.0; c.len()];
-        if hi > lo {
-            let range = hi - lo;
-            for (o, &v) in out.iter_mut().zip(c) {
-                *o = (v - lo) / range;
-            }
+        if hi <= lo {
+            return vec![0.0; c.len()];
         }
+        // Written once, not zeroed first.
+        let (range, mut out) = (hi - lo, Vec::with_capacity(c.len()));
+        for (o, &v) in out.spare_capacity_mut().iter_mut().zip(c) {
+            o.write((v - lo) / range);
+        }
+        // SAFETY: the loop wrote all c.len() elements.
+        unsafe { out.set_len(c.len()) };
         out
     }
 );
@@ -309,17 +345,17 @@ impl Screener {
         if let Some((_, t)) = &mut self.timing {
             *t = std::time::Instant::now();
         }
-        let mut curve = self.phenotype(g);
+        self.curve(g);
         self.lap(Stage::Phenotype);
         if !g.depends_on(Input::P)[g.outputs[0].1.index()] {
             return Err(Rejection::IgnoresP);
         }
-        let rules = curve_rules(&curve);
+        let rules = curve_rules(&self.curve);
         self.lap(Stage::Rules);
         rules?;
         // As x rises the true class's p = 1 - x falls, so the loss must rise: choose the sign
         // from the curve before any sign is applied.
-        let sign = if curve[PHENOTYPE_POINTS - 1] >= curve[0] { 1.0 } else { -1.0 };
+        let sign = if self.curve[PHENOTYPE_POINTS - 1] >= self.curve[0] { 1.0 } else { -1.0 };
         let mut signed = g.clone();
         if sign < 0.0 {
             let out = signed.outputs[0].1;
@@ -334,7 +370,7 @@ impl Screener {
         let gradient = self.check_gradient(&signed);
         self.lap(Stage::Gradient);
         gradient?;
-        curve.iter_mut().for_each(|v| *v *= sign);
+        let curve: Vec<f64> = self.curve.iter().map(|v| v * sign).collect();
         let normalised = normalise(&curve);
         let key = print::expr_to_string(&signed, signed.outputs[0].1);
         self.lap(Stage::Key);
@@ -349,12 +385,10 @@ impl Screener {
         let raw = fuse::derivatives_unsimplified(g.clone());
         let probe = |this: &mut Screener, d: &Graph| {
             let (dl, s) = (d.outputs[1].1, d.outputs[2].1);
-            this.eval(d, &[s], 0.0, true);
-            let finite = this.out[0].iter().all(|v| v.is_finite());
-            this.eval(d, &[s, dl], 1.0, true);
-            let finite = finite && this.out[0].iter().all(|v| v.is_finite());
-            let slope = this.out[1].iter().sum::<f64>();
-            let size = this.out[1].iter().map(|v| v.abs()).sum::<f64>();
+            this.eval(d, &[s, dl], &[0.0, 1.0], true);
+            let finite = (0..2).all(|j| this.out(true, j, 0).iter().all(|v| v.is_finite()));
+            let slope = this.out(true, 1, 1).iter().sum::<f64>();
+            let size = this.out(true, 1, 1).iter().map(|v| v.abs()).sum::<f64>();
             (finite, slope, size)
         };
         let (mut finite, mut slope, mut size) =
