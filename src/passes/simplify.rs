@@ -14,9 +14,14 @@ pub fn simplify(g: &Graph) -> Graph {
     let mut cur = g.compact();
     // Rules fire while rebuilding bottom-up; a second round catches rules enabled by the first.
     for _ in 0..4 {
-        let next = round(&cur);
-        // Both are compact and hash-consed, so equal expressions have as many nodes.
-        let done = next.len() == cur.len() && next.same_as(&cur);
+        let (next, fired) = round(&cur);
+        // A round in which no rule fired rebuilt each node as it was (operands in canonical
+        // order, duplicates merged): the next round would meet the same facts node by node
+        // and change nothing. Otherwise compare: both are compact and hash-consed, so equal
+        // expressions have as many nodes.
+        let done = !fired || (next.len() == cur.len() && next.same_as(&cur));
+        // Every test that simplifies checks the shortcut's reasoning.
+        debug_assert!(fired || round(&next).0.same_as(&next), "a round without rules is a fixpoint");
         cur = next;
         if done {
             break;
@@ -25,22 +30,30 @@ pub fn simplify(g: &Graph) -> Graph {
     cur
 }
 
-fn round(g: &Graph) -> Graph {
+/// One bottom-up rebuild, and whether any rule fired (a node came out other than as itself,
+/// with its operands mapped and, if commutative, in either order).
+fn round(g: &Graph) -> (Graph, bool) {
     let n = g.len();
     let mut s =
         Simplifier { g: Graph::with_capacity(g.eps, n), key: Vec::with_capacity(n), nonneg: Vec::with_capacity(n) };
     let mut map: Vec<Id> = Vec::with_capacity(g.len());
+    let mut fired = false;
     for (_, n) in g.iter() {
         let m = |a: Id| map[a.index()];
-        let new = match n {
-            Node::Input(_) | Node::Const(_) => s.mk(n),
-            Node::Unary(op, a) => s.un(op, m(a)),
-            Node::Binary(op, a, b) => s.bin(op, m(a), m(b)),
+        let (new, same) = match n {
+            Node::Input(_) | Node::Const(_) => (s.mk(n), n),
+            Node::Unary(op, a) => (s.un(op, m(a)), Node::Unary(op, m(a))),
+            Node::Binary(op, a, b) => {
+                let new = s.bin(op, m(a), m(b));
+                let swapped = Node::Binary(op, m(b), m(a));
+                (new, if op.commutative() && s.node(new) == swapped { swapped } else { Node::Binary(op, m(a), m(b)) })
+            }
         };
+        fired |= s.node(new) != same;
         map.push(new);
     }
     s.g.outputs = g.outputs.iter().map(|(name, id)| (name.clone(), map[id.index()])).collect();
-    s.g.into_compact()
+    (s.g.into_compact(), fired)
 }
 
 struct Simplifier {
