@@ -7,6 +7,7 @@
 use crate::backend::vm::is_routine;
 use crate::ir::op::Arg;
 use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp};
+use crate::mathref::{BesselSeries, bessel_slice};
 use rustc_hash::FxHashMap as HashMap;
 
 /// A set of probe points (the values of p), pinned in a slot for the evaluator's lifetime.
@@ -52,6 +53,19 @@ fn mix(parts: [u64; 4]) -> u64 {
         h ^= h >> 29;
     }
     h
+}
+
+/// The Bessel ops whose columns sum their series four points at a time.
+fn bessel(op: UnOp) -> Option<BesselSeries> {
+    Some(match op {
+        UnOp::BesselI0 => BesselSeries::I0,
+        UnOp::BesselI0e => BesselSeries::I0e,
+        UnOp::BesselI1 => BesselSeries::I1,
+        UnOp::BesselI1e => BesselSeries::I1e,
+        UnOp::BesselI1x => BesselSeries::I1x,
+        UnOp::BesselI1ex => BesselSeries::I1ex,
+        _ => return None,
+    })
 }
 
 /// Whether `x op c` (`right`) or `c op x` equals x bit for bit for every x.
@@ -264,7 +278,13 @@ impl Columns {
                 Val::One(x) => Val::One(op.eval(x, g.eps)),
                 Val::Col(s) => self.compute(h, cache, n, |slots, out| {
                     let xs = &slots[s as usize][..n];
-                    if is_routine(op) { op.eval_slice_reusing(xs, g.eps, out) } else { unary_slice(op, xs, g.eps, out) }
+                    if let Some(f) = bessel(op) {
+                        bessel_slice(f, xs, out)
+                    } else if is_routine(op) {
+                        op.eval_slice_reusing(xs, g.eps, out)
+                    } else {
+                        unary_slice(op, xs, g.eps, out)
+                    }
                 }),
             },
             Node::Binary(op, a, b) => match (self.vals[a.index()][j], self.vals[b.index()][j]) {
