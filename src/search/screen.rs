@@ -227,9 +227,9 @@ fn curve_rules(curve: &[f64]) -> Result<(), Rejection> {
         return Err(Rejection::Flat);
     }
     let (turns, first_turn) = if c.zero_steps == 0 {
-        // The turn between steps i and i + 1 is at index i + 1 among the (all non-zero) steps.
-        let first = || (0..curve.len() - 2).find(|&i| turn(curve[i], curve[i + 1], curve[i + 2])).map(|i| i + 1);
-        (c.turns, if c.turns == 1 { first() } else { None })
+        // The turn between steps i and i + 1 is at index i + 1 among the (all non-zero) steps;
+        // with one turn, the sum of the turns' i is its i.
+        (c.turns, (c.turns == 1).then_some(c.turn_sum as usize + 1))
     } else {
         let (mut rising, mut nonzero, mut turns, mut first) = (None, 0, 0, None);
         for w in curve.windows(2) {
@@ -261,11 +261,13 @@ fn turn(a: f64, b: f64, c: f64) -> bool {
     (b - a > 0.0) != (c - b > 0.0)
 }
 
-/// What the rules count over a whole curve; `turns` is right only without zero steps.
+/// What the rules count over a whole curve; `turns` (and `turn_sum`, the sum of the indices
+/// i where steps i and i + 1 turn) are right only without zero steps.
 struct Counts {
     not_finite: u64,
     zero_steps: u64,
     turns: u64,
+    turn_sum: u64,
 }
 
 super::columns::wide!(
@@ -274,44 +276,76 @@ super::columns::wide!(
         const EXP: u64 = 0x7FF0_0000_0000_0000;
         let n = curve.len() - 2;
         let (a, b, c) = (&curve[..n], &curve[1..n + 1], &curve[2..n + 2]);
-        let (mut not_finite, mut zero_steps, mut turns) = (0u64, 0u64, 0u64);
+        let (mut not_finite, mut zero_steps, mut turns, mut turn_sum) = (0u64, 0u64, 0u64, 0u64);
         for i in 0..n {
             not_finite += (a[i].to_bits() & EXP == EXP) as u64;
             zero_steps += (b[i] - a[i] == 0.0) as u64;
-            turns += turn(a[i], b[i], c[i]) as u64;
+            let t = turn(a[i], b[i], c[i]) as u64;
+            turns += t;
+            turn_sum += i as u64 & t.wrapping_neg(); // (no 64-bit multiply in AVX2)
         }
         // The last two points and the last step.
         let (y, z) = (curve[n], curve[n + 1]);
         not_finite += (y.to_bits() & EXP == EXP) as u64 + (z.to_bits() & EXP == EXP) as u64;
         zero_steps += (z - y == 0.0) as u64;
-        Counts { not_finite, zero_steps, turns }
+        Counts { not_finite, zero_steps, turns, turn_sum }
     }
 );
 
-super::columns::wide!(
-    /// Min-max normalisation to [0, 1] (all zeros for a constant curve).
-    /// The curve is finite (the rules ran first). Plain loops with four lanes of minimum and
-    /// maximum, so that they vectorise (closures would not be compiled for AVX2).
-    pub normalise(c: &[f64]) -> Vec<f64> => {
-        let (mut lo, mut hi) = ([f64::MAX; 4], [f64::MIN; 4]);
-        let chunks = c.chunks_exact(4);
-        for (k, &v) in chunks.remainder().iter().enumerate() {
-            lo[k] = if v < lo[k] { v } else { lo[k] };
-            hi[k] = if v > hi[k] { v } else { hi[k] };
-        }
-        for chunk in chunks {
-            for k in 0..4 {
-                lo[k] = if chunk[k] < lo[k] { chunk[k] } else { lo[k] };
-                hi[k] = if chunk[k] > hi[k] { chunk[k] } else { hi[k] };
+/// Min-max normalisation to [0, 1] (all zeros for a constant curve). The curve is finite (the
+/// rules ran first).
+pub fn normalise(c: &[f64]) -> Vec<f64> {
+    let (lo, hi) = lane_extremes(c);
+    let lo = lo.into_iter().fold(f64::MAX, f64::min);
+    let hi = hi.into_iter().fold(f64::MIN, f64::max);
+    if hi <= lo {
+        return vec![0.0; c.len()];
+    }
+    rescale(c, lo, hi - lo)
+}
+
+/// The minimum and maximum of each of four lanes: lane k holds the elements at k mod 4 of the
+/// whole chunks and element k of the remainder, which comes first. Each step keeps the
+/// incumbent unless the new value is strictly smaller (larger), which is also what the
+/// processor's `vminpd`/`vmaxpd` do, so both paths give the same bits, zeros' signs included.
+fn lane_extremes(c: &[f64]) -> ([f64; 4], [f64; 4]) {
+    let (mut lo, mut hi) = ([f64::MAX; 4], [f64::MIN; 4]);
+    let chunks = c.chunks_exact(4);
+    for (k, &v) in chunks.remainder().iter().enumerate() {
+        lo[k] = if v < lo[k] { v } else { lo[k] };
+        hi[k] = if v > hi[k] { v } else { hi[k] };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        #[target_feature(enable = "avx")]
+        fn avx(chunks: std::slice::ChunksExact<'_, f64>, lo: &mut [f64; 4], hi: &mut [f64; 4]) {
+            use std::arch::x86_64::*;
+            // SAFETY (the loads and stores): four f64s each.
+            let (mut l, mut h) = unsafe { (_mm256_loadu_pd(lo.as_ptr()), _mm256_loadu_pd(hi.as_ptr())) };
+            for chunk in chunks {
+                let v = unsafe { _mm256_loadu_pd(chunk.as_ptr()) };
+                // vminpd(v, l) is `v < l ? v : l`, lane by lane.
+                (l, h) = (_mm256_min_pd(v, l), _mm256_max_pd(v, h));
             }
+            unsafe { (_mm256_storeu_pd(lo.as_mut_ptr(), l), _mm256_storeu_pd(hi.as_mut_ptr(), h)) };
         }
-        let lo = lo.into_iter().fold(f64::MAX, f64::min);
-        let hi = hi.into_iter().fold(f64::MIN, f64::max);
-        if hi <= lo {
-            return vec![0.0; c.len()];
+        // SAFETY: the processor has AVX (checked above).
+        unsafe { avx(chunks, &mut lo, &mut hi) };
+        return (lo, hi);
+    }
+    for chunk in chunks {
+        for k in 0..4 {
+            lo[k] = if chunk[k] < lo[k] { chunk[k] } else { lo[k] };
+            hi[k] = if chunk[k] > hi[k] { chunk[k] } else { hi[k] };
         }
-        // Written once, not zeroed first.
-        let (range, mut out) = (hi - lo, Vec::with_capacity(c.len()));
+    }
+    (lo, hi)
+}
+
+super::columns::wide!(
+    /// `(v - lo) / range` for each v of the curve, written once (not zeroed first).
+    rescale(c: &[f64], lo: f64, range: f64) -> Vec<f64> => {
+        let mut out = Vec::with_capacity(c.len());
         for (o, &v) in out.spare_capacity_mut().iter_mut().zip(c) {
             o.write((v - lo) / range);
         }
@@ -466,5 +500,34 @@ mod tests {
         }
         // Every verdict was exercised.
         assert_eq!(verdicts.len(), 5, "{verdicts:?}");
+    }
+
+    /// The vector extremes keep what the first scalar loop kept, bit for bit: the first of
+    /// equal values (so -0 or 0, whichever came first), lane by lane, remainder first.
+    #[test]
+    fn lane_extremes_agree_with_the_scalar_loop() {
+        let reference = |c: &[f64]| {
+            let (mut lo, mut hi) = ([f64::MAX; 4], [f64::MIN; 4]);
+            let chunks = c.chunks_exact(4);
+            for (k, &v) in chunks.remainder().iter().enumerate() {
+                lo[k] = if v < lo[k] { v } else { lo[k] };
+                hi[k] = if v > hi[k] { v } else { hi[k] };
+            }
+            for chunk in chunks {
+                for k in 0..4 {
+                    lo[k] = if chunk[k] < lo[k] { chunk[k] } else { lo[k] };
+                    hi[k] = if chunk[k] > hi[k] { chunk[k] } else { hi[k] };
+                }
+            }
+            (lo, hi)
+        };
+        let bits = |a: [f64; 4]| a.map(f64::to_bits);
+        let mut rng = crate::rng::Rng::new(3);
+        for case in 0..500 {
+            let n = 1 + rng.below(40);
+            let c: Vec<f64> = (0..n).map(|_| [0.0, -0.0, 1.0, -1.0, rng.normal()][rng.below(5)]).collect();
+            let (want, got) = (reference(&c), lane_extremes(&c));
+            assert_eq!((bits(got.0), bits(got.1)), (bits(want.0), bits(want.1)), "case {case}: {c:?}");
+        }
     }
 }
