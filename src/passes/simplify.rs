@@ -7,7 +7,6 @@
 //! test checks this on random expressions over every operation.
 
 use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp};
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// Rebuilds `g` simplified; outputs keep their names and order.
 pub fn simplify(g: &Graph) -> Graph {
@@ -116,22 +115,56 @@ fn nonneg_op(op: UnOp) -> bool {
     )
 }
 
+/// SipHash-1-3 with zero keys of little-endian u64 words: what `DefaultHasher::new()` returns
+/// after `write_u64` of each (a test holds them equal), without its byte buffering.
+fn sip13(words: &[u64]) -> u64 {
+    let mut v = [0x736f_6d65_7073_6575u64, 0x646f_7261_6e64_6f6d, 0x6c79_6765_6e65_7261, 0x7465_6462_7974_6573];
+    let round = |v: &mut [u64; 4]| {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    };
+    for &m in words {
+        v[3] ^= m;
+        round(&mut v);
+        v[0] ^= m;
+    }
+    let b = ((words.len() as u64 * 8) & 0xff) << 56;
+    v[3] ^= b;
+    round(&mut v);
+    v[0] ^= b;
+    v[2] ^= 0xff;
+    for _ in 0..3 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
 impl Simplifier {
     /// Inserts a node as is, recording its facts.
     fn mk(&mut self, n: Node) -> Id {
         let id = self.g.insert(n);
         if id.index() == self.key.len() {
-            let mut h = DefaultHasher::new();
-            let (nonneg, tag) = match n {
-                Node::Input(i) => (true, i as u64),
-                Node::Const(bits) => (f64::from_bits(bits) >= 0.0, bits),
-                Node::Unary(op, a) => {
-                    self.key[a.index()].hash(&mut h);
-                    (nonneg_op(op), op as u64 + 100)
-                }
+            // The words SipHash-1-3 has always read here (the operands' keys, a tag and the
+            // variant), so that keys, and the canonical order that hangs on them, stay as stored.
+            let variant = |n: &Node| match n {
+                Node::Input(_) => 0u64,
+                Node::Const(_) => 1,
+                Node::Unary(..) => 2,
+                Node::Binary(..) => 3,
+            };
+            let (nonneg, key) = match n {
+                Node::Input(i) => (true, sip13(&[i as u64, variant(&n)])),
+                Node::Const(bits) => (f64::from_bits(bits) >= 0.0, sip13(&[bits, variant(&n)])),
+                Node::Unary(op, a) => (nonneg_op(op), sip13(&[self.key[a.index()], op as u64 + 100, variant(&n)])),
                 Node::Binary(op, a, b) => {
-                    self.key[a.index()].hash(&mut h);
-                    self.key[b.index()].hash(&mut h);
                     let (na, nb) = (self.nonneg[a.index()], self.nonneg[b.index()]);
                     let nn = match op {
                         BinOp::Add | BinOp::Mul | BinOp::Div | BinOp::Min => na && nb,
@@ -139,12 +172,10 @@ impl Simplifier {
                         BinOp::Pow => na,
                         BinOp::Sub => false,
                     };
-                    (nn, op as u64 + 200)
+                    (nn, sip13(&[self.key[a.index()], self.key[b.index()], op as u64 + 200, variant(&n)]))
                 }
             };
-            tag.hash(&mut h);
-            std::mem::discriminant(&n).hash(&mut h);
-            self.key.push(h.finish());
+            self.key.push(key);
             self.nonneg.push(nonneg);
         }
         id
@@ -298,5 +329,44 @@ impl Simplifier {
             _ => 3,
         };
         (rank, self.key[id.index()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+
+    /// The keys stored searches hold were made by `DefaultHasher` from these words (the
+    /// variant as the `isize` of `std::mem::discriminant`): `sip13` must give the same.
+    #[test]
+    fn sip13_is_the_default_hasher_on_words() {
+        let mut rng = crate::rng::Rng::new(11);
+        for len in 1..6 {
+            for _ in 0..200 {
+                let words: Vec<u64> = (0..len).map(|_| rng.next_u64() >> rng.below(64)).collect();
+                let mut h = DefaultHasher::new();
+                words.iter().for_each(|w| w.hash(&mut h));
+                assert_eq!(sip13(&words), h.finish(), "{words:?}");
+            }
+        }
+        // The variant's word is what `discriminant` hashes.
+        let n = Node::Unary(UnOp::Exp, Id::from_index(0));
+        let (mut a, mut b) = (DefaultHasher::new(), DefaultHasher::new());
+        std::mem::discriminant(&n).hash(&mut a);
+        2u64.hash(&mut b);
+        assert_eq!(a.finish(), b.finish());
+        for (node, word) in
+            [(Node::Input(Input::P), 0u64), (Node::Const(0), 1), (Node::Binary(BinOp::Add, n_id(), n_id()), 3)]
+        {
+            let (mut a, mut b) = (DefaultHasher::new(), DefaultHasher::new());
+            std::mem::discriminant(&node).hash(&mut a);
+            word.hash(&mut b);
+            assert_eq!(a.finish(), b.finish(), "{node:?}");
+        }
+    }
+
+    fn n_id() -> Id {
+        Id::from_index(1)
     }
 }
