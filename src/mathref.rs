@@ -163,70 +163,60 @@ fn bessel_asymptotic_scaled(x: f64, nu: u32) -> f64 {
     sum / (2.0 * std::f64::consts::PI * x).sqrt()
 }
 
-/// The Bessel functions whose small-argument branch is one power series, told apart by what is
-/// done with the series' sum: so that [`bessel_slice`] and the scalar functions share it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BesselSeries {
-    I0,
-    I0e,
-    I1,
-    I1e,
-    I1x,
-    I1ex,
-}
+/// Which Bessel function: the kernels' enum, here for the reference's own f64 definitions.
+pub use crate::backend::mathlib::Bessel;
 
-impl BesselSeries {
-    pub const ALL: [BesselSeries; 6] = [Self::I0, Self::I0e, Self::I1, Self::I1e, Self::I1x, Self::I1ex];
-
-    fn nu(self) -> u32 {
-        match self {
-            Self::I0 | Self::I0e => 0,
-            _ => 1,
-        }
-    }
-
-    /// The value at x, from `a = |x| <= BESSEL_SERIES_MAX` and the series' sum `s` at a.
-    #[inline(always)]
-    fn finish(self, x: f64, a: f64, s: f64) -> f64 {
-        let odd = |v: f64| if x < 0.0 { -v } else { v };
-        match self {
-            Self::I0 => s,
-            Self::I0e => s * (-a).exp(),
-            Self::I1 => odd(0.5 * a * s),
-            Self::I1e => odd(0.5 * a * s * (-a).exp()),
-            Self::I1x => 0.5 * s,
-            Self::I1ex => 0.5 * s * (-a).exp(),
-        }
-    }
-
-    /// The function itself.
-    pub fn eval(self, x: f64) -> f64 {
-        let a = x.abs();
-        if a <= BESSEL_SERIES_MAX {
-            return self.finish(x, a, bessel_series(a, self.nu()));
-        }
-        match self {
-            Self::I1 | Self::I1e if x.is_nan() => x,
-            Self::I0 => bessel_asymptotic_scaled(a, 0) * a.exp(),
-            Self::I0e => bessel_asymptotic_scaled(a, 0),
-            Self::I1 => {
-                let v = bessel_asymptotic_scaled(a, 1) * a.exp();
-                if x < 0.0 { -v } else { v }
-            }
-            Self::I1e => {
-                let v = bessel_asymptotic_scaled(a, 1);
-                if x < 0.0 { -v } else { v }
-            }
-            Self::I1x => bessel_asymptotic_scaled(a, 1) * a.exp() / a,
-            Self::I1ex => bessel_asymptotic_scaled(a, 1) / a,
-        }
+/// The order of `f`'s power series.
+fn series_order(f: Bessel) -> u32 {
+    match f {
+        Bessel::I0 | Bessel::I0e => 0,
+        _ => 1,
     }
 }
 
-/// `f` at each of `xs`, the same bits as [`BesselSeries::eval`] one by one, with the power
+/// `f` at x from `a = |x| <= BESSEL_SERIES_MAX` and the series' sum `s` at a: what tells the
+/// six functions apart on the series' branch, shared by [`bessel`] and [`bessel_slice`].
+#[inline(always)]
+fn bessel_from_series(f: Bessel, x: f64, a: f64, s: f64) -> f64 {
+    let odd = |v: f64| if x < 0.0 { -v } else { v };
+    match f {
+        Bessel::I0 => s,
+        Bessel::I0e => s * (-a).exp(),
+        Bessel::I1 => odd(0.5 * a * s),
+        Bessel::I1e => odd(0.5 * a * s * (-a).exp()),
+        Bessel::I1x => 0.5 * s,
+        Bessel::I1ex => 0.5 * s * (-a).exp(),
+    }
+}
+
+/// The Bessel function `f` at x: the power series up to `BESSEL_SERIES_MAX`, the asymptotic
+/// expansion beyond.
+pub fn bessel(f: Bessel, x: f64) -> f64 {
+    let a = x.abs();
+    if a <= BESSEL_SERIES_MAX {
+        return bessel_from_series(f, x, a, bessel_series(a, series_order(f)));
+    }
+    match f {
+        Bessel::I1 | Bessel::I1e if x.is_nan() => x,
+        Bessel::I0 => bessel_asymptotic_scaled(a, 0) * a.exp(),
+        Bessel::I0e => bessel_asymptotic_scaled(a, 0),
+        Bessel::I1 => {
+            let v = bessel_asymptotic_scaled(a, 1) * a.exp();
+            if x < 0.0 { -v } else { v }
+        }
+        Bessel::I1e => {
+            let v = bessel_asymptotic_scaled(a, 1);
+            if x < 0.0 { -v } else { v }
+        }
+        Bessel::I1x => bessel_asymptotic_scaled(a, 1) * a.exp() / a,
+        Bessel::I1ex => bessel_asymptotic_scaled(a, 1) / a,
+    }
+}
+
+/// `f` at each of `xs`, the same bits as [`bessel`] one by one, with the power
 /// series of four neighbouring points summed side by side (their terms are independent, so
 /// four lanes cost about what one does; the screen spends most of its Bessel time here).
-pub fn bessel_slice(f: BesselSeries, xs: &[f64], out: &mut [f64]) {
+pub fn bessel_slice(f: Bessel, xs: &[f64], out: &mut [f64]) {
     assert_eq!(xs.len(), out.len());
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
@@ -235,20 +225,20 @@ pub fn bessel_slice(f: BesselSeries, xs: &[f64], out: &mut [f64]) {
             let a = [x4[0].abs(), x4[1].abs(), x4[2].abs(), x4[3].abs()];
             if a.iter().all(|&a| a <= BESSEL_SERIES_MAX) {
                 // SAFETY: the processor has AVX (checked above).
-                let s = unsafe { bessel_series4(a, f.nu()) };
+                let s = unsafe { bessel_series4(a, series_order(f)) };
                 for l in 0..4 {
-                    o4[l] = f.finish(x4[l], a[l], s[l]);
+                    o4[l] = bessel_from_series(f, x4[l], a[l], s[l]);
                 }
             } else {
                 for l in 0..4 {
-                    o4[l] = f.eval(x4[l]);
+                    o4[l] = bessel(f, x4[l]);
                 }
             }
         }
         done = xs.len() / 4 * 4;
     }
     for (o, &x) in out[done..].iter_mut().zip(&xs[done..]) {
-        *o = f.eval(x);
+        *o = bessel(f, x);
     }
 }
 
@@ -282,32 +272,32 @@ fn bessel_series4(a: [f64; 4], nu: u32) -> [f64; 4] {
 
 /// Modified Bessel function of the first kind, order 0.
 pub fn bessel_i0(x: f64) -> f64 {
-    BesselSeries::I0.eval(x)
+    bessel(Bessel::I0, x)
 }
 
 /// `e^-|x| I0(x)`.
 pub fn bessel_i0e(x: f64) -> f64 {
-    BesselSeries::I0e.eval(x)
+    bessel(Bessel::I0e, x)
 }
 
 /// `I1(x) / x`, 1/2 at 0 (even in x).
 pub fn bessel_i1x(x: f64) -> f64 {
-    BesselSeries::I1x.eval(x)
+    bessel(Bessel::I1x, x)
 }
 
 /// `e^-|x| I1(x) / x`, 1/2 at 0 (even in x).
 pub fn bessel_i1ex(x: f64) -> f64 {
-    BesselSeries::I1ex.eval(x)
+    bessel(Bessel::I1ex, x)
 }
 
 /// Modified Bessel function of the first kind, order 1 (odd in x).
 pub fn bessel_i1(x: f64) -> f64 {
-    BesselSeries::I1.eval(x)
+    bessel(Bessel::I1, x)
 }
 
 /// `e^-|x| I1(x)` (odd in x).
 pub fn bessel_i1e(x: f64) -> f64 {
-    BesselSeries::I1e.eval(x)
+    bessel(Bessel::I1e, x)
 }
 
 #[cfg(test)]
@@ -366,11 +356,12 @@ mod tests {
             })
             .collect();
         xs.extend([0.0, -0.0, 25.0, -25.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e-300, 700.0, 3.0, 3.0]);
-        for f in BesselSeries::ALL {
+        use Bessel::*;
+        for f in [I0, I0e, I1, I1e, I1x, I1ex] {
             let mut out = vec![0.0; xs.len()];
             bessel_slice(f, &xs, &mut out);
             for (&x, &v) in xs.iter().zip(&out) {
-                assert_eq!(v.to_bits(), f.eval(x).to_bits(), "{f:?}({x})");
+                assert_eq!(v.to_bits(), bessel(f, x).to_bits(), "{f:?}({x})");
             }
         }
     }

@@ -7,7 +7,7 @@
 use crate::backend::vm::is_routine;
 use crate::ir::op::Arg;
 use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp};
-use crate::mathref::{BesselSeries, bessel_slice};
+use crate::mathref::{Bessel, bessel_slice};
 use rustc_hash::FxHashMap as HashMap;
 
 /// A set of probe points (the values of p), pinned in a slot for the evaluator's lifetime.
@@ -56,14 +56,14 @@ fn mix(parts: [u64; 4]) -> u64 {
 }
 
 /// The Bessel ops whose columns sum their series four points at a time.
-fn bessel(op: UnOp) -> Option<BesselSeries> {
+fn bessel(op: UnOp) -> Option<Bessel> {
     Some(match op {
-        UnOp::BesselI0 => BesselSeries::I0,
-        UnOp::BesselI0e => BesselSeries::I0e,
-        UnOp::BesselI1 => BesselSeries::I1,
-        UnOp::BesselI1e => BesselSeries::I1e,
-        UnOp::BesselI1x => BesselSeries::I1x,
-        UnOp::BesselI1ex => BesselSeries::I1ex,
+        UnOp::BesselI0 => Bessel::I0,
+        UnOp::BesselI0e => Bessel::I0e,
+        UnOp::BesselI1 => Bessel::I1,
+        UnOp::BesselI1e => Bessel::I1e,
+        UnOp::BesselI1x => Bessel::I1x,
+        UnOp::BesselI1ex => Bessel::I1ex,
         _ => return None,
     })
 }
