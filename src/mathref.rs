@@ -174,16 +174,21 @@ fn series_order(f: Bessel) -> u32 {
     }
 }
 
+/// An odd function's value at x from its value `v` at |x|.
+#[inline(always)]
+fn odd(x: f64, v: f64) -> f64 {
+    if x < 0.0 { -v } else { v }
+}
+
 /// `f` at x from `a = |x| <= BESSEL_SERIES_MAX` and the series' sum `s` at a: what tells the
 /// six functions apart on the series' branch, shared by [`bessel`] and [`bessel_slice`].
 #[inline(always)]
 fn bessel_from_series(f: Bessel, x: f64, a: f64, s: f64) -> f64 {
-    let odd = |v: f64| if x < 0.0 { -v } else { v };
     match f {
         Bessel::I0 => s,
         Bessel::I0e => s * (-a).exp(),
-        Bessel::I1 => odd(0.5 * a * s),
-        Bessel::I1e => odd(0.5 * a * s * (-a).exp()),
+        Bessel::I1 => odd(x, 0.5 * a * s),
+        Bessel::I1e => odd(x, 0.5 * a * s * (-a).exp()),
         Bessel::I1x => 0.5 * s,
         Bessel::I1ex => 0.5 * s * (-a).exp(),
     }
@@ -200,14 +205,8 @@ pub fn bessel(f: Bessel, x: f64) -> f64 {
         Bessel::I1 | Bessel::I1e if x.is_nan() => x,
         Bessel::I0 => bessel_asymptotic_scaled(a, 0) * a.exp(),
         Bessel::I0e => bessel_asymptotic_scaled(a, 0),
-        Bessel::I1 => {
-            let v = bessel_asymptotic_scaled(a, 1) * a.exp();
-            if x < 0.0 { -v } else { v }
-        }
-        Bessel::I1e => {
-            let v = bessel_asymptotic_scaled(a, 1);
-            if x < 0.0 { -v } else { v }
-        }
+        Bessel::I1 => odd(x, bessel_asymptotic_scaled(a, 1) * a.exp()),
+        Bessel::I1e => odd(x, bessel_asymptotic_scaled(a, 1)),
         Bessel::I1x => bessel_asymptotic_scaled(a, 1) * a.exp() / a,
         Bessel::I1ex => bessel_asymptotic_scaled(a, 1) / a,
     }
