@@ -135,6 +135,7 @@ pub struct Columns {
     temp: Vec<u32>,
     /// The last probe's outputs: a slot per y and output.
     outs: Vec<[u32; MAX_YS]>,
+    /// Points in the last probe.
     len: usize,
 }
 
