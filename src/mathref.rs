@@ -51,37 +51,203 @@ pub fn step(x: f64) -> f64 {
     }
 }
 
-/// Logistic sigmoid without overflow in either direction.
-pub fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
+/// The elementary functions the op table's reference is built from. Each has one
+/// implementation for a single value and for a slice, so that the screen's columns and the
+/// interpreter's points agree bit for bit: glibc's vector math library (libmvec, four lanes,
+/// within 4 ulp) where the processor has AVX2 and FMA, else Rust's std (and the libm crate for
+/// erf and erfc). A single value is lane 0 of the vector call; a lane's result does not depend
+/// on its neighbours (test `funcs_give_each_lane_the_scalar_bits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func {
+    Exp,
+    Ln,
+    Ln1p,
+    Sin,
+    Cos,
+    Sinh,
+    Cosh,
+    Asinh,
+    Tanh,
+    Atan,
+    Erf,
+    Erfc,
+}
+
+impl Func {
+    pub const ALL: [Func; 12] = {
+        use Func::*;
+        [Exp, Ln, Ln1p, Sin, Cos, Sinh, Cosh, Asinh, Tanh, Atan, Erf, Erfc]
+    };
+
+    /// Without the vector library.
+    fn scalar(self, x: f64) -> f64 {
+        match self {
+            Func::Exp => x.exp(),
+            Func::Ln => x.ln(),
+            Func::Ln1p => x.ln_1p(),
+            Func::Sin => x.sin(),
+            Func::Cos => x.cos(),
+            Func::Sinh => x.sinh(),
+            Func::Cosh => x.cosh(),
+            Func::Asinh => x.asinh(),
+            Func::Tanh => x.tanh(),
+            Func::Atan => x.atan(),
+            Func::Erf => libm::erf(x),
+            Func::Erfc => libm::erfc(x),
+        }
     }
+
+    /// The function at x.
+    #[inline]
+    pub fn eval(self, x: f64) -> f64 {
+        #[cfg(mvec)]
+        if mvec::available() {
+            let mut lanes = [x; 4];
+            // SAFETY: the processor has AVX2 and FMA (checked above).
+            unsafe { mvec::apply(self, &mut lanes) };
+            return lanes[0];
+        }
+        self.scalar(x)
+    }
+
+    /// The function at each of `xs`, in place: [`Func::eval`]'s bits, four at a time.
+    pub fn eval_in_place(self, xs: &mut [f64]) {
+        #[cfg(mvec)]
+        if mvec::available() {
+            let whole = xs.len() / 4 * 4;
+            let (body, tail) = xs.split_at_mut(whole);
+            let mut lanes = [0.0; 4];
+            lanes[..tail.len()].copy_from_slice(tail);
+            // SAFETY: the processor has AVX2 and FMA (checked above).
+            unsafe { (mvec::apply(self, body), mvec::apply(self, &mut lanes)) };
+            tail.copy_from_slice(&lanes[..tail.len()]);
+            return;
+        }
+        for x in xs {
+            *x = self.scalar(*x);
+        }
+    }
+}
+
+/// glibc's libmvec, whose AVX2 entry points (`_ZGVdN4v_*`) take and return four f64 lanes.
+#[cfg(mvec)]
+mod mvec {
+    use super::Func;
+    use std::arch::x86_64::*;
+
+    /// Four lanes in, four out (the AVX2 vector ABI: ymm0 both ways, which is what Rust passes
+    /// from a caller compiled with AVX, as `apply` is).
+    #[allow(improper_ctypes_definitions)]
+    type Entry = unsafe extern "C" fn(__m256d) -> __m256d;
+
+    macro_rules! entries {
+        ($($f:ident => $sym:ident),* $(,)?) => {
+            // Declared without their vector signature, which stable Rust does not accept in an
+            // extern block, and called through `Entry`.
+            #[link(name = "mvec")]
+            unsafe extern "C" {
+                $(fn $sym();)*
+            }
+
+            /// `f` on each whole group of four of `xs`, in place (a tail shorter than four is
+            /// left alone).
+            #[target_feature(enable = "avx2,fma")]
+            pub unsafe fn apply(f: Func, xs: &mut [f64]) {
+                // SAFETY: each symbol is a libmvec entry of this signature.
+                let entry: Entry = unsafe {
+                    match f { $(Func::$f => std::mem::transmute::<unsafe extern "C" fn(), Entry>($sym),)* }
+                };
+                let n = xs.len() / 4 * 4;
+                let p = xs.as_mut_ptr();
+                let mut i = 0;
+                while i < n {
+                    // SAFETY: i + 4 <= n <= xs.len().
+                    unsafe { _mm256_storeu_pd(p.add(i), entry(_mm256_loadu_pd(p.add(i)))) };
+                    i += 4;
+                }
+            }
+        };
+    }
+
+    entries!(
+        Exp => _ZGVdN4v_exp,
+        Ln => _ZGVdN4v_log,
+        Ln1p => _ZGVdN4v_log1p,
+        Sin => _ZGVdN4v_sin,
+        Cos => _ZGVdN4v_cos,
+        Sinh => _ZGVdN4v_sinh,
+        Cosh => _ZGVdN4v_cosh,
+        Asinh => _ZGVdN4v_asinh,
+        Tanh => _ZGVdN4v_tanh,
+        Atan => _ZGVdN4v_atan,
+        Erf => _ZGVdN4v_erf,
+        Erfc => _ZGVdN4v_erfc,
+    );
+
+    /// Whether the processor runs the AVX2 entry points.
+    #[inline]
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+}
+
+/// `e^x` (the reference's, see [`Func`]).
+pub fn exp(x: f64) -> f64 {
+    Func::Exp.eval(x)
+}
+
+/// Logistic sigmoid without overflow in either direction: from `e = e^-|x|`, which is `e^-x`
+/// for x >= 0 and `e^x` below, `1 / (1 + e)` or `e / (1 + e)`.
+pub fn sigmoid(x: f64) -> f64 {
+    sigmoid_from(x, exp(-x.abs()))
+}
+
+/// [`sigmoid`] given `e = e^-|x|`.
+#[inline(always)]
+pub fn sigmoid_from(x: f64, e: f64) -> f64 {
+    if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) }
 }
 
 /// `ln(1 + e^x + eps)`, exactly rewritten as `max(x,0) + ln1p(e^-|x| + eps e^-max(x,0))` so it
 /// neither overflows for large x nor loses the eps guard for very negative x.
 /// `e^-max(x,0)` is `e^-|x|` for x > 0 and 1 otherwise, so one exp serves both terms.
 pub fn softplus_eps(x: f64, eps: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let e = (-x.abs()).exp();
-    x.max(0.0) + (e + eps * if x > 0.0 { e } else { 1.0 }).ln_1p()
+    let e = exp(-x.abs());
+    softplus_from(x, Func::Ln1p.eval(softplus_arg(x, e, eps)))
+}
+
+/// The argument of [`softplus_eps`]'s `ln1p`, given `e = e^-|x|`.
+#[inline(always)]
+pub fn softplus_arg(x: f64, e: f64, eps: f64) -> f64 {
+    e + eps * if x > 0.0 { e } else { 1.0 }
+}
+
+/// [`softplus_eps`] given the `ln1p` of its argument.
+#[inline(always)]
+pub fn softplus_from(x: f64, l: f64) -> f64 {
+    if x.is_nan() { x } else { x.max(0.0) + l }
 }
 
 /// `sigmoid(x) sigmoid(-x)`: both factors come from the one exp `e^-|x|` (as [`sigmoid`]
 /// computes each of them), so it is computed once.
 pub fn dsigmoid(x: f64) -> f64 {
-    let e = (-x.abs()).exp();
+    dsigmoid_from(exp(-x.abs()))
+}
+
+/// [`dsigmoid`] given `e = e^-|x|`.
+#[inline(always)]
+pub fn dsigmoid_from(e: f64) -> f64 {
     (1.0 / (1.0 + e)) * (e / (1.0 + e))
 }
 
 /// `1 - tanh(x)^2` as `sech(x)^2`.
 pub fn dtanh(x: f64) -> f64 {
-    let c = x.cosh();
+    dtanh_from(Func::Cosh.eval(x))
+}
+
+/// [`dtanh`] given `cosh(x)`.
+#[inline(always)]
+pub fn dtanh_from(c: f64) -> f64 {
     1.0 / (c * c)
 }
 
@@ -327,7 +493,7 @@ mod tests {
     fn one_exp_softplus_and_dsigmoid_give_the_two_exp_formulas_bits() {
         let two_exp_softplus = |x: f64, eps: f64| {
             let mx = x.max(0.0);
-            mx + ((-x.abs()).exp() + eps * (-mx).exp()).ln_1p()
+            mx + Func::Ln1p.eval(exp(-x.abs()) + eps * exp(-mx))
         };
         let mut xs = vec![0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::MIN_POSITIVE, 800.0, -800.0];
         xs.extend((0..20000).map(|i| (i as f64 - 10000.0) * 0.0731));
@@ -339,6 +505,87 @@ mod tests {
             assert_eq!(dsigmoid(x).to_bits(), (sigmoid(x) * sigmoid(-x)).to_bits(), "dsigmoid {x}");
         }
         assert!(softplus_eps(f64::NAN, 1e-7).is_nan() && dsigmoid(f64::NAN).is_nan());
+    }
+
+    /// Points that reach every branch of the elementary functions: a wide log-spaced sweep of
+    /// both signs, ordinary values, and the special ones.
+    fn func_points(rng: &mut crate::rng::Rng) -> Vec<f64> {
+        let mut xs: Vec<f64> = (0..3000)
+            .map(|i| {
+                let v = match i % 3 {
+                    0 => 10f64.powf(rng.f64() * 40.0 - 20.0),
+                    1 => 10f64.powf(rng.f64() * 600.0 - 300.0),
+                    _ => 8.0 * rng.f64(),
+                };
+                if rng.chance(0.5) { -v } else { v }
+            })
+            .collect();
+        xs.extend([0.0, -0.0, 1.0, -1.0, -0.5, 710.0, -745.5, 20.0, 27.0, 1e-310, f64::MAX, f64::MIN_POSITIVE]);
+        xs.extend([f64::NAN, f64::INFINITY, f64::NEG_INFINITY]);
+        xs
+    }
+
+    /// Each lane of a slice gets what the function gives the value alone, whatever its
+    /// neighbours (a special value in one lane sends libmvec down its slow path), at every
+    /// tail length.
+    #[test]
+    fn funcs_give_each_lane_the_scalar_bits() {
+        let mut rng = crate::rng::Rng::new(11);
+        let mut xs = func_points(&mut rng);
+        // Shuffled, so special values share groups of four with ordinary ones.
+        for i in (1..xs.len()).rev() {
+            xs.swap(i, rng.below(i + 1));
+        }
+        for f in Func::ALL {
+            for len in [xs.len(), 1, 2, 3, 5, 7] {
+                let mut col = xs[..len].to_vec();
+                f.eval_in_place(&mut col);
+                for (&x, &v) in xs.iter().zip(&col) {
+                    assert_eq!(v.to_bits(), f.eval(x).to_bits(), "{f:?}({x}) in a slice of {len}");
+                }
+            }
+        }
+    }
+
+    /// The functions agree with Rust's std (and libm's erf, erfc) within 4 ulp wherever the
+    /// result is a normal number, and on NaN, infinities and signed zeros.
+    #[test]
+    fn funcs_are_within_4_ulp_of_std() {
+        let mut rng = crate::rng::Rng::new(12);
+        let xs = func_points(&mut rng);
+        let ulps = |a: f64, b: f64| {
+            let key = |v: f64| {
+                let i = v.to_bits() as i64;
+                if i < 0 { i64::MIN - i } else { i }
+            };
+            (key(a) as i128 - key(b) as i128).unsigned_abs()
+        };
+        for f in Func::ALL {
+            let mut worst = (0, 0.0);
+            for &x in &xs {
+                let (got, mut want) = (f.eval(x), f.scalar(x));
+                if f == Func::Asinh && x.is_finite() && want.is_infinite() {
+                    // std's asinh overflows near f64::MAX, where it is ln(2|x|) ~ 710.
+                    want = (x.abs().ln() + std::f64::consts::LN_2).copysign(x);
+                }
+                if !want.is_normal() {
+                    // Infinity, NaN, zero and subnormals: the same class, and the same sign
+                    // unless the result is NaN.
+                    let class = |v: f64| (v.is_nan(), v.is_infinite(), v == 0.0, v.is_nan() || v.is_sign_negative());
+                    if want == 0.0 || want.is_subnormal() {
+                        assert!(got.abs() <= 4.0 * f64::MIN_POSITIVE, "{f:?}({x}) = {got}, std {want}");
+                    } else {
+                        assert_eq!(class(got), class(want), "{f:?}({x}) = {got}, std {want}");
+                    }
+                    continue;
+                }
+                let d = ulps(got, want);
+                if d > worst.0 {
+                    worst = (d, x);
+                }
+            }
+            assert!(worst.0 <= 4, "{f:?}: {} ulp at {}", worst.0, worst.1);
+        }
     }
 
     /// The four-lane series gives each point the bits of the scalar function, whichever lane

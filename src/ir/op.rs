@@ -5,7 +5,7 @@
 //! reference semantics, guards included. Derivative rules live in `passes::autodiff`, one arm per
 //! op; backend spellings in `backend::*`, one row per op.
 
-use crate::mathref as m;
+use crate::mathref::{self as m, Func};
 
 macro_rules! unary_table {
     ($( $(#[$doc:meta])* $v:ident, $name:literal, $search:expr, |$x:ident, $e:ident| $eval:expr; )*) => {
@@ -70,11 +70,11 @@ unary_table! {
     /// `-x`
     Neg,        "neg",         Some(0),  |x, eps| -x;
     /// Guarded natural log: `ln(|x| + eps)`.
-    Ln,         "ln",          Some(1),  |x, eps| (x.abs() + eps).ln();
+    Ln,         "ln",          Some(1),  |x, eps| Func::Ln.eval(x.abs() + eps);
     /// Guarded base-10 log: `ln(|x| + eps) / ln(10)`. `log` is an alias.
-    Log10,      "log10",       Some(2),  |x, eps| (x.abs() + eps).ln() / std::f64::consts::LN_10;
+    Log10,      "log10",       Some(2),  |x, eps| Func::Ln.eval(x.abs() + eps) / std::f64::consts::LN_10;
     /// `e^x`, unguarded.
-    Exp,        "exp",         Some(3),  |x, eps| x.exp();
+    Exp,        "exp",         Some(3),  |x, eps| Func::Exp.eval(x);
     Abs,        "abs",         Some(4),  |x, eps| x.abs();
     /// `1 / (1 + e^-x)`
     Sigmoid,    "sigmoid",     Some(5),  |x, eps| m::sigmoid(x);
@@ -83,13 +83,13 @@ unary_table! {
     Inv1pAbs,   "inv1p_abs",   Some(6),  |x, eps| 1.0 / (1.0 + x.abs());
     /// Guarded softplus `ln(|1 + e^x| + eps)`, computed without overflow for large x.
     Softplus,   "softplus",    Some(7),  |x, eps| m::softplus_eps(x, eps);
-    Erf,        "erf",         Some(8),  |x, eps| libm::erf(x);
-    Erfc,       "erfc",        Some(9),  |x, eps| libm::erfc(x);
-    Sin,        "sin",         Some(10), |x, eps| x.sin();
-    Sinh,       "sinh",        Some(11), |x, eps| x.sinh();
-    Asinh,      "asinh",       Some(12), |x, eps| x.asinh();
-    Tanh,       "tanh",        Some(13), |x, eps| x.tanh();
-    Atan,       "atan",        Some(14), |x, eps| x.atan();
+    Erf,        "erf",         Some(8),  |x, eps| Func::Erf.eval(x);
+    Erfc,       "erfc",        Some(9),  |x, eps| Func::Erfc.eval(x);
+    Sin,        "sin",         Some(10), |x, eps| Func::Sin.eval(x);
+    Sinh,       "sinh",        Some(11), |x, eps| Func::Sinh.eval(x);
+    Asinh,      "asinh",       Some(12), |x, eps| Func::Asinh.eval(x);
+    Tanh,       "tanh",        Some(13), |x, eps| Func::Tanh.eval(x);
+    Atan,       "atan",        Some(14), |x, eps| Func::Atan.eval(x);
     /// Guarded reciprocal `1 / (x + eps)` (not sign-aware: `x = -eps` divides by zero).
     Recip,      "recip",       Some(15), |x, eps| 1.0 / (x + eps);
     /// Modified Bessel function of the first kind, order 0.
@@ -114,8 +114,8 @@ unary_table! {
     /// `sigmoid(x) * (1 - sigmoid(x))`
     Dsigmoid,   "dsigmoid",    Some(26), |x, eps| m::dsigmoid(x);
     // Helpers that derivatives need; also usable in text so printed gradients parse.
-    Cos,        "cos",         None,     |x, eps| x.cos();
-    Cosh,       "cosh",        None,     |x, eps| x.cosh();
+    Cos,        "cos",         None,     |x, eps| Func::Cos.eval(x);
+    Cosh,       "cosh",        None,     |x, eps| Func::Cosh.eval(x);
     /// -1, 0 or 1 (0 at 0: the mean of the one-sided derivatives of `abs`).
     Sign,       "sign",        None,     |x, eps| m::sign(x);
     /// Heaviside step with `step(0) = 0.5` (the mean of one-sided derivatives at a kink).
@@ -130,7 +130,7 @@ unary_table! {
     /// `d/dx bessel_i1e(x) = i0e(x) - i1e(x)/x - sign(x) i1e(x)`, computed without cancellation.
     BesselI1eD, "bessel_i1e_d", None,   |x, eps| m::bessel_i1e_d(x);
     /// Unguarded natural log (NaN below 0); only the exponent derivative of `^` needs it.
-    LnRaw,      "ln_raw",      None,     |x, eps| x.ln();
+    LnRaw,      "ln_raw",      None,     |x, eps| Func::Ln.eval(x);
 }
 
 macro_rules! binary_table {
