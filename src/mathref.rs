@@ -116,11 +116,14 @@ impl Func {
         if mvec::available() {
             let whole = xs.len() / 4 * 4;
             let (body, tail) = xs.split_at_mut(whole);
-            let mut lanes = [0.0; 4];
-            lanes[..tail.len()].copy_from_slice(tail);
             // SAFETY: the processor has AVX2 and FMA (checked above).
-            unsafe { (mvec::apply(self, body), mvec::apply(self, &mut lanes)) };
-            tail.copy_from_slice(&lanes[..tail.len()]);
+            unsafe { mvec::apply(self, body) };
+            if !tail.is_empty() {
+                let mut lanes = [0.0; 4];
+                lanes[..tail.len()].copy_from_slice(tail);
+                unsafe { mvec::apply(self, &mut lanes) };
+                tail.copy_from_slice(&lanes[..tail.len()]);
+            }
             return;
         }
         for x in xs {
