@@ -33,7 +33,7 @@ pub fn grad(g: &mut Graph, out: Id, wrt: Input) -> Id {
             _ => [None, None],
         };
         for (arg, d) in local.into_iter().flatten() {
-            let contrib = g.mul(a, d);
+            let contrib = times(g, a, d);
             adj[arg.index()] = Some(match adj[arg.index()] {
                 None => contrib,
                 Some(prev) => g.add(prev, contrib),
@@ -41,6 +41,20 @@ pub fn grad(g: &mut Graph, out: Id, wrt: Input) -> Id {
         }
     }
     result.unwrap_or_else(|| g.constant(0.0))
+}
+
+/// `a * d`, or the other factor when one is the constant 1 (`1 * x` is x, bit for bit): the
+/// chain rule's products start from the seed 1 and meet many derivatives that are 1, and the
+/// search's screen evaluates derivatives before they are simplified.
+fn times(g: &mut Graph, a: Id, d: Id) -> Id {
+    let one = Node::Const(1f64.to_bits());
+    if g.node(a) == one {
+        d
+    } else if g.node(d) == one {
+        a
+    } else {
+        g.mul(a, d)
+    }
 }
 
 /// `d op(x) / dx`, where `me` is the node `op(x)` itself (reused where the rule allows).

@@ -10,10 +10,19 @@ use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp};
 
 /// Rebuilds `g` simplified; outputs keep their names and order.
 pub fn simplify(g: &Graph) -> Graph {
+    simplify_keyed(g).0
+}
+
+/// [`simplify`], and a structural hash of the simplified first output (0 without outputs):
+/// equal expressions get equal keys, so it can key what is known about a loss (the search's
+/// screen keeps its gradient verdicts by it).
+pub fn simplify_keyed(g: &Graph) -> (Graph, u64) {
     let mut cur = g.compact();
+    let mut key = 0;
     // Rules fire while rebuilding bottom-up; a second round catches rules enabled by the first.
     for _ in 0..4 {
-        let (next, fired) = round(&cur);
+        let (next, fired, k) = round(&cur);
+        key = k;
         // A round in which no rule fired rebuilt each node as it was (operands in canonical
         // order, duplicates merged): the next round would meet the same facts node by node
         // and change nothing. Otherwise compare: both are compact and hash-consed, so equal
@@ -26,12 +35,12 @@ pub fn simplify(g: &Graph) -> Graph {
             break;
         }
     }
-    cur
+    (cur, key)
 }
 
-/// One bottom-up rebuild, and whether any rule fired (a node came out other than as itself,
-/// with its operands mapped and, if commutative, in either order).
-fn round(g: &Graph) -> (Graph, bool) {
+/// One bottom-up rebuild, whether any rule fired (a node came out other than as itself, with
+/// its operands mapped and, if commutative, in either order), and the first output's key.
+fn round(g: &Graph) -> (Graph, bool, u64) {
     let n = g.len();
     let mut s =
         Simplifier { g: Graph::with_capacity(g.eps, n), key: Vec::with_capacity(n), nonneg: Vec::with_capacity(n) };
@@ -52,7 +61,8 @@ fn round(g: &Graph) -> (Graph, bool) {
         map.push(new);
     }
     s.g.outputs = g.outputs.iter().map(|(name, id)| (name.clone(), map[id.index()])).collect();
-    (s.g.into_compact(), fired)
+    let key = s.g.outputs.first().map_or(0, |o| s.key[o.1.index()]);
+    (s.g.into_compact(), fired, key)
 }
 
 struct Simplifier {

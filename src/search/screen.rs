@@ -4,7 +4,8 @@
 
 use super::columns::{Columns, Points};
 use crate::ir::{Graph, Id, Input, print};
-use crate::passes::{fuse, simplify::simplify};
+use crate::passes::{fuse, simplify::simplify, simplify::simplify_keyed};
+use rustc_hash::FxHashMap;
 
 /// Points of the binary phenotype.
 pub const PHENOTYPE_POINTS: usize = 1000;
@@ -72,6 +73,10 @@ pub struct Screener {
     out: [Vec<f64>; 4],
     /// The last phenotype, reused.
     curve: Vec<f64>,
+    /// Gradient verdicts by the simplified signed loss's key (and the guard): a loss that
+    /// comes back (a neutral mutation, another genome of the same loss) is not differentiated
+    /// again. Emptied when it reaches `VERDICTS`.
+    gradients: FxHashMap<(u64, u64), Result<(), Rejection>>,
     /// Time per stage, when asked for, and the start of the current one.
     timing: Option<(Stages, std::time::Instant)>,
     /// Point by point through the interpreter, without the cache: the baseline that the
@@ -104,6 +109,9 @@ impl Stages {
 /// of its short columns (13 MB).
 const CACHE_COLUMNS: usize = 4096;
 
+/// Gradient verdicts the screen keeps (16 bytes of key each: 1 MB at most).
+const VERDICTS: usize = 1 << 16;
+
 impl Default for Screener {
     fn default() -> Self {
         Screener::new()
@@ -123,6 +131,7 @@ impl Screener {
             grid_cols,
             out: Default::default(),
             curve: Vec::new(),
+            gradients: FxHashMap::default(),
             timing: None,
             pointwise: false,
         }
@@ -396,12 +405,26 @@ impl Screener {
             let neg = signed.neg(out);
             signed.outputs[0].1 = neg;
         }
-        let signed = simplify(&signed);
+        let (signed, key) = simplify_keyed(&signed);
         self.lap(Stage::Simplify);
         if !signed.depends_on(Input::P)[signed.outputs[0].1.index()] {
             return Err(Rejection::IgnoresP);
         }
-        let gradient = self.check_gradient(&signed);
+        // The pointwise baseline keeps nothing between candidates.
+        let key = (key, signed.eps.to_bits());
+        let gradient = match self.gradients.get(&key) {
+            Some(verdict) if !self.pointwise => verdict.clone(),
+            _ => {
+                let verdict = self.check_gradient(&signed);
+                if !self.pointwise {
+                    if self.gradients.len() >= VERDICTS {
+                        self.gradients.clear();
+                    }
+                    self.gradients.insert(key, verdict.clone());
+                }
+                verdict
+            }
+        };
         self.lap(Stage::Gradient);
         gradient?;
         let curve: Vec<f64> = self.curve.iter().map(|v| v * sign).collect();
