@@ -468,6 +468,25 @@ pub fn bessel_i1e(x: f64) -> f64 {
     bessel(Bessel::I1e, x)
 }
 
+/// Points that reach every branch of the elementary functions, for tests: a wide log-spaced
+/// sweep of both signs, ordinary values, and the special ones.
+#[cfg(test)]
+pub(crate) fn test_points(rng: &mut crate::rng::Rng) -> Vec<f64> {
+    let mut xs: Vec<f64> = (0..3000)
+        .map(|i| {
+            let v = match i % 3 {
+                0 => 10f64.powf(rng.f64() * 40.0 - 20.0),
+                1 => 10f64.powf(rng.f64() * 600.0 - 300.0),
+                _ => 8.0 * rng.f64(),
+            };
+            if rng.chance(0.5) { -v } else { v }
+        })
+        .collect();
+    xs.extend([0.0, -0.0, 1.0, -1.0, -0.5, 1e-7, -1e-7, 710.0, -745.5, 20.0, 27.0, 1e-310, f64::MAX]);
+    xs.extend([f64::MIN_POSITIVE, f64::NAN, f64::INFINITY, f64::NEG_INFINITY]);
+    xs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,31 +529,13 @@ mod tests {
         assert!(softplus_eps(f64::NAN, 1e-7).is_nan() && dsigmoid(f64::NAN).is_nan());
     }
 
-    /// Points that reach every branch of the elementary functions: a wide log-spaced sweep of
-    /// both signs, ordinary values, and the special ones.
-    fn func_points(rng: &mut crate::rng::Rng) -> Vec<f64> {
-        let mut xs: Vec<f64> = (0..3000)
-            .map(|i| {
-                let v = match i % 3 {
-                    0 => 10f64.powf(rng.f64() * 40.0 - 20.0),
-                    1 => 10f64.powf(rng.f64() * 600.0 - 300.0),
-                    _ => 8.0 * rng.f64(),
-                };
-                if rng.chance(0.5) { -v } else { v }
-            })
-            .collect();
-        xs.extend([0.0, -0.0, 1.0, -1.0, -0.5, 710.0, -745.5, 20.0, 27.0, 1e-310, f64::MAX, f64::MIN_POSITIVE]);
-        xs.extend([f64::NAN, f64::INFINITY, f64::NEG_INFINITY]);
-        xs
-    }
-
     /// Each lane of a slice gets what the function gives the value alone, whatever its
     /// neighbours (a special value in one lane sends libmvec down its slow path), at every
     /// tail length.
     #[test]
     fn funcs_give_each_lane_the_scalar_bits() {
         let mut rng = crate::rng::Rng::new(11);
-        let mut xs = func_points(&mut rng);
+        let mut xs = test_points(&mut rng);
         // Shuffled, so special values share groups of four with ordinary ones.
         for i in (1..xs.len()).rev() {
             xs.swap(i, rng.below(i + 1));
@@ -555,7 +556,7 @@ mod tests {
     #[test]
     fn funcs_are_within_4_ulp_of_std() {
         let mut rng = crate::rng::Rng::new(12);
-        let xs = func_points(&mut rng);
+        let xs = test_points(&mut rng);
         let ulps = |a: f64, b: f64| {
             let key = |v: f64| {
                 let i = v.to_bits() as i64;

@@ -437,15 +437,7 @@ mod tests {
     /// screen's verdicts must not hang on which path computed a column.
     #[test]
     fn routine_columns_give_the_reference_bits() {
-        let mut rng = crate::rng::Rng::new(5);
-        let mut xs: Vec<f64> = (0..2000)
-            .map(|i| match i % 3 {
-                0 => 40.0 * rng.f64() - 20.0,
-                1 => 10f64.powf(rng.f64() * 600.0 - 300.0) * if rng.chance(0.5) { -1.0 } else { 1.0 },
-                _ => rng.f64(),
-            })
-            .collect();
-        xs.extend([0.0, -0.0, 1e-7, -1e-7, 710.0, -745.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 3.0]);
+        let xs = crate::mathref::test_points(&mut crate::rng::Rng::new(5));
         let mut written = Vec::new();
         for &op in UnOp::ALL {
             for eps in [1e-7, 0.0] {
