@@ -109,7 +109,7 @@ impl Stages {
 /// of its short columns (13 MB).
 const CACHE_COLUMNS: usize = 4096;
 
-/// Gradient verdicts the screen keeps (16 bytes of key each: 1 MB at most).
+/// Gradient verdicts the screen keeps (24 bytes each: under 2 MB).
 const VERDICTS: usize = 1 << 16;
 
 impl Default for Screener {
@@ -405,14 +405,14 @@ impl Screener {
             let neg = signed.neg(out);
             signed.outputs[0].1 = neg;
         }
-        let (signed, key) = simplify_keyed(&signed);
+        let (signed, loss_key) = simplify_keyed(&signed);
         self.lap(Stage::Simplify);
         if !signed.depends_on(Input::P)[signed.outputs[0].1.index()] {
             return Err(Rejection::IgnoresP);
         }
         // The pointwise baseline keeps nothing between candidates.
-        let key = (key, signed.eps.to_bits());
-        let gradient = match self.gradients.get(&key) {
+        let loss_key = (loss_key, signed.eps.to_bits());
+        let gradient = match self.gradients.get(&loss_key) {
             Some(verdict) if !self.pointwise => verdict.clone(),
             _ => {
                 let verdict = self.check_gradient(&signed);
@@ -420,7 +420,7 @@ impl Screener {
                     if self.gradients.len() >= VERDICTS {
                         self.gradients.clear();
                     }
-                    self.gradients.insert(key, verdict.clone());
+                    self.gradients.insert(loss_key, verdict.clone());
                 }
                 verdict
             }
