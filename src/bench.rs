@@ -141,6 +141,8 @@ pub struct ScreenBench {
     pub disagreements: usize,
     /// The columnar screener's time per stage (a separate, timed pass).
     pub stages: crate::search::screen::Stages,
+    /// How many candidates each rejection took, most first.
+    pub rejections: Vec<(crate::search::screen::Rejection, usize)>,
 }
 
 /// Times screening of `n` candidates: random genomes, or (`mutants`) children of a small
@@ -176,6 +178,14 @@ pub fn screen_throughput(n: usize, seed: u64, mutants: bool, baseline: bool) -> 
     timed.time_stages();
     time(&mut timed);
     let stages = timed.stages().cloned().unwrap_or_default();
+    let mut rejections: Vec<(crate::search::screen::Rejection, usize)> = Vec::new();
+    for r in a.iter().filter_map(|v| v.as_ref().err()) {
+        match rejections.iter_mut().find(|(k, _)| k == r) {
+            Some((_, count)) => *count += 1,
+            None => rejections.push((r.clone(), 1)),
+        }
+    }
+    rejections.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     let (pointwise, b) = if baseline { time(&mut Screener::pointwise()) } else { (f64::NAN, a.clone()) };
     ScreenBench {
         candidates: graphs.len(),
@@ -184,5 +194,6 @@ pub fn screen_throughput(n: usize, seed: u64, mutants: bool, baseline: bool) -> 
         pointwise_per_second: pointwise,
         disagreements: a.iter().zip(&b).filter(|(x, y)| x != y).count(),
         stages,
+        rejections,
     }
 }

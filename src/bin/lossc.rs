@@ -355,6 +355,8 @@ fn main() -> ExitCode {
                 let parts: Vec<String> =
                     (0..5).map(|i| format!("{} {:.1}", Stages::NAMES[i], per(b.stages.nanos[i]))).collect();
                 println!("{:>16}  us per candidate: {}", "", parts.join(" + "));
+                let parts: Vec<String> = b.rejections.iter().map(|(r, k)| format!("{r:?} {k}")).collect();
+                println!("{:>16}  rejected: {}", "", parts.join(", "));
             }
             Ok(())
         }
