@@ -254,20 +254,38 @@ pub fn dtanh_from(c: f64) -> f64 {
     1.0 / (c * c)
 }
 
-/// `sum_k (x^2/4)^k / (k! (k+nu)!)` for nu in {0, 1}: the Bessel series without its `(x/2)^nu`.
+/// Room for the series' terms: at |x| = `BESSEL_SERIES_MAX` it stops near k = 40 (a shorter
+/// table would cut the sum short there, which `series_and_asymptotic_both_match_scipy_around_
+/// the_switch` would see).
+const SERIES_TERMS: usize = 64;
+
+/// `1 / (k (k + nu))` for nu in {0, 1} and k in 1..`SERIES_TERMS` (0 at k = 0): each term's
+/// ratio to the previous one is q times this (a multiply, not a division per term).
+const SERIES_RATIOS: [[f64; SERIES_TERMS]; 2] = {
+    let mut t = [[0.0; SERIES_TERMS]; 2];
+    let mut k = 1;
+    while k < SERIES_TERMS {
+        t[0][k] = 1.0 / (k * k) as f64;
+        t[1][k] = 1.0 / (k * (k + 1)) as f64;
+        k += 1;
+    }
+    t
+};
+
+/// `sum_k (x^2/4)^k / (k! (k+nu)!)` for nu in {0, 1} and |x| <= `BESSEL_SERIES_MAX`: the
+/// Bessel series without its `(x/2)^nu`. All terms are positive, so the sum is accurate to a
+/// few ulps; it stops at the first term below 1e-17 of the sum.
 fn bessel_series(x: f64, nu: u32) -> f64 {
     let q = x * x / 4.0;
-    let mut term = 1.0;
-    let mut sum = term;
-    let mut k = 1.0;
-    loop {
-        term *= q / (k * (k + nu as f64));
+    let (mut term, mut sum) = (1.0, 1.0);
+    for &r in &SERIES_RATIOS[nu as usize][1..] {
+        term *= q * r;
         sum += term;
         if term <= sum * 1e-17 {
-            return sum;
+            break;
         }
-        k += 1.0;
     }
+    sum
 }
 
 /// The terms `c_k / x^k` of the Hankel expansion of `sqrt(2 pi x) e^-x I_nu(x)`, up to where
@@ -290,12 +308,11 @@ const HANKEL_TERMS: usize = 40;
 /// difference is taken term by term in the asymptotic series, so nothing cancels.
 pub fn bessel_i0e_d(x: f64) -> f64 {
     let a = x.abs();
-    let v = if a <= BESSEL_SERIES_MAX {
-        bessel_i1e(a) - bessel_i0e(a)
-    } else {
-        let (t0, t1) = (hankel_terms(a, 0, HANKEL_TERMS), hankel_terms(a, 1, HANKEL_TERMS));
-        t0.iter().zip(&t1).map(|(u, v)| v - u).sum::<f64>() / (2.0 * std::f64::consts::PI * a).sqrt()
-    };
+    if a <= BESSEL_SERIES_MAX {
+        return scaled_derivative_from_series(0, x, a, bessel_series(a, 0), bessel_series(a, 1), Func::Exp.eval(-a));
+    }
+    let (t0, t1) = (hankel_terms(a, 0, HANKEL_TERMS), hankel_terms(a, 1, HANKEL_TERMS));
+    let v = t0.iter().zip(&t1).map(|(u, v)| v - u).sum::<f64>() / (2.0 * std::f64::consts::PI * a).sqrt();
     sign(x) * v
 }
 
@@ -303,13 +320,21 @@ pub fn bessel_i0e_d(x: f64) -> f64 {
 pub fn bessel_i1e_d(x: f64) -> f64 {
     let a = x.abs();
     if a <= BESSEL_SERIES_MAX {
-        bessel_i0e(a) - bessel_i1ex(a) - bessel_i1e(a)
-    } else {
-        let (t0, t1) = (hankel_terms(a, 0, HANKEL_TERMS), hankel_terms(a, 1, HANKEL_TERMS));
-        let diff: f64 = t0.iter().zip(&t1).map(|(u, v)| u - v).sum();
-        let over: f64 = t1.iter().sum::<f64>() / a;
-        (diff - over) / (2.0 * std::f64::consts::PI * a).sqrt()
+        return scaled_derivative_from_series(1, x, a, bessel_series(a, 0), bessel_series(a, 1), Func::Exp.eval(-a));
     }
+    let (t0, t1) = (hankel_terms(a, 0, HANKEL_TERMS), hankel_terms(a, 1, HANKEL_TERMS));
+    let diff: f64 = t0.iter().zip(&t1).map(|(u, v)| u - v).sum();
+    let over: f64 = t1.iter().sum::<f64>() / a;
+    (diff - over) / (2.0 * std::f64::consts::PI * a).sqrt()
+}
+
+/// [`bessel_i0e_d`] (`order` 0) or [`bessel_i1e_d`] (1) at x from `a = |x| <= BESSEL_SERIES_MAX`,
+/// both series' sums at a, and `e^-a`.
+#[inline(always)]
+fn scaled_derivative_from_series(order: u32, x: f64, a: f64, s0: f64, s1: f64, e: f64) -> f64 {
+    let i0e = bessel_from_series(Bessel::I0e, a, a, s0, || e);
+    let i1e = bessel_from_series(Bessel::I1e, a, a, s1, || e);
+    if order == 0 { sign(x) * (i1e - i0e) } else { i0e - bessel_from_series(Bessel::I1ex, a, a, s1, || e) - i1e }
 }
 
 /// `e^-x I_nu(x)` for x > BESSEL_SERIES_MAX by the asymptotic (Hankel) expansion.
@@ -336,7 +361,7 @@ fn bessel_asymptotic_scaled(x: f64, nu: u32) -> f64 {
 pub use crate::backend::mathlib::Bessel;
 
 /// The order of `f`'s power series.
-fn series_order(f: Bessel) -> u32 {
+const fn series_order(f: Bessel) -> u32 {
     match f {
         Bessel::I0 | Bessel::I0e => 0,
         _ => 1,
@@ -349,17 +374,18 @@ fn odd(x: f64, v: f64) -> f64 {
     if x < 0.0 { -v } else { v }
 }
 
-/// `f` at x from `a = |x| <= BESSEL_SERIES_MAX` and the series' sum `s` at a: what tells the
-/// six functions apart on the series' branch, shared by [`bessel`] and [`bessel_slice`].
+/// `f` at x from `a = |x| <= BESSEL_SERIES_MAX`, the series' sum `s` at a, and `e^-a` (called
+/// only by the scaled functions): what tells the six functions apart on the series' branch,
+/// shared by [`bessel`] and [`bessel_slice`].
 #[inline(always)]
-fn bessel_from_series(f: Bessel, x: f64, a: f64, s: f64) -> f64 {
+fn bessel_from_series(f: Bessel, x: f64, a: f64, s: f64, e: impl FnOnce() -> f64) -> f64 {
     match f {
         Bessel::I0 => s,
-        Bessel::I0e => s * (-a).exp(),
+        Bessel::I0e => s * e(),
         Bessel::I1 => odd(x, 0.5 * a * s),
-        Bessel::I1e => odd(x, 0.5 * a * s * (-a).exp()),
+        Bessel::I1e => odd(x, 0.5 * a * s * e()),
         Bessel::I1x => 0.5 * s,
-        Bessel::I1ex => 0.5 * s * (-a).exp(),
+        Bessel::I1ex => 0.5 * s * e(),
     }
 }
 
@@ -368,7 +394,7 @@ fn bessel_from_series(f: Bessel, x: f64, a: f64, s: f64) -> f64 {
 pub fn bessel(f: Bessel, x: f64) -> f64 {
     let a = x.abs();
     if a <= BESSEL_SERIES_MAX {
-        return bessel_from_series(f, x, a, bessel_series(a, series_order(f)));
+        return bessel_from_series(f, x, a, bessel_series(a, series_order(f)), || Func::Exp.eval(-a));
     }
     match f {
         Bessel::I1 | Bessel::I1e if x.is_nan() => x,
@@ -381,60 +407,140 @@ pub fn bessel(f: Bessel, x: f64) -> f64 {
     }
 }
 
-/// `f` at each of `xs`, the same bits as [`bessel`] one by one, with the power
-/// series of four neighbouring points summed side by side (their terms are independent, so
-/// four lanes cost about what one does; the screen spends most of its Bessel time here).
+/// `f` at each of `xs`, the same bits as [`bessel`] one by one (see [`series_blocks`]).
 pub fn bessel_slice(f: Bessel, xs: &[f64], out: &mut [f64]) {
+    // One loop per function (its finishing step specialised), not a match per point.
+    macro_rules! each {
+        ($($f:ident)*) => {
+            match f {
+                $(Bessel::$f => {
+                    const NU: usize = series_order(Bessel::$f) as usize;
+                    const SCALED: bool = matches!(Bessel::$f, Bessel::I0e | Bessel::I1e | Bessel::I1ex);
+                    series_blocks(xs, out, [NU == 0, NU == 1], SCALED, |x, a, s, e| {
+                        if a <= BESSEL_SERIES_MAX {
+                            bessel_from_series(Bessel::$f, x, a, s[NU], || e)
+                        } else {
+                            bessel(Bessel::$f, x)
+                        }
+                    })
+                })*
+            }
+        };
+    }
+    each!(I0 I0e I1 I1e I1x I1ex);
+}
+
+/// [`bessel_i0e_d`] (`order` 0) or [`bessel_i1e_d`] (1) at each of `xs`, the same bits as one
+/// by one (see [`series_blocks`]).
+pub fn bessel_scaled_derivative_slice(order: u32, xs: &[f64], out: &mut [f64]) {
+    let scalar = if order == 0 { bessel_i0e_d } else { bessel_i1e_d };
+    series_blocks(xs, out, [true, true], true, |x, a, s, e| {
+        if a <= BESSEL_SERIES_MAX { scaled_derivative_from_series(order, x, a, s[0], s[1], e) } else { scalar(x) }
+    });
+}
+
+/// `out[i] = finish(x, |x|, [series of order 0, of order 1], e^-|x|)` for each x of `xs`, a
+/// block at a time: the series that `orders` asks for summed eight lanes side by side
+/// ([`bessel_series_block`]), and (if `scaled`) `e^-|x|` four at a time; the others are 0.
+#[inline(always)]
+fn series_blocks(
+    xs: &[f64],
+    out: &mut [f64],
+    orders: [bool; 2],
+    scaled: bool,
+    finish: impl Fn(f64, f64, [f64; 2], f64) -> f64,
+) {
     assert_eq!(xs.len(), out.len());
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        for (x4, o4) in xs.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
-            let a = [x4[0].abs(), x4[1].abs(), x4[2].abs(), x4[3].abs()];
-            if a.iter().all(|&a| a <= BESSEL_SERIES_MAX) {
-                // SAFETY: the processor has AVX (checked above).
-                let s = unsafe { bessel_series4(a, series_order(f)) };
-                for l in 0..4 {
-                    o4[l] = bessel_from_series(f, x4[l], a[l], s[l]);
-                }
-            } else {
-                for l in 0..4 {
-                    o4[l] = bessel(f, x4[l]);
-                }
+    const BLOCK: usize = 64;
+    let (mut s, mut e) = ([[0.0; BLOCK]; 2], [0.0; BLOCK]);
+    for (xb, ob) in xs.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+        let n = xb.len();
+        for nu in 0..2 {
+            if orders[nu] {
+                bessel_series_block(xb, nu as u32, &mut s[nu][..n]);
             }
         }
-        done = xs.len() / 4 * 4;
-    }
-    for (o, &x) in out[done..].iter_mut().zip(&xs[done..]) {
-        *o = bessel(f, x);
+        if scaled {
+            for (e, x) in e.iter_mut().zip(xb) {
+                *e = -x.abs();
+            }
+            Func::Exp.eval_in_place(&mut e[..n]);
+        }
+        for (i, (o, &x)) in ob.iter_mut().zip(xb).enumerate() {
+            *o = finish(x, x.abs(), [s[0][i], s[1][i]], e[i]);
+        }
     }
 }
 
-/// [`bessel_series`] at four points in the lanes of one vector: each lane takes the scalar
-/// loop's operations in its order (no FMA) and stops at the term where it alone would.
+/// [`bessel_series`] at `|x|` for each of `xs` within the series' range (anything at the
+/// others), into `out`.
+fn bessel_series_block(xs: &[f64], nu: u32, out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        let whole = xs.len() / 8 * 8;
+        for (x8, o8) in xs[..whole].chunks_exact(8).zip(out[..whole].chunks_exact_mut(8)) {
+            // SAFETY: the processor has AVX (checked above); eight points each side.
+            unsafe { bessel_series8(x8.as_ptr(), nu, o8.as_mut_ptr()) };
+        }
+        if whole < xs.len() {
+            let (mut x8, mut o8) = ([0.0; 8], [0.0; 8]);
+            x8[..xs.len() - whole].copy_from_slice(&xs[whole..]);
+            // SAFETY: as above.
+            unsafe { bessel_series8(x8.as_ptr(), nu, o8.as_mut_ptr()) };
+            out[whole..].copy_from_slice(&o8[..xs.len() - whole]);
+        }
+        return;
+    }
+    for (o, &x) in out.iter_mut().zip(xs) {
+        let a = x.abs();
+        *o = if a <= BESSEL_SERIES_MAX { bessel_series(a, nu) } else { 0.0 };
+    }
+}
+
+/// [`bessel_series`] at |x| for eight points, in the lanes of two vectors summed side by side
+/// (the loop's one long dependency, an add per term, then overlaps). Each lane takes the scalar
+/// loop's operations in its order (no FMA), and its result is its running sum up to the term
+/// where it alone would stop. Points beyond the series' range (NaN and infinities too) sum
+/// the series at its end instead, which bounds the loop; their results are not used.
+///
+/// # Safety
+/// The processor must have AVX, and `xs` and `out` must point to eight f64s.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-fn bessel_series4(a: [f64; 4], nu: u32) -> [f64; 4] {
+unsafe fn bessel_series8(xs: *const f64, nu: u32, out: *mut f64) {
     use std::arch::x86_64::*;
-    // SAFETY (the loads and stores): pointers to four f64s.
-    let x = unsafe { _mm256_loadu_pd(a.as_ptr()) };
-    let q = _mm256_div_pd(_mm256_mul_pd(x, x), _mm256_set1_pd(4.0));
-    let (mut term, mut sum) = (_mm256_set1_pd(1.0), _mm256_set1_pd(1.0));
-    let mut running = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
-    let mut k = 1.0;
-    loop {
-        let t = _mm256_mul_pd(term, _mm256_div_pd(q, _mm256_set1_pd(k * (k + nu as f64))));
-        let s = _mm256_add_pd(sum, t);
-        term = _mm256_blendv_pd(term, t, running);
-        sum = _mm256_blendv_pd(sum, s, running);
-        let stop = _mm256_cmp_pd::<_CMP_LE_OQ>(t, _mm256_mul_pd(s, _mm256_set1_pd(1e-17)));
-        running = _mm256_andnot_pd(stop, running);
-        if _mm256_movemask_pd(running) == 0 {
-            let mut out = [0.0; 4];
-            unsafe { _mm256_storeu_pd(out.as_mut_ptr(), sum) };
-            return out;
+    let sign = _mm256_set1_pd(-0.0);
+    let top = _mm256_set1_pd(BESSEL_SERIES_MAX);
+    // |x|, at most the top (vminpd gives its second operand when the first is NaN). No
+    // closures here: they would not be compiled for AVX.
+    let (x0, x1) = unsafe { (_mm256_loadu_pd(xs), _mm256_loadu_pd(xs.add(4))) };
+    let (x0, x1) = (_mm256_min_pd(_mm256_andnot_pd(sign, x0), top), _mm256_min_pd(_mm256_andnot_pd(sign, x1), top));
+    let four = _mm256_set1_pd(4.0);
+    let (q0, q1) = (_mm256_div_pd(_mm256_mul_pd(x0, x0), four), _mm256_div_pd(_mm256_mul_pd(x1, x1), four));
+    let one = _mm256_set1_pd(1.0);
+    let (mut term0, mut sum0, mut result0, mut term1, mut sum1, mut result1) = (one, one, one, one, one, one);
+    let all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+    let (mut running0, mut running1) = (all, all);
+    let tiny = _mm256_set1_pd(1e-17);
+    for &r in &SERIES_RATIOS[nu as usize][1..] {
+        let r = _mm256_set1_pd(r);
+        term0 = _mm256_mul_pd(term0, _mm256_mul_pd(q0, r));
+        term1 = _mm256_mul_pd(term1, _mm256_mul_pd(q1, r));
+        sum0 = _mm256_add_pd(sum0, term0);
+        sum1 = _mm256_add_pd(sum1, term1);
+        result0 = _mm256_blendv_pd(result0, sum0, running0);
+        result1 = _mm256_blendv_pd(result1, sum1, running1);
+        let stop0 = _mm256_cmp_pd::<_CMP_LE_OQ>(term0, _mm256_mul_pd(sum0, tiny));
+        let stop1 = _mm256_cmp_pd::<_CMP_LE_OQ>(term1, _mm256_mul_pd(sum1, tiny));
+        running0 = _mm256_andnot_pd(stop0, running0);
+        running1 = _mm256_andnot_pd(stop1, running1);
+        if _mm256_movemask_pd(_mm256_or_pd(running0, running1)) == 0 {
+            break;
         }
-        k += 1.0;
+    }
+    unsafe {
+        _mm256_storeu_pd(out, result0);
+        _mm256_storeu_pd(out.add(4), result1);
     }
 }
 
@@ -592,8 +698,9 @@ mod tests {
         }
     }
 
-    /// The four-lane series gives each point the bits of the scalar function, whichever lane
-    /// stops first, across the switch to the asymptotic branch, and on NaN, infinities and zeros.
+    /// The eight-lane series gives each point the bits of the scalar function, whichever lane
+    /// stops first, across the switch to the asymptotic branch, on NaN, infinities and zeros,
+    /// and in a short tail.
     #[test]
     fn bessel_slices_give_the_scalar_bits() {
         let mut rng = crate::rng::Rng::new(7);
@@ -607,11 +714,20 @@ mod tests {
             .collect();
         xs.extend([0.0, -0.0, 25.0, -25.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e-300, 700.0, 3.0, 3.0]);
         use Bessel::*;
-        for f in [I0, I0e, I1, I1e, I1x, I1ex] {
-            let mut out = vec![0.0; xs.len()];
-            bessel_slice(f, &xs, &mut out);
-            for (&x, &v) in xs.iter().zip(&out) {
-                assert_eq!(v.to_bits(), bessel(f, x).to_bits(), "{f:?}({x})");
+        for len in [xs.len(), 13] {
+            let xs = &xs[xs.len() - len..];
+            let mut out = vec![0.0; len];
+            for f in [I0, I0e, I1, I1e, I1x, I1ex] {
+                bessel_slice(f, xs, &mut out);
+                for (&x, &v) in xs.iter().zip(&out) {
+                    assert_eq!(v.to_bits(), bessel(f, x).to_bits(), "{f:?}({x})");
+                }
+            }
+            for (order, f) in [(0, bessel_i0e_d as fn(f64) -> f64), (1, bessel_i1e_d)] {
+                bessel_scaled_derivative_slice(order, xs, &mut out);
+                for (&x, &v) in xs.iter().zip(&out) {
+                    assert_eq!(v.to_bits(), f(x).to_bits(), "derivative of order {order} at {x}");
+                }
             }
         }
     }

@@ -69,6 +69,16 @@ fn bessel(op: UnOp) -> Option<Bessel> {
     })
 }
 
+/// The derivatives of the scaled Bessel ops, whose columns also sum their series by block: the
+/// order of [`m::bessel_scaled_derivative_slice`].
+fn bessel_scaled_derivative(op: UnOp) -> Option<u32> {
+    match op {
+        UnOp::BesselI0eD => Some(0),
+        UnOp::BesselI1eD => Some(1),
+        _ => None,
+    }
+}
+
 /// A routine's column through [`Func::eval_in_place`], the op's reference in three passes: its
 /// function's argument at every point, the function on the whole column at once (four points
 /// per call), and the result finished point by point. The same operations as [`UnOp::eval`],
@@ -350,6 +360,8 @@ impl Columns {
                     let xs = &slots[s as usize][..n];
                     if let Some(f) = bessel(op) {
                         bessel_slice(f, xs, out)
+                    } else if let Some(order) = bessel_scaled_derivative(op) {
+                        m::bessel_scaled_derivative_slice(order, xs, out)
                     } else if is_routine(op) {
                         if !routine_column(op, xs, g.eps, out) {
                             op.eval_slice_reusing(xs, g.eps, out)
