@@ -182,6 +182,30 @@ macro_rules! wide {
 pub(crate) use wide;
 
 wide!(
+    /// A column's [`Facts`] in one pass, vectorised.
+    column_facts(c: &[f64]) -> Facts => {
+        let (mut lo, mut hi, mut nan) = ([f64::INFINITY; 4], [f64::NEG_INFINITY; 4], [false; 4]);
+        let chunks = c.chunks_exact(4);
+        for (k, &v) in chunks.remainder().iter().enumerate() {
+            (lo[k], hi[k], nan[k]) = (lo[k].min(v), hi[k].max(v), v.is_nan());
+        }
+        for chunk in chunks {
+            for k in 0..4 {
+                // Selects (not f64::min) so that the loop vectorises; NaNs are counted apart.
+                lo[k] = if chunk[k] < lo[k] { chunk[k] } else { lo[k] };
+                hi[k] = if chunk[k] > hi[k] { chunk[k] } else { hi[k] };
+                nan[k] |= chunk[k].is_nan();
+            }
+        }
+        Facts {
+            lo: lo.into_iter().fold(f64::INFINITY, f64::min),
+            hi: hi.into_iter().fold(f64::NEG_INFINITY, f64::max),
+            nan: nan.contains(&true),
+        }
+    }
+);
+
+wide!(
     /// [`BinOp::eval_slice`], as wide as the processor allows.
     binary_slice(op: BinOp, a: Arg<'_>, b: Arg<'_>, out: &mut [f64]) => op.eval_slice(a, b, out)
 );
@@ -216,6 +240,18 @@ pub struct Columns {
     outs: Vec<[u32; MAX_YS]>,
     /// Points in the last probe.
     len: usize,
+    /// Per slot: its column's [`Facts`], once asked for (forgotten when the slot is taken).
+    facts: Vec<Option<Facts>>,
+}
+
+/// What a column's values are known to lie in: the smallest and largest (NaN aside), and
+/// whether there is a NaN. Enough to tell when an op with a constant gives a constant or the
+/// column itself at every point.
+#[derive(Clone, Copy, Debug)]
+struct Facts {
+    lo: f64,
+    hi: f64,
+    nan: bool,
 }
 
 impl Columns {
@@ -234,6 +270,7 @@ impl Columns {
             temp: Vec::new(),
             outs: Vec::new(),
             len: 0,
+            facts: Vec::new(),
         }
     }
 
@@ -246,11 +283,76 @@ impl Columns {
         Points { slot, len: ps.len(), hash }
     }
 
+    /// A free slot, to be written.
     fn take(&mut self) -> u32 {
-        self.free.pop().unwrap_or_else(|| {
+        let s = self.free.pop().unwrap_or_else(|| {
             self.slots.push(vec![0.0; self.stride].into());
+            self.facts.push(None);
             (self.slots.len() - 1) as u32
-        })
+        });
+        self.facts[s as usize] = None;
+        s
+    }
+
+    /// The facts of the column in slot `s` (its first `n` points).
+    fn facts(&mut self, s: u32, n: usize) -> Facts {
+        *self.facts[s as usize].get_or_insert_with(|| column_facts(&self.slots[s as usize][..n]))
+    }
+
+    /// `op(col)` where the column's facts decide it for every point, as [`Columns::fold`]:
+    /// the ops that are constant or the identity on each side of 0.
+    fn fold_unary(&mut self, op: UnOp, s: u32, n: usize) -> Option<Val> {
+        if !matches!(op, UnOp::Abs | UnOp::Relu | UnOp::Min0 | UnOp::Sign | UnOp::Step) {
+            return None;
+        }
+        let f = self.facts(s, n);
+        let (positive, negative) = (!f.nan && f.lo > 0.0, !f.nan && f.hi < 0.0);
+        match op {
+            UnOp::Abs | UnOp::Relu if positive => Some(Val::Col(s)),
+            UnOp::Min0 if negative => Some(Val::Col(s)),
+            UnOp::Relu if negative => Some(Val::One(0.0)),
+            UnOp::Min0 if positive => Some(Val::One(0.0)),
+            UnOp::Sign | UnOp::Step if positive || negative => Some(Val::One(op.eval(f.lo, 0.0))),
+            _ => None,
+        }
+    }
+
+    /// `col op c` (`right`) or `c op col` where the column's facts decide it for every point,
+    /// bit for bit: the column itself, or one value; `None` where the column must be computed.
+    fn fold(&mut self, op: BinOp, s: u32, c: f64, right: bool, n: usize) -> Option<Val> {
+        if identity(op, c, right) {
+            return Some(Val::Col(s));
+        }
+        let useful = match op {
+            BinOp::Mul | BinOp::Add => c == 0.0,
+            BinOp::Sub => right && c == 0.0,
+            BinOp::Div => c == 0.0,
+            BinOp::Max | BinOp::Min => true,
+            BinOp::Pow => false,
+        };
+        if !useful {
+            return None;
+        }
+        let f = self.facts(s, n);
+        if f.nan {
+            return None;
+        }
+        // Every value finite, or every value of one sign and not zero.
+        let finite = f.lo > f64::NEG_INFINITY && f.hi < f64::INFINITY;
+        let one_sign = f.lo > 0.0 || f.hi < 0.0;
+        let value = |v: f64| Some(Val::One(if right { op.eval(v, c) } else { op.eval(c, v) }));
+        match op {
+            // 0 * v and 0 / v (v finite, not 0) are zeros whose sign is v's, v / 0 an infinity.
+            BinOp::Mul if finite && one_sign => value(f.lo),
+            BinOp::Div if one_sign && (finite || right) => value(f.lo),
+            // v + 0 and v - 0 are v when v is not 0 (nor NaN).
+            BinOp::Add | BinOp::Sub if one_sign => Some(Val::Col(s)),
+            BinOp::Max if f.lo > c => Some(Val::Col(s)),
+            BinOp::Max if f.hi < c => Some(Val::One(c)),
+            BinOp::Min if f.hi < c => Some(Val::Col(s)),
+            BinOp::Min if f.lo > c => Some(Val::One(c)),
+            _ => None,
+        }
     }
 
     /// Evaluates the nodes of `g` that `outs` need at each of `pts` and each y in `ys` (at
@@ -354,8 +456,9 @@ impl Columns {
             Node::Input(Input::Y) => Val::One(y),
             Node::Input(Input::P) => Val::Col(pts.slot),
             Node::Const(bits) => Val::One(f64::from_bits(bits)),
-            Node::Unary(op, a) => match self.vals[a.index()][j] {
+            Node::Unary(op, a) => match { self.vals[a.index()][j] } {
                 Val::One(x) => Val::One(op.eval(x, g.eps)),
+                Val::Col(s) if let Some(v) = self.fold_unary(op, s, n) => v,
                 Val::Col(s) => self.compute(h, cache, n, |slots, out| {
                     let xs = &slots[s as usize][..n];
                     if let Some(f) = bessel(op) {
@@ -373,10 +476,11 @@ impl Columns {
             },
             Node::Binary(op, a, b) => match (self.vals[a.index()][j], self.vals[b.index()][j]) {
                 (Val::One(x), Val::One(z)) => Val::One(op.eval(x, z)),
-                // x * 1, 1 * x, x / 1, x - 0 and x + -0 are x, bit for bit: the column is
-                // shared, not computed (unsimplified derivatives are full of them).
-                (col @ Val::Col(_), Val::One(z)) if identity(op, z, true) => col,
-                (Val::One(z), col @ Val::Col(_)) if identity(op, z, false) => col,
+                // x * 1, 1 * x, x / 1, x - 0 and x + -0 are x, bit for bit, and the column's
+                // range decides others (0 * x at y = 0, max(1, p)): the column is shared, or
+                // the node is one value, not computed (unsimplified derivatives are full of them).
+                (Val::Col(s), Val::One(z)) if let Some(v) = self.fold(op, s, z, true, n) => v,
+                (Val::One(z), Val::Col(s)) if let Some(v) = self.fold(op, s, z, false, n) => v,
                 (va, vb) => self.compute(h, cache, n, |slots, out| {
                     let arg = |v: Val| match v {
                         Val::One(x) => Arg::One(x),
@@ -389,7 +493,8 @@ impl Columns {
         (val, h)
     }
 
-    /// A node's column: from the cache, or computed by `f` into a free slot.
+    /// A node's column: from the cache, or computed by `f` into a free slot (whose facts, if
+    /// asked for later, are its new values').
     fn compute(&mut self, h: u64, cache: Cache, n: usize, f: impl FnOnce(&[Box<[f64]>], &mut [f64])) -> Val {
         if cache != Cache::No
             && let Some(&s) = self.cache.get(&h)
@@ -443,6 +548,68 @@ mod tests {
         all.dedup();
         assert!(n > 100_000, "{n} expressions");
         assert_eq!(all.len(), n, "{} collisions", n - all.len());
+    }
+
+    /// Where a column's facts fold an op (with a constant), the folded node has the bits that
+    /// computing it would give at every point: columns of mixed signs, zeros of both signs,
+    /// infinities and NaN, with constants on either side.
+    #[test]
+    fn folded_nodes_give_the_computed_bits() {
+        let mut rng = crate::rng::Rng::new(9);
+        let palette =
+            [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, -3.0, 1e-300, -1e300, f64::INFINITY, f64::NEG_INFINITY, f64::NAN];
+        let consts = [0.0, -0.0, 1.0, -1.0, 0.5, 1e-7, f64::INFINITY, f64::NAN];
+        let mut cols = Columns::new(16, 0);
+        let (mut folded, mut kinds) = (0, std::collections::BTreeSet::new());
+        for case in 0..3000 {
+            let n = 1 + rng.below(16);
+            // Mostly values of one sign (what folds), sometimes anything from the palette.
+            let sign = if rng.chance(0.5) { 1.0 } else { -1.0 };
+            let col: Vec<f64> = (0..n)
+                .map(|_| if case % 3 == 0 { palette[rng.below(palette.len())] } else { sign * (0.1 + 3.0 * rng.f64()) })
+                .collect();
+            let pts = cols.points(&col);
+            for &op in UnOp::ALL {
+                let Some(v) = cols.fold_unary(op, pts.slot, n) else { continue };
+                folded += 1;
+                kinds.insert((100 + op as u8, matches!(v, Val::One(_))));
+                for &x in &col {
+                    let got = match v {
+                        Val::One(g) => g,
+                        Val::Col(_) => x,
+                    };
+                    assert_eq!(got.to_bits(), op.eval(x, 1e-7).to_bits(), "{op:?} at {x}: {col:?}");
+                }
+            }
+            for &op in BinOp::ALL {
+                for &c in &consts {
+                    for right in [true, false] {
+                        let Some(v) = cols.fold(op, pts.slot, c, right, n) else { continue };
+                        folded += 1;
+                        kinds.insert((op as u8, matches!(v, Val::One(_))));
+                        for &x in &col {
+                            let want = if right { op.eval(x, c) } else { op.eval(c, x) };
+                            let got = match v {
+                                Val::One(g) => g,
+                                Val::Col(s) => {
+                                    assert_eq!(s, pts.slot);
+                                    x
+                                }
+                            };
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{op:?}, const {c} right {right}, at {x}: {col:?}"
+                            );
+                        }
+                    }
+                }
+            }
+            cols.free.push(pts.slot);
+        }
+        // Each rule folded something: the shared column and the one value, for every op.
+        assert!(folded > 10_000, "{folded} folds");
+        assert!(kinds.len() >= 16, "{kinds:?}");
     }
 
     /// Every routine written in passes gives each point the bits of the op's reference: the
