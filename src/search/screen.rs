@@ -240,20 +240,7 @@ fn curve_rules(curve: &[f64]) -> Result<(), Rejection> {
         // with one turn, the sum of the turns' i is its i.
         (c.turns, (c.turns == 1).then_some(c.turn_sum as usize + 1))
     } else {
-        let (mut rising, mut nonzero, mut turns, mut first) = (None, 0, 0, None);
-        for w in curve.windows(2) {
-            let d = w[1] - w[0];
-            if d == 0.0 {
-                continue;
-            }
-            if rising.is_some_and(|r| r != (d > 0.0)) {
-                turns += 1;
-                first.get_or_insert(nonzero);
-            }
-            rising = Some(d > 0.0);
-            nonzero += 1;
-        }
-        (turns, first)
+        turns_across_zero_steps(curve)
     };
     if turns > 1 {
         return Err(Rejection::Wiggly);
@@ -263,6 +250,62 @@ fn curve_rules(curve: &[f64]) -> Result<(), Rejection> {
     }
     Ok(())
 }
+
+/// The turns of a curve with a few zero steps (at most 10; the rules' slow path), and the
+/// first turn's index among the non-zero steps: the turns between neighbouring non-zero steps
+/// counted in one vectorised pass, then those across each run of zero steps.
+fn turns_across_zero_steps(curve: &[f64]) -> (u64, Option<usize>) {
+    let steps = curve.len() - 1;
+    let step = |i: usize| curve[i + 1] - curve[i];
+    let (mut zeros, mut m) = ([0usize; 10], 0);
+    for i in 0..steps {
+        if step(i) == 0.0 {
+            zeros[m] = i;
+            m += 1;
+        }
+    }
+    let zeros = &zeros[..m];
+    // A step's index among the non-zero steps.
+    let rank = |i: usize| i - zeros.iter().filter(|&&z| z < i).count();
+    let (mut turns, turn_sum) = nonzero_turns(curve);
+    let mut across = None;
+    let mut k = 0;
+    while k < m {
+        let (start, mut end) = (zeros[k], zeros[k]);
+        while k + 1 < m && zeros[k + 1] == end + 1 {
+            (k, end) = (k + 1, end + 1);
+        }
+        k += 1;
+        if start > 0 && end + 1 < steps && (step(start - 1) > 0.0) != (step(end + 1) > 0.0) {
+            turns += 1;
+            across.get_or_insert(rank(end + 1));
+        }
+    }
+    // Only a lone turn's index matters (more than one is wiggly).
+    let first = match (turns, across) {
+        (1, Some(t)) => Some(t),
+        (1, None) => Some(rank(turn_sum as usize + 1)),
+        _ => None,
+    };
+    (turns, first)
+}
+
+super::columns::wide!(
+    /// The turns between neighbouring steps that are both non-zero, and the sum of the indices
+    /// i where steps i and i + 1 turn, vectorised.
+    nonzero_turns(curve: &[f64]) -> (u64, u64) => {
+        let n = curve.len() - 2;
+        let (a, b, c) = (&curve[..n], &curve[1..n + 1], &curve[2..n + 2]);
+        let (mut turns, mut turn_sum) = (0u64, 0u64);
+        for i in 0..n {
+            let (d0, d1) = (b[i] - a[i], c[i] - b[i]);
+            let t = (((d0 > 0.0) != (d1 > 0.0)) & (d0 != 0.0) & (d1 != 0.0)) as u64;
+            turns += t;
+            turn_sum += i as u64 & t.wrapping_neg();
+        }
+        (turns, turn_sum)
+    }
+);
 
 /// Whether the steps `b - a` and `c - b` rise and fall (or fall and rise).
 #[inline(always)]
@@ -508,8 +551,11 @@ mod tests {
                 })
                 .collect();
             for _ in 0..[0, 0, 1, 5, 11][case % 5] {
-                let i = 1 + rng.below(999);
-                curve[i] = curve[i - 1];
+                // Plateaus of one to three zero steps.
+                let i = 1 + rng.below(997);
+                for k in 0..1 + rng.below(3) {
+                    curve[i + k] = curve[i - 1];
+                }
             }
             if case % 7 == 0 {
                 curve[999] = curve[998]; // a zero last step, which the counts handle apart
@@ -523,6 +569,20 @@ mod tests {
         }
         // Every verdict was exercised.
         assert_eq!(verdicts.len(), 5, "{verdicts:?}");
+        // A lone extremum next to the middle's edges, with plateaus at the turn itself (a turn
+        // across zero steps) and before it (which shift the turn's index among the steps).
+        for t in 480..520 {
+            for (len, offset, before) in [(1, 0, 0), (2, 0, 0), (3, 1, 0), (1, 1, 2), (2, 2, 1), (1, 0, 3)] {
+                let mut curve: Vec<f64> = (0..PHENOTYPE_POINTS).map(|i| -((i as f64 - t as f64).abs())).collect();
+                for k in 0..len {
+                    curve[t - offset + k + 1] = curve[t - offset];
+                }
+                for k in 0..before {
+                    curve[100 + 10 * k] = curve[99 + 10 * k];
+                }
+                assert_eq!(curve_rules(&curve), rules_reference(&curve), "turn at {t}, plateau {len} at -{offset}");
+            }
+        }
     }
 
     /// The vector extremes keep what the first scalar loop kept, bit for bit: the first of
