@@ -228,24 +228,26 @@ super::columns::wide!(
 /// the whole curve so that they vectorise; the common case has no zero step.
 fn curve_rules(curve: &[f64]) -> Result<(), Rejection> {
     let c = curve_counts(curve);
-    if c.not_finite > 0 {
+    if c.not_finite {
         return Err(Rejection::NotFinite);
     }
     // An all-zero curve has only zero steps.
     if c.zero_steps > 10 {
         return Err(Rejection::Flat);
     }
-    let (turns, first_turn) = if c.zero_steps == 0 {
-        // The turn between steps i and i + 1 is at index i + 1 among the (all non-zero) steps;
-        // with one turn, the sum of the turns' i is its i.
-        (c.turns, (c.turns == 1).then_some(c.turn_sum as usize + 1))
+    let (turns, middle) = if c.zero_steps == 0 {
+        // The turn between steps i and i + 1 is at index i + 1 among the (all non-zero) steps,
+        // so a lone turn is in the middle when it is at an i in 489..509.
+        let near = 489..509.min(curve.len() - 2);
+        (c.turns, c.turns == 1 && near.into_iter().any(|i| turn(curve[i], curve[i + 1], curve[i + 2])))
     } else {
-        turns_across_zero_steps(curve)
+        let (turns, first) = turns_across_zero_steps(curve);
+        (turns, first.is_some_and(|t| (490..510).contains(&t)))
     };
     if turns > 1 {
         return Err(Rejection::Wiggly);
     }
-    if first_turn.is_some_and(|t| (490..510).contains(&t)) {
+    if middle {
         return Err(Rejection::MiddleExtremum);
     }
     Ok(())
@@ -313,34 +315,30 @@ fn turn(a: f64, b: f64, c: f64) -> bool {
     (b - a > 0.0) != (c - b > 0.0)
 }
 
-/// What the rules count over a whole curve; `turns` (and `turn_sum`, the sum of the indices
-/// i where steps i and i + 1 turn) are right only without zero steps.
+/// What the rules count over a whole curve; `turns` is right only without zero steps.
 struct Counts {
-    not_finite: u64,
+    not_finite: bool,
     zero_steps: u64,
     turns: u64,
-    turn_sum: u64,
 }
 
 super::columns::wide!(
-    /// The rules' counts in one loop over the curve, vectorised.
+    /// The rules' counts in one loop over the curve, vectorised. `v - v` is +0 (all bits 0)
+    /// for a finite v and NaN otherwise, so one OR of those bits finds a non-finite point.
     curve_counts(curve: &[f64]) -> Counts => {
-        const EXP: u64 = 0x7FF0_0000_0000_0000;
         let n = curve.len() - 2;
         let (a, b, c) = (&curve[..n], &curve[1..n + 1], &curve[2..n + 2]);
-        let (mut not_finite, mut zero_steps, mut turns, mut turn_sum) = (0u64, 0u64, 0u64, 0u64);
+        let (mut not_finite, mut zero_steps, mut turns) = (0u64, 0u64, 0u64);
         for i in 0..n {
-            not_finite += (a[i].to_bits() & EXP == EXP) as u64;
+            not_finite |= (a[i] - a[i]).to_bits();
             zero_steps += (b[i] - a[i] == 0.0) as u64;
-            let t = turn(a[i], b[i], c[i]) as u64;
-            turns += t;
-            turn_sum += i as u64 & t.wrapping_neg(); // (no 64-bit multiply in AVX2)
+            turns += turn(a[i], b[i], c[i]) as u64;
         }
         // The last two points and the last step.
         let (y, z) = (curve[n], curve[n + 1]);
-        not_finite += (y.to_bits() & EXP == EXP) as u64 + (z.to_bits() & EXP == EXP) as u64;
+        not_finite |= (y - y).to_bits() | (z - z).to_bits();
         zero_steps += (z - y == 0.0) as u64;
-        Counts { not_finite, zero_steps, turns, turn_sum }
+        Counts { not_finite: not_finite != 0, zero_steps, turns }
     }
 );
 
