@@ -254,7 +254,7 @@ impl Graph {
     }
 
     /// Whether the outputs reach every node (then compacting copies the graph node for node).
-    fn all_live(&self) -> bool {
+    pub fn all_live(&self) -> bool {
         // Without allocating for the small graphs the search builds by the million.
         let mut small = [false; 64];
         let mut large = Vec::new();

@@ -7,6 +7,7 @@
 //! test checks this on random expressions over every operation.
 
 use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp};
+use std::borrow::Cow;
 
 /// Rebuilds `g` simplified; outputs keep their names and order.
 pub fn simplify(g: &Graph) -> Graph {
@@ -17,7 +18,9 @@ pub fn simplify(g: &Graph) -> Graph {
 /// equal expressions get equal keys, so it can key what is known about a loss (the search's
 /// screen keeps its gradient verdicts by it).
 pub fn simplify_keyed(g: &Graph) -> (Graph, u64) {
-    let mut cur = g.compact();
+    // The first round reads `g` itself unless it has dead nodes (no copy of a graph whose
+    // every node is live: the screen simplifies every candidate that passes its rules).
+    let mut cur = if g.all_live() { Cow::Borrowed(g) } else { Cow::Owned(g.compact()) };
     let mut key = 0;
     // Rules fire while rebuilding bottom-up; a second round catches rules enabled by the first.
     for _ in 0..4 {
@@ -30,12 +33,12 @@ pub fn simplify_keyed(g: &Graph) -> (Graph, u64) {
         let done = !fired || (next.len() == cur.len() && next.same_as(&cur));
         // Every test that simplifies checks the shortcut's reasoning.
         debug_assert!(fired || round(&next).0.same_as(&next), "a round without rules is a fixpoint");
-        cur = next;
+        cur = Cow::Owned(next);
         if done {
             break;
         }
     }
-    (cur, key)
+    (cur.into_owned(), key)
 }
 
 /// One bottom-up rebuild, whether any rule fired (a node came out other than as itself, with

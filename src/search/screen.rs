@@ -440,13 +440,14 @@ impl Screener {
         // As x rises the true class's p = 1 - x falls, so the loss must rise: choose the sign
         // from the curve before any sign is applied.
         let sign = if self.curve[PHENOTYPE_POINTS - 1] >= self.curve[0] { 1.0 } else { -1.0 };
-        let mut signed = g.clone();
-        if sign < 0.0 {
-            let out = signed.outputs[0].1;
-            let neg = signed.neg(out);
-            signed.outputs[0].1 = neg;
-        }
-        let (signed, loss_key) = simplify_keyed(&signed);
+        let (signed, loss_key) = if sign < 0.0 {
+            let mut negated = g.clone();
+            let out = negated.outputs[0].1;
+            negated.outputs[0].1 = negated.neg(out);
+            simplify_keyed(&negated)
+        } else {
+            simplify_keyed(g)
+        };
         self.lap(Stage::Simplify);
         if !signed.depends_on(Input::P)[signed.outputs[0].1.index()] {
             return Err(Rejection::IgnoresP);
