@@ -31,7 +31,24 @@ pub fn number(v: f64) -> String {
 }
 
 fn write_number(out: &mut String, v: f64) {
-    let _ = if v == v.trunc() && v.abs() < 1e15 { write!(out, "{v}") } else { write!(out, "{v:?}") };
+    if v == v.trunc() && v.abs() < 1e15 {
+        // What `{v}` prints for a whole number (`-0` included), without the float formatter:
+        // the search prints a key for every candidate it screens.
+        if v.is_sign_negative() {
+            out.push('-');
+        }
+        let (mut digits, mut n, mut len) = ([0u8; 16], v.abs() as u64, 0);
+        loop {
+            digits[15 - len] = b'0' + (n % 10) as u8;
+            (n, len) = (n / 10, len + 1);
+            if n == 0 {
+                break;
+            }
+        }
+        out.push_str(std::str::from_utf8(&digits[16 - len..]).expect("ASCII digits"));
+    } else {
+        let _ = write!(out, "{v:?}");
+    }
 }
 
 struct Printer<'g> {
@@ -111,7 +128,9 @@ impl Printer<'_> {
                         _ => (p, Prec::Prefix),
                     };
                     self.expr(a, out, left, false);
-                    let _ = write!(out, " {sym} ");
+                    out.push(' ');
+                    out.push_str(sym);
+                    out.push(' ');
                     self.expr(b, out, right, false);
                 }
                 _ => {
@@ -192,4 +211,22 @@ pub fn dump(g: &Graph) -> String {
         let _ = writeln!(out, "out {name} = {id:?}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whole numbers print as `{v}` would print them, by the digit loop.
+    #[test]
+    fn whole_numbers_print_as_the_formatter_does() {
+        let mut rng = crate::rng::Rng::new(4);
+        let mut vals = vec![0.0, -0.0, 1.0, -1.0, 9.0, 10.0, 99.0, 100.0, 1e14, -1e14, 999_999_999_999_999.0];
+        vals.extend((0..2000).map(|i| ((rng.f64() - 0.5) * 10f64.powi(i % 16)).trunc()));
+        for v in vals {
+            assert_eq!(number(v), format!("{v}"), "{v:?}");
+        }
+        assert_eq!(number(0.5), "0.5");
+        assert_eq!(number(1e15), format!("{:?}", 1e15));
+    }
 }
