@@ -109,14 +109,16 @@ impl Graph {
 
     /// Inserts a node, returning the existing handle when an equal node is already present.
     pub fn insert(&mut self, node: Node) -> Id {
-        if let Some(&id) = self.memo.get(&node) {
-            return id;
+        // One probe of the memo table for both the lookup and the insertion.
+        match self.memo.entry(node) {
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let id = Id::from_index(self.nodes.len());
+                debug_assert!(node.args().all(|a| a < id), "children must come before parents");
+                self.nodes.push(node);
+                *e.insert(id)
+            }
         }
-        let id = Id::from_index(self.nodes.len());
-        debug_assert!(node.args().all(|a| a < id), "children must come before parents");
-        self.nodes.push(node);
-        self.memo.insert(node, id);
-        id
     }
 
     /// Room for `n` more nodes.
