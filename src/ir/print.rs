@@ -53,7 +53,7 @@ fn write_number(out: &mut String, v: f64) {
 
 struct Printer<'g> {
     g: &'g Graph,
-    /// The `let` name of each node that gets one.
+    /// The `let` name of each node that gets one (empty: none do).
     names: Vec<Option<String>>,
 }
 
@@ -61,7 +61,7 @@ impl Printer<'_> {
     /// Writes the expression at `id` into `out`, in parentheses if it binds looser than `want`
     /// (one buffer for the whole text: the search prints a key for every screened candidate).
     fn expr(&self, id: Id, out: &mut String, want: Prec, top: bool) {
-        if !top && let Some(name) = &self.names[id.index()] {
+        if !top && let Some(Some(name)) = self.names.get(id.index()) {
             out.push_str(name);
             return;
         }
@@ -77,7 +77,7 @@ impl Printer<'_> {
     /// `-c` would re-parse as the constant -c, so a negated constant keeps its name (and
     /// prints as a call).
     fn prefix_neg(&self, a: Id) -> bool {
-        self.g.node(a).as_const().is_none() || self.names[a.index()].is_some()
+        self.g.node(a).as_const().is_none() || self.names.get(a.index()).is_some_and(Option::is_some)
     }
 
     /// How tightly the node's own text binds.
@@ -189,8 +189,8 @@ pub fn to_text(g: &Graph) -> String {
 
 /// One expression as text with no bindings (for short messages and genome printouts).
 pub fn expr_to_string(g: &Graph, id: Id) -> String {
-    let pr = Printer { g, names: vec![None; g.len()] };
-    let mut s = String::new();
+    let pr = Printer { g, names: Vec::new() };
+    let mut s = String::with_capacity(64);
     pr.expr(id, &mut s, Prec::Sum, false);
     s
 }
