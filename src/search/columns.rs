@@ -256,6 +256,8 @@ pub struct Columns {
     len: usize,
     /// Per slot: its column's [`Facts`], once asked for (forgotten when the slot is taken).
     facts: Vec<Option<Facts>>,
+    /// The slots of constant outputs by the value's bits (see [`Columns::constant`]).
+    constants: HashMap<u64, u32>,
 }
 
 /// What a column's values are known to lie in: the smallest and largest (NaN aside), and
@@ -285,6 +287,7 @@ impl Columns {
             outs: Vec::new(),
             len: 0,
             facts: Vec::new(),
+            constants: HashMap::default(),
         }
     }
 
@@ -295,6 +298,24 @@ impl Columns {
         self.slots[slot as usize][..ps.len()].copy_from_slice(ps);
         let hash = mix([2, ps.len() as u64, ps[0].to_bits(), ps[ps.len() - 1].to_bits()]);
         Points { slot, len: ps.len(), hash }
+    }
+
+    /// A slot holding `v` at every point, for an output that is one value (common once the
+    /// facts fold `0 * x` at y = 0): kept for the evaluator's lifetime, so that it is filled once
+    /// (up to `CONSTANTS` values; others are filled for the call).
+    fn constant(&mut self, v: f64) -> u32 {
+        const CONSTANTS: usize = 64;
+        if let Some(&s) = self.constants.get(&v.to_bits()) {
+            return s;
+        }
+        let s = self.take();
+        self.slots[s as usize].fill(v);
+        if self.constants.len() < CONSTANTS {
+            self.constants.insert(v.to_bits(), s);
+        } else {
+            self.temp.push(s);
+        }
+        s
     }
 
     /// A free slot, to be written.
@@ -436,13 +457,7 @@ impl Columns {
             for (j, slot) in slots.iter_mut().enumerate().take(ys.len()) {
                 *slot = match self.vals[o.index()][j] {
                     Val::Col(s) => s,
-                    // A constant output (rare): spelled out in a column of its own.
-                    Val::One(v) => {
-                        let s = self.take();
-                        self.slots[s as usize][..n].fill(v);
-                        self.temp.push(s);
-                        s
-                    }
+                    Val::One(v) => self.constant(v),
                 };
             }
             self.outs.push(slots);
