@@ -34,6 +34,15 @@ enum Val {
     Col(u32),
 }
 
+/// A node's values and structural hash at each y (the same for every y when it does not
+/// depend on y).
+#[derive(Clone, Copy)]
+struct Entry {
+    vals: [Val; MAX_YS],
+    hashes: [u64; MAX_YS],
+    ydep: bool,
+}
+
 /// How a column meets the cache.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Cache {
@@ -241,12 +250,8 @@ pub struct Columns {
     cache: HashMap<u64, u32>,
     capacity: usize,
     live: Vec<bool>,
-    /// Per node and y: its values and structural hash (the same for every y when the node
-    /// does not depend on y).
-    vals: Vec<[Val; MAX_YS]>,
-    hashes: Vec<[u64; MAX_YS]>,
-    /// Per node: whether it depends on y.
-    ydep: Vec<bool>,
+    /// Per node of the last probe: its values and structural hashes.
+    nodes: Vec<Entry>,
     /// Slots of the last probe's uncached columns, freed when the next one starts (the
     /// outputs are read from them in between).
     temp: Vec<u32>,
@@ -280,9 +285,7 @@ impl Columns {
             cache: HashMap::default(),
             capacity,
             live: Vec::new(),
-            vals: Vec::new(),
-            hashes: Vec::new(),
-            ydep: Vec::new(),
+            nodes: Vec::new(),
             temp: Vec::new(),
             outs: Vec::new(),
             len: 0,
@@ -414,48 +417,47 @@ impl Columns {
                 }
             }
         }
-        self.vals.clear();
-        self.hashes.clear();
-        self.ydep.clear();
+        self.nodes.clear();
         for (id, node) in g.iter() {
+            if !self.live[id.index()] {
+                // Never read: a live node's operands are live.
+                self.nodes.push(Entry { vals: [Val::One(f64::NAN); MAX_YS], hashes: [0; MAX_YS], ydep: false });
+                continue;
+            }
             let dep = match node {
                 Node::Input(i) => i == Input::Y,
                 Node::Const(_) => false,
-                Node::Unary(_, a) => self.ydep[a.index()],
-                Node::Binary(_, a, b) => self.ydep[a.index()] || self.ydep[b.index()],
+                Node::Unary(_, a) => self.nodes[a.index()].ydep,
+                Node::Binary(_, a, b) => self.nodes[a.index()].ydep || self.nodes[b.index()].ydep,
             };
-            self.ydep.push(dep);
-            let (mut vals, mut hashes) = ([Val::One(f64::NAN); MAX_YS], [0; MAX_YS]);
-            if self.live[id.index()] {
-                // Only columns of routines are worth keeping (and looking up): arithmetic is
-                // cheaper to redo than to fetch from a cache too large for the processor's,
-                // and would evict them sooner. The outputs are a candidate's own (its loss,
-                // its gradient), rarely met again: looked up, not kept.
-                let worth = match node {
-                    Node::Unary(op, _) => is_routine(op),
-                    Node::Binary(op, ..) => op == BinOp::Pow,
-                    _ => false,
-                };
-                let cache = match (worth, outs.contains(&id)) {
-                    (false, _) => Cache::No,
-                    (true, true) => Cache::Read,
-                    (true, false) => Cache::ReadWrite,
-                };
-                for j in 0..if dep { ys.len() } else { 1 } {
-                    (vals[j], hashes[j]) = self.node(g, node, j, ys[j], pts, cache);
-                }
-                if !dep {
-                    (vals, hashes) = ([vals[0]; MAX_YS], [hashes[0]; MAX_YS]);
-                }
+            // Only columns of routines are worth keeping (and looking up): arithmetic is
+            // cheaper to redo than to fetch from a cache too large for the processor's, and
+            // would evict them sooner. The outputs are a candidate's own (its loss, its
+            // gradient), rarely met again: looked up, not kept.
+            let worth = match node {
+                Node::Unary(op, _) => is_routine(op),
+                Node::Binary(op, ..) => op == BinOp::Pow,
+                _ => false,
+            };
+            let cache = match worth {
+                false => Cache::No,
+                true if outs.contains(&id) => Cache::Read,
+                true => Cache::ReadWrite,
+            };
+            let mut e = Entry { vals: [Val::One(f64::NAN); MAX_YS], hashes: [0; MAX_YS], ydep: dep };
+            for j in 0..if dep { ys.len() } else { 1 } {
+                (e.vals[j], e.hashes[j]) = self.node(g, node, j, ys[j], pts, cache);
             }
-            self.vals.push(vals);
-            self.hashes.push(hashes);
+            if !dep {
+                (e.vals, e.hashes) = ([e.vals[0]; MAX_YS], [e.hashes[0]; MAX_YS]);
+            }
+            self.nodes.push(e);
         }
         self.outs.clear();
         for o in outs {
             let mut slots = [0; MAX_YS];
             for (j, slot) in slots.iter_mut().enumerate().take(ys.len()) {
-                *slot = match self.vals[o.index()][j] {
+                *slot = match self.nodes[o.index()].vals[j] {
                     Val::Col(s) => s,
                     Val::One(v) => self.constant(v),
                 };
@@ -476,16 +478,16 @@ impl Columns {
             Node::Input(Input::Y) => mix([1, y.to_bits(), 0, 0]),
             Node::Input(Input::P) => pts.hash,
             Node::Const(bits) => mix([3, bits, 0, 0]),
-            Node::Unary(op, a) => mix([4, op as u64, self.hashes[a.index()][j], g.eps.to_bits()]),
+            Node::Unary(op, a) => mix([4, op as u64, self.nodes[a.index()].hashes[j], g.eps.to_bits()]),
             Node::Binary(op, a, b) => {
-                mix([5 | (op as u64) << 8, self.hashes[a.index()][j], self.hashes[b.index()][j], 0])
+                mix([5 | (op as u64) << 8, self.nodes[a.index()].hashes[j], self.nodes[b.index()].hashes[j], 0])
             }
         };
         let val = match node {
             Node::Input(Input::Y) => Val::One(y),
             Node::Input(Input::P) => Val::Col(pts.slot),
             Node::Const(bits) => Val::One(f64::from_bits(bits)),
-            Node::Unary(op, a) => match { self.vals[a.index()][j] } {
+            Node::Unary(op, a) => match { self.nodes[a.index()].vals[j] } {
                 Val::One(x) => Val::One(op.eval(x, g.eps)),
                 Val::Col(s) if let Some(v) = self.fold_unary(op, s, n) => v,
                 Val::Col(s) => self.compute(h, cache, n, |slots, out| {
@@ -503,7 +505,7 @@ impl Columns {
                     }
                 }),
             },
-            Node::Binary(op, a, b) => match (self.vals[a.index()][j], self.vals[b.index()][j]) {
+            Node::Binary(op, a, b) => match (self.nodes[a.index()].vals[j], self.nodes[b.index()].vals[j]) {
                 (Val::One(x), Val::One(z)) => Val::One(op.eval(x, z)),
                 // x * 1, 1 * x, x / 1, x - 0 and x + -0 are x, bit for bit, and the column's
                 // range decides others (0 * x at y = 0, max(1, p)): the column is shared, or
