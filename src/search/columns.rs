@@ -88,29 +88,39 @@ fn bessel_scaled_derivative(op: UnOp) -> Option<u32> {
     }
 }
 
-/// A routine's column through [`Func::eval_in_place`], the op's reference in three passes: its
-/// function's argument at every point, the function on the whole column at once (four points
-/// per call), and the result finished point by point. The same operations as [`UnOp::eval`],
-/// so the same bits (test `routine_columns_give_the_reference_bits`). False for an op that is
-/// not written here.
-fn routine_column(op: UnOp, xs: &[f64], eps: f64, out: &mut [f64]) -> bool {
-    use UnOp::*;
-    /// `out[i] = f(xs[i], out[i])`.
-    #[inline(always)]
-    fn each(xs: &[f64], out: &mut [f64], f: impl Fn(f64, f64) -> f64) {
-        for (o, &x) in out.iter_mut().zip(xs) {
-            *o = f(x, *o);
-        }
+wide!(
+    /// A routine's column through [`Func::eval_in_place`], the op's reference in three passes:
+    /// its function's argument at every point, the function on the whole column at once (four
+    /// points per call), and the result finished point by point (the passes as wide as the
+    /// processor allows). The same operations as [`UnOp::eval`], so the same bits (test
+    /// `routine_columns_give_the_reference_bits`). False for an op that is not written here.
+    routine_column(op: UnOp, xs: &[f64], eps: f64, out: &mut [f64]) -> bool => routine_passes(op, xs, eps, out)
+);
+
+/// `out[i] = f(xs[i], out[i])`.
+#[inline(always)]
+fn each(xs: &[f64], out: &mut [f64], f: impl Fn(f64, f64) -> f64) {
+    for (o, &x) in out.iter_mut().zip(xs) {
+        *o = f(x, *o);
     }
-    let direct = |f: Func, out: &mut [f64]| {
+}
+
+/// [`routine_column`]'s passes (inlined into its wide and narrow versions: no closures here,
+/// which would not be compiled for the wide one).
+#[inline(always)]
+fn routine_passes(op: UnOp, xs: &[f64], eps: f64, out: &mut [f64]) -> bool {
+    use UnOp::*;
+    #[inline(always)]
+    fn direct(f: Func, xs: &[f64], out: &mut [f64]) {
         out.copy_from_slice(xs);
         f.eval_in_place(out);
-    };
-    // Exp of -|x|: what the logistic ops and softplus are built from.
-    let exp_neg_abs = |out: &mut [f64]| {
+    }
+    /// Exp of -|x|: what the logistic ops and softplus are built from.
+    #[inline(always)]
+    fn exp_neg_abs(xs: &[f64], out: &mut [f64]) {
         each(xs, out, |x, _| -x.abs());
         Func::Exp.eval_in_place(out);
-    };
+    }
     match op {
         Ln | Log10 | LnRaw => {
             if op != LnRaw {
@@ -123,32 +133,32 @@ fn routine_column(op: UnOp, xs: &[f64], eps: f64, out: &mut [f64]) -> bool {
                 each(xs, out, |_, v| v / std::f64::consts::LN_10);
             }
         }
-        Exp => direct(Func::Exp, out),
-        Erf => direct(Func::Erf, out),
-        Erfc => direct(Func::Erfc, out),
-        Sin => direct(Func::Sin, out),
-        Cos => direct(Func::Cos, out),
-        Sinh => direct(Func::Sinh, out),
-        Cosh => direct(Func::Cosh, out),
-        Asinh => direct(Func::Asinh, out),
-        Tanh => direct(Func::Tanh, out),
-        Atan => direct(Func::Atan, out),
+        Exp => direct(Func::Exp, xs, out),
+        Erf => direct(Func::Erf, xs, out),
+        Erfc => direct(Func::Erfc, xs, out),
+        Sin => direct(Func::Sin, xs, out),
+        Cos => direct(Func::Cos, xs, out),
+        Sinh => direct(Func::Sinh, xs, out),
+        Cosh => direct(Func::Cosh, xs, out),
+        Asinh => direct(Func::Asinh, xs, out),
+        Tanh => direct(Func::Tanh, xs, out),
+        Atan => direct(Func::Atan, xs, out),
         Sigmoid => {
-            exp_neg_abs(out);
+            exp_neg_abs(xs, out);
             each(xs, out, m::sigmoid_from);
         }
         Dsigmoid => {
-            exp_neg_abs(out);
+            exp_neg_abs(xs, out);
             each(xs, out, |_, e| m::dsigmoid_from(e));
         }
         Softplus => {
-            exp_neg_abs(out);
+            exp_neg_abs(xs, out);
             each(xs, out, |x, e| m::softplus_arg(x, e, eps));
             Func::Ln1p.eval_in_place(out);
             each(xs, out, m::softplus_from);
         }
         Dtanh => {
-            direct(Func::Cosh, out);
+            direct(Func::Cosh, xs, out);
             each(xs, out, |_, c| m::dtanh_from(c));
         }
         _ => return false,
