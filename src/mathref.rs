@@ -416,13 +416,14 @@ pub fn bessel_slice(f: Bessel, xs: &[f64], out: &mut [f64]) {
                 $(Bessel::$f => {
                     const NU: usize = series_order(Bessel::$f) as usize;
                     const SCALED: bool = matches!(Bessel::$f, Bessel::I0e | Bessel::I1e | Bessel::I1ex);
-                    series_blocks(xs, out, [NU == 0, NU == 1], SCALED, |x, a, s, e| {
-                        if a <= BESSEL_SERIES_MAX {
-                            bessel_from_series(Bessel::$f, x, a, s[NU], || e)
-                        } else {
-                            bessel(Bessel::$f, x)
-                        }
-                    })
+                    series_blocks(
+                        xs,
+                        out,
+                        [NU == 0, NU == 1],
+                        SCALED,
+                        |x, a, s, e| bessel_from_series(Bessel::$f, x, a, s[NU], || e),
+                        |x| bessel(Bessel::$f, x),
+                    )
                 })*
             }
         };
@@ -434,14 +435,14 @@ pub fn bessel_slice(f: Bessel, xs: &[f64], out: &mut [f64]) {
 /// by one (see [`series_blocks`]).
 pub fn bessel_scaled_derivative_slice(order: u32, xs: &[f64], out: &mut [f64]) {
     let scalar = if order == 0 { bessel_i0e_d } else { bessel_i1e_d };
-    series_blocks(xs, out, [true, true], true, |x, a, s, e| {
-        if a <= BESSEL_SERIES_MAX { scaled_derivative_from_series(order, x, a, s[0], s[1], e) } else { scalar(x) }
-    });
+    series_blocks(xs, out, [true, true], true, |x, a, s, e| scaled_derivative_from_series(order, x, a, s[0], s[1], e), scalar);
 }
 
-/// `out[i] = finish(x, |x|, [series of order 0, of order 1], e^-|x|)` for each x of `xs`, a
-/// block at a time: the series that `orders` asks for summed eight lanes side by side
-/// ([`bessel_series_block`]), and (if `scaled`) `e^-|x|` four at a time; the others are 0.
+/// `out[i] = finish(x, |x|, [series of order 0, of order 1], e^-|x|)` for each x of `xs` with
+/// |x| <= `BESSEL_SERIES_MAX`, and `beyond(x)` for the others, a block at a time: the series
+/// that `orders` asks for summed eight lanes side by side ([`bessel_series_block`]), and (if
+/// `scaled`) `e^-|x|` four at a time; the others are 0. Every point is finished first (a loop
+/// without branches, which vectorises), then the few beyond the series' range are redone.
 #[inline(always)]
 fn series_blocks(
     xs: &[f64],
@@ -449,6 +450,7 @@ fn series_blocks(
     orders: [bool; 2],
     scaled: bool,
     finish: impl Fn(f64, f64, [f64; 2], f64) -> f64,
+    beyond: impl Fn(f64) -> f64,
 ) {
     assert_eq!(xs.len(), out.len());
     const BLOCK: usize = 64;
@@ -468,6 +470,12 @@ fn series_blocks(
         }
         for (i, (o, &x)) in ob.iter_mut().zip(xb).enumerate() {
             *o = finish(x, x.abs(), [s[0][i], s[1][i]], e[i]);
+        }
+        for (o, &x) in ob.iter_mut().zip(xb) {
+            // (NaN too.)
+            if !(x.abs() <= BESSEL_SERIES_MAX) {
+                *o = beyond(x);
+            }
         }
     }
 }
