@@ -435,7 +435,14 @@ pub fn bessel_slice(f: Bessel, xs: &[f64], out: &mut [f64]) {
 /// by one (see [`series_blocks`]).
 pub fn bessel_scaled_derivative_slice(order: u32, xs: &[f64], out: &mut [f64]) {
     let scalar = if order == 0 { bessel_i0e_d } else { bessel_i1e_d };
-    series_blocks(xs, out, [true, true], true, |x, a, s, e| scaled_derivative_from_series(order, x, a, s[0], s[1], e), scalar);
+    series_blocks(
+        xs,
+        out,
+        [true, true],
+        true,
+        |x, a, s, e| scaled_derivative_from_series(order, x, a, s[0], s[1], e),
+        scalar,
+    );
 }
 
 /// `out[i] = finish(x, |x|, [series of order 0, of order 1], e^-|x|)` for each x of `xs` with

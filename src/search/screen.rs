@@ -259,13 +259,8 @@ fn curve_rules(curve: &[f64]) -> Result<(), Rejection> {
 fn turns_across_zero_steps(curve: &[f64]) -> (u64, Option<usize>) {
     let steps = curve.len() - 1;
     let step = |i: usize| curve[i + 1] - curve[i];
-    let (mut zeros, mut m) = ([0usize; 10], 0);
-    for i in 0..steps {
-        if step(i) == 0.0 {
-            zeros[m] = i;
-            m += 1;
-        }
-    }
+    let mut zeros = [0usize; 10];
+    let m = zero_steps(curve, &mut zeros);
     let zeros = &zeros[..m];
     // A step's index among the non-zero steps.
     let rank = |i: usize| i - zeros.iter().filter(|&&z| z < i).count();
@@ -290,6 +285,45 @@ fn turns_across_zero_steps(curve: &[f64]) -> (u64, Option<usize>) {
         _ => None,
     };
     (turns, first)
+}
+
+/// The indices of a curve's zero steps (at most `zeros.len()` of them, which the caller knows
+/// from the counts), four steps a compare where the processor has AVX; how many.
+fn zero_steps(curve: &[f64], zeros: &mut [usize]) -> usize {
+    let steps = curve.len() - 1;
+    let (mut m, mut done) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        /// Steps `0..steps / 4 * 4` (no closures here: they would not be compiled for AVX).
+        #[target_feature(enable = "avx")]
+        fn avx(curve: &[f64], zeros: &mut [usize]) -> usize {
+            use std::arch::x86_64::*;
+            let mut m = 0;
+            for i in (0..(curve.len() - 1) / 4 * 4).step_by(4) {
+                let (a, b) = (&curve[i..i + 4], &curve[i + 1..i + 5]);
+                // SAFETY: four f64s each.
+                let (a, b) = unsafe { (_mm256_loadu_pd(a.as_ptr()), _mm256_loadu_pd(b.as_ptr())) };
+                let z = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(_mm256_sub_pd(b, a), _mm256_setzero_pd()));
+                for k in 0..4 {
+                    if z >> k & 1 == 1 {
+                        zeros[m] = i + k;
+                        m += 1;
+                    }
+                }
+            }
+            m
+        }
+        // SAFETY: the processor has AVX (checked above).
+        m = unsafe { avx(curve, zeros) };
+        done = steps / 4 * 4;
+    }
+    for i in done..steps {
+        if curve[i + 1] - curve[i] == 0.0 {
+            zeros[m] = i;
+            m += 1;
+        }
+    }
+    m
 }
 
 super::columns::wide!(
