@@ -479,8 +479,7 @@ fn series_blocks(
             *o = finish(x, x.abs(), [s[0][i], s[1][i]], e[i]);
         }
         for (o, &x) in ob.iter_mut().zip(xb) {
-            // (NaN too.)
-            if !(x.abs() <= BESSEL_SERIES_MAX) {
+            if x.abs() > BESSEL_SERIES_MAX || x.is_nan() {
                 *o = beyond(x);
             }
         }

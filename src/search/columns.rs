@@ -481,6 +481,11 @@ impl Columns {
         &self.slots[self.outs[k][j] as usize][..self.len]
     }
 
+    /// Node `a`'s value at the `j`-th y (a copy, so that a match on it may borrow `self` again).
+    fn val(&self, a: Id, j: usize) -> Val {
+        self.nodes[a.index()].vals[j]
+    }
+
     /// One node's values and structural hash at the `j`-th y (its arguments' are known).
     fn node(&mut self, g: &Graph, node: Node, j: usize, y: f64, pts: Points, cache: Cache) -> (Val, u64) {
         let n = pts.len;
@@ -497,7 +502,7 @@ impl Columns {
             Node::Input(Input::Y) => Val::One(y),
             Node::Input(Input::P) => Val::Col(pts.slot),
             Node::Const(bits) => Val::One(f64::from_bits(bits)),
-            Node::Unary(op, a) => match { self.nodes[a.index()].vals[j] } {
+            Node::Unary(op, a) => match self.val(a, j) {
                 Val::One(x) => Val::One(op.eval(x, g.eps)),
                 Val::Col(s) if let Some(v) = self.fold_unary(op, s, n) => v,
                 Val::Col(s) => self.compute(h, cache, n, |slots, out| {

@@ -349,6 +349,13 @@ fn turn(a: f64, b: f64, c: f64) -> bool {
     (b - a > 0.0) != (c - b > 0.0)
 }
 
+/// `v - v`: +0 (all bits 0) for a finite v, NaN for an infinity or NaN.
+#[inline(always)]
+#[allow(clippy::eq_op)]
+fn nan_unless_finite(v: f64) -> f64 {
+    v - v
+}
+
 /// What the rules count over a whole curve; `turns` is right only without zero steps.
 struct Counts {
     not_finite: bool,
@@ -364,13 +371,13 @@ super::columns::wide!(
         let (a, b, c) = (&curve[..n], &curve[1..n + 1], &curve[2..n + 2]);
         let (mut not_finite, mut zero_steps, mut turns) = (0u64, 0u64, 0u64);
         for i in 0..n {
-            not_finite |= (a[i] - a[i]).to_bits();
+            not_finite |= nan_unless_finite(a[i]).to_bits();
             zero_steps += (b[i] - a[i] == 0.0) as u64;
             turns += turn(a[i], b[i], c[i]) as u64;
         }
         // The last two points and the last step.
         let (y, z) = (curve[n], curve[n + 1]);
-        not_finite |= (y - y).to_bits() | (z - z).to_bits();
+        not_finite |= nan_unless_finite(y).to_bits() | nan_unless_finite(z).to_bits();
         zero_steps += (z - y == 0.0) as u64;
         Counts { not_finite: not_finite != 0, zero_steps, turns }
     }
