@@ -290,7 +290,6 @@ fn turns_across_zero_steps(curve: &[f64]) -> (u64, Option<usize>) {
 /// The indices of a curve's zero steps (at most `zeros.len()` of them, which the caller knows
 /// from the counts), four steps a compare where the processor has AVX; how many.
 fn zero_steps(curve: &[f64], zeros: &mut [usize]) -> usize {
-    let steps = curve.len() - 1;
     let (mut m, mut done) = (0, 0);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") {
@@ -315,11 +314,18 @@ fn zero_steps(curve: &[f64], zeros: &mut [usize]) -> usize {
         }
         // SAFETY: the processor has AVX (checked above).
         m = unsafe { avx(curve, zeros) };
-        done = steps / 4 * 4;
+        done = (curve.len() - 1) / 4 * 4;
     }
-    for i in done..steps {
+    m + zero_steps_scalar(&curve[done..], done, &mut zeros[m..])
+}
+
+/// [`zero_steps`] one step at a time, for steps `first..` of the whole curve (`curve` starts at
+/// step `first`): the processors without AVX, the ragged end, and the test's reference.
+fn zero_steps_scalar(curve: &[f64], first: usize, zeros: &mut [usize]) -> usize {
+    let mut m = 0;
+    for i in 0..curve.len().saturating_sub(1) {
         if curve[i + 1] - curve[i] == 0.0 {
-            zeros[m] = i;
+            zeros[m] = first + i;
             m += 1;
         }
     }
@@ -622,6 +628,23 @@ mod tests {
                 }
                 assert_eq!(curve_rules(&curve), rules_reference(&curve), "turn at {t}, plateau {len} at -{offset}");
             }
+        }
+    }
+
+    /// The zero steps found four at a time are the scalar loop's, at every length.
+    #[test]
+    fn zero_steps_agree_with_the_scalar_loop() {
+        let mut rng = crate::rng::Rng::new(17);
+        for case in 0..2000 {
+            let n = 2 + rng.below(40);
+            let mut curve: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+            for _ in 0..rng.below(6) {
+                let i = 1 + rng.below(n - 1);
+                curve[i] = curve[i - 1];
+            }
+            let (mut got, mut want) = ([0; 64], [0; 64]);
+            let (g, w) = (zero_steps(&curve, &mut got), zero_steps_scalar(&curve, 0, &mut want));
+            assert_eq!(&got[..g], &want[..w], "case {case}: {curve:?}");
         }
     }
 
