@@ -205,6 +205,33 @@ impl Graph {
         live
     }
 
+    /// Whether the expression at `root` reads the input `which`: one entry of
+    /// [`Graph::depends_on`], without a table on the heap for small graphs (the search's screen
+    /// asks it of every candidate).
+    pub fn reads(&self, root: Id, which: Input) -> bool {
+        let n = root.index() + 1;
+        let mut small = [false; 64];
+        let mut large = Vec::new();
+        let live: &mut [bool] = if n <= small.len() {
+            &mut small[..n]
+        } else {
+            large.resize(n, false);
+            &mut large
+        };
+        live[root.index()] = true;
+        for i in (0..n).rev() {
+            if live[i] {
+                if self.nodes[i] == Node::Input(which) {
+                    return true;
+                }
+                for a in self.nodes[i].args() {
+                    live[a.index()] = true;
+                }
+            }
+        }
+        false
+    }
+
     /// Which nodes depend on the input `which`.
     pub fn depends_on(&self, which: Input) -> Vec<bool> {
         let mut dep = vec![false; self.len()];
@@ -330,5 +357,33 @@ impl Graph {
             return true;
         }
         self.outputs.iter().zip(&other.outputs).all(|((n1, a), (n2, b))| n1 == n2 && self.same_expr(*a, other, *b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `reads` is the matching entry of `depends_on`, for every node of random graphs small and
+    /// large (past the 64 nodes it keeps on the stack) and both inputs.
+    #[test]
+    fn reads_agrees_with_depends_on() {
+        let mut rng = crate::rng::Rng::new(21);
+        let mut large = 0;
+        for _ in 0..300 {
+            let mut g = Graph::new(DEFAULT_EPS);
+            for _ in 0..1 + rng.below(40) {
+                let depth = 1 + rng.below(7) as u32;
+                random::expr(&mut g, &mut rng, depth);
+            }
+            large += (g.len() > 64) as usize;
+            for which in [Input::Y, Input::P] {
+                let dep = g.depends_on(which);
+                for (id, _) in g.iter() {
+                    assert_eq!(g.reads(id, which), dep[id.index()], "{which:?} at {id:?}:\n{}", print::dump(&g));
+                }
+            }
+        }
+        assert!(large > 10, "{large} graphs past 64 nodes");
     }
 }

@@ -478,7 +478,7 @@ impl Screener {
         }
         self.curve(g);
         self.lap(Stage::Phenotype);
-        if !g.depends_on(Input::P)[g.outputs[0].1.index()] {
+        if !g.reads(g.outputs[0].1, Input::P) {
             return Err(Rejection::IgnoresP);
         }
         let rules = curve_rules(&self.curve);
@@ -496,7 +496,7 @@ impl Screener {
             simplify_keyed(g)
         };
         self.lap(Stage::Simplify);
-        if !signed.depends_on(Input::P)[signed.outputs[0].1.index()] {
+        if !signed.reads(signed.outputs[0].1, Input::P) {
             return Err(Rejection::IgnoresP);
         }
         // The pointwise baseline keeps nothing between candidates.
