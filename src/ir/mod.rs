@@ -306,7 +306,7 @@ impl Graph {
         live.iter().all(|&l| l)
     }
 
-    fn copy_live(&self) -> Graph {
+    pub(crate) fn copy_live(&self) -> Graph {
         let mut g = Graph::with_capacity(self.eps, self.len());
         let roots: Vec<Id> = self.outputs.iter().map(|(_, id)| *id).collect();
         let new = self.copy_into(&roots, &mut g);

@@ -20,7 +20,7 @@ pub fn simplify(g: &Graph) -> Graph {
 pub fn simplify_keyed(g: &Graph) -> (Graph, u64) {
     // The first round reads `g` itself unless it has dead nodes (no copy of a graph whose
     // every node is live: the screen simplifies every candidate that passes its rules).
-    let mut cur = if g.all_live() { Cow::Borrowed(g) } else { Cow::Owned(g.compact()) };
+    let mut cur = if g.all_live() { Cow::Borrowed(g) } else { Cow::Owned(g.copy_live()) };
     let mut key = 0;
     // Rules fire while rebuilding bottom-up; a second round catches rules enabled by the first.
     for _ in 0..4 {
