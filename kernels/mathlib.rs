@@ -46,7 +46,7 @@ pub trait Vm {
 }
 
 // Cody-Waite splits: the high parts have few significant bits so `n * HI` is exact.
-pub const LN2_HI: f32 = 0.693_359_375;
+pub const LN2_HI: f32 = 355.0 / 512.0;
 pub const LN2_LO: f32 = -2.121_944_4e-4;
 pub const LOG2E: f32 = std::f32::consts::LOG2_E;
 const PIO2_1: f32 = 1.570_312_5;

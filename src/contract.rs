@@ -17,6 +17,36 @@ pub enum Targets<'a, F = f64> {
     Dense { y: &'a [F] },
 }
 
+/// A batch's targets as the GPU kernels take them: the mode (0 labels, 1 mixup, 2 dense), the
+/// smoothing, and every array, empty where the mode has none.
+pub struct FlatTargets<'a> {
+    pub mode: u32,
+    pub smoothing: f32,
+    pub labels: &'a [u32],
+    pub labels_b: &'a [u32],
+    pub lam: &'a [f32],
+    pub dense: &'a [f32],
+}
+
+impl<'a> Targets<'a, f32> {
+    /// The targets in the GPU kernels' argument form.
+    pub fn flat(&self) -> FlatTargets<'a> {
+        let flat = |mode, smoothing: f64, labels, labels_b, lam, dense| FlatTargets {
+            mode,
+            smoothing: smoothing as f32,
+            labels,
+            labels_b,
+            lam,
+            dense,
+        };
+        match *self {
+            Targets::Labels { labels, smoothing } => flat(0, smoothing, labels, &[], &[], &[]),
+            Targets::Mixup { labels, labels_b, lam, smoothing } => flat(1, smoothing, labels, labels_b, lam, &[]),
+            Targets::Dense { y } => flat(2, 0.0, &[], &[], &[], y),
+        }
+    }
+}
+
 /// A batch that does not fit the contract.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum ContractError {

@@ -73,18 +73,25 @@ impl Table {
     }
 }
 
-/// Trains every loss under every augmentation, label smoothing and seed (seeds 0..seeds) with
-/// `base` as the rest of the spec, and tabulates test accuracy.
+/// What [`evaluate`] varies: the table's columns (augmentations), a row per loss and label
+/// smoothing, and the runs per cell (seeds `0..seeds`).
+pub struct Grid<'a> {
+    pub augs: &'a [String],
+    pub smoothings: &'a [f64],
+    pub seeds: usize,
+}
+
+/// Trains every loss under every augmentation, label smoothing and seed of `grid` with `base`
+/// as the rest of the spec, and tabulates test accuracy.
 pub fn evaluate(
     db: &Path,
     losses: &[Loss],
-    augs: &[String],
-    smoothings: &[f64],
-    seeds: usize,
+    grid: Grid<'_>,
     base: &TrainSpec,
     workers: usize,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Table, String> {
+    let Grid { augs, smoothings, seeds } = grid;
     let mut jobs = Vec::new();
     let mut rows = Vec::new();
     for l in losses {

@@ -148,18 +148,13 @@ impl Cuda {
         let b = batch_size(logits.len(), classes).map_err(|e| e.to_string())?;
         targets.check(b, classes).map_err(|e| e.to_string())?;
         let s = &self.stream;
-        let one_u = [0u32];
-        let one_f = [0f32];
-        let (mode, alpha, labels, labels_b, lam, dense): (i32, f32, &[u32], &[u32], &[f32], &[f32]) = match *targets {
-            Targets::Labels { labels, smoothing } => (0, smoothing as f32, labels, &one_u, &one_f, &one_f),
-            Targets::Mixup { labels, labels_b, lam, smoothing } => (1, smoothing as f32, labels, labels_b, lam, &one_f),
-            Targets::Dense { y } => (2, 0.0, &one_u, &one_u, &one_f, y),
-        };
+        let t = targets.flat();
+        let (mode, alpha) = (t.mode as i32, t.smoothing);
+        // A device buffer for every argument: one placeholder element where the mode has none.
+        let u = |v: &[u32]| s.clone_htod(if v.is_empty() { &[0u32][..] } else { v }).map_err(err);
+        let f = |v: &[f32]| s.clone_htod(if v.is_empty() { &[0f32][..] } else { v }).map_err(err);
         let d_logits = s.clone_htod(logits).map_err(err)?;
-        let d_labels = s.clone_htod(labels).map_err(err)?;
-        let d_labels_b = s.clone_htod(labels_b).map_err(err)?;
-        let d_lam = s.clone_htod(lam).map_err(err)?;
-        let d_dense = s.clone_htod(dense).map_err(err)?;
+        let (d_labels, d_labels_b, d_lam, d_dense) = (u(t.labels)?, u(t.labels_b)?, f(t.lam)?, f(t.dense)?);
         let mut d_grad = s.alloc_zeros::<f32>(logits.len()).map_err(err)?;
         let mut d_rows = s.alloc_zeros::<f32>(b).map_err(err)?;
         let mut d_loss = s.alloc_zeros::<f64>(1).map_err(err)?;

@@ -144,9 +144,14 @@ pub struct JitKernel {
 unsafe impl Send for JitKernel {}
 unsafe impl Sync for JitKernel {}
 
+/// What a compiled kernel is cached by: the loss's text, the target kind, the smoothing's bits
+/// and the classes.
+type CacheKey = (String, TargetKind, u64, usize);
+type KernelCache = Mutex<HashMap<CacheKey, Arc<JitKernel>>>;
+
 /// Per-process cache: the same loss and spec compile once.
-fn cache() -> &'static Mutex<HashMap<(String, TargetKind, u64, usize), Arc<JitKernel>>> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, TargetKind, u64, usize), Arc<JitKernel>>>> = OnceLock::new();
+fn cache() -> &'static KernelCache {
+    static CACHE: OnceLock<KernelCache> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 

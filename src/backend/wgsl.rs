@@ -58,7 +58,6 @@ impl Gpu {
         classes: usize,
         targets: &crate::contract::Targets<f32>,
     ) -> Result<(Vec<f32>, Vec<f32>), String> {
-        use crate::contract::Targets;
         use wgpu::util::DeviceExt;
         let b = crate::contract::batch_size(logits.len(), classes).map_err(|e| e.to_string())?;
         targets.check(b, classes).map_err(|e| e.to_string())?;
@@ -87,11 +86,8 @@ impl Gpu {
         };
         let bytes_u32 = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let bytes_f32 = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let (mode, alpha, labels, labels_b, lam, dense): (u32, f32, &[u32], &[u32], &[f32], &[f32]) = match *targets {
-            Targets::Labels { labels, smoothing } => (0, smoothing as f32, labels, &[], &[], &[]),
-            Targets::Mixup { labels, labels_b, lam, smoothing } => (1, smoothing as f32, labels, labels_b, lam, &[]),
-            Targets::Dense { y } => (2, 0.0, &[], &[], &[], y),
-        };
+        let t = targets.flat();
+        let (mode, alpha, labels, labels_b, lam, dense) = (t.mode, t.smoothing, t.labels, t.labels_b, t.lam, t.dense);
         let none = wgpu::BufferUsages::empty();
         let buffers = [
             storage(&bytes_f32(logits), none),

@@ -1199,7 +1199,7 @@ fn sample_cmd(
 }
 
 fn worker_cmd(db: &Path, workers: usize, idle: f64) -> Result<(), Failure> {
-    if workers == 0 || !(idle >= 0.0) {
+    if workers == 0 || idle.is_nan() || idle < 0.0 {
         return Err(bad_input("error: --workers must be positive and --idle a number of seconds"));
     }
     lossc::search::store::Store::open(db).map_err(|e| failure(e.to_string()))?;
@@ -1273,9 +1273,7 @@ fn evaluate_cmd(
     let table = lossc::evaluate::evaluate(
         &store.db,
         &losses,
-        &augs,
-        &o.label_smoothing,
-        seeds,
+        lossc::evaluate::Grid { augs: &augs, smoothings: &o.label_smoothing, seeds },
         &base,
         store.workers,
         &mut phase_bar(),

@@ -461,8 +461,8 @@ impl Columns {
                 true => Cache::ReadWrite,
             };
             let mut e = Entry { vals: [Val::One(f64::NAN); MAX_YS], hashes: [0; MAX_YS], ydep: dep };
-            for j in 0..if dep { ys.len() } else { 1 } {
-                (e.vals[j], e.hashes[j]) = self.node(g, node, j, ys[j], pts, cache);
+            for (j, &y) in ys.iter().enumerate().take(if dep { ys.len() } else { 1 }) {
+                (e.vals[j], e.hashes[j]) = self.node(g, node, j, y, pts, cache);
             }
             if !dep {
                 (e.vals, e.hashes) = ([e.vals[0]; MAX_YS], [e.hashes[0]; MAX_YS]);

@@ -35,7 +35,9 @@ pub fn loss_text(name: &str, g: &Graph) -> String {
 
 /// Data sets loaded once per process, shared by the workers.
 fn data(spec: &TrainSpec) -> Result<Arc<Splits>, String> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, usize), Arc<Splits>>>> = OnceLock::new();
+    /// By data path and validation size.
+    type DataCache = Mutex<HashMap<(String, usize), Arc<Splits>>>;
+    static CACHE: OnceLock<DataCache> = OnceLock::new();
     let mut cache = CACHE.get_or_init(Default::default).lock().expect("data cache");
     let k = (spec.data.clone(), spec.val);
     if let Some(d) = cache.get(&k) {

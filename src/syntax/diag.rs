@@ -54,8 +54,9 @@ pub struct Diagnostic {
     pub span: Span,
     /// Said under the underlined text.
     pub label: String,
-    /// A second place that explains the first (e.g. the earlier definition).
-    pub related: Option<(Span, String)>,
+    /// A second place that explains the first (e.g. the earlier definition). Boxed: rarely
+    /// there, and it would make every `Result<_, Diagnostic>` larger.
+    pub related: Option<Box<(Span, String)>>,
     pub help: Option<String>,
 }
 
@@ -68,7 +69,7 @@ impl Diagnostic {
         self
     }
     pub fn with_related(mut self, span: Span, label: impl Into<String>) -> Self {
-        self.related = Some((span, label.into()));
+        self.related = Some(Box::new((span, label.into())));
         self
     }
 
@@ -89,7 +90,7 @@ impl Diagnostic {
             .with_code(self.kind.code())
             .with_message(&self.message)
             .with_label(Label::new((file, clamp(&self.span))).with_message(&self.label));
-        if let Some((span, label)) = &self.related {
+        if let Some((span, label)) = self.related.as_deref() {
             report = report.with_label(Label::new((file, clamp(span))).with_message(label));
         }
         if let Some(help) = &self.help {

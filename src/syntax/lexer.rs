@@ -5,8 +5,8 @@ use logos::Logos;
 /// A token of `.loss` text; names and numbers borrow their text from the source.
 #[derive(Logos, Clone, Copy, Debug, PartialEq)]
 #[logos(skip r"[ \t\r\n\f]+")]
-#[logos(skip(r"#[^\n]*", allow_greedy = true))]
-#[logos(skip(r"//[^\n]*", allow_greedy = true))]
+// Comments run from `#` or `//` to the end of the line.
+#[logos(skip(r"(#|//)[^\n]*", allow_greedy = true))]
 pub enum Tok<'a> {
     #[token("let")]
     Let,
