@@ -461,7 +461,9 @@ impl Columns {
                 true => Cache::ReadWrite,
             };
             let mut e = Entry { vals: [Val::One(f64::NAN); MAX_YS], hashes: [0; MAX_YS], ydep: dep };
-            for (j, &y) in ys.iter().enumerate().take(if dep { ys.len() } else { 1 }) {
+            // A node that does not depend on y is computed at the first y only.
+            let distinct = if dep { ys.len() } else { 1 };
+            for (j, &y) in ys[..distinct].iter().enumerate() {
                 (e.vals[j], e.hashes[j]) = self.node(g, node, j, y, pts, cache);
             }
             if !dep {
