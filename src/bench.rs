@@ -60,6 +60,13 @@ impl BenchBatch {
     }
 }
 
+/// The median (the upper one of an even count) of `v`, and its smallest and largest value.
+pub fn median_and_range(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
 /// The median time of `f` over at least `min_reps` runs and about `budget` of wall time.
 pub fn median_time(mut f: impl FnMut(), min_reps: usize, budget: Duration) -> Duration {
     f(); // warm-up: page faults, caches, lazy compilation
@@ -120,10 +127,12 @@ pub fn measure(f: &Fused, batch: &BenchBatch, kind: BenchTargets, threads: usize
 }
 
 /// Text -> callable kernel time: parse, fuse, specialise and compile one tier, without the
-/// cache (tier 1 is what a caller waits for; tier 2 replaces it in the background).
-pub fn compile_time(src: &str, name: &str, classes: usize, tier: jit::Tier) -> Result<Duration, String> {
+/// cache (tier 1 is what a caller waits for; tier 2 replaces it in the background), for loss
+/// `name` or the file's first.
+pub fn compile_time(src: &str, name: Option<&str>, classes: usize, tier: jit::Tier) -> Result<Duration, String> {
     let start = Instant::now();
     let module = crate::syntax::parse(src).map_err(|d| d.message)?;
+    let name = name.or(module.outputs.first().map(|(n, _)| n.as_str())).ok_or("no loss in the file")?;
     let f = crate::passes::fuse::fuse(&module, name).ok_or("no such loss")?;
     jit::compile_tier(&f, Spec { kind: jit::TargetKind::Labels, smoothing: 0.0, classes }, tier)
         .map_err(|e| e.to_string())?;
@@ -135,7 +144,9 @@ pub fn compile_time(src: &str, name: &str, classes: usize, tier: jit::Tier) -> R
 pub struct ScreenBench {
     pub candidates: usize,
     pub accepted: usize,
-    pub columnar_per_second: f64,
+    /// Candidates/s: the median of the rounds, the slowest and the fastest round.
+    pub columnar: (f64, f64, f64),
+    pub rounds: usize,
     pub pointwise_per_second: f64,
     /// Candidates whose verdicts differ between the two (a bug if not 0).
     pub disagreements: usize,
@@ -146,9 +157,11 @@ pub struct ScreenBench {
 }
 
 /// Times screening of `n` candidates: random genomes, or (`mutants`) children of a small
-/// population mutated in turn, as the evolution produces them; without `baseline`, only the
-/// columnar screener runs (for profiling), and nothing is compared.
-pub fn screen_throughput(n: usize, seed: u64, mutants: bool, baseline: bool) -> ScreenBench {
+/// population mutated in turn, as the evolution produces them; the columnar screener `rounds`
+/// times, each with a fresh (cold) cache, since one pass says little on a machine whose speed
+/// drifts; without `baseline`, only the columnar screener runs (for profiling), and nothing is
+/// compared.
+pub fn screen_throughput(n: usize, seed: u64, mutants: bool, baseline: bool, rounds: usize) -> ScreenBench {
     use crate::search::genome::Genome;
     use crate::search::screen::Screener;
     let mut rng = Rng::new(seed);
@@ -171,7 +184,12 @@ pub fn screen_throughput(n: usize, seed: u64, mutants: bool, baseline: bool) -> 
         let verdicts: Vec<Result<String, _>> = graphs.iter().map(|g| s.screen(g).map(|x| x.key)).collect();
         (graphs.len() as f64 / start.elapsed().as_secs_f64(), verdicts)
     };
-    let (columnar, a) = time(&mut Screener::new());
+    let (mut rates, mut a) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        let (rate, verdicts) = time(&mut Screener::new());
+        rates.push(rate);
+        a = verdicts;
+    }
     // The stages, timed in a second pass by a fresh screener (timing costs a clock read per
     // stage, so the pass above is the one whose rate is reported).
     let mut timed = Screener::new();
@@ -190,7 +208,8 @@ pub fn screen_throughput(n: usize, seed: u64, mutants: bool, baseline: bool) -> 
     ScreenBench {
         candidates: graphs.len(),
         accepted: a.iter().filter(|v| v.is_ok()).count(),
-        columnar_per_second: columnar,
+        columnar: median_and_range(&rates),
+        rounds: rates.len(),
         pointwise_per_second: pointwise,
         disagreements: a.iter().zip(&b).filter(|(x, y)| x != y).count(),
         stages,

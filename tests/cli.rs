@@ -142,6 +142,8 @@ fn bench_screen_checks_its_verdicts_and_prints_where_the_time_goes() {
     assert_eq!(text.matches("verdicts differ").count(), 2, "{text}");
     assert_eq!(text.matches("; 0 verdicts differ").count(), 2, "{text}");
     assert_eq!(text.matches("us per candidate:").count(), 2, "{text}");
+    // Five timed rounds by default: the median, then the slowest and fastest round.
+    assert_eq!(text.matches("(median of 5 rounds, ").count(), 2, "{text}");
     for line in text.lines().filter(|l| l.contains("us per candidate:")) {
         let parts: Vec<&str> = line.split(':').nth(1).unwrap().split('+').map(str::trim).collect();
         let names: Vec<&str> = parts.iter().map(|p| p.split(' ').next().unwrap()).collect();
@@ -149,7 +151,8 @@ fn bench_screen_checks_its_verdicts_and_prints_where_the_time_goes() {
         let total: f64 = parts.iter().map(|p| p.split(' ').nth(1).unwrap().parse::<f64>().unwrap()).sum();
         assert!(total > 0.0, "{line}");
     }
-    let out = lossc(&["bench-screen", "--n", "200", "--no-baseline"]);
+    let out = lossc(&["bench-screen", "--n", "200", "--no-baseline", "--rounds", "1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && !text.contains("pointwise") && text.contains("columnar"), "{text}");
+    assert!(!text.contains("rounds"), "{text}");
 }

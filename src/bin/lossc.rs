@@ -201,6 +201,10 @@ enum Cmd {
         /// Skip the pointwise baseline and the comparison (for profiling the screener alone).
         #[arg(long)]
         no_baseline: bool,
+        /// Time the columnar screener this many times, each with a cold cache; prints the
+        /// median and the range (a machine's speed drifts).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Time the CUDA kernels on a GPU against the device's copy bandwidth (labels, no smoothing).
     GpuBench {
@@ -228,6 +232,10 @@ enum Cmd {
         /// the median and range of the per-round ratios (a machine's speed drifts).
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Only the compile times, not the kernels (bench/first_compile.sh runs this in a
+        /// fresh process per loss).
+        #[arg(long)]
+        compile_only: bool,
     },
 }
 
@@ -334,22 +342,27 @@ fn main() -> ExitCode {
         }
         Cmd::Eliminate { store, stages, out } => eliminate_cmd(&store, &stages, &out),
         Cmd::Plot { what } => plot_cmd(what),
-        Cmd::BenchScreen { n, seed, no_baseline } => {
+        Cmd::BenchScreen { n, seed, no_baseline, rounds } => {
             for (label, mutants) in [("random genomes", false), ("mutation chains", true)] {
-                let b = lbench::screen_throughput(n, seed, mutants, !no_baseline);
+                let b = lbench::screen_throughput(n, seed, mutants, !no_baseline, rounds);
+                let (rate, lo, hi) = b.columnar;
                 let baseline = if no_baseline {
                     String::new()
                 } else {
                     format!(
                         ", pointwise {:.0}/s ({:.1}x); {} verdicts differ",
                         b.pointwise_per_second,
-                        b.columnar_per_second / b.pointwise_per_second,
+                        rate / b.pointwise_per_second,
                         b.disagreements
                     )
                 };
+                let spread = match b.rounds {
+                    1 => String::new(),
+                    k => format!(" (median of {k} rounds, {lo:.0}-{hi:.0})"),
+                };
                 println!(
-                    "{label:>16}: {} candidates, {} accepted; columnar {:.0}/s{baseline}",
-                    b.candidates, b.accepted, b.columnar_per_second
+                    "{label:>16}: {} candidates, {} accepted; columnar {rate:.0}/s{spread}{baseline}",
+                    b.candidates, b.accepted
                 );
                 let per = |ns: u64| ns as f64 / 1e3 / b.candidates as f64;
                 let parts: Vec<String> =
@@ -360,8 +373,8 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
-        Cmd::Bench { files, shapes, targets, threads, jax, rounds } => {
-            bench(&files, &shapes, &targets, threads, jax, rounds)
+        Cmd::Bench { files, shapes, targets, threads, jax, rounds, compile_only } => {
+            bench(&files, &shapes, &targets, threads, jax.then_some(rounds), compile_only)
         }
     };
     match result {
@@ -546,12 +559,16 @@ fn bench(
     shapes: &[String],
     targets: &[String],
     threads: usize,
-    jax: bool,
-    rounds: usize,
+    jax_rounds: Option<usize>,
+    compile_only: bool,
 ) -> Result<(), Failure> {
     if files.is_empty() {
         return Err(bad_input("error: no .loss files given"));
     }
+    // The process's first compile, before anything else has run the parser, the passes or
+    // Cranelift (their code not yet paged in, the caches cold): the goal's "first compile".
+    // A file that does not parse is reported below, by `load`.
+    let cold = read(&files[0]).ok().and_then(|src| lbench::compile_time(&src, None, 100, jit::Tier::Quick).ok());
     let shapes: Vec<(usize, usize)> = shapes.iter().map(|s| shape(s)).collect::<Result<_, _>>()?;
     let kinds: Vec<BenchTargets> = targets
         .iter()
@@ -569,21 +586,31 @@ fn bench(
             losses.push((name.clone(), src.clone(), fuse::fuse(&g, name).expect("output exists")));
         }
     }
-    let jax_times = if jax { jax_baseline(&losses, &shapes, &kinds)? } else { Default::default() };
+    let jax_times = match jax_rounds {
+        Some(_) if !compile_only => jax_baseline(&losses, &shapes, &kinds)?,
+        _ => Default::default(),
+    };
     let helpers =
         if lossc::backend::jit_rt::Helpers::for_host().avx2 { "AVX2 + FMA" } else { "baseline (no AVX2 + FMA)" };
     println!("CPU kernel row helpers: {helpers}");
     println!("compile (text -> callable kernel, uncached, labels spec; tier 2 compiles in the background):");
     let ms = |t: std::time::Duration| t.as_secs_f64() * 1e3;
-    for (name, src, _) in &losses {
-        let time = |tier| lbench::compile_time(src, name, 100, tier).map_err(|e| Failure { code: 1, message: e });
-        let (first, again, full) = (time(jit::Tier::Quick)?, time(jit::Tier::Quick)?, time(jit::Tier::Full)?);
+    for (i, (name, src, _)) in losses.iter().enumerate() {
+        let time = |tier| lbench::compile_time(src, Some(name), 100, tier).map_err(|e| Failure { code: 1, message: e });
+        let first = match cold {
+            Some(t) if i == 0 => t,
+            _ => time(jit::Tier::Quick)?,
+        };
+        let (again, full) = (time(jit::Tier::Quick)?, time(jit::Tier::Full)?);
         println!(
             "  {name:6} tier 1 {:7.3} ms first, {:7.3} ms again; tier 2 {:7.3} ms",
             ms(first),
             ms(again),
             ms(full)
         );
+    }
+    if compile_only {
+        return Ok(());
     }
     println!();
     println!(
@@ -615,7 +642,7 @@ fn bench(
             }
         }
     }
-    if jax && rounds > 1 {
+    if let Some(rounds @ 2..) = jax_rounds {
         bench_rounds(&losses, &shapes, &kinds, threads, rounds, jax_times)?;
     }
     Ok(())
@@ -651,10 +678,6 @@ fn bench_rounds(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!();
     println!("{rounds} rounds, JAX and lossc alternating (medians; ratio: median and range of the rounds' ratios):");
     println!(
@@ -663,7 +686,8 @@ fn bench_rounds(
     );
     for ((si, ki, li), v) in runs {
         let ratios: Vec<f64> = v.iter().map(|(jit, jax)| jax / jit).collect();
-        let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));
+        let (ratio, lo, hi) = lbench::median_and_range(&ratios);
+        let median = |x: Vec<f64>| lbench::median_and_range(&x).0;
         let (b, c) = shapes[si];
         println!(
             "{:6} {:>11} {:7} {:10.3} {:10.3} {:8.1}x {:>17}",
@@ -672,7 +696,7 @@ fn bench_rounds(
             kinds[ki].name(),
             median(v.iter().map(|r| r.0).collect()),
             median(v.iter().map(|r| r.1).collect()),
-            median(ratios),
+            ratio,
             format!("{lo:.1}x-{hi:.1}x"),
         );
     }
