@@ -11,12 +11,25 @@ passes=${1:-3}
 lossc=${2:-target/release/lossc}
 [ -x "$lossc" ] || { echo "error: $lossc not found: run cargo build --release first" >&2; exit 2; }
 losses=(examples/[abcmr][0-9].loss examples/ce.loss)
+# How many functions of scripts/link-order.txt this binary has (few: a debug build, or a file
+# gone stale), and the span of code they lie in (~2 MB when the link used the order).
+found=$(nm "$lossc" 2>/dev/null | awk 'NR == FNR {want[$0] = 1; next} ($3 in want) {print $1, $3}' scripts/link-order.txt - | sort)
+addrs=$(cut -d' ' -f1 <<<"$found")
+if [ -n "$found" ]; then
+  lo=$(head -n 1 <<<"$addrs") hi=$(tail -n 1 <<<"$addrs")
+  echo "# link order: $(cut -d' ' -f2 <<<"$found" | sort -u | wc -l) of $(wc -l <scripts/link-order.txt) functions of scripts/link-order.txt," \
+    "within $(((16#$hi - 16#$lo) / 1000)) kB of code"
+else
+  echo "# link order: none of scripts/link-order.txt is in $lossc"
+fi
 echo "# $lossc bench FILE --compile-only, one process per loss; ms: tier 1 first, again"
-for pass in $(seq "$passes"); do
+lines=$(for pass in $(seq "$passes"); do
   for f in "${losses[@]}"; do
     "$lossc" bench "$f" --compile-only | awk -v p="$pass" '/tier 1/ {print "pass " p, $1, $4, $7; exit}'
   done
-done | tee /dev/stderr | awk '
+done)
+echo "$lines"
+echo "$lines" | awk '
   { n++; first[n] = $4; again[n] = $5; if ($4 > 1) over++ }
   function median(a, n,   s, i, j, t) {
     for (i = 1; i <= n; i++) s[i] = a[i]
