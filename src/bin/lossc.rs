@@ -678,6 +678,7 @@ fn bench_rounds(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let median = |x: Vec<f64>| lbench::median_and_range(&x).0;
     println!();
     println!("{rounds} rounds, JAX and lossc alternating (medians; ratio: median and range of the rounds' ratios):");
     println!(
@@ -687,7 +688,6 @@ fn bench_rounds(
     for ((si, ki, li), v) in runs {
         let ratios: Vec<f64> = v.iter().map(|(jit, jax)| jax / jit).collect();
         let (ratio, lo, hi) = lbench::median_and_range(&ratios);
-        let median = |x: Vec<f64>| lbench::median_and_range(&x).0;
         let (b, c) = shapes[si];
         println!(
             "{:6} {:>11} {:7} {:10.3} {:10.3} {:8.1}x {:>17}",
