@@ -11,9 +11,10 @@ fn main() {
     {
         println!("cargo:rustc-cfg=mvec");
     }
-    // Release binaries: the code a process runs up to its first kernel compile laid out
-    // together (scripts/link-order.sh), which pages in fewer pages of code. lld's option (the
-    // linker rustc uses here); LOSSC_NO_LINK_ORDER=1 turns it off for another linker.
+    // Release binaries: the code a process runs through its first kernel compiles laid out
+    // together (scripts/link-order.sh), so that the first compile faults in fewer pages of
+    // code. lld's option (the linker rustc uses here); LOSSC_NO_LINK_ORDER=1 turns it off for
+    // another linker.
     let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("scripts/link-order.txt");
     println!("cargo:rerun-if-changed=scripts/link-order.txt");
     println!("cargo:rerun-if-env-changed=LOSSC_NO_LINK_ORDER");

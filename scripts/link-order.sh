@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Writes scripts/link-order.txt: the functions of the release `lossc` that a process runs from
 # its start through its kernel compiles, over every paper loss, sorted by name (callgrind's
-# order changes from run to run; sorted, a rerun's diff shows what changed). build.rs hands the file to the linker (lld's --symbol-ordering-file) for
-# release builds, so that this code sits together in the binary: the first compile then maps
-# fewer pages of code (each a minor fault, several microseconds in a VM; docs/benchmarks.md).
+# order changes from run to run; sorted, a rerun's diff shows what changed). build.rs hands
+# the file to the linker (lld's --symbol-ordering-file) for release builds, so that this code
+# sits together in the binary: the first compile then maps fewer pages of code (each a minor
+# fault, several microseconds in a VM; docs/benchmarks.md).
 #
 # The names are mangled and carry hashes that change with rustc and with each dependency's
 # version; names the binary no longer has are skipped silently, so a stale file costs speed,
