@@ -7,7 +7,7 @@ fn lossc(args: &[&str]) -> Output {
 }
 
 fn temp(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("lossc-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lossc-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -96,7 +96,8 @@ fn eval_with_the_jit_backend_agrees_with_the_interpreter() {
 /// the problem, and never overwrite what the user has.
 #[test]
 fn search_and_report_commands_reject_bad_input() {
-    let dir = std::env::temp_dir().join(format!("lossc-cli-search-{}", std::process::id()));
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lossc-cli-search-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("s.db").to_string_lossy().into_owned();

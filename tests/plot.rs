@@ -10,7 +10,7 @@ fn parse(src: &str) -> lossc::ir::Graph {
 }
 
 fn out(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lossc-plot-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lossc-plot-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d.join(name)
 }

@@ -58,7 +58,7 @@ fn eval_matches_jax_float64_on_all_examples_and_target_kinds() {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("lossc-ref-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lossc-ref-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -220,7 +220,7 @@ fn the_columnar_cached_screen_agrees_with_the_pointwise_interpreter() {
 #[test]
 fn concurrent_workers_claim_every_job_exactly_once() {
     use lossc::search::store::Store;
-    let dir = std::env::temp_dir().join(format!("lossc-claims-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lossc-claims-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("q.db");

@@ -4,7 +4,7 @@ use lossc_runtime::data::{self, Cifar};
 use std::io::Write;
 
 fn temp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("lossc-data-{}-{name}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lossc-data-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -194,9 +194,10 @@ pub fn have_fashion_mnist() -> bool {
     ok
 }
 
-/// A fresh, empty scratch directory for one test.
+/// A fresh, empty scratch directory for one test, under `target/tmp` (Cargo's scratch space
+/// for integration tests), not the system's temporary directory.
 pub fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("lossc-{name}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lossc-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
