@@ -139,6 +139,9 @@ fn bench_screen_checks_its_verdicts_and_prints_where_the_time_goes() {
     let out = lossc(&["bench-screen", "--n", "400"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
+    // The machine comes first, so that figures from different hosts are told apart.
+    let host = text.lines().next().unwrap_or("");
+    assert!(host.starts_with("host: ") && host.contains(" CPUs; one thread"), "{text}");
     // Random genomes and mutation chains, each compared with the pointwise baseline.
     assert_eq!(text.matches("verdicts differ").count(), 2, "{text}");
     assert_eq!(text.matches("; 0 verdicts differ").count(), 2, "{text}");

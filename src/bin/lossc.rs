@@ -343,6 +343,7 @@ fn main() -> ExitCode {
         Cmd::Eliminate { store, stages, out } => eliminate_cmd(&store, &stages, &out),
         Cmd::Plot { what } => plot_cmd(what),
         Cmd::BenchScreen { n, seed, no_baseline, rounds } => {
+            println!("host: {}; one thread; from genome to verdict", lbench::host());
             for (label, mutants) in [("random genomes", false), ("mutation chains", true)] {
                 let b = lbench::screen_throughput(n, seed, mutants, !no_baseline, rounds);
                 let (rate, lo, hi) = b.columnar;
@@ -592,7 +593,7 @@ fn bench(
     };
     let helpers =
         if lossc::backend::jit_rt::Helpers::for_host().avx2 { "AVX2 + FMA" } else { "baseline (no AVX2 + FMA)" };
-    println!("CPU kernel row helpers: {helpers}");
+    println!("host: {}; CPU kernel row helpers: {helpers}", lbench::host());
     println!("compile (text -> callable kernel, uncached, labels spec; tier 2 compiles in the background):");
     let ms = |t: std::time::Duration| t.as_secs_f64() * 1e3;
     for (i, (name, src, _)) in losses.iter().enumerate() {
