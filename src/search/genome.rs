@@ -116,7 +116,7 @@ impl Genome {
     /// The nodes the root reaches, or None if they form a cycle.
     pub fn active(&self) -> Option<Vec<usize>> {
         let mut state = vec![0u8; self.root() + 1]; // 0 new, 1 on the stack, 2 done
-        let mut order = Vec::new();
+        let mut order = Vec::with_capacity(self.root() + 1);
         fn visit(g: &Genome, n: usize, state: &mut [u8], order: &mut Vec<usize>) -> bool {
             match state[n] {
                 1 => return false,
@@ -146,7 +146,8 @@ impl Genome {
     /// The loss as a graph with one output `name` (None if invalid).
     pub fn to_graph(&self, name: &str) -> Option<Graph> {
         let order = self.active()?;
-        let mut g = Graph::new(DEFAULT_EPS);
+        // Sized up front: growing the memo table node by node cost more than the rest of this.
+        let mut g = Graph::with_capacity(DEFAULT_EPS, order.len());
         let mut ids: Vec<Option<Id>> = vec![None; self.root() + 1];
         for n in order {
             let id = match n {
