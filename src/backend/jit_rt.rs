@@ -4,7 +4,8 @@
 //! Why not emit them: Cranelift 0.135 has only 128-bit vectors, and these passes are most of
 //! the time of a kernel whose loss is cheap (CE, or any loss with integer labels whose
 //! off-target terms vanish). rustc compiles them here for AVX2 + FMA (8 lanes) when the
-//! processor has both, and the kernel is built with the matching addresses. The `exp` gives
+//! processor has both, the softmax pass also for AVX-512 (16 lanes), and the kernel is built
+//! with the addresses that match the processor. The `exp` gives
 //! the math library's bits: the baseline build calls `mathlib::exp` on [`Scalar`] lanes, and
 //! the AVX2 build restates it in intrinsics, checked bit for bit by the tests below, so the
 //! accuracy table (docs/math-accuracy.md) holds for both. (The baseline build on an x86
@@ -253,6 +254,177 @@ mod avx2_exp {
     }
 }
 
+/// The softmax pass on 16 lanes with AVX-512: [`avx2_exp`] widened, the same operations lane
+/// for lane (so the same `exp` bits), with the ragged end and the `exp` clamp in mask
+/// registers. Chosen where the processor has AVX-512F: on a Zen 4 host the 8-lane pass ran out
+/// of vector registers (16 with AVX2, 32 with AVX-512) and spilled its clamp masks in the main
+/// loop. Only the sums' order differs from the 8-lane pass (16 partial sums, not 8).
+#[cfg(target_arch = "x86_64")]
+mod avx512_exp {
+    use super::*;
+
+    const W: usize = 16;
+
+    /// [`avx2_exp::exp_nonpos`] on 16 lanes.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn exp_nonpos<const N: usize>(x: [__m512; N]) -> [__m512; N] {
+        let magic = _mm512_set1_ps(12_582_912.0);
+        let below = x.map(|x| _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(mathlib::EXP_LO)));
+        let tm = x.map(|x| _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(mathlib::LOG2E)), magic));
+        let n = tm.map(|tm| _mm512_sub_ps(tm, magic));
+        let mut r: [__m512; N] = std::array::from_fn(|i| _mm512_fmadd_ps(n[i], _mm512_set1_ps(-mathlib::LN2_HI), x[i]));
+        r = std::array::from_fn(|i| _mm512_fmadd_ps(n[i], _mm512_set1_ps(-mathlib::LN2_LO), r[i]));
+        let c = &mathlib::EXP_POLY_F32;
+        let mut p = [_mm512_set1_ps(c[c.len() - 1]); N];
+        for &k in c[..c.len() - 1].iter().rev() {
+            p = std::array::from_fn(|i| _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(k)));
+        }
+        std::array::from_fn(|i| {
+            let e = _mm512_sub_epi32(_mm512_castps_si512(tm[i]), _mm512_set1_epi32(0x4B40_0000 - 127));
+            let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e));
+            // Zero (+0, as `andnot` gives) where the argument is below the clamp.
+            _mm512_maskz_mov_ps(!below[i], _mm512_mul_ps(p[i], scale))
+        })
+    }
+
+    /// The ragged end of a row of `c` logits: its lanes, `-inf` past the row, and their mask.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tail(z: *const f32, c: usize) -> (__m512, __mmask16) {
+        let full = c - c % W;
+        let inside: __mmask16 = ((1u32 << (c - full)) - 1) as u16;
+        // SAFETY: lanes past c are masked off and not read.
+        (unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), inside, z.add(full)) }, inside)
+    }
+
+    /// [`avx2_exp`]'s `row_max` on 16 lanes.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn row_max(z: *const f32, c: usize) -> f32 {
+        let full = c - c % W;
+        // SAFETY (the loads): below `full <= c`, or masked.
+        let (mut m0, _) = unsafe { tail(z, c) };
+        let mut m1 = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut k = 0;
+        while k + 2 * W <= full {
+            unsafe {
+                m0 = _mm512_max_ps(_mm512_loadu_ps(z.add(k)), m0);
+                m1 = _mm512_max_ps(_mm512_loadu_ps(z.add(k + W)), m1);
+            }
+            k += 2 * W;
+        }
+        if k < full {
+            m0 = _mm512_max_ps(unsafe { _mm512_loadu_ps(z.add(k)) }, m0);
+        }
+        // NaN lanes never reach here (the max keeps `m`), so the order of the lanes is free.
+        _mm512_reduce_max_ps(_mm512_max_ps(m0, m1))
+    }
+
+    /// [`avx2_exp`]'s `row_exp` on 16 lanes: four chains in the main loop, then pairs, then
+    /// the last full vector and the ragged end.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn row_exp(z: *const f32, c: usize, m: f32, e: *mut f32) -> f32 {
+        let full = c - c % W;
+        let mv = _mm512_set1_ps(m);
+        // SAFETY (all loads and stores): below `full <= c`, or masked to the lanes below `c`.
+        let (tail, inside) = unsafe { tail(z, c) };
+        let arg = |k: usize| _mm512_sub_ps(unsafe { _mm512_loadu_ps(z.add(k)) }, mv);
+        let store = |k: usize, v: __m512| unsafe { _mm512_storeu_ps(e.add(k), v) };
+        let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut k = 0;
+        while k + 4 * W <= full {
+            let v = exp_nonpos([arg(k), arg(k + W), arg(k + 2 * W), arg(k + 3 * W)]);
+            for (i, &v) in v.iter().enumerate() {
+                store(k + i * W, v);
+            }
+            s0 = _mm512_add_ps(s0, _mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3])));
+            k += 4 * W;
+        }
+        while k + 2 * W <= full {
+            let [a, b] = exp_nonpos([arg(k), arg(k + W)]);
+            store(k, a);
+            store(k + W, b);
+            s0 = _mm512_add_ps(s0, a);
+            s1 = _mm512_add_ps(s1, b);
+            k += 2 * W;
+        }
+        let ragged = |v: __m512| unsafe { _mm512_mask_storeu_ps(e.add(full), inside, v) };
+        if k < full && full < c {
+            let [a, b] = exp_nonpos([arg(k), _mm512_sub_ps(tail, mv)]);
+            store(k, a);
+            ragged(b);
+            s0 = _mm512_add_ps(s0, a);
+            s1 = _mm512_add_ps(s1, b);
+        } else if k < full {
+            let [a] = exp_nonpos([arg(k)]);
+            store(k, a);
+            s0 = _mm512_add_ps(s0, a);
+        } else if full < c {
+            let [b] = exp_nonpos([_mm512_sub_ps(tail, mv)]);
+            ragged(b);
+            s1 = _mm512_add_ps(s1, b);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
+    }
+
+    /// See the baseline [`super::softmax_exp_body`].
+    #[target_feature(enable = "avx512f")]
+    pub fn softmax_exp_body(z: &[f32], e: &mut [f32]) -> f32 {
+        let c = z.len();
+        assert!(e.len() >= c);
+        // SAFETY: `z` holds `c` floats and `e` at least `c`.
+        let sum = unsafe { row_exp(z.as_ptr(), c, row_max(z.as_ptr(), c), e.as_mut_ptr()) };
+        e[c..].fill(0.0);
+        sum
+    }
+
+    /// See [`avx2_exp`]'s `softmax_rows_body` (the next row's max ahead of this row's exp).
+    #[target_feature(enable = "avx512f")]
+    pub fn softmax_rows_body(z: &[f32], c: usize, g: &mut [f32], sums: &mut [f32]) {
+        let n = sums.len();
+        assert!(c > 0 && z.len() == n * c && g.len() == n * c);
+        let (z, g) = (z.as_ptr(), g.as_mut_ptr());
+        if n == 0 {
+            return;
+        }
+        // SAFETY: every row `r < n` lies inside `z` and `g` (asserted above).
+        let mut next = unsafe { row_max(z, c) };
+        for (r, sum) in sums.iter_mut().enumerate() {
+            let m = next;
+            if r + 1 < n {
+                next = unsafe { row_max(z.add((r + 1) * c), c) };
+            }
+            *sum = unsafe { row_exp(z.add(r * c), c, m, g.add(r * c)) };
+        }
+    }
+
+    /// The softmax helpers' entry points for the generated code (the other helpers keep
+    /// their AVX2 builds: they are arithmetic on a few lanes, or memory-bound).
+    pub unsafe extern "C" fn softmax_exp(z: *const f32, c: u64, e: *mut f32, e_len: u64) -> f32 {
+        // SAFETY: as the AVX2 build's; the caller checked for AVX-512F.
+        unsafe {
+            let (z, e) = (std::slice::from_raw_parts(z, c as usize), std::slice::from_raw_parts_mut(e, e_len as usize));
+            softmax_exp_body(z, e)
+        }
+    }
+
+    /// See [`super::softmax_rows_body`].
+    pub unsafe extern "C" fn softmax_rows(z: *const f32, c: u64, n: u64, g: *mut f32, sums: *mut f32) {
+        let (c, n) = (c as usize, n as usize);
+        // SAFETY: as the AVX2 build's; the caller checked for AVX-512F.
+        unsafe {
+            softmax_rows_body(
+                std::slice::from_raw_parts(z, n * c),
+                c,
+                std::slice::from_raw_parts_mut(g, n * c),
+                std::slice::from_raw_parts_mut(sums, n),
+            )
+        }
+    }
+}
+
 /// Declares a helper twice, as an `extern "C"` entry point for the generated code: once
 /// compiled for AVX2 + FMA and once for the baseline target. `$body` does the work on slices.
 macro_rules! helpers {
@@ -269,7 +441,7 @@ macro_rules! helpers {
             )*
             /// This build's addresses.
             pub fn table() -> super::Helpers {
-                super::Helpers { $($name: $name as *const () as usize,)* avx2: true }
+                super::Helpers { $($name: $name as *const () as usize,)* avx2: true, avx512_softmax: false }
             }
         }
         /// The helpers for the baseline target.
@@ -282,7 +454,7 @@ macro_rules! helpers {
             )*
             /// This build's addresses.
             pub fn table() -> super::Helpers {
-                super::Helpers { $($name: $name as *const () as usize,)* avx2: false }
+                super::Helpers { $($name: $name as *const () as usize,)* avx2: false, avx512_softmax: false }
             }
         }
     };
@@ -393,14 +565,23 @@ pub struct Helpers {
     pub graph_points: usize,
     /// Whether these are the AVX2 + FMA builds.
     pub avx2: bool,
+    /// Whether the softmax pass is the AVX-512 build.
+    pub avx512_softmax: bool,
 }
 
 impl Helpers {
-    /// The AVX2 + FMA builds when the processor has both, else the baseline.
+    /// The AVX2 + FMA builds when the processor has both (with the AVX-512 softmax pass where
+    /// it has AVX-512F too), else the baseline.
     pub fn for_host() -> Helpers {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
-            return avx2::table();
+            let mut table = avx2::table();
+            if has_avx512() {
+                (table.softmax_exp, table.softmax_rows) =
+                    (avx512_exp::softmax_exp as *const () as usize, avx512_exp::softmax_rows as *const () as usize);
+                table.avx512_softmax = true;
+            }
+            return table;
         }
         Helpers::baseline()
     }
@@ -414,6 +595,11 @@ impl Helpers {
 #[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
 }
 
 #[cfg(test)]
@@ -453,7 +639,39 @@ mod tests {
         }
     }
 
-    /// Both builds against the definition: the same `exp` bits as `mathlib::exp`, the max,
+    /// The AVX-512 `exp` gives `mathlib::exp`'s bits on the same sweep.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_exp_is_the_math_librarys_exp() {
+        if !has_avx512() {
+            println!("SKIPPED: this processor has no AVX-512F");
+            return;
+        }
+        let mut xs: Vec<f32> = (0..2_000_000).map(|i| -104.0 * i as f32 / 2e6).collect();
+        xs.extend([0.0, -0.0, f32::NAN, f32::NEG_INFINITY, f32::MIN, -1e-30, mathlib::EXP_LO]);
+        while !xs.len().is_multiple_of(32) {
+            xs.push(-1.0);
+        }
+        for ch in xs.chunks_exact(32) {
+            let mut out = [0f32; 32];
+            // SAFETY: AVX-512F is present (checked above); the arrays hold 32 floats.
+            unsafe {
+                let x = [_mm512_loadu_ps(ch.as_ptr()), _mm512_loadu_ps(ch.as_ptr().add(16))];
+                let [a, b] = avx512_exp::exp_nonpos(x);
+                _mm512_storeu_ps(out.as_mut_ptr(), a);
+                _mm512_storeu_ps(out.as_mut_ptr().add(16), b);
+            }
+            for (x, got) in ch.iter().zip(out) {
+                let want = mathlib::exp(&mut Scalar, *x);
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "exp({x}): {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// Every build against the definition: the same `exp` bits as `mathlib::exp`, the max,
     /// the zeroed tail, and a NaN logit poisoning the sum; one row at a time and in groups.
     #[test]
     fn softmax_exp_matches_its_definition() {
@@ -462,12 +680,18 @@ mod tests {
         if has_avx2_fma() {
             builds.push(avx2::softmax_exp);
         }
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            builds.push(avx512_exp::softmax_exp);
+        } else {
+            println!("SKIPPED (AVX-512 build): this processor has no AVX-512F");
+        }
         let mut seed = 7u32;
         let mut next = || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1u32 << 24) as f32
         };
-        for c in [1usize, 3, 7, 8, 9, 16, 17, 100, 1000] {
+        for c in [1usize, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 64, 65, 100, 1000] {
             for scale in [1.0f32, 30.0, 200.0] {
                 let z: Vec<f32> = (0..c).map(|_| (next() - 0.5) * scale).collect();
                 let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -484,13 +708,17 @@ mod tests {
                 }
             }
         }
-        // The row form (the next row's max computed ahead of this row's exp), both builds.
+        // The row form (the next row's max computed ahead of this row's exp), every build.
         let mut rows = vec![base::softmax_rows as unsafe extern "C" fn(*const f32, u64, u64, *mut f32, *mut f32)];
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
             rows.push(avx2::softmax_rows);
         }
-        for c in [1usize, 5, 8, 13, 16, 24, 31, 32, 33, 100] {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            rows.push(avx512_exp::softmax_rows);
+        }
+        for c in [1usize, 5, 8, 13, 15, 16, 17, 24, 31, 32, 33, 47, 48, 63, 64, 65, 80, 96, 100, 112] {
             let n = 5;
             let z: Vec<f32> = (0..n * c).map(|_| (next() - 0.5) * 40.0).collect();
             for f in &rows {

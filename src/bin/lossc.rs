@@ -591,8 +591,12 @@ fn bench(
         Some(_) if !compile_only => jax_baseline(&losses, &shapes, &kinds)?,
         _ => Default::default(),
     };
-    let helpers =
-        if lossc::backend::jit_rt::Helpers::for_host().avx2 { "AVX2 + FMA" } else { "baseline (no AVX2 + FMA)" };
+    let host = lossc::backend::jit_rt::Helpers::for_host();
+    let helpers = match (host.avx2, host.avx512_softmax) {
+        (true, true) => "AVX2 + FMA, softmax pass AVX-512",
+        (true, false) => "AVX2 + FMA",
+        _ => "baseline (no AVX2 + FMA)",
+    };
     println!("host: {}; CPU kernel row helpers: {helpers}", lbench::host());
     println!("compile (text -> callable kernel, uncached, labels spec; tier 2 compiles in the background):");
     let ms = |t: std::time::Duration| t.as_secs_f64() * 1e3;
