@@ -28,6 +28,26 @@ fn check_accepts_every_example() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 16);
 }
 
+/// Output into a pipe whose reader is gone ends the process by SIGPIPE, as `head` expects of
+/// other tools, not with a panic message. The reader is closed before the process starts, so
+/// its first write meets the closed pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_lossc"))
+        .args(["check", "examples/a2.loss"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {err}", out.status);
+}
+
 #[test]
 fn bad_input_exits_2_with_file_line_and_column() {
     let path = temp("bad.loss", "loss a = -y * lm(p);\n");

@@ -304,7 +304,20 @@ fn bad_input(message: impl Into<String>) -> Failure {
     Failure { code: 2, message: message.into() }
 }
 
+/// Output piped into a reader that stops early (`lossc compile a2.loss | head`) ends the
+/// process quietly, as other command-line tools do: Rust ignores SIGPIPE, so `println!` would
+/// panic on the closed pipe instead. The store is a transactional SQLite file, so a search
+/// ended this way resumes as after any kill.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Check { files } => check(&files),
