@@ -8,19 +8,21 @@ use crate::ir::{BinOp, Graph, Input, Node, UnOp};
 #[inline(always)]
 pub fn unary<M: Vm>(m: &mut M, op: UnOp, x: M::V, eps: f32) -> M::V {
     use UnOp::*;
-    let guarded = |m: &mut M, x: M::V| {
+    /// `|x| + eps`. A function, not a closure, for the reason `mathlib::bessel` gives.
+    #[inline(always)]
+    fn guarded<M: Vm>(m: &mut M, x: M::V, eps: f32) -> M::V {
         let a = m.abs(x);
         let e = m.c(eps);
         m.add(a, e)
-    };
+    }
     match op {
         Neg => m.neg(x),
         Ln => {
-            let g = guarded(m, x);
+            let g = guarded(m, x, eps);
             ml::ln(m, g)
         }
         Log10 => {
-            let g = guarded(m, x);
+            let g = guarded(m, x, eps);
             let l = ml::ln(m, g);
             let k = m.c(std::f32::consts::LOG10_E);
             m.mul(l, k)
