@@ -80,6 +80,47 @@ fn grad_body(p: &[f32], s: &[f32], sigma: f32, inv_b: f32, g: &mut [f32]) {
     }
 }
 
+/// The softmax entry points of a SIMD module, over its own `row_max` and `row_exp` and
+/// compiled with its target features (`$features`): written once for the AVX2 and AVX-512
+/// builds.
+#[cfg(target_arch = "x86_64")]
+macro_rules! softmax_drivers {
+    ($features:literal) => {
+        /// See the baseline [`super::softmax_exp_body`].
+        #[target_feature(enable = $features)]
+        pub fn softmax_exp_body(z: &[f32], e: &mut [f32]) -> f32 {
+            let c = z.len();
+            assert!(e.len() >= c);
+            // SAFETY: `z` holds `c` floats and `e` at least `c`.
+            let sum = unsafe { row_exp(z.as_ptr(), c, row_max(z.as_ptr(), c), e.as_mut_ptr()) };
+            e[c..].fill(0.0);
+            sum
+        }
+
+        /// See the baseline [`super::softmax_rows_body`]. The max of the next row is computed
+        /// before this row's exp, so its reduction overlaps this row's arithmetic instead of
+        /// stalling the start of the next (~10 % at 100 classes).
+        #[target_feature(enable = $features)]
+        pub fn softmax_rows_body(z: &[f32], c: usize, g: &mut [f32], sums: &mut [f32]) {
+            let n = sums.len();
+            assert!(c > 0 && z.len() == n * c && g.len() == n * c);
+            let (z, g) = (z.as_ptr(), g.as_mut_ptr());
+            if n == 0 {
+                return;
+            }
+            // SAFETY: every row `r < n` lies inside `z` and `g` (asserted above).
+            let mut next = unsafe { row_max(z, c) };
+            for (r, sum) in sums.iter_mut().enumerate() {
+                let m = next;
+                if r + 1 < n {
+                    next = unsafe { row_max(z.add((r + 1) * c), c) };
+                }
+                *sum = unsafe { row_exp(z.add(r * c), c, m, g.add(r * c)) };
+            }
+        }
+    };
+}
+
 /// The softmax pass on 8 lanes with AVX2 + FMA intrinsics: [`mathlib::exp`] restated step
 /// for step for the arguments the softmax gives it, `z - max z <= 0` or NaN (same constants,
 /// operations and order, so the same bits: the tests check it against `mathlib::exp` on
@@ -220,38 +261,7 @@ mod avx2_exp {
         _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
     }
 
-    /// See the baseline [`super::softmax_exp_body`].
-    #[target_feature(enable = "avx2,fma")]
-    pub fn softmax_exp_body(z: &[f32], e: &mut [f32]) -> f32 {
-        let c = z.len();
-        assert!(e.len() >= c);
-        // SAFETY: `z` holds `c` floats and `e` at least `c`.
-        let sum = unsafe { row_exp(z.as_ptr(), c, row_max(z.as_ptr(), c), e.as_mut_ptr()) };
-        e[c..].fill(0.0);
-        sum
-    }
-
-    /// See the baseline [`super::softmax_rows_body`]. The max of the next row is computed
-    /// before this row's exp, so its reduction overlaps this row's arithmetic instead of
-    /// stalling the start of the next (~10 % at 100 classes).
-    #[target_feature(enable = "avx2,fma")]
-    pub fn softmax_rows_body(z: &[f32], c: usize, g: &mut [f32], sums: &mut [f32]) {
-        let n = sums.len();
-        assert!(c > 0 && z.len() == n * c && g.len() == n * c);
-        let (z, g) = (z.as_ptr(), g.as_mut_ptr());
-        if n == 0 {
-            return;
-        }
-        // SAFETY: every row `r < n` lies inside `z` and `g` (asserted above).
-        let mut next = unsafe { row_max(z, c) };
-        for (r, sum) in sums.iter_mut().enumerate() {
-            let m = next;
-            if r + 1 < n {
-                next = unsafe { row_max(z.add((r + 1) * c), c) };
-            }
-            *sum = unsafe { row_exp(z.add(r * c), c, m, g.add(r * c)) };
-        }
-    }
+    softmax_drivers!("avx2,fma");
 }
 
 /// The softmax pass on 16 lanes with AVX-512: [`avx2_exp`] widened, the same operations lane
@@ -369,36 +379,7 @@ mod avx512_exp {
         _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
     }
 
-    /// See the baseline [`super::softmax_exp_body`].
-    #[target_feature(enable = "avx512f")]
-    pub fn softmax_exp_body(z: &[f32], e: &mut [f32]) -> f32 {
-        let c = z.len();
-        assert!(e.len() >= c);
-        // SAFETY: `z` holds `c` floats and `e` at least `c`.
-        let sum = unsafe { row_exp(z.as_ptr(), c, row_max(z.as_ptr(), c), e.as_mut_ptr()) };
-        e[c..].fill(0.0);
-        sum
-    }
-
-    /// See [`avx2_exp`]'s `softmax_rows_body` (the next row's max ahead of this row's exp).
-    #[target_feature(enable = "avx512f")]
-    pub fn softmax_rows_body(z: &[f32], c: usize, g: &mut [f32], sums: &mut [f32]) {
-        let n = sums.len();
-        assert!(c > 0 && z.len() == n * c && g.len() == n * c);
-        let (z, g) = (z.as_ptr(), g.as_mut_ptr());
-        if n == 0 {
-            return;
-        }
-        // SAFETY: every row `r < n` lies inside `z` and `g` (asserted above).
-        let mut next = unsafe { row_max(z, c) };
-        for (r, sum) in sums.iter_mut().enumerate() {
-            let m = next;
-            if r + 1 < n {
-                next = unsafe { row_max(z.add((r + 1) * c), c) };
-            }
-            *sum = unsafe { row_exp(z.add(r * c), c, m, g.add(r * c)) };
-        }
-    }
+    softmax_drivers!("avx512f");
 
     /// The softmax helpers' entry points for the generated code (the other helpers keep
     /// their AVX2 builds: they are arithmetic on a few lanes, or memory-bound).
