@@ -176,11 +176,11 @@ pub struct ScreenBench {
     pub rejections: Vec<(crate::search::screen::Rejection, usize)>,
 }
 
-/// Times screening of `n` candidates, from the genome to the verdict: random genomes, or (`mutants`) children of a small
-/// population mutated in turn, as the evolution produces them; the columnar screener `rounds`
-/// times, each with a fresh (cold) cache, since one pass says little on a machine whose speed
-/// drifts; without `baseline`, only the columnar screener runs (for profiling), and nothing is
-/// compared.
+/// Times screening of `n` candidates, from the genome to the verdict: random genomes, or
+/// (`mutants`) children of a small population mutated in turn, as the evolution produces them;
+/// the columnar screener `rounds` times, each with a fresh (cold) cache, since one pass says
+/// little on a machine whose speed drifts; without `baseline`, only the columnar screener runs
+/// (for profiling), and nothing is compared.
 pub fn screen_throughput(n: usize, seed: u64, mutants: bool, baseline: bool, rounds: usize) -> ScreenBench {
     use crate::search::genome::Genome;
     use crate::search::screen::Screener;

@@ -327,7 +327,9 @@ mod avx512_exp {
         if k < full {
             m0 = _mm512_max_ps(unsafe { _mm512_loadu_ps(z.add(k)) }, m0);
         }
-        // NaN lanes never reach here (the max keeps `m`), so the order of the lanes is free.
+        // `m1` never holds a NaN (the max keeps it on a NaN load); `m0` may, from the tail,
+        // and the max with `m1` then takes `m1`'s lane. So the reduction meets no NaN, and the
+        // order of its lanes is free.
         _mm512_reduce_max_ps(_mm512_max_ps(m0, m1))
     }
 
