@@ -13,13 +13,14 @@ lossc=${2:-target/release/lossc}
 losses=(examples/[abcmr][0-9].loss examples/ce.loss)
 # How many functions of scripts/link-order.txt this binary has (few: a debug build, or a file
 # gone stale), and the span of code they lie in (~2 MB when the link used the order).
+command -v nm >/dev/null || echo "# link order: not checked (nm, from binutils, is not installed)"
 found=$(nm "$lossc" 2>/dev/null | awk 'NR == FNR {want[$0] = 1; next} ($3 in want) {print $1, $3}' scripts/link-order.txt - | sort)
 addrs=$(cut -d' ' -f1 <<<"$found")
 if [ -n "$found" ]; then
   lo=$(head -n 1 <<<"$addrs") hi=$(tail -n 1 <<<"$addrs")
   echo "# link order: $(cut -d' ' -f2 <<<"$found" | sort -u | wc -l) of $(wc -l <scripts/link-order.txt) functions of scripts/link-order.txt," \
     "within $(((16#$hi - 16#$lo) / 1000)) kB of code"
-else
+elif command -v nm >/dev/null; then
   echo "# link order: none of scripts/link-order.txt is in $lossc"
 fi
 echo "# $lossc bench FILE --compile-only, one process per loss; ms: tier 1 first, again"

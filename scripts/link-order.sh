@@ -6,9 +6,10 @@
 # sits together in the binary: the first compile then maps fewer pages of code (each a minor
 # fault, several microseconds in a VM; docs/benchmarks.md).
 #
-# The names are mangled and carry hashes that change with rustc and with each dependency's
-# version; names the binary no longer has are skipped silently, so a stale file costs speed,
-# not correctness. Rerun after such an upgrade (needs valgrind; ~1 minute):
+# The names are mangled and carry hashes that change with rustc, with each dependency's
+# version, and with lossc's own list of dependencies (adding libc renamed most of lossc's own
+# functions); names the binary no longer has are skipped silently, so a stale file costs
+# speed, not correctness. Rerun after such a change (needs valgrind; ~1 minute):
 #
 #   scripts/link-order.sh
 set -euo pipefail
