@@ -6,9 +6,9 @@ mod common;
 
 use common::{Batch, compare};
 use lossc::backend::jit;
-use lossc::contract::Targets;
 use lossc::ir::random;
 use lossc::passes::fuse::{self, Fused};
+use lossc::reference::contract::Targets;
 use lossc::rng::Rng;
 
 fn run_jit(f: &Fused, batch: &Batch, t: &Targets<f32>) -> (Vec<f32>, Vec<f32>) {
@@ -140,7 +140,10 @@ fn a_batch_that_does_not_fit_the_compiled_spec_is_refused() {
     let (mut grad, mut loss) = (vec![0f32; 6], vec![0f32; 2]);
     let z = [0f32; 6];
     let t = Targets::Labels { labels: &[0, 1], smoothing: 0.0 };
-    assert!(matches!(k.run(&z, &t, &mut grad, &mut loss, 1), Err(lossc::contract::ContractError::Spec { .. })));
+    assert!(matches!(
+        k.run(&z, &t, &mut grad, &mut loss, 1),
+        Err(lossc::reference::contract::ContractError::Spec { .. })
+    ));
     let t = Targets::Labels { labels: &[0, 3], smoothing: 0.1 };
     assert!(k.run(&z, &t, &mut grad, &mut loss, 1).is_err());
 }

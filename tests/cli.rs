@@ -137,11 +137,25 @@ fn search_and_report_commands_reject_bad_input() {
     fails(&["search", "--db", &db, "--out", &out_s], "was not written by lossc");
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "loss mine = -y * ln(p);\n");
     fails(&["train", "--loss", "examples/ce.loss", "--label-smoothing", "0,0.1"], "take one value");
-    fails(&["evaluate", "--loss", "examples/ce.loss", "--db", &db, "--aug", "base,nope"], "--aug `nope`");
+    fails(&["evaluate", "--loss", "examples/ce.loss", "--db", &db, "--aug", "base,nope"], "augmentation `nope`");
     fails(&["eliminate", "--db", &db, "--stage", "3:100:1"], "no search run named `search`");
     fails(&["eliminate", "--db", &db, "--stage", "3:100"], "KEEP:STEPS:SEEDS");
     fails(&["plot", "surface", "examples/ce.loss", "-o", "/tmp/ce.jpg"], ".png or .svg");
     fails(&["plot", "scatter", "--db", &db, "--x", "base", "--y", "cutout", "-o", "/tmp/s.png"], "no sample run");
+    // Settings that are not finite or out of range are refused before anything runs, and are
+    // never stored as if they were absent.
+    for (flag, value, needle) in [
+        ("--lr", "NaN", "learning rate NaN"),
+        ("--lr", "1e39", "learning rate inf"),
+        ("--lr", "-0.001", "learning rate -0.001"),
+        ("--weight-decay", "NaN", "weight decay NaN"),
+        ("--weight-decay", "-1", "weight decay -1"),
+        ("--batch", "70000", "batch 70000: at most"),
+    ] {
+        let arg = format!("{flag}={value}");
+        fails(&["search", "--db", &db, &arg], needle);
+        fails(&["train", "--loss", "examples/ce.loss", &arg], needle);
+    }
     if std::path::Path::new(lossc_runtime::data::FASHION_MNIST_DIR).exists() {
         // A tiny run (one candidate, one step), then a resume with other settings.
         let tiny = ["--initial", "1", "--population", "1", "--iterations", "0", "--steps", "1", "--val", "100"];
@@ -179,4 +193,62 @@ fn bench_screen_checks_its_verdicts_and_prints_where_the_time_goes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && !text.contains("pointwise") && text.contains("columnar"), "{text}");
     assert!(!text.contains("rounds"), "{text}");
+}
+
+/// `compile -o DIR` writes nothing when the loss is not in the file (no empty DIR left
+/// behind), and replaces a link inside DIR neither by following it nor at all.
+#[cfg(unix)]
+#[test]
+fn compile_writes_nothing_on_bad_input_and_never_through_a_link() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lossc-cli-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fresh = dir.join("fresh");
+    let o = lossc(&["compile", "examples/a2.loss", "--loss", "nope", "-o", &fresh.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!fresh.exists(), "a failed compile left {} behind", fresh.display());
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, "mine").unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("a2.cu")).unwrap();
+    let o = lossc(&["compile", "examples/a2.loss", "-o", &out.to_string_lossy()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `train` prints a short summary for a person; `--json` prints the full record instead, and
+/// `--out` writes it.
+#[test]
+fn train_prints_a_summary_and_the_record_on_request() {
+    if !std::path::Path::new(lossc_runtime::data::FASHION_MNIST_DIR).exists() {
+        eprintln!("skipped: Fashion-MNIST is not installed (apt install dataset-fashion-mnist)");
+        return;
+    }
+    let record = temp("record.json", "");
+    let args = [
+        "train",
+        "--loss",
+        "examples/ce.loss",
+        "--steps",
+        "4",
+        "--batch",
+        "16",
+        "--val",
+        "200",
+        "--gate-accuracy",
+        "0",
+    ];
+    let o = lossc(&[&args[..], &["--out", &record]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.starts_with("ce: best validation accuracy ") && text.contains("images/s"), "{text}");
+    assert!(text.lines().count() <= 3, "{text}");
+    let stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(stored["metrics"]["steps"], 4);
+    let o = lossc(&[&args[..], &["--json"]].concat());
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(printed["spec"], stored["spec"]);
 }

@@ -2,7 +2,7 @@
 //! (the PNG decodes, has the asked size and more than a background; the SVG is an <svg>
 //! document with the curves and the loss names in it).
 
-use lossc::plot;
+use lossc::app::plot;
 use std::path::{Path, PathBuf};
 
 fn parse(src: &str) -> lossc::ir::Graph {
@@ -76,7 +76,8 @@ fn surfaces_and_scatters_are_valid_images() {
 fn bad_paths_and_empty_inputs_are_errors() {
     let g = parse("loss ce = -y * ln(p);");
     let e = plot::surface("ce", &g, Path::new("/tmp/x.jpg")).unwrap_err();
-    assert!(e.contains(".png or .svg"), "{e}");
+    assert!(matches!(e, plot::PlotError::Format(_)) && e.to_string().contains(".png or .svg"), "{e}");
+    assert_eq!(lossc::error::Classify::blame(&e), lossc::error::Blame::Input);
     assert!(plot::scatter(&[], "a", "b", "t", &out("empty.svg")).is_err());
     let nan = parse("loss l = y / (p - p);");
     assert!(plot::phenotype(&[("l".into(), nan)], &out("nan.svg")).is_err());

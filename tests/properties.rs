@@ -3,9 +3,9 @@
 
 mod common;
 
-use lossc::interp::{eval_into, eval_scalar};
 use lossc::ir::{Graph, Id, Input, print, random};
 use lossc::passes::{fuse, simplify::simplify};
+use lossc::reference::interp::{eval_into, eval_scalar};
 use lossc::rng::Rng;
 
 /// Points of the domain y, p in [0, 1], edges included.
@@ -136,7 +136,7 @@ fn gradients_of_the_examples_match_finite_differences_on_a_grid() {
 
 #[test]
 fn logit_gradients_of_the_examples_match_finite_differences() {
-    use lossc::contract::Targets;
+    use lossc::reference::contract::Targets;
     let mut rng = Rng::new(4);
     let (b, c) = (3, 4);
     let logits: Vec<f64> = (0..b * c).map(|_| 2.0 * rng.normal()).collect();
@@ -150,12 +150,12 @@ fn logit_gradients_of_the_examples_match_finite_differences() {
     for (name, g) in common::example_graphs() {
         let f = fuse::fuse(&g, &name).unwrap();
         for t in &all {
-            let out = lossc::interp::run(&f, &logits, c, t).unwrap();
+            let out = lossc::reference::interp::run(&f, &logits, c, t).unwrap();
             for k in 0..b * c {
                 let at = |v: f64| {
                     let mut z = logits.clone();
                     z[k] = v;
-                    lossc::interp::run(&f, &z, c, t).unwrap().loss
+                    lossc::reference::interp::run(&f, &z, c, t).unwrap().loss
                 };
                 let fd = central(&at, logits[k], 1e-6);
                 let scale = out.grad.iter().fold(1e-3f64, |m, v| m.max(v.abs()));

@@ -211,7 +211,7 @@ fn the_columnar_cached_screen_agrees_with_the_pointwise_interpreter() {
     // Same verdicts and keys on random genomes and on mutation chains (where the column cache
     // is hit most); a wrong cache hit or column op would show here.
     for mutants in [false, true] {
-        let b = lossc::bench::screen_throughput(3000, 5, mutants, true, 1);
+        let b = lossc::app::bench::screen_throughput(3000, 5, mutants, true, 1);
         assert_eq!(b.disagreements, 0);
         assert!(b.accepted > 300 && b.accepted < 2700, "{} of 3000 accepted", b.accepted);
     }

@@ -18,9 +18,19 @@ pub struct LabelTargets<'a> {
     pub smoothing: f64,
 }
 
+/// Why a loss kernel could not run: whatever error its implementation has (the training
+/// loop only reports it, as an early stop).
+pub type LossError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A loss kernel: fills `grad` with d(batch mean loss)/d logits and returns the batch loss.
 pub trait LossFn {
-    fn loss_and_grad(&self, logits: &[f32], classes: usize, t: &LabelTargets, grad: &mut [f32]) -> Result<f64, String>;
+    fn loss_and_grad(
+        &self,
+        logits: &[f32],
+        classes: usize,
+        t: &LabelTargets,
+        grad: &mut [f32],
+    ) -> Result<f64, LossError>;
 }
 
 /// Everything a run is configured by.

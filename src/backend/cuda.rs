@@ -24,14 +24,55 @@ pub fn emit(f: &Fused, opts: &Options) -> String {
     clike::render(Dialect::Cuda, TEMPLATE, &header, &prefix(&f.name), &f.graph)
 }
 
-/// Compiles CUDA C to PTX with NVRTC (needs libnvrtc at run time, found by cudarc's dynamic
-/// loading, e.g. from the `nvidia-cuda-nvrtc-cu12` wheel on LD_LIBRARY_PATH).
-pub fn compile_ptx(src: &str, arch: &'static str) -> Result<String, String> {
-    let opts = cudarc::nvrtc::CompileOptions { arch: Some(arch), ..Default::default() };
-    cudarc::nvrtc::compile_ptx_with_opts(src, opts).map(|ptx| ptx.to_src()).map_err(|e| e.to_string())
+/// How to call the emitted kernel of loss `name`, for the manifest `lossc compile` writes: the
+/// entry points, their arguments and launch shapes (the launcher below uses the same).
+pub fn manifest(name: &str) -> serde_json::Value {
+    let p = prefix(name);
+    let launch = |l: Layout| {
+        let grid = match l {
+            Layout::Block => "B".to_string(),
+            Layout::Warp => format!("ceil(B / {})", Layout::WARP_ROWS),
+        };
+        serde_json::json!({ "entry_point": format!("{p}{}", l.suffix()), "grid": grid, "block": Layout::BLOCK,
+                            "when": match l {
+                                Layout::Warp => format!("C <= {}", Layout::WARP_MAX_CLASSES),
+                                Layout::Block => format!("C > {}", Layout::WARP_MAX_CLASSES),
+                            } })
+    };
+    serde_json::json!({
+        "rows_args": ["const float* logits [B*C]", "int mode (0 labels, 1 mixup, 2 dense)", "const unsigned* labels [B]",
+                      "const unsigned* labels_b [B]", "const float* lam [B]", "const float* dense [B*C]",
+                      "float alpha", "int B", "int C", "float* grad [B*C]", "float* row_loss [B]"],
+        "rows": Layout::ALL.map(launch),
+        "mean": { "entry_point": format!("{p}_mean"), "args": ["const float* row_loss [B]", "int B", "double* loss"],
+                  "grid": 1, "block": Layout::BLOCK },
+    })
 }
 
-use crate::contract::{Targets, batch_size};
+/// Compiles CUDA C to PTX with NVRTC (needs libnvrtc at run time, found by cudarc's dynamic
+/// loading, e.g. from the `nvidia-cuda-nvrtc-cu12` wheel on LD_LIBRARY_PATH).
+pub fn compile_ptx(src: &str, arch: &'static str) -> Result<String, CudaError> {
+    let opts = cudarc::nvrtc::CompileOptions { arch: Some(arch), ..Default::default() };
+    cudarc::nvrtc::compile_ptx_with_opts(src, opts).map(|ptx| ptx.to_src()).map_err(|e| CudaError::Nvrtc(e.to_string()))
+}
+
+/// What went wrong compiling or running a CUDA kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum CudaError {
+    #[error("libcuda (the NVIDIA driver) is not installed")]
+    NoDriver,
+    #[error("no CUDA device: {0}")]
+    NoDevice(String),
+    #[error("NVRTC: {0}")]
+    Nvrtc(String),
+    #[error("CUDA driver: {0}")]
+    Driver(String),
+    #[error(transparent)]
+    Batch(#[from] crate::reference::contract::ContractError),
+}
+crate::error::classify!(CudaError, input: [Batch]);
+
+use crate::reference::contract::{Targets, batch_size};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
@@ -63,15 +104,36 @@ pub enum Layout {
 impl Layout {
     /// The launcher's choice for C classes: a warp while a row is at most 32 elements a lane.
     pub fn for_classes(classes: usize) -> Layout {
-        if classes <= 1024 { Layout::Warp } else { Layout::Block }
+        if classes <= Layout::WARP_MAX_CLASSES { Layout::Warp } else { Layout::Block }
+    }
+
+    /// Both layouts, in the order the manifest lists them.
+    pub const ALL: [Layout; 2] = [Layout::Block, Layout::Warp];
+    /// Threads per block, for both layouts.
+    pub const BLOCK: u32 = 256;
+    /// The most classes the launcher gives the warp layout (32 elements a lane).
+    pub const WARP_MAX_CLASSES: usize = 1024;
+    /// Rows a block of the warp layout covers (one per warp).
+    pub const WARP_ROWS: usize = 8;
+
+    /// The entry point's suffix after the loss's [`prefix`].
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Layout::Block => "_rows",
+            Layout::Warp => "_rows_warp",
+        }
+    }
+
+    /// Blocks for `rows` rows.
+    pub fn grid(self, rows: usize) -> usize {
+        match self {
+            Layout::Block => rows,
+            Layout::Warp => rows.div_ceil(Layout::WARP_ROWS),
+        }
     }
 
     fn config(self, rows: usize) -> LaunchConfig {
-        let grid = match self {
-            Layout::Block => rows,
-            Layout::Warp => rows.div_ceil(8),
-        };
-        LaunchConfig { grid_dim: (grid as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+        LaunchConfig { grid_dim: (self.grid(rows) as u32, 1, 1), block_dim: (Layout::BLOCK, 1, 1), shared_mem_bytes: 0 }
     }
 
     fn function(self, k: &CudaKernel) -> &CudaFunction {
@@ -93,18 +155,18 @@ fn arch_of(major: i32, minor: i32) -> &'static str {
     }
 }
 
-fn err(e: impl std::fmt::Debug) -> String {
-    format!("{e:?}")
+fn err(e: impl std::fmt::Debug) -> CudaError {
+    CudaError::Driver(format!("{e:?}"))
 }
 
 impl Cuda {
     /// Device 0. `CudaContext::new` panics without libcuda, so its presence is checked first.
-    pub fn new() -> Result<Cuda, String> {
+    pub fn new() -> Result<Cuda, CudaError> {
         // SAFETY: only probes for the shared library.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err("libcuda (the NVIDIA driver) is not installed".into());
+            return Err(CudaError::NoDriver);
         }
-        let ctx = CudaContext::new(0).map_err(|e| format!("no CUDA device: {e:?}"))?;
+        let ctx = CudaContext::new(0).map_err(|e| CudaError::NoDevice(format!("{e:?}")))?;
         let name = ctx.name().map_err(err)?;
         let (major, minor) = ctx.compute_capability().map_err(err)?;
         let stream = ctx.default_stream();
@@ -112,15 +174,15 @@ impl Cuda {
     }
 
     /// NVRTC -> PTX -> module for this device.
-    pub fn compile(&self, f: &Fused) -> Result<CudaKernel, String> {
+    pub fn compile(&self, f: &Fused) -> Result<CudaKernel, CudaError> {
         let src = emit(f, &Options::default());
         let opts = cudarc::nvrtc::CompileOptions { arch: Some(self.arch), ..Default::default() };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(&src, opts).map_err(err)?;
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(&src, opts).map_err(|e| CudaError::Nvrtc(format!("{e:?}")))?;
         let module = self.ctx.load_module(ptx).map_err(err)?;
         let p = prefix(&f.name);
         Ok(CudaKernel {
-            rows: module.load_function(&format!("{p}_rows")).map_err(err)?,
-            rows_warp: module.load_function(&format!("{p}_rows_warp")).map_err(err)?,
+            rows: module.load_function(&format!("{p}{}", Layout::Block.suffix())).map_err(err)?,
+            rows_warp: module.load_function(&format!("{p}{}", Layout::Warp.suffix())).map_err(err)?,
             mean: module.load_function(&format!("{p}_mean")).map_err(err)?,
         })
     }
@@ -132,7 +194,7 @@ impl Cuda {
         logits: &[f32],
         classes: usize,
         targets: &Targets<f32>,
-    ) -> Result<(f64, Vec<f32>, Vec<f32>), String> {
+    ) -> Result<(f64, Vec<f32>, Vec<f32>), CudaError> {
         self.run_with(Layout::for_classes(classes), k, logits, classes, targets)
     }
 
@@ -144,9 +206,9 @@ impl Cuda {
         logits: &[f32],
         classes: usize,
         targets: &Targets<f32>,
-    ) -> Result<(f64, Vec<f32>, Vec<f32>), String> {
-        let b = batch_size(logits.len(), classes).map_err(|e| e.to_string())?;
-        targets.check(b, classes).map_err(|e| e.to_string())?;
+    ) -> Result<(f64, Vec<f32>, Vec<f32>), CudaError> {
+        let b = batch_size(logits.len(), classes)?;
+        targets.check(b, classes)?;
         let s = &self.stream;
         let t = targets.flat();
         let (mode, alpha) = (t.mode as i32, t.smoothing);
@@ -185,7 +247,7 @@ impl Cuda {
         logits: &[f32],
         labels: &[u32],
         classes: usize,
-    ) -> Result<(f64, f64), String> {
+    ) -> Result<(f64, f64), CudaError> {
         let s = &self.stream;
         let b = labels.len();
         let d_logits = s.clone_htod(logits).map_err(err)?;
@@ -196,7 +258,7 @@ impl Cuda {
         let mut d_rows = s.alloc_zeros::<f32>(b).map_err(err)?;
         let (mode, alpha, bi, ci) = (0i32, 0f32, b as i32, classes as i32);
         let cfg = layout.config(b);
-        let mut run = || -> Result<(), String> {
+        let mut run = || -> Result<(), CudaError> {
             let mut launch = s.launch_builder(layout.function(k));
             launch.arg(&d_logits).arg(&mode).arg(&d_labels).arg(&d_unused_u).arg(&d_unused_f).arg(&d_unused_f);
             launch.arg(&alpha).arg(&bi).arg(&ci).arg(&mut d_grad).arg(&mut d_rows);
@@ -216,7 +278,7 @@ impl Cuda {
 /// Milliseconds per call of `f`: the median over 9 samples of 50 calls queued back to back
 /// and synchronised once, so that a kernel of a few microseconds is not timed as the host's
 /// launch-and-wait round trip.
-fn median_ms(s: &CudaStream, f: &mut dyn FnMut() -> Result<(), String>) -> Result<f64, String> {
+fn median_ms(s: &CudaStream, f: &mut dyn FnMut() -> Result<(), CudaError>) -> Result<f64, CudaError> {
     const CALLS: usize = 50;
     for _ in 0..5 {
         f()?;

@@ -28,10 +28,10 @@ use super::jit_pass::Program;
 use super::jit_rt::Helpers;
 use super::mathlib::Vm;
 use super::vm::{self, Ops, eval_graph};
-use crate::contract::{ContractError, Targets, batch_size};
 use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp, print};
 use crate::passes::fuse::Fused;
 use crate::passes::simplify::simplify;
+use crate::reference::contract::{ContractError, Targets, batch_size};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{

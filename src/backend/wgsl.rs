@@ -19,13 +19,40 @@ pub fn emit(f: &Fused, opts: &Options) -> String {
     clike::render(Dialect::Wgsl, TEMPLATE, &header, &f.name, &f.graph)
 }
 
+/// What went wrong with a WGSL kernel or the device that runs it.
+#[derive(Debug, thiserror::Error)]
+pub enum WgslError {
+    /// naga's diagnostic, rendered against the source.
+    #[error("the WGSL does not validate:\n{0}")]
+    Invalid(String),
+    #[error("no Vulkan adapter: {0}")]
+    NoAdapter(String),
+    #[error("cannot open {adapter}: {message}")]
+    Device { adapter: String, message: String },
+    #[error("reading the results back failed: {0}")]
+    ReadBack(String),
+    #[error(transparent)]
+    Batch(#[from] crate::reference::contract::ContractError),
+}
+crate::error::classify!(WgslError, input: [Batch]);
+
+/// How to call the emitted kernel, for the manifest `lossc compile` writes.
+pub fn manifest() -> serde_json::Value {
+    serde_json::json!({
+        "entry_point": "main",
+        "workgroup_size": 64,
+        "dispatch": "(min(B, 65535), ceil(B / 65535), 1)",
+        "bindings": ["logits", "labels", "labels_b", "lam", "dense", "grad (rw)", "row_loss (rw)", "params {mode, rows, classes, alpha}"],
+    })
+}
+
 /// Parses and validates WGSL with naga, returning its diagnostic on failure.
-pub fn validate(src: &str) -> Result<(), String> {
-    let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
+pub fn validate(src: &str) -> Result<(), WgslError> {
+    let module = naga::front::wgsl::parse_str(src).map_err(|e| WgslError::Invalid(e.emit_to_string(src)))?;
     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
         .validate(&module)
         .map(|_| ())
-        .map_err(|e| e.emit_to_string(src))
+        .map_err(|e| WgslError::Invalid(e.emit_to_string(src)))
 }
 
 /// A wgpu device for running emitted kernels (any adapter: a GPU, or lavapipe on the CPU).
@@ -38,15 +65,15 @@ pub struct Gpu {
 
 impl Gpu {
     /// The first Vulkan adapter, or why there is none.
-    pub fn new() -> Result<Gpu, String> {
+    pub fn new() -> Result<Gpu, WgslError> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::VULKAN;
         let instance = wgpu::Instance::new(desc);
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .map_err(|e| format!("no Vulkan adapter: {e}"))?;
+            .map_err(|e| WgslError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
-            .map_err(|e| format!("cannot open {}: {e}", info.name))?;
+            .map_err(|e| WgslError::Device { adapter: info.name.clone(), message: e.to_string() })?;
         Ok(Gpu { device, queue, adapter: info.name })
     }
 
@@ -56,11 +83,11 @@ impl Gpu {
         f: &Fused,
         logits: &[f32],
         classes: usize,
-        targets: &crate::contract::Targets<f32>,
-    ) -> Result<(Vec<f32>, Vec<f32>), String> {
+        targets: &crate::reference::contract::Targets<f32>,
+    ) -> Result<(Vec<f32>, Vec<f32>), WgslError> {
         use wgpu::util::DeviceExt;
-        let b = crate::contract::batch_size(logits.len(), classes).map_err(|e| e.to_string())?;
-        targets.check(b, classes).map_err(|e| e.to_string())?;
+        let b = crate::reference::contract::batch_size(logits.len(), classes)?;
+        targets.check(b, classes)?;
         let src = emit(f, &Options::default());
         let d = &self.device;
         let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -142,11 +169,11 @@ impl Gpu {
         enc.copy_buffer_to_buffer(&buffers[5], 0, &read_grad, 0, (logits.len() * 4) as u64);
         enc.copy_buffer_to_buffer(&buffers[6], 0, &read_loss, 0, (b * 4) as u64);
         self.queue.submit([enc.finish()]);
-        let read = |buf: &wgpu::Buffer| -> Result<Vec<f32>, String> {
+        let read = |buf: &wgpu::Buffer| -> Result<Vec<f32>, WgslError> {
             let slice = buf.slice(..);
             slice.map_async(wgpu::MapMode::Read, |r| r.expect("map"));
-            d.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| e.to_string())?;
-            let data = slice.get_mapped_range().map_err(|e| e.to_string())?;
+            d.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| WgslError::ReadBack(e.to_string()))?;
+            let data = slice.get_mapped_range().map_err(|e| WgslError::ReadBack(e.to_string()))?;
             let v = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             drop(data);
             buf.unmap();

@@ -245,6 +245,23 @@ impl Graph {
         dep
     }
 
+    /// Every node's f64 value at one point, by the op table's reference semantics; `vals` is
+    /// reused between calls. (The interpreter runs this per element; the front end folds
+    /// `eps` with it.)
+    pub fn eval_into(&self, y: f64, p: f64, vals: &mut Vec<f64>) {
+        vals.clear();
+        for (_, n) in self.iter() {
+            let v = match n {
+                Node::Input(Input::Y) => y,
+                Node::Input(Input::P) => p,
+                Node::Const(bits) => f64::from_bits(bits),
+                Node::Unary(op, a) => op.eval(vals[a.index()], self.eps),
+                Node::Binary(op, a, b) => op.eval(vals[a.index()], vals[b.index()]),
+            };
+            vals.push(v);
+        }
+    }
+
     /// Number of operation nodes (unary + binary) reachable from the outputs.
     pub fn op_count(&self) -> usize {
         let roots: Vec<Id> = self.outputs.iter().map(|(_, id)| *id).collect();

@@ -5,7 +5,7 @@
 //! reference semantics, guards included. Derivative rules live in `passes::autodiff`, one arm per
 //! op; backend spellings in `backend::*`, one row per op.
 
-use crate::mathref::{self as m, Func};
+use crate::reference::mathref::{self as m, Func};
 
 macro_rules! unary_table {
     ($( $(#[$doc:meta])* $v:ident, $name:literal, $search:expr, |$x:ident, $e:ident| $eval:expr; )*) => {

@@ -7,7 +7,7 @@
 use crate::backend::vm::is_routine;
 use crate::ir::op::Arg;
 use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp};
-use crate::mathref::{self as m, Bessel, Func, bessel_slice};
+use crate::reference::mathref::{self as m, Bessel, Func, bessel_slice};
 use rustc_hash::FxHashMap as HashMap;
 
 /// A set of probe points (the values of p), pinned in a slot for the evaluator's lifetime.
@@ -687,7 +687,7 @@ mod tests {
     /// screen's verdicts must not hang on which path computed a column.
     #[test]
     fn routine_columns_give_the_reference_bits() {
-        let xs = crate::mathref::test_points(&mut crate::rng::Rng::new(5));
+        let xs = crate::reference::mathref::test_points(&mut crate::rng::Rng::new(5));
         let mut written = Vec::new();
         for &op in UnOp::ALL {
             for eps in [1e-7, 0.0] {

@@ -7,7 +7,7 @@ use super::genome::Genome;
 use super::screen;
 use super::store::{CandidateRow, Store, StoreError, worker_id};
 use crate::ir::{Graph, print};
-use crate::train::{Splits, TrainSpec, load_data, train_text};
+use crate::train::{DataError, SpecError, Splits, TrainSpec, load_data, train_text};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +34,7 @@ pub fn loss_text(name: &str, g: &Graph) -> String {
 }
 
 /// Data sets loaded once per process, shared by the workers.
-fn data(spec: &TrainSpec) -> Result<Arc<Splits>, String> {
+fn data(spec: &TrainSpec) -> Result<Arc<Splits>, DataError> {
     /// By data path and validation size.
     type DataCache = Mutex<HashMap<(String, usize), Arc<Splits>>>;
     static CACHE: OnceLock<DataCache> = OnceLock::new();
@@ -50,20 +50,20 @@ fn data(spec: &TrainSpec) -> Result<Arc<Splits>, String> {
 
 /// Runs one claimed job and stores its result. A loss that fails to compile or train scores
 /// 0 with the reason in its metrics, as an early stop does.
-pub fn run_job(store: &Store, job: &super::store::Job, worker: &str) -> Result<(), String> {
+pub fn run_job(store: &Store, job: &super::store::Job, worker: &str) -> Result<(), RunError> {
     let start = Instant::now();
     let d = data(&job.spec)?;
     let metrics = match train_text(&job.text, &job.spec, &d, &mut |_| {}) {
         Ok(m) => m,
-        Err(e) => lossc_runtime::train::Metrics { stopped: Some(e), ..Default::default() },
+        Err(e) => lossc_runtime::train::Metrics { stopped: Some(e.to_string()), ..Default::default() },
     };
-    store.complete(job, worker, &metrics, start.elapsed().as_secs_f64()).map_err(|e| e.to_string())
+    Ok(store.complete(job, worker, &metrics, start.elapsed().as_secs_f64())?)
 }
 
 /// Worker threads on one store.
 pub struct Workers {
     stop: Arc<AtomicBool>,
-    handles: Vec<JoinHandle<Result<usize, String>>>,
+    handles: Vec<JoinHandle<Result<usize, RunError>>>,
 }
 
 impl Workers {
@@ -85,33 +85,33 @@ impl Workers {
     }
 
     /// The first worker error, if any worker has failed.
-    pub fn failed(&mut self) -> Option<String> {
+    pub fn failed(&mut self) -> Option<RunError> {
         let i = self.handles.iter().position(|h| h.is_finished())?;
         match self.handles.remove(i).join() {
-            Ok(Err(e)) => Some(e),
+            Ok(Err(e)) => Some(RunError::Worker(Box::new(e))),
             Ok(Ok(_)) => None,
-            Err(_) => Some("a worker panicked".into()),
+            Err(_) => Some(RunError::Panicked),
         }
     }
 
     /// Stops the workers after their current jobs; returns the jobs they ran.
-    pub fn stop(self) -> Result<usize, String> {
+    pub fn stop(self) -> Result<usize, RunError> {
         self.stop.store(true, Ordering::Relaxed);
         let mut n = 0;
         for h in self.handles {
-            n += h.join().map_err(|_| "a worker panicked".to_string())??;
+            n += h.join().map_err(|_| RunError::Panicked)?.map_err(|e| RunError::Worker(Box::new(e)))?;
         }
         Ok(n)
     }
 }
 
 /// A worker's loop: claim, train, store; stop when asked, or after `idle` without jobs.
-pub fn work(db: &Path, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> Result<usize, String> {
-    let store = Store::open(db).map_err(|e| e.to_string())?;
+pub fn work(db: &Path, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> Result<usize, RunError> {
+    let store = Store::open(db)?;
     let mut ran = 0;
     let mut idle_since = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        match store.claim(id).map_err(|e| e.to_string())? {
+        match store.claim(id)? {
             Some(job) => {
                 run_job(&store, &job, id)?;
                 ran += 1;
@@ -128,6 +128,26 @@ pub fn work(db: &Path, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> R
     Ok(ran)
 }
 
+/// `lossc worker`: `workers` threads claiming jobs from the store at `db` until none has come
+/// for `idle`; returns the jobs they ran.
+pub fn work_here(db: &Path, workers: usize, idle: Duration) -> Result<usize, RunError> {
+    Store::open(db)?;
+    lossc_runtime::layers::set_threads(1);
+    let stop = AtomicBool::new(false);
+    let ran: Vec<Result<usize, RunError>> = std::thread::scope(|s| {
+        let stop = &stop;
+        let hs: Vec<_> = (0..workers).map(|i| s.spawn(move || work(db, &worker_id(i), stop, Some(idle)))).collect();
+        hs.into_iter().map(|h| h.join().unwrap_or(Err(RunError::Panicked))).collect()
+    });
+    ran.into_iter().sum()
+}
+
+/// The round size a stored search was started with, if the store holds the run.
+pub fn stored_round(db: &Path, run: &str) -> Option<usize> {
+    let (_, v) = Store::open(db).ok()?.run_settings(run).ok().flatten()?;
+    v["evolution"]["round"].as_u64().map(|r| r as usize)
+}
+
 /// Fitness from the store: enqueue what is missing, wait for the workers, read it back.
 struct StoreFitness<'a> {
     store: &'a Store,
@@ -139,20 +159,20 @@ struct StoreFitness<'a> {
     total: usize,
     best: f64,
     progress: &'a mut dyn FnMut(&Progress),
-    error: Option<String>,
+    error: Option<RunError>,
 }
 
 impl StoreFitness<'_> {
-    fn wait(&mut self, keys: &[(String, String)]) -> Result<Vec<f64>, String> {
+    fn wait(&mut self, keys: &[(String, String)]) -> Result<Vec<f64>, RunError> {
         for (key, text) in keys {
-            self.store.enqueue(key, &self.spec, text).map_err(|e| e.to_string())?;
+            self.store.enqueue(key, &self.spec, text)?;
         }
         let mut out: Vec<Option<f64>> = vec![None; keys.len()];
         let mut last_requeue = Instant::now();
         loop {
             for (i, (key, _)) in keys.iter().enumerate() {
                 if out[i].is_none()
-                    && let Some(r) = self.store.result(key, &self.spec).map_err(|e| e.to_string())?
+                    && let Some(r) = self.store.result(key, &self.spec)?
                 {
                     out[i] = Some(r.fitness);
                     self.done += 1;
@@ -169,10 +189,10 @@ impl StoreFitness<'_> {
                 return Ok(out.into_iter().flatten().collect());
             }
             if let Some(e) = self.workers.failed() {
-                return Err(format!("a worker failed: {e}"));
+                return Err(e);
             }
             if last_requeue.elapsed() > Duration::from_secs(30) {
-                self.store.requeue_stale(LEASE).map_err(|e| e.to_string())?;
+                self.store.requeue_stale(LEASE)?;
                 last_requeue = Instant::now();
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -207,7 +227,7 @@ impl Fitness for StoreFitness<'_> {
         }
         let row = candidate_row(seq, genome, graph, verdict);
         if let Err(e) = self.store.record_candidate(&self.run, &row) {
-            self.error = Some(e.to_string());
+            self.error = Some(e.into());
         }
     }
 }
@@ -225,24 +245,33 @@ fn candidate_row(seq: usize, genome: &Genome, graph: &Graph, verdict: &Verdict) 
     CandidateRow { seq, genome: Some(genome.encode()), text, key, verdict: verdict.name(), sign, phenotype }
 }
 
-/// Why a search or sample stopped: the user's input (settings that do not match the stored
-/// run, a bad training spec, missing data), or a failure along the way.
-#[derive(Debug)]
+/// Why a search, sample, evaluation or worker stopped.
+#[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    BadInput(String),
-    Failed(String),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a worker failed: {0}")]
+    Worker(Box<RunError>),
+    #[error("a worker panicked")]
+    Panicked,
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{0} exists and was not written by lossc; not overwriting it")]
+    NotOurs(PathBuf),
 }
 
-impl From<String> for RunError {
-    fn from(e: String) -> RunError {
-        RunError::Failed(e)
-    }
-}
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+impl crate::error::Classify for RunError {
+    fn blame(&self) -> crate::error::Blame {
+        use crate::error::Blame;
         match self {
-            RunError::BadInput(m) | RunError::Failed(m) => f.write_str(m),
+            RunError::Spec(_) | RunError::Data(_) | RunError::NotOurs(_) => Blame::Input,
+            RunError::Store(e) => e.blame(),
+            RunError::Worker(e) => e.blame(),
+            RunError::Panicked | RunError::Write { .. } => Blame::Failure,
         }
     }
 }
@@ -258,17 +287,13 @@ fn open_run(
     specs: &[TrainSpec],
 ) -> Result<(Store, bool), RunError> {
     for spec in specs {
-        spec.config().map_err(RunError::BadInput)?;
+        spec.config()?;
     }
-    let store = Store::open(db).map_err(|e| e.to_string())?;
-    let resumed =
-        store.begin_run(run, kind, &serde_json::to_value(settings).expect("plain data")).map_err(|e| match e {
-            StoreError::Mismatch(m) => RunError::BadInput(m),
-            e => RunError::Failed(e.to_string()),
-        })?;
-    store.requeue_stale(LEASE).map_err(|e| e.to_string())?;
+    let store = Store::open(db)?;
+    let resumed = store.begin_run(run, kind, &serde_json::to_value(settings).expect("plain data"))?;
+    store.requeue_stale(LEASE)?;
     for spec in specs {
-        data(spec).map_err(RunError::BadInput)?;
+        data(spec)?;
     }
     Ok((store, resumed))
 }
@@ -322,9 +347,7 @@ pub fn search(
     let mut barren = 0;
     while e.children < ev.iterations && fit.error.is_none() {
         let added = e.step(&mut fit);
-        store
-            .set_population(run, &e.population.iter().map(|m| m.seq).collect::<Vec<_>>())
-            .map_err(|e| e.to_string())?;
+        store.set_population(run, &e.population.iter().map(|m| m.seq).collect::<Vec<_>>())?;
         // No new child in 20 rounds in a row: the population has converged.
         barren = if added == 0 { barren + 1 } else { 0 };
         if barren >= 20 {
@@ -333,9 +356,9 @@ pub fn search(
     }
     if let Some(err) = fit.error.take() {
         let _ = pool.stop();
-        return Err(err.into());
+        return Err(err);
     }
-    store.set_population(run, &e.population.iter().map(|m| m.seq).collect::<Vec<_>>()).map_err(|e| e.to_string())?;
+    store.set_population(run, &e.population.iter().map(|m| m.seq).collect::<Vec<_>>())?;
     let trained_here = pool.stop()?;
     Ok(SearchReport { resumed, population: e.population.into(), best: e.best, children: e.children, trained_here })
 }
@@ -351,10 +374,10 @@ pub struct Ranked {
 /// The scored candidates of a run, best first.
 pub fn ranking(store: &Store, run: &str) -> Result<Vec<Ranked>, StoreError> {
     let Some((_, settings)) = store.run_settings(run)? else {
-        return Err(StoreError::Mismatch(format!("{}: no run named `{run}`", store.path())));
+        return Err(StoreError::NoRun { path: store.path().to_string(), kind: "search", run: run.to_string() });
     };
     let spec: TrainSpec = serde_json::from_value(settings["spec"].clone())
-        .map_err(|e| StoreError::Mismatch(format!("{}: run `{run}` has no training spec: {e}", store.path())))?;
+        .map_err(|e| StoreError::Corrupt(format!("{}: run `{run}` has no training spec: {e}", store.path())))?;
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for c in store.candidates(run)? {
@@ -370,21 +393,37 @@ pub fn ranking(store: &Store, run: &str) -> Result<Vec<Ranked>, StoreError> {
     Ok(out)
 }
 
+/// Refuses an output directory holding `PREFIX-N.loss` files that lossc did not write (the
+/// files it writes start with `mark`), before any work starts.
+pub fn check_out_dir(out: &Path, prefix: &str, mark: &str) -> Result<(), RunError> {
+    let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(prefix) && name.ends_with(".loss") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if !text.starts_with(mark) {
+                return Err(RunError::NotOurs(e.path()));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The first line of every file `write_best` writes: files without it are the user's, and
 /// are never overwritten.
 pub const MARK: &str = "# written by lossc search";
 
 /// Writes the best `k` losses of a run as `DIR/best-N.loss` (rank N), each with its fitness.
-pub fn write_best(store: &Store, run: &str, dir: &Path, k: usize) -> Result<Vec<PathBuf>, String> {
-    let ranked = ranking(store, run).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+pub fn write_best(store: &Store, run: &str, dir: &Path, k: usize) -> Result<Vec<PathBuf>, RunError> {
+    let ranked = ranking(store, run)?;
+    std::fs::create_dir_all(dir).map_err(|source| RunError::Write { path: dir.to_path_buf(), source })?;
     let mut written = Vec::new();
     for (i, r) in ranked.iter().take(k).enumerate() {
         let path = dir.join(format!("best-{}.loss", i + 1));
         if let Ok(old) = std::fs::read_to_string(&path)
             && !old.starts_with(MARK)
         {
-            return Err(format!("{} exists and was not written by lossc search; not overwriting it", path.display()));
+            return Err(RunError::NotOurs(path));
         }
         let text = format!(
             "{MARK} (run `{run}` in {}, candidate {})\n# fitness (best validation accuracy): {:.4}\n# key: {}\n{}",
@@ -394,7 +433,7 @@ pub fn write_best(store: &Store, run: &str, dir: &Path, k: usize) -> Result<Vec<
             r.key,
             r.text.replace(&format!("loss c{} ", r.seq), &format!("loss best{} ", i + 1))
         );
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(|source| RunError::Write { path: path.clone(), source })?;
         written.push(path);
     }
     Ok(written)
@@ -441,7 +480,7 @@ pub fn sample(
             Ok(sc) => Verdict::Accepted(Box::new(sc)),
         };
         let row = candidate_row(seq, &g, &graph, &verdict);
-        store.record_candidate(run, &row).map_err(|e| e.to_string())?;
+        store.record_candidate(run, &row)?;
         if let Some(k) = row.key {
             keys.insert(k.clone());
             chosen.push((seq, k, row.text));
@@ -470,9 +509,9 @@ pub fn train_all(
     workers: usize,
     phase: &'static str,
     progress: &mut dyn FnMut(&Progress),
-) -> Result<Vec<super::store::Outcome>, String> {
+) -> Result<Vec<super::store::Outcome>, RunError> {
     for (key, text, spec) in jobs {
-        store.enqueue(key, spec, text).map_err(|e| e.to_string())?;
+        store.enqueue(key, spec, text)?;
     }
     let mut pool = Workers::spawn(db, workers);
     let mut out: Vec<Option<super::store::Outcome>> = vec![None; jobs.len()];
@@ -480,7 +519,7 @@ pub fn train_all(
     loop {
         for (i, (key, _, spec)) in jobs.iter().enumerate() {
             if out[i].is_none() {
-                out[i] = store.result(key, spec).map_err(|e| e.to_string())?;
+                out[i] = store.result(key, spec)?;
                 if let Some(o) = &out[i] {
                     best = best.max(o.fitness);
                 }
@@ -492,7 +531,7 @@ pub fn train_all(
             break;
         }
         if let Some(e) = pool.failed() {
-            return Err(format!("a worker failed: {e}"));
+            return Err(e);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

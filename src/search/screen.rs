@@ -176,7 +176,7 @@ impl Screener {
         }
         for (j, &y) in ys.iter().enumerate() {
             for &p in ps {
-                crate::interp::eval_into(g, y, p, &mut vals);
+                crate::reference::interp::eval_into(g, y, p, &mut vals);
                 for (k, o) in outs.iter().enumerate() {
                     self.out[2 * j + k].push(vals[o.index()]);
                 }

@@ -70,9 +70,16 @@ CREATE TABLE IF NOT EXISTS population (
 pub enum StoreError {
     #[error("{path}: {source}")]
     Sql { path: String, source: rusqlite::Error },
+    /// A run of this name exists with other settings (or of another kind).
     #[error("{0}")]
-    Mismatch(String),
+    Settings(String),
+    #[error("{path}: no {kind} run named `{run}`")]
+    NoRun { path: String, kind: &'static str, run: String },
+    /// The store holds something lossc did not write.
+    #[error("{0}")]
+    Corrupt(String),
 }
+crate::error::classify!(StoreError, input: [Settings, NoRun]);
 
 /// A training job as a worker sees it.
 #[derive(Clone, Debug)]
@@ -158,15 +165,15 @@ impl Store {
             Some((k, s)) => {
                 let old: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
                 if k != kind {
-                    return Err(StoreError::Mismatch(format!(
-                        "{}: run `{name}` is a {k} run, not a {kind} run (use another --run or --db)",
+                    return Err(StoreError::Settings(format!(
+                        "{}: run `{name}` is a {k} run, not a {kind} run (choose another run name or store)",
                         self.path
                     )));
                 }
                 if let Some((field, was, now)) = first_difference("", &old, settings) {
-                    return Err(StoreError::Mismatch(format!(
+                    return Err(StoreError::Settings(format!(
                         "{}: run `{name}` was started with {field} = {was}, not {now}; resume it with the same \
-                         settings, or start a new run with --run NAME or another --db",
+                         settings, or start a new run under another name or in another store",
                         self.path
                     )));
                 }
@@ -277,7 +284,7 @@ impl Store {
         Ok(match row {
             Some((id, key, spec, text)) => match serde_json::from_str(&spec) {
                 Ok(spec) => Some(Job { id, key, spec, text }),
-                Err(e) => return Err(StoreError::Mismatch(format!("{}: job {id} has a bad spec: {e}", self.path))),
+                Err(e) => return Err(StoreError::Corrupt(format!("{}: job {id} has a bad spec: {e}", self.path))),
             },
             None => None,
         })

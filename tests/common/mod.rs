@@ -9,10 +9,10 @@
 //! 8 eps |s|: the rounding the kernel's f32 softmax output carries moves L by that much.
 #![allow(dead_code)]
 
-use lossc::contract::Targets;
-use lossc::interp::{eval_into, softmax};
 use lossc::ir::{Graph, Input, Node};
 use lossc::passes::fuse::Fused;
+use lossc::reference::contract::Targets;
+use lossc::reference::interp::{eval_into, softmax};
 use lossc::rng::Rng;
 
 pub struct Batch {
@@ -117,7 +117,7 @@ pub fn compare_each(
     let (mut lam, mut dense) = (Vec::new(), Vec::new());
     let t64 = widen(t, &mut lam, &mut dense);
     let logits: Vec<f64> = batch.logits.iter().map(|&v| v as f64).collect();
-    let want = lossc::interp::run(f, &logits, c, &t64).unwrap();
+    let want = lossc::reference::interp::run(f, &logits, c, &t64).unwrap();
     let b = want.row_loss.len();
     let mut rng = Rng::new(99);
     let (mut compared, mut skipped) = (0, 0);

@@ -3,16 +3,50 @@
 //! augmentations. PNG or SVG by the file's extension (plotters; the font is embedded, so PNGs
 //! render the same on any machine).
 
-use crate::interp::eval_scalar;
 use crate::ir::Graph;
+use crate::reference::interp::eval_scalar;
+use crate::search::store::{Store, StoreError};
 use plotters::prelude::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why a chart was not drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("{0}: the file name must end in .png or .svg")]
+    Format(PathBuf),
+    #[error("{0}: L(1, p) is not finite anywhere on (0, 1); nothing to draw")]
+    NothingFinite(String),
+    #[error("no losses to plot")]
+    NoLosses,
+    #[error("no points to draw")]
+    NoPoints,
+    #[error("run `{run}` has no augmentation `{aug}` (it has {has})")]
+    NoAugmentation { run: String, aug: String, has: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot draw {path}: {message}")]
+    Draw { path: PathBuf, message: String },
+}
+
+impl crate::error::Classify for PlotError {
+    fn blame(&self) -> crate::error::Blame {
+        use crate::error::Blame;
+        match self {
+            PlotError::Store(e) => e.blame(),
+            PlotError::Draw { .. } => Blame::Failure,
+            _ => Blame::Input,
+        }
+    }
+}
+
+/// A drawing backend's message, before it is tied to the file.
+struct DrawMsg(String);
 
 /// The font for bitmap output, registered once.
 fn font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let bytes: &'static [u8] = include_bytes!("../assets/DejaVuSans.ttf");
+        let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
         if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_err() {
             unreachable!("the embedded font parses");
         }
@@ -20,29 +54,34 @@ fn font() {
 }
 
 /// The output format of a path.
-fn format(path: &Path) -> Result<&'static str, String> {
+fn format(path: &Path) -> Result<&'static str, PlotError> {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("png") => Ok("png"),
         Some("svg") => Ok("svg"),
-        _ => Err(format!("{}: the file name must end in .png or .svg", path.display())),
+        _ => Err(PlotError::Format(path.to_path_buf())),
     }
+}
+
+/// Checks the output's format before any work (a scatter reads a store first).
+pub fn check_path(path: &Path) -> Result<(), PlotError> {
+    format(path).map(|_| ())
 }
 
 macro_rules! with_backend {
     ($path:expr, $size:expr, |$root:ident| $body:expr) => {{
         let path: &Path = $path;
-        let e = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", path.display());
+        let e = |e: &dyn std::fmt::Display| PlotError::Draw { path: path.to_path_buf(), message: e.to_string() };
         match format(path)? {
             "png" => {
                 font();
                 let $root = BitMapBackend::new(path, $size).into_drawing_area();
-                $body.map_err(|x: String| e(&x))?;
+                $body.map_err(|x: DrawMsg| e(&x.0))?;
                 $root.present().map_err(|x| e(&x))?;
             }
             _ => {
                 font(); // the SVG backend measures text with it
                 let $root = SVGBackend::new(path, $size).into_drawing_area();
-                $body.map_err(|x: String| e(&x))?;
+                $body.map_err(|x: DrawMsg| e(&x.0))?;
                 $root.present().map_err(|x| e(&x))?;
             }
         }
@@ -50,8 +89,8 @@ macro_rules! with_backend {
     }};
 }
 
-fn s<E: std::fmt::Display>(e: E) -> String {
-    e.to_string()
+fn s<E: std::fmt::Display>(e: E) -> DrawMsg {
+    DrawMsg(e.to_string())
 }
 
 /// Points of the phenotype curves: p from 0.001 to 0.999.
@@ -87,13 +126,16 @@ fn y_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
 
 /// The binary phenotype chart: `L(1, p)` of each loss, raw (left) and normalised to [0, 1]
 /// (right). Pass cross-entropy among `losses` to compare against it.
-pub fn phenotype(losses: &[(String, Graph)], path: &Path) -> Result<(), String> {
+pub fn phenotype(losses: &[(String, Graph)], path: &Path) -> Result<(), PlotError> {
+    if losses.is_empty() {
+        return Err(PlotError::NoLosses);
+    }
     let curves: Vec<(String, Vec<(f64, f64)>)> = losses.iter().map(|(n, g)| (n.clone(), curve(g))).collect();
     if let Some((n, _)) = curves.iter().find(|(_, c)| c.len() < 2) {
-        return Err(format!("{n}: L(1, p) is not finite anywhere on (0, 1); nothing to draw"));
+        return Err(PlotError::NothingFinite(n.clone()));
     }
     with_backend!(path, (1400, 560), |root| {
-        (|| -> Result<(), String> {
+        (|| -> Result<(), DrawMsg> {
             root.fill(&WHITE).map_err(s)?;
             let (left, right) = root.split_horizontally(700);
             for (area, norm) in [(&left, false), (&right, true)] {
@@ -132,14 +174,14 @@ pub fn phenotype(losses: &[(String, Graph)], path: &Path) -> Result<(), String> 
 }
 
 /// The surface `L(y, p)` over y, p in [0.01, 0.99] (values clipped to a robust range).
-pub fn surface(name: &str, g: &Graph, path: &Path) -> Result<(), String> {
+pub fn surface(name: &str, g: &Graph, path: &Path) -> Result<(), PlotError> {
     let out = g.outputs[0].1;
     let n = 40;
     let axis: Vec<f64> = (0..n).map(|i| 0.01 + 0.98 * i as f64 / (n - 1) as f64).collect();
     let f = |y: f64, p: f64| eval_scalar(g, out, y, p);
     let zr = y_range(axis.iter().flat_map(|&y| axis.iter().map(move |&p| (y, p))).map(|(y, p)| f(y, p)));
     with_backend!(path, (900, 760), |root| {
-        (|| -> Result<(), String> {
+        (|| -> Result<(), DrawMsg> {
             root.fill(&WHITE).map_err(s)?;
             let mut chart = ChartBuilder::on(&root)
                 .caption(format!("{name}: L(y, p)"), ("sans-serif", 26))
@@ -169,16 +211,16 @@ pub fn surface(name: &str, g: &Graph, path: &Path) -> Result<(), String> {
 }
 
 /// A scatter of paired values (the paper's Figure 3: fitness under two augmentations).
-pub fn scatter(points: &[(f64, f64)], x_label: &str, y_label: &str, title: &str, path: &Path) -> Result<(), String> {
+pub fn scatter(points: &[(f64, f64)], x_label: &str, y_label: &str, title: &str, path: &Path) -> Result<(), PlotError> {
     if points.is_empty() {
-        return Err("no points to draw".into());
+        return Err(PlotError::NoPoints);
     }
     let lo = points.iter().flat_map(|p| [p.0, p.1]).fold(f64::MAX, f64::min);
     let hi = points.iter().flat_map(|p| [p.0, p.1]).fold(f64::MIN, f64::max);
     let pad = ((hi - lo) * 0.05).max(0.01);
     let r = lo - pad..hi + pad;
     with_backend!(path, (760, 720), |root| {
-        (|| -> Result<(), String> {
+        (|| -> Result<(), DrawMsg> {
             root.fill(&WHITE).map_err(s)?;
             let mut chart = ChartBuilder::on(&root)
                 .caption(title, ("sans-serif", 24))
@@ -195,4 +237,32 @@ pub fn scatter(points: &[(f64, f64)], x_label: &str, y_label: &str, title: &str,
             Ok(())
         })()
     })
+}
+
+/// The points of the paper's Figure 3 from a `lossc sample` run: each sampled loss's fitness
+/// under augmentations `x` and `y` (losses without both results are left out).
+pub fn sample_points(db: &Path, run: &str, x: &str, y: &str) -> Result<Vec<(f64, f64)>, PlotError> {
+    use crate::search::run::SampleSettings;
+    use crate::train::TrainSpec;
+    let store = Store::open(db)?;
+    let settings = match store.run_settings(run)? {
+        Some((kind, s)) if kind == "sample" => s,
+        _ => return Err(StoreError::NoRun { path: db.display().to_string(), kind: "sample", run: run.into() }.into()),
+    };
+    let s: SampleSettings = serde_json::from_value(settings)
+        .map_err(|e| StoreError::Corrupt(format!("{}: run `{run}`: {e}", db.display())))?;
+    for a in [x, y] {
+        if !s.augs.iter().any(|have| have == a) {
+            return Err(PlotError::NoAugmentation { run: run.into(), aug: a.into(), has: s.augs.join(", ") });
+        }
+    }
+    let spec = |a: &str| TrainSpec { aug: a.to_string(), ..s.spec.clone() };
+    let mut points = Vec::new();
+    for c in store.candidates(run)? {
+        let Some(key) = c.key else { continue };
+        if let (Some(a), Some(b)) = (store.result(&key, &spec(x))?, store.result(&key, &spec(y))?) {
+            points.push((a.fitness, b.fitness));
+        }
+    }
+    Ok(points)
 }

@@ -3,10 +3,10 @@
 //! so nothing is trained twice and an interrupted evaluation resumes.
 
 use crate::ir::Graph;
-use crate::search::run::{Progress, loss_text, train_all};
+use crate::search::run::{self, Progress, RunError, loss_text, train_all};
 use crate::search::screen;
 use crate::search::stats::mean_std;
-use crate::search::store::Store;
+use crate::search::store::{Store, StoreError};
 use crate::train::TrainSpec;
 use std::path::Path;
 
@@ -90,7 +90,7 @@ pub fn evaluate(
     base: &TrainSpec,
     workers: usize,
     progress: &mut dyn FnMut(&Progress),
-) -> Result<Table, String> {
+) -> Result<Table, RunError> {
     let Grid { augs, smoothings, seeds } = grid;
     let mut jobs = Vec::new();
     let mut rows = Vec::new();
@@ -106,7 +106,7 @@ pub fn evaluate(
             }
         }
     }
-    let store = Store::open(db).map_err(|e| e.to_string())?;
+    let store = Store::open(db)?;
     let out = train_all(db, &store, &jobs, workers, "evaluate", progress)?;
     let mut it = out.into_iter().map(|o| o.test_accuracy.unwrap_or(0.0));
     let cells = rows
@@ -125,10 +125,15 @@ pub struct Stage {
     pub seeds: usize,
 }
 
+/// A stage that does not read as `KEEP:STEPS:SEEDS`.
+#[derive(Debug, thiserror::Error)]
+#[error("stage `{0}`: expected KEEP:STEPS:SEEDS with positive numbers, e.g. 10:2000:3")]
+pub struct StageError(String);
+
 impl std::str::FromStr for Stage {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Stage, String> {
-        let bad = || format!("stage `{s}`: expected KEEP:STEPS:SEEDS with positive numbers, e.g. 10:2000:3");
+    type Err = StageError;
+    fn from_str(s: &str) -> Result<Stage, StageError> {
+        let bad = || StageError(s.to_string());
         let v: Vec<usize> = s.split(':').map(|x| x.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
         match v[..] {
             [keep, steps, seeds] if keep > 0 && steps > 0 && seeds > 0 => Ok(Stage { keep, steps, seeds }),
@@ -149,8 +154,8 @@ pub fn eliminate(
     base: &TrainSpec,
     workers: usize,
     progress: &mut dyn FnMut(usize, &Progress),
-) -> Result<Vec<Ranking>, String> {
-    let store = Store::open(db).map_err(|e| e.to_string())?;
+) -> Result<Vec<Ranking>, RunError> {
+    let store = Store::open(db)?;
     let mut current: Vec<Loss> = start;
     let mut out = Vec::new();
     for (i, st) in stages.iter().enumerate() {
@@ -180,4 +185,63 @@ pub fn eliminate(
         out.push(ranking);
     }
     Ok(out)
+}
+
+/// The first line of every file [`eliminate_run`] writes: files without it are the user's.
+pub const ELIM_MARK: &str = "# written by lossc eliminate";
+
+/// What [`eliminate_run`] did: the candidates it started from, each stage's ranking, and the
+/// files it wrote.
+pub struct Elimination {
+    pub candidates: usize,
+    pub rankings: Vec<Ranking>,
+    pub written: Vec<std::path::PathBuf>,
+}
+
+/// The elimination protocol on the search `run` of the store at `db`: its scored candidates,
+/// best first, through `stages` with the search's own training spec, the survivors of the
+/// last stage written to `out` as `elim-N.loss`.
+pub fn eliminate_run(
+    db: &Path,
+    run: &str,
+    stages: &[Stage],
+    workers: usize,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, &Progress),
+) -> Result<Elimination, RunError> {
+    let store = Store::open(db)?;
+    let settings = match store.run_settings(run)? {
+        Some((kind, s)) if kind == "search" => s,
+        _ => return Err(StoreError::NoRun { path: db.display().to_string(), kind: "search", run: run.into() }.into()),
+    };
+    let base: TrainSpec = serde_json::from_value(settings["spec"].clone())
+        .map_err(|e| StoreError::Corrupt(format!("run `{run}` has no training spec: {e}")))?;
+    run::check_out_dir(out, "elim-", ELIM_MARK)?;
+    let start: Vec<Loss> = run::ranking(&store, run)?
+        .iter()
+        .map(|r| {
+            let g = crate::syntax::parse(&r.text).expect("stored texts parse");
+            let name = g.outputs[0].0.clone();
+            Loss::new(&name, &g).expect("one output")
+        })
+        .collect();
+    let candidates = start.len();
+    let rankings = eliminate(db, start, stages, &base, workers, progress)?;
+    let mut written = Vec::new();
+    if let (Some(last), Some(st)) = (rankings.last(), stages.last()) {
+        std::fs::create_dir_all(out).map_err(|source| RunError::Write { path: out.into(), source })?;
+        for (i, (l, mean, _)) in last.iter().enumerate() {
+            let path = out.join(format!("elim-{}.loss", i + 1));
+            let text = format!(
+                "{ELIM_MARK} (run `{run}` in {})\n# mean best validation accuracy {mean:.4} over {} seed(s) of {} steps\n{}",
+                db.display(),
+                st.seeds,
+                st.steps,
+                l.text
+            );
+            std::fs::write(&path, text).map_err(|source| RunError::Write { path: path.clone(), source })?;
+            written.push(path);
+        }
+    }
+    Ok(Elimination { candidates, rankings, written })
 }

@@ -1,28 +1,18 @@
 //! The f64 reference evaluator: the oracle every backend and test compares to.
 
-use crate::contract::{ContractError, KernelOutput, Targets, batch_size};
-use crate::ir::{Graph, Id, Input, Node};
+use crate::ir::{Graph, Id};
 use crate::passes::fuse::Fused;
+use crate::reference::contract::{ContractError, KernelOutput, Targets, batch_size};
 
-/// Evaluates every node at one point; `vals` is reused between calls.
+/// Evaluates every node at one point; `vals` is reused between calls ([`Graph::eval_into`]).
 pub fn eval_into(g: &Graph, y: f64, p: f64, vals: &mut Vec<f64>) {
-    vals.clear();
-    for (_, n) in g.iter() {
-        let v = match n {
-            Node::Input(Input::Y) => y,
-            Node::Input(Input::P) => p,
-            Node::Const(bits) => f64::from_bits(bits),
-            Node::Unary(op, a) => op.eval(vals[a.index()], g.eps),
-            Node::Binary(op, a, b) => op.eval(vals[a.index()], vals[b.index()]),
-        };
-        vals.push(v);
-    }
+    g.eval_into(y, p, vals)
 }
 
 /// The value of one node at one point.
 pub fn eval_scalar(g: &Graph, id: Id, y: f64, p: f64) -> f64 {
     let mut vals = Vec::with_capacity(g.len());
-    eval_into(g, y, p, &mut vals);
+    g.eval_into(y, p, &mut vals);
     vals[id.index()]
 }
 

@@ -124,11 +124,11 @@ pub struct KernelOutput {
 
 /// Number of rows, after checking that `len` logits split into rows of `classes`.
 pub fn batch_size(len: usize, classes: usize) -> Result<usize, ContractError> {
-    if classes == 0 || !len.is_multiple_of(classes) {
-        return Err(ContractError::Ragged { len, classes });
-    }
     if len == 0 {
         return Err(ContractError::Empty);
+    }
+    if classes == 0 || !len.is_multiple_of(classes) {
+        return Err(ContractError::Ragged { len, classes });
     }
     Ok(len / classes)
 }

@@ -1,0 +1,351 @@
+//! The command line's options: one variant per command, with its flags and their help.
+
+use super::{Failure, bad};
+use clap::{Parser, Subcommand};
+use lossc::app::batch::Backend;
+use lossc::app::bench::{BenchTargets, Shape};
+use lossc::app::compile::Target;
+use lossc::app::evaluate;
+use lossc::train::TrainSpec;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "lossc", version, about = "Loss functions as text, compiled to fused loss+gradient kernels")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Parse and check .loss files; print each loss with its op count.
+    Check { files: Vec<PathBuf> },
+    /// Print a file's losses simplified, as .loss text.
+    Simplify { file: PathBuf },
+    /// Print each loss with dL/dp and s = p * dL/dp as .loss text.
+    Grad {
+        file: PathBuf,
+        /// Only this loss of the file.
+        #[arg(long)]
+        loss: Option<String>,
+    },
+    /// Evaluate a loss and its logit gradient on a batch given as JSON: {"logits": [[..]],
+    /// "labels": [..], "label_smoothing": a}, or with "targets": [[..]], or "labels",
+    /// "labels_b", "lam".
+    Eval {
+        file: PathBuf,
+        /// The loss to evaluate, when the file has several.
+        #[arg(long)]
+        loss: Option<String>,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, value_enum, default_value_t = Backend::Interp)]
+        backend: Backend,
+    },
+    /// Write the fused kernels of a file's losses: CUDA C, WGSL, Cranelift IR, and a manifest.
+    Compile {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Target::All)]
+        target: Target,
+        /// Output directory (created if missing).
+        #[arg(short, long, default_value = ".")]
+        out: PathBuf,
+        /// Only this loss of the file.
+        #[arg(long)]
+        loss: Option<String>,
+    },
+    /// Train the surrogate CNN with a compiled loss; prints a summary (the full record with
+    /// --json, or into --out).
+    Train {
+        #[arg(long)]
+        loss: PathBuf,
+        /// Which loss of the file (default: its first).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        opts: TrainOpts,
+        /// Also report the final model's test-set accuracy.
+        #[arg(long)]
+        test: bool,
+        /// Threads the convolutions split each batch over (results differ in the last bits
+        /// between thread counts; searches train on one).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Write the JSON record here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the JSON record instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Training throughput of the surrogate: images/s at a batch size, with CE, on random data.
+    BenchTrain {
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+    },
+    /// Regularized evolution over the loss genome, in a resumable store: a run interrupted at
+    /// any point continues where it stopped when started again.
+    Search {
+        #[command(flatten)]
+        store: StoreOpts,
+        #[arg(long, default_value_t = 100)]
+        population: usize,
+        /// Random valid losses trained to pick the first population from.
+        #[arg(long, default_value_t = 1000)]
+        initial: usize,
+        #[arg(long, default_value_t = 20)]
+        tournament: usize,
+        /// Children to train.
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+        /// Hidden nodes of the genome.
+        #[arg(long, default_value_t = 4)]
+        hidden: usize,
+        /// Children generated and trained together (default: the stored run's, else the
+        /// number of workers). The same value reproduces the same search.
+        #[arg(long)]
+        round: Option<usize>,
+        #[command(flatten)]
+        opts: TrainOpts,
+        /// Where the best losses go, as best-1.loss, best-2.loss, ...
+        #[arg(long, default_value = "search-out")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        best: usize,
+    },
+    /// Train random valid losses under several augmentations (--aug a,b,..) and print
+    /// Kendall's tau between their rankings (paper Table 3); resumable like search.
+    Sample {
+        #[command(flatten)]
+        store: StoreOpts,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 4)]
+        hidden: usize,
+        /// The tau over the best k losses (by mean fitness) is printed too.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[command(flatten)]
+        opts: TrainOpts,
+        /// Also write the tau table as CSV here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Train losses under several augmentations, label smoothings (comma-separated lists) and
+    /// seeds; print test accuracy as mean ± std. Runs are kept in the store.
+    Evaluate {
+        /// A .loss file (every loss in it is evaluated); repeat for more.
+        #[arg(long = "loss", required = true)]
+        losses: Vec<PathBuf>,
+        #[command(flatten)]
+        store: StoreOpts,
+        /// Seeds 0..N per combination.
+        #[arg(long, default_value_t = 5)]
+        seeds: usize,
+        #[command(flatten)]
+        opts: TrainOpts,
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// The elimination protocol on a search's results: each --stage KEEP:STEPS:SEEDS retrains
+    /// the best KEEP so far with that budget; the survivors are written as elim-N.loss.
+    Eliminate {
+        #[command(flatten)]
+        store: StoreOpts,
+        #[arg(long = "stage", required = true)]
+        stages: Vec<evaluate::Stage>,
+        #[arg(long, default_value = "eliminate-out")]
+        out: PathBuf,
+    },
+    /// Charts as PNG or SVG (by the output's extension).
+    Plot {
+        #[command(subcommand)]
+        what: PlotCmd,
+    },
+    /// Claim and run training jobs from a store until none are left (to add processes or
+    /// machines to a search, sample or evaluation on the same store).
+    Worker {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Stop after this many seconds without a job.
+        #[arg(long, default_value_t = 10.0)]
+        idle: f64,
+    },
+    /// Pre-screening throughput on one thread (candidates/s), columnar and cached against the
+    /// pointwise interpreter, on random genomes and on mutation chains.
+    BenchScreen {
+        #[arg(long, default_value_t = 20000)]
+        n: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Skip the pointwise baseline and the comparison.
+        #[arg(long)]
+        no_baseline: bool,
+        /// Time the columnar screener this many times, each with a cold cache.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// Time the CUDA kernels on a GPU against the device's copy bandwidth.
+    GpuBench {
+        files: Vec<PathBuf>,
+        #[arg(long, value_delimiter = ',', default_value = "8192x100,65536x1000")]
+        shapes: Vec<Shape>,
+    },
+    /// Time the JIT kernel against the interpreter (and JAX with --jax) on BxC batches.
+    Bench {
+        files: Vec<PathBuf>,
+        #[arg(long, value_delimiter = ',', default_value = "256x10,8192x10,8192x100,65536x1000")]
+        shapes: Vec<Shape>,
+        #[arg(long, value_delimiter = ',', default_value = "labels,dense")]
+        targets: Vec<BenchTargets>,
+        /// Threads for the kernel (0: by batch size).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Also time jax.jit(jax.value_and_grad(...)) on one thread (bench/jax_baseline.sh).
+        #[arg(long)]
+        jax: bool,
+        /// With --jax: this many rounds alternating JAX and lossc after the table.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Only the compile times (bench/first_compile.sh runs this once per loss).
+        #[arg(long)]
+        compile_only: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PlotCmd {
+    /// L(1, p) of each loss of the files, raw and normalised, with cross-entropy.
+    Phenotype {
+        files: Vec<PathBuf>,
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Leave cross-entropy out.
+        #[arg(long)]
+        no_ce: bool,
+    },
+    /// The surface L(y, p) over [0, 1]^2 of one loss.
+    Surface {
+        file: PathBuf,
+        #[arg(long)]
+        loss: Option<String>,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Fitness under two augmentations for every loss of a `lossc sample` run (paper Figure 3).
+    Scatter {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long, default_value = "sample")]
+        run: String,
+        #[arg(long)]
+        x: String,
+        #[arg(long)]
+        y: String,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+}
+
+/// Where a search, sample or evaluation keeps its state.
+#[derive(clap::Args)]
+pub struct StoreOpts {
+    /// The SQLite store (created if missing; an existing run in it is resumed).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// The run's name in the store.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Worker threads training in this process (0: only `lossc worker` processes train).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+}
+
+/// How each loss is trained (see `lossc::train::TrainSpec`).
+#[derive(clap::Args)]
+pub struct TrainOpts {
+    /// fashion-mnist, fashion-mnist:DIR, cifar10:DIR or cifar100:DIR.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: String,
+    /// base, cutout, mixup, randaug or all.
+    #[arg(long, default_value = "base")]
+    pub aug: String,
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub label_smoothing: Vec<f64>,
+    /// adam or sgd (Nesterov 0.9).
+    #[arg(long, default_value = "adam")]
+    pub optimizer: String,
+    /// Peak learning rate of the one-cycle schedule (default 1e-3 for Adam, 0.1 for SGD).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Warm-up steps (default: min(1000, steps / 5)).
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Channel multiplier of the surrogate (1: 8/16/32 channels).
+    #[arg(long, default_value_t = 1)]
+    pub width: usize,
+    #[arg(long, default_value_t = 200)]
+    pub eval_every: usize,
+    /// Validation images held out from the end of the training set (the paper: 5,000).
+    #[arg(long, default_value_t = 5000)]
+    pub val: usize,
+    /// The early stop: at this step (default min(800, steps / 2)) a training accuracy below
+    /// --gate-accuracy scores 0.
+    #[arg(long)]
+    pub gate_step: Option<usize>,
+    /// Default 0.35, except for evaluate: 0 (no gate).
+    #[arg(long)]
+    pub gate_accuracy: Option<f64>,
+}
+
+impl TrainOpts {
+    /// The spec, with the first augmentation and label smoothing of a list.
+    pub fn spec(&self) -> TrainSpec {
+        TrainSpec {
+            data: self.data.clone(),
+            aug: self.augs().first().cloned().unwrap_or_default(),
+            steps: self.steps,
+            batch: self.batch,
+            seed: self.seed,
+            label_smoothing: self.label_smoothing.first().copied().unwrap_or(0.0),
+            optimizer: self.optimizer.clone(),
+            lr: self.lr,
+            warmup: self.warmup,
+            weight_decay: self.weight_decay,
+            width: self.width,
+            eval_every: self.eval_every,
+            val: self.val,
+            gate_step: self.gate_step,
+            gate_accuracy: self.gate_accuracy.unwrap_or(0.35),
+            test: false,
+        }
+    }
+
+    pub fn augs(&self) -> Vec<String> {
+        self.aug.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect()
+    }
+
+    /// train and search take one augmentation and one label smoothing.
+    pub fn single(&self) -> Result<TrainSpec, Failure> {
+        if self.aug.contains(',') || self.label_smoothing.len() != 1 {
+            return Err(bad("--aug and --label-smoothing take one value here (lists are for evaluate and sample)"));
+        }
+        let spec = self.spec();
+        spec.config()?;
+        Ok(spec)
+    }
+}

@@ -1,0 +1,367 @@
+//! Each command: a library call, and what it prints.
+
+use super::args::{PlotCmd, StoreOpts, TrainOpts};
+use super::{Failure, bad, load, losses_of, pick, read};
+use lossc::app::batch::{Backend, Batch};
+use lossc::app::bench::{self, BenchLoss, BenchTargets, KernelBench, Shape};
+use lossc::app::compile::Target;
+use lossc::app::{evaluate, plot, report};
+use lossc::ir::{Graph, print};
+use lossc::passes::{fuse, simplify::simplify};
+use lossc::search::{evolution::Settings, run as srun, screen::Stages, store::Store};
+use lossc::train::TrainSpec;
+use std::path::{Path, PathBuf};
+
+pub fn check(files: &[PathBuf]) -> Result<(), Failure> {
+    if files.is_empty() {
+        return Err(bad("no files given"));
+    }
+    let mut failed = false;
+    for f in files {
+        match load(f) {
+            Ok((g, _)) => {
+                let simple = simplify(&g);
+                let ops = |g: &Graph, n: &str| g.extract(n).expect("outputs exist").op_count();
+                let losses: Vec<String> = g
+                    .outputs
+                    .iter()
+                    .map(|(n, _)| format!("{n} ({} ops, {} simplified)", ops(&g, n), ops(&simple, n)))
+                    .collect();
+                println!("{}: ok: {}", f.display(), losses.join(", "));
+            }
+            Err(e) => {
+                eprintln!("{}", e.message);
+                failed = true;
+            }
+        }
+    }
+    if failed { Err(Failure { code: 2, message: String::new() }) } else { Ok(()) }
+}
+
+pub fn simplify_file(file: &Path) -> Result<(), Failure> {
+    let (g, _) = load(file)?;
+    print!("{}", print::to_text(&simplify(&g)));
+    Ok(())
+}
+
+pub fn gpu_bench(files: &[PathBuf], shapes: &[Shape]) -> Result<(), Failure> {
+    let losses: Vec<(String, fuse::Fused)> =
+        losses_of(files)?.into_iter().map(|(n, g)| (n.clone(), fuse::fuse(&g, &n).expect("one output"))).collect();
+    Ok(bench::gpu(&losses, shapes, &mut |l| println!("{l}"))?)
+}
+
+pub fn grad(file: &Path, loss: Option<&str>) -> Result<(), Failure> {
+    let (g, _) = load(file)?;
+    for name in pick(&g, loss)? {
+        let mut d = fuse::derivatives(&g, &name).expect("picked names exist");
+        for (out, suffix) in d.outputs.iter_mut().zip(["", "_dL_dp", "_s"]) {
+            out.0 = format!("{name}{suffix}");
+        }
+        println!("# {name}: dL/dz_j = (s_j - p_j * sum_c s_c) / B, with s = {name}_s");
+        print!("{}", print::to_text(&d));
+    }
+    Ok(())
+}
+
+pub fn eval(file: &Path, loss: Option<&str>, input: &Path, backend: Backend) -> Result<(), Failure> {
+    let (g, _) = load(file)?;
+    let names = pick(&g, loss)?;
+    if names.len() != 1 {
+        return Err(bad(format!(
+            "{} defines several losses ({}); choose one with --loss",
+            file.display(),
+            names.join(", ")
+        )));
+    }
+    let in_file = |e: lossc::app::batch::BatchError| {
+        let f = Failure::from(e);
+        Failure { message: f.message.replacen("error: ", &format!("error: {}: ", input.display()), 1), ..f }
+    };
+    let batch = Batch::parse(&read(input)?).map_err(in_file)?;
+    let out = batch.run(&fuse::fuse(&g, &names[0]).expect("picked"), backend).map_err(in_file)?;
+    let grad: Vec<&[f64]> = out.grad.chunks(batch.classes).collect();
+    println!("{}", serde_json::json!({ "loss": out.loss, "row_loss": out.row_loss, "grad_logits": grad }));
+    Ok(())
+}
+
+pub fn compile(file: &Path, target: Target, out: &Path, loss: Option<&str>) -> Result<(), Failure> {
+    let (g, src) = load(file)?;
+    let names = pick(&g, loss)?;
+    for w in lossc::app::compile::write(&g, &names, file, &src, target, out)? {
+        println!("{} {}", if w.replaced { "replaced" } else { "wrote" }, w.path.display());
+    }
+    Ok(())
+}
+
+/// A progress bar over training steps.
+pub fn step_bar(steps: usize) -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]");
+    indicatif::ProgressBar::new(steps as u64).with_style(style.expect("static template"))
+}
+
+pub fn train(
+    file: &Path,
+    name: Option<&str>,
+    o: &TrainOpts,
+    test: bool,
+    threads: usize,
+    out: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
+    let (g, _) = load(file)?;
+    let name = pick(&g, name)?.remove(0);
+    let spec = TrainSpec { test, ..o.single()? };
+    let lr = spec.config()?.lr;
+    let data = lossc::train::load_data(&spec.data, spec.val)?;
+    lossc_runtime::layers::set_threads(threads.max(1));
+    let bar = step_bar(o.steps);
+    let only = g.extract(&name).expect("picked names exist");
+    let metrics = lossc::train::train(&only, &spec, &data, &mut |p| {
+        bar.set_position(p.step as u64);
+        bar.set_message(format!("loss {:.4}  best val acc {:.4}", p.loss, p.best_validation_accuracy));
+    })?;
+    bar.finish_and_clear();
+    let record = serde_json::json!({ "loss": name, "file": file.display().to_string(), "spec": spec, "lr": lr, "metrics": metrics });
+    let text = serde_json::to_string_pretty(&record).expect("json");
+    if let Some(path) = out {
+        std::fs::write(path, &text).map_err(|e| bad(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if json {
+        println!("{text}");
+    } else {
+        println!("{}", lossc::train::summary(&name, &metrics));
+    }
+    Ok(())
+}
+
+pub fn bench_train(threads: usize, batch: usize, steps: usize) -> Result<(), Failure> {
+    let rate = bench::train_throughput(threads, batch, steps)?;
+    println!("surrogate ResNet9v2 (width 1), batch {batch}, {} thread(s): {rate:.0} images/s", threads.max(1));
+    Ok(())
+}
+
+/// A bar that follows a search's or sample's phases.
+pub fn phase_bar() -> impl FnMut(&srun::Progress) {
+    let style = indicatif::ProgressStyle::with_template("{prefix:>8} {bar:30} {pos}/{len}  {msg}  [{elapsed} < {eta}]");
+    let bar = indicatif::ProgressBar::new(0).with_style(style.expect("static template"));
+    let mut phase = "";
+    move |p: &srun::Progress| {
+        if p.phase != phase {
+            phase = p.phase;
+            bar.reset();
+            bar.set_prefix(p.phase);
+            bar.set_length(p.total as u64);
+        }
+        bar.set_position(p.done as u64);
+        bar.set_message(format!("best fitness {:.4}", p.best));
+        if p.done >= p.total && p.phase != "initial" {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub fn search(
+    store: &StoreOpts,
+    mut settings: Settings,
+    round: Option<usize>,
+    o: &TrainOpts,
+    out: &Path,
+    best: usize,
+) -> Result<(), Failure> {
+    let spec = o.single()?;
+    if settings.population == 0 || settings.initial < settings.population || settings.tournament == 0 {
+        return Err(bad("need --population > 0, --initial >= --population and --tournament > 0"));
+    }
+    if settings.hidden == 0 {
+        return Err(bad("--hidden must be positive"));
+    }
+    let run = store.run.clone().unwrap_or_else(|| "search".into());
+    // Without --round, a resumed run keeps its round size (so --workers may change).
+    settings.round = round.or_else(|| srun::stored_round(&store.db, &run)).unwrap_or(store.workers).max(1);
+    srun::check_out_dir(out, "best-", srun::MARK)?;
+    let settings = srun::SearchSettings { evolution: settings, spec };
+    let report = srun::search(&store.db, &run, &settings, store.workers, &mut phase_bar())?;
+    let db = Store::open(&store.db)?;
+    let (done, attempts) = db.counts()?;
+    let resumed = if report.resumed { " (resumed)" } else { "" };
+    println!(
+        "search `{run}` in {}{resumed}: {} children, {done} trainings stored ({attempts} attempts), {} run by this process",
+        store.db.display(),
+        report.children,
+        report.trained_here
+    );
+    println!("population (oldest first):");
+    for m in &report.population {
+        println!("  c{:<6} fitness {:.4}  {}", m.seq, m.fitness, m.screened.key);
+    }
+    if let Some(b) = &report.best {
+        println!("best: c{} fitness {:.4}  {}", b.seq, b.fitness, b.screened.key);
+    }
+    for p in srun::write_best(&db, &run, out, best)? {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+pub fn sample(
+    store: &StoreOpts,
+    n: usize,
+    hidden: usize,
+    top: usize,
+    o: &TrainOpts,
+    csv: Option<&Path>,
+) -> Result<(), Failure> {
+    let augs = o.augs();
+    if augs.len() < 2 || n < 2 || hidden == 0 {
+        return Err(bad("sample needs --n >= 2, --hidden > 0 and at least two augmentations in --aug a,b"));
+    }
+    let run = store.run.clone().unwrap_or_else(|| "sample".into());
+    let settings = srun::SampleSettings { n, hidden, seed: o.seed, augs, spec: o.spec() };
+    let table = srun::sample(&store.db, &run, &settings, store.workers, &mut phase_bar())?;
+    let r = report::TauReport::new(&table, top);
+    print!("{}", r.markdown());
+    if let Some(path) = csv {
+        std::fs::write(path, r.csv()).map_err(|e| bad(format!("cannot write {}: {e}", path.display())))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
+
+pub fn worker(db: &Path, workers: usize, idle: f64) -> Result<(), Failure> {
+    if workers == 0 || !idle.is_finite() || idle < 0.0 {
+        return Err(bad("--workers must be positive and --idle a number of seconds"));
+    }
+    let ran = srun::work_here(db, workers, std::time::Duration::from_secs_f64(idle))?;
+    println!("{ran} training job(s) run from {}", db.display());
+    Ok(())
+}
+
+pub fn evaluate(
+    files: &[PathBuf],
+    store: &StoreOpts,
+    seeds: usize,
+    o: &TrainOpts,
+    csv: Option<&Path>,
+) -> Result<(), Failure> {
+    let augs = o.augs();
+    if augs.is_empty() || seeds == 0 {
+        return Err(bad("evaluate needs --seeds > 0 and at least one --aug"));
+    }
+    // Evaluation reports what a loss reaches: no accuracy gate unless asked for.
+    let base = TrainSpec { gate_accuracy: o.gate_accuracy.unwrap_or(0.0), ..o.spec() };
+    let losses: Vec<evaluate::Loss> =
+        losses_of(files)?.iter().map(|(n, g)| evaluate::Loss::new(n, g).expect("one output")).collect();
+    let grid = evaluate::Grid { augs: &augs, smoothings: &o.label_smoothing, seeds };
+    let table = evaluate::evaluate(&store.db, &losses, grid, &base, store.workers, &mut phase_bar())?;
+    println!("{} steps, {} seed(s) each, data {}:\n", base.steps, seeds, base.data);
+    print!("{}", table.markdown());
+    if let Some(path) = csv {
+        std::fs::write(path, table.csv()).map_err(|e| bad(format!("cannot write {}: {e}", path.display())))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
+
+pub fn eliminate(store: &StoreOpts, stages: &[evaluate::Stage], out: &Path) -> Result<(), Failure> {
+    let run = store.run.clone().unwrap_or_else(|| "search".into());
+    let bar = std::cell::RefCell::new(phase_bar());
+    let e = evaluate::eliminate_run(&store.db, &run, stages, store.workers, out, &mut |_, p| (bar.borrow_mut())(p))?;
+    println!("{} trained candidates in run `{run}`", e.candidates);
+    for (st, r) in stages.iter().zip(&e.rankings) {
+        println!(
+            "\nstage: best {} retrained for {} steps, {} seed(s) (mean best validation accuracy):",
+            st.keep, st.steps, st.seeds
+        );
+        for (i, (l, mean, v)) in r.iter().enumerate() {
+            let vals: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
+            println!("  {:>3}. {:<8} {mean:.4}  [{}]  {}", i + 1, l.name, vals.join(" "), l.key);
+        }
+    }
+    e.written.iter().for_each(|p| println!("wrote {}", p.display()));
+    Ok(())
+}
+
+pub fn plot(what: PlotCmd) -> Result<(), Failure> {
+    let out = match what {
+        PlotCmd::Phenotype { files, out, no_ce } => {
+            let mut losses = losses_of(&files)?;
+            if !no_ce && !losses.iter().any(|(n, _)| n == "ce") {
+                losses.push(("ce".into(), lossc::syntax::parse("loss ce = -y * ln(p);").expect("valid")));
+            }
+            plot::phenotype(&losses, &out)?;
+            out
+        }
+        PlotCmd::Surface { file, loss, out } => {
+            let (g, _) = load(&file)?;
+            let name = pick(&g, loss.as_deref())?.remove(0);
+            plot::surface(&name, &g.extract(&name).expect("picked"), &out)?;
+            out
+        }
+        PlotCmd::Scatter { db, run, x, y, out } => {
+            plot::check_path(&out)?;
+            let points = plot::sample_points(&db, &run, &x, &y)?;
+            let title = format!("{} losses of `{run}`: best validation accuracy", points.len());
+            plot::scatter(&points, &x, &y, &title, &out)?;
+            out
+        }
+    };
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+pub fn bench_screen(n: usize, seed: u64, no_baseline: bool, rounds: usize) {
+    println!("host: {}; one thread; from genome to verdict", bench::host());
+    for (label, mutants) in [("random genomes", false), ("mutation chains", true)] {
+        let b = bench::screen_throughput(n, seed, mutants, !no_baseline, rounds);
+        let (rate, lo, hi) = b.columnar;
+        let baseline = match no_baseline {
+            true => String::new(),
+            false => format!(
+                ", pointwise {:.0}/s ({:.1}x); {} verdicts differ",
+                b.pointwise_per_second,
+                rate / b.pointwise_per_second,
+                b.disagreements
+            ),
+        };
+        let spread =
+            if b.rounds == 1 { String::new() } else { format!(" (median of {} rounds, {lo:.0}-{hi:.0})", b.rounds) };
+        println!(
+            "{label:>16}: {} candidates, {} accepted; columnar {rate:.0}/s{spread}{baseline}",
+            b.candidates, b.accepted
+        );
+        let per = |ns: u64| ns as f64 / 1e3 / b.candidates as f64;
+        let parts: Vec<String> =
+            (0..5).map(|i| format!("{} {:.1}", Stages::NAMES[i], per(b.stages.nanos[i]))).collect();
+        println!("{:>16}  us per candidate: {}", "", parts.join(" + "));
+        let parts: Vec<String> = b.rejections.iter().map(|(r, k)| format!("{r:?} {k}")).collect();
+        println!("{:>16}  rejected: {}", "", parts.join(", "));
+    }
+}
+
+pub fn bench_kernels(
+    files: &[PathBuf],
+    shapes: &[Shape],
+    kinds: &[BenchTargets],
+    threads: usize,
+    jax_rounds: Option<usize>,
+    compile_only: bool,
+) -> Result<(), Failure> {
+    if files.is_empty() {
+        return Err(bad("no .loss files given"));
+    }
+    // The process's first compile, before anything else has run the parser, the passes or
+    // Cranelift (a file that does not parse is reported below).
+    let cold = std::fs::read_to_string(&files[0])
+        .ok()
+        .and_then(|src| bench::compile_time(&src, None, 100, lossc::backend::jit::Tier::Quick).ok());
+    let mut losses = Vec::new();
+    for f in files {
+        let (g, source) = load(f)?;
+        for (name, _) in &g.outputs {
+            let fused = fuse::fuse(&g, name).expect("output exists");
+            losses.push(BenchLoss { name: name.clone(), source: source.clone(), fused });
+        }
+    }
+    let b = KernelBench { losses: &losses, shapes, kinds, threads, jax_rounds, compile_only, cold };
+    Ok(b.run(&mut |line| println!("{line}"))?)
+}

@@ -1,0 +1,113 @@
+//! The `lossc` command line: parses options, calls the library, prints. The only code that
+//! prints or exits; every command's work is a library call (see `lossc::app`).
+
+mod args;
+mod commands;
+
+use args::{Cli, Cmd};
+use clap::Parser;
+use commands::*;
+use lossc::error::{Blame, Classify};
+use lossc::ir::Graph;
+use lossc::search::evolution::Settings;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// A message and the exit code it maps to: 2 for bad input, 1 otherwise.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn bad(message: impl std::fmt::Display) -> Failure {
+    Failure { code: 2, message: format!("error: {message}") }
+}
+
+impl<E: Classify> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        let code = if e.blame() == Blame::Input { 2 } else { 1 };
+        Failure { code, message: format!("error: {e}") }
+    }
+}
+
+fn main() -> ExitCode {
+    // Output piped into a reader that stops early (`lossc compile a2.loss | head`) ends the
+    // process quietly, as other tools do; Rust would otherwise panic on the closed pipe.
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let result = match Cli::parse().cmd {
+        Cmd::Check { files } => check(&files),
+        Cmd::Simplify { file } => simplify_file(&file),
+        Cmd::Grad { file, loss } => grad(&file, loss.as_deref()),
+        Cmd::Eval { file, loss, input, backend } => eval(&file, loss.as_deref(), &input, backend),
+        Cmd::Compile { file, target, out, loss } => compile(&file, target, &out, loss.as_deref()),
+        Cmd::Train { loss, name, opts, test, threads, out, json } => {
+            train(&loss, name.as_deref(), &opts, test, threads, out.as_deref(), json)
+        }
+        Cmd::BenchTrain { threads, batch, steps } => bench_train(threads, batch, steps),
+        Cmd::Search { store, population, initial, tournament, iterations, hidden, round, opts, out, best } => {
+            let settings = Settings { population, initial, tournament, iterations, hidden, seed: opts.seed, round: 0 };
+            search(&store, settings, round, &opts, &out, best)
+        }
+        Cmd::Sample { store, n, hidden, top, opts, csv } => sample(&store, n, hidden, top, &opts, csv.as_deref()),
+        Cmd::Evaluate { losses, store, seeds, opts, csv } => evaluate(&losses, &store, seeds, &opts, csv.as_deref()),
+        Cmd::Eliminate { store, stages, out } => eliminate(&store, &stages, &out),
+        Cmd::Plot { what } => plot(what),
+        Cmd::Worker { db, workers, idle } => worker(&db, workers, idle),
+        Cmd::BenchScreen { n, seed, no_baseline, rounds } => {
+            bench_screen(n, seed, no_baseline, rounds);
+            Ok(())
+        }
+        Cmd::GpuBench { files, shapes } => gpu_bench(&files, &shapes),
+        Cmd::Bench { files, shapes, targets, threads, jax, rounds, compile_only } => {
+            bench_kernels(&files, &shapes, &targets, threads, jax.then_some(rounds), compile_only)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("{}", f.message);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Parses a file, rendering any diagnostic against its text; returns the module and the text.
+fn load(path: &Path) -> Result<(Graph, String), Failure> {
+    let src = read(path)?;
+    let g = lossc::syntax::parse(&src).map_err(|d| {
+        let rendered = d.render(&path.display().to_string(), &src, std::io::stderr().is_terminal());
+        Failure { code: 2, message: rendered.trim_end().to_string() }
+    })?;
+    Ok((g, src))
+}
+
+/// The names of the losses to work on: one named, or all.
+fn pick(g: &Graph, loss: Option<&str>) -> Result<Vec<String>, Failure> {
+    let names: Vec<String> = g.outputs.iter().map(|(n, _)| n.clone()).collect();
+    match loss {
+        None => Ok(names),
+        Some(l) if names.iter().any(|n| n == l) => Ok(vec![l.to_string()]),
+        Some(l) => Err(bad(format!("no loss `{l}` in this file (it has: {})", names.join(", ")))),
+    }
+}
+
+/// Every loss of each file, by name.
+fn losses_of(files: &[PathBuf]) -> Result<Vec<(String, Graph)>, Failure> {
+    let mut out = Vec::new();
+    for f in files {
+        let (g, _) = load(f)?;
+        out.extend(g.outputs.iter().map(|(n, _)| (n.clone(), g.extract(n).expect("outputs exist"))));
+    }
+    Ok(out)
+}

@@ -1,0 +1,66 @@
+//! The compiled loss meets the training runtime: a training run's settings ([`TrainSpec`]),
+//! the data sets it names, and the fused loss as the runtime's loss function, through the JIT
+//! kernel. Searches, samples and evaluations all train through [`train`].
+
+mod data;
+mod loss;
+mod spec;
+
+pub use data::{DataError, Splits, load_data};
+pub use loss::JitLoss;
+pub use spec::{MAX_BATCH, SpecError, TrainSpec};
+
+use crate::ir::Graph;
+use crate::passes::fuse;
+use lossc_runtime::train::{Metrics, Progress};
+
+/// Why a training could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("the loss text does not parse: {0}")]
+    Parse(String),
+    #[error("the graph has no loss")]
+    NoLoss,
+}
+crate::error::classify!(TrainError, input: [Spec, Parse, NoLoss]);
+
+/// Trains the surrogate with the first loss of `g` under `spec`.
+pub fn train(
+    g: &Graph,
+    spec: &TrainSpec,
+    data: &Splits,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Metrics, TrainError> {
+    let cfg = spec.config()?;
+    let name = &g.outputs.first().ok_or(TrainError::NoLoss)?.0;
+    let loss = JitLoss::new(fuse::fuse(g, name).expect("the name is an output"));
+    let (train, val, test) = data;
+    Ok(lossc_runtime::train::train_and_test(&loss, train, val, spec.test.then_some(test), &cfg, progress))
+}
+
+/// [`train`] on the first loss of a `.loss` text (a stored training job).
+pub fn train_text(
+    text: &str,
+    spec: &TrainSpec,
+    data: &Splits,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Metrics, TrainError> {
+    let g = crate::syntax::parse(text).map_err(|d| TrainError::Parse(d.message))?;
+    train(&g, spec, data, progress)
+}
+
+/// A training's result in a few lines, for a person at a terminal: the best validation
+/// accuracy and fitness, the test accuracy when measured, an early stop and why, and the speed.
+pub fn summary(name: &str, m: &Metrics) -> String {
+    let mut s = format!("{name}: best validation accuracy {:.4}, fitness {:.4}", m.best_validation_accuracy, m.fitness);
+    if let Some(t) = m.test_accuracy {
+        s += &format!(", test accuracy {t:.4}");
+    }
+    if let Some(why) = &m.stopped {
+        s += &format!("\nstopped early: {why} (fitness 0)");
+    }
+    s += &format!("\n{} steps in {:.1} s, {:.0} images/s", m.steps, m.wall_seconds, m.images_per_second);
+    s
+}

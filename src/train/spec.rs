@@ -1,0 +1,128 @@
+//! [`TrainSpec`]: everything one training run is determined by apart from the loss.
+
+/// Everything one training run is determined by, apart from the loss: what `lossc train`
+/// takes as options, what a search stores with each job, and the cache key of a result
+/// (two runs with equal specs and equal losses give equal metrics).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainSpec {
+    /// `fashion-mnist[:DIR]`, `cifar10:DIR` or `cifar100:DIR`.
+    pub data: String,
+    /// base, cutout, mixup, randaug or all.
+    pub aug: String,
+    pub steps: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub label_smoothing: f64,
+    /// adam or sgd.
+    pub optimizer: String,
+    /// Peak learning rate (None: 1e-3 for Adam, 0.1 for SGD).
+    pub lr: Option<f32>,
+    /// Warm-up steps (None: min(1000, steps / 5)).
+    pub warmup: Option<usize>,
+    pub weight_decay: f32,
+    pub width: usize,
+    pub eval_every: usize,
+    /// Validation images: the last `val` of the training set are held out (the paper: 5,000).
+    pub val: usize,
+    /// The early-stop gate: at this step (None: min(800, steps / 2)) a training accuracy
+    /// below `gate_accuracy` scores 0.
+    pub gate_step: Option<usize>,
+    pub gate_accuracy: f64,
+    /// Also report the test set's accuracy (evaluation runs; the search never looks at it).
+    pub test: bool,
+}
+
+impl Default for TrainSpec {
+    fn default() -> TrainSpec {
+        TrainSpec {
+            data: "fashion-mnist".into(),
+            aug: "base".into(),
+            steps: 1000,
+            batch: 128,
+            seed: 0,
+            label_smoothing: 0.0,
+            optimizer: "adam".into(),
+            lr: None,
+            warmup: None,
+            weight_decay: 0.0,
+            width: 1,
+            eval_every: 200,
+            val: 5000,
+            gate_step: None,
+            gate_accuracy: 0.35,
+            test: false,
+        }
+    }
+}
+
+/// The largest batch a spec may ask for: the surrogate's activations take about 0.35 MB an
+/// image, so this is about 1.5 GB, where a typo (`70000`) would exhaust the machine's memory.
+pub const MAX_BATCH: usize = 4096;
+
+/// What is wrong with a [`TrainSpec`]; each names the setting, never a command-line flag.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("augmentation `{0}`: expected base, cutout, mixup, randaug or all")]
+    Augmentation(String),
+    #[error("optimizer `{0}`: expected adam or sgd")]
+    Optimizer(String),
+    #[error("{0} must be positive")]
+    NotPositive(&'static str),
+    #[error("{setting} {value}: expected {expected}")]
+    OutOfRange { setting: &'static str, value: f64, expected: &'static str },
+    #[error("batch {0}: at most {MAX_BATCH} images")]
+    BatchTooLarge(usize),
+}
+crate::error::classify!(SpecError, input: [Augmentation, Optimizer, NotPositive, OutOfRange, BatchTooLarge]);
+
+impl TrainSpec {
+    /// The runtime's configuration, or what is wrong with the spec.
+    pub fn config(&self) -> Result<lossc_runtime::train::Config, SpecError> {
+        use lossc_runtime::augment::{Augment, Technique};
+        use lossc_runtime::optim::Optimizer;
+        let technique = Technique::parse(&self.aug).ok_or_else(|| SpecError::Augmentation(self.aug.clone()))?;
+        let optimizer = match self.optimizer.as_str() {
+            "adam" => Optimizer::Adam,
+            "sgd" => Optimizer::Sgd,
+            other => return Err(SpecError::Optimizer(other.to_string())),
+        };
+        for (setting, v) in [("steps", self.steps), ("batch", self.batch), ("width", self.width), ("val", self.val)] {
+            if v == 0 {
+                return Err(SpecError::NotPositive(setting));
+            }
+        }
+        if self.batch > MAX_BATCH {
+            return Err(SpecError::BatchTooLarge(self.batch));
+        }
+        let range = |setting, value: f64, ok: bool, expected| {
+            if ok { Ok(()) } else { Err(SpecError::OutOfRange { setting, value, expected }) }
+        };
+        let unit = |x: f64| (0.0..=1.0).contains(&x);
+        range("gate accuracy", self.gate_accuracy, unit(self.gate_accuracy), "a value in [0, 1]")?;
+        range("label smoothing", self.label_smoothing, unit(self.label_smoothing), "a value in [0, 1]")?;
+        if let Some(lr) = self.lr {
+            let lr = lr as f64;
+            range("learning rate", lr, lr.is_finite() && lr > 0.0, "a finite value above 0")?;
+        }
+        let wd = self.weight_decay as f64;
+        range("weight decay", wd, wd.is_finite() && wd >= 0.0, "a finite value >= 0")?;
+        let mut cfg = lossc_runtime::train::Config::new(self.steps, Augment::new(technique));
+        cfg.batch = self.batch;
+        cfg.seed = self.seed;
+        cfg.label_smoothing = self.label_smoothing;
+        cfg.optimizer = optimizer;
+        cfg.lr = self.lr.unwrap_or(if optimizer == Optimizer::Adam { 1e-3 } else { 0.1 });
+        cfg.warmup = self.warmup.unwrap_or(cfg.warmup).max(1);
+        cfg.weight_decay = self.weight_decay;
+        cfg.width = self.width;
+        cfg.eval_every = self.eval_every.max(1);
+        cfg.gate_step = self.gate_step.unwrap_or(cfg.gate_step).max(1);
+        cfg.gate_accuracy = self.gate_accuracy;
+        Ok(cfg)
+    }
+
+    /// The spec as one line of JSON: the cache key of its results.
+    pub fn key(&self) -> String {
+        serde_json::to_string(self).expect("plain data")
+    }
+}
