@@ -196,6 +196,41 @@ pub fn log1p<M: Vm>(m: &mut M, u: M::V) -> M::V {
     m.select(is_inf, inf, r)
 }
 
+/// `|x| + eps`: the argument of the guarded logs.
+#[inline(always)]
+pub fn guarded<M: Vm>(m: &mut M, x: M::V, eps: f32) -> M::V {
+    let a = m.abs(x);
+    let e = m.c(eps);
+    m.add(a, e)
+}
+
+/// `1 / (1 + |x|)`.
+#[inline(always)]
+pub fn inv1p_abs<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let one = m.c(1.0);
+    let a = m.abs(x);
+    let d = m.add(one, a);
+    m.div(one, d)
+}
+
+/// `x / (1 + |x|)`.
+#[inline(always)]
+pub fn softsign<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let one = m.c(1.0);
+    let a = m.abs(x);
+    let d = m.add(one, a);
+    m.div(x, d)
+}
+
+/// The guarded reciprocal `1 / (x + eps)`.
+#[inline(always)]
+pub fn recip<M: Vm>(m: &mut M, x: M::V, eps: f32) -> M::V {
+    let one = m.c(1.0);
+    let e = m.c(eps);
+    let d = m.add(x, e);
+    m.div(one, d)
+}
+
 /// `1 / (1 + e^-x)`.
 #[inline(always)]
 pub fn sigmoid<M: Vm>(m: &mut M, x: M::V) -> M::V {

@@ -6,6 +6,7 @@
 
 use lossc::backend::mathlib::Scalar;
 use lossc::backend::vm;
+use lossc::ir::op::Accuracy;
 use lossc::ir::{BinOp, UnOp};
 
 /// The guard as the kernels hold it (1e-7 rounded to f32), so the table measures the routines,
@@ -47,55 +48,49 @@ fn max_error(op: UnOp, max: f64, floor: f64) -> (f64, f64) {
     worst
 }
 
-/// (op, domain |x| <= max, floor, bound): the error is |f32 - f64| / max(|f64|, floor). The
-/// floor makes it absolute error where the function crosses 0 away from x = 0 (sin, cos: 1e-3;
-/// bessel_i1e_d, which crosses 0 near x = 1.5 and peaks at 0.5: 0.5;
-/// the guarded logs near x = 1 - eps, where rounding `|x| + eps` to f32 dominates: 1) and
-/// ignores results below 1e-30, near the end of f32's range.
-const TABLE: &[(UnOp, f64, f64, f64)] = &[
-    (UnOp::Exp, 88.0, 1e-30, 3e-7),
-    (UnOp::Ln, 1e30, 1.0, 3e-7),
-    (UnOp::LnRaw, 1e30, 1e-30, 3e-7),
-    (UnOp::Log10, 1e30, 1.0, 3e-7),
-    (UnOp::Sigmoid, 1e3, 1e-30, 3e-7),
-    (UnOp::Dsigmoid, 1e3, 1e-30, 4e-7),
-    (UnOp::Softplus, 1e30, 1e-30, 3e-7),
-    (UnOp::Tanh, 1e30, 1e-30, 3e-7),
-    (UnOp::Dtanh, 1e3, 1e-30, 4e-7),
-    (UnOp::Sinh, 89.0, 1e-30, 3e-7),
-    (UnOp::Cosh, 89.0, 1e-30, 3e-7),
-    (UnOp::Asinh, 1e30, 1e-30, 3e-7),
-    (UnOp::Atan, 1e30, 1e-30, 3e-7),
-    (UnOp::Sin, 8192.0, 1e-3, 3e-7),
-    (UnOp::Cos, 8192.0, 1e-3, 3e-7),
-    (UnOp::Erf, 1e30, 1e-30, 3e-7),
-    (UnOp::Erfc, 1e30, 1e-30, 1e-6),
-    (UnOp::BesselI0, 91.0, 1e-30, 5e-7),
-    (UnOp::BesselI0e, 1e30, 1e-30, 5e-7),
-    (UnOp::BesselI1, 91.0, 1e-30, 6e-7),
-    (UnOp::BesselI1e, 1e30, 1e-30, 5e-7),
-    (UnOp::BesselI1x, 91.0, 1e-30, 6e-7),
-    (UnOp::BesselI1ex, 1e30, 1e-30, 5e-7),
-    (UnOp::BesselI0eD, 1e30, 1e-30, 5e-7),
-    (UnOp::BesselI1eD, 1e30, 0.5, 5e-7),
-    (UnOp::Sqrt, 1e30, 1e-30, 1e-7),
-    (UnOp::Recip, 1e30, 1e-30, 2e-7),
-    (UnOp::Softsign, 1e30, 1e-30, 2e-7),
-    (UnOp::Inv1pAbs, 1e30, 1e-30, 2e-7),
-];
-
+/// Every unary op against its row's bound (`UnOp::accuracy`): exact ops give the f64 reference
+/// rounded to f32 bit for bit; the others stay within their relative error over their domain.
 #[test]
 fn every_routine_is_within_its_published_bound() {
     let mut failures = Vec::new();
     println!("| routine | domain | max error | at x | bound |");
-    for &(op, max, floor, bound) in TABLE {
-        let (err, at) = max_error(op, max, floor);
-        println!("| {} | abs(x) <= {max:e} | {err:.2e} | {at:.4e} | {bound:.0e} |", op.name());
-        if err.is_nan() || err > bound {
-            failures.push(format!("{}: {err:e} at {at:e} > {bound:e}", op.name()));
+    for &op in UnOp::ALL {
+        match op.accuracy() {
+            Accuracy::Exact => {
+                for x in samples(1e30).into_iter().chain([f64::INFINITY, f64::NEG_INFINITY, f64::NAN]) {
+                    let want = op.eval(x, EPS) as f32;
+                    let got = vm::unary(&mut Scalar, op, x as f32, EPS as f32);
+                    if got.to_bits() != want.to_bits() && !(got.is_nan() && want.is_nan()) {
+                        failures.push(format!("{}({x:e}) = {got:e}, not {want:e} exactly", op.name()));
+                        break;
+                    }
+                }
+            }
+            Accuracy::Within { domain, floor, bound } => {
+                let (err, at) = max_error(op, domain, floor);
+                println!("| {} | abs(x) <= {domain:e} | {err:.2e} | {at:.4e} | {bound:.0e} |", op.name());
+                if err.is_nan() || err > bound {
+                    failures.push(format!("{}: {err:e} at {at:e} > {bound:e}", op.name()));
+                }
+            }
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The published table (docs/math-accuracy.md) lists every bounded op with its row's domain
+/// and bound.
+#[test]
+fn the_docs_table_is_the_op_table() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/math-accuracy.md")).unwrap();
+    for &op in UnOp::ALL {
+        let Accuracy::Within { domain, bound, .. } = op.accuracy() else { continue };
+        let row = doc.lines().find(|l| l.starts_with(&format!("| {} |", op.name())));
+        let row = row.unwrap_or_else(|| panic!("docs/math-accuracy.md has no row for {}", op.name()));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[2], format!("abs(x) <= {domain:e}"), "{row}");
+        assert_eq!(cells[cells.len() - 2], format!("{bound:.0e}"), "{row}");
+    }
 }
 
 #[test]

@@ -113,6 +113,7 @@ pub mod avx2 {
     //! AVX2 + FMA (`Helpers::for_host` checks).
 
     use super::*;
+    use crate::ir::op::{PerBinOp, PerUnOp};
     use std::arch::x86_64::*;
     use std::cell::RefCell;
 
@@ -262,43 +263,53 @@ pub mod avx2 {
         }
     }
 
-    /// Expands to a match with one loop per listed op, each with the op a constant, so that
+    /// `out[j] = op(a[j])`: a loop compiled once per op, the op a constant in it, so that
     /// `vm`'s own match folds away and the loop holds only the op's instructions (matched per
-    /// vector, the dispatch cost more than most ops). The match must be exhaustive, so a new
-    /// op cannot be left out.
-    macro_rules! per_op {
-        ($ty:ident, $op:expr, [$($v:ident),* $(,)?], $k:ident => $body:expr) => {
-            match $op {
-                $($ty::$v => {
-                    const $k: $ty = $ty::$v;
-                    $body
-                })*
-            }
-        };
-    }
-
-    /// `out[j] = op(a[j])`.
+    /// vector, the dispatch cost more than most ops).
     #[target_feature(enable = "avx2,fma")]
     fn unary_block(op: UnOp, a: &[__m256], out: &mut [__m256], eps: f32) {
-        per_op!(UnOp, op, [
-            Neg, Ln, Log10, Exp, Abs, Sigmoid, Inv1pAbs, Softplus, Erf, Erfc, Sin, Sinh, Asinh, Tanh,
-            Atan, Recip, BesselI0, BesselI0e, BesselI1, BesselI1e, Relu, Min0, Square, Sqrt, Softsign,
-            Dtanh, Dsigmoid, Cos, Cosh, Sign, Step, BesselI1x, BesselI1ex, BesselI0eD, BesselI1eD, LnRaw,
-        ], OP => {
-            for (o, &a) in out.iter_mut().zip(a) {
-                *o = vm::unary(&mut Avx, OP, a, eps);
+        struct Block<'a>(&'a [__m256], &'a mut [__m256], f32);
+        impl PerUnOp for Block<'_> {
+            type Out = ();
+            #[inline(always)]
+            fn call<const OP: usize>(self) {
+                // SAFETY: reached only from `unary_block`, which runs where the processor has
+                // AVX2 and FMA.
+                unsafe { unary_loop::<OP>(self.0, self.1, self.2) }
             }
-        })
+        }
+        op.with_const(Block(a, out, eps))
     }
 
-    /// `out[j] = a[j] op b[j]`.
+    #[target_feature(enable = "avx2,fma")]
+    fn unary_loop<const OP: usize>(a: &[__m256], out: &mut [__m256], eps: f32) {
+        let op = const { UnOp::ALL[OP] };
+        for (o, &a) in out.iter_mut().zip(a) {
+            *o = vm::unary(&mut Avx, op, a, eps);
+        }
+    }
+
+    /// `out[j] = a[j] op b[j]`, compiled once per op like [`unary_block`].
     #[target_feature(enable = "avx2,fma")]
     fn binary_block(op: BinOp, a: &[__m256], b: &[__m256], out: &mut [__m256]) {
-        per_op!(BinOp, op, [Add, Sub, Mul, Max, Min, Div, Pow], OP => {
-            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-                *o = vm::binary(&mut Avx, OP, a, b);
+        struct Block<'a>(&'a [__m256], &'a [__m256], &'a mut [__m256]);
+        impl PerBinOp for Block<'_> {
+            type Out = ();
+            #[inline(always)]
+            fn call<const OP: usize>(self) {
+                // SAFETY: as in `unary_block`.
+                unsafe { binary_loop::<OP>(self.0, self.1, self.2) }
             }
-        })
+        }
+        op.with_const(Block(a, b, out))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn binary_loop<const OP: usize>(a: &[__m256], b: &[__m256], out: &mut [__m256]) {
+        let op = const { BinOp::ALL[OP] };
+        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+            *o = vm::binary(&mut Avx, op, a, b);
+        }
     }
 
     thread_local! {
@@ -422,6 +433,7 @@ mod tests {
     fn the_inlined_routines_define_no_closures() {
         for (file, text) in [
             ("src/backend/vm.rs", include_str!("vm.rs")),
+            ("src/ir/op.rs", include_str!("../ir/op.rs")),
             ("kernels/mathlib.rs", include_str!("../../kernels/mathlib.rs")),
         ] {
             let code = text.split("#[cfg(test)]").next().unwrap();

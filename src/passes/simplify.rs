@@ -6,6 +6,7 @@
 //! number (`x * 0 -> 0`, `x / x -> 1`, `p * (a / p) -> a`) but never the reverse. A property
 //! test checks this on random expressions over every operation.
 
+use crate::ir::op::{Parity, Sign};
 use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp};
 use std::borrow::Cow;
 
@@ -79,54 +80,24 @@ struct Simplifier {
 
 /// Unary ops with `f(-x) = f(x)`: `f(neg x)` and `f(abs x)` become `f(x)`.
 fn even(op: UnOp) -> bool {
-    use UnOp::*;
-    matches!(
-        op,
-        Abs | Ln
-            | Log10
-            | Sqrt
-            | Inv1pAbs
-            | BesselI0
-            | BesselI0e
-            | Cos
-            | Cosh
-            | Dtanh
-            | Dsigmoid
-            | Square
-            | BesselI1x
-            | BesselI1ex
-    )
+    op.parity() == Parity::Even
 }
 
 /// Unary ops with `f(-x) = -f(x)`: the negation moves outward where it can cancel.
 fn odd(op: UnOp) -> bool {
-    use UnOp::*;
-    matches!(op, Sin | Sinh | Asinh | Tanh | Atan | Erf | BesselI1 | BesselI1e | Softsign | Sign)
+    op.parity() == Parity::Odd
 }
 
 /// Unary ops whose result is never negative.
 fn nonneg_op(op: UnOp) -> bool {
-    use UnOp::*;
-    matches!(
-        op,
-        Abs | Exp
-            | Sigmoid
-            | Inv1pAbs
-            | Softplus
-            | Erfc
-            | Cosh
-            | BesselI0
-            | BesselI0e
-            | Relu
-            | Square
-            | Sqrt
-            | Dtanh
-            | Dsigmoid
-            | Step
-            | BesselI1x
-            | BesselI1ex
-    )
+    op.sign() == Sign::NonNeg
 }
+
+/// The version of the canonical keys ([`simplify_keyed`], and the printed text it orders) the search's store use: keys of
+/// another version order commutative operands differently and must not be compared with these.
+/// Version 2 hashes an op by its name (version 1 hashed its position in the op table, so a row
+/// added anywhere but the end changed every key).
+pub const KEY_FORMAT: u32 = 2;
 
 /// SipHash-1-3 with zero keys of little-endian u64 words: what `DefaultHasher::new()` returns
 /// after `write_u64` of each (a test holds them equal), without its byte buffering.
@@ -165,8 +136,8 @@ impl Simplifier {
     fn mk(&mut self, n: Node) -> Id {
         let id = self.g.insert(n);
         if id.index() == self.key.len() {
-            // The words SipHash-1-3 has always read here (the operands' keys, a tag and the
-            // variant), so that keys, and the canonical order that hangs on them, stay as stored.
+            // The operands' keys, the op's name hash and the node's variant: keys, and the
+            // canonical order that hangs on them, depend on no op's position in the table.
             let variant = |n: &Node| match n {
                 Node::Input(_) => 0u64,
                 Node::Const(_) => 1,
@@ -176,7 +147,7 @@ impl Simplifier {
             let (nonneg, key) = match n {
                 Node::Input(i) => (true, sip13(&[i as u64, variant(&n)])),
                 Node::Const(bits) => (f64::from_bits(bits) >= 0.0, sip13(&[bits, variant(&n)])),
-                Node::Unary(op, a) => (nonneg_op(op), sip13(&[self.key[a.index()], op as u64 + 100, variant(&n)])),
+                Node::Unary(op, a) => (nonneg_op(op), sip13(&[self.key[a.index()], op.name_hash(), variant(&n)])),
                 Node::Binary(op, a, b) => {
                     let (na, nb) = (self.nonneg[a.index()], self.nonneg[b.index()]);
                     let nn = match op {
@@ -185,7 +156,7 @@ impl Simplifier {
                         BinOp::Pow => na,
                         BinOp::Sub => false,
                     };
-                    (nn, sip13(&[self.key[a.index()], self.key[b.index()], op as u64 + 200, variant(&n)]))
+                    (nn, sip13(&[self.key[a.index()], self.key[b.index()], op.name_hash(), variant(&n)]))
                 }
             };
             self.key.push(key);

@@ -13,6 +13,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// SQLite's application id of a lossc store ("LOSS").
+pub const APPLICATION_ID: i32 = 0x4c4f_5353;
+/// The store's schema version (`PRAGMA user_version`). 2: keys of key format 2 (ops hashed by
+/// name), and the application id; 1: the stores from before versioning.
+pub const SCHEMA_VERSION: i32 = 2;
+/// The tables of a store; a database with any other is not one.
+const TABLES: [&str; 5] = ["runs", "candidates", "jobs", "results", "population"];
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     name TEXT PRIMARY KEY,
@@ -75,11 +83,15 @@ pub enum StoreError {
     Settings(String),
     #[error("{path}: no {kind} run named `{run}`")]
     NoRun { path: String, kind: &'static str, run: String },
+    #[error("{path} is not a lossc store ({why}); it was left as it was")]
+    NotAStore { path: String, why: String },
+    #[error("{path} was written by a newer lossc (store version {version}); this one reads up to version {max}", max = SCHEMA_VERSION)]
+    Newer { path: String, version: i32 },
     /// The store holds something lossc did not write.
     #[error("{0}")]
     Corrupt(String),
 }
-crate::error::classify!(StoreError, input: [Settings, NoRun]);
+crate::error::classify!(StoreError, input: [Settings, NoRun, NotAStore, Newer]);
 
 /// A training job as a worker sees it.
 #[derive(Clone, Debug)]
@@ -124,16 +136,103 @@ pub fn now() -> f64 {
 
 impl Store {
     /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path`. A file that is not a lossc store (not
+    /// SQLite, or a database with other tables) is refused and left as it was; a store from an
+    /// older lossc is brought to this version first.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let p = path.display().to_string();
         let sql = |source| StoreError::Sql { path: p.clone(), source };
         let conn = Connection::open(path).map_err(sql)?;
         // Several processes write: wait for each other instead of failing.
         conn.busy_timeout(Duration::from_secs(60)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
-        Ok(Store { conn, path: p })
+        let store = Store { conn, path: p };
+        // Only reads until the file is known to be a store (or empty).
+        let version = store.version()?;
+        store.conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| store.err(e))?;
+        store.conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| store.err(e))?;
+        if version != Some(SCHEMA_VERSION) {
+            store.upgrade(version)?;
+        }
+        Ok(store)
+    }
+
+    /// The store's schema version: `None` for an empty file, 1 for a store from before
+    /// versioning; an error for anything that is not a lossc store or is newer than this lossc.
+    fn version(&self) -> Result<Option<i32>, StoreError> {
+        let not_ours = |why: &str| StoreError::NotAStore { path: self.path.clone(), why: why.to_string() };
+        let pragma = |name: &str| -> Result<i32, StoreError> {
+            self.conn.pragma_query_value(None, name, |r| r.get(0)).map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+                    not_ours("not an SQLite database")
+                }
+                e => self.err(e),
+            })
+        };
+        let (app, version) = (pragma("application_id")?, pragma("user_version")?);
+        let mut st =
+            self.conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").map_err(|e| self.err(e))?;
+        let tables: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        match app {
+            APPLICATION_ID if version > SCHEMA_VERSION => Err(StoreError::Newer { path: self.path.clone(), version }),
+            APPLICATION_ID => Ok(Some(version)),
+            0 if tables.is_empty() => Ok(None),
+            0 if tables.iter().all(|t| TABLES.contains(&t.as_str())) && tables.iter().any(|t| t == "results") => {
+                Ok(Some(1))
+            }
+            0 => Err(not_ours("an SQLite database with other tables")),
+            _ => Err(not_ours("an SQLite database of another application")),
+        }
+    }
+
+    /// Creates the tables (`None`) or brings a version-1 store to this version: its keys are
+    /// made again from the stored texts ([`crate::passes::simplify::KEY_FORMAT`] changed), in
+    /// one transaction.
+    fn upgrade(&self, from: Option<i32>) -> Result<(), StoreError> {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        // Another process may have set the store up meanwhile.
+        let now: i32 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| self.err(e))?;
+        if now != SCHEMA_VERSION {
+            tx.execute_batch(SCHEMA).map_err(|e| self.err(e))?;
+            if from == Some(1) {
+                self.rekey(&tx)?;
+            }
+            tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(|e| self.err(e))?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Makes every key again from its text: candidates and jobs from their own, results through
+    /// the jobs that produced them.
+    fn rekey(&self, tx: &rusqlite::Transaction) -> Result<(), StoreError> {
+        let key_of = |text: &str| crate::syntax::parse(text).ok().map(|g| crate::search::screen::key(&g));
+        let e = |e| self.err(e);
+        let rows = |q: &str| -> Result<Vec<(i64, String, String)>, StoreError> {
+            let mut st = tx.prepare(q).map_err(e)?;
+            let v = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(e)?;
+            v.collect::<Result<_, _>>().map_err(e)
+        };
+        let mut renamed = std::collections::HashMap::new();
+        for (id, old, text) in rows("SELECT id, key, text FROM jobs")? {
+            if let Some(new) = key_of(&text).filter(|k| *k != old) {
+                tx.execute("UPDATE OR IGNORE jobs SET key = ?1 WHERE id = ?2", params![new, id]).map_err(e)?;
+                renamed.insert(old, new);
+            }
+        }
+        for (rowid, old, text) in rows("SELECT rowid, key, text FROM candidates WHERE key IS NOT NULL")? {
+            if let Some(new) = key_of(&text).filter(|k| *k != old) {
+                tx.execute("UPDATE candidates SET key = ?1 WHERE rowid = ?2", params![new, rowid]).map_err(e)?;
+            }
+        }
+        for (old, new) in renamed {
+            tx.execute("UPDATE OR IGNORE results SET key = ?1 WHERE key = ?2", params![new, old]).map_err(e)?;
+        }
+        Ok(())
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {

@@ -1,0 +1,85 @@
+//! The store's version and identity: a file that is not a lossc store is refused and left
+//! byte for byte as it was; a store from before versioning has its keys made again in the
+//! current key format; a store from a newer lossc is refused.
+
+mod common;
+
+use lossc::error::{Blame, Classify};
+use lossc::search::store::{APPLICATION_ID, SCHEMA_VERSION, Store, StoreError};
+
+#[test]
+fn foreign_files_are_refused_and_left_untouched() {
+    let dir = common::scratch_dir("store-foreign");
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "these are my notes, not a database\n".repeat(200)).unwrap();
+    let other = dir.join("other.db");
+    {
+        let c = rusqlite::Connection::open(&other).unwrap();
+        c.execute_batch("CREATE TABLE songs (title TEXT); INSERT INTO songs VALUES ('a');").unwrap();
+    }
+    for path in [&text, &other] {
+        let before = std::fs::read(path).unwrap();
+        let Err(e) = Store::open(path) else { panic!("{} opened as a store", path.display()) };
+        assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
+        assert_eq!(e.blame(), Blame::Input);
+        assert!(e.to_string().contains("not a lossc store"), "{e}");
+        assert_eq!(std::fs::read(path).unwrap(), before, "{} was changed", path.display());
+        let wal = path.with_extension(format!("{}-wal", path.extension().unwrap().to_str().unwrap()));
+        assert!(!wal.exists(), "{} was switched to WAL", path.display());
+    }
+}
+
+#[test]
+fn a_new_store_records_its_identity_and_a_newer_one_is_refused() {
+    let dir = common::scratch_dir("store-new");
+    let db = dir.join("s.db");
+    Store::open(&db).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let app: i32 = c.pragma_query_value(None, "application_id", |r| r.get(0)).unwrap();
+    let version: i32 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!((app, version), (APPLICATION_ID, SCHEMA_VERSION));
+    Store::open(&db).unwrap(); // and opens again
+    c.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    drop(c);
+    let Err(e) = Store::open(&db) else { panic!("a newer store opened") };
+    assert!(matches!(e, StoreError::Newer { .. }), "{e}");
+}
+
+/// A version-1 store (no application id; keys made by an older key format) is upgraded in
+/// place: every key becomes the current key of its text, results follow their jobs' keys.
+#[test]
+fn an_older_store_gets_the_current_keys() {
+    let dir = common::scratch_dir("store-old");
+    let db = dir.join("old.db");
+    let text = "loss c0 = -(y * ln(p)) + max(p, y) * sigmoid(p);";
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        // The version-1 schema, as the stores from before versioning have it.
+        c.execute_batch(
+            "CREATE TABLE runs (name TEXT PRIMARY KEY, kind TEXT NOT NULL, settings TEXT NOT NULL, created REAL NOT NULL);
+             CREATE TABLE candidates (run TEXT NOT NULL, seq INTEGER NOT NULL, genome TEXT, text TEXT NOT NULL, key TEXT,
+                 verdict TEXT NOT NULL, sign REAL, phenotype BLOB, PRIMARY KEY (run, seq));
+             CREATE TABLE jobs (id INTEGER PRIMARY KEY, key TEXT NOT NULL, spec TEXT NOT NULL, text TEXT NOT NULL,
+                 status TEXT NOT NULL DEFAULT 'pending', worker TEXT, claimed REAL, attempts INTEGER NOT NULL DEFAULT 0,
+                 UNIQUE (key, spec));
+             CREATE TABLE results (key TEXT NOT NULL, spec TEXT NOT NULL, fitness REAL NOT NULL, test_accuracy REAL,
+                 metrics TEXT NOT NULL, seconds REAL NOT NULL, worker TEXT NOT NULL, finished REAL NOT NULL,
+                 PRIMARY KEY (key, spec));
+             CREATE TABLE population (run TEXT NOT NULL, position INTEGER NOT NULL, seq INTEGER NOT NULL,
+                 PRIMARY KEY (run, position));",
+        )
+        .unwrap();
+        c.execute("INSERT INTO candidates VALUES ('search', 0, NULL, ?1, 'OLD-KEY', 'ok', 1.0, NULL)", [text]).unwrap();
+        c.execute("INSERT INTO jobs (key, spec, text, status) VALUES ('OLD-KEY', '{}', ?1, 'done')", [text]).unwrap();
+        c.execute("INSERT INTO results VALUES ('OLD-KEY', '{}', 0.75, NULL, '{}', 1.0, 'w', 0.0)", []).unwrap();
+    }
+    Store::open(&db).unwrap();
+    let want = lossc::search::screen::key(&lossc::syntax::parse(text).unwrap());
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let one = |q: &str| -> String { c.query_row(q, [], |r| r.get(0)).unwrap() };
+    assert_eq!(one("SELECT key FROM candidates"), want);
+    assert_eq!(one("SELECT key FROM jobs"), want);
+    assert_eq!(one("SELECT key FROM results"), want);
+    let version: i32 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
