@@ -204,22 +204,13 @@ pub fn guarded<M: Vm>(m: &mut M, x: M::V, eps: f32) -> M::V {
     m.add(a, e)
 }
 
-/// `1 / (1 + |x|)`.
+/// `n / (1 + |x|)`: `inv1p_abs` (n = 1) and `softsign` (n = x).
 #[inline(always)]
-pub fn inv1p_abs<M: Vm>(m: &mut M, x: M::V) -> M::V {
+pub fn over_1p_abs<M: Vm>(m: &mut M, n: M::V, x: M::V) -> M::V {
     let one = m.c(1.0);
     let a = m.abs(x);
     let d = m.add(one, a);
-    m.div(one, d)
-}
-
-/// `x / (1 + |x|)`.
-#[inline(always)]
-pub fn softsign<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    let one = m.c(1.0);
-    let a = m.abs(x);
-    let d = m.add(one, a);
-    m.div(x, d)
+    m.div(n, d)
 }
 
 /// The guarded reciprocal `1 / (x + eps)`.

@@ -236,7 +236,7 @@ unary_table! {
     /// the true derivative is `1 / (1 + |x|)^2`; named for what it computes.
     Inv1pAbs "inv1p_abs" [Some(6), Even, NonNeg, Arith]
         f64 1.0 / (1.0 + x.abs()),
-        f32 ml::inv1p_abs(m, x),
+        f32 { let one = m.c(1.0); ml::over_1p_abs(m, one, x) },
         d "-(sign(x) * square(inv1p_abs(x)))",
         acc within(1e30, 1e-30, 2e-7);
     /// Guarded softplus `ln(|1 + e^x| + eps)`, computed without overflow for large x.
@@ -336,7 +336,7 @@ unary_table! {
     /// `x / (1 + |x|)`
     Softsign "softsign" [Some(24), Odd, Any, Arith]
         f64 x / (1.0 + x.abs()),
-        f32 ml::softsign(m, x),
+        f32 ml::over_1p_abs(m, x, x),
         d "square(inv1p_abs(x))",
         acc within(1e30, 1e-30, 2e-7);
     /// `1 - tanh(x)^2`, computed as `sech(x)^2` so it does not cancel to 0 for large |x|.
