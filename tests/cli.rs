@@ -252,3 +252,107 @@ fn train_prints_a_summary_and_the_record_on_request() {
     let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(printed["spec"], stored["spec"]);
 }
+
+fn fails_with(args: &[&str], needle: &str) {
+    let o = lossc(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+}
+
+/// Input nested past the language's limit is refused at its place; at the limit, every stage
+/// works (no stack overflow in the parser, lowering, passes or the JIT).
+#[test]
+fn nesting_past_the_limit_is_a_located_error_and_the_limit_itself_works() {
+    let deep = |n: usize| format!("loss a = {}p{};\n", "sin(".repeat(n), ")".repeat(n));
+    let sum = |n: usize| format!("loss a = {};\n", vec!["p"; n].join(" + "));
+    for (name, text) in [
+        ("calls.loss", deep(5000)),
+        ("sum.loss", sum(10_000)),
+        ("neg.loss", format!("loss a = {}p;\n", "-".repeat(10_000))),
+        ("pow.loss", format!("loss a = p{};\n", "^-p".repeat(5000))),
+        ("err.loss", format!("loss a = {} + ;\n", vec!["p"; 150_000].join(" + "))),
+    ] {
+        fails_with(&["check", &temp(name, &text)], "[E15] Error: this expression nests more than 1000 levels deep");
+    }
+    let at_limit = temp("limit.loss", &deep(999));
+    let batch = temp("limit.json", r#"{"logits": [[0.5, -1.0, 2.0]], "labels": [2]}"#);
+    for args in [
+        vec!["check", &at_limit],
+        vec!["grad", &at_limit],
+        vec!["eval", &at_limit, "--input", &batch, "--backend", "jit"],
+    ] {
+        let o = lossc(&args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+/// Numbers that would silently change, input that never ends, and characters that hide text.
+#[test]
+fn numbers_sizes_and_invisible_characters_are_reported() {
+    fails_with(&["check", &temp("tiny.loss", "loss a = 1e-400 * p;\n")], "number `1e-400` is too small");
+    assert!(lossc(&["check", &temp("zero.loss", "loss a = 0e-400 * p + 0.0 * y + p;\n")]).status.success());
+    fails_with(&["check", "/dev/zero"], "larger than 256 MiB");
+    let o = lossc(&["check", &temp("bidi.loss", "loss a = p \u{202e}+ y;\n")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("`\\u{202e}`") && !err.contains('\u{202e}'), "{err}");
+}
+
+/// `eval` refuses batches the kernels would get wrong or the contract does not allow, with
+/// the file named and exit code 2 on every backend.
+#[test]
+fn eval_refuses_batches_outside_the_contract() {
+    let loss = "examples/a2.loss";
+    for (name, json, needle) in [
+        ("big.json", r#"{"logits": [[1e39, 0.0]], "labels": [0]}"#, "beyond the f32 range"),
+        (
+            "lam.json",
+            r#"{"logits": [[1.0, 0.0]], "labels": [0], "labels_b": [1], "lam": [1.0000001]}"#,
+            "lam = 1.0000001",
+        ),
+        ("neg.json", r#"{"logits": [[1.0, 0.0]], "targets": [[-0.5, 1.5]]}"#, "a dense target = -0.5"),
+        ("sum.json", r#"{"logits": [[1.0, 0.0]], "targets": [[0.5, 0.6]]}"#, "sums to 1.1"),
+        ("empty.json", r#"{"logits": [], "labels": []}"#, "the batch is empty"),
+    ] {
+        let path = temp(name, json);
+        for backend in ["interp", "jit"] {
+            if name == "big.json" && backend == "interp" {
+                continue; // f64 holds it
+            }
+            fails_with(&["eval", loss, "--input", &path, "--backend", backend], needle);
+            fails_with(&["eval", loss, "--input", &path, "--backend", backend], name);
+        }
+    }
+}
+
+/// Stores and outputs that cannot be used are refused before any work.
+#[test]
+fn unusable_stores_and_outputs_are_refused_first() {
+    let notes = temp("notes.txt", "my notes\n");
+    fails_with(&["worker", "--db", &notes, "--idle", "0"], "not a lossc store");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes\n");
+    let db = temp("x.db", "");
+    std::fs::remove_file(&db).unwrap();
+    fails_with(&["search", "--db", &db, "--out", &notes], "is not a directory");
+}
+
+/// The WGSL backend works without `XDG_RUNTIME_DIR` and says nothing about it.
+#[test]
+fn the_wgsl_backend_is_quiet_without_a_runtime_dir() {
+    let batch = temp("w.json", r#"{"logits": [[0.5, -1.0, 2.0]], "labels": [2]}"#);
+    let o = Command::new(env!("CARGO_BIN_EXE_lossc"))
+        .args(["eval", "examples/a2.loss", "--input", &batch, "--backend", "wgsl"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() && err.contains("no Vulkan adapter") && std::env::var_os("LOSSC_REQUIRE_VULKAN").is_none() {
+        eprintln!("skipped: no Vulkan adapter ({err})");
+        return;
+    }
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
+}

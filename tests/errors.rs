@@ -36,6 +36,20 @@ error_snapshot!(negative_eps, BadEps, "eps = -1e-7;\nloss a = ln(p);\n");
 error_snapshot!(eps_after_loss, MisplacedEps, "loss a = ln(p);\neps = 1e-5;\n");
 error_snapshot!(no_loss, NoLoss, "# only a binding\nlet q = p;\n");
 error_snapshot!(missing_operand, UnexpectedToken, "loss a = y * * p;\n");
+error_snapshot!(number_underflow, BadNumber, "loss a = 1e-400 * p;\n");
+error_snapshot!(hidden_character, InvalidCharacter, "loss a = p \u{202e}+ y;\n");
+
+/// Nesting past the limit (its rendering quotes the whole expression, so it is checked by
+/// parts): the kind, the message and the place where the limit is crossed.
+#[test]
+fn nesting_past_the_limit() {
+    let src = format!("loss a = {}p{};\n", "sin(".repeat(1001), ")".repeat(1001));
+    let d = parse(&src).expect_err("too deep");
+    assert_eq!(d.kind, ErrorKind::TooDeep);
+    assert_eq!(d.message, "this expression nests more than 1000 levels deep");
+    // The innermost node past the limit: the call 1,000 levels up from `p`, i.e. the second.
+    assert_eq!(d.span.start, "loss a = sin(".len());
+}
 
 #[test]
 fn unknown_function_suggests_the_nearest_name() {

@@ -83,3 +83,28 @@ fn an_older_store_gets_the_current_keys() {
     let version: i32 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(version, SCHEMA_VERSION);
 }
+
+/// Processes that start the same new run at once all get it: one creates it, the others resume.
+#[test]
+fn runs_started_together_on_a_new_store_all_start() {
+    for round in 0..20 {
+        let dir = common::scratch_dir(&format!("store-race-{round}"));
+        let db = dir.join("s.db");
+        let barrier = std::sync::Barrier::new(3);
+        let settings = serde_json::json!({ "n": 1 });
+        let results: Vec<Result<bool, String>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        let store = Store::open(&db).map_err(|e| e.to_string());
+                        barrier.wait();
+                        store?.begin_run("search", "search", &settings).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let created = results.iter().filter(|r| matches!(r, Ok(false))).count();
+        assert!(results.iter().all(Result::is_ok) && created == 1, "round {round}: {results:?}");
+    }
+}

@@ -80,7 +80,8 @@ fn idx(path: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>), DataError
         dims.push(u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize);
     }
     let body = b[4 + 4 * want_dims..].to_vec();
-    if body.len() != dims.iter().product::<usize>() {
+    let size = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if size != Some(body.len()) {
         return Err(fail(path, format!("{} data bytes for dimensions {dims:?}", body.len())));
     }
     Ok((dims, body))
@@ -99,7 +100,13 @@ pub fn fashion_mnist(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
             return Err(fail(dir, format!("{} images but {} labels", dims[0], ldims[0])));
         }
         let (n, h, w) = (dims[0], dims[1], dims[2]);
-        let (ph, pw) = (32usize.max(h), 32usize.max(w));
+        if h == 0 || w == 0 || h > 32 || w > 32 {
+            return Err(fail(&find(img), format!("images are {h}x{w}; the surrogate takes 1x1 up to 32x32")));
+        }
+        if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l >= 10) {
+            return Err(fail(&find(lab), format!("label {l} (image {i}) is out of range for 10 classes")));
+        }
+        let (ph, pw) = (32, 32);
         let (oy, ox) = ((ph - h) / 2, (pw - w) / 2);
         let mut images = vec![0.0; n * ph * pw];
         for i in 0..n {

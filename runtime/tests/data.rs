@@ -86,3 +86,33 @@ fn idx_files_gzip_or_not_pad_to_32x32() {
     std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx(&[2], &[1, 2])).unwrap();
     assert!(data::fashion_mnist(&dir).unwrap_err().to_string().contains("1 images but 2 labels"));
 }
+
+/// Headers whose dimensions overflow, images the surrogate cannot take (0x0, over 32x32) and
+/// labels out of range are errors that name the file, not panics or silent misses.
+#[test]
+fn malformed_idx_files_are_errors() {
+    let dir = temp("idx-bad");
+    let idx = |dims: &[u32], body: &[u8]| {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            b.extend(d.to_be_bytes());
+        }
+        b.extend(body);
+        b
+    };
+    let write = |images: Vec<u8>, labels: Vec<u8>| {
+        std::fs::write(dir.join("train-images-idx3-ubyte"), &images).unwrap();
+        std::fs::write(dir.join("t10k-images-idx3-ubyte"), &images).unwrap();
+        std::fs::write(dir.join("train-labels-idx1-ubyte"), &labels).unwrap();
+        std::fs::write(dir.join("t10k-labels-idx1-ubyte"), &labels).unwrap();
+    };
+    let err = || data::fashion_mnist(&dir).unwrap_err().to_string();
+    write(idx(&[u32::MAX, u32::MAX, u32::MAX], &[0; 8]), idx(&[1], &[0]));
+    assert!(err().contains("data bytes for dimensions"), "{}", err());
+    write(idx(&[1, 0, 0], &[]), idx(&[1], &[0]));
+    assert!(err().contains("0x0"), "{}", err());
+    write(idx(&[1, 40, 40], &[0; 1600]), idx(&[1], &[0]));
+    assert!(err().contains("40x40") && err().contains("train-images"), "{}", err());
+    write(idx(&[2, 2, 2], &[0; 8]), idx(&[2], &[3, 10]));
+    assert!(err().contains("label 10 (image 1)") && err().contains("train-labels"), "{}", err());
+}

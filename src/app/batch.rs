@@ -32,6 +32,8 @@ pub enum BatchError {
         "give either \"labels\" (with optional \"label_smoothing\"), \"labels\" + \"labels_b\" + \"lam\", or \"targets\""
     )]
     Form,
+    #[error("logit [{row}][{col}] = {value:e} is beyond the f32 range of the kernels (use the interp backend)")]
+    F32Range { row: usize, col: usize, value: f64 },
     #[error(transparent)]
     Contract(#[from] ContractError),
     #[error(transparent)]
@@ -108,6 +110,7 @@ impl Batch {
         let b = Batch { logits: j.logits.concat(), classes, labels, labels_b, lam, dense, smoothing, form };
         let rows = contract::batch_size(b.logits.len(), classes)?;
         b.targets().check(rows, classes)?;
+        b.targets().check_distributions(classes)?;
         Ok(b)
     }
 
@@ -125,6 +128,10 @@ impl Batch {
     pub fn run(&self, fused: &Fused, backend: Backend) -> Result<KernelOutput, BatchError> {
         if backend == Backend::Interp {
             return Ok(interp::run(fused, &self.logits, self.classes, &self.targets())?);
+        }
+        if let Some(i) = self.logits.iter().position(|v| v.abs() > f32::MAX as f64) {
+            let (row, col) = (i / self.classes, i % self.classes);
+            return Err(BatchError::F32Range { row, col, value: self.logits[i] });
         }
         let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
         let (z, lam, dense) = (narrow(&self.logits), narrow(&self.lam), narrow(&self.dense));

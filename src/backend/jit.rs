@@ -232,6 +232,10 @@ pub enum Tier {
     Full,
 }
 
+/// The largest fused graph (in nodes) whose tier-2 kernel uses the backtracking register
+/// allocator. The paper's losses have at most ~100; the search's at most a few hundred.
+pub const BACKTRACKING_MAX_NODES: usize = 400;
+
 fn build(
     fused: &Fused,
     spec: Spec,
@@ -259,9 +263,11 @@ fn build(
     // compile costs ~7 % of compile time.
     set(&mut flags, "enable_verifier", "false")?;
     // Tier 1 allocates registers in a single pass (~4x faster to compile, ~2x slower code);
-    // tier 2 with the backtracking allocator. Allocation changes moves and spills only, so
-    // both tiers compute bit-identical results.
-    let algorithm = if tier == Tier::Quick { "single_pass" } else { "backtracking" };
+    // tier 2 with the backtracking allocator, up to a size: its time grows faster than the
+    // function (a 2,000-term sum took 20 s), so larger losses get the single pass in both
+    // tiers. Allocation changes moves and spills only, so every tier computes the same bits.
+    let backtracking = tier == Tier::Full && general.len() <= BACKTRACKING_MAX_NODES;
+    let algorithm = if backtracking { "backtracking" } else { "single_pass" };
     set(&mut flags, "regalloc_algorithm", algorithm)?;
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "use_colocated_libcalls", "false")?;

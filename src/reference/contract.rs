@@ -62,6 +62,8 @@ pub enum ContractError {
     Spec { compiled: String, given: String },
     #[error("{what} = {value} is outside [0, 1]")]
     Range { what: &'static str, value: f64 },
+    #[error("targets row {row} sums to {sum}, not 1")]
+    RowSum { row: usize, sum: f64 },
 }
 
 impl<F: Copy + Into<f64>> Targets<'_, F> {
@@ -95,6 +97,24 @@ impl<F: Copy + Into<f64>> Targets<'_, F> {
             }
             Targets::Dense { y } => len("targets", y.len(), batch * classes),
         }
+    }
+
+    /// Checks that dense targets are distributions: every row's entries in [0, 1], summing
+    /// to 1 (in f64, so that f32 targets pass with their rounding; 1e-5 allows it at any C).
+    /// A pass over the whole matrix, so the kernels leave it to where a batch comes in
+    /// (`lossc eval`) and to the interpreter.
+    pub fn check_distributions(&self, classes: usize) -> Result<(), ContractError> {
+        let Targets::Dense { y } = *self else { return Ok(()) };
+        for (row, t) in y.chunks(classes.max(1)).enumerate() {
+            if let Some(&v) = t.iter().find(|&&v| !(0.0..=1.0).contains(&v.into())) {
+                return Err(ContractError::Range { what: "a dense target", value: v.into() });
+            }
+            let sum: f64 = t.iter().map(|&v| v.into()).sum();
+            if (sum - 1.0).abs() > 1e-5 {
+                return Err(ContractError::RowSum { row, sum });
+            }
+        }
+        Ok(())
     }
 
     /// The target of one element.

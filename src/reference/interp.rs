@@ -28,6 +28,7 @@ pub fn softmax(z: &[f64]) -> Vec<f64> {
 pub fn run(f: &Fused, logits: &[f64], classes: usize, targets: &Targets) -> Result<KernelOutput, ContractError> {
     let b = batch_size(logits.len(), classes)?;
     targets.check(b, classes)?;
+    targets.check_distributions(classes)?;
     let (loss_id, s_id) = (f.loss(), f.s());
     let mut vals = Vec::with_capacity(f.graph.len());
     let mut row_loss = Vec::with_capacity(b);

@@ -60,6 +60,11 @@ pub fn run_job(store: &Store, job: &super::store::Job, worker: &str) -> Result<(
     Ok(store.complete(job, worker, &metrics, start.elapsed().as_secs_f64())?)
 }
 
+/// A worker thread's stack: parsing a job's text recurses as deep as the expression nests
+/// (at most `syntax::ast::MAX_DEPTH`), which the default 2 MiB does not always cover in an
+/// unoptimised build. Only the pages used are committed.
+const WORKER_STACK: usize = 64 << 20;
+
 /// Worker threads on one store.
 pub struct Workers {
     stop: Arc<AtomicBool>,
@@ -78,7 +83,10 @@ impl Workers {
         let handles = (0..n)
             .map(|i| {
                 let (db, stop) = (db.to_path_buf(), stop.clone());
-                std::thread::spawn(move || work(&db, &worker_id(i), &stop, None))
+                std::thread::Builder::new()
+                    .stack_size(WORKER_STACK)
+                    .spawn(move || work(&db, &worker_id(i), &stop, None))
+                    .expect("a worker thread starts")
             })
             .collect();
         Workers { stop, handles }
@@ -136,7 +144,11 @@ pub fn work_here(db: &Path, workers: usize, idle: Duration) -> Result<usize, Run
     let stop = AtomicBool::new(false);
     let ran: Vec<Result<usize, RunError>> = std::thread::scope(|s| {
         let stop = &stop;
-        let hs: Vec<_> = (0..workers).map(|i| s.spawn(move || work(db, &worker_id(i), stop, Some(idle)))).collect();
+        let spawn = |i| {
+            let b = std::thread::Builder::new().stack_size(WORKER_STACK);
+            b.spawn_scoped(s, move || work(db, &worker_id(i), stop, Some(idle))).expect("a worker thread starts")
+        };
+        let hs: Vec<_> = (0..workers).map(spawn).collect();
         hs.into_iter().map(|h| h.join().unwrap_or(Err(RunError::Panicked))).collect()
     });
     ran.into_iter().sum()
@@ -262,13 +274,15 @@ pub enum RunError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("{0} exists and was not written by lossc; not overwriting it")]
     NotOurs(PathBuf),
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
 }
 
 impl crate::error::Classify for RunError {
     fn blame(&self) -> crate::error::Blame {
         use crate::error::Blame;
         match self {
-            RunError::Spec(_) | RunError::Data(_) | RunError::NotOurs(_) => Blame::Input,
+            RunError::Spec(_) | RunError::Data(_) | RunError::NotOurs(_) | RunError::NotADirectory(_) => Blame::Input,
             RunError::Store(e) => e.blame(),
             RunError::Worker(e) => e.blame(),
             RunError::Panicked | RunError::Write { .. } => Blame::Failure,
@@ -396,6 +410,9 @@ pub fn ranking(store: &Store, run: &str) -> Result<Vec<Ranked>, StoreError> {
 /// Refuses an output directory holding `PREFIX-N.loss` files that lossc did not write (the
 /// files it writes start with `mark`), before any work starts.
 pub fn check_out_dir(out: &Path, prefix: &str, mark: &str) -> Result<(), RunError> {
+    if out.exists() && !out.is_dir() {
+        return Err(RunError::NotADirectory(out.to_path_buf()));
+    }
     let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();

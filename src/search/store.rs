@@ -148,12 +148,34 @@ impl Store {
         let store = Store { conn, path: p };
         // Only reads until the file is known to be a store (or empty).
         let version = store.version()?;
-        store.conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| store.err(e))?;
+        store.use_wal()?;
         store.conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| store.err(e))?;
         if version != Some(SCHEMA_VERSION) {
             store.upgrade(version)?;
         }
         Ok(store)
+    }
+
+    /// Puts the file in WAL mode (once: the mode is stored in the file). Switching takes an
+    /// exclusive lock and SQLite answers "database is locked" at once, without waiting, when
+    /// another process opens the file meanwhile, so the switch is retried for a while.
+    fn use_wal(&self) -> Result<(), StoreError> {
+        let start = std::time::Instant::now();
+        loop {
+            let mode: String =
+                self.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).map_err(|e| self.err(e))?;
+            if mode.eq_ignore_ascii_case("wal") {
+                return Ok(());
+            }
+            match self.conn.pragma_update(None, "journal_mode", "WAL") {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy && start.elapsed() < Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                other => return other.map_err(|e| self.err(e)),
+            }
+        }
     }
 
     /// The store's schema version: `None` for an empty file, 1 for a store from before
@@ -246,39 +268,37 @@ impl Store {
     /// Records a run's settings, or checks them against the stored ones when it exists: a run
     /// resumes only under the settings it started with.
     pub fn begin_run(&self, name: &str, kind: &str, settings: &serde_json::Value) -> Result<bool, StoreError> {
-        let stored: Option<(String, String)> = self
+        // Insert-or-keep in one statement: two processes starting the same new run at once
+        // both succeed, one creating it and the other resuming it.
+        let created = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO runs (name, kind, settings, created) VALUES (?1, ?2, ?3, ?4)",
+                params![name, kind, settings.to_string(), now()],
+            )
+            .map_err(|e| self.err(e))?;
+        if created == 1 {
+            return Ok(false);
+        }
+        let (k, s): (String, String) = self
             .conn
             .query_row("SELECT kind, settings FROM runs WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
             .map_err(|e| self.err(e))?;
-        match stored {
-            None => {
-                self.conn
-                    .execute(
-                        "INSERT INTO runs (name, kind, settings, created) VALUES (?1, ?2, ?3, ?4)",
-                        params![name, kind, settings.to_string(), now()],
-                    )
-                    .map_err(|e| self.err(e))?;
-                Ok(false)
-            }
-            Some((k, s)) => {
-                let old: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
-                if k != kind {
-                    return Err(StoreError::Settings(format!(
-                        "{}: run `{name}` is a {k} run, not a {kind} run (choose another run name or store)",
-                        self.path
-                    )));
-                }
-                if let Some((field, was, now)) = first_difference("", &old, settings) {
-                    return Err(StoreError::Settings(format!(
-                        "{}: run `{name}` was started with {field} = {was}, not {now}; resume it with the same \
-                         settings, or start a new run under another name or in another store",
-                        self.path
-                    )));
-                }
-                Ok(true)
-            }
+        let old: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+        if k != kind {
+            return Err(StoreError::Settings(format!(
+                "{}: run `{name}` is a {k} run, not a {kind} run (choose another run name or store)",
+                self.path
+            )));
         }
+        if let Some((field, was, now)) = first_difference("", &old, settings) {
+            return Err(StoreError::Settings(format!(
+                "{}: run `{name}` was started with {field} = {was}, not {now}; resume it with the same \
+                 settings, or start a new run under another name or in another store",
+                self.path
+            )));
+        }
+        Ok(true)
     }
 
     /// The settings of a stored run.

@@ -16,6 +16,19 @@ pub struct Name {
 pub struct Expr {
     pub kind: ExprKind,
     pub span: Span,
+    /// Nesting depth: 1 for a leaf, one more than the deepest operand otherwise.
+    pub depth: u32,
+}
+
+/// How deep an expression may nest (a sum of N terms nests N deep; so do N nested calls).
+/// Every later stage recurses over the syntax tree at most this deep, so the limit, checked
+/// once as the tree is built, is what keeps any input from exhausting the stack.
+pub const MAX_DEPTH: u32 = 1000;
+
+/// An expression nested deeper than [`MAX_DEPTH`], at its span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TooDeep {
+    pub span: Span,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -45,7 +58,28 @@ pub enum Stmt {
 }
 
 impl Expr {
-    pub fn binary(op: BinOp, a: Expr, b: Expr, l: usize, r: usize) -> Expr {
-        Expr { kind: ExprKind::Binary(op, Box::new(a), Box::new(b)), span: l..r }
+    /// A literal, `eps` or a name.
+    pub fn leaf(kind: ExprKind, l: usize, r: usize) -> Expr {
+        Expr { kind, span: l..r, depth: 1 }
+    }
+
+    /// A node over `children`, unless it would nest deeper than [`MAX_DEPTH`].
+    fn node(kind: ExprKind, depth: u32, l: usize, r: usize) -> Result<Expr, TooDeep> {
+        if depth > MAX_DEPTH { Err(TooDeep { span: l..r }) } else { Ok(Expr { kind, span: l..r, depth }) }
+    }
+
+    pub fn binary(op: BinOp, a: Expr, b: Expr, l: usize, r: usize) -> Result<Expr, TooDeep> {
+        let depth = 1 + a.depth.max(b.depth);
+        Expr::node(ExprKind::Binary(op, Box::new(a), Box::new(b)), depth, l, r)
+    }
+
+    pub fn neg(a: Expr, l: usize, r: usize) -> Result<Expr, TooDeep> {
+        let depth = 1 + a.depth;
+        Expr::node(ExprKind::Neg(Box::new(a)), depth, l, r)
+    }
+
+    pub fn call(name: Name, args: Vec<Expr>, l: usize, r: usize) -> Result<Expr, TooDeep> {
+        let depth = 1 + args.iter().map(|a| a.depth).max().unwrap_or(0);
+        Expr::node(ExprKind::Call { name, args }, depth, l, r)
     }
 }

@@ -20,6 +20,7 @@ pub enum ErrorKind {
     BadEps,
     MisplacedEps,
     NoLoss,
+    TooDeep,
 }
 
 impl ErrorKind {
@@ -40,6 +41,7 @@ impl ErrorKind {
             BadEps => "E12",
             MisplacedEps => "E13",
             NoLoss => "E14",
+            TooDeep => "E15",
         }
     }
 }
@@ -96,10 +98,19 @@ impl Diagnostic {
         if let Some(help) = &self.help {
             report = report.with_help(help);
         }
+        // Characters that reorder or hide text (bidirectional overrides, zero-width joiners)
+        // would make the quoted line lie about the file: each is shown as U+FFFD, one
+        // character for one, so the spans still fit.
+        let shown: String = src.chars().map(|c| if hides_text(c) { '\u{fffd}' } else { c }).collect();
         let mut out = Vec::new();
-        report.finish().write((file, Source::from(src)), &mut out).expect("writing to a Vec cannot fail");
+        report.finish().write((file, Source::from(shown)), &mut out).expect("writing to a Vec cannot fail");
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// Bidirectional controls and invisible formatting characters.
+fn hides_text(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 /// The known name closest to `name`, if it is close enough to be a likely typo.

@@ -40,17 +40,25 @@ pub enum Tok<'a> {
     Assign,
 }
 
-/// A character sequence that starts no token.
+/// What the parser's actions and the lexer can fail with, besides the grammar itself.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LexError {
-    pub start: usize,
-    pub end: usize,
+pub enum LexError {
+    /// A character sequence that starts no token.
+    Char { start: usize, end: usize },
+    /// An expression nested deeper than `ast::MAX_DEPTH`.
+    TooDeep { start: usize, end: usize },
+}
+
+impl From<super::ast::TooDeep> for lalrpop_util::ParseError<usize, Tok<'_>, LexError> {
+    fn from(e: super::ast::TooDeep) -> Self {
+        lalrpop_util::ParseError::User { error: LexError::TooDeep { start: e.span.start, end: e.span.end } }
+    }
 }
 
 /// The token stream lalrpop reads: `(start, token, end)` byte offsets.
 pub fn tokens(src: &str) -> impl Iterator<Item = Result<(usize, Tok<'_>, usize), LexError>> + '_ {
     Tok::lexer(src).spanned().map(|(tok, span)| match tok {
         Ok(t) => Ok((span.start, t, span.end)),
-        Err(()) => Err(LexError { start: span.start, end: span.end }),
+        Err(()) => Err(LexError::Char { start: span.start, end: span.end }),
     })
 }

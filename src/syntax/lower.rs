@@ -243,8 +243,18 @@ impl Lowerer {
 
 /// Parses a numeric literal, rejecting values that overflow f64.
 fn number(text: &str, span: &Span) -> Result<f64, Diagnostic> {
+    // A literal with a nonzero digit before its exponent that parses to 0 underflowed.
+    let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
+    let nonzero = mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
     match text.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) if v.is_finite() && (v != 0.0 || !nonzero) => Ok(v),
+        Ok(0.0) => Err(Diagnostic::new(
+            ErrorKind::BadNumber,
+            span.clone(),
+            format!("number `{text}` is too small for an f64"),
+            "would read as 0",
+        )
+        .with_help("the smallest f64 is about 4.9e-324; write 0 if 0 is meant")),
         _ => Err(Diagnostic::new(
             ErrorKind::BadNumber,
             span.clone(),

@@ -25,8 +25,20 @@ pub fn parse(src: &str) -> Result<Graph, Diagnostic> {
 /// Turns lalrpop's error into a diagnostic that says what was expected in plain words.
 fn parse_error(e: ParseError<usize, Tok<'_>, LexError>, src: &str) -> Diagnostic {
     match e {
-        ParseError::User { error: LexError { start, end } } => {
-            let text = &src[start..end];
+        ParseError::User { error: LexError::TooDeep { start, end } } => Diagnostic::new(
+            ErrorKind::TooDeep,
+            start..end,
+            format!("this expression nests more than {} levels deep", ast::MAX_DEPTH),
+            "too deep",
+        )
+        .with_help("a sum of N terms nests N deep, as do N nested calls: split it with `let` bindings"),
+        ParseError::User { error: LexError::Char { start, end } } => {
+            let raw = &src[start..end];
+            let text = if raw.chars().all(|c| c.is_ascii_graphic()) {
+                raw.to_string()
+            } else {
+                raw.escape_unicode().to_string()
+            };
             Diagnostic::new(
                 ErrorKind::InvalidCharacter,
                 start..end,

@@ -31,6 +31,21 @@ impl<E: Classify> From<E> for Failure {
     }
 }
 
+/// Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" (twice) where it is
+/// missing, as in containers and CI. lossc opens no windows, so a private directory will do.
+fn quiet_vulkan() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    // SAFETY: getuid cannot fail.
+    let dir = std::env::temp_dir().join(format!("lossc-runtime-{}", unsafe { libc::getuid() }));
+    let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700);
+    if std::fs::create_dir_all(&dir).is_ok() && std::fs::set_permissions(&dir, mode).is_ok() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
 fn main() -> ExitCode {
     // Output piped into a reader that stops early (`lossc compile a2.loss | head`) ends the
     // process quietly, as other tools do; Rust would otherwise panic on the closed pipe.
@@ -39,6 +54,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    quiet_vulkan();
     let result = match Cli::parse().cmd {
         Cmd::Check { files } => check(&files),
         Cmd::Simplify { file } => simplify_file(&file),
@@ -78,8 +94,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The largest `.loss` file or JSON batch read: a path such as `/dev/zero` would otherwise be
+/// read until memory runs out.
+const MAX_INPUT: u64 = 256 << 20;
+
 fn read(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))
+    use std::io::Read;
+    let fail = |e: &dyn std::fmt::Display| bad(format!("cannot read {}: {e}", path.display()));
+    let mut text = String::new();
+    let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
+    file.take(MAX_INPUT + 1).read_to_string(&mut text).map_err(|e| fail(&e))?;
+    if text.len() as u64 > MAX_INPUT {
+        return Err(fail(&format!("larger than {} MiB", MAX_INPUT >> 20)));
+    }
+    Ok(text)
 }
 
 /// Parses a file, rendering any diagnostic against its text; returns the module and the text.
