@@ -53,7 +53,7 @@ fn expr(rng: &mut Rng, budget: usize, out: &mut String) {
     const LEAVES: &[&str] =
         &["y", "p", "eps", "0", "1", "-1", "0.5", "2", "1e308", "1e-308", "4.9e-324", "1e-7", "3.14159", "10"];
     if budget <= 1 {
-        out.push_str(rng.pick(LEAVES));
+        out.push_str(rng.pick::<&str>(LEAVES));
         return;
     }
     match rng.below(6) {
