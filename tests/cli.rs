@@ -151,6 +151,7 @@ fn search_and_report_commands_reject_bad_input() {
         ("--weight-decay", "NaN", "weight decay NaN"),
         ("--weight-decay", "-1", "weight decay -1"),
         ("--batch", "70000", "batch 70000: at most"),
+        ("--width", "100", "width 100: at most 16"),
     ] {
         let arg = format!("{flag}={value}");
         fails(&["search", "--db", &db, &arg], needle);
@@ -294,6 +295,8 @@ fn numbers_sizes_and_invisible_characters_are_reported() {
     fails_with(&["check", &temp("tiny.loss", "loss a = 1e-400 * p;\n")], "number `1e-400` is too small");
     assert!(lossc(&["check", &temp("zero.loss", "loss a = 0e-400 * p + 0.0 * y + p;\n")]).status.success());
     fails_with(&["check", "/dev/zero"], "larger than 256 MiB");
+    fails_with(&["bench-screen", "--n", "0"], "--n takes 1 to 10,000,000");
+    fails_with(&["bench", "examples/ce.loss", "--shapes", "100000x100000"], "B * C <= 2^28");
     let o = lossc(&["check", &temp("bidi.loss", "loss a = p \u{202e}+ y;\n")]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2));

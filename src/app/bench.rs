@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("shape `{0}` is not BxC with B >= 1 and C >= 2 (e.g. 8192x100)")]
+    #[error("shape `{0}` is not BxC with B >= 1, C >= 2 and B * C <= 2^28 (e.g. 8192x100)")]
     Shape(String),
     #[error("unknown target form `{0}` (labels, dense)")]
     TargetForm(String),
@@ -49,8 +49,10 @@ impl std::str::FromStr for Shape {
     fn from_str(s: &str) -> Result<Shape, BenchError> {
         let bad = || BenchError::Shape(s.to_string());
         let (b, c) = s.split_once('x').ok_or_else(bad)?;
-        let (rows, classes) = (b.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?);
-        if rows == 0 || classes < 2 { Err(bad()) } else { Ok(Shape { rows, classes }) }
+        let (rows, classes): (usize, usize) = (b.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?);
+        // Up to 2^28 elements: a benchmark batch holds several f32 copies (1 GiB each at that).
+        let fits = rows.checked_mul(classes).is_some_and(|n| n <= 1 << 28);
+        if rows == 0 || classes < 2 || !fits { Err(bad()) } else { Ok(Shape { rows, classes }) }
     }
 }
 

@@ -59,6 +59,9 @@ impl Default for TrainSpec {
 /// image, so this is about 1.5 GB, where a typo (`70000`) would exhaust the machine's memory.
 pub const MAX_BATCH: usize = 4096;
 
+/// The largest channel multiplier: width 16 is 128/256/512 channels.
+pub const MAX_WIDTH: usize = 16;
+
 /// What is wrong with a [`TrainSpec`]; each names the setting, never a command-line flag.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -72,8 +75,10 @@ pub enum SpecError {
     OutOfRange { setting: &'static str, value: f64, expected: &'static str },
     #[error("batch {0}: at most {MAX_BATCH} images")]
     BatchTooLarge(usize),
+    #[error("width {0}: at most {MAX_WIDTH} (the surrogate's channels grow with it, and its memory with their square)")]
+    WidthTooLarge(usize),
 }
-crate::error::classify!(SpecError, input: [Augmentation, Optimizer, NotPositive, OutOfRange, BatchTooLarge]);
+crate::error::classify!(SpecError, input: [Augmentation, Optimizer, NotPositive, OutOfRange, BatchTooLarge, WidthTooLarge]);
 
 impl TrainSpec {
     /// The runtime's configuration, or what is wrong with the spec.
@@ -93,6 +98,9 @@ impl TrainSpec {
         }
         if self.batch > MAX_BATCH {
             return Err(SpecError::BatchTooLarge(self.batch));
+        }
+        if self.width > MAX_WIDTH {
+            return Err(SpecError::WidthTooLarge(self.width));
         }
         let range = |setting, value: f64, ok: bool, expected| {
             if ok { Ok(()) } else { Err(SpecError::OutOfRange { setting, value, expected }) }

@@ -74,6 +74,9 @@ fn main() -> ExitCode {
         Cmd::Eliminate { store, stages, out } => eliminate(&store, &stages, &out),
         Cmd::Plot { what } => plot(what),
         Cmd::Worker { db, workers, idle } => worker(&db, workers, idle),
+        Cmd::BenchScreen { n, .. } if !(1..=10_000_000).contains(&n) => {
+            Err(bad("--n takes 1 to 10,000,000 candidates"))
+        }
         Cmd::BenchScreen { n, seed, no_baseline, rounds } => {
             bench_screen(n, seed, no_baseline, rounds);
             Ok(())
