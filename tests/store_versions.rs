@@ -108,3 +108,19 @@ fn runs_started_together_on_a_new_store_all_start() {
         assert!(results.iter().all(Result::is_ok) && created == 1, "round {round}: {results:?}");
     }
 }
+
+/// A store damaged on disk is reported when a run or a worker starts, not taken for empty.
+#[test]
+fn a_damaged_store_is_reported() {
+    let dir = common::scratch_dir("store-damaged");
+    let db = dir.join("s.db");
+    Store::open(&db).unwrap().begin_run("search", "search", &serde_json::json!({})).unwrap();
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 3 * 4096, "the store has several pages");
+    for (i, b) in bytes[4096..3 * 4096].iter_mut().enumerate() {
+        *b = (i * 7) as u8;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let e = Store::open(&db).and_then(|s| s.check_integrity()).unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt(_)) && e.to_string().contains("damaged"), "{e}");
+}

@@ -139,7 +139,7 @@ pub fn work(db: &Path, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> R
 /// `lossc worker`: `workers` threads claiming jobs from the store at `db` until none has come
 /// for `idle`; returns the jobs they ran.
 pub fn work_here(db: &Path, workers: usize, idle: Duration) -> Result<usize, RunError> {
-    Store::open(db)?;
+    Store::open(db)?.check_integrity()?;
     lossc_runtime::layers::set_threads(1);
     let stop = AtomicBool::new(false);
     let ran: Vec<Result<usize, RunError>> = std::thread::scope(|s| {
@@ -304,6 +304,7 @@ fn open_run(
         spec.config()?;
     }
     let store = Store::open(db)?;
+    store.check_integrity()?;
     let resumed = store.begin_run(run, kind, &serde_json::to_value(settings).expect("plain data"))?;
     store.requeue_stale(LEASE)?;
     for spec in specs {

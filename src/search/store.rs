@@ -178,6 +178,17 @@ impl Store {
         }
     }
 
+    /// SQLite's `quick_check` over the whole file: a store damaged on disk is an error here,
+    /// at the start of a run or a worker, rather than a silent "nothing to do" later.
+    pub fn check_integrity(&self) -> Result<(), StoreError> {
+        let verdict: String = self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        if verdict == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(format!("{}: the file is damaged ({verdict})", self.path)))
+        }
+    }
+
     /// The store's schema version: `None` for an empty file, 1 for a store from before
     /// versioning; an error for anything that is not a lossc store or is newer than this lossc.
     fn version(&self) -> Result<Option<i32>, StoreError> {
