@@ -359,3 +359,36 @@ fn the_wgsl_backend_is_quiet_without_a_runtime_dir() {
     assert!(o.status.success(), "{err}");
     assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
 }
+
+/// A loss at the nesting limit trains in a worker thread too (`evaluate` trains on workers,
+/// whose stacks are smaller than the main thread's by default).
+#[test]
+fn a_loss_at_the_nesting_limit_trains_on_a_worker() {
+    if !std::path::Path::new(lossc_runtime::data::FASHION_MNIST_DIR).exists() {
+        eprintln!("skipped: Fashion-MNIST is not installed (apt install dataset-fashion-mnist)");
+        return;
+    }
+    let deep = temp("deep999.loss", &format!("loss a = {}p{};\n", "sin(".repeat(999), ")".repeat(999)));
+    let db = temp("deep.db", "");
+    std::fs::remove_file(&db).unwrap();
+    let o = lossc(&[
+        "evaluate",
+        "--loss",
+        &deep,
+        "--db",
+        &db,
+        "--steps",
+        "2",
+        "--batch",
+        "8",
+        "--val",
+        "100",
+        "--seeds",
+        "1",
+        "--eval-every",
+        "1",
+        "--workers",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
