@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it and CI runs it. Installs what the tests need:
 # Mesa's software Vulkan (lavapipe) for the WGSL kernels, Fashion-MNIST for the training tests
-# (Debian's dataset-fashion-mnist), and NVRTC from PyPI for the CUDA compile tests (no CUDA
-# toolkit or GPU needed).
+# (Debian's dataset-fashion-mnist), NVRTC from PyPI for the CUDA compile tests (no CUDA
+# toolkit or GPU needed), and JAX (CPU) from PyPI for the generated JAX modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,10 +25,16 @@ fi
 nvrtc_lib="$(ls -d "$PWD"/.venv-nvrtc/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib | head -n 1)"
 export LD_LIBRARY_PATH="$nvrtc_lib:${LD_LIBRARY_PATH:-}"
 
+# JAX (CPU) for the test of `lossc compile --target jax`, in the venv the JAX baseline uses.
+if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c "import jax" 2>/dev/null; then
+  python3 -m venv bench/.venv
+  bench/.venv/bin/pip install -q "jax[cpu]" numpy
+fi
+
 # In CI nothing may be skipped for want of these. A one-off build gains nothing from
 # incremental state (gigabytes of it).
 if [ -n "${CI:-}" ]; then
-  export LOSSC_REQUIRE_NVRTC=1 LOSSC_REQUIRE_VULKAN=1 CARGO_INCREMENTAL=0
+  export LOSSC_REQUIRE_NVRTC=1 LOSSC_REQUIRE_VULKAN=1 LOSSC_REQUIRE_JAX=1 CARGO_INCREMENTAL=0
 fi
 # The test build needs a few GB; a full disk shows up as a linker crash (SIGBUS), so say so first.
 free_kb="$(df -Pk . | awk 'NR == 2 { print $4 }')"

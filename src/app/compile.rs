@@ -12,7 +12,10 @@ pub enum Target {
     Cuda,
     Wgsl,
     Cpu,
+    /// The three kernels above.
     All,
+    /// A JAX module `NAME.py` with the loss and its symbolic gradient (jax.custom_vjp).
+    Jax,
 }
 
 /// Why kernels were not written.
@@ -67,6 +70,11 @@ pub fn write(
                 file.display()
             );
             exts.push(("clif", header + &jit::clif(&fused, spec)?));
+        }
+        if target == Target::Jax {
+            let py = crate::backend::python::emit_jax(&fused, &file.display().to_string(), source);
+            files.push((name.clone(), "py".to_string(), py));
+            continue;
         }
         let listed: serde_json::Map<String, serde_json::Value> =
             exts.iter().map(|(e, _)| (e.to_string(), format!("{name}.{e}").into())).collect();

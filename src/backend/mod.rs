@@ -14,5 +14,6 @@ pub mod cuda;
 pub mod jit;
 pub mod jit_pass;
 pub mod jit_rt;
+pub mod python;
 pub mod vm;
 pub mod wgsl;
