@@ -296,6 +296,7 @@ fn numbers_sizes_and_invisible_characters_are_reported() {
     assert!(lossc(&["check", &temp("zero.loss", "loss a = 0e-400 * p + 0.0 * y + p;\n")]).status.success());
     fails_with(&["check", "/dev/zero"], "larger than 256 MiB");
     fails_with(&["bench-screen", "--n", "0"], "--n takes 1 to 10,000,000");
+    fails_with(&["bench-train", "--threads", "100000"], "is not in 1..=256");
     fails_with(&["bench", "examples/ce.loss", "--shapes", "100000x100000"], "B * C <= 2^28");
     let o = lossc(&["check", &temp("bidi.loss", "loss a = p \u{202e}+ y;\n")]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -68,8 +68,8 @@ pub enum Cmd {
         #[arg(long)]
         test: bool,
         /// Threads the convolutions split each batch over (results differ in the last bits
-        /// between thread counts; searches train on one).
-        #[arg(long, default_value_t = 1)]
+        /// between thread counts; searches train on one). 1 to 256.
+        #[arg(long, default_value_t = 1, value_parser = threads(1))]
         threads: usize,
         /// Write the JSON record here.
         #[arg(long)]
@@ -80,7 +80,8 @@ pub enum Cmd {
     },
     /// Training throughput of the surrogate: images/s at a batch size, with CE, on random data.
     BenchTrain {
-        #[arg(long, default_value_t = 1)]
+        /// 1 to 256.
+        #[arg(long, default_value_t = 1, value_parser = threads(1))]
         threads: usize,
         #[arg(long, default_value_t = 128)]
         batch: usize,
@@ -204,8 +205,8 @@ pub enum Cmd {
         shapes: Vec<Shape>,
         #[arg(long, value_delimiter = ',', default_value = "labels,dense")]
         targets: Vec<BenchTargets>,
-        /// Threads for the kernel (0: by batch size).
-        #[arg(long, default_value_t = 1)]
+        /// Threads for the kernel (0: by batch size), up to 256.
+        #[arg(long, default_value_t = 1, value_parser = threads(0))]
         threads: usize,
         /// Also time jax.jit(jax.value_and_grad(...)) on one thread (bench/jax_baseline.sh).
         #[arg(long)]
@@ -251,6 +252,11 @@ pub enum PlotCmd {
         #[arg(short, long)]
         out: PathBuf,
     },
+}
+
+/// A thread count from `min` to 256 (more would only exhaust the machine).
+fn threads(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(min..=256)
 }
 
 /// Where a search, sample or evaluation keeps its state.
