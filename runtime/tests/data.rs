@@ -9,6 +9,16 @@ fn temp(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// An IDX file of unsigned bytes: the header with its dimensions, then the body.
+fn idx(dims: &[u32], body: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        b.extend(d.to_be_bytes());
+    }
+    b.extend(body);
+    b
+}
+
 /// A CIFAR record: label byte(s) then 1024 red, 1024 green, 1024 blue bytes.
 fn record(labels: &[u8], seed: u8) -> Vec<u8> {
     let mut r = labels.to_vec();
@@ -61,14 +71,6 @@ fn broken_files_are_reported_with_their_path() {
 #[test]
 fn idx_files_gzip_or_not_pad_to_32x32() {
     let dir = temp("idx");
-    let idx = |dims: &[u32], body: &[u8]| {
-        let mut b = vec![0, 0, 8, dims.len() as u8];
-        for d in dims {
-            b.extend(d.to_be_bytes());
-        }
-        b.extend(body);
-        b
-    };
     let pixels: Vec<u8> = (0..2 * 28 * 28).map(|i| (i % 251) as u8).collect();
     let images = idx(&[2, 28, 28], &pixels);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -92,14 +94,6 @@ fn idx_files_gzip_or_not_pad_to_32x32() {
 #[test]
 fn malformed_idx_files_are_errors() {
     let dir = temp("idx-bad");
-    let idx = |dims: &[u32], body: &[u8]| {
-        let mut b = vec![0, 0, 8, dims.len() as u8];
-        for d in dims {
-            b.extend(d.to_be_bytes());
-        }
-        b.extend(body);
-        b
-    };
     let write = |images: Vec<u8>, labels: Vec<u8>| {
         std::fs::write(dir.join("train-images-idx3-ubyte"), &images).unwrap();
         std::fs::write(dir.join("t10k-images-idx3-ubyte"), &images).unwrap();
