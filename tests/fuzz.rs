@@ -196,7 +196,7 @@ fn adversarial_loss_files_and_batches_end_with_exit_0_or_2() {
         let file = dir.join(format!("c{case}.loss"));
         std::fs::write(&file, loss_file(&mut rng)).unwrap();
         let f = file.to_str().unwrap();
-        let mut commands: Vec<Vec<String>> = vec![vec!["check".into(), f.into()]];
+        let mut commands: Vec<Vec<String>> = Vec::new();
         if case % 3 == 0 {
             let json = dir.join(format!("b{case}.json"));
             std::fs::write(&json, batch(&mut rng)).unwrap();
@@ -238,7 +238,7 @@ fn adversarial_loss_files_and_batches_end_with_exit_0_or_2() {
             Ok(_) => refused += 1,
             Err(e) => failures.push(format!("check {f}: {e}")),
         }
-        for args in commands.iter().skip(1) {
+        for args in &commands {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             if let Err(e) = run(&args) {
                 failures.push(format!("{args:?}: {e}"));

@@ -339,13 +339,13 @@ impl KernelBench<'_> {
             Some(_) if !self.compile_only => self.jax(say)?,
             _ => Default::default(),
         };
-        let host = crate::backend::jit_rt::Helpers::for_host();
-        let helpers = match (host.avx2, host.avx512_softmax) {
+        let cpu = crate::backend::jit_rt::Helpers::for_host();
+        let helpers = match (cpu.avx2, cpu.avx512_softmax) {
             (true, true) => "AVX2 + FMA, softmax pass AVX-512",
             (true, false) => "AVX2 + FMA",
             _ => "baseline (no AVX2 + FMA)",
         };
-        say(format!("host: {}; CPU kernel row helpers: {helpers}", crate::app::bench::host()));
+        say(format!("host: {}; CPU kernel row helpers: {helpers}", host()));
         say("compile (text -> callable kernel, uncached, labels spec; tier 2 compiles in the background):".into());
         let ms = |t: Duration| t.as_secs_f64() * 1e3;
         for (i, l) in self.losses.iter().enumerate() {

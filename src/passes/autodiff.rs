@@ -65,6 +65,9 @@ struct Template {
     out: Id,
 }
 
+/// The most nodes a derivative rule may have (the largest has about 20).
+const MAX_TEMPLATE: usize = 48;
+
 /// The `eps` a template is parsed with, so that its guard is told apart from its constants.
 const EPS_MARK: f64 = 7.77e-301;
 
@@ -73,14 +76,16 @@ impl Template {
     fn parse(text: &str, args: &str) -> Template {
         let src = format!("eps = {EPS_MARK:e};\n{args}\nloss d = {text};");
         let graph = crate::syntax::parse(&src).unwrap_or_else(|d| panic!("op table rule `{text}`: {}", d.message));
+        assert!(graph.len() <= MAX_TEMPLATE, "op table rule `{text}` has over {MAX_TEMPLATE} nodes");
         let out = graph.outputs[0].1;
         Template { graph, out }
     }
 
     /// The rule's value in `g`, with `y` and `p` of the template standing for `a` and `x`.
     fn expand(&self, g: &mut Graph, a: Id, x: Id) -> Id {
-        let mut map: Vec<Id> = Vec::with_capacity(self.graph.len());
-        for (_, n) in self.graph.iter() {
+        // On the stack: the screen differentiates every candidate, and rules are small.
+        let mut map = [x; MAX_TEMPLATE];
+        for (i, n) in self.graph.iter() {
             let id = match n {
                 Node::Input(Input::Y) => a,
                 Node::Input(Input::P) => x,
@@ -89,7 +94,7 @@ impl Template {
                 Node::Unary(op, u) => g.unary(op, map[u.index()]),
                 Node::Binary(op, u, v) => g.binary(op, map[u.index()], map[v.index()]),
             };
-            map.push(id);
+            map[i.index()] = id;
         }
         map[self.out.index()]
     }
