@@ -460,6 +460,22 @@ fn bn_back_body(a: Affine, gy: &[f32], xhat: &[f32], sig: &[f32], dx: &mut [Mayb
 
 impl Device for Cpu {
     type Buf = Vec<f32>;
+    const HOST: bool = true;
+
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+    fn hits(&self, logits: &Vec<f32>, n: usize, classes: usize, labels: &[u32], stats: &mut Vec<f32>, slot: usize) {
+        let hits = logits[..n * classes]
+            .chunks(classes)
+            .zip(labels)
+            .filter(|(row, l)| {
+                let first_max = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+                first_max.0 == **l as usize
+            })
+            .count();
+        stats[slot] += hits as f32;
+    }
 
     fn zeros(&self, n: usize) -> Vec<f32> {
         vec![0.0; n]

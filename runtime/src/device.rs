@@ -4,8 +4,9 @@
 //! arithmetic through a [`Device`]; they never touch the numbers themselves. A device decides
 //! the algorithm: the CPU ([`crate::cpu::Cpu`]) runs im2col + GEMM over cache-sized groups of
 //! images on its own threads; a CUDA device would hold `CudaSlice<f32>` buffers and run the
-//! same operations as cuBLAS GEMMs and NVRTC kernels over the whole batch. Adding one changes
-//! neither the layers nor their callers (the model and the training loop).
+//! same operations as cuBLAS GEMMs and NVRTC kernels over the whole batch; the wgpu device
+//! ([`crate::gpu::Wgpu`]) runs the kernels of kernels/train.rs on a population of models.
+//! Adding one changes neither the layers nor their callers (the model and the training loop).
 //!
 //! Activations are channel-major, `[C, N, H*W]` ("CNHW"): a convolution's GEMM output is then
 //! already the next layer's input (no transposes), and batch norm reduces over one contiguous
@@ -78,14 +79,36 @@ pub enum Update {
 /// Where the surrogate trains. Every operation takes and returns device buffers; only
 /// `upload*` and `download` cross to the host (the loss kernel reads the logits on the host:
 /// `[N, classes]` is small).
+///
+/// A device trains a population of [`Device::models`] models at once (K; the CPU's is 1):
+/// every buffer holds one tensor per model, stacked on a leading model axis, and every
+/// operation applies to all K. Shapes and lengths in this trait are those of one model.
 pub trait Device: Clone + Send + Sync {
     /// A buffer of f32 on the device.
     type Buf: Send + Sync;
+    /// Whether reading a buffer back costs nothing (the host is the device), so the training
+    /// loop may look at every step's numbers instead of only at evaluation intervals.
+    const HOST: bool = false;
 
+    /// The device in a few words, for a run's record: "cpu", "wgpu (llvmpipe ...)".
+    fn name(&self) -> String;
+    /// How many models every buffer holds.
+    fn models(&self) -> usize {
+        1
+    }
+    /// `n` zeros per model.
     fn zeros(&self, n: usize) -> Self::Buf;
+    /// One tensor every model reads (inputs, masks): stored once, never written.
     fn upload(&self, host: &[f32]) -> Self::Buf;
+    /// One tensor each model gets its own copy of (parameters, running statistics).
+    fn param(&self, host: &[f32]) -> Self::Buf {
+        self.upload(host)
+    }
+    /// The whole buffer: K tensors one after another (one for a shared buffer).
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;
     fn len(&self, buf: &Self::Buf) -> usize;
+    /// Sends the work recorded so far to the device (a no-op where work runs as it is called).
+    fn flush(&self) {}
     /// Host images `[n, c, hw]` to a device batch `[c, n, hw]`.
     fn upload_images(&self, host: &[f32], n: usize, c: usize, hw: usize) -> Self::Buf;
 
@@ -152,6 +175,10 @@ pub trait Device: Clone + Send + Sync {
         dw: &mut Self::Buf,
         db: &mut Self::Buf,
     ) -> Self::Buf;
+
+    /// Adds to `stats[slot]` of each model how many of the `n` rows of its logits
+    /// `[n, classes]` have their first maximum at `labels[row]`.
+    fn hits(&self, logits: &Self::Buf, n: usize, classes: usize, labels: &[u32], stats: &mut Self::Buf, slot: usize);
 
     /// One optimiser step on `value` with gradient `grad + decay * value`; clears `grad`.
     fn update(

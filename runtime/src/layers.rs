@@ -21,7 +21,7 @@ pub struct Param<D: Device> {
 
 impl<D: Device> Param<D> {
     fn new(dev: &D, value: &[f32], decay: bool) -> Param<D> {
-        Param { value: dev.upload(value), grad: dev.zeros(value.len()), decay }
+        Param { value: dev.param(value), grad: dev.zeros(value.len()), decay }
     }
 }
 
@@ -51,25 +51,28 @@ impl<D: Device> Conv2d<D> {
 
     /// `[cin, n, h*w] -> [cout, n, oh*ow]`; keeps `x` for backward.
     pub fn forward(&mut self, x: D::Buf, n: usize) -> D::Buf {
-        let y = self.dev.conv_forward(&self.geom, n, &self.weight.value, &x);
+        let y = self.apply(&x, n);
         (self.x, self.n) = (Some(x), n);
         y
     }
 
+    /// The forward pass without keeping `x` (the network's first layer: its input is data the
+    /// caller keeps, and needs no gradient).
+    pub fn apply(&self, x: &D::Buf, n: usize) -> D::Buf {
+        self.dev.conv_forward(&self.geom, n, &self.weight.value, x)
+    }
+
     /// Accumulates the weight gradient and returns the input gradient.
     pub fn backward(&mut self, gy: &D::Buf) -> D::Buf {
-        self.backward_inner(gy, true).expect("asked for dx")
-    }
-
-    /// Accumulates the weight gradient only (the network's first layer: its input is data).
-    pub fn backward_weights(&mut self, gy: &D::Buf) {
-        self.backward_inner(gy, false);
-    }
-
-    fn backward_inner(&mut self, gy: &D::Buf, want_dx: bool) -> Option<D::Buf> {
         let x = self.x.as_ref().expect("Conv2d::backward before forward");
         let (w, dw) = (&self.weight.value, &mut self.weight.grad);
-        self.dev.conv_backward(&self.geom, self.n, w, x, gy, dw, want_dx)
+        self.dev.conv_backward(&self.geom, self.n, w, x, gy, dw, true).expect("asked for dx")
+    }
+
+    /// Accumulates the weight gradient of [`Conv2d::apply`] to `x` only.
+    pub fn backward_weights(&mut self, x: &D::Buf, n: usize, gy: &D::Buf) {
+        let (w, dw) = (&self.weight.value, &mut self.weight.grad);
+        self.dev.conv_backward(&self.geom, n, w, x, gy, dw, false);
     }
 }
 
@@ -102,7 +105,7 @@ impl<D: Device> BatchNorm<D> {
             eps: 1e-3,
             state: BnState {
                 running_mean: dev.zeros(c),
-                running_var: dev.upload(&vec![1.0; c]),
+                running_var: dev.param(&vec![1.0; c]),
                 xhat: dev.zeros(0),
                 sig: dev.zeros(0),
                 inv_std: dev.zeros(c),
@@ -157,7 +160,7 @@ impl<D: Device> GlobalAvgPool<D> {
 
 /// Inverted dropout: kept units are scaled by 1/(1-rate) in training; identity in evaluation.
 /// The mask is drawn on the host from the run's generator, so runs are reproducible on any
-/// device.
+/// device; the models of a population share it.
 pub struct Dropout<D: Device> {
     dev: D,
     pub rate: f32,

@@ -81,6 +81,10 @@ pub struct ResNet9v2<D: Device = Cpu> {
     pub classes: usize,
     /// Input shape (channels, height, width).
     pub input: (usize, usize, usize),
+    /// The device batch of the last host [`ResNet9v2::forward`], for its backward.
+    input_batch: Option<D::Buf>,
+    /// The batch size of the last forward pass.
+    n: usize,
 }
 
 impl ResNet9v2<Cpu> {
@@ -109,6 +113,8 @@ impl<D: Device> ResNet9v2<D> {
             dense: Dense::new(&dev, &mut rng, c3, classes),
             classes,
             input: (c, h, w),
+            input_batch: None,
+            n: 0,
             dev,
         }
     }
@@ -120,26 +126,42 @@ impl<D: Device> ResNet9v2<D> {
     /// Logits `[n, classes]` (on the host) of host images `[n, C, H, W]`.
     pub fn forward(&mut self, x: &[f32], n: usize, train: bool, rng: &mut Rng) -> Vec<f32> {
         let (c, h, w) = self.input;
-        let mut y = self.stem.forward(self.dev.upload_images(x, n, c, h * w), n);
+        let x = self.dev.upload_images(x, n, c, h * w);
+        let y = self.forward_buf(&x, n, train, rng);
+        self.input_batch = Some(x);
+        self.dev.download(&y)
+    }
+
+    /// Back-propagates the gradient of the loss with respect to the logits (host `[n, classes]`)
+    /// of the last [`ResNet9v2::forward`].
+    pub fn backward(&mut self, dlogits: &[f32]) {
+        let x = self.input_batch.take().expect("ResNet9v2::backward before forward");
+        self.backward_buf(&x, &self.dev.upload(dlogits));
+    }
+
+    /// Logits `[n, classes]` per model, on the device, of a device batch `[C, n, H*W]`.
+    pub fn forward_buf(&mut self, x: &D::Buf, n: usize, train: bool, rng: &mut Rng) -> D::Buf {
+        self.n = n;
+        let mut y = self.stem.apply(x, n);
         for b in &mut self.blocks {
             y = b.forward(y, n, train);
         }
         y = self.bn.forward(&y, n, train);
         y = self.pool.forward(&y, n);
         y = self.dropout.forward(y, train, rng);
-        self.dev.download(&self.dense.forward(y, n))
+        self.dense.forward(y, n)
     }
 
-    /// Back-propagates the gradient of the loss with respect to the logits (host `[n, classes]`).
-    pub fn backward(&mut self, dlogits: &[f32]) {
-        let mut g = self.dense.backward(&self.dev.upload(dlogits));
+    /// Back-propagates `dlogits` (per model, on the device) of the last training forward of `x`.
+    pub fn backward_buf(&mut self, x: &D::Buf, dlogits: &D::Buf) {
+        let mut g = self.dense.backward(dlogits);
         g = self.dropout.backward(g);
         g = self.pool.backward(&g);
         g = self.bn.backward(&g);
         for b in self.blocks.iter_mut().rev() {
             g = b.backward(&g);
         }
-        self.stem.backward_weights(&g);
+        self.stem.backward_weights(x, self.n, &g);
     }
 
     pub fn params(&mut self) -> Vec<&mut Param<D>> {

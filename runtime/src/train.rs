@@ -1,8 +1,17 @@
 //! The training loop: mini-batches, augmentation, the loss kernel, Adam/SGD with the one-cycle
 //! schedule, periodic validation, and the predecessor's early stops.
+//!
+//! One loop trains a population of K models on any device ([`train_population`]); K = 1 on the
+//! CPU is ordinary training ([`train_and_test`]). The K models share everything but their loss:
+//! initial weights (the seed), data order, augmentation draws and dropout masks. Each model's
+//! numbers depend only on its seed and its loss, never on its neighbours: every tensor and every
+//! reduction (batch norm's statistics included) is per model. The per-step numbers (loss sum,
+//! hits, the first non-finite step) stay on the device and are read at evaluation intervals.
 
 use crate::augment::{self, Augment};
+use crate::cpu::Cpu;
 use crate::data::Dataset;
+use crate::device::Device;
 use crate::model::ResNet9v2;
 use crate::optim::{Optimizer, State, one_cycle};
 use crate::rng::Rng;
@@ -22,7 +31,8 @@ pub struct LabelTargets<'a> {
 /// loop only reports it, as an early stop).
 pub type LossError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A loss kernel: fills `grad` with d(batch mean loss)/d logits and returns the batch loss.
+/// A loss kernel on the host: fills `grad` with d(batch mean loss)/d logits and returns the
+/// batch loss.
 pub trait LossFn {
     fn loss_and_grad(
         &self,
@@ -91,40 +101,102 @@ pub struct Metrics {
     pub test_accuracy: Option<f64>,
     pub steps: usize,
     pub wall_seconds: f64,
+    /// Training images per second of this model (a population of K trains K times as many).
     pub images_per_second: f64,
+    /// Where it trained: "cpu", "wgpu (adapter)".
+    #[serde(default)]
+    pub device: String,
+    /// How many models trained together in its population.
+    #[serde(default)]
+    pub population: usize,
+}
+
+/// The K models' loss kernels on a device.
+pub trait DeviceLoss<D: Device> {
+    /// For each model k: `grad[k]` = d(batch mean loss)/d `logits[k]` (both `[n, classes]` per
+    /// model); adds model k's batch mean loss to `stats[k][0]`, and at its first non-finite loss
+    /// or gradient sets `stats[k][2]` to `step + 1` and `stats[k][3]` to 1 (NaN loss) or 2.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        dev: &D,
+        logits: &D::Buf,
+        classes: usize,
+        t: &LabelTargets,
+        grad: &mut D::Buf,
+        stats: &mut D::Buf,
+        step: usize,
+    ) -> Result<(), LossError>;
+}
+
+/// A host loss kernel as the CPU device's population of one.
+pub struct HostLoss<'a>(pub &'a dyn LossFn);
+
+impl DeviceLoss<Cpu> for HostLoss<'_> {
+    fn run(
+        &self,
+        _dev: &Cpu,
+        logits: &Vec<f32>,
+        classes: usize,
+        t: &LabelTargets,
+        grad: &mut Vec<f32>,
+        stats: &mut Vec<f32>,
+        step: usize,
+    ) -> Result<(), LossError> {
+        grad.resize(logits.len(), 0.0);
+        let l = self.0.loss_and_grad(logits, classes, t, grad)?;
+        stats[0] += l as f32;
+        if (!l.is_finite() || grad.iter().any(|g| !g.is_finite())) && stats[2] == 0.0 {
+            stats[2] = (step + 1) as f32;
+            stats[3] = if l.is_nan() { 1.0 } else { 2.0 };
+        }
+        Ok(())
+    }
 }
 
 /// What a progress bar shows.
 pub struct Progress {
     pub step: usize,
+    /// The mean training loss of the last evaluation interval (of the first running model).
     pub loss: f64,
     pub best_validation_accuracy: f64,
 }
 
-/// Accuracy of the model on a data set (evaluation mode, batches of 256).
-pub fn accuracy(model: &mut ResNet9v2, data: &Dataset) -> f64 {
-    let size = data.image_size();
-    let mut rng = Rng::new(0);
-    let mut correct = 0;
-    for start in (0..data.len()).step_by(256) {
-        let end = (start + 256).min(data.len());
-        let n = end - start;
-        let logits = model.forward(&data.images[start * size..end * size], n, false, &mut rng);
-        correct += argmax_hits(&logits, model.classes, &data.labels[start..end]);
-    }
-    correct as f64 / data.len().max(1) as f64
+/// A data set uploaded once, in batches of 256, for repeated evaluation.
+struct Resident<B> {
+    batches: Vec<(B, usize)>,
+    labels: Vec<u32>,
 }
 
-fn argmax_hits(logits: &[f32], classes: usize, labels: &[u32]) -> usize {
-    logits
-        .chunks(classes)
-        .zip(labels)
-        .filter(|(row, l)| {
-            let best =
-                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
-            best.0 == **l as usize
-        })
-        .count()
+impl<B> Resident<B> {
+    fn new<D: Device<Buf = B>>(dev: &D, data: &Dataset) -> Resident<B> {
+        let size = data.image_size();
+        let (c, h, w) = data.shape;
+        let batches = (0..data.len())
+            .step_by(256)
+            .map(|start| {
+                let n = (start + 256).min(data.len()) - start;
+                (dev.upload_images(&data.images[start * size..(start + n) * size], n, c, h * w), n)
+            })
+            .collect();
+        Resident { batches, labels: data.labels.clone() }
+    }
+}
+
+/// Accuracy of each model of the population on a resident data set (evaluation mode).
+fn accuracy<D: Device>(model: &mut ResNet9v2<D>, data: &Resident<D::Buf>) -> Vec<f64> {
+    let dev = model.device().clone();
+    let mut rng = Rng::new(0);
+    let mut stats = dev.zeros(4);
+    let mut start = 0;
+    for (x, n) in &data.batches {
+        let logits = model.forward_buf(x, *n, false, &mut rng);
+        dev.hits(&logits, *n, model.classes, &data.labels[start..start + n], &mut stats, 0);
+        start += n;
+        dev.flush();
+    }
+    let v = dev.download(&stats);
+    (0..dev.models()).map(|k| v[4 * k] as f64 / data.labels.len().max(1) as f64).collect()
 }
 
 /// Trains a fresh surrogate on `train` and validates on `val`.
@@ -148,16 +220,44 @@ pub fn train_and_test(
     progress: &mut dyn FnMut(&Progress),
 ) -> Metrics {
     crate::cpu::keep_freed_memory();
+    let mut all = train_population(Cpu, &HostLoss(loss), train, val, test, cfg, progress);
+    all.pop().expect("a population of one")
+}
+
+/// One model's running record in a population.
+struct Member {
+    m: Metrics,
+    running: bool,
+}
+
+/// Trains a population of `dev.models()` fresh surrogates from the same seed, model k with
+/// loss kernel k, and returns each model's record.
+pub fn train_population<D: Device>(
+    dev: D,
+    loss: &dyn DeviceLoss<D>,
+    train: &Dataset,
+    val: &Dataset,
+    test: Option<&Dataset>,
+    cfg: &Config,
+    progress: &mut dyn FnMut(&Progress),
+) -> Vec<Metrics> {
     let start = Instant::now();
-    let mut model = ResNet9v2::new(cfg.seed, train.shape, train.classes, cfg.width);
-    let mut opt = State::new(model.device(), cfg.optimizer, cfg.weight_decay);
+    let k_models = dev.models();
+    let mut model = ResNet9v2::on(dev.clone(), cfg.seed, train.shape, train.classes, cfg.width);
+    let mut opt = State::new(&dev, cfg.optimizer, cfg.weight_decay);
     let mut rng = Rng::new(cfg.seed ^ 0x5EED);
+    let val_data = Resident::new(&dev, val);
     let size = train.image_size();
-    let mut m = Metrics::default();
-    let (mut sum_loss, mut hits, mut seen) = (0.0, 0usize, 0usize);
+    let (c, h, w) = train.shape;
+    let blank = Metrics { device: dev.name(), population: k_models, ..Metrics::default() };
+    let mut pop: Vec<Member> = (0..k_models).map(|_| Member { m: blank.clone(), running: true }).collect();
+    // Per model: [loss sum, hits, first non-finite step + 1, 1 NaN / 2 other].
+    let mut stats = dev.zeros(4);
+    let mut interval_steps = 0usize;
+    let mut last_loss = 0.0;
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut cursor = order.len();
-    let mut grad = Vec::new();
+    let mut grad = dev.zeros(0);
     for step in 0..cfg.steps {
         // Next batch of a reshuffled epoch.
         let mut idx = Vec::with_capacity(cfg.batch);
@@ -176,30 +276,34 @@ pub fn train_and_test(
         let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();
         let b = augment::apply(&cfg.augment, &images, &labels, train.shape, &mut rng);
         let n = b.labels.len();
-        let logits = model.forward(&b.images, n, true, &mut rng);
-        grad.resize(logits.len(), 0.0);
+        let x = dev.upload_images(&b.images, n, c, h * w);
+        let logits = model.forward_buf(&x, n, true, &mut rng);
         let t = LabelTargets {
             labels: &b.labels,
             labels_b: b.labels_b.as_deref(),
             lam: b.lam.as_deref(),
             smoothing: cfg.label_smoothing,
         };
-        let l = match loss.loss_and_grad(&logits, train.classes, &t, &mut grad) {
-            Ok(l) => l,
-            Err(e) => {
-                m.stopped = Some(format!("loss kernel failed at step {step}: {e}"));
-                break;
+        if let Err(e) = loss.run(&dev, &logits, train.classes, &t, &mut grad, &mut stats, step) {
+            for p in pop.iter_mut().filter(|p| p.running) {
+                p.m.stopped = Some(format!("loss kernel failed at step {step}: {e}"));
+                p.running = false;
             }
-        };
-        if !l.is_finite() || grad.iter().any(|g| !g.is_finite()) {
-            m.stopped =
-                Some(format!("the loss turned {} at step {step}", if l.is_nan() { "NaN" } else { "non-finite" }));
             break;
         }
-        model.backward(&grad);
+        if D::HOST {
+            // Reading back is free: stop at the very step a loss turns non-finite.
+            let v = dev.download(&stats);
+            for (k, p) in pop.iter_mut().enumerate() {
+                stop_if_non_finite(p, &v[4 * k..4 * k + 4]);
+            }
+            if pop.iter().all(|p| !p.running) {
+                break;
+            }
+        }
+        model.backward_buf(&x, &grad);
         let lr = one_cycle(step, cfg.steps, cfg.warmup, cfg.lr);
         opt.step(&mut model.params(), lr);
-        sum_loss += l;
         // With mixup, a hit is the argmax on the dominant label (Keras' categorical accuracy on
         // mixed one-hot targets); counting against the first label alone halves the accuracy
         // and trips the gate.
@@ -209,30 +313,80 @@ pub fn train_and_test(
             }
             _ => b.labels.clone(),
         };
-        hits += argmax_hits(&logits, train.classes, &dominant);
-        seen += n;
-        m.steps = step + 1;
+        dev.hits(&logits, n, train.classes, &dominant, &mut stats, 1);
+        dev.flush();
+        interval_steps += 1;
+        for p in pop.iter_mut().filter(|p| p.running) {
+            p.m.steps = step + 1;
+        }
         let last = step + 1 == cfg.steps;
         if (step + 1) % cfg.eval_every == 0 || last || step + 1 == cfg.gate_step {
-            let train_acc = hits as f64 / seen.max(1) as f64;
-            m.train.push((step + 1, sum_loss / (seen as f64 / cfg.batch as f64), train_acc));
-            if step + 1 == cfg.gate_step && train_acc < cfg.gate_accuracy {
-                m.stopped =
-                    Some(format!("training accuracy {train_acc:.3} < {} at step {}", cfg.gate_accuracy, step + 1));
+            let v = dev.download(&stats);
+            let seen = (interval_steps * n) as f64;
+            let mut validate = false;
+            for (k, p) in pop.iter_mut().enumerate() {
+                let s = &v[4 * k..4 * k + 4];
+                stop_if_non_finite(p, s);
+                if !p.running {
+                    continue;
+                }
+                let train_acc = s[1] as f64 / seen.max(1.0);
+                let mean_loss = s[0] as f64 / (seen / cfg.batch as f64);
+                p.m.train.push((step + 1, mean_loss, train_acc));
+                if step + 1 == cfg.gate_step && train_acc < cfg.gate_accuracy {
+                    p.m.stopped =
+                        Some(format!("training accuracy {train_acc:.3} < {} at step {}", cfg.gate_accuracy, step + 1));
+                    p.running = false;
+                    continue;
+                }
+                validate = true;
+            }
+            if validate {
+                let va = accuracy(&mut model, &val_data);
+                for (p, &va) in pop.iter_mut().zip(&va).filter(|(p, _)| p.running) {
+                    p.m.validation.push((step + 1, va));
+                    p.m.best_validation_accuracy = p.m.best_validation_accuracy.max(va);
+                }
+            }
+            if let Some(p) = pop.iter().find(|p| p.running) {
+                last_loss = p.m.train.last().map_or(0.0, |t| t.1);
+            }
+            stats = dev.zeros(4);
+            interval_steps = 0;
+            if pop.iter().all(|p| !p.running) {
                 break;
             }
-            let va = accuracy(&mut model, val);
-            m.validation.push((step + 1, va));
-            m.best_validation_accuracy = m.best_validation_accuracy.max(va);
-            (sum_loss, hits, seen) = (0.0, 0, 0);
         }
-        progress(&Progress { step: step + 1, loss: l, best_validation_accuracy: m.best_validation_accuracy });
+        let best = pop.iter().filter(|p| p.running).map(|p| p.m.best_validation_accuracy).fold(0.0, f64::max);
+        progress(&Progress { step: step + 1, loss: last_loss, best_validation_accuracy: best });
     }
-    m.fitness = if m.stopped.is_some() { 0.0 } else { m.best_validation_accuracy };
-    if let Some(test) = test {
-        m.test_accuracy = Some(if m.stopped.is_some() { 0.0 } else { accuracy(&mut model, test) });
+    let test_acc = test.map(|t| {
+        if pop.iter().any(|p| p.m.stopped.is_none()) { accuracy(&mut model, &Resident::new(&dev, t)) } else { vec![0.0; k_models] }
+    });
+    let wall = start.elapsed().as_secs_f64();
+    pop.into_iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let mut m = p.m;
+            let stopped = m.stopped.is_some();
+            m.fitness = if stopped { 0.0 } else { m.best_validation_accuracy };
+            if let Some(t) = &test_acc {
+                m.test_accuracy = Some(if stopped { 0.0 } else { t[k] });
+            }
+            m.wall_seconds = wall;
+            m.images_per_second = (m.steps * cfg.batch) as f64 / wall;
+            m
+        })
+        .collect()
+}
+
+/// Stops a running model whose stats record a non-finite loss or gradient.
+fn stop_if_non_finite(p: &mut Member, s: &[f32]) {
+    if p.running && s[2] > 0.0 {
+        let step = s[2] as usize - 1;
+        let what = if s[3] == 1.0 { "NaN" } else { "non-finite" };
+        p.m.stopped = Some(format!("the loss turned {what} at step {step}"));
+        p.m.steps = step;
+        p.running = false;
     }
-    m.wall_seconds = start.elapsed().as_secs_f64();
-    m.images_per_second = (m.steps * cfg.batch) as f64 / m.wall_seconds;
-    m
 }

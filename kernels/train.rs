@@ -1,0 +1,503 @@
+//! The training runtime's GPU kernels, written once for WGSL and CUDA C.
+//!
+//! Each row is one kernel: its storage buffers (binding order), its scalar parameters and a
+//! body in the common subset of WGSL and C++ that `runtime/src/kernels.rs` wraps for either
+//! language (`let`/`var` become `const auto`/`auto`; `select`, `sigmoid`, `reduce_sum` and
+//! `bitcast` are defined in both preludes). Bodies see `gid` (this thread's global index),
+//! `lid` (its index in the workgroup of 256), `wg` (the workgroup's index), `nthreads` and
+//! `nwgs`, and loop over their work grid-stride, so any dispatch size covers it.
+//!
+//! Every tensor carries a leading model axis of K (the population): activations are
+//! `[K, C, N, H*W]`, parameters `[K, ...]`. A buffer shared by all models (the input batch, a
+//! dropout mask) has model stride 0. Thread `e` of an element-wise kernel handles element `e`
+//! of the whole `[K, ...]` tensor, so K never appears as a loop.
+
+/// How a kernel uses a storage buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read-only f32.
+    Read,
+    /// Read-only u32 (labels).
+    ReadU32,
+    /// Written (and possibly read) f32.
+    Write,
+}
+
+/// One kernel: name, buffers, parameters (`name` is u32, `name:f` is f32), body.
+pub struct Kernel {
+    pub name: &'static str,
+    pub buffers: &'static [(&'static str, Access)],
+    pub params: &'static [&'static str],
+    pub body: &'static str,
+}
+
+use Access::{Read as R, ReadU32 as U, Write as W};
+
+pub const KERNELS: &[Kernel] = &[
+    // y[k, co, i, oy, ox] = sum over ci, ky, kx of w[k, co, ci, ky, kx] x[k, ci, i, iy, ix].
+    Kernel {
+        name: "conv_forward",
+        buffers: &[("w", R), ("x", R), ("y", W)],
+        params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        let ox = e % p.ow;
+        let t0 = e / p.ow;
+        let oy = t0 % p.oh;
+        let t1 = t0 / p.oh;
+        let i = t1 % p.n;
+        let t2 = t1 / p.n;
+        let co = t2 % p.cout;
+        let k = t2 / p.cout;
+        let wbase = (k * p.cout + co) * p.cin * p.ks * p.ks;
+        var acc = 0.0f;
+        for (var ci = 0u; ci < p.cin; ci++) {
+            let xbase = k * p.xs + (ci * p.n + i) * p.h * p.w;
+            for (var ky = 0u; ky < p.ks; ky++) {
+                let iy = i32(oy * p.stride + ky) - i32(p.pad);
+                if (iy < 0 || iy >= i32(p.h)) { continue; }
+                for (var kx = 0u; kx < p.ks; kx++) {
+                    let ix = i32(ox * p.stride + kx) - i32(p.pad);
+                    if (ix < 0 || ix >= i32(p.w)) { continue; }
+                    acc += w[wbase + (ci * p.ks + ky) * p.ks + kx] * x[xbase + u32(iy) * p.w + u32(ix)];
+                }
+            }
+        }
+        y[e] = acc;
+    }"#,
+    },
+    // dx[k, ci, i, iy, ix] = sum over co and the taps that read (iy, ix) of w gy.
+    Kernel {
+        name: "conv_backward_data",
+        buffers: &[("w", R), ("gy", R), ("dx", W)],
+        params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        let ix = e % p.w;
+        let t0 = e / p.w;
+        let iy = t0 % p.h;
+        let t1 = t0 / p.h;
+        let i = t1 % p.n;
+        let t2 = t1 / p.n;
+        let ci = t2 % p.cin;
+        let k = t2 / p.cin;
+        let plane = p.oh * p.ow;
+        var acc = 0.0f;
+        for (var ky = 0u; ky < p.ks; ky++) {
+            let ty = i32(iy + p.pad) - i32(ky);
+            if (ty < 0 || ty % i32(p.stride) != 0) { continue; }
+            let oy = u32(ty) / p.stride;
+            if (oy >= p.oh) { continue; }
+            for (var kx = 0u; kx < p.ks; kx++) {
+                let tx = i32(ix + p.pad) - i32(kx);
+                if (tx < 0 || tx % i32(p.stride) != 0) { continue; }
+                let ox = u32(tx) / p.stride;
+                if (ox >= p.ow) { continue; }
+                for (var co = 0u; co < p.cout; co++) {
+                    let wi = (((k * p.cout + co) * p.cin + ci) * p.ks + ky) * p.ks + kx;
+                    acc += w[wi] * gy[((k * p.cout + co) * p.n + i) * plane + oy * p.ow + ox];
+                }
+            }
+        }
+        dx[e] = acc;
+    }"#,
+    },
+    // dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per weight.
+    Kernel {
+        name: "conv_backward_filter",
+        buffers: &[("x", R), ("gy", R), ("dw", W)],
+        params: &["groups", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs"],
+        body: r#"
+    let plane = p.oh * p.ow;
+    let np = p.n * plane;
+    for (var e = wg; e < p.groups; e += nwgs) {
+        let kx = e % p.ks;
+        let t0 = e / p.ks;
+        let ky = t0 % p.ks;
+        let t1 = t0 / p.ks;
+        let ci = t1 % p.cin;
+        let t2 = t1 / p.cin;
+        let co = t2 % p.cout;
+        let k = t2 / p.cout;
+        let gbase = (k * p.cout + co) * np;
+        let xbase = k * p.xs + ci * p.n * p.h * p.w;
+        var acc = 0.0f;
+        for (var j = lid; j < np; j += 256u) {
+            let ox = j % p.ow;
+            let oy = (j / p.ow) % p.oh;
+            let i = j / plane;
+            let iy = i32(oy * p.stride + ky) - i32(p.pad);
+            let ix = i32(ox * p.stride + kx) - i32(p.pad);
+            if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
+                acc += gy[gbase + j] * x[xbase + (i * p.h + u32(iy)) * p.w + u32(ix)];
+            }
+        }
+        let s = reduce_sum(acc, lid);
+        if (lid == 0u) { dw[e] += s; }
+    }"#,
+    },
+    // Batch statistics of each (model, channel): mean and 1/sqrt(var + eps) (two passes), and
+    // the running statistics' update. One workgroup per (model, channel).
+    Kernel {
+        name: "bn_stats",
+        buffers: &[("x", R), ("mean", W), ("inv", W), ("rmean", W), ("rvar", W)],
+        params: &["groups", "len", "momentum:f", "eps:f"],
+        body: r#"
+    for (var e = wg; e < p.groups; e += nwgs) {
+        let base = e * p.len;
+        var s = 0.0f;
+        for (var j = lid; j < p.len; j += 256u) { s += x[base + j]; }
+        let mu = reduce_sum(s, lid) / f32(p.len);
+        var q = 0.0f;
+        for (var j = lid; j < p.len; j += 256u) {
+            let d = x[base + j] - mu;
+            q += d * d;
+        }
+        let va = reduce_sum(q, lid) / f32(p.len);
+        if (lid == 0u) {
+            mean[e] = mu;
+            inv[e] = 1.0f / sqrt(va + p.eps);
+            rmean[e] = p.momentum * rmean[e] + (1.0f - p.momentum) * mu;
+            rvar[e] = p.momentum * rvar[e] + (1.0f - p.momentum) * va;
+        }
+    }"#,
+    },
+    // Evaluation: the running statistics as (mean, 1/sqrt(var + eps)).
+    Kernel {
+        name: "bn_running",
+        buffers: &[("rmean", R), ("rvar", R), ("mean", W), ("inv", W)],
+        params: &["total", "eps:f"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        mean[e] = rmean[e];
+        inv[e] = 1.0f / sqrt(rvar[e] + p.eps);
+    }"#,
+    },
+    // z = gamma (x - mean) inv + beta, then swish; training keeps xhat and sigmoid(z).
+    Kernel {
+        name: "bn_apply",
+        buffers: &[
+            ("x", R),
+            ("mean", R),
+            ("inv", R),
+            ("gamma", R),
+            ("beta", R),
+            ("y", W),
+            ("xhat", W),
+            ("sig", W),
+        ],
+        params: &["total", "len", "swish", "train"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        let kc = e / p.len;
+        let xh = (x[e] - mean[kc]) * inv[kc];
+        let z = gamma[kc] * xh + beta[kc];
+        var out = z;
+        if (p.swish != 0u) {
+            let s = sigmoid(z);
+            out = z * s;
+            if (p.train != 0u) { sig[e] = s; }
+        }
+        if (p.train != 0u) { xhat[e] = xh; }
+        y[e] = out;
+    }"#,
+    },
+    // Backward, pass 1: per (model, channel) sum dz and sum dz xhat, added into dbeta, dgamma.
+    Kernel {
+        name: "bn_backward_sums",
+        buffers: &[
+            ("gy", R),
+            ("xhat", R),
+            ("sig", R),
+            ("gamma", R),
+            ("beta", R),
+            ("sums", W),
+            ("dgamma", W),
+            ("dbeta", W),
+        ],
+        params: &["groups", "len", "swish"],
+        body: r#"
+    for (var e = wg; e < p.groups; e += nwgs) {
+        let base = e * p.len;
+        var sg = 0.0f;
+        var sgx = 0.0f;
+        for (var j = lid; j < p.len; j += 256u) {
+            let xh = xhat[base + j];
+            var dz = gy[base + j];
+            if (p.swish != 0u) {
+                let s = sig[base + j];
+                let z = gamma[e] * xh + beta[e];
+                dz = dz * (s + z * s * (1.0f - s));
+            }
+            sg += dz;
+            sgx += dz * xh;
+        }
+        let tg = reduce_sum(sg, lid);
+        let tgx = reduce_sum(sgx, lid);
+        if (lid == 0u) {
+            sums[2u * e] = tg;
+            sums[2u * e + 1u] = tgx;
+            dbeta[e] += tg;
+            dgamma[e] += tgx;
+        }
+    }"#,
+    },
+    // Backward, pass 2: dx = gamma inv / m (m dz - sum dz - xhat sum dz xhat).
+    Kernel {
+        name: "bn_backward_dx",
+        buffers: &[
+            ("gy", R),
+            ("xhat", R),
+            ("sig", R),
+            ("gamma", R),
+            ("beta", R),
+            ("inv", R),
+            ("sums", R),
+            ("dx", W),
+        ],
+        params: &["total", "len", "swish"],
+        body: r#"
+    let m = f32(p.len);
+    for (var e = gid; e < p.total; e += nthreads) {
+        let kc = e / p.len;
+        let xh = xhat[e];
+        var dz = gy[e];
+        if (p.swish != 0u) {
+            let s = sig[e];
+            let z = gamma[kc] * xh + beta[kc];
+            dz = dz * (s + z * s * (1.0f - s));
+        }
+        dx[e] = gamma[kc] * inv[kc] / m * (m * dz - sums[2u * kc] - xh * sums[2u * kc + 1u]);
+    }"#,
+    },
+    // a += b.
+    Kernel {
+        name: "add",
+        buffers: &[("a", W), ("b", R)],
+        params: &["total"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) { a[e] += b[e]; }"#,
+    },
+    // y = a * b, where b may be shared by all models (model stride bs = 0).
+    Kernel {
+        name: "mul",
+        buffers: &[("a", R), ("b", R), ("y", W)],
+        params: &["total", "len", "bs"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) { y[e] = a[e] * b[(e / p.len) * p.bs + e % p.len]; }"#,
+    },
+    // Global average pool [K, c, n, hw] -> [K, n, c].
+    Kernel {
+        name: "pool_forward",
+        buffers: &[("x", R), ("y", W)],
+        params: &["total", "c", "n", "hw"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        let ch = e % p.c;
+        let i = (e / p.c) % p.n;
+        let k = e / (p.c * p.n);
+        let base = ((k * p.c + ch) * p.n + i) * p.hw;
+        var s = 0.0f;
+        for (var j = 0u; j < p.hw; j++) { s += x[base + j]; }
+        y[e] = s / f32(p.hw);
+    }"#,
+    },
+    Kernel {
+        name: "pool_backward",
+        buffers: &[("gy", R), ("dx", W)],
+        params: &["total", "c", "n", "hw"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        let t = e / p.hw;
+        let i = t % p.n;
+        let ch = (t / p.n) % p.c;
+        let k = t / (p.n * p.c);
+        dx[e] = gy[(k * p.n + i) * p.c + ch] / f32(p.hw);
+    }"#,
+    },
+    // y[k, i, o] = b[k, o] + sum_j x[k, i, j] w[k, o, j].
+    Kernel {
+        name: "dense_forward",
+        buffers: &[("x", R), ("w", R), ("b", R), ("y", W)],
+        params: &["total", "n", "inp", "out"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        let o = e % p.out;
+        let i = (e / p.out) % p.n;
+        let k = e / (p.out * p.n);
+        let xb = (k * p.n + i) * p.inp;
+        let wb = (k * p.out + o) * p.inp;
+        var acc = 0.0f;
+        for (var j = 0u; j < p.inp; j++) { acc += x[xb + j] * w[wb + j]; }
+        y[e] = b[k * p.out + o] + acc;
+    }"#,
+    },
+    // dw[k, o, j] += sum_i gy[k, i, o] x[k, i, j]; db[k, o] += sum_i gy[k, i, o].
+    Kernel {
+        name: "dense_backward_w",
+        buffers: &[("x", R), ("gy", R), ("dw", W), ("db", W)],
+        params: &["total", "n", "inp", "out"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        let j = e % p.inp;
+        let o = (e / p.inp) % p.out;
+        let k = e / (p.inp * p.out);
+        var acc = 0.0f;
+        var accb = 0.0f;
+        for (var i = 0u; i < p.n; i++) {
+            let g = gy[(k * p.n + i) * p.out + o];
+            acc += g * x[(k * p.n + i) * p.inp + j];
+            accb += g;
+        }
+        dw[e] += acc;
+        if (j == 0u) { db[k * p.out + o] += accb; }
+    }"#,
+    },
+    // dx[k, i, j] = sum_o gy[k, i, o] w[k, o, j].
+    Kernel {
+        name: "dense_backward_x",
+        buffers: &[("w", R), ("gy", R), ("dx", W)],
+        params: &["total", "n", "inp", "out"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        let j = e % p.inp;
+        let i = (e / p.inp) % p.n;
+        let k = e / (p.inp * p.n);
+        var acc = 0.0f;
+        for (var o = 0u; o < p.out; o++) { acc += gy[(k * p.n + i) * p.out + o] * w[(k * p.out + o) * p.inp + j]; }
+        dx[e] = acc;
+    }"#,
+    },
+    // Adam (adam = 1) or SGD with Nesterov momentum on value, with L2 decay; clears grad.
+    Kernel {
+        name: "update",
+        buffers: &[("value", W), ("grad", W), ("m", W), ("v", W)],
+        params: &["total", "adam", "lr:f", "b1:f", "b2:f", "eps:f", "c1:f", "c2:f", "mu:f", "decay:f"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        let g = grad[e] + p.decay * value[e];
+        if (p.adam != 0u) {
+            let m1 = p.b1 * m[e] + (1.0f - p.b1) * g;
+            let v1 = p.b2 * v[e] + (1.0f - p.b2) * g * g;
+            m[e] = m1;
+            v[e] = v1;
+            value[e] -= p.lr * (m1 / p.c1) / (sqrt(v1 / p.c2) + p.eps);
+        } else {
+            let m1 = p.mu * m[e] + g;
+            m[e] = m1;
+            value[e] -= p.lr * (g + p.mu * m1);
+        }
+        grad[e] = 0.0f;
+    }"#,
+    },
+    // Per model: adds the batch mean of row_loss to stats[4k], and at the first non-finite loss
+    // or gradient records step + 1 in stats[4k + 2] and 1 (NaN loss) or 2 in stats[4k + 3].
+    // One workgroup per model.
+    Kernel {
+        name: "loss_stats",
+        buffers: &[("row_loss", R), ("grad", R), ("stats", W)],
+        params: &["groups", "n", "classes", "step"],
+        body: r#"
+    for (var k = wg; k < p.groups; k += nwgs) {
+        var s = 0.0f;
+        var nan = 0.0f;
+        var bad = 0.0f;
+        for (var i = lid; i < p.n; i += 256u) {
+            let l = row_loss[k * p.n + i];
+            s += l;
+            let bits = bitcast<u32>(l) & 0x7fffffffu;
+            nan += select(0.0f, 1.0f, bits > 0x7f800000u);
+            bad += select(0.0f, 1.0f, bits >= 0x7f800000u);
+        }
+        let size = p.n * p.classes;
+        for (var j = lid; j < size; j += 256u) {
+            let bits = bitcast<u32>(grad[k * size + j]) & 0x7fffffffu;
+            bad += select(0.0f, 1.0f, bits >= 0x7f800000u);
+        }
+        let total = reduce_sum(s, lid);
+        let nans = reduce_sum(nan, lid);
+        let bads = reduce_sum(bad, lid);
+        if (lid == 0u) {
+            stats[4u * k] += total / f32(p.n);
+            if (bads > 0.0f && stats[4u * k + 2u] == 0.0f) {
+                stats[4u * k + 2u] = f32(p.step + 1u);
+                stats[4u * k + 3u] = select(2.0f, 1.0f, nans > 0.0f);
+            }
+        }
+    }"#,
+    },
+    // Per model: adds to stats[4k + slot] how many rows' argmax (the first maximum) is the label.
+    Kernel {
+        name: "hits",
+        buffers: &[("logits", R), ("labels", U), ("stats", W)],
+        params: &["groups", "n", "classes", "slot"],
+        body: r#"
+    for (var k = wg; k < p.groups; k += nwgs) {
+        var h = 0.0f;
+        for (var i = lid; i < p.n; i += 256u) {
+            let base = (k * p.n + i) * p.classes;
+            var best = 0u;
+            var top = logits[base];
+            for (var c = 1u; c < p.classes; c++) {
+                let v = logits[base + c];
+                if (v > top) {
+                    top = v;
+                    best = c;
+                }
+            }
+            h += select(0.0f, 1.0f, best == labels[i]);
+        }
+        let total = reduce_sum(h, lid);
+        if (lid == 0u) { stats[4u * k + p.slot] += total; }
+    }"#,
+    },
+];
+
+/// Definitions both languages' kernels use, in WGSL.
+pub const WGSL_PRELUDE: &str = r#"var<workgroup> sh: array<f32, 256>;
+
+fn sigmoid(z: f32) -> f32 {
+    return 1.0f / (1.0f + exp(-z));
+}
+
+// Sum over the workgroup; every invocation gets the result.
+fn reduce_sum(v: f32, lid: u32) -> f32 {
+    workgroupBarrier();
+    sh[lid] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s / 2u) {
+        if (lid < s) { sh[lid] += sh[lid + s]; }
+        workgroupBarrier();
+    }
+    let r = sh[0];
+    workgroupBarrier();
+    return r;
+}
+"#;
+
+/// The same definitions in CUDA C++.
+pub const CUDA_PRELUDE: &str = r#"typedef unsigned int u32;
+typedef int i32;
+typedef float f32;
+#define workgroupBarrier() __syncthreads()
+
+__shared__ f32 sh[256];
+
+template <typename T> __device__ inline T select(T f, T t, bool c) { return c ? t : f; }
+template <typename T> __device__ inline T bitcast(f32 x) { return __float_as_uint(x); }
+__device__ inline f32 sigmoid(f32 z) { return 1.0f / (1.0f + expf(-z)); }
+
+// Sum over the block; every thread gets the result.
+__device__ f32 reduce_sum(f32 v, u32 lid) {
+    __syncthreads();
+    sh[lid] = v;
+    __syncthreads();
+    for (u32 s = 128u; s > 0u; s = s / 2u) {
+        if (lid < s) { sh[lid] += sh[lid + s]; }
+        __syncthreads();
+    }
+    f32 r = sh[0];
+    __syncthreads();
+    return r;
+}
+"#;

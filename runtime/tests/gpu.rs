@@ -1,0 +1,213 @@
+//! The wgpu device against the CPU device, method by method, on random inputs of odd sizes,
+//! with a population of K = 3 models that each get their own tensors. Float32 throughout; the
+//! tolerances (relative to the largest magnitude of the CPU's result) cover the different
+//! summation orders of GEMM and direct loops.
+//!
+//! Without a Vulkan adapter (lavapipe counts) the tests print why and pass, unless
+//! `LOSSC_REQUIRE_VULKAN` is set.
+
+use lossc_runtime::cpu::Cpu;
+use lossc_runtime::device::{BnGeom, BnState, ConvGeom, Device, Update};
+use lossc_runtime::gpu::{GBuf, Wgpu};
+use lossc_runtime::rng::Rng;
+
+const K: usize = 3;
+
+fn device() -> Option<Wgpu> {
+    match Wgpu::new(K) {
+        Ok(d) => Some(d),
+        Err(e) if std::env::var_os("LOSSC_REQUIRE_VULKAN").is_some() => panic!("LOSSC_REQUIRE_VULKAN is set: {e}"),
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+fn randv(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| (2.0 * rng.f64() - 1.0) as f32).collect()
+}
+
+/// K random tensors of `n` values.
+fn models(rng: &mut Rng, n: usize) -> Vec<Vec<f32>> {
+    (0..K).map(|_| randv(rng, n)).collect()
+}
+
+/// The K tensors of a downloaded population buffer.
+fn split(all: Vec<f32>) -> Vec<Vec<f32>> {
+    let n = all.len() / K;
+    all.chunks(n).map(|c| c.to_vec()).collect()
+}
+
+#[track_caller]
+fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * scale, "{what}[{i}]: wgpu {g} cpu {w} (scale {scale})");
+    }
+}
+
+#[test]
+fn convolutions_match_the_cpu() {
+    let Some(gpu) = device() else { return };
+    let mut rng = Rng::new(1);
+    for (cin, cout, k, stride, h, w, n) in [(3, 5, 3, 1, 7, 5, 3), (2, 4, 3, 2, 9, 7, 2), (3, 2, 1, 2, 5, 5, 3)] {
+        let g = ConvGeom::new(cin, cout, k, stride, (h, w));
+        let what = format!("conv {cin}->{cout} k{k} s{stride} {h}x{w} n{n}");
+        let ws = models(&mut rng, cout * g.kk());
+        let xs = models(&mut rng, cin * n * h * w);
+        let gys = models(&mut rng, cout * n * g.p());
+        let (wb, xb, gyb) = (gpu.stack(&ws), gpu.stack(&xs), gpu.stack(&gys));
+        let y = split(gpu.download(&gpu.conv_forward(&g, n, &wb, &xb)));
+        let mut dw = gpu.stack(&models(&mut rng, cout * g.kk()));
+        let dw0 = split(gpu.download(&dw));
+        let dx = split(gpu.download(&gpu.conv_backward(&g, n, &wb, &xb, &gyb, &mut dw, true).unwrap()));
+        let dw = split(gpu.download(&dw));
+        for m in 0..K {
+            close(&format!("{what} y"), &y[m], &Cpu.conv_forward(&g, n, &ws[m], &xs[m]), 1e-5);
+            let mut cdw = dw0[m].clone();
+            let cdx = Cpu.conv_backward(&g, n, &ws[m], &xs[m], &gys[m], &mut cdw, true).unwrap();
+            close(&format!("{what} dx"), &dx[m], &cdx, 1e-5);
+            close(&format!("{what} dw (accumulated)"), &dw[m], &cdw, 1e-5);
+        }
+        // A shared input (the data batch) and no dx: the first layer.
+        let x1 = randv(&mut rng, cin * n * h * w);
+        let xb = gpu.upload(&x1);
+        let y = split(gpu.download(&gpu.conv_forward(&g, n, &wb, &xb)));
+        let mut dw = gpu.zeros(cout * g.kk());
+        assert!(gpu.conv_backward(&g, n, &wb, &xb, &gyb, &mut dw, false).is_none());
+        let dw = split(gpu.download(&dw));
+        for m in 0..K {
+            close(&format!("{what} y, shared x"), &y[m], &Cpu.conv_forward(&g, n, &ws[m], &x1), 1e-5);
+            let mut cdw = vec![0.0; cout * g.kk()];
+            Cpu.conv_backward(&g, n, &ws[m], &x1, &gys[m], &mut cdw, false);
+            close(&format!("{what} dw, shared x"), &dw[m], &cdw, 1e-5);
+        }
+    }
+}
+
+fn bn_state<D: Device>(d: &D, rm: D::Buf, rv: D::Buf, c: usize) -> BnState<D::Buf> {
+    BnState { running_mean: rm, running_var: rv, xhat: d.zeros(0), sig: d.zeros(0), inv_std: d.zeros(c) }
+}
+
+#[test]
+fn batch_norm_matches_the_cpu() {
+    let Some(gpu) = device() else { return };
+    let mut rng = Rng::new(2);
+    for swish in [false, true] {
+        let (c, len) = (3, 37);
+        let g = BnGeom { c, len, momentum: 0.9, eps: 1e-3, swish };
+        let xs: Vec<Vec<f32>> = models(&mut rng, c * len).into_iter().map(|v| v.iter().map(|x| 3.0 * x + 1.0).collect()).collect();
+        let (gammas, betas, gys) = (models(&mut rng, c), models(&mut rng, c), models(&mut rng, c * len));
+        let rvs: Vec<Vec<f32>> = models(&mut rng, c).into_iter().map(|v| v.iter().map(|x| x.abs() + 0.5).collect()).collect();
+        let rms = models(&mut rng, c);
+        let (xb, gb, bb, gyb) = (gpu.stack(&xs), gpu.stack(&gammas), gpu.stack(&betas), gpu.stack(&gys));
+        let mut s = bn_state(&gpu, gpu.stack(&rms), gpu.stack(&rvs), c);
+        let y = split(gpu.download(&gpu.bn_forward(&g, &xb, &gb, &bb, &mut s, true)));
+        let (mut dg, mut db) = (gpu.zeros(c), gpu.zeros(c));
+        let dx = split(gpu.download(&gpu.bn_backward(&g, &gyb, &gb, &bb, &s, &mut dg, &mut db)));
+        let (dg, db) = (split(gpu.download(&dg)), split(gpu.download(&db)));
+        let ye = split(gpu.download(&gpu.bn_forward(&g, &xb, &gb, &bb, &mut s, false)));
+        let (rm, rv) = (split(gpu.download(&s.running_mean)), split(gpu.download(&s.running_var)));
+        for m in 0..K {
+            let what = format!("bn swish={swish} model {m}");
+            let mut cs = bn_state(&Cpu, rms[m].clone(), rvs[m].clone(), c);
+            close(&format!("{what} y"), &y[m], &Cpu.bn_forward(&g, &xs[m], &gammas[m], &betas[m], &mut cs, true), 1e-5);
+            let (mut cdg, mut cdb) = (vec![0.0; c], vec![0.0; c]);
+            let cdx = Cpu.bn_backward(&g, &gys[m], &gammas[m], &betas[m], &cs, &mut cdg, &mut cdb);
+            close(&format!("{what} dx"), &dx[m], &cdx, 1e-4);
+            close(&format!("{what} dgamma"), &dg[m], &cdg, 1e-5);
+            close(&format!("{what} dbeta"), &db[m], &cdb, 1e-5);
+            close(&format!("{what} running mean"), &rm[m], &cs.running_mean, 1e-5);
+            close(&format!("{what} running var"), &rv[m], &cs.running_var, 1e-5);
+            let cye = Cpu.bn_forward(&g, &xs[m], &gammas[m], &betas[m], &mut cs, false);
+            close(&format!("{what} evaluation y"), &ye[m], &cye, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn element_wise_pool_and_dense_match_the_cpu() {
+    let Some(gpu) = device() else { return };
+    let mut rng = Rng::new(3);
+    let (c, n, hw) = (5, 3, 7);
+    // add, and mul by a mask every model shares.
+    let (a, b) = (models(&mut rng, 11), models(&mut rng, 11));
+    let mut ab = gpu.stack(&a);
+    gpu.add_assign(&mut ab, &gpu.stack(&b));
+    let mask = randv(&mut rng, 11);
+    let prod = split(gpu.download(&gpu.mul(&ab, &gpu.upload(&mask))));
+    let sum = split(gpu.download(&ab));
+    for m in 0..K {
+        let mut ca = a[m].clone();
+        Cpu.add_assign(&mut ca, &b[m]);
+        close("add", &sum[m], &ca, 1e-6);
+        close("mul by a shared mask", &prod[m], &Cpu.mul(&ca, &mask), 1e-6);
+    }
+    let xs = models(&mut rng, c * n * hw);
+    let gys = models(&mut rng, n * c);
+    let y = split(gpu.download(&gpu.pool_forward(c, n, hw, &gpu.stack(&xs))));
+    let dx = split(gpu.download(&gpu.pool_backward(c, n, hw, &gpu.stack(&gys))));
+    for m in 0..K {
+        close("pool", &y[m], &Cpu.pool_forward(c, n, hw, &xs[m]), 1e-6);
+        close("pool backward", &dx[m], &Cpu.pool_backward(c, n, hw, &gys[m]), 1e-6);
+    }
+    let (inp, out) = (13, 7);
+    let (xs, ws, bs, gys) = (models(&mut rng, n * inp), models(&mut rng, out * inp), models(&mut rng, out), models(&mut rng, n * out));
+    let (xb, wb) = (gpu.stack(&xs), gpu.stack(&ws));
+    let y = split(gpu.download(&gpu.dense_forward(n, inp, out, &xb, &wb, &gpu.stack(&bs))));
+    let (mut dw, mut db) = (gpu.stack(&models(&mut rng, out * inp)), gpu.zeros(out));
+    let dw0 = split(gpu.download(&dw));
+    let dx = split(gpu.download(&gpu.dense_backward(n, inp, out, &xb, &wb, &gpu.stack(&gys), &mut dw, &mut db)));
+    let (dw, db) = (split(gpu.download(&dw)), split(gpu.download(&db)));
+    for m in 0..K {
+        close("dense", &y[m], &Cpu.dense_forward(n, inp, out, &xs[m], &ws[m], &bs[m]), 1e-5);
+        let (mut cdw, mut cdb) = (dw0[m].clone(), vec![0.0; out]);
+        let cdx = Cpu.dense_backward(n, inp, out, &xs[m], &ws[m], &gys[m], &mut cdw, &mut cdb);
+        close("dense dx", &dx[m], &cdx, 1e-5);
+        close("dense dw (accumulated)", &dw[m], &cdw, 1e-5);
+        close("dense db", &db[m], &cdb, 1e-5);
+    }
+}
+
+#[test]
+fn optimiser_updates_and_hits_match_the_cpu() {
+    let Some(gpu) = device() else { return };
+    let mut rng = Rng::new(4);
+    let adam = Update::Adam { lr: 0.01, b1: 0.9, b2: 0.999, eps: 1e-7, c1: 0.19, c2: 0.002 };
+    let nesterov = Update::Nesterov { lr: 0.05, mu: 0.9 };
+    for (u, decay) in [(adam, 0.0), (adam, 5e-4), (nesterov, 5e-4)] {
+        let n = 29;
+        let (w, g, m0, v0) = (models(&mut rng, n), models(&mut rng, n), models(&mut rng, n), models(&mut rng, n));
+        let v0: Vec<Vec<f32>> = v0.into_iter().map(|v| v.iter().map(|x| x.abs()).collect()).collect();
+        let (mut wb, mut gb, mut mb, mut vb) = (gpu.stack(&w), gpu.stack(&g), gpu.stack(&m0), gpu.stack(&v0));
+        // Two steps: the second sees the first's moments and a cleared gradient.
+        gpu.update(&u, decay, &mut wb, &mut gb, &mut mb, &mut vb);
+        gpu.update(&u, decay, &mut wb, &mut gb, &mut mb, &mut vb);
+        let got: Vec<Vec<Vec<f32>>> = [&wb, &gb, &mb, &vb].iter().map(|b: &&GBuf| split(gpu.download(b))).collect();
+        for k in 0..K {
+            let (mut cw, mut cg, mut cm, mut cv) = (w[k].clone(), g[k].clone(), m0[k].clone(), v0[k].clone());
+            Cpu.update(&u, decay, &mut cw, &mut cg, &mut cm, &mut cv);
+            Cpu.update(&u, decay, &mut cw, &mut cg, &mut cm, &mut cv);
+            for (what, got, want) in [("value", &got[0][k], &cw), ("grad", &got[1][k], &cg), ("m", &got[2][k], &cm)] {
+                close(&format!("{u:?} decay {decay} {what}"), got, want, 1e-6);
+            }
+            if matches!(u, Update::Adam { .. }) {
+                close(&format!("{u:?} v"), &got[3][k], &cv, 1e-6);
+            }
+        }
+    }
+    // hits: ties go to the first maximum, as on the CPU.
+    let (n, classes) = (37, 6);
+    let logits: Vec<Vec<f32>> = models(&mut rng, n * classes).into_iter().map(|v| v.iter().map(|x| (x * 3.0).round()).collect()).collect();
+    let labels: Vec<u32> = (0..n).map(|_| rng.below(classes) as u32).collect();
+    let mut stats = gpu.zeros(4);
+    gpu.hits(&gpu.stack(&logits), n, classes, &labels, &mut stats, 1);
+    let got = split(gpu.download(&stats));
+    for k in 0..K {
+        let mut want = vec![0.0; 4];
+        Cpu.hits(&logits[k], n, classes, &labels, &mut want, 1);
+        assert_eq!(got[k], want, "hits of model {k}");
+    }
+}
