@@ -78,6 +78,22 @@ fn every_cuda_kernel_compiles_with_nvrtc() {
     println!("compiled {} kernels for sm_80 and sm_90", kernels.len());
 }
 
+#[test]
+fn the_training_runtime_kernels_compile_with_nvrtc() {
+    if !nvrtc_available() {
+        println!("SKIPPED: libnvrtc not found (scripts/test.sh installs it)");
+        assert!(std::env::var_os("LOSSC_REQUIRE_NVRTC").is_none(), "LOSSC_REQUIRE_NVRTC is set but libnvrtc is missing");
+        return;
+    }
+    let src = lossc_runtime::kernels::cuda();
+    for arch in ["sm_80", "sm_90"] {
+        let ptx = cuda::compile_ptx(&src, arch).unwrap_or_else(|log| panic!("{arch}: NVRTC said:\n{log}\n{src}"));
+        for k in lossc_runtime::kernels::KERNELS {
+            assert!(ptx.contains(&format!(".entry {}(", k.name)), "{arch}: no entry point {} in the PTX", k.name);
+        }
+    }
+}
+
 /// The wgpu device, or None with the reason printed (and a failure where CI requires one).
 fn gpu() -> Option<wgsl::Gpu> {
     match wgsl::Gpu::new() {

@@ -34,6 +34,8 @@ pub enum BenchError {
     Jax { script: PathBuf, message: String },
     #[error(transparent)]
     Spec(#[from] crate::train::SpecError),
+    #[error(transparent)]
+    Device(#[from] lossc_runtime::gpu::GpuError),
 }
 crate::error::classify!(BenchError, input: [Shape, TargetForm, Parse, NoLoss, Spec]);
 
@@ -529,13 +531,35 @@ pub fn gpu(losses: &[(String, Fused)], shapes: &[Shape], say: &mut dyn FnMut(Str
     Ok(())
 }
 
-/// `lossc bench-train`: images/s of the surrogate (width 1) trained with CE on random 32x32
-/// images, at `batch` for `steps` steps on `threads` threads.
-pub fn train_throughput(threads: usize, batch: usize, steps: usize) -> Result<f64, BenchError> {
-    use lossc_runtime::augment::{Augment, Technique};
+/// What `lossc bench-train` measured: the whole population's throughput.
+pub struct TrainThroughput {
+    pub device: String,
+    /// Training images per second, all models together.
+    pub images_per_second: f64,
+    /// Training steps per second, all models together.
+    pub candidate_steps_per_second: f64,
+}
+
+/// `lossc bench-train`: throughput of `population` surrogates (width 1) trained with CE on
+/// random 32x32 images, at `batch` for `steps` steps, on `device` (the CPU on `threads`
+/// threads, one model after another).
+pub fn train_throughput(
+    device: &str,
+    population: usize,
+    threads: usize,
+    batch: usize,
+    steps: usize,
+) -> Result<TrainThroughput, BenchError> {
     use lossc_runtime::data::Dataset;
-    use lossc_runtime::train::{Config, train};
-    crate::train::TrainSpec { batch, steps, ..Default::default() }.config()?;
+    let spec = crate::train::TrainSpec {
+        batch,
+        steps,
+        eval_every: usize::MAX,
+        gate_step: Some(usize::MAX),
+        device: device.to_string(),
+        ..Default::default()
+    };
+    spec.config()?;
     lossc_runtime::layers::set_threads(threads.max(1));
     let mut rng = Rng::new(1);
     let n = 4 * batch;
@@ -545,11 +569,20 @@ pub fn train_throughput(threads: usize, batch: usize, steps: usize) -> Result<f6
         shape: (1, 32, 32),
         classes: 10,
     };
+    let splits = (data.clone(), data.slice(0, 1), data.slice(0, 1));
     let g = crate::syntax::parse("loss ce = -y * ln(p);").expect("valid");
-    let loss = crate::train::JitLoss::new(crate::passes::fuse::fuse(&g, "ce").expect("exists"));
-    let mut cfg = Config::new(steps, Augment::new(Technique::Base));
-    cfg.batch = batch;
-    cfg.eval_every = usize::MAX;
-    cfg.gate_step = usize::MAX;
-    Ok(train(&loss, &data, &data.slice(0, 1), &cfg, &mut |_| {}).images_per_second)
+    let graphs = vec![&g; population.max(1)];
+    use crate::train::TrainError;
+    let all = crate::train::train_population(&graphs, &spec, &splits, &mut |_| {}).map_err(|e| match e {
+        TrainError::Spec(e) => BenchError::Spec(e),
+        TrainError::Device(e) => BenchError::Device(e),
+        TrainError::Parse(_) | TrainError::NoLoss => unreachable!("CE parses"),
+    })?;
+    let wall: f64 = if device == "cpu" { all.iter().map(|m| m.wall_seconds).sum() } else { all[0].wall_seconds };
+    let done: usize = all.iter().map(|m| m.steps).sum();
+    Ok(TrainThroughput {
+        device: all[0].device.clone(),
+        images_per_second: (done * batch) as f64 / wall,
+        candidate_steps_per_second: done as f64 / wall,
+    })
 }

@@ -8,10 +8,12 @@ mod spec;
 
 pub use data::{DataError, Splits, load_data};
 pub use loss::JitLoss;
-pub use spec::{MAX_BATCH, SpecError, TrainSpec};
+pub use spec::{DEVICES, MAX_BATCH, SpecError, TrainSpec};
 
+use crate::backend::wgsl;
 use crate::ir::Graph;
-use crate::passes::fuse;
+use crate::passes::fuse::{self, Fused};
+use lossc_runtime::gpu::{GpuError, Wgpu};
 use lossc_runtime::train::{Metrics, Progress};
 
 /// Why a training could not start.
@@ -23,6 +25,8 @@ pub enum TrainError {
     Parse(String),
     #[error("the graph has no loss")]
     NoLoss,
+    #[error(transparent)]
+    Device(#[from] GpuError),
 }
 crate::error::classify!(TrainError, input: [Spec, Parse, NoLoss]);
 
@@ -33,11 +37,8 @@ pub fn train(
     data: &Splits,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Metrics, TrainError> {
-    let cfg = spec.config()?;
-    let name = &g.outputs.first().ok_or(TrainError::NoLoss)?.0;
-    let loss = JitLoss::new(fuse::fuse(g, name).expect("the name is an output"));
-    let (train, val, test) = data;
-    Ok(lossc_runtime::train::train_and_test(&loss, train, val, spec.test.then_some(test), &cfg, progress))
+    let mut all = train_population(&[g], spec, data, progress)?;
+    Ok(all.pop().expect("one model"))
 }
 
 /// [`train`] on the first loss of a `.loss` text (a stored training job).
@@ -49,6 +50,44 @@ pub fn train_text(
 ) -> Result<Metrics, TrainError> {
     let g = crate::syntax::parse(text).map_err(|d| TrainError::Parse(d.message))?;
     train(&g, spec, data, progress)
+}
+
+/// Trains a population: one surrogate per graph (with its first loss), all from the spec's
+/// seed, in one training loop on the spec's device. The CPU trains one model at a time (a
+/// population of one), so there this trains them in turn.
+pub fn train_population(
+    graphs: &[&Graph],
+    spec: &TrainSpec,
+    data: &Splits,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Vec<Metrics>, TrainError> {
+    let cfg = spec.config()?;
+    let fused: Vec<Fused> = graphs
+        .iter()
+        .map(|g| {
+            let name = &g.outputs.first().ok_or(TrainError::NoLoss)?.0;
+            Ok(fuse::fuse(g, name).expect("the name is an output"))
+        })
+        .collect::<Result<_, TrainError>>()?;
+    let (train, val, test) = data;
+    let test = spec.test.then_some(test);
+    if spec.device == "wgpu" {
+        let dev = Wgpu::new(fused.len())?;
+        dev.check_size(activation_floats(train.shape, spec.batch, spec.width))?;
+        let sources: Vec<String> = fused.iter().map(|f| wgsl::emit(f, &wgsl::Options::default())).collect();
+        let losses = dev.losses(&sources)?;
+        return Ok(lossc_runtime::train::train_population(dev, &losses, train, val, test, &cfg, progress));
+    }
+    Ok(fused
+        .into_iter()
+        .map(|f| lossc_runtime::train::train_and_test(&JitLoss::new(f), train, val, test, &cfg, progress))
+        .collect())
+}
+
+/// The largest activation tensor of one model: the stem's output, 8 * width channels of the
+/// full image.
+fn activation_floats((_, h, w): (usize, usize, usize), batch: usize, width: usize) -> usize {
+    8 * width * batch * h * w
 }
 
 /// A training's result in a few lines, for a person at a terminal: the best validation

@@ -30,7 +30,22 @@ pub struct TrainSpec {
     pub gate_accuracy: f64,
     /// Also report the test set's accuracy (evaluation runs; the search never looks at it).
     pub test: bool,
+    /// Where to train: `cpu` or `wgpu`. Results differ between devices by float rounding, so
+    /// the device is part of the key (a CPU spec's key is written as before it existed).
+    #[serde(default = "cpu", skip_serializing_if = "is_cpu")]
+    pub device: String,
 }
+
+fn cpu() -> String {
+    "cpu".into()
+}
+
+fn is_cpu(d: &String) -> bool {
+    d == "cpu"
+}
+
+/// The devices a spec may name.
+pub const DEVICES: &[&str] = &["cpu", "wgpu"];
 
 impl Default for TrainSpec {
     fn default() -> TrainSpec {
@@ -51,6 +66,7 @@ impl Default for TrainSpec {
             gate_step: None,
             gate_accuracy: 0.35,
             test: false,
+            device: cpu(),
         }
     }
 }
@@ -77,8 +93,10 @@ pub enum SpecError {
     BatchTooLarge(usize),
     #[error("width {0}: at most {MAX_WIDTH} (the surrogate's channels grow with it, and its memory with their square)")]
     WidthTooLarge(usize),
+    #[error("device `{0}`: expected cpu or wgpu")]
+    Device(String),
 }
-crate::error::classify!(SpecError, input: [Augmentation, Optimizer, NotPositive, OutOfRange, BatchTooLarge, WidthTooLarge]);
+crate::error::classify!(SpecError, input: [Augmentation, Optimizer, NotPositive, OutOfRange, BatchTooLarge, WidthTooLarge, Device]);
 
 impl TrainSpec {
     /// The runtime's configuration, or what is wrong with the spec.
@@ -95,6 +113,9 @@ impl TrainSpec {
             if v == 0 {
                 return Err(SpecError::NotPositive(setting));
             }
+        }
+        if !DEVICES.contains(&self.device.as_str()) {
+            return Err(SpecError::Device(self.device.clone()));
         }
         if self.batch > MAX_BATCH {
             return Err(SpecError::BatchTooLarge(self.batch));

@@ -80,9 +80,14 @@ pub enum Cmd {
     },
     /// Training throughput of the surrogate: images/s at a batch size, with CE, on random data.
     BenchTrain {
-        /// 1 to 256.
+        /// 1 to 256 (the CPU device).
         #[arg(long, default_value_t = 1, value_parser = threads(1))]
         threads: usize,
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu"])]
+        device: String,
+        /// Models trained at once (wgpu; the CPU trains one): 1 to 1024.
+        #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+        population: usize,
         #[arg(long, default_value_t = 128)]
         batch: usize,
         #[arg(long, default_value_t = 20)]
@@ -316,6 +321,10 @@ pub struct TrainOpts {
     /// Default 0.35, except for evaluate: 0 (no gate).
     #[arg(long)]
     pub gate_accuracy: Option<f64>,
+    /// Where to train: cpu, or wgpu (any Vulkan adapter: a GPU, or lavapipe on the CPU).
+    /// Stored with a search's or evaluation's runs; a resumed run keeps its device.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu"])]
+    pub device: String,
 }
 
 impl TrainOpts {
@@ -338,6 +347,7 @@ impl TrainOpts {
             gate_step: self.gate_step,
             gate_accuracy: self.gate_accuracy.unwrap_or(0.35),
             test: false,
+            device: self.device.clone(),
         }
     }
 

@@ -134,9 +134,13 @@ pub fn train(
     Ok(())
 }
 
-pub fn bench_train(threads: usize, batch: usize, steps: usize) -> Result<(), Failure> {
-    let rate = bench::train_throughput(threads, batch, steps)?;
-    println!("surrogate ResNet9v2 (width 1), batch {batch}, {} thread(s): {rate:.0} images/s", threads.max(1));
+pub fn bench_train(device: &str, population: usize, threads: usize, batch: usize, steps: usize) -> Result<(), Failure> {
+    let t = bench::train_throughput(device, population, threads, batch, steps)?;
+    let on = if device == "cpu" { format!("{} thread(s)", threads.max(1)) } else { t.device.clone() };
+    println!(
+        "surrogate ResNet9v2 (width 1), batch {batch}, population {population}, {on}: {:.0} images/s, {:.1} candidate-steps/s",
+        t.images_per_second, t.candidate_steps_per_second
+    );
     Ok(())
 }
 
