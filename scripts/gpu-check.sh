@@ -28,11 +28,13 @@ else
 fi
 
 if [ -n "$bin" ]; then
-  lossc="$bin/lossc" emitters="$bin/emitters"
+  lossc="$bin/lossc" emitters="$bin/emitters" gpu_train="$bin/gpu_train" runtime_gpu="$bin/runtime_gpu"
 else
   cargo build --release 2>&1 | tail -n 2
   lossc=target/release/lossc
   emitters=$(cargo test --release --test emitters --no-run 2>&1 | grep -o 'target/release/deps/emitters-[0-9a-f]*' | head -n 1)
+  gpu_train=$(cargo test --release --test gpu_train --no-run 2>&1 | grep -o 'target/release/deps/gpu_train-[0-9a-f]*' | head -n 1)
+  runtime_gpu=$(cargo test --release -p lossc-runtime --test gpu --no-run 2>&1 | grep -o 'target/release/deps/gpu-[0-9a-f]*' | head -n 1)
 fi
 
 echo "== CUDA kernels against the interpreter (16 examples x 2 layouts x C up to 100,000; 200 random losses)"
@@ -51,3 +53,11 @@ if [ -n "$bin" ]; then
   [ -n "$icd" ] && export VK_DRIVER_FILES="$icd"
 fi
 timeout 120 "$emitters" wgsl_kernels_run --nocapture 2>&1 | grep -E "adapter|SKIPPED|test |random|panicked|wgsl "
+echo "== the training runtime on wgpu: each device method against the CPU device, a training against the CPU's curve, the population invariant"
+timeout 120 "$runtime_gpu" --nocapture 2>&1 | grep -E "skipped|test |panicked"
+timeout 240 "$gpu_train" --nocapture 2>&1 | grep -E "adapter|SKIPPED|test |panicked"
+echo "== training throughput (surrogate, batch 128, 32x32, CE): the CPU device, then wgpu populations"
+timeout 120 "$lossc" bench-train --threads "$(nproc)" --steps 20
+for k in 1 8 32 64; do
+  timeout 150 "$lossc" bench-train --device wgpu --population "$k" --steps 20 || echo "(population $k: timed out or failed)"
+done

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Prepares .gpu/ for scripts/gpu-check.sh on a GPU machine that has no Rust toolchain and no
-# network (the `device` tool's machines): the release `lossc`, the `emitters` test binary
-# (both stripped) and the Debian packages of the Vulkan loader and
+# network (the `device` tool's machines): the release `lossc`, the `emitters`, `gpu_train` and
+# runtime `gpu` test binaries (stripped) and the Debian packages of the Vulkan loader and
 # the GL dispatch libraries that NVIDIA's Vulkan driver links against, for wgpu. Carry `.gpu` with the
 # working tree and run `bash scripts/gpu-check.sh .gpu` there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .gpu && mkdir -p .gpu
 cargo build --release
-test_bin=$(cargo test --release --test emitters --no-run --message-format=json \
-  | python3 -c 'import json,sys
+# The test binaries: NAME PACKAGE.
+test_bin() {
+  cargo test --release -p "$2" --test "$1" --no-run --message-format=json \
+    | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "emitters" and m.get("executable"):
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1"
+}
 strip -o .gpu/lossc target/release/lossc
-strip -o .gpu/emitters "$test_bin"
+strip -o .gpu/emitters "$(test_bin emitters lossc)"
+strip -o .gpu/gpu_train "$(test_bin gpu_train lossc)"
+strip -o .gpu/runtime_gpu "$(test_bin gpu lossc-runtime)"
 (cd .gpu && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 2>/dev/null)
 du -sh .gpu
