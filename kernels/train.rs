@@ -390,6 +390,46 @@ pub const KERNELS: &[Kernel] = &[
         grad[e] = 0.0f;
     }"#,
     },
+    // A training batch [C, n, H*W] gathered from a resident data set [N, C, H*W] with the base
+    // augmentation (shift with zero fill, then flip), cutout and mixup applied. draws, per
+    // image: index, dy + pad, dx + pad, flip, cutout?, cy, cx, mixup partner.
+    Kernel {
+        name: "augment",
+        buffers: &[("data", R), ("draws", U), ("lam", R), ("x", W)],
+        params: &["total", "n", "c", "h", "w", "pad", "side", "mix"],
+        body: r#"
+    let hw = p.h * p.w;
+    for (var e = gid; e < p.total; e += nthreads) {
+        let xo = e % p.w;
+        let yo = (e / p.w) % p.h;
+        let i = (e / hw) % p.n;
+        let ch = e / (hw * p.n);
+        var acc = 0.0f;
+        for (var t = 0u; t <= p.mix; t++) {
+            let j = select(i, draws[8u * i + 7u], t == 1u);
+            let d = 8u * j;
+            let xf = select(xo, p.w - 1u - xo, draws[d + 3u] != 0u);
+            let sy = i32(yo + draws[d + 1u]) - i32(p.pad);
+            let sx = i32(xf + draws[d + 2u]) - i32(p.pad);
+            var a = 0.0f;
+            if (sy >= 0 && sy < i32(p.h) && sx >= 0 && sx < i32(p.w)) {
+                a = data[(draws[d] * p.c + ch) * hw + u32(sy) * p.w + u32(sx)];
+            }
+            if (draws[d + 4u] != 0u) {
+                let cy = draws[d + 5u];
+                let cx = draws[d + 6u];
+                let y0 = select(cy - p.side / 2u, 0u, cy < p.side / 2u);
+                let x0 = select(cx - p.side / 2u, 0u, cx < p.side / 2u);
+                let y1 = min(cy + (p.side + 1u) / 2u, p.h);
+                let x1 = min(cx + (p.side + 1u) / 2u, p.w);
+                if (yo >= y0 && yo < y1 && xo >= x0 && xo < x1) { a = 0.0f; }
+            }
+            let weight = select(select(1.0f, lam[i], p.mix != 0u), 1.0f - lam[i], t == 1u);
+            acc += weight * a;
+        }
+        x[e] = acc;
+    }"#,
+    },
     // Per model: adds the batch mean of row_loss to stats[4k], and at the first non-finite loss
     // or gradient records step + 1 in stats[4k + 2] and 1 (NaN loss) or 2 in stats[4k + 3].
     // One workgroup per model.

@@ -65,27 +65,86 @@ pub struct Batch {
     pub lam: Option<Vec<f32>>,
 }
 
+/// One image's random draws, in the order the generator makes them.
+#[derive(Clone, Debug)]
+pub struct Draw {
+    /// The crop's offset from the centre, in -pad..=pad.
+    pub dy: isize,
+    pub dx: isize,
+    pub flip: bool,
+    /// RandAug ops with their sign and (for its cutout) centre.
+    pub ops: Vec<(RandOp, f32, (usize, usize))>,
+    /// The cutout square's centre.
+    pub cutout: Option<(usize, usize)>,
+}
+
+/// A batch's draws: per image, then mixup's partners and weights.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub images: Vec<Draw>,
+    pub mix: Option<(Vec<usize>, Vec<f32>)>,
+}
+
+/// Draws everything a batch of `n` images of shape `shape` needs, as [`apply`] consumes it.
+pub fn plan(a: &Augment, n: usize, (_, h, w): (usize, usize, usize), rng: &mut Rng) -> Plan {
+    let t = a.technique;
+    let p = a.pad as isize;
+    let images = (0..n)
+        .map(|_| {
+            let dy = rng.below(2 * a.pad + 1) as isize - p;
+            let dx = rng.below(2 * a.pad + 1) as isize - p;
+            let flip = rng.chance(0.5);
+            let mut ops = Vec::new();
+            if matches!(t, Technique::RandAug | Technique::All) {
+                for _ in 0..a.randaug_n {
+                    let op = *rng.pick(RandOp::ALL);
+                    let sign = if rng.chance(0.5) { 1.0 } else { -1.0 };
+                    let at = if op == RandOp::Cutout { (rng.below(h), rng.below(w)) } else { (0, 0) };
+                    ops.push((op, sign, at));
+                }
+            }
+            let cutout = matches!(t, Technique::Cutout | Technique::All).then(|| (rng.below(h), rng.below(w)));
+            Draw { dy, dx, flip, ops, cutout }
+        })
+        .collect();
+    let mix = matches!(t, Technique::Mixup | Technique::All).then(|| {
+        let perm = permutation(n, rng);
+        let lam: Vec<f32> = (0..n).map(|_| beta(a.mixup_alpha, rng) as f32).collect();
+        (perm, lam)
+    });
+    Plan { images, mix }
+}
+
+/// Whether a plan is pixel moves, zeroing and mixing only (no RandAug op), which a device can
+/// apply while gathering the batch from a resident data set.
+pub fn is_gather(plan: &Plan) -> bool {
+    plan.images.iter().all(|d| d.ops.is_empty())
+}
+
 /// Augments a batch of `n` images of shape `shape`.
 pub fn apply(a: &Augment, images: &[f32], labels: &[u32], shape: (usize, usize, usize), rng: &mut Rng) -> Batch {
+    let plan = plan(a, labels.len(), shape, rng);
+    apply_plan(a, &plan, images, labels, shape)
+}
+
+/// Applies a batch's draws on the host.
+pub fn apply_plan(a: &Augment, plan: &Plan, images: &[f32], labels: &[u32], shape: (usize, usize, usize)) -> Batch {
     let n = labels.len();
     let size = shape.0 * shape.1 * shape.2;
     let mut out = images.to_vec();
-    let t = a.technique;
-    for img in out.chunks_mut(size) {
-        base(img, shape, a.pad, rng);
-        if matches!(t, Technique::RandAug | Technique::All) {
-            for _ in 0..a.randaug_n {
-                let op = *rng.pick(RandOp::ALL);
-                randaug(op, a.randaug_m, img, shape, rng);
-            }
+    for (img, d) in out.chunks_mut(size).zip(&plan.images) {
+        shift(img, shape, d.dy, d.dx);
+        if d.flip {
+            flip(img, shape);
         }
-        if matches!(t, Technique::Cutout | Technique::All) {
-            cutout(img, shape, a.cutout, rng);
+        for &(op, sign, at) in &d.ops {
+            randaug_with(op, a.randaug_m, sign, at, img, shape);
+        }
+        if let Some((cy, cx)) = d.cutout {
+            cutout_at(img, shape, cy, cx, a.cutout);
         }
     }
-    if matches!(t, Technique::Mixup | Technique::All) {
-        let perm = permutation(n, rng);
-        let lam: Vec<f32> = (0..n).map(|_| beta(a.mixup_alpha, rng) as f32).collect();
+    if let Some((perm, lam)) = &plan.mix {
         let mixed: Vec<f32> = (0..n)
             .flat_map(|i| {
                 let (x, y, l) = (&out[i * size..(i + 1) * size], &out[perm[i] * size..(perm[i] + 1) * size], lam[i]);
@@ -93,7 +152,7 @@ pub fn apply(a: &Augment, images: &[f32], labels: &[u32], shape: (usize, usize, 
             })
             .collect();
         let labels_b = perm.iter().map(|&j| labels[j]).collect();
-        return Batch { images: mixed, labels: labels.to_vec(), labels_b: Some(labels_b), lam: Some(lam) };
+        return Batch { images: mixed, labels: labels.to_vec(), labels_b: Some(labels_b), lam: Some(lam.clone()) };
     }
     Batch { images: out, labels: labels.to_vec(), labels_b: None, lam: None }
 }
@@ -160,17 +219,6 @@ pub fn shift(img: &mut [f32], (c, h, w): (usize, usize, usize), dy: isize, dx: i
     }
 }
 
-/// base: random crop of the zero-padded image, then a flip with probability 1/2.
-fn base(img: &mut [f32], shape: (usize, usize, usize), pad: usize, rng: &mut Rng) {
-    let p = pad as isize;
-    let dy = rng.below(2 * pad + 1) as isize - p;
-    let dx = rng.below(2 * pad + 1) as isize - p;
-    shift(img, shape, dy, dx);
-    if rng.chance(0.5) {
-        flip(img, shape);
-    }
-}
-
 /// Zeroes the `side` x `side` square centred at (cy, cx), clipped to the image.
 pub fn cutout_at(img: &mut [f32], (c, h, w): (usize, usize, usize), cy: usize, cx: usize, side: usize) {
     let (y0, x0) = (cy.saturating_sub(side / 2), cx.saturating_sub(side / 2));
@@ -182,11 +230,6 @@ pub fn cutout_at(img: &mut [f32], (c, h, w): (usize, usize, usize), cy: usize, c
             }
         }
     }
-}
-
-fn cutout(img: &mut [f32], shape: (usize, usize, usize), side: usize, rng: &mut Rng) {
-    let (cy, cx) = (rng.below(shape.1), rng.below(shape.2));
-    cutout_at(img, shape, cy, cx, side);
 }
 
 /// The RandAug operations (the predecessor's list).
@@ -258,9 +301,15 @@ fn affine(img: &mut [f32], (c, h, w): (usize, usize, usize), map: impl Fn(f32, f
 
 /// Applies one RandAug op at magnitude `m` (of 10); a random sign for the signed ones.
 pub fn randaug(op: RandOp, m: f32, img: &mut [f32], shape: (usize, usize, usize), rng: &mut Rng) {
+    let sign = if rng.chance(0.5) { 1.0 } else { -1.0 };
+    let at = if op == RandOp::Cutout { (rng.below(shape.1), rng.below(shape.2)) } else { (0, 0) };
+    randaug_with(op, m, sign, at, img, shape);
+}
+
+/// [`randaug`] with its draws given: the sign, and the centre of its cutout.
+pub fn randaug_with(op: RandOp, m: f32, sign: f32, at: (usize, usize), img: &mut [f32], shape: (usize, usize, usize)) {
     let (c, h, w) = shape;
     let level = m / 10.0;
-    let sign = if rng.chance(0.5) { 1.0 } else { -1.0 };
     let plane = h * w;
     match op {
         RandOp::Identity => {}
@@ -352,8 +401,7 @@ pub fn randaug(op: RandOp, m: f32, img: &mut [f32], shape: (usize, usize, usize)
         RandOp::TranslateY => shift(img, shape, (sign * level * 0.45 * h as f32).round() as isize, 0),
         RandOp::Cutout => {
             let side = (level * 0.2 * h as f32).round() as usize;
-            let (cy, cx) = (rng.below(h), rng.below(w));
-            cutout_at(img, shape, cy, cx, side);
+            cutout_at(img, shape, at.0, at.1, side);
         }
         RandOp::SolarizeAdd => {
             let add = level * 110.0 / 255.0;

@@ -12,6 +12,8 @@
 //! already the next layer's input (no transposes), and batch norm reduces over one contiguous
 //! run per channel. Host images are `[N, C, H, W]`; [`Device::upload_images`] converts.
 
+use crate::augment::{Augment, Plan};
+
 /// Shape of a 2-D convolution with "same"-style padding `k / 2`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConvGeom {
@@ -111,6 +113,16 @@ pub trait Device: Clone + Send + Sync {
     fn flush(&self) {}
     /// Host images `[n, c, hw]` to a device batch `[c, n, hw]`.
     fn upload_images(&self, host: &[f32], n: usize, c: usize, hw: usize) -> Self::Buf;
+    /// A data set `[N, C, H*W]` kept on the device to gather training batches from, or None
+    /// where batches come up from the host (the CPU; a set too large for one buffer).
+    fn resident(&self, _images: &[f32]) -> Option<Self::Buf> {
+        None
+    }
+    /// The training batch `[C, n, H*W]` of images `idx` of a [`Device::resident`] set with
+    /// `plan`'s draws applied (base, cutout, mixup: [`crate::augment::is_gather`] plans).
+    fn gather(&self, _data: &Self::Buf, _idx: &[usize], _plan: &Plan, _a: &Augment, _shape: (usize, usize, usize)) -> Self::Buf {
+        unreachable!("gather on a device without resident data sets")
+    }
 
     /// `y[cout, n, p] = conv(x[cin, n, h*w], w[cout, cin, k, k])`.
     fn conv_forward(&self, g: &ConvGeom, n: usize, w: &Self::Buf, x: &Self::Buf) -> Self::Buf;

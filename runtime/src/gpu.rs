@@ -6,6 +6,7 @@
 //! dropped by the host are reclaimed. Buffers are created zeroed; a buffer from
 //! [`Device::upload`] is shared by all models (model stride 0), every other holds K tensors.
 
+use crate::augment::{self, Augment, Plan};
 use crate::device::{BnGeom, BnState, ConvGeom, Device, Update};
 use crate::kernels::{self, Access, KERNELS, THREADS};
 use crate::train::{DeviceLoss, LabelTargets, LossError};
@@ -310,6 +311,26 @@ impl Device for Wgpu {
     }
     fn upload_images(&self, host: &[f32], n: usize, c: usize, hw: usize) -> GBuf {
         self.upload(&crate::cpu::Cpu.upload_images(host, n, c, hw))
+    }
+    fn resident(&self, images: &[f32]) -> Option<GBuf> {
+        ((images.len() * 4) as u64 <= self.inner.max_buffer.min(u32::MAX as u64)).then(|| self.upload(images))
+    }
+    fn gather(&self, data: &GBuf, idx: &[usize], plan: &Plan, a: &Augment, (c, h, w): (usize, usize, usize)) -> GBuf {
+        assert!(augment::is_gather(plan) && idx.len() == plan.images.len(), "gather: a plan without RandAug");
+        let n = idx.len();
+        let mut draws = Vec::with_capacity(8 * n);
+        for (i, (&j, d)) in idx.iter().zip(&plan.images).enumerate() {
+            let (cy, cx) = d.cutout.unwrap_or((0, 0));
+            let partner = plan.mix.as_ref().map_or(i, |(perm, _)| perm[i]);
+            let shift = |v: isize| (v + a.pad as isize) as u32;
+            draws.extend([u(j), shift(d.dy), shift(d.dx), d.flip as u32, d.cutout.is_some() as u32, u(cy), u(cx), u(partner)]);
+        }
+        let lam = self.init(plan.mix.as_ref().map_or(&[][..], |(_, lam)| lam), n, true);
+        let x = self.buffer(c * n * h * w, c * n * h * w, true);
+        let total = x.len;
+        let params = [total, n, c, h, w, a.pad, a.cutout, plan.mix.is_some() as usize].map(u);
+        self.each("augment", &[&data.buf, &self.labels(&draws), &lam.buf, &x.buf], &params, total);
+        x
     }
 
     fn conv_forward(&self, g: &ConvGeom, n: usize, w: &GBuf, x: &GBuf) -> GBuf {

@@ -162,6 +162,27 @@ pub struct Progress {
     pub best_validation_accuracy: f64,
 }
 
+/// A training batch on the device with its targets.
+struct Batch<B> {
+    labels: Vec<u32>,
+    labels_b: Option<Vec<u32>>,
+    lam: Option<Vec<f32>>,
+    x: B,
+}
+
+impl<B> Batch<B> {
+    /// The targets a plan gives the batch of `labels` (mixup's partners and weights).
+    fn targets(plan: &augment::Plan, labels: Vec<u32>, x: B) -> Batch<B> {
+        match &plan.mix {
+            Some((perm, lam)) => {
+                let labels_b = perm.iter().map(|&j| labels[j]).collect();
+                Batch { labels, labels_b: Some(labels_b), lam: Some(lam.clone()), x }
+            }
+            None => Batch { labels, labels_b: None, lam: None, x },
+        }
+    }
+}
+
 /// A data set uploaded once, in batches of 256, for repeated evaluation.
 struct Resident<B> {
     batches: Vec<(B, usize)>,
@@ -247,6 +268,9 @@ pub fn train_population<D: Device>(
     let mut opt = State::new(&dev, cfg.optimizer, cfg.weight_decay);
     let mut rng = Rng::new(cfg.seed ^ 0x5EED);
     let val_data = Resident::new(&dev, val);
+    // The training set on the device, when augmentation is a gather (not RandAug).
+    let gather = augment::is_gather(&augment::plan(&cfg.augment, 1, train.shape, &mut Rng::new(0)));
+    let resident = if gather { dev.resident(&train.images) } else { None };
     let size = train.image_size();
     let (c, h, w) = train.shape;
     let blank = Metrics { device: dev.name(), population: k_models, ..Metrics::default() };
@@ -271,12 +295,22 @@ pub fn train_population<D: Device>(
             idx.push(order[cursor]);
             cursor += 1;
         }
-        let images: Vec<f32> =
-            idx.iter().flat_map(|&i| train.images[i * size..(i + 1) * size].iter().copied()).collect();
         let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();
-        let b = augment::apply(&cfg.augment, &images, &labels, train.shape, &mut rng);
-        let n = b.labels.len();
-        let x = dev.upload_images(&b.images, n, c, h * w);
+        let plan = augment::plan(&cfg.augment, idx.len(), train.shape, &mut rng);
+        let b = match &resident {
+            Some(data) if augment::is_gather(&plan) => {
+                let x = dev.gather(data, &idx, &plan, &cfg.augment, train.shape);
+                Batch::targets(&plan, labels, x)
+            }
+            _ => {
+                let images: Vec<f32> =
+                    idx.iter().flat_map(|&i| train.images[i * size..(i + 1) * size].iter().copied()).collect();
+                let b = augment::apply_plan(&cfg.augment, &plan, &images, &labels, train.shape);
+                let x = dev.upload_images(&b.images, b.labels.len(), c, h * w);
+                Batch { labels: b.labels, labels_b: b.labels_b, lam: b.lam, x }
+            }
+        };
+        let (n, x) = (b.labels.len(), b.x);
         let logits = model.forward_buf(&x, n, true, &mut rng);
         let t = LabelTargets {
             labels: &b.labels,

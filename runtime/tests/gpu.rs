@@ -211,3 +211,30 @@ fn optimiser_updates_and_hits_match_the_cpu() {
         assert_eq!(got[k], want, "hits of model {k}");
     }
 }
+
+/// Batches gathered and augmented on the device equal the host's augmentation of the same
+/// draws: base, cutout, mixup, and all three at once (RandAug stays on the host).
+#[test]
+fn gathered_augmented_batches_match_the_host() {
+    use lossc_runtime::augment::{self, Augment, Technique};
+    let Some(gpu) = device() else { return };
+    let mut rng = Rng::new(5);
+    let shape = (3, 9, 7);
+    let size = 3 * 9 * 7;
+    let data: Vec<f32> = (0..20 * size).map(|_| rng.f64() as f32).collect();
+    let resident = gpu.resident(&data).expect("a small set fits");
+    let all_but_randaug = Augment { randaug_n: 0, cutout: 5, ..Augment::new(Technique::All) };
+    let mut techniques: Vec<Augment> =
+        [Technique::Base, Technique::Cutout, Technique::Mixup].map(|t| Augment { cutout: 4, ..Augment::new(t) }).to_vec();
+    techniques.push(all_but_randaug);
+    for a in techniques {
+        let idx: Vec<usize> = (0..11).map(|_| rng.below(20)).collect();
+        let plan = augment::plan(&a, idx.len(), shape, &mut rng);
+        assert!(augment::is_gather(&plan));
+        let got = gpu.download(&gpu.gather(&resident, &idx, &plan, &a, shape));
+        let images: Vec<f32> = idx.iter().flat_map(|&i| data[i * size..(i + 1) * size].iter().copied()).collect();
+        let labels = vec![0; idx.len()];
+        let want = augment::apply_plan(&a, &plan, &images, &labels, shape);
+        close(&format!("{:?} gather", a.technique), &got, &Cpu.upload_images(&want.images, idx.len(), 3, 63), 1e-6);
+    }
+}

@@ -541,10 +541,11 @@ pub struct TrainThroughput {
 }
 
 /// `lossc bench-train`: throughput of `population` surrogates (width 1) trained with CE on
-/// random 32x32 images, at `batch` for `steps` steps, on `device` (the CPU on `threads`
-/// threads, one model after another).
+/// random 32x32 images with augmentation `aug`, at `batch` for `steps` steps, on `device` (the
+/// CPU on `threads` threads, one model after another).
 pub fn train_throughput(
     device: &str,
+    aug: &str,
     population: usize,
     threads: usize,
     batch: usize,
@@ -557,6 +558,7 @@ pub fn train_throughput(
         eval_every: usize::MAX,
         gate_step: Some(usize::MAX),
         device: device.to_string(),
+        aug: aug.to_string(),
         ..Default::default()
     };
     spec.config()?;

@@ -85,6 +85,9 @@ pub enum Cmd {
         threads: usize,
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu"])]
         device: String,
+        /// base, cutout, mixup, randaug or all.
+        #[arg(long, default_value = "base")]
+        aug: String,
         /// Models trained at once (wgpu; the CPU trains one): 1 to 1024.
         #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
         population: usize,

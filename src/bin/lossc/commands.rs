@@ -134,11 +134,18 @@ pub fn train(
     Ok(())
 }
 
-pub fn bench_train(device: &str, population: usize, threads: usize, batch: usize, steps: usize) -> Result<(), Failure> {
-    let t = bench::train_throughput(device, population, threads, batch, steps)?;
+pub fn bench_train(
+    device: &str,
+    aug: &str,
+    population: usize,
+    threads: usize,
+    batch: usize,
+    steps: usize,
+) -> Result<(), Failure> {
+    let t = bench::train_throughput(device, aug, population, threads, batch, steps)?;
     let on = if device == "cpu" { format!("{} thread(s)", threads.max(1)) } else { t.device.clone() };
     println!(
-        "surrogate ResNet9v2 (width 1), batch {batch}, population {population}, {on}: {:.0} images/s, {:.1} candidate-steps/s",
+        "surrogate ResNet9v2 (width 1), batch {batch}, aug {aug}, population {population}, {on}: {:.0} images/s, {:.1} candidate-steps/s",
         t.images_per_second, t.candidate_steps_per_second
     );
     Ok(())
