@@ -31,7 +31,8 @@ pub struct TrainSpec {
     /// Also report the test set's accuracy (evaluation runs; the search never looks at it).
     pub test: bool,
     /// Where to train: `cpu` or `wgpu`. Results differ between devices by float rounding, so
-    /// the device is part of the key (a CPU spec's key is written as before it existed).
+    /// the device is part of the key (a CPU spec's key leaves it out: a key without a device
+    /// is a CPU one).
     #[serde(default = "cpu", skip_serializing_if = "is_cpu")]
     pub device: String,
 }
