@@ -176,16 +176,7 @@ pub const KERNELS: &[Kernel] = &[
     // z = gamma (x - mean) inv + beta, then swish; training keeps xhat and sigmoid(z).
     Kernel {
         name: "bn_apply",
-        buffers: &[
-            ("x", R),
-            ("mean", R),
-            ("inv", R),
-            ("gamma", R),
-            ("beta", R),
-            ("y", W),
-            ("xhat", W),
-            ("sig", W),
-        ],
+        buffers: &[("x", R), ("mean", R), ("inv", R), ("gamma", R), ("beta", R), ("y", W), ("xhat", W), ("sig", W)],
         params: &["total", "len", "swish", "train"],
         body: r#"
     for (var e = gid; e < p.total; e += nthreads) {
@@ -245,16 +236,7 @@ pub const KERNELS: &[Kernel] = &[
     // Backward, pass 2: dx = gamma inv / m (m dz - sum dz - xhat sum dz xhat).
     Kernel {
         name: "bn_backward_dx",
-        buffers: &[
-            ("gy", R),
-            ("xhat", R),
-            ("sig", R),
-            ("gamma", R),
-            ("beta", R),
-            ("inv", R),
-            ("sums", R),
-            ("dx", W),
-        ],
+        buffers: &[("gy", R), ("xhat", R), ("sig", R), ("gamma", R), ("beta", R), ("inv", R), ("sums", R), ("dx", W)],
         params: &["total", "len", "swish"],
         body: r#"
     let m = f32(p.len);

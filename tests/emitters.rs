@@ -82,7 +82,10 @@ fn every_cuda_kernel_compiles_with_nvrtc() {
 fn the_training_runtime_kernels_compile_with_nvrtc() {
     if !nvrtc_available() {
         println!("SKIPPED: libnvrtc not found (scripts/test.sh installs it)");
-        assert!(std::env::var_os("LOSSC_REQUIRE_NVRTC").is_none(), "LOSSC_REQUIRE_NVRTC is set but libnvrtc is missing");
+        assert!(
+            std::env::var_os("LOSSC_REQUIRE_NVRTC").is_none(),
+            "LOSSC_REQUIRE_NVRTC is set but libnvrtc is missing"
+        );
         return;
     }
     let src = lossc_runtime::kernels::cuda();

@@ -470,7 +470,8 @@ impl Device for Cpu {
             .chunks(classes)
             .zip(labels)
             .filter(|(row, l)| {
-                let first_max = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+                let first_max =
+                    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
                 first_max.0 == **l as usize
             })
             .count();

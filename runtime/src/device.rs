@@ -120,7 +120,14 @@ pub trait Device: Clone + Send + Sync {
     }
     /// The training batch `[C, n, H*W]` of images `idx` of a [`Device::resident`] set with
     /// `plan`'s draws applied (base, cutout, mixup: [`crate::augment::is_gather`] plans).
-    fn gather(&self, _data: &Self::Buf, _idx: &[usize], _plan: &Plan, _a: &Augment, _shape: (usize, usize, usize)) -> Self::Buf {
+    fn gather(
+        &self,
+        _data: &Self::Buf,
+        _idx: &[usize],
+        _plan: &Plan,
+        _a: &Augment,
+        _shape: (usize, usize, usize),
+    ) -> Self::Buf {
         unreachable!("gather on a device without resident data sets")
     }
 

@@ -23,7 +23,9 @@ pub enum GpuError {
     Open { adapter: String, message: String },
     #[error("the loss kernel of model {model} does not build: {message}")]
     LossKernel { model: usize, message: String },
-    #[error("a population of {models} models of this size needs {bytes} bytes in one buffer; the adapter allows {limit}")]
+    #[error(
+        "a population of {models} models of this size needs {bytes} bytes in one buffer; the adapter allows {limit}"
+    )]
     TooLarge { models: usize, bytes: u64, limit: u64 },
 }
 
@@ -70,9 +72,8 @@ impl GBuf {
     }
 }
 
-const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+const USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 fn u(x: usize) -> u32 {
     u32::try_from(x).expect("the population's tensors are checked to index in u32")
@@ -113,8 +114,10 @@ fn build(
     entries: &[wgpu::BindGroupLayoutEntry],
 ) -> Result<Pipe, String> {
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let module =
-        device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) });
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
     let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries });
     let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: Some(label),
@@ -148,10 +151,9 @@ impl Wgpu {
         .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            required_limits: limits.clone(),
-            ..Default::default()
-        }))
+        let (device, queue) = pollster::block_on(
+            adapter.request_device(&wgpu::DeviceDescriptor { required_limits: limits.clone(), ..Default::default() }),
+        )
         .map_err(|e| GpuError::Open { adapter: info.name.clone(), message: e.to_string() })?;
         let mut pipes = HashMap::new();
         for k in KERNELS {
@@ -162,7 +164,14 @@ impl Wgpu {
                 .unwrap_or_else(|e| panic!("runtime kernel {} does not build: {e}", k.name));
             pipes.insert(k.name, pipe);
         }
-        let spare = [0, 1].map(|_| device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 4, usage: USAGE, mapped_at_creation: false }));
+        let spare = [0, 1].map(|_| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 4,
+                usage: USAGE,
+                mapped_at_creation: false,
+            })
+        });
         let max_buffer = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let inner = Inner { device, queue, adapter: info.name, max_buffer, pipes, pending: Mutex::default(), spare };
         Ok(Wgpu { inner: Arc::new(inner), k: models.max(1) })
@@ -192,27 +201,42 @@ impl Wgpu {
 
     fn buffer(&self, floats: usize, len: usize, shared: bool) -> GBuf {
         let size = (floats.max(1) * 4) as u64;
-        let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: USAGE, mapped_at_creation: false });
+        let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: USAGE,
+            mapped_at_creation: false,
+        });
         GBuf { buf, len, shared }
     }
 
     fn init(&self, data: &[f32], len: usize, shared: bool) -> GBuf {
-        let bytes: Vec<u8> = if data.is_empty() { vec![0; 4] } else { data.iter().flat_map(|v| v.to_le_bytes()).collect() };
-        let buf = self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: USAGE });
+        let bytes: Vec<u8> =
+            if data.is_empty() { vec![0; 4] } else { data.iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let buf = self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: &bytes,
+            usage: USAGE,
+        });
         GBuf { buf, len, shared }
     }
 
     fn labels(&self, labels: &[u32]) -> wgpu::Buffer {
-        let bytes: Vec<u8> = if labels.is_empty() { vec![0; 4] } else { labels.iter().flat_map(|v| v.to_le_bytes()).collect() };
-        self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: USAGE })
+        let bytes: Vec<u8> =
+            if labels.is_empty() { vec![0; 4] } else { labels.iter().flat_map(|v| v.to_le_bytes()).collect() };
+        self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: &bytes,
+            usage: USAGE,
+        })
     }
 
     /// Runs `f` on the pending command encoder.
     fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let mut p = self.inner.pending.lock().expect("pending work");
-        let enc = p
-            .encoder
-            .get_or_insert_with(|| self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default()));
+        let enc = p.encoder.get_or_insert_with(|| {
+            self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+        });
         f(enc);
     }
 
@@ -226,15 +250,22 @@ impl Wgpu {
         let mut bytes: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
         bytes.resize(bytes.len().next_multiple_of(16).max(16), 0);
         let d = &self.inner.device;
-        let uniform =
-            d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: wgpu::BufferUsages::UNIFORM });
+        let uniform = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: &bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
         let mut entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
             .collect();
         entries.push(wgpu::BindGroupEntry { binding: buffers.len() as u32, resource: uniform.as_entire_binding() });
-        let bind = d.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(name), layout: &pipe.layout, entries: &entries });
+        let bind = d.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &pipe.layout,
+            entries: &entries,
+        });
         self.record(|enc| {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
             pass.set_pipeline(&pipe.pipeline);
@@ -262,8 +293,12 @@ impl Wgpu {
     /// Copies `src` into a mappable buffer and reads it (waits for all work before it).
     fn read(&self, src: &wgpu::Buffer, bytes: u64) -> Vec<f32> {
         let d = &self.inner.device;
-        let staging =
-            d.create_buffer(&wgpu::BufferDescriptor { label: None, size: bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let staging = d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         self.record(|enc| enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes));
         self.submit();
         let slice = staging.slice(..);
@@ -323,7 +358,16 @@ impl Device for Wgpu {
             let (cy, cx) = d.cutout.unwrap_or((0, 0));
             let partner = plan.mix.as_ref().map_or(i, |(perm, _)| perm[i]);
             let shift = |v: isize| (v + a.pad as isize) as u32;
-            draws.extend([u(j), shift(d.dy), shift(d.dx), d.flip as u32, d.cutout.is_some() as u32, u(cy), u(cx), u(partner)]);
+            draws.extend([
+                u(j),
+                shift(d.dy),
+                shift(d.dx),
+                d.flip as u32,
+                d.cutout.is_some() as u32,
+                u(cy),
+                u(cx),
+                u(partner),
+            ]);
         }
         let lam = self.init(plan.mix.as_ref().map_or(&[][..], |(_, lam)| lam), n, true);
         let x = self.buffer(c * n * h * w, c * n * h * w, true);
@@ -486,7 +530,9 @@ impl Device for Wgpu {
         let total = self.k * value.len;
         let f = |x: f32| x.to_bits();
         let params = match *up {
-            Update::Adam { lr, b1, b2, eps, c1, c2 } => [u(total), 1, f(lr), f(b1), f(b2), f(eps), f(c1), f(c2), 0, f(decay)],
+            Update::Adam { lr, b1, b2, eps, c1, c2 } => {
+                [u(total), 1, f(lr), f(b1), f(b2), f(eps), f(c1), f(c2), 0, f(decay)]
+            }
             Update::Nesterov { lr, mu } => [u(total), 0, f(lr), 0, 0, 0, f(1.0), f(1.0), f(mu), f(decay)],
         };
         self.each("update", &[&value.buf, &grad.buf, &m.buf, &v.buf], &params, total);
@@ -520,7 +566,8 @@ impl Wgpu {
             .iter()
             .enumerate()
             .map(|(model, src)| {
-                build(&self.inner.device, "loss", src, &entries).map_err(|message| GpuError::LossKernel { model, message })
+                build(&self.inner.device, "loss", src, &entries)
+                    .map_err(|message| GpuError::LossKernel { model, message })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(WgslLosses { pipes, scratch: Mutex::new(None) })
@@ -544,8 +591,14 @@ impl DeviceLoss<Wgpu> for WgslLosses {
         let mut scratch = self.scratch.lock().expect("loss scratch");
         if !matches!(&*scratch, Some(s) if s.rows == rows && s.classes == classes) {
             let make = |n: usize| (0..dev.k).map(|_| dev.buffer(n, n, true).buf).collect::<Vec<_>>();
-            *scratch =
-                Some(Scratch { rows, classes, logits: make(size), grad: make(size), row_loss: make(rows), all_loss: dev.zeros(rows) });
+            *scratch = Some(Scratch {
+                rows,
+                classes,
+                logits: make(size),
+                grad: make(size),
+                row_loss: make(rows),
+                all_loss: dev.zeros(rows),
+            });
         }
         let s = scratch.as_ref().expect("made above");
         if grad.len != size {
@@ -561,17 +614,25 @@ impl DeviceLoss<Wgpu> for WgslLosses {
             params.extend(v.to_le_bytes());
         }
         let d = &dev.inner.device;
-        let uniform =
-            d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &params, usage: wgpu::BufferUsages::UNIFORM });
+        let uniform = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: &params,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
         let bytes = (size * 4) as u64;
         for (k, pipe) in self.pipes.iter().enumerate() {
-            let bufs = [&s.logits[k], &labels, &labels_b, &lam.buf, &dev.inner.spare[0], &s.grad[k], &s.row_loss[k], &uniform];
+            let bufs =
+                [&s.logits[k], &labels, &labels_b, &lam.buf, &dev.inner.spare[0], &s.grad[k], &s.row_loss[k], &uniform];
             let entries: Vec<_> = bufs
                 .iter()
                 .enumerate()
                 .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
                 .collect();
-            let bind = d.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("loss"), layout: &pipe.layout, entries: &entries });
+            let bind = d.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("loss"),
+                layout: &pipe.layout,
+                entries: &entries,
+            });
             dev.record(|enc| {
                 enc.copy_buffer_to_buffer(&logits.buf, k as u64 * bytes, &s.logits[k], 0, bytes);
                 {

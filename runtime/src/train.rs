@@ -395,7 +395,11 @@ pub fn train_population<D: Device>(
         progress(&Progress { step: step + 1, loss: last_loss, best_validation_accuracy: best });
     }
     let test_acc = test.map(|t| {
-        if pop.iter().any(|p| p.m.stopped.is_none()) { accuracy(&mut model, &Resident::new(&dev, t)) } else { vec![0.0; k_models] }
+        if pop.iter().any(|p| p.m.stopped.is_none()) {
+            accuracy(&mut model, &Resident::new(&dev, t))
+        } else {
+            vec![0.0; k_models]
+        }
     });
     let wall = start.elapsed().as_secs_f64();
     pop.into_iter()

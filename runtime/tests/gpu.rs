@@ -98,9 +98,11 @@ fn batch_norm_matches_the_cpu() {
     for swish in [false, true] {
         let (c, len) = (3, 37);
         let g = BnGeom { c, len, momentum: 0.9, eps: 1e-3, swish };
-        let xs: Vec<Vec<f32>> = models(&mut rng, c * len).into_iter().map(|v| v.iter().map(|x| 3.0 * x + 1.0).collect()).collect();
+        let xs: Vec<Vec<f32>> =
+            models(&mut rng, c * len).into_iter().map(|v| v.iter().map(|x| 3.0 * x + 1.0).collect()).collect();
         let (gammas, betas, gys) = (models(&mut rng, c), models(&mut rng, c), models(&mut rng, c * len));
-        let rvs: Vec<Vec<f32>> = models(&mut rng, c).into_iter().map(|v| v.iter().map(|x| x.abs() + 0.5).collect()).collect();
+        let rvs: Vec<Vec<f32>> =
+            models(&mut rng, c).into_iter().map(|v| v.iter().map(|x| x.abs() + 0.5).collect()).collect();
         let rms = models(&mut rng, c);
         let (xb, gb, bb, gyb) = (gpu.stack(&xs), gpu.stack(&gammas), gpu.stack(&betas), gpu.stack(&gys));
         let mut s = bn_state(&gpu, gpu.stack(&rms), gpu.stack(&rvs), c);
@@ -154,7 +156,8 @@ fn element_wise_pool_and_dense_match_the_cpu() {
         close("pool backward", &dx[m], &Cpu.pool_backward(c, n, hw, &gys[m]), 1e-6);
     }
     let (inp, out) = (13, 7);
-    let (xs, ws, bs, gys) = (models(&mut rng, n * inp), models(&mut rng, out * inp), models(&mut rng, out), models(&mut rng, n * out));
+    let (xs, ws, bs, gys) =
+        (models(&mut rng, n * inp), models(&mut rng, out * inp), models(&mut rng, out), models(&mut rng, n * out));
     let (xb, wb) = (gpu.stack(&xs), gpu.stack(&ws));
     let y = split(gpu.download(&gpu.dense_forward(n, inp, out, &xb, &wb, &gpu.stack(&bs))));
     let (mut dw, mut db) = (gpu.stack(&models(&mut rng, out * inp)), gpu.zeros(out));
@@ -200,7 +203,8 @@ fn optimiser_updates_and_hits_match_the_cpu() {
     }
     // hits: ties go to the first maximum, as on the CPU.
     let (n, classes) = (37, 6);
-    let logits: Vec<Vec<f32>> = models(&mut rng, n * classes).into_iter().map(|v| v.iter().map(|x| (x * 3.0).round()).collect()).collect();
+    let logits: Vec<Vec<f32>> =
+        models(&mut rng, n * classes).into_iter().map(|v| v.iter().map(|x| (x * 3.0).round()).collect()).collect();
     let labels: Vec<u32> = (0..n).map(|_| rng.below(classes) as u32).collect();
     let mut stats = gpu.zeros(4);
     gpu.hits(&gpu.stack(&logits), n, classes, &labels, &mut stats, 1);
@@ -224,8 +228,9 @@ fn gathered_augmented_batches_match_the_host() {
     let data: Vec<f32> = (0..20 * size).map(|_| rng.f64() as f32).collect();
     let resident = gpu.resident(&data).expect("a small set fits");
     let all_but_randaug = Augment { randaug_n: 0, cutout: 5, ..Augment::new(Technique::All) };
-    let mut techniques: Vec<Augment> =
-        [Technique::Base, Technique::Cutout, Technique::Mixup].map(|t| Augment { cutout: 4, ..Augment::new(t) }).to_vec();
+    let mut techniques: Vec<Augment> = [Technique::Base, Technique::Cutout, Technique::Mixup]
+        .map(|t| Augment { cutout: 4, ..Augment::new(t) })
+        .to_vec();
     techniques.push(all_but_randaug);
     for a in techniques {
         let idx: Vec<usize> = (0..11).map(|_| rng.below(20)).collect();
