@@ -55,6 +55,11 @@ impl Augment {
     pub fn new(technique: Technique) -> Augment {
         Augment { technique, pad: 4, cutout: 16, mixup_alpha: 0.4, randaug_n: 2, randaug_m: 5.0 }
     }
+
+    /// Whether its plans are gathers (no RandAug op): see [`is_gather`].
+    pub fn is_gather(&self) -> bool {
+        !matches!(self.technique, Technique::RandAug | Technique::All) || self.randaug_n == 0
+    }
 }
 
 /// An augmented batch: images, and targets as label pairs when mixed.

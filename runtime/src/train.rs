@@ -269,8 +269,7 @@ pub fn train_population<D: Device>(
     let mut rng = Rng::new(cfg.seed ^ 0x5EED);
     let val_data = Resident::new(&dev, val);
     // The training set on the device, when augmentation is a gather (not RandAug).
-    let gather = augment::is_gather(&augment::plan(&cfg.augment, 1, train.shape, &mut Rng::new(0)));
-    let resident = if gather { dev.resident(&train.images) } else { None };
+    let resident = if cfg.augment.is_gather() { dev.resident(&train.images) } else { None };
     let size = train.image_size();
     let (c, h, w) = train.shape;
     let blank = Metrics { device: dev.name(), population: k_models, ..Metrics::default() };

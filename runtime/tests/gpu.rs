@@ -235,7 +235,7 @@ fn gathered_augmented_batches_match_the_host() {
     for a in techniques {
         let idx: Vec<usize> = (0..11).map(|_| rng.below(20)).collect();
         let plan = augment::plan(&a, idx.len(), shape, &mut rng);
-        assert!(augment::is_gather(&plan));
+        assert!(augment::is_gather(&plan) && a.is_gather());
         let got = gpu.download(&gpu.gather(&resident, &idx, &plan, &a, shape));
         let images: Vec<f32> = idx.iter().flat_map(|&i| data[i * size..(i + 1) * size].iter().copied()).collect();
         let labels = vec![0; idx.len()];
