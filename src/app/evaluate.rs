@@ -6,7 +6,7 @@ use crate::ir::Graph;
 use crate::search::run::{self, Progress, RunError, loss_text, train_all};
 use crate::search::screen;
 use crate::search::stats::mean_std;
-use crate::search::store::{Store, StoreError};
+use crate::search::store::{Db, Store, StoreError};
 use crate::train::TrainSpec;
 use std::path::Path;
 
@@ -84,7 +84,7 @@ pub struct Grid<'a> {
 /// Trains every loss under every augmentation, label smoothing and seed of `grid` with `base`
 /// as the rest of the spec, and tabulates test accuracy.
 pub fn evaluate(
-    db: &Path,
+    db: &Db,
     losses: &[Loss],
     grid: Grid<'_>,
     base: &TrainSpec,
@@ -148,7 +148,7 @@ pub type Ranking = Vec<(Loss, f64, Vec<f64>)>;
 /// Runs the stages on `start` (best first, e.g. a search's ranking): each stage keeps the
 /// best `keep` of the previous ranking and ranks them again with its own budget.
 pub fn eliminate(
-    db: &Path,
+    db: &Db,
     start: Vec<Loss>,
     stages: &[Stage],
     base: &TrainSpec,
@@ -202,7 +202,7 @@ pub struct Elimination {
 /// best first, through `stages` with the search's own training spec, the survivors of the
 /// last stage written to `out` as `elim-N.loss`.
 pub fn eliminate_run(
-    db: &Path,
+    db: &Db,
     run: &str,
     stages: &[Stage],
     workers: usize,
@@ -212,7 +212,7 @@ pub fn eliminate_run(
     let store = Store::open(db)?;
     let settings = match store.run_settings(run)? {
         Some((kind, s)) if kind == "search" => s,
-        _ => return Err(StoreError::NoRun { path: db.display().to_string(), kind: "search", run: run.into() }.into()),
+        _ => return Err(StoreError::NoRun { path: db.to_string(), kind: "search", run: run.into() }.into()),
     };
     let base: TrainSpec = serde_json::from_value(settings["spec"].clone())
         .map_err(|e| StoreError::Corrupt(format!("run `{run}` has no training spec: {e}")))?;
@@ -234,7 +234,7 @@ pub fn eliminate_run(
             let path = out.join(format!("elim-{}.loss", i + 1));
             let text = format!(
                 "{ELIM_MARK} (run `{run}` in {})\n# mean best validation accuracy {mean:.4} over {} seed(s) of {} steps\n{}",
-                db.display(),
+                db,
                 st.seeds,
                 st.steps,
                 l.text

@@ -5,7 +5,7 @@
 
 use crate::ir::Graph;
 use crate::reference::interp::eval_scalar;
-use crate::search::store::{Store, StoreError};
+use crate::search::store::{Db, Store, StoreError};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -241,16 +241,16 @@ pub fn scatter(points: &[(f64, f64)], x_label: &str, y_label: &str, title: &str,
 
 /// The points of the paper's Figure 3 from a `lossc sample` run: each sampled loss's fitness
 /// under augmentations `x` and `y` (losses without both results are left out).
-pub fn sample_points(db: &Path, run: &str, x: &str, y: &str) -> Result<Vec<(f64, f64)>, PlotError> {
+pub fn sample_points(db: &Db, run: &str, x: &str, y: &str) -> Result<Vec<(f64, f64)>, PlotError> {
     use crate::search::run::SampleSettings;
     use crate::train::TrainSpec;
     let store = Store::open(db)?;
     let settings = match store.run_settings(run)? {
         Some((kind, s)) if kind == "sample" => s,
-        _ => return Err(StoreError::NoRun { path: db.display().to_string(), kind: "sample", run: run.into() }.into()),
+        _ => return Err(StoreError::NoRun { path: db.to_string(), kind: "sample", run: run.into() }.into()),
     };
     let s: SampleSettings = serde_json::from_value(settings)
-        .map_err(|e| StoreError::Corrupt(format!("{}: run `{run}`: {e}", db.display())))?;
+        .map_err(|e| StoreError::Corrupt(format!("{}: run `{run}`: {e}", db)))?;
     for a in [x, y] {
         if !s.augs.iter().any(|have| have == a) {
             return Err(PlotError::NoAugmentation { run: run.into(), aug: a.into(), has: s.augs.join(", ") });

@@ -5,12 +5,12 @@
 use super::evolution::{Evolution, Fitness, Member, Settings, Verdict};
 use super::genome::Genome;
 use super::screen;
-use super::store::{CandidateRow, Store, StoreError, worker_id};
+use super::store::{CandidateRow, DEFAULT_LEASE, Db, Job, Outcome, Store, StoreError, worker_id};
 use crate::ir::{Graph, print};
 use crate::train::{DataError, SpecError, Splits, TrainSpec, load_data, train_text};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,9 +48,10 @@ fn data(spec: &TrainSpec) -> Result<Arc<Splits>, DataError> {
     Ok(d)
 }
 
-/// Runs one claimed job and stores its result. A loss that fails to compile or train scores
-/// 0 with the reason in its metrics, as an early stop does.
-pub fn run_job(store: &Store, job: &super::store::Job, worker: &str) -> Result<(), RunError> {
+/// Runs one claimed job and stores its result; false if the worker lost the job's lease
+/// meanwhile (the result is then not stored: the job's newer holder stores its own). A loss
+/// that fails to compile or train scores 0 with the reason in its metrics, as an early stop does.
+pub fn run_job(store: &Store, job: &Job, worker: &str) -> Result<bool, RunError> {
     let start = Instant::now();
     let d = data(&job.spec)?;
     let metrics = match train_text(&job.text, &job.spec, &d, &mut |_| {}) {
@@ -58,6 +59,72 @@ pub fn run_job(store: &Store, job: &super::store::Job, worker: &str) -> Result<(
         Err(e) => lossc_runtime::train::Metrics { stopped: Some(e.to_string()), ..Default::default() },
     };
     Ok(store.complete(job, worker, &metrics, start.elapsed().as_secs_f64())?)
+}
+
+/// How long a worker's claim holds a job without a heartbeat, in milliseconds.
+static LEASE_MS: AtomicU64 = AtomicU64::new((DEFAULT_LEASE * 1000.0) as u64);
+
+/// Sets how long the claims of this process's workers hold a job without a heartbeat (a
+/// process-wide setting, like the training thread count). A dead worker's job returns to the
+/// queue this long after its last heartbeat; heartbeats come five times per lease.
+pub fn set_lease(seconds: f64) {
+    LEASE_MS.store((seconds * 1000.0).round().max(1.0) as u64, Ordering::Relaxed);
+}
+
+fn lease() -> f64 {
+    LEASE_MS.load(Ordering::Relaxed) as f64 / 1000.0
+}
+
+/// Renews the lease of the job its worker holds, on a connection of its own, while the
+/// worker trains; stops when dropped (a worker that dies or panics stops renewing, and its
+/// job returns to the queue when the lease runs out).
+struct Heartbeat {
+    held: Arc<Mutex<Option<Job>>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(db: &Db, worker: &str, lease: f64) -> Result<Heartbeat, RunError> {
+        let store = Store::open(db)?;
+        let held: Arc<Mutex<Option<Job>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s, worker) = (held.clone(), stop.clone(), worker.to_string());
+        let every = Duration::from_secs_f64(lease / 5.0);
+        let handle = std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20).min(every));
+                if last.elapsed() < every {
+                    continue;
+                }
+                last = Instant::now();
+                let Some(job) = h.lock().expect("held job").clone() else { continue };
+                match store.renew(&job, &worker, lease) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        eprintln!("worker {worker}: lost the lease of job {}; its result will not be stored", job.id);
+                        h.lock().expect("held job").take();
+                    }
+                    Err(e) => eprintln!("worker {worker}: cannot renew the lease of job {}: {e}", job.id),
+                }
+            }
+        });
+        Ok(Heartbeat { held, stop, handle: Some(handle) })
+    }
+
+    fn hold(&self, job: Option<Job>) {
+        *self.held.lock().expect("held job") = job;
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// A worker thread's stack: parsing a job's text recurses as deep as the expression nests
@@ -73,7 +140,7 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `n` workers that claim jobs from the store at `db` until stopped.
-    pub fn spawn(db: &Path, n: usize) -> Workers {
+    pub fn spawn(db: &Db, n: usize) -> Workers {
         let stop = Arc::new(AtomicBool::new(false));
         if n > 0 {
             // Parallelism comes from the workers; each trains on one thread, which also keeps
@@ -82,7 +149,7 @@ impl Workers {
         }
         let handles = (0..n)
             .map(|i| {
-                let (db, stop) = (db.to_path_buf(), stop.clone());
+                let (db, stop) = (db.clone(), stop.clone());
                 std::thread::Builder::new()
                     .stack_size(WORKER_STACK)
                     .spawn(move || work(&db, &worker_id(i), &stop, None))
@@ -113,16 +180,29 @@ impl Workers {
     }
 }
 
-/// A worker's loop: claim, train, store; stop when asked, or after `idle` without jobs.
-pub fn work(db: &Path, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> Result<usize, RunError> {
+/// A worker's loop: claim, train, store; stop when asked, or after `idle` without jobs. A job
+/// whose training cannot start (its data cannot be read, say) goes back to the queue with the
+/// error before the worker stops with it.
+pub fn work(db: &Db, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> Result<usize, RunError> {
     let store = Store::open(db)?;
+    let lease = lease();
+    let beat = Heartbeat::start(db, id, lease)?;
     let mut ran = 0;
     let mut idle_since = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        match store.claim(id)? {
+        match store.claim(id, lease)? {
             Some(job) => {
-                run_job(&store, &job, id)?;
-                ran += 1;
+                beat.hold(Some(job.clone()));
+                let done = run_job(&store, &job, id);
+                beat.hold(None);
+                match done {
+                    Ok(true) => ran += 1,
+                    Ok(false) => eprintln!("worker {id}: job {} was taken over after its lease expired", job.id),
+                    Err(e) => {
+                        store.release(&job, id, &e.to_string())?;
+                        return Err(e);
+                    }
+                }
                 idle_since = Instant::now();
             }
             None => {
@@ -138,8 +218,11 @@ pub fn work(db: &Path, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> R
 
 /// `lossc worker`: `workers` threads claiming jobs from the store at `db` until none has come
 /// for `idle`; returns the jobs they ran.
-pub fn work_here(db: &Path, workers: usize, idle: Duration) -> Result<usize, RunError> {
-    Store::open(db)?.check_integrity()?;
+pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunError> {
+    let store = Store::open(db)?;
+    store.check_integrity()?;
+    store.release_dead_here()?;
+    drop(store);
     lossc_runtime::layers::set_threads(1);
     let stop = AtomicBool::new(false);
     let ran: Vec<Result<usize, RunError>> = std::thread::scope(|s| {
@@ -155,7 +238,7 @@ pub fn work_here(db: &Path, workers: usize, idle: Duration) -> Result<usize, Run
 }
 
 /// The round size a stored search was started with, if the store holds the run.
-pub fn stored_round(db: &Path, run: &str) -> Option<usize> {
+pub fn stored_round(db: &Db, run: &str) -> Option<usize> {
     let (_, v) = Store::open(db).ok()?.run_settings(run).ok().flatten()?;
     v["evolution"]["round"].as_u64().map(|r| r as usize)
 }
@@ -180,11 +263,11 @@ impl StoreFitness<'_> {
             self.store.enqueue(key, &self.spec, text)?;
         }
         let mut out: Vec<Option<f64>> = vec![None; keys.len()];
-        let mut last_requeue = Instant::now();
+        let mut last_expiry = Instant::now();
         loop {
             for (i, (key, _)) in keys.iter().enumerate() {
                 if out[i].is_none()
-                    && let Some(r) = self.store.result(key, &self.spec)?
+                    && let Some(r) = self.store.settled(key, &self.spec)?
                 {
                     out[i] = Some(r.fitness);
                     self.done += 1;
@@ -203,17 +286,16 @@ impl StoreFitness<'_> {
             if let Some(e) = self.workers.failed() {
                 return Err(e);
             }
-            if last_requeue.elapsed() > Duration::from_secs(30) {
-                self.store.requeue_stale(LEASE)?;
-                last_requeue = Instant::now();
+            // Workers put expired leases back when they claim; the coordinator does too, in
+            // case every worker is gone.
+            if last_expiry.elapsed() > Duration::from_secs(1) {
+                self.store.expire()?;
+                last_expiry = Instant::now();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
-
-/// How long a claim from another host may run before it counts as dead.
-const LEASE: f64 = 6.0 * 3600.0;
 
 impl Fitness for StoreFitness<'_> {
     fn score(&mut self, candidates: &[&Member]) -> Vec<f64> {
@@ -294,7 +376,7 @@ impl crate::error::Classify for RunError {
 /// compared when resuming), stale claims, and the data (loaded once, so a bad path fails here).
 /// Returns the store and whether the run is resumed.
 fn open_run(
-    db: &Path,
+    db: &Db,
     run: &str,
     kind: &str,
     settings: &impl serde::Serialize,
@@ -306,7 +388,8 @@ fn open_run(
     let store = Store::open(db)?;
     store.check_integrity()?;
     let resumed = store.begin_run(run, kind, &serde_json::to_value(settings).expect("plain data"))?;
-    store.requeue_stale(LEASE)?;
+    store.release_dead_here()?;
+    store.expire()?;
     for spec in specs {
         data(spec)?;
     }
@@ -334,7 +417,7 @@ pub struct SearchReport {
 /// Runs (or resumes) the search `run` in `db` with `workers` worker threads in this process
 /// (0: only external `lossc worker` processes train).
 pub fn search(
-    db: &Path,
+    db: &Db,
     run: &str,
     settings: &SearchSettings,
     workers: usize,
@@ -476,7 +559,7 @@ pub struct SampleTable {
 /// Samples `n` random valid, screened, distinct losses and trains each under every
 /// augmentation (resumable like a search: results are cached by key and spec).
 pub fn sample(
-    db: &Path,
+    db: &Db,
     run: &str,
     s: &SampleSettings,
     workers: usize,
@@ -521,23 +604,23 @@ pub fn sample(
 /// Trains every (key, text, spec) job not yet in the store with `workers` threads here (and
 /// any `lossc worker` processes on the same file), and returns every job's outcome in order.
 pub fn train_all(
-    db: &Path,
+    db: &Db,
     store: &Store,
     jobs: &[(String, String, TrainSpec)],
     workers: usize,
     phase: &'static str,
     progress: &mut dyn FnMut(&Progress),
-) -> Result<Vec<super::store::Outcome>, RunError> {
+) -> Result<Vec<Outcome>, RunError> {
     for (key, text, spec) in jobs {
         store.enqueue(key, spec, text)?;
     }
     let mut pool = Workers::spawn(db, workers);
-    let mut out: Vec<Option<super::store::Outcome>> = vec![None; jobs.len()];
+    let mut out: Vec<Option<Outcome>> = vec![None; jobs.len()];
     let mut best = 0.0f64;
     loop {
         for (i, (key, _, spec)) in jobs.iter().enumerate() {
             if out[i].is_none() {
-                out[i] = store.result(key, spec)?;
+                out[i] = store.settled(key, spec)?;
                 if let Some(o) = &out[i] {
                     best = best.max(o.fitness);
                 }

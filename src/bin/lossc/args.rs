@@ -6,6 +6,7 @@ use lossc::app::batch::Backend;
 use lossc::app::bench::{BenchTargets, Shape};
 use lossc::app::compile::Target;
 use lossc::app::evaluate;
+use lossc::search::store::{DEFAULT_LEASE, Db};
 use lossc::train::TrainSpec;
 use std::path::PathBuf;
 
@@ -178,13 +179,17 @@ pub enum Cmd {
     /// Claim and run training jobs from a store until none are left (to add processes or
     /// machines to a search, sample or evaluation on the same store).
     Worker {
+        /// The store: a file path (SQLite) or a postgres://user@host:port/dbname URL.
         #[arg(long)]
-        db: PathBuf,
+        db: Db,
         #[arg(long, default_value_t = 1)]
         workers: usize,
         /// Stop after this many seconds without a job.
         #[arg(long, default_value_t = 10.0)]
         idle: f64,
+        /// Seconds a claimed job stays leased without a heartbeat (renewed five times per lease).
+        #[arg(long, default_value_t = DEFAULT_LEASE, value_parser = lease_seconds)]
+        lease: f64,
     },
     /// Pre-screening throughput on one thread (candidates/s), columnar and cached against the
     /// pointwise interpreter, on random genomes and on mutation chains.
@@ -250,7 +255,7 @@ pub enum PlotCmd {
     /// Fitness under two augmentations for every loss of a `lossc sample` run (paper Figure 3).
     Scatter {
         #[arg(long)]
-        db: PathBuf,
+        db: Db,
         #[arg(long, default_value = "sample")]
         run: String,
         #[arg(long)]
@@ -270,15 +275,28 @@ fn threads(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
 /// Where a search, sample or evaluation keeps its state.
 #[derive(clap::Args)]
 pub struct StoreOpts {
-    /// The SQLite store (created if missing; an existing run in it is resumed).
+    /// The store: a file path (SQLite, created if missing) or a postgres://user@host:port/dbname
+    /// URL (an empty database becomes a store). An existing run in it is resumed.
     #[arg(long)]
-    pub db: PathBuf,
+    pub db: Db,
     /// The run's name in the store.
     #[arg(long)]
     pub run: Option<String>,
     /// Worker threads training in this process (0: only `lossc worker` processes train).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// Seconds a claimed job stays leased without a heartbeat (renewed five times per lease):
+    /// a dead worker's job goes back to the queue this long after its last heartbeat.
+    #[arg(long, default_value_t = DEFAULT_LEASE, value_parser = lease_seconds)]
+    pub lease: f64,
+}
+
+/// A lease from half a second to a day.
+fn lease_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.5..=86400.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds from 0.5 to 86400")),
+    }
 }
 
 /// How each loss is trained (see `lossc::train::TrainSpec`).

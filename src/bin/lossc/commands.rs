@@ -8,7 +8,7 @@ use lossc::app::compile::Target;
 use lossc::app::{evaluate, plot, report};
 use lossc::ir::{Graph, print};
 use lossc::passes::{fuse, simplify::simplify};
-use lossc::search::{evolution::Settings, run as srun, screen::Stages, store::Store};
+use lossc::search::{evolution::Settings, run as srun, screen::Stages, store::{Db, Store}};
 use lossc::train::TrainSpec;
 use std::path::{Path, PathBuf};
 
@@ -187,19 +187,29 @@ pub fn search(
         return Err(bad("--hidden must be positive"));
     }
     let run = store.run.clone().unwrap_or_else(|| "search".into());
+    srun::set_lease(store.lease);
     // Without --round, a resumed run keeps its round size (so --workers may change).
-    settings.round = round.or_else(|| srun::stored_round(&store.db, &run)).unwrap_or(store.workers).max(1);
+    let stored = srun::stored_round(&store.db, &run);
+    if round.is_none() && stored.is_none() && store.workers == 0 {
+        return Err(bad(
+            "with --workers 0, give --round N: how many candidates are trained at once across the `lossc worker` \
+             processes (it shapes the search, so it is stored with the run)",
+        ));
+    }
+    settings.round = round.or(stored).unwrap_or(store.workers).max(1);
     srun::check_out_dir(out, "best-", srun::MARK)?;
     let settings = srun::SearchSettings { evolution: settings, spec };
     let report = srun::search(&store.db, &run, &settings, store.workers, &mut phase_bar())?;
     let db = Store::open(&store.db)?;
     let (done, attempts) = db.counts()?;
+    let failed = match db.failed_jobs()? {
+        0 => String::new(),
+        n => format!(", {n} failed after {} attempts", lossc::search::store::MAX_ATTEMPTS),
+    };
     let resumed = if report.resumed { " (resumed)" } else { "" };
     println!(
-        "search `{run}` in {}{resumed}: {} children, {done} trainings stored ({attempts} attempts), {} run by this process",
-        store.db.display(),
-        report.children,
-        report.trained_here
+        "search `{run}` in {}{resumed}: {} children, {done} trainings stored ({attempts} attempts{failed}), {} run by this process",
+        store.db, report.children, report.trained_here
     );
     println!("population (oldest first):");
     for m in &report.population {
@@ -222,6 +232,7 @@ pub fn sample(
     o: &TrainOpts,
     csv: Option<&Path>,
 ) -> Result<(), Failure> {
+    srun::set_lease(store.lease);
     let augs = o.augs();
     if augs.len() < 2 || n < 2 || hidden == 0 {
         return Err(bad("sample needs --n >= 2, --hidden > 0 and at least two augmentations in --aug a,b"));
@@ -238,12 +249,13 @@ pub fn sample(
     Ok(())
 }
 
-pub fn worker(db: &Path, workers: usize, idle: f64) -> Result<(), Failure> {
+pub fn worker(db: &Db, workers: usize, idle: f64, lease: f64) -> Result<(), Failure> {
     if workers == 0 || !idle.is_finite() || idle < 0.0 {
         return Err(bad("--workers must be positive and --idle a number of seconds"));
     }
+    srun::set_lease(lease);
     let ran = srun::work_here(db, workers, std::time::Duration::from_secs_f64(idle))?;
-    println!("{ran} training job(s) run from {}", db.display());
+    println!("{ran} training job(s) run from {db}");
     Ok(())
 }
 
@@ -254,6 +266,7 @@ pub fn evaluate(
     o: &TrainOpts,
     csv: Option<&Path>,
 ) -> Result<(), Failure> {
+    srun::set_lease(store.lease);
     let augs = o.augs();
     if augs.is_empty() || seeds == 0 {
         return Err(bad("evaluate needs --seeds > 0 and at least one --aug"));
@@ -274,6 +287,7 @@ pub fn evaluate(
 }
 
 pub fn eliminate(store: &StoreOpts, stages: &[evaluate::Stage], out: &Path) -> Result<(), Failure> {
+    srun::set_lease(store.lease);
     let run = store.run.clone().unwrap_or_else(|| "search".into());
     let bar = std::cell::RefCell::new(phase_bar());
     let e = evaluate::eliminate_run(&store.db, &run, stages, store.workers, out, &mut |_, p| (bar.borrow_mut())(p))?;
