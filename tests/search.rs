@@ -216,39 +216,3 @@ fn the_columnar_cached_screen_agrees_with_the_pointwise_interpreter() {
         assert!(b.accepted > 300 && b.accepted < 2700, "{} of 3000 accepted", b.accepted);
     }
 }
-
-#[test]
-fn concurrent_workers_claim_every_job_exactly_once() {
-    use lossc::search::store::Store;
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lossc-claims-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("q.db");
-    let spec = lossc::train::TrainSpec::default();
-    let store = Store::open(&db).unwrap();
-    for i in 0..300 {
-        store.enqueue(&format!("k{i}"), &spec, "loss l = -y * ln(p);").unwrap();
-    }
-    store.enqueue("k0", &spec, "a duplicate job is ignored").unwrap();
-    let claimed: Vec<i64> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4)
-            .map(|w| {
-                let db = db.clone();
-                s.spawn(move || {
-                    let st = Store::open(&db).unwrap();
-                    let mut mine = Vec::new();
-                    while let Some(job) = st.claim(&format!("test:0:{w}")).unwrap() {
-                        mine.push(job.id);
-                    }
-                    mine
-                })
-            })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    let unique: std::collections::HashSet<i64> = claimed.iter().copied().collect();
-    assert_eq!(claimed.len(), 300);
-    assert_eq!(unique.len(), 300);
-    assert_eq!(store.open_jobs().unwrap(), 300); // all running, none done
-    let _ = std::fs::remove_dir_all(&dir);
-}

@@ -211,3 +211,31 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A fresh, empty database on the test's PostgreSQL server (`LOSSC_TEST_PG`, which
+/// `scripts/test.sh` starts), as a URL; `None`, with the reason printed, when there is no
+/// server, except in CI, which must have one.
+pub fn pg_database(name: &str) -> Option<String> {
+    let Ok(url) = std::env::var("LOSSC_TEST_PG") else {
+        println!("SKIPPED on PostgreSQL: LOSSC_TEST_PG names no server (scripts/test.sh starts one)");
+        assert!(
+            std::env::var_os("LOSSC_REQUIRE_POSTGRES").is_none(),
+            "CI must test on PostgreSQL: LOSSC_TEST_PG is not set"
+        );
+        return None;
+    };
+    let db: String = format!("lossc_{name}_{}", std::process::id())
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("the test server accepts its URL");
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    let (server, _) = url.rsplit_once('/').expect("a URL with a database");
+    Some(format!("{server}/{db}"))
+}
+
+/// A plain connection to the database at `url`, as the test's superuser.
+pub fn pg_client(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, postgres::NoTls).expect("the test server accepts its URL")
+}

@@ -181,7 +181,7 @@ pub enum Cmd {
     Worker {
         /// The store: a file path (SQLite) or a postgres://user@host:port/dbname URL.
         #[arg(long)]
-        db: Db,
+        db: DbArg,
         #[arg(long, default_value_t = 1)]
         workers: usize,
         /// Stop after this many seconds without a job.
@@ -255,7 +255,7 @@ pub enum PlotCmd {
     /// Fitness under two augmentations for every loss of a `lossc sample` run (paper Figure 3).
     Scatter {
         #[arg(long)]
-        db: Db,
+        db: DbArg,
         #[arg(long, default_value = "sample")]
         run: String,
         #[arg(long)]
@@ -278,7 +278,7 @@ pub struct StoreOpts {
     /// The store: a file path (SQLite, created if missing) or a postgres://user@host:port/dbname
     /// URL (an empty database becomes a store). An existing run in it is resumed.
     #[arg(long)]
-    pub db: Db,
+    pub db: DbArg,
     /// The run's name in the store.
     #[arg(long)]
     pub run: Option<String>,
@@ -289,6 +289,24 @@ pub struct StoreOpts {
     /// a dead worker's job goes back to the queue this long after its last heartbeat.
     #[arg(long, default_value_t = DEFAULT_LEASE, value_parser = lease_seconds)]
     pub lease: f64,
+}
+
+/// `--db` as given. lossc parses it itself, so that the error for a bad URL never repeats
+/// the password (clap's own error would quote the whole value).
+#[derive(Clone)]
+pub struct DbArg(String);
+
+impl std::str::FromStr for DbArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<DbArg, Self::Err> {
+        Ok(DbArg(s.to_string()))
+    }
+}
+
+impl DbArg {
+    pub fn get(&self) -> Result<Db, Failure> {
+        self.0.parse().map_err(bad)
+    }
 }
 
 /// A lease from half a second to a day.

@@ -1,6 +1,6 @@
 //! Each command: a library call, and what it prints.
 
-use super::args::{PlotCmd, StoreOpts, TrainOpts};
+use super::args::{DbArg, PlotCmd, StoreOpts, TrainOpts};
 use super::{Failure, bad, load, losses_of, pick, read};
 use lossc::app::batch::{Backend, Batch};
 use lossc::app::bench::{self, BenchLoss, BenchTargets, KernelBench, Shape};
@@ -8,7 +8,7 @@ use lossc::app::compile::Target;
 use lossc::app::{evaluate, plot, report};
 use lossc::ir::{Graph, print};
 use lossc::passes::{fuse, simplify::simplify};
-use lossc::search::{evolution::Settings, run as srun, screen::Stages, store::{Db, Store}};
+use lossc::search::{evolution::Settings, run as srun, screen::Stages, store::Store};
 use lossc::train::TrainSpec;
 use std::path::{Path, PathBuf};
 
@@ -189,7 +189,8 @@ pub fn search(
     let run = store.run.clone().unwrap_or_else(|| "search".into());
     srun::set_lease(store.lease);
     // Without --round, a resumed run keeps its round size (so --workers may change).
-    let stored = srun::stored_round(&store.db, &run);
+    let db = store.db.get()?;
+    let stored = srun::stored_round(&db, &run);
     if round.is_none() && stored.is_none() && store.workers == 0 {
         return Err(bad(
             "with --workers 0, give --round N: how many candidates are trained at once across the `lossc worker` \
@@ -199,17 +200,17 @@ pub fn search(
     settings.round = round.or(stored).unwrap_or(store.workers).max(1);
     srun::check_out_dir(out, "best-", srun::MARK)?;
     let settings = srun::SearchSettings { evolution: settings, spec };
-    let report = srun::search(&store.db, &run, &settings, store.workers, &mut phase_bar())?;
-    let db = Store::open(&store.db)?;
-    let (done, attempts) = db.counts()?;
-    let failed = match db.failed_jobs()? {
+    let report = srun::search(&db, &run, &settings, store.workers, &mut phase_bar())?;
+    let opened = Store::open(&db)?;
+    let (done, attempts) = opened.counts()?;
+    let failed = match opened.failed_jobs()? {
         0 => String::new(),
         n => format!(", {n} failed after {} attempts", lossc::search::store::MAX_ATTEMPTS),
     };
     let resumed = if report.resumed { " (resumed)" } else { "" };
     println!(
         "search `{run}` in {}{resumed}: {} children, {done} trainings stored ({attempts} attempts{failed}), {} run by this process",
-        store.db, report.children, report.trained_here
+        db, report.children, report.trained_here
     );
     println!("population (oldest first):");
     for m in &report.population {
@@ -218,7 +219,7 @@ pub fn search(
     if let Some(b) = &report.best {
         println!("best: c{} fitness {:.4}  {}", b.seq, b.fitness, b.screened.key);
     }
-    for p in srun::write_best(&db, &run, out, best)? {
+    for p in srun::write_best(&opened, &run, out, best)? {
         println!("wrote {}", p.display());
     }
     Ok(())
@@ -239,7 +240,7 @@ pub fn sample(
     }
     let run = store.run.clone().unwrap_or_else(|| "sample".into());
     let settings = srun::SampleSettings { n, hidden, seed: o.seed, augs, spec: o.spec() };
-    let table = srun::sample(&store.db, &run, &settings, store.workers, &mut phase_bar())?;
+    let table = srun::sample(&store.db.get()?, &run, &settings, store.workers, &mut phase_bar())?;
     let r = report::TauReport::new(&table, top);
     print!("{}", r.markdown());
     if let Some(path) = csv {
@@ -249,12 +250,13 @@ pub fn sample(
     Ok(())
 }
 
-pub fn worker(db: &Db, workers: usize, idle: f64, lease: f64) -> Result<(), Failure> {
+pub fn worker(db: &DbArg, workers: usize, idle: f64, lease: f64) -> Result<(), Failure> {
     if workers == 0 || !idle.is_finite() || idle < 0.0 {
         return Err(bad("--workers must be positive and --idle a number of seconds"));
     }
     srun::set_lease(lease);
-    let ran = srun::work_here(db, workers, std::time::Duration::from_secs_f64(idle))?;
+    let db = db.get()?;
+    let ran = srun::work_here(&db, workers, std::time::Duration::from_secs_f64(idle))?;
     println!("{ran} training job(s) run from {db}");
     Ok(())
 }
@@ -276,7 +278,7 @@ pub fn evaluate(
     let losses: Vec<evaluate::Loss> =
         losses_of(files)?.iter().map(|(n, g)| evaluate::Loss::new(n, g).expect("one output")).collect();
     let grid = evaluate::Grid { augs: &augs, smoothings: &o.label_smoothing, seeds };
-    let table = evaluate::evaluate(&store.db, &losses, grid, &base, store.workers, &mut phase_bar())?;
+    let table = evaluate::evaluate(&store.db.get()?, &losses, grid, &base, store.workers, &mut phase_bar())?;
     println!("{} steps, {} seed(s) each, data {}:\n", base.steps, seeds, base.data);
     print!("{}", table.markdown());
     if let Some(path) = csv {
@@ -290,7 +292,7 @@ pub fn eliminate(store: &StoreOpts, stages: &[evaluate::Stage], out: &Path) -> R
     srun::set_lease(store.lease);
     let run = store.run.clone().unwrap_or_else(|| "search".into());
     let bar = std::cell::RefCell::new(phase_bar());
-    let e = evaluate::eliminate_run(&store.db, &run, stages, store.workers, out, &mut |_, p| (bar.borrow_mut())(p))?;
+    let e = evaluate::eliminate_run(&store.db.get()?, &run, stages, store.workers, out, &mut |_, p| (bar.borrow_mut())(p))?;
     println!("{} trained candidates in run `{run}`", e.candidates);
     for (st, r) in stages.iter().zip(&e.rankings) {
         println!(
@@ -324,7 +326,7 @@ pub fn plot(what: PlotCmd) -> Result<(), Failure> {
         }
         PlotCmd::Scatter { db, run, x, y, out } => {
             plot::check_path(&out)?;
-            let points = plot::sample_points(&db, &run, &x, &y)?;
+            let points = plot::sample_points(&db.get()?, &run, &x, &y)?;
             let title = format!("{} losses of `{run}`: best validation accuracy", points.len());
             plot::scatter(&points, &x, &y, &title, &out)?;
             out

@@ -408,9 +408,15 @@ fn connect(r: &Resolved, at: &str) -> Result<postgres::Client, StoreError> {
         }
     };
     result.map_err(|e| {
-        // Wrong password or user, or no such database: the URL is what to fix.
-        let input = e.code().is_some_and(|c| ["28P01", "28000", "3D000"].contains(&c.code()));
-        fail(describe(&e), input)
+        // Wrong password or user, no such database, or no password at all: the URL (or the
+        // environment) is what to fix.
+        let mut message = describe(&e);
+        let missing = e.code().is_none() && message.contains("password missing");
+        if missing {
+            message.push_str(" (give it in the URL, PGPASSWORD or ~/.pgpass)");
+        }
+        let input = missing || e.code().is_some_and(|c| ["28P01", "28000", "3D000"].contains(&c.code()));
+        fail(message, input)
     })
 }
 

@@ -1,0 +1,301 @@
+//! The store's job queue, leases and identity, on both stores: every test runs on an SQLite
+//! file and on a database of the PostgreSQL test server (scripts/test.sh starts one; CI
+//! requires it). Then what only a server has: credentials from the URL, the PG environment
+//! variables and `.pgpass`, never shown; TLS when the URL asks for it; a database that is not a
+//! store refused and left as it was.
+
+mod common;
+
+use lossc::error::{Blame, Classify};
+use lossc::search::store::{Db, MAX_ATTEMPTS, SCHEMA_VERSION, Store, StoreError};
+use lossc::train::TrainSpec;
+use lossc_runtime::train::Metrics;
+use std::time::Duration;
+
+/// The stores a test runs on: a fresh SQLite file, and a fresh PostgreSQL database when the
+/// test server is there.
+fn stores(name: &str) -> Vec<Db> {
+    let mut v = vec![Db::from(common::scratch_dir(name).join("s.db"))];
+    if let Some(url) = common::pg_database(name) {
+        v.push(url.parse().unwrap());
+    }
+    v
+}
+
+fn metrics(fitness: f64) -> Metrics {
+    Metrics { fitness, ..Default::default() }
+}
+
+#[test]
+fn concurrent_workers_claim_every_job_exactly_once() {
+    for db in stores("claims") {
+        let spec = TrainSpec::default();
+        let store = Store::open(&db).unwrap();
+        for i in 0..200 {
+            store.enqueue(&format!("k{i}"), &spec, "loss l = -y * ln(p);").unwrap();
+        }
+        store.enqueue("k0", &spec, "a duplicate job is ignored").unwrap();
+        let claimed: Vec<i64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|w| {
+                    let db = db.clone();
+                    s.spawn(move || {
+                        let st = Store::open(&db).unwrap();
+                        let mut mine = Vec::new();
+                        while let Some(job) = st.claim(&format!("test:0:{w}"), 60.0).unwrap() {
+                            assert_eq!(job.attempt, 1);
+                            mine.push(job.id);
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let unique: std::collections::HashSet<i64> = claimed.iter().copied().collect();
+        assert_eq!((claimed.len(), unique.len()), (200, 200), "{db}");
+        assert_eq!(store.open_jobs().unwrap(), 200, "{db}: all running, none done");
+    }
+}
+
+/// A lease that runs out sends the job back with its attempt counted; the worker that lost it
+/// can neither renew it nor store a result over the new holder's.
+#[test]
+fn an_expired_lease_goes_back_to_the_queue_and_only_its_holder_stores_a_result() {
+    for db in stores("lease") {
+        let spec = TrainSpec::default();
+        let store = Store::open(&db).unwrap();
+        store.enqueue("k", &spec, "loss l = -y * ln(p);").unwrap();
+        let first = store.claim("w1", 0.4).unwrap().unwrap();
+        assert!(store.claim("w2", 0.4).unwrap().is_none(), "{db}: a held job was claimed twice");
+        assert!(store.renew(&first, "w1", 0.4).unwrap());
+        std::thread::sleep(Duration::from_millis(600));
+        let second = store.claim("w2", 30.0).unwrap().expect("the expired job is claimed again");
+        assert_eq!((second.id, second.attempt), (first.id, 2), "{db}");
+        let row = &store.jobs().unwrap()[0];
+        assert_eq!(row.error.as_deref(), Some("the lease of w1 expired"), "{db}");
+        assert_eq!((row.status.as_str(), row.worker.as_deref(), row.attempts), ("running", Some("w2"), 2));
+
+        assert!(!store.renew(&first, "w1", 30.0).unwrap(), "{db}: a lost lease was renewed");
+        assert!(!store.complete(&first, "w1", &metrics(0.9), 1.0).unwrap(), "{db}: a lost lease stored a result");
+        assert!(store.result("k", &spec).unwrap().is_none());
+        assert!(store.complete(&second, "w2", &metrics(0.5), 1.0).unwrap());
+        assert_eq!(store.result("k", &spec).unwrap().unwrap().fitness, 0.5, "{db}");
+        assert!(!store.complete(&second, "w2", &metrics(0.7), 1.0).unwrap(), "{db}: stored twice");
+        assert_eq!(store.counts().unwrap(), (1, 2), "{db}: one result from two attempts");
+        assert_eq!(store.open_jobs().unwrap(), 0);
+    }
+}
+
+/// Heartbeats keep a job however long it trains; without them it is taken over.
+#[test]
+fn renewing_a_lease_keeps_the_job() {
+    for db in stores("renew") {
+        let store = Store::open(&db).unwrap();
+        store.enqueue("k", &TrainSpec::default(), "loss l = -y * ln(p);").unwrap();
+        let job = store.claim("w1", 0.5).unwrap().unwrap();
+        for _ in 0..8 {
+            std::thread::sleep(Duration::from_millis(150));
+            assert!(store.renew(&job, "w1", 0.5).unwrap(), "{db}");
+            assert!(store.claim("w2", 0.5).unwrap().is_none(), "{db}: a renewed lease expired");
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(store.claim("w2", 0.5).unwrap().is_some(), "{db}: a lapsed lease was kept");
+    }
+}
+
+/// A job that never finishes (its worker dies, or it keeps failing) fails for good after
+/// MAX_ATTEMPTS claims, with the last error; it then counts as settled at fitness 0.
+#[test]
+fn a_job_fails_for_good_after_the_maximum_attempts() {
+    for db in stores("attempts") {
+        let spec = TrainSpec::default();
+        let store = Store::open(&db).unwrap();
+        store.enqueue("dies", &spec, "loss l = -y * ln(p);").unwrap();
+        store.enqueue("errs", &spec, "loss l = -y * ln(p);").unwrap();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let a = store.claim("w", 0.2).unwrap().unwrap();
+            let b = store.claim("w", 30.0).unwrap().unwrap();
+            assert_eq!((a.key.as_str(), a.attempt, b.key.as_str(), b.attempt), ("dies", attempt, "errs", attempt));
+            assert!(store.settled("dies", &spec).unwrap().is_none(), "{db}: settled at attempt {attempt}");
+            store.release(&b, "w", &format!("cannot read the data ({attempt})")).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            store.expire().unwrap();
+        }
+        assert!(store.claim("w", 1.0).unwrap().is_none(), "{db}: a failed job was claimed");
+        assert_eq!(store.failed_jobs().unwrap(), 2);
+        assert_eq!(store.open_jobs().unwrap(), 0);
+        let dead = store.settled("dies", &spec).unwrap().expect("a failed job is settled");
+        assert_eq!(dead.fitness, 0.0);
+        let why = dead.metrics.stopped.unwrap();
+        assert!(why.contains("the lease of w expired") && why.contains(&format!("{MAX_ATTEMPTS} attempts")), "{why}");
+        let why = store.settled("errs", &spec).unwrap().unwrap().metrics.stopped.unwrap();
+        assert!(why.contains(&format!("cannot read the data ({MAX_ATTEMPTS})")), "{db}: {why}");
+        // Asking again for a failed training does not queue it again.
+        store.enqueue("dies", &spec, "loss l = -y * ln(p);").unwrap();
+        assert!(store.claim("w", 1.0).unwrap().is_none());
+    }
+}
+
+/// Runs, candidates, results and populations read back as written on both stores.
+#[test]
+fn both_stores_keep_the_same_records() {
+    for db in stores("records") {
+        let store = Store::open(&db).unwrap();
+        let settings = serde_json::json!({"evolution": {"round": 4}, "spec": {"steps": 10}});
+        assert!(!store.begin_run("r", "search", &settings).unwrap());
+        assert!(store.begin_run("r", "search", &settings).unwrap(), "{db}: not resumed");
+        let changed = serde_json::json!({"evolution": {"round": 5}, "spec": {"steps": 10}});
+        let e = store.begin_run("r", "search", &changed).unwrap_err();
+        assert!(e.to_string().contains("evolution.round = 4, not 5"), "{db}: {e}");
+        let c = lossc::search::store::CandidateRow {
+            seq: 7,
+            genome: Some("g".into()),
+            text: "loss c7 = -y * ln(p);".into(),
+            key: Some("key7".into()),
+            verdict: "ok".into(),
+            sign: Some(-1.0),
+            phenotype: Some(vec![0.5, -2.25]),
+        };
+        store.record_candidate("r", &c).unwrap();
+        store.record_candidate("r", &lossc::search::store::CandidateRow { text: "changed".into(), ..c.clone() }).unwrap();
+        let back = store.candidates("r").unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].seq, back[0].text.as_str(), back[0].sign), (7, c.text.as_str(), Some(-1.0)), "{db}");
+        assert_eq!(back[0].phenotype, c.phenotype);
+        store.set_population("r", &[7, 3, 9]).unwrap();
+        store.set_population("r", &[3, 9]).unwrap();
+        assert_eq!(store.population("r").unwrap(), vec![3, 9]);
+        let spec = TrainSpec::default();
+        store.enqueue("key7", &spec, &c.text).unwrap();
+        let job = store.claim("w", 30.0).unwrap().unwrap();
+        let m = Metrics { fitness: 0.625, test_accuracy: Some(0.5), ..Default::default() };
+        assert!(store.complete(&job, "w", &m, 2.5).unwrap());
+        let all = store.results_for(&spec).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].0.as_str(), all[0].1.fitness, all[0].1.test_accuracy), ("key7", 0.625, Some(0.5)));
+        assert_eq!(all[0].1.seconds, 2.5);
+        // A finished training is not asked for again.
+        store.enqueue("key7", &spec, &c.text).unwrap();
+        assert_eq!(store.open_jobs().unwrap(), 0, "{db}");
+        store.check_integrity().unwrap();
+    }
+}
+
+#[test]
+fn a_database_that_is_not_a_store_is_refused_and_left_untouched() {
+    let Some(url) = common::pg_database("foreign") else { return };
+    let mut c = common::pg_client(&url);
+    c.batch_execute("CREATE TABLE songs (title TEXT); INSERT INTO songs VALUES ('a');").unwrap();
+    let tables = |c: &mut postgres::Client| -> Vec<String> {
+        let q = "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1";
+        c.query(q, &[]).unwrap().iter().map(|r| r.get(0)).collect()
+    };
+    let Err(e) = Store::open(&url.parse::<Db>().unwrap()) else { panic!("a foreign database opened as a store") };
+    assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
+    assert_eq!(e.blame(), Blame::Input);
+    assert!(e.to_string().contains("not a lossc store") && e.to_string().contains("songs"), "{e}");
+    assert_eq!(tables(&mut c), vec!["songs"], "the database was extended");
+
+    // A store written by a newer lossc is refused too.
+    let Some(url) = common::pg_database("newer") else { return };
+    Store::open(&url.parse::<Db>().unwrap()).unwrap();
+    common::pg_client(&url).batch_execute(&format!("UPDATE lossc_store SET version = {}", SCHEMA_VERSION + 1)).unwrap();
+    let Err(e) = Store::open(&url.parse::<Db>().unwrap()) else { panic!("a newer store opened") };
+    assert!(matches!(e, StoreError::Newer { .. }), "{e}");
+}
+
+fn lossc(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lossc"));
+    c.args(args);
+    for var in ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGPASSFILE", "PGSSLMODE"] {
+        c.env_remove(var);
+    }
+    c.envs(env.iter().copied());
+    c.output().unwrap()
+}
+
+/// The password from the URL, `PGPASSWORD` or `.pgpass` connects; it never shows in output,
+/// errors or stored records; a wrong one is the user's error (exit 2).
+#[test]
+fn credentials_come_from_the_url_the_environment_or_pgpass_and_are_never_shown() {
+    let Some(url) = common::pg_database("creds") else { return };
+    let rest = url.strip_prefix("postgres://postgres:").unwrap();
+    let (password, hostdb) = rest.split_once('@').unwrap();
+    let (hostport, dbname) = hostdb.split_once('/').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let worker = |db: &str, env: &[(&str, &str)]| lossc(&["worker", "--db", db, "--idle", "0"], env);
+    let shown = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+
+    let o = worker(&url, &[]);
+    assert!(o.status.success(), "{}", shown(&o));
+    assert!(shown(&o).contains(&format!("postgres://postgres@{hostport}/{dbname}")), "{}", shown(&o));
+    assert!(!shown(&o).contains(password));
+
+    let bare = format!("postgres://{hostport}/{dbname}");
+    let o = worker(&bare, &[("PGUSER", "postgres"), ("PGPASSWORD", password)]);
+    assert!(o.status.success(), "PGUSER + PGPASSWORD: {}", shown(&o));
+    let o = worker("postgres:///", &[("PGHOST", host), ("PGPORT", port), ("PGUSER", "postgres"), ("PGDATABASE", dbname), ("PGPASSWORD", password)]);
+    assert!(o.status.success(), "PGHOST, PGPORT, PGUSER, PGDATABASE: {}", shown(&o));
+
+    let dir = common::scratch_dir("pgpass");
+    let pgpass = dir.join("pgpass");
+    std::fs::write(&pgpass, format!("# lossc test\notherhost:*:*:*:nope\n{host}:{port}:*:postgres:{password}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let pass = pgpass.to_str().unwrap();
+    let o = worker(&format!("postgres://postgres@{hostport}/{dbname}"), &[("PGPASSFILE", pass)]);
+    assert!(o.status.success(), ".pgpass: {}", shown(&o));
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = worker(&format!("postgres://postgres@{hostport}/{dbname}"), &[("PGPASSFILE", pass)]);
+    assert_eq!(o.status.code(), Some(2), "a readable .pgpass is ignored, as libpq does: {}", shown(&o));
+    assert!(shown(&o).contains("group or world access"), "{}", shown(&o));
+
+    let wrong = format!("postgres://postgres:not-{password}@{hostport}/{dbname}");
+    let o = worker(&wrong, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", shown(&o));
+    assert!(shown(&o).contains("password authentication failed"), "{}", shown(&o));
+    assert!(!shown(&o).contains(password), "{}", shown(&o));
+    let o = worker(&format!("postgres://postgres:{password}@{hostport}/no_such_db"), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", shown(&o));
+    assert!(shown(&o).contains("no_such_db") && !shown(&o).contains(password), "{}", shown(&o));
+    let o = worker(&format!("postgres://postgres:{password}@{hostport}/{dbname}?sslmode=sometimes"), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", shown(&o));
+    assert!(shown(&o).contains("sslmode `sometimes`") && !shown(&o).contains(password), "{}", shown(&o));
+
+    // Nothing a store records holds the password.
+    let store = Store::open(&url.parse::<Db>().unwrap()).unwrap();
+    store.begin_run("r", "search", &serde_json::json!({"db": store.path()})).unwrap();
+    let mut c = common::pg_client(&url);
+    for table in ["runs", "candidates", "jobs", "results", "population", "lossc_store"] {
+        for r in c.query(&format!("SELECT row_to_json(t)::text FROM {table} t"), &[]).unwrap() {
+            let row: String = r.get(0);
+            assert!(!row.contains(password), "{table}: {row}");
+        }
+    }
+    assert!(!format!("{:?}", url.parse::<Db>().unwrap().to_string()).contains(password));
+}
+
+/// `sslmode` as libpq reads it: `require` encrypts, `verify-full` also checks the certificate
+/// against `sslrootcert` and the host name, `disable` does not encrypt.
+#[test]
+fn tls_is_used_when_the_url_asks_for_it() {
+    let Some(url) = common::pg_database("tls") else { return };
+    let ca = std::env::var("LOSSC_TEST_PG_CA").expect("scripts/test.sh gives the server's certificate");
+    let open = |params: &str| Store::open(&format!("{url}?{params}").parse::<Db>().unwrap());
+    assert!(open("sslmode=require").unwrap().encrypted().unwrap());
+    assert!(!open("sslmode=disable").unwrap().encrypted().unwrap());
+    assert!(open("sslmode=prefer").unwrap().encrypted().unwrap());
+    let local = url.replace("127.0.0.1", "localhost");
+    let full = format!("{local}?sslmode=verify-full&sslrootcert={ca}");
+    assert!(Store::open(&full.parse::<Db>().unwrap()).unwrap().encrypted().unwrap());
+    // Self-signed: without its certificate as the root, verification fails, clearly.
+    let Err(e) = open("sslmode=verify-ca") else { panic!("an unverifiable server passed verify-ca") };
+    assert!(matches!(e, StoreError::Connect { .. }), "{e}");
+    assert!(e.to_string().contains("cannot connect") && e.to_string().to_lowercase().contains("certificate"), "{e}");
+    // A certificate for `localhost` does not verify 127.0.0.1 under verify-full.
+    let Err(e) = open(&format!("sslmode=verify-full&sslrootcert={ca}")) else { panic!("verify-full ignored the host") };
+    assert!(matches!(e, StoreError::Connect { .. }), "{e}");
+}
