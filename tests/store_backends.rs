@@ -299,3 +299,28 @@ fn tls_is_used_when_the_url_asks_for_it() {
     let Err(e) = open(&format!("sslmode=verify-full&sslrootcert={ca}")) else { panic!("verify-full ignored the host") };
     assert!(matches!(e, StoreError::Connect { .. }), "{e}");
 }
+
+/// Processes that open a new store at once all get it: one creates the tables, the others
+/// wait for it and find them.
+#[test]
+fn stores_opened_together_are_made_once() {
+    for round in 0..5 {
+        for db in stores(&format!("together{round}")) {
+            let barrier = std::sync::Barrier::new(4);
+            let results: Vec<Result<bool, String>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            let store = Store::open(&db).map_err(|e| e.to_string())?;
+                            store.begin_run("search", "search", &serde_json::json!({"n": 1})).map_err(|e| e.to_string())
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let created = results.iter().filter(|r| matches!(r, Ok(false))).count();
+            assert!(results.iter().all(Result::is_ok) && created == 1, "{db}: {results:?}");
+        }
+    }
+}

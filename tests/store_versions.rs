@@ -124,3 +124,45 @@ fn a_damaged_store_is_reported() {
     let e = Store::open(&db).and_then(|s| s.check_integrity()).unwrap_err();
     assert!(matches!(e, StoreError::Corrupt(_)) && e.to_string().contains("damaged"), "{e}");
 }
+
+/// A version-2 store (before leases) gets the lease columns; a job that was running keeps its
+/// claim, with a lease from now, and the queue goes on.
+#[test]
+fn a_store_from_before_leases_gets_them() {
+    let dir = common::scratch_dir("store-v2");
+    let db = dir.join("v2.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE runs (name TEXT PRIMARY KEY, kind TEXT NOT NULL, settings TEXT NOT NULL, created REAL NOT NULL);
+             CREATE TABLE candidates (run TEXT NOT NULL, seq INTEGER NOT NULL, genome TEXT, text TEXT NOT NULL, key TEXT,
+                 verdict TEXT NOT NULL, sign REAL, phenotype BLOB, PRIMARY KEY (run, seq));
+             CREATE TABLE jobs (id INTEGER PRIMARY KEY, key TEXT NOT NULL, spec TEXT NOT NULL, text TEXT NOT NULL,
+                 status TEXT NOT NULL DEFAULT 'pending', worker TEXT, claimed REAL, attempts INTEGER NOT NULL DEFAULT 0,
+                 UNIQUE (key, spec));
+             CREATE TABLE results (key TEXT NOT NULL, spec TEXT NOT NULL, fitness REAL NOT NULL, test_accuracy REAL,
+                 metrics TEXT NOT NULL, seconds REAL NOT NULL, worker TEXT NOT NULL, finished REAL NOT NULL,
+                 PRIMARY KEY (key, spec));
+             CREATE TABLE population (run TEXT NOT NULL, position INTEGER NOT NULL, seq INTEGER NOT NULL,
+                 PRIMARY KEY (run, position));
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        let spec = serde_json::to_string(&lossc::train::TrainSpec::default()).unwrap();
+        let ins = "INSERT INTO jobs (key, spec, text, status, worker, claimed, attempts) VALUES (?1, ?2, 'loss l = p;', ?3, ?4, 0.0, ?5)";
+        c.execute(ins, rusqlite::params!["running", spec, "running", "elsewhere:1:0", 1]).unwrap();
+        c.execute(ins, rusqlite::params!["pending", spec, "pending", None::<String>, 0]).unwrap();
+    }
+    let store = Store::open(&db).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let version: i32 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let lease: f64 = c.query_row("SELECT lease_until FROM jobs WHERE key = 'running'", [], |r| r.get(0)).unwrap();
+    let ahead = lease - lossc::search::store::now();
+    assert!(ahead > 10.0 && ahead <= lossc::search::store::DEFAULT_LEASE + 1.0, "lease ends in {ahead} s");
+    assert_eq!(store.expire().unwrap(), 0, "a fresh lease expired");
+    let job = store.claim("w", 30.0).unwrap().unwrap();
+    assert_eq!((job.key.as_str(), job.attempt), ("pending", 1));
+    assert!(store.claim("w", 30.0).unwrap().is_none(), "the running job was claimed twice");
+}
