@@ -142,6 +142,10 @@ fn search_and_report_commands_reject_bad_input() {
     fails(&["eliminate", "--db", &db, "--stage", "3:100"], "KEEP:STEPS:SEEDS");
     fails(&["plot", "surface", "examples/ce.loss", "-o", "/tmp/ce.jpg"], ".png or .svg");
     fails(&["plot", "scatter", "--db", &db, "--x", "base", "--y", "cutout", "-o", "/tmp/s.png"], "no sample run");
+    fails(&["worker", "--db", "mysql://u:pw@host/db"], "`mysql://` stores are not supported");
+    fails(&["worker", "--db", "postgres://u:secret@host:port/db"], "port `port` is not a port number");
+    fails(&["worker", "--db", &db, "--lease", "0.1"], "from 0.5 to 86400");
+    fails(&["search", "--db", &db, "--workers", "0"], "give --round N");
     // Settings that are not finite or out of range are refused before anything runs, and are
     // never stored as if they were absent.
     for (flag, value, needle) in [
