@@ -59,11 +59,11 @@ fn evaluate_prints_a_mean_std_table_and_reruns_from_the_store() {
         let mean: f64 = f[3].parse().unwrap();
         assert!(mean > 0.2 && mean <= 1.0, "test accuracy far above chance expected: {l}");
     }
-    let (done, attempts) = Store::open(&dir.join("e.db")).unwrap().counts().unwrap();
+    let (done, attempts) = Store::open(dir.join("e.db")).unwrap().counts().unwrap();
     assert_eq!(done, 8);
     // The same command again trains nothing and prints the same table.
     let second = lossc(&args, &dir);
-    assert_eq!(Store::open(&dir.join("e.db")).unwrap().counts().unwrap(), (done, attempts));
+    assert_eq!(Store::open(dir.join("e.db")).unwrap().counts().unwrap(), (done, attempts));
     assert_eq!(second, first);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -90,7 +90,7 @@ fn sample_prints_kendall_tau_from_real_training_and_plots_its_scatter() {
         let tau: f64 = l.rsplit(',').next().unwrap().parse().unwrap();
         assert!((-1.0..=1.0).contains(&tau), "{l}");
     }
-    let (done, _) = Store::open(&dir.join("s.db")).unwrap().counts().unwrap();
+    let (done, _) = Store::open(dir.join("s.db")).unwrap().counts().unwrap();
     assert_eq!(done, 12);
     let plot = lossc(&["plot", "scatter", "--db", "s.db", "--x", "base", "--y", "cutout", "-o", "f3.svg"], &dir);
     assert!(plot.contains("wrote f3.svg"));

@@ -17,43 +17,51 @@ use std::time::{Duration, Instant};
 /// last heartbeat.
 const LEASE: f64 = 2.0;
 
-/// A small search: 6 initial losses, population 3, 6 children in rounds of 3, 100 steps each.
-fn search(db: &str, workers: &str) -> Command {
+/// A small search: 6 initial losses, population 3, 6 children in rounds of 3, 100 steps each;
+/// its best losses go to a scratch directory named by `label`.
+fn search(db: &str, workers: &str, label: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lossc"));
     c.args(["search", "--population", "3", "--initial", "6", "--tournament", "2", "--iterations", "6"]);
     c.args(["--round", "3", "--steps", "100", "--batch", "32", "--lr", "0.003", "--warmup", "5", "--val", "300"]);
     c.args(["--eval-every", "50", "--gate-step", "50", "--gate-accuracy", "0.15", "--seed", "5"]);
     c.args(["--workers", workers, "--lease", &LEASE.to_string(), "--db", db]);
-    c.arg("--out").arg(common::scratch_dir(&format!("dist-out-{}", db.len())));
+    c.arg("--out").arg(common::scratch_dir(&format!("{label}-out")));
     c
 }
 
-/// The stable part of a finished search's output: children and population lines.
-fn summary(stdout: &str) -> Vec<String> {
-    stdout.lines().filter(|l| l.starts_with("  c") || l.starts_with("best:")).map(String::from).collect()
+/// What two runs of the search must agree on.
+#[derive(Clone, Debug, PartialEq)]
+struct Ending {
+    /// The children and population lines of the output.
+    summary: Vec<String>,
+    /// Every candidate: sequence number, key, verdict.
+    candidates: Vec<(usize, Option<String>, String)>,
+    /// The keys of the finished trainings.
+    trained: BTreeSet<String>,
+    /// The number of results.
+    results: usize,
 }
 
-/// A store's candidates and the keys of its results.
-fn contents(db: &Db) -> (Vec<(usize, Option<String>, String)>, BTreeSet<String>) {
+fn ending(stdout: &str, db: &Db) -> Ending {
     let store = Store::open(db).unwrap();
-    let cands = store.candidates("search").unwrap().into_iter().map(|c| (c.seq, c.key, c.verdict)).collect();
-    let keys = store.jobs().unwrap().into_iter().filter(|j| j.status == "done").map(|j| j.key).collect();
-    (cands, keys)
+    Ending {
+        summary: stdout.lines().filter(|l| l.starts_with("  c") || l.starts_with("best:")).map(String::from).collect(),
+        candidates: store.candidates("search").unwrap().into_iter().map(|c| (c.seq, c.key, c.verdict)).collect(),
+        trained: store.jobs().unwrap().into_iter().filter(|j| j.status == "done").map(|j| j.key).collect(),
+        results: store.counts().unwrap().0,
+    }
 }
 
 /// The uninterrupted run: one process, two worker threads, an SQLite file.
-fn reference() -> &'static (Vec<String>, (Vec<(usize, Option<String>, String)>, BTreeSet<String>), usize) {
-    static REF: OnceLock<(Vec<String>, (Vec<(usize, Option<String>, String)>, BTreeSet<String>), usize)> =
-        OnceLock::new();
+fn reference() -> &'static Ending {
+    static REF: OnceLock<Ending> = OnceLock::new();
     REF.get_or_init(|| {
         let db = common::scratch_dir("dist-ref").join("s.db");
-        let out = search(db.to_str().unwrap(), "2").output().unwrap();
+        let out = search(db.to_str().unwrap(), "2", "dist-ref").output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         println!("uninterrupted:\n{stdout}");
-        let db = Db::from(db);
-        let done = Store::open(&db).unwrap().counts().unwrap().0;
-        (summary(&stdout), contents(&db), done)
+        ending(&stdout, &Db::from(db))
     })
 }
 
@@ -68,10 +76,10 @@ fn pid_of(worker: &str) -> u32 {
     worker.rsplit(':').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0)
 }
 
-fn killed_worker_is_replaced(url: &str) {
+fn killed_worker_is_replaced(url: &str, label: &str) {
     let db: Db = url.parse().unwrap();
-    let (want_summary, want_contents, want_done) = reference().clone();
-    let coordinator = search(url, "0").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let want = reference().clone();
+    let coordinator = search(url, "0", label).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut workers: Vec<Child> = (0..3).map(|_| worker(url)).collect();
 
     // Kill a worker once some training is stored and it has been training for a while.
@@ -84,9 +92,11 @@ fn killed_worker_is_replaced(url: &str) {
             continue;
         }
         let now = lossc::search::store::now();
-        let running = store.jobs().unwrap().into_iter().find(|j| {
-            j.status == "running" && j.claimed.is_some_and(|c| now - c > 0.3) && j.attempts == 1
-        });
+        let running = store
+            .jobs()
+            .unwrap()
+            .into_iter()
+            .find(|j| j.status == "running" && j.claimed.is_some_and(|c| now - c > 0.3) && j.attempts == 1);
         if let Some(j) = running {
             let w = j.worker.clone().unwrap();
             let i = workers.iter().position(|c| c.id() == pid_of(&w)).expect("held by one of our workers");
@@ -106,10 +116,12 @@ fn killed_worker_is_replaced(url: &str) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     println!("distributed:\n{stdout}");
 
-    assert_eq!(summary(&stdout), want_summary, "the distributed search ended elsewhere");
-    assert_eq!(contents(&db), want_contents, "other candidates or other trainings");
+    let got = ending(&stdout, &db);
+    assert_eq!(got.summary, want.summary, "the distributed search ended elsewhere");
+    assert_eq!(got.candidates, want.candidates, "other candidates");
+    assert_eq!(got.trained, want.trained, "other trainings");
+    assert_eq!(got.results, want.results, "every job once in the results");
     let store = Store::open(&db).unwrap();
-    assert_eq!(store.counts().unwrap().0, want_done, "every job once in the results");
     assert_eq!(store.failed_jobs().unwrap(), 0);
     let row = store.jobs().unwrap().into_iter().find(|j| j.id == job).unwrap();
     assert_eq!(row.status, "done");
@@ -127,7 +139,7 @@ fn a_killed_worker_is_replaced_on_postgresql() {
         return;
     }
     let Some(url) = common::pg_database("distributed") else { return };
-    killed_worker_is_replaced(&url);
+    killed_worker_is_replaced(&url, "dist-pg");
 }
 
 #[test]
@@ -136,5 +148,5 @@ fn a_killed_worker_is_replaced_on_sqlite() {
         return;
     }
     let db = common::scratch_dir("dist-sqlite").join("s.db");
-    killed_worker_is_replaced(db.to_str().unwrap());
+    killed_worker_is_replaced(db.to_str().unwrap(), "dist-sqlite");
 }

@@ -38,7 +38,7 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout_a = String::from_utf8_lossy(&out.stdout).to_string();
     println!("uninterrupted:\n{stdout_a}");
-    let (done_a, _) = Store::open(&a.join("s.db")).unwrap().counts().unwrap();
+    let (done_a, _) = Store::open(a.join("s.db")).unwrap().counts().unwrap();
 
     // The same search, killed once two trainings are stored, then started again.
     let b = common::scratch_dir("search-b");

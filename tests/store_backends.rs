@@ -158,7 +158,9 @@ fn both_stores_keep_the_same_records() {
             phenotype: Some(vec![0.5, -2.25]),
         };
         store.record_candidate("r", &c).unwrap();
-        store.record_candidate("r", &lossc::search::store::CandidateRow { text: "changed".into(), ..c.clone() }).unwrap();
+        store
+            .record_candidate("r", &lossc::search::store::CandidateRow { text: "changed".into(), ..c.clone() })
+            .unwrap();
         let back = store.candidates("r").unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!((back[0].seq, back[0].text.as_str(), back[0].sign), (7, c.text.as_str(), Some(-1.0)), "{db}");
@@ -191,7 +193,7 @@ fn a_database_that_is_not_a_store_is_refused_and_left_untouched() {
         let q = "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1";
         c.query(q, &[]).unwrap().iter().map(|r| r.get(0)).collect()
     };
-    let Err(e) = Store::open(&url.parse::<Db>().unwrap()) else { panic!("a foreign database opened as a store") };
+    let Err(e) = Store::open(url.parse::<Db>().unwrap()) else { panic!("a foreign database opened as a store") };
     assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
     assert_eq!(e.blame(), Blame::Input);
     assert!(e.to_string().contains("not a lossc store") && e.to_string().contains("songs"), "{e}");
@@ -199,9 +201,9 @@ fn a_database_that_is_not_a_store_is_refused_and_left_untouched() {
 
     // A store written by a newer lossc is refused too.
     let Some(url) = common::pg_database("newer") else { return };
-    Store::open(&url.parse::<Db>().unwrap()).unwrap();
+    Store::open(url.parse::<Db>().unwrap()).unwrap();
     common::pg_client(&url).batch_execute(&format!("UPDATE lossc_store SET version = {}", SCHEMA_VERSION + 1)).unwrap();
-    let Err(e) = Store::open(&url.parse::<Db>().unwrap()) else { panic!("a newer store opened") };
+    let Err(e) = Store::open(url.parse::<Db>().unwrap()) else { panic!("a newer store opened") };
     assert!(matches!(e, StoreError::Newer { .. }), "{e}");
 }
 
@@ -237,12 +239,16 @@ fn credentials_come_from_the_url_the_environment_or_pgpass_and_are_never_shown()
     let bare = format!("postgres://{hostport}/{dbname}");
     let o = worker(&bare, &[("PGUSER", "postgres"), ("PGPASSWORD", password)]);
     assert!(o.status.success(), "PGUSER + PGPASSWORD: {}", shown(&o));
-    let o = worker("postgres:///", &[("PGHOST", host), ("PGPORT", port), ("PGUSER", "postgres"), ("PGDATABASE", dbname), ("PGPASSWORD", password)]);
+    let o = worker(
+        "postgres:///",
+        &[("PGHOST", host), ("PGPORT", port), ("PGUSER", "postgres"), ("PGDATABASE", dbname), ("PGPASSWORD", password)],
+    );
     assert!(o.status.success(), "PGHOST, PGPORT, PGUSER, PGDATABASE: {}", shown(&o));
 
     let dir = common::scratch_dir("pgpass");
     let pgpass = dir.join("pgpass");
-    std::fs::write(&pgpass, format!("# lossc test\notherhost:*:*:*:nope\n{host}:{port}:*:postgres:{password}\n")).unwrap();
+    std::fs::write(&pgpass, format!("# lossc test\notherhost:*:*:*:nope\n{host}:{port}:*:postgres:{password}\n"))
+        .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
     let pass = pgpass.to_str().unwrap();
@@ -266,7 +272,7 @@ fn credentials_come_from_the_url_the_environment_or_pgpass_and_are_never_shown()
     assert!(shown(&o).contains("sslmode `sometimes`") && !shown(&o).contains(password), "{}", shown(&o));
 
     // Nothing a store records holds the password.
-    let store = Store::open(&url.parse::<Db>().unwrap()).unwrap();
+    let store = Store::open(url.parse::<Db>().unwrap()).unwrap();
     store.begin_run("r", "search", &serde_json::json!({"db": store.path()})).unwrap();
     let mut c = common::pg_client(&url);
     for table in ["runs", "candidates", "jobs", "results", "population", "lossc_store"] {
@@ -284,13 +290,13 @@ fn credentials_come_from_the_url_the_environment_or_pgpass_and_are_never_shown()
 fn tls_is_used_when_the_url_asks_for_it() {
     let Some(url) = common::pg_database("tls") else { return };
     let ca = std::env::var("LOSSC_TEST_PG_CA").expect("scripts/test.sh gives the server's certificate");
-    let open = |params: &str| Store::open(&format!("{url}?{params}").parse::<Db>().unwrap());
+    let open = |params: &str| Store::open(format!("{url}?{params}").parse::<Db>().unwrap());
     assert!(open("sslmode=require").unwrap().encrypted().unwrap());
     assert!(!open("sslmode=disable").unwrap().encrypted().unwrap());
     assert!(open("sslmode=prefer").unwrap().encrypted().unwrap());
     let local = url.replace("127.0.0.1", "localhost");
     let full = format!("{local}?sslmode=verify-full&sslrootcert={ca}");
-    assert!(Store::open(&full.parse::<Db>().unwrap()).unwrap().encrypted().unwrap());
+    assert!(Store::open(full.parse::<Db>().unwrap()).unwrap().encrypted().unwrap());
     // Self-signed: without its certificate as the root, verification fails, clearly.
     let Err(e) = open("sslmode=verify-ca") else { panic!("an unverifiable server passed verify-ca") };
     assert!(matches!(e, StoreError::Connect { .. }), "{e}");

@@ -234,10 +234,7 @@ pub fn eliminate_run(
             let path = out.join(format!("elim-{}.loss", i + 1));
             let text = format!(
                 "{ELIM_MARK} (run `{run}` in {})\n# mean best validation accuracy {mean:.4} over {} seed(s) of {} steps\n{}",
-                db,
-                st.seeds,
-                st.steps,
-                l.text
+                db, st.seeds, st.steps, l.text
             );
             std::fs::write(&path, text).map_err(|source| RunError::Write { path: path.clone(), source })?;
             written.push(path);

@@ -249,8 +249,8 @@ pub fn sample_points(db: &Db, run: &str, x: &str, y: &str) -> Result<Vec<(f64, f
         Some((kind, s)) if kind == "sample" => s,
         _ => return Err(StoreError::NoRun { path: db.to_string(), kind: "sample", run: run.into() }.into()),
     };
-    let s: SampleSettings = serde_json::from_value(settings)
-        .map_err(|e| StoreError::Corrupt(format!("{}: run `{run}`: {e}", db)))?;
+    let s: SampleSettings =
+        serde_json::from_value(settings).map_err(|e| StoreError::Corrupt(format!("{}: run `{run}`: {e}", db)))?;
     for a in [x, y] {
         if !s.augs.iter().any(|have| have == a) {
             return Err(PlotError::NoAugmentation { run: run.into(), aug: a.into(), has: s.augs.join(", ") });

@@ -292,7 +292,8 @@ pub fn eliminate(store: &StoreOpts, stages: &[evaluate::Stage], out: &Path) -> R
     srun::set_lease(store.lease);
     let run = store.run.clone().unwrap_or_else(|| "search".into());
     let bar = std::cell::RefCell::new(phase_bar());
-    let e = evaluate::eliminate_run(&store.db.get()?, &run, stages, store.workers, out, &mut |_, p| (bar.borrow_mut())(p))?;
+    let e =
+        evaluate::eliminate_run(&store.db.get()?, &run, stages, store.workers, out, &mut |_, p| (bar.borrow_mut())(p))?;
     println!("{} trained candidates in run `{run}`", e.candidates);
     for (st, r) in stages.iter().zip(&e.rankings) {
         println!(

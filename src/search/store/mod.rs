@@ -50,8 +50,12 @@ impl std::str::FromStr for Db {
     fn from_str(s: &str) -> Result<Db, String> {
         match s.split_once("://") {
             Some((scheme, _)) if scheme == "postgres" || scheme == "postgresql" => Ok(Db::Postgres(s.parse()?)),
-            Some((scheme, _)) if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') => {
-                Err(format!("`{scheme}://` stores are not supported: --db takes a file path (SQLite) or a postgres:// URL"))
+            Some((scheme, _))
+                if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') =>
+            {
+                Err(format!(
+                    "`{scheme}://` stores are not supported: --db takes a file path (SQLite) or a postgres:// URL"
+                ))
             }
             _ if s.is_empty() => Err("an empty store path".into()),
             _ => Ok(Db::Sqlite(PathBuf::from(s))),
@@ -172,10 +176,8 @@ pub struct Outcome {
 impl Outcome {
     /// What a job that failed for good counts as: fitness 0, with the reason, as an early stop.
     pub fn failed(error: &str) -> Outcome {
-        let metrics = Metrics {
-            stopped: Some(format!("failed after {MAX_ATTEMPTS} attempts: {error}")),
-            ..Default::default()
-        };
+        let metrics =
+            Metrics { stopped: Some(format!("failed after {MAX_ATTEMPTS} attempts: {error}")), ..Default::default() };
         Outcome { fitness: 0.0, test_accuracy: None, metrics, seconds: 0.0 }
     }
 }
@@ -313,9 +315,9 @@ impl Dialect {
     /// `{skip_locked}` (SQLite's write lock already serialises claims).
     fn sql(self, text: &str) -> String {
         match self {
-            Dialect::Sqlite => text
-                .replace("{now}", "((julianday('now') - 2440587.5) * 86400.0)")
-                .replace("{skip_locked}", ""),
+            Dialect::Sqlite => {
+                text.replace("{now}", "((julianday('now') - 2440587.5) * 86400.0)").replace("{skip_locked}", "")
+            }
             Dialect::Postgres => text
                 .replace("{now}", "CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)")
                 .replace("{skip_locked}", "FOR UPDATE SKIP LOCKED")

@@ -94,7 +94,11 @@ impl std::str::FromStr for SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            _ => return Err(format!("sslmode `{s}` is not one of disable, allow, prefer, require, verify-ca, verify-full")),
+            _ => {
+                return Err(format!(
+                    "sslmode `{s}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                ));
+            }
         })
     }
 }
@@ -194,7 +198,8 @@ impl std::str::FromStr for PgTarget {
                 "sslmode" => t.sslmode = Some(v.parse().map_err(bad)?),
                 "sslrootcert" => t.sslrootcert = Some(v),
                 "connect_timeout" => {
-                    t.connect_timeout = Some(v.parse().map_err(|_| bad(format!("connect_timeout `{v}` is not seconds")))?)
+                    t.connect_timeout =
+                        Some(v.parse().map_err(|_| bad(format!("connect_timeout `{v}` is not seconds")))?)
                 }
                 "application_name" => {}
                 _ => return Err(bad(format!("unknown parameter `{k}`"))),
@@ -288,18 +293,27 @@ impl PgTarget {
     fn resolve(&self) -> Result<Resolved, String> {
         let port = match self.port {
             Some(p) => p,
-            None => env("PGPORT").map(|p| parse_port(&p).map_err(|e| format!("PGPORT: {e}"))).transpose()?.unwrap_or(5432),
+            None => {
+                env("PGPORT").map(|p| parse_port(&p).map_err(|e| format!("PGPORT: {e}"))).transpose()?.unwrap_or(5432)
+            }
         };
         let host = self.host.clone().or_else(|| env("PGHOST")).unwrap_or_else(|| {
             // libpq's default on Debian: the local server's socket, when there is one.
             let dir = "/var/run/postgresql";
-            if std::path::Path::new(&format!("{dir}/.s.PGSQL.{port}")).exists() { dir.into() } else { "localhost".into() }
+            if std::path::Path::new(&format!("{dir}/.s.PGSQL.{port}")).exists() {
+                dir.into()
+            } else {
+                "localhost".into()
+            }
         });
         let user = self.user.clone().or_else(|| env("PGUSER")).unwrap_or_else(os_user);
         let dbname = self.dbname.clone().or_else(|| env("PGDATABASE")).unwrap_or_else(|| user.clone());
         let sslmode = match self.sslmode {
             Some(m) => m,
-            None => env("PGSSLMODE").map(|m| m.parse().map_err(|e| format!("PGSSLMODE: {e}"))).transpose()?.unwrap_or(SslMode::Prefer),
+            None => env("PGSSLMODE")
+                .map(|m| m.parse().map_err(|e| format!("PGSSLMODE: {e}")))
+                .transpose()?
+                .unwrap_or(SslMode::Prefer),
         };
         let timeout = match self.connect_timeout {
             Some(t) => t,
@@ -323,7 +337,9 @@ impl PgTarget {
 /// libpq, a file others can read is ignored, with a warning.
 fn pgpass(host: &str, port: u16, dbname: &str, user: &str) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
-    let path = env("PGPASSFILE").map(std::path::PathBuf::from).or_else(|| env("HOME").map(|h| format!("{h}/.pgpass").into()))?;
+    let path = env("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| env("HOME").map(|h| format!("{h}/.pgpass").into()))?;
     let meta = std::fs::metadata(&path).ok()?;
     if meta.permissions().mode() & 0o077 != 0 {
         eprintln!(
@@ -385,7 +401,12 @@ fn connect(r: &Resolved, at: &str) -> Result<postgres::Client, StoreError> {
     let result = match r.sslmode {
         SslMode::Disable => c.connect(postgres::NoTls),
         SslMode::Allow | SslMode::Prefer if socket => c.connect(postgres::NoTls),
-        _ if socket => return Err(fail(format!("sslmode={:?} asks for TLS, which a Unix socket does not carry", r.sslmode), true)),
+        _ if socket => {
+            return Err(fail(
+                format!("sslmode={:?} asks for TLS, which a Unix socket does not carry", r.sslmode),
+                true,
+            ));
+        }
         mode => {
             let mut b = native_tls::TlsConnector::builder();
             let check_chain = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull)
@@ -445,10 +466,10 @@ pub(super) fn open(t: &PgTarget, at: &str) -> Result<Postgres, StoreError> {
         let tables: Vec<String> = rows.iter().filter_map(|r| r.opt_text(0).ok().flatten()).collect();
         if tables.is_empty() {
             p.batch(SCHEMA).map_err(err)?;
-            p.execute("INSERT INTO lossc_store (application, version) VALUES ($1, $2)", &[
-                Val::from(APPLICATION),
-                Val::Int(SCHEMA_VERSION as i64),
-            ])
+            p.execute(
+                "INSERT INTO lossc_store (application, version) VALUES ($1, $2)",
+                &[Val::from(APPLICATION), Val::Int(SCHEMA_VERSION as i64)],
+            )
             .map_err(err)?;
             return Ok(());
         }

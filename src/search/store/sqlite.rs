@@ -119,8 +119,7 @@ fn version(conn: &Connection, at: &str) -> Result<Option<i32>, StoreError> {
     };
     let (app, version) = (pragma("application_id")?, pragma("user_version")?);
     let mut st = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").map_err(err)?;
-    let tables: Vec<String> =
-        st.query_map([], |r| r.get(0)).map_err(err)?.collect::<Result<_, _>>().map_err(err)?;
+    let tables: Vec<String> = st.query_map([], |r| r.get(0)).map_err(err)?.collect::<Result<_, _>>().map_err(err)?;
     match app {
         APPLICATION_ID if version > SCHEMA_VERSION => Err(StoreError::Newer { path: at.to_string(), version }),
         APPLICATION_ID => Ok(Some(version)),
