@@ -2,7 +2,8 @@
 # The whole test suite, as the README gives it and CI runs it. Installs what the tests need:
 # Mesa's software Vulkan (lavapipe) for the WGSL kernels, Fashion-MNIST for the training tests
 # (Debian's dataset-fashion-mnist), NVRTC from PyPI for the CUDA compile tests (no CUDA
-# toolkit or GPU needed), JAX (CPU) from PyPI for the generated JAX modules, and a throwaway
+# toolkit or GPU needed), JAX (CPU) from PyPI and PyTorch (CPU, Debian's python3-torch) for the
+# generated Python modules, and a throwaway
 # PostgreSQL server for the store tests (scripts/pg-test-server.sh; stopped when this exits).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,14 @@ if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c "import jax" 2
   bench/.venv/bin/pip install -q "jax[cpu]" numpy
 fi
 
+# PyTorch (CPU) for the test of `lossc compile --target torch`: Debian's python3-torch, for the
+# system's Python (PyPI's torch wheels bring gigabytes of CUDA libraries).
+if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q python3-torch
+fi
+
 # The store tests' PostgreSQL server, unless LOSSC_TEST_PG already names one.
 if [ -z "${LOSSC_TEST_PG:-}" ]; then
   source scripts/pg-test-server.sh
@@ -40,7 +49,7 @@ fi
 # In CI nothing may be skipped for want of these. A one-off build gains nothing from
 # incremental state (gigabytes of it).
 if [ -n "${CI:-}" ]; then
-  export LOSSC_REQUIRE_NVRTC=1 LOSSC_REQUIRE_VULKAN=1 LOSSC_REQUIRE_JAX=1 LOSSC_REQUIRE_POSTGRES=1 CARGO_INCREMENTAL=0
+  export LOSSC_REQUIRE_NVRTC=1 LOSSC_REQUIRE_VULKAN=1 LOSSC_REQUIRE_JAX=1 LOSSC_REQUIRE_TORCH=1 LOSSC_REQUIRE_POSTGRES=1 CARGO_INCREMENTAL=0
 fi
 # The test build needs a few GB; a full disk shows up as a linker crash (SIGBUS), so say so first.
 free_kb="$(df -Pk . | awk 'NR == 2 { print $4 }')"

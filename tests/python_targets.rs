@@ -1,10 +1,14 @@
-//! `lossc compile --target jax`: the generated module, run by JAX under `jax.jit`, computes the
-//! f64 interpreter's row losses and logit gradients (its gradient is lossc's symbolic one,
-//! through `jax.custom_vjp`), in f64 and in f32, on the 16 paper losses and random losses, with
-//! labels, label smoothing, mixup pairs and dense targets.
+//! `lossc compile --target jax|torch`: the generated module computes the f64 interpreter's row
+//! losses and logit gradients (its gradient is lossc's symbolic one, through `jax.custom_vjp` or
+//! a `torch.autograd.Function`), in f64 and in f32, on the 16 paper losses and random losses,
+//! with labels, label smoothing, mixup pairs and dense targets. JAX runs the labels cases under
+//! `jax.jit`; PyTorch runs its tensor-ops path on the CPU, compiles each module's CUDA kernel to
+//! PTX through the module's own NVRTC loader, and on a GPU also runs the fused kernel.
 //!
-//! Needs Python with JAX: `bench/.venv` (scripts/test.sh creates it), or `LOSSC_PYTHON`. Skips
-//! with a message without it, unless `LOSSC_REQUIRE_JAX` is set (CI).
+//! Needs Python with JAX (`bench/.venv`, which scripts/test.sh creates, or `LOSSC_PYTHON`) and
+//! Python with PyTorch (Debian's python3-torch, which scripts/test.sh installs, or
+//! `LOSSC_TORCH_PYTHON`). Each test skips with a message without its framework, unless
+//! `LOSSC_REQUIRE_JAX` / `LOSSC_REQUIRE_TORCH` is set (CI).
 
 mod common;
 
@@ -14,11 +18,11 @@ use lossc::reference::contract::Targets;
 use lossc::rng::Rng;
 use std::path::PathBuf;
 
-fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("LOSSC_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/.venv/bin/python")));
-    let ok = std::process::Command::new(&p).args(["-c", "import jax"]).output().is_ok_and(|o| o.status.success());
+/// A Python that imports `module`: from `var`, else `default`.
+fn python(var: &str, default: &str, module: &str) -> Option<PathBuf> {
+    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
+    let import = format!("import {module}");
+    let ok = std::process::Command::new(&p).args(["-c", &import]).output().is_ok_and(|o| o.status.success());
     ok.then_some(p)
 }
 
@@ -38,12 +42,56 @@ fn json_targets(t: &Targets<f32>) -> (serde_json::Value, f64) {
 
 #[test]
 fn the_jax_module_matches_the_interpreter() {
-    let Some(py) = python() else {
+    let Some(py) = python("LOSSC_PYTHON", concat!(env!("CARGO_MANIFEST_DIR"), "/bench/.venv/bin/python"), "jax") else {
         assert!(std::env::var_os("LOSSC_REQUIRE_JAX").is_none(), "LOSSC_REQUIRE_JAX is set but JAX is missing");
-        eprintln!("skipped: no Python with JAX (bench/.venv or LOSSC_PYTHON)");
+        println!("SKIPPED: no Python with JAX (bench/.venv or LOSSC_PYTHON)");
         return;
     };
-    let dir = common::scratch_dir("jax");
+    let results = run_modules("jax", &py, lossc::backend::python::emit_jax);
+    compare(&results, &["float64", "float32"]);
+}
+
+#[test]
+fn the_torch_module_matches_the_interpreter() {
+    let Some(py) = python("LOSSC_TORCH_PYTHON", "/usr/bin/python3", "torch") else {
+        assert!(std::env::var_os("LOSSC_REQUIRE_TORCH").is_none(), "LOSSC_REQUIRE_TORCH is set but PyTorch is missing");
+        println!("SKIPPED: no Python with PyTorch (/usr/bin/python3 with python3-torch, or LOSSC_TORCH_PYTHON)");
+        return;
+    };
+    let results = run_modules("torch", &py, lossc::backend::python::emit_torch);
+    println!("PyTorch {}, CUDA: {}", results.info["torch"], results.info["cuda"]);
+    let mut dtypes = vec!["float64", "float32"];
+    if results.info["cuda"] == true {
+        dtypes.push("cuda");
+        let fused = results.raw.iter().filter(|r| r["fused"] == true).count();
+        assert_eq!(fused, results.raw.len(), "the fused kernel ran for {fused} of {} cases", results.raw.len());
+    } else {
+        println!("no GPU: the fused CUDA path is checked by scripts/gpu-check.sh where one is lent");
+    }
+    compare(&results, &dtypes);
+    // Each module's kernel compiles through the module's own loader, where libnvrtc exists.
+    let ptx = results.info["ptx"].as_object().unwrap();
+    let compiled = ptx.values().filter(|v| **v == true).count();
+    if compiled < ptx.len() {
+        let why = ptx.values().find(|v| **v != true).unwrap();
+        assert!(std::env::var_os("LOSSC_REQUIRE_NVRTC").is_none(), "LOSSC_REQUIRE_NVRTC is set, but: {why}");
+        println!("SKIPPED the modules' NVRTC compile: {why}");
+    } else {
+        println!("{compiled} modules' CUDA kernels compiled to PTX through their own loader");
+    }
+}
+
+/// What a framework's script returned, with the cases it ran.
+struct Results {
+    info: serde_json::Value,
+    raw: Vec<serde_json::Value>,
+    expect: Vec<(lossc::passes::fuse::Fused, usize, usize, bool)>,
+    batches: Vec<Batch>,
+}
+
+/// Writes every loss's module for `fw` and runs `tests/python/run_FW.py` on all cases.
+fn run_modules(fw: &str, py: &std::path::Path, emit: fn(&lossc::passes::fuse::Fused, &str, &str) -> String) -> Results {
+    let dir = common::scratch_dir(fw);
     let mut losses: Vec<(String, lossc::ir::Graph, bool)> =
         common::example_graphs().into_iter().map(|(n, g)| (n, g, true)).collect();
     let mut rng = Rng::new(21);
@@ -58,7 +106,7 @@ fn the_jax_module_matches_the_interpreter() {
         let f = fuse::fuse(g, name).unwrap();
         let path = dir.join(format!("{name}.py"));
         let text = lossc::ir::print::to_text(g);
-        std::fs::write(&path, lossc::backend::python::emit_jax(&f, "test", &text)).unwrap();
+        std::fs::write(&path, emit(&f, "test", &text)).unwrap();
         batches.push(Batch::random(&mut rng, 4, 6, 2.0));
         let batch = batches.last().unwrap();
         let rows: Vec<Vec<f32>> = batch.logits.chunks(6).map(<[f32]>::to_vec).collect();
@@ -70,21 +118,34 @@ fn the_jax_module_matches_the_interpreter() {
     }
     let cases_file = dir.join("cases.json");
     std::fs::write(&cases_file, serde_json::to_string(&cases).unwrap()).unwrap();
-    let out = std::process::Command::new(&py).arg("tests/python/run_jax.py").arg(&cases_file).output().unwrap();
+    let script = format!("tests/python/run_{fw}.py");
+    let out = std::process::Command::new(py).arg(&script).arg(&cases_file).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(results.len(), expect.len());
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let raw = match info.get("cases") {
+        Some(c) => c.as_array().unwrap().clone(),
+        None => info.as_array().unwrap().clone(),
+    };
+    assert_eq!(raw.len(), expect.len());
+    Results { info, raw, expect, batches }
+}
+
+/// Each result in each of `dtypes` against the interpreter: all within the kernels' tolerance
+/// (f64) or 1 % (f32), and the paper losses' f64 results within 1e-9.
+fn compare(results: &Results, dtypes: &[&str]) {
     let (mut compared, mut skipped) = (0, 0);
-    for ((f, b, kind, strict), r) in expect.iter().zip(&results) {
+    let batches = &results.batches;
+    for ((f, b, kind, strict), r) in results.expect.iter().zip(&results.raw) {
         let (batch, t) = (&batches[*b], batches[*b].targets(*kind));
-        for dtype in ["float64", "float32"] {
+        for &dtype in dtypes {
             let get = |key: &str| -> Vec<f32> {
                 r[dtype][key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap_or(f64::NAN) as f32).collect()
             };
-            let what = format!("jax {dtype} {} targets {kind}", f.name);
-            // f64 results, rounded to f32, to lossc's kernel tolerance; f32 results to 1 %: JAX's
-            // own f32 routines (i0e at large arguments, say) are not held to lossc's bounds.
-            let rel = if dtype == "float64" { 1e-4 } else { 1e-2 };
+            let what = format!("{dtype} {} targets {kind}", f.name);
+            // f64 results, rounded to f32, and lossc's own CUDA kernel to lossc's kernel tolerance;
+            // the frameworks' f32 results to 1 %: their own f32 routines (i0e at large
+            // arguments, say) are not held to lossc's bounds.
+            let rel = if dtype == "float32" { 1e-2 } else { 1e-4 };
             let (rows, grad) = (get("rows"), get("grad"));
             let (c, s) = common::compare_within(f, batch, &t, &[(&what, &rows, &grad)], *strict, rel);
             (compared, skipped) = (compared + c, skipped + s);

@@ -1,7 +1,7 @@
 //! `lossc compile`: a file's losses written out as kernels (CUDA C, WGSL, Cranelift IR) with a
 //! JSON manifest that says how to call each one.
 
-use crate::backend::{cuda, jit, wgsl};
+use crate::backend::{cuda, jit, python, wgsl};
 use crate::ir::{Graph, print};
 use crate::passes::fuse;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,9 @@ pub enum Target {
     All,
     /// A JAX module `NAME.py` with the loss and its symbolic gradient (jax.custom_vjp).
     Jax,
+    /// A PyTorch module `NAME.py`: a torch.autograd.Function with the fused CUDA kernel on a
+    /// GPU and the loss as tensor ops elsewhere, both with lossc's symbolic gradient.
+    Torch,
 }
 
 /// Why kernels were not written.
@@ -71,8 +74,9 @@ pub fn write(
             );
             exts.push(("clif", header + &jit::clif(&fused, spec)?));
         }
-        if target == Target::Jax {
-            let py = crate::backend::python::emit_jax(&fused, &file.display().to_string(), source);
+        if matches!(target, Target::Jax | Target::Torch) {
+            let emit = if target == Target::Jax { python::emit_jax } else { python::emit_torch };
+            let py = emit(&fused, &file.display().to_string(), source);
             files.push((name.clone(), "py".to_string(), py));
             continue;
         }
