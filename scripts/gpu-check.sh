@@ -44,6 +44,9 @@ timeout 300 "$lossc" gpu-bench examples/ce.loss examples/a2.loss examples/m1.los
   --shapes 256x10,8192x10,8192x100,65536x1000
 echo "== PyTorch baseline"
 PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_baseline.py 256x10,8192x10,8192x100,65536x1000 || echo "(torch not available)"
+echo "== lossc compile --target torch: the fused kernel inside PyTorch against the module's float64 path, and timed against the loss in eager PyTorch"
+for l in ce a2 m1 c2; do "$lossc" compile "examples/$l.loss" --target torch -o /tmp/lossc-torch >/dev/null; done
+PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_module_check.py /tmp/lossc-torch/{ce,a2,m1,c2}.py || echo "(torch module check failed or torch not available)"
 echo "== WGSL kernels through wgpu on this machine's Vulkan driver"
 if [ -n "$bin" ]; then
   # The Vulkan loader for wgpu, unpacked where the dynamic linker looks (last: it writes to /).

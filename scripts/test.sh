@@ -3,8 +3,8 @@
 # Mesa's software Vulkan (lavapipe) for the WGSL kernels, Fashion-MNIST for the training tests
 # (Debian's dataset-fashion-mnist), NVRTC from PyPI for the CUDA compile tests (no CUDA
 # toolkit or GPU needed), JAX (CPU) from PyPI and PyTorch (CPU, Debian's python3-torch) for the
-# generated Python modules, and a throwaway
-# PostgreSQL server for the store tests (scripts/pg-test-server.sh; stopped when this exits).
+# generated Python modules, and a throwaway PostgreSQL server for the store tests
+# (scripts/pg-test-server.sh; stopped when this exits).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -181,3 +181,39 @@ fn compare(results: &Results, dtypes: &[&str]) {
     println!("{compared} rows compared, {skipped} skipped by the conditioning filter");
     assert!(compared > 2 * 16 * 5 * 4, "{compared} rows compared");
 }
+
+/// `examples/jax_train.py` and `examples/torch_train.py` train their classifier with A2 from
+/// `lossc compile` to high training accuracy (each where its framework is present).
+#[test]
+fn the_framework_examples_train_with_a_compiled_loss() {
+    let dir = common::scratch_dir("framework-examples");
+    let frameworks = [
+        ("jax", python("LOSSC_PYTHON", concat!(env!("CARGO_MANIFEST_DIR"), "/bench/.venv/bin/python"), "jax")),
+        ("torch", python("LOSSC_TORCH_PYTHON", "/usr/bin/python3", "torch")),
+    ];
+    for (fw, py) in frameworks {
+        let Some(py) = py else {
+            println!("SKIPPED examples/{fw}_train.py: no Python with {fw}");
+            continue;
+        };
+        let out = dir.join(fw);
+        let c = std::process::Command::new(env!("CARGO_BIN_EXE_lossc"))
+            .args(["compile", "examples/a2.loss", "--target", fw, "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+        let run = std::process::Command::new(&py)
+            .arg(format!("examples/{fw}_train.py"))
+            .arg(out.join("a2.py"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{fw}: {}", String::from_utf8_lossy(&run.stderr));
+        let last = stdout.lines().last().unwrap_or_default();
+        println!("{fw}: {last}");
+        let accuracy: f64 =
+            last.split("training accuracy ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        assert!(accuracy > 0.9, "{fw}: {last}");
+    }
+}
