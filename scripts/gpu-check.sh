@@ -29,12 +29,14 @@ fi
 
 if [ -n "$bin" ]; then
   lossc="$bin/lossc" emitters="$bin/emitters" gpu_train="$bin/gpu_train" runtime_gpu="$bin/runtime_gpu"
+  python_targets="$bin/python_targets"
 else
   cargo build --release 2>&1 | tail -n 2
   lossc=target/release/lossc
   emitters=$(cargo test --release --test emitters --no-run 2>&1 | grep -o 'target/release/deps/emitters-[0-9a-f]*' | head -n 1)
   gpu_train=$(cargo test --release --test gpu_train --no-run 2>&1 | grep -o 'target/release/deps/gpu_train-[0-9a-f]*' | head -n 1)
   runtime_gpu=$(cargo test --release -p lossc-runtime --test gpu --no-run 2>&1 | grep -o 'target/release/deps/gpu-[0-9a-f]*' | head -n 1)
+  python_targets=$(cargo test --release --test python_targets --no-run 2>&1 | grep -o 'target/release/deps/python_targets-[0-9a-f]*' | head -n 1)
 fi
 
 echo "== CUDA kernels against the interpreter (16 examples x 2 layouts x C up to 100,000; 200 random losses)"
@@ -46,6 +48,7 @@ echo "== PyTorch baseline"
 PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_baseline.py 256x10,8192x10,8192x100,65536x1000 || echo "(torch not available)"
 echo "== lossc compile --target torch: the fused kernel inside PyTorch against the module's float64 path, and timed against the loss in eager PyTorch"
 for l in ce a2 m1 c2; do "$lossc" compile "examples/$l.loss" --target torch -o /tmp/lossc-torch >/dev/null; done
+LOSSC_TORCH_PYTHON=python3 timeout 120 "$python_targets" the_torch_module --nocapture 2>&1 | grep -E "PyTorch|SKIPPED|rows compared|test |panicked|fused"
 PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_module_check.py /tmp/lossc-torch/{ce,a2,m1,c2}.py || echo "(torch module check failed or torch not available)"
 echo "== WGSL kernels through wgpu on this machine's Vulkan driver"
 if [ -n "$bin" ]; then

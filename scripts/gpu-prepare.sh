@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares .gpu/ for scripts/gpu-check.sh on a GPU machine that has no Rust toolchain and no
-# network (the `device` tool's machines): the release `lossc`, the `emitters`, `gpu_train` and
-# runtime `gpu` test binaries (stripped) and the Debian packages of the Vulkan loader and
+# network (the `device` tool's machines): the release `lossc`, the `emitters`, `gpu_train`,
+# `python_targets` and runtime `gpu` test binaries (stripped) and the Debian packages of the Vulkan loader and
 # the GL dispatch libraries that NVIDIA's Vulkan driver links against, for wgpu. Carry `.gpu` with the
 # working tree and run `bash scripts/gpu-check.sh .gpu` there.
 set -euo pipefail
@@ -21,5 +21,6 @@ strip -o .gpu/lossc target/release/lossc
 strip -o .gpu/emitters "$(test_bin emitters lossc)"
 strip -o .gpu/gpu_train "$(test_bin gpu_train lossc)"
 strip -o .gpu/runtime_gpu "$(test_bin gpu lossc-runtime)"
+strip -o .gpu/python_targets "$(test_bin python_targets lossc)"
 (cd .gpu && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 2>/dev/null)
 du -sh .gpu
