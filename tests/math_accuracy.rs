@@ -136,3 +136,31 @@ fn special_values() {
     assert_eq!(f(UnOp::Step, 0.0), 0.5);
     assert!(f(UnOp::Relu, f32::NAN).is_nan());
 }
+
+/// The guarded logs are relative to f32 precision where `ln(|x| + eps)` crosses zero: at every
+/// f32 within 300 ulps of |x| = 1 and of |x| = 1 - eps, where rounding `|x| + eps` to f32 alone
+/// (`1 + 1e-7` is `1 + 1.19e-7`) would make the result up to 19 % too large.
+#[test]
+fn the_guarded_logs_are_relative_near_one() {
+    let mut xs = Vec::new();
+    for centre in [1.0f32, (1.0 - EPS) as f32] {
+        let bits = centre.to_bits();
+        for d in 0..=600u32 {
+            let x = f32::from_bits(bits - 300 + d);
+            xs.extend([x, -x]);
+        }
+    }
+    for op in [UnOp::Ln, UnOp::Log10] {
+        let mut worst = (0.0f64, 0.0f32);
+        for &x in &xs {
+            let want = op.eval(x as f64, EPS);
+            let got = vm::unary(&mut Scalar, op, x, EPS as f32) as f64;
+            let err = if want == 0.0 { got.abs() } else { (got - want).abs() / want.abs() };
+            if err > worst.0 {
+                worst = (err, x);
+            }
+        }
+        println!("{}: max relative error {:.2e} at x = {:e}", op.name(), worst.0, worst.1);
+        assert!(worst.0 <= 3e-7, "{}: relative error {:.2e} at x = {:e}", op.name(), worst.0, worst.1);
+    }
+}

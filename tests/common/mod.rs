@@ -139,6 +139,9 @@ pub fn compare_within(
         let p = softmax(&logits[row * c..(row + 1) * c]);
         let mut ok = true;
         let (mut l_scale, mut s_abs, mut s_sum) = (0.0, Vec::new(), 0.0);
+        // How far s moves when p moves by the kernel's f32 rounding of it (8 eps relative): at a
+        // kink of L (the sign of ln(p + eps) flips at p = 1 - eps) that alone decides the side.
+        let mut s_moves = Vec::new();
         for (k, &pk) in p.iter().enumerate() {
             let y = t64.y(row, k, c);
             eval_into(&f.graph, y, pk, &mut vals);
@@ -148,6 +151,12 @@ pub fn compare_within(
                 let (nl, ns) = noisy(&f.graph, y, pk, &mut rng);
                 ok &= close(nl, l, 1e-5, 1e-30) && close(ns, s, 1e-5, 1e-30);
             }
+            let mut moved: f64 = 0.0;
+            for side in [-8.0, 8.0] {
+                eval_into(&f.graph, y, pk * (1.0 + side * f32::EPSILON as f64), &mut vals);
+                moved = moved.max((vals[f.s().index()] - s).abs());
+            }
+            s_moves.push(if moved.is_finite() { moved } else { 0.0 });
             l_scale += l.abs();
             s_abs.push(s.abs());
             s_sum += s;
@@ -159,6 +168,7 @@ pub fn compare_within(
         // The kernel's p carries a few f32 roundings (exp, the sum, the division), which moves L
         // by up to |dL/dp| p 8 eps = 8 eps |s|: part of the floor.
         let s_abs_sum = s_abs.iter().sum::<f64>();
+        let s_moved_sum = s_moves.iter().sum::<f64>();
         let input_floor = 8.0 * f32::EPSILON as f64 * s_abs_sum;
         let floor = rel * l_scale + input_floor + 1e-30;
         for &(what, got_loss, got_grad) in outputs {
@@ -167,7 +177,8 @@ pub fn compare_within(
             for k in 0..c {
                 let g = got_grad[row * c + k] as f64;
                 let w = want.grad[row * c + k];
-                let floor = rel * (s_abs[k] + p[k] * s_sum.abs() + s_abs_sum * 1e-3) / b as f64 + 1e-30;
+                let input = s_moves[k] + p[k] * s_moved_sum;
+                let floor = (rel * (s_abs[k] + p[k] * s_sum.abs() + s_abs_sum * 1e-3) + input) / b as f64 + 1e-30;
                 assert!(close(g, w, rel, floor), "{what} row {row} class {k}: grad {g:e} vs {w:e} (floor {floor:e})");
             }
         }
