@@ -164,3 +164,50 @@ fn the_guarded_logs_are_relative_near_one() {
         assert!(worst.0 <= 3e-7, "{}: relative error {:.2e} at x = {:e}", op.name(), worst.0, worst.1);
     }
 }
+
+/// Derivatives of a ratio to a shifted denominator, `m x / (x + eps)` and `m x * recip(x)`,
+/// hold f32 precision: the quotient rule's two paths (`m / (x + eps) - m x / (x + eps)^2`)
+/// would cancel to nothing where x >> eps, so autodiff forms `m eps / (x + eps)^2` instead.
+/// Every node of the fused graph in f32 (the op table's forms, as every kernel computes them)
+/// against the f64 interpreter, for p from 1e-6 to 1; the f64 derivative against a central
+/// difference of the loss.
+#[test]
+fn derivatives_of_ratios_to_a_shifted_denominator_keep_f32_precision() {
+    let text = "loss a = y * (p / (p + eps));
+                loss b = y * p * recip(p);
+                loss c = -y * ln(p / (p + eps));
+                loss d = y * p / (p + eps);
+                loss e = sigmoid(p) * p / (eps + p);";
+    let module = lossc::syntax::parse(text).unwrap();
+    for name in ["a", "b", "c", "d", "e"] {
+        let f = lossc::passes::fuse::fuse(&module, name).unwrap();
+        let mut vals = Vec::new();
+        let mut worst = (0.0f64, 0.0);
+        for i in 0..=600 {
+            let p = 10f64.powf(-6.0 + 6.0 * i as f64 / 600.0) as f32;
+            for y in [0.3f32, 1.0] {
+                lossc::reference::interp::eval_into(&f.graph, y as f64, p as f64, &mut vals);
+                let want = vals[f.s().index()];
+                let got = vm::eval_graph(&mut Scalar, &f.graph, y, p)[f.s().index()] as f64;
+                let err = (got - want).abs() / want.abs().max(1e-30);
+                if err > worst.0 {
+                    worst = (err, p as f64);
+                }
+                // The f64 derivative itself against a central difference of the loss.
+                let (pf, h) = (p as f64, 1e-3);
+                let loss_at = |q: f64, vals: &mut Vec<f64>| {
+                    lossc::reference::interp::eval_into(&f.graph, y as f64, q, vals);
+                    vals[f.loss().index()]
+                };
+                let fd =
+                    pf * (loss_at(pf * (1.0 + h), &mut vals) - loss_at(pf * (1.0 - h), &mut vals)) / (2.0 * h * pf);
+                assert!(
+                    (fd - want).abs() <= 1e-3 * want.abs(),
+                    "{name} at p = {pf:e}: s = {want:e}, differences {fd:e}"
+                );
+            }
+        }
+        println!("{name}: s = p dL/dp to relative {:.1e} (worst at p = {:.3e})", worst.0, worst.1);
+        assert!(worst.0 < 1e-5, "{name}: s off by {:.2e} at p = {:e}", worst.0, worst.1);
+    }
+}

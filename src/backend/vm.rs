@@ -35,6 +35,9 @@ pub trait Ops: Vm + Sized {
     }
 }
 
+/// Rust f32 computes every op as the op table writes it.
+impl Ops for super::mathlib::Scalar {}
+
 /// Every node's value, for inputs `y` and `p`, in f32 lanes.
 pub fn eval_graph<M: Ops>(m: &mut M, g: &Graph, y: M::V, p: M::V) -> Vec<M::V> {
     let eps = g.eps as f32;

@@ -26,6 +26,7 @@ pub fn grad(g: &mut Graph, out: Id, wrt: Input) -> Id {
         // candidate it screens).
         let local: [Option<(Id, Id)>; 2] = match node {
             Node::Input(_) | Node::Const(_) => [None, None],
+            Node::Binary(..) if let Some(local) = ratio_to_shifted(g, node, &dep) => local,
             Node::Unary(op, x) if dep[x.index()] => [Some((x, unary_rule(g, op, x))), None],
             Node::Binary(op, x, y) => {
                 let (dx, dy) = binary_rule(g, op, x, y);
@@ -42,6 +43,61 @@ pub fn grad(g: &mut Graph, out: Id, wrt: Input) -> Id {
         }
     }
     result.unwrap_or_else(|| g.constant(0.0))
+}
+
+/// The local derivatives of `m x / (x + k)` (or `m x * recip(x)`, which is `m x / (x + eps)`;
+/// `m` may be absent) when `k` does not depend on the variable: `m k / (x + k)^2` to `x`, and
+/// `x / (x + k)` to `m`. The quotient rule's two paths to `x`, `m / (x + k) - m x / (x + k)^2`,
+/// are nearly equal where |x| >> |k| and their difference cancels to nothing in f32 (at x = 1
+/// and k = eps, all of it). Taken whole, the ratio's derivative skips the product and the
+/// shared `x + k`, which keep what their other uses give them.
+fn ratio_to_shifted(g: &mut Graph, node: Node, dep: &[bool]) -> Option<[Option<(Id, Id)>; 2]> {
+    let depends = |id: Id| dep.get(id.index()).copied().unwrap_or(false);
+    // (numerator, x, k, the shifted denominator `x + k` or `recip(x)`, whether it is recip)
+    let (num, x, k, den, recip) = match node {
+        Node::Binary(BinOp::Div, a, b) => match g.node(b) {
+            Node::Binary(BinOp::Add, u, k) | Node::Binary(BinOp::Add, k, u) if u == a || factor(g, a, u).is_some() => {
+                (a, u, k, b, false)
+            }
+            _ => return None,
+        },
+        Node::Binary(BinOp::Mul, u, v) => match (g.node(u), g.node(v)) {
+            (_, Node::Unary(UnOp::Recip, w)) if w == u || factor(g, u, w).is_some() => (u, w, g.eps_const(), v, true),
+            (Node::Unary(UnOp::Recip, w), _) if w == v || factor(g, v, w).is_some() => (v, w, g.eps_const(), u, true),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let m = if num == x { None } else { factor(g, num, x) };
+    if !depends(x) || depends(k) || m == Some(x) {
+        return None;
+    }
+    // k / (x + k)^2, or eps * recip(x)^2.
+    let dx = if recip {
+        let kr = g.mul(k, den);
+        g.mul(kr, den)
+    } else {
+        let q = g.div(k, den);
+        g.div(q, den)
+    };
+    Some(match m {
+        None => [Some((x, dx)), None],
+        Some(m) => {
+            let mdx = g.mul(m, dx);
+            // x / (x + k) to m.
+            let ratio = if recip { g.mul(x, den) } else { g.div(x, den) };
+            [Some((x, mdx)), depends(m).then_some((m, ratio))]
+        }
+    })
+}
+
+/// The other factor of `prod` when it is `m * x` or `x * m`.
+fn factor(g: &Graph, prod: Id, x: Id) -> Option<Id> {
+    match g.node(prod) {
+        Node::Binary(BinOp::Mul, u, v) if v == x => Some(u),
+        Node::Binary(BinOp::Mul, u, v) if u == x => Some(v),
+        _ => None,
+    }
 }
 
 /// `a * d`, or the other factor when one is the constant 1 (`1 * x` is x, bit for bit): the
