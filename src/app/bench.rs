@@ -343,7 +343,7 @@ impl KernelBench<'_> {
         };
         let cpu = crate::backend::jit_rt::Helpers::for_host();
         let helpers = match (cpu.avx2, cpu.avx512_softmax) {
-            (true, true) => "AVX2 + FMA, softmax pass AVX-512",
+            (true, true) => "AVX2 + FMA, softmax and general passes AVX-512",
             (true, false) => "AVX2 + FMA",
             _ => "baseline (no AVX2 + FMA)",
         };

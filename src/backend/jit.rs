@@ -217,6 +217,12 @@ pub fn compile_baseline(fused: &Fused, spec: Spec, tier: Tier) -> Result<JitKern
     build(fused, spec, None, tier, Helpers::baseline())
 }
 
+/// [`compile_tier`] calling the AVX2 row helpers on a processor that would otherwise run the
+/// AVX-512 ones (the tests run both there); `None` without AVX2 + FMA.
+pub fn compile_avx2(fused: &Fused, spec: Spec, tier: Tier) -> Option<Result<JitKernel, JitError>> {
+    Helpers::avx2().map(|h| build(fused, spec, None, tier, h))
+}
+
 /// The kernel's Cranelift IR as text (what `lossc compile --target cpu` writes).
 pub fn clif(fused: &Fused, spec: Spec) -> Result<String, JitError> {
     let mut text = String::new();

@@ -422,6 +422,325 @@ pub mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx512 {
+    //! The AVX-512 build: [`avx2`](super::avx2)'s pass on 16 lanes, for processors with
+    //! AVX-512F (masks are `__mmask16`; the rest is the same instructions, twice as wide, with
+    //! the same results as [`Scalar`]). Every intrinsic call is sound because these functions
+    //! run only where the processor has AVX-512F, AVX2 and FMA (`Helpers::for_host` checks).
+
+    use super::*;
+    use crate::ir::op::{PerBinOp, PerUnOp};
+    use std::arch::x86_64::*;
+    use std::cell::RefCell;
+
+    const W: usize = 16;
+    /// Vectors per block: 64 lanes, as the AVX2 pass.
+    const K: usize = 4;
+    type Block = [__m512; K];
+
+    /// The math library's machine on 16 lanes.
+    pub struct Avx512;
+
+    const SIGN: i32 = i32::MIN;
+
+    #[inline(always)]
+    fn bits(a: __m512) -> __m512i {
+        unsafe { _mm512_castps_si512(a) }
+    }
+    #[inline(always)]
+    fn float(a: __m512i) -> __m512 {
+        unsafe { _mm512_castsi512_ps(a) }
+    }
+
+    /// `min` and `max` give a NaN when either operand is one.
+    #[inline(always)]
+    fn nan_if_either(a: __m512, b: __m512, r: __m512) -> __m512 {
+        unsafe {
+            let unordered = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, b);
+            _mm512_mask_blend_ps(unordered, r, _mm512_set1_ps(f32::NAN))
+        }
+    }
+
+    macro_rules! one_intrinsic {
+        ($($f:ident($($a:ident),*) => $intrinsic:ident;)*) => {
+            $(#[inline(always)]
+            fn $f(&mut self, $($a: __m512),*) -> __m512 {
+                unsafe { $intrinsic($($a),*) }
+            })*
+        };
+    }
+
+    impl Vm for Avx512 {
+        type V = __m512;
+        type M = __mmask16;
+        one_intrinsic! {
+            add(a, b) => _mm512_add_ps; sub(a, b) => _mm512_sub_ps; mul(a, b) => _mm512_mul_ps;
+            div(a, b) => _mm512_div_ps; fma(a, b, c) => _mm512_fmadd_ps; sqrt(a) => _mm512_sqrt_ps;
+            abs(a) => _mm512_abs_ps;
+        }
+        #[inline(always)]
+        fn c(&mut self, v: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(v) }
+        }
+        #[inline(always)]
+        fn neg(&mut self, a: __m512) -> __m512 {
+            unsafe { float(_mm512_xor_si512(bits(a), _mm512_set1_epi32(SIGN))) }
+        }
+        /// IEEE 754-2019 minimum: either order's `vminps` and their OR, so min(-0, +0) = -0.
+        #[inline(always)]
+        fn min(&mut self, a: __m512, b: __m512) -> __m512 {
+            let r = unsafe { float(_mm512_or_si512(bits(_mm512_min_ps(a, b)), bits(_mm512_min_ps(b, a)))) };
+            nan_if_either(a, b, r)
+        }
+        /// IEEE 754-2019 maximum: the AND of both orders, so max(-0, +0) = +0.
+        #[inline(always)]
+        fn max(&mut self, a: __m512, b: __m512) -> __m512 {
+            let r = unsafe { float(_mm512_and_si512(bits(_mm512_max_ps(a, b)), bits(_mm512_max_ps(b, a)))) };
+            nan_if_either(a, b, r)
+        }
+        #[inline(always)]
+        fn round(&mut self, a: __m512) -> __m512 {
+            unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
+        }
+        #[inline(always)]
+        fn floor(&mut self, a: __m512) -> __m512 {
+            unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(a) }
+        }
+        #[inline(always)]
+        fn lt(&mut self, a: __m512, b: __m512) -> __mmask16 {
+            unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b) }
+        }
+        #[inline(always)]
+        fn eq(&mut self, a: __m512, b: __m512) -> __mmask16 {
+            unsafe { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b) }
+        }
+        #[inline(always)]
+        fn and(&mut self, a: __mmask16, b: __mmask16) -> __mmask16 {
+            a & b
+        }
+        #[inline(always)]
+        fn or(&mut self, a: __mmask16, b: __mmask16) -> __mmask16 {
+            a | b
+        }
+        #[inline(always)]
+        fn select(&mut self, m: __mmask16, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_mask_blend_ps(m, b, a) }
+        }
+        #[inline(always)]
+        fn copysign(&mut self, mag: __m512, sign: __m512) -> __m512 {
+            unsafe {
+                let s = _mm512_set1_epi32(SIGN);
+                float(_mm512_or_si512(_mm512_andnot_si512(s, bits(mag)), _mm512_and_si512(s, bits(sign))))
+            }
+        }
+        /// The bit trick of `Scalar::pow2i`: k + 1.5 * 2^23 holds k in its low mantissa bits.
+        #[inline(always)]
+        fn pow2i(&mut self, k: __m512) -> __m512 {
+            unsafe {
+                let t = bits(_mm512_add_ps(k, _mm512_set1_ps(12_582_912.0)));
+                let e = _mm512_sub_epi32(t, _mm512_set1_epi32(0x4B40_0000 - 127));
+                float(_mm512_slli_epi32::<23>(e))
+            }
+        }
+        #[inline(always)]
+        fn frexp(&mut self, x: __m512) -> (__m512, __m512) {
+            unsafe {
+                // Subnormals: scale by 2^24 first so the exponent field is meaningful.
+                let sub = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(f32::MIN_POSITIVE));
+                let x = _mm512_mask_mul_ps(x, sub, x, _mm512_set1_ps(16_777_216.0));
+                let b = bits(x);
+                let ex = _mm512_and_si512(_mm512_srli_epi32::<23>(b), _mm512_set1_epi32(0xff));
+                let e = _mm512_cvtepi32_ps(_mm512_sub_epi32(ex, _mm512_set1_epi32(126)));
+                let e = _mm512_mask_sub_ps(e, sub, e, _mm512_set1_ps(24.0));
+                let mant = _mm512_or_si512(
+                    _mm512_and_si512(b, _mm512_set1_epi32(0x807f_ffffu32 as i32)),
+                    _mm512_set1_epi32(0x3f00_0000),
+                );
+                (float(mant), e)
+            }
+        }
+    }
+
+    /// `op(x)` on 16 lanes (the tests compare it with [`Scalar`] per lane).
+    ///
+    /// # Safety
+    /// Only where the processor has AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub fn unary(op: UnOp, x: __m512, eps: f32) -> __m512 {
+        vm::unary(&mut Avx512, op, x, eps)
+    }
+
+    /// `a op b` on 16 lanes.
+    ///
+    /// # Safety
+    /// Only where the processor has AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub fn binary(op: BinOp, a: __m512, b: __m512) -> __m512 {
+        vm::binary(&mut Avx512, op, a, b)
+    }
+
+    /// Every node of the program over the first `n` vectors of a block, one node at a time.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn eval(prog: &Program, y: &Block, p: &Block, n: usize, vals: &mut [Block]) {
+        for (i, step) in prog.steps.iter().enumerate() {
+            let (done, rest) = vals.split_at_mut(i);
+            let out = &mut rest[0][..n];
+            match *step {
+                Step::Y => out.copy_from_slice(&y[..n]),
+                Step::P => out.copy_from_slice(&p[..n]),
+                Step::Const(c) => out.fill(_mm512_set1_ps(c)),
+                Step::Unary(op, a) => unary_block(op, &done[a as usize][..n], out, prog.eps),
+                Step::Binary(op, a, b) => binary_block(op, &done[a as usize][..n], &done[b as usize][..n], out),
+            }
+        }
+    }
+
+    /// `out[j] = op(a[j])`, a loop compiled once per op (see the AVX2 pass).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn unary_block(op: UnOp, a: &[__m512], out: &mut [__m512], eps: f32) {
+        struct Block<'a>(&'a [__m512], &'a mut [__m512], f32);
+        impl PerUnOp for Block<'_> {
+            type Out = ();
+            #[inline(always)]
+            fn call<const OP: usize>(self) {
+                // SAFETY: reached only from `unary_block`, which runs where the processor has
+                // AVX-512F, AVX2 and FMA.
+                unsafe { unary_loop::<OP>(self.0, self.1, self.2) }
+            }
+        }
+        op.with_const(Block(a, out, eps))
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn unary_loop<const OP: usize>(a: &[__m512], out: &mut [__m512], eps: f32) {
+        let op = const { UnOp::ALL[OP] };
+        for (o, &a) in out.iter_mut().zip(a) {
+            *o = vm::unary(&mut Avx512, op, a, eps);
+        }
+    }
+
+    /// `out[j] = a[j] op b[j]`, compiled once per op.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn binary_block(op: BinOp, a: &[__m512], b: &[__m512], out: &mut [__m512]) {
+        struct Block<'a>(&'a [__m512], &'a [__m512], &'a mut [__m512]);
+        impl PerBinOp for Block<'_> {
+            type Out = ();
+            #[inline(always)]
+            fn call<const OP: usize>(self) {
+                // SAFETY: as in `unary_block`.
+                unsafe { binary_loop::<OP>(self.0, self.1, self.2) }
+            }
+        }
+        op.with_const(Block(a, b, out))
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn binary_loop<const OP: usize>(a: &[__m512], b: &[__m512], out: &mut [__m512]) {
+        let op = const { BinOp::ALL[OP] };
+        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+            *o = vm::binary(&mut Avx512, op, a, b);
+        }
+    }
+
+    thread_local! {
+        /// Node values of a block, reused across rows.
+        static VALS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The first `n` lanes (n <= 16).
+    #[inline(always)]
+    fn first(n: usize) -> __mmask16 {
+        if n >= W { 0xffff } else { ((1u32 << n) - 1) as u16 }
+    }
+
+    /// [`super::graph_pass_body`] on 16 lanes. Lanes past `c` are neither read nor written.
+    ///
+    /// # Safety
+    /// Only where the processor has AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub fn graph_pass_body(
+        prog: &Program,
+        e: &mut [f32],
+        y: Option<&[f32]>,
+        c: usize,
+        inv_s: f32,
+        [ka, kb]: [i64; 2],
+        s_out: &mut [f32],
+    ) -> (f32, f32) {
+        let nvec = c.div_ceil(W);
+        assert!(e.len() >= c && s_out.len() >= c && y.is_none_or(|y| y.len() >= c));
+        let zero = _mm512_setzero_ps();
+        // SAFETY: this thread's buffer, and nothing else borrows it while this pass runs.
+        let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
+        vals.resize(prog.steps.len(), [zero; K]);
+        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let (kav, kbv) = (_mm512_set1_epi32(ka as i32), _mm512_set1_epi32(kb as i32));
+        let inv = _mm512_set1_ps(inv_s);
+        let (mut acc_l, mut acc_s) = (zero, zero);
+        let mut v0 = 0;
+        while v0 < nvec {
+            let n = (nvec - v0).min(K);
+            let (mut p, mut yb) = ([zero; K], [zero; K]);
+            for j in 0..n {
+                let i = (v0 + j) * W;
+                let lanes = first(c - i);
+                // SAFETY: only the lanes below c are read and written.
+                unsafe {
+                    p[j] = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e.as_ptr().add(i)), inv);
+                    _mm512_mask_storeu_ps(e.as_mut_ptr().add(i), lanes, p[j]);
+                    if let Some(y) = y {
+                        yb[j] = _mm512_maskz_loadu_ps(lanes, y.as_ptr().add(i));
+                    }
+                }
+            }
+            eval(prog, &yb, &p, n, vals);
+            let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
+            for j in 0..n {
+                let i = (v0 + j) * W;
+                let class = _mm512_add_epi32(_mm512_set1_epi32(i as i32), iota);
+                let labels = _mm512_cmpeq_epi32_mask(class, kav) | _mm512_cmpeq_epi32_mask(class, kbv);
+                let keep = first(c - i) & !labels;
+                let (l, s) = (_mm512_maskz_mov_ps(keep, ls[j]), _mm512_maskz_mov_ps(keep, ss[j]));
+                // SAFETY: only the lanes below c are written.
+                unsafe { _mm512_mask_storeu_ps(s_out.as_mut_ptr().add(i), first(c - i), s) };
+                acc_l = _mm512_add_ps(acc_l, l);
+                acc_s = _mm512_add_ps(acc_s, s);
+            }
+            v0 += n;
+        }
+        (_mm512_reduce_add_ps(acc_l), _mm512_reduce_add_ps(acc_s))
+    }
+
+    /// [`super::points_body`] on 16 lanes, at most 64 points (a group of label rows).
+    ///
+    /// # Safety
+    /// Only where the processor has AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub fn points_body(prog: &Program, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
+        let n = ps.len();
+        assert!(n <= W * K && ls.len() >= n && ss.len() >= n);
+        let zero = _mm512_setzero_ps();
+        // SAFETY: as in `graph_pass_body`.
+        let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
+        vals.resize(prog.steps.len(), [zero; K]);
+        let nvec = n.div_ceil(W);
+        let mut p = [zero; K];
+        for (j, p) in p.iter_mut().enumerate().take(nvec) {
+            // SAFETY: the lanes past n are masked off and not read.
+            *p = unsafe { _mm512_maskz_loadu_ps(first(n - j * W), ps.as_ptr().add(j * W)) };
+        }
+        eval(prog, &[zero; K], &p, nvec, vals);
+        for (j, (&l, &s)) in vals[prog.loss][..nvec].iter().zip(&vals[prog.s][..nvec]).enumerate() {
+            // SAFETY: the lanes past n are masked off and not written.
+            unsafe {
+                _mm512_mask_storeu_ps(ls.as_mut_ptr().add(j * W), first(n - j * W), l);
+                _mm512_mask_storeu_ps(ss.as_mut_ptr().add(j * W), first(n - j * W), s);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The code the AVX2 pass inlines (`vm.rs` and the math library) has no closure over the
@@ -445,6 +764,29 @@ mod tests {
         }
     }
 
+    /// Arguments spanning the ops' domains and the special values, a multiple of 16.
+    #[cfg(target_arch = "x86_64")]
+    fn arguments() -> Vec<f32> {
+        let mut xs: Vec<f32> = vec![0.0, -0.0, 1.0, -1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40, -1e-40];
+        xs.extend([f32::MIN_POSITIVE, f32::MAX, f32::MIN, 0.5, 88.0, -88.0, 1e-7, 3.0e38]);
+        let mut seed = 3u64;
+        for _ in 0..20_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let u = (seed >> 40) as f32 / (1u64 << 24) as f32;
+            let scale = [1.0f32, 4.0, 30.0, 100.0, 1e-3][(seed >> 20) as usize % 5];
+            xs.push((u - 0.5) * 2.0 * scale);
+        }
+        while !xs.len().is_multiple_of(16) {
+            xs.push(0.25);
+        }
+        xs
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn same(a: f32, b: f32) -> bool {
+        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    }
+
     /// Every op on the AVX2 machine gives the `Scalar` machine's bits (NaN for NaN), over
     /// arguments spanning the ops' domains and the special values.
     #[cfg(target_arch = "x86_64")]
@@ -456,19 +798,7 @@ mod tests {
             println!("SKIPPED: this processor has no AVX2 + FMA");
             return;
         }
-        let mut xs: Vec<f32> = vec![0.0, -0.0, 1.0, -1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40, -1e-40];
-        xs.extend([f32::MIN_POSITIVE, f32::MAX, f32::MIN, 0.5, 88.0, -88.0, 1e-7, 3.0e38]);
-        let mut seed = 3u64;
-        for _ in 0..20_000 {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            let u = (seed >> 40) as f32 / (1u64 << 24) as f32;
-            let scale = [1.0f32, 4.0, 30.0, 100.0, 1e-3][(seed >> 20) as usize % 5];
-            xs.push((u - 0.5) * 2.0 * scale);
-        }
-        while !xs.len().is_multiple_of(8) {
-            xs.push(0.25);
-        }
-        let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        let xs = arguments();
         let lanes = |v: __m256| {
             let mut out = [0f32; 8];
             // SAFETY: `out` holds 8 floats.
@@ -490,6 +820,46 @@ mod tests {
                 // SAFETY: as above.
                 let got =
                     lanes(unsafe { avx2::binary(op, _mm256_loadu_ps(ch.as_ptr()), _mm256_loadu_ps(other.as_ptr())) });
+                for ((a, b), g) in ch.iter().zip(other).zip(got) {
+                    let want = vm::binary(&mut Scalar, op, *a, *b);
+                    assert!(same(g, want), "{}({a}, {b}): {g} vs {want}", op.name());
+                }
+            }
+        }
+    }
+
+    /// Every op on the AVX-512 machine gives the `Scalar` machine's bits, as the AVX2 one.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_machine_matches_scalar_on_every_op() {
+        use super::*;
+        use std::arch::x86_64::*;
+        if !(std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")) {
+            println!("SKIPPED: this processor has no AVX-512F");
+            return;
+        }
+        let xs = arguments();
+        let lanes = |v: __m512| {
+            let mut out = [0f32; 16];
+            // SAFETY: `out` holds 16 floats; AVX-512F is present (checked above).
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+            out
+        };
+        for &op in UnOp::ALL {
+            for ch in xs.chunks_exact(16) {
+                // SAFETY: AVX-512F, AVX2 and FMA are present; `ch` holds 16 floats.
+                let got = lanes(unsafe { avx512::unary(op, _mm512_loadu_ps(ch.as_ptr()), 1e-7) });
+                for (x, g) in ch.iter().zip(got) {
+                    let want = vm::unary(&mut Scalar, op, *x, 1e-7);
+                    assert!(same(g, want), "{}({x}): {g} vs {want}", op.name());
+                }
+            }
+        }
+        for &op in BinOp::ALL {
+            for (ch, other) in xs.chunks_exact(16).zip(xs.chunks_exact(16).rev()) {
+                // SAFETY: as above.
+                let got =
+                    lanes(unsafe { avx512::binary(op, _mm512_loadu_ps(ch.as_ptr()), _mm512_loadu_ps(other.as_ptr())) });
                 for ((a, b), g) in ch.iter().zip(other).zip(got) {
                     let want = vm::binary(&mut Scalar, op, *a, *b);
                     assert!(same(g, want), "{}({a}, {b}): {g} vs {want}", op.name());

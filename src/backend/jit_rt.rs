@@ -404,12 +404,13 @@ macro_rules! helpers {
                 super::Helpers { $($name: $name as *const () as usize,)* avx2: true, avx512_softmax: false }
             }
         }
-        /// The helpers compiled for AVX-512 as well: the softmax pass on 16 lanes, the rest
-        /// the AVX2 code (which gained nothing measurable from the wider registers).
+        /// The helpers compiled for AVX-512 as well: the softmax pass and the general pass
+        /// (`jit_pass::avx512`) on 16 lanes; the rest is the AVX2 code compiled with the wider
+        /// registers allowed.
         #[cfg(target_arch = "x86_64")]
         mod avx512 {
             use super::avx512_exp::{softmax_exp_body, softmax_rows_body};
-            use crate::backend::jit_pass::{Program, avx2::{graph_pass_body, points_body}};
+            use crate::backend::jit_pass::{Program, avx512::{graph_pass_body, points_body}};
             $(
                 $(#[$m])*
                 #[target_feature(enable = "avx2,fma,avx512f")]
@@ -541,19 +542,30 @@ pub struct Helpers {
     pub graph_points: usize,
     /// Whether these are the AVX2 + FMA builds.
     pub avx2: bool,
-    /// Whether these are the AVX-512 builds (whose softmax pass has 16 lanes).
+    /// Whether these are the AVX-512 builds (whose softmax and general passes have 16 lanes).
     pub avx512_softmax: bool,
 }
 
 impl Helpers {
-    /// The AVX2 + FMA builds when the processor has both (with the AVX-512 softmax pass where
-    /// it has AVX-512F too), else the baseline.
+    /// The AVX2 + FMA builds when the processor has both (with the AVX-512 passes where it
+    /// has AVX-512F too, unless `LOSSC_NO_AVX512` is set: the benchmarks' AVX2 baseline on
+    /// the same host), else the baseline.
     pub fn for_host() -> Helpers {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
-            return if has_avx512() { avx512::table() } else { avx2::table() };
+            let wide = has_avx512() && std::env::var_os("LOSSC_NO_AVX512").is_none();
+            return if wide { avx512::table() } else { avx2::table() };
         }
         Helpers::baseline()
+    }
+
+    /// The AVX2 + FMA builds, where the processor has both.
+    pub fn avx2() -> Option<Helpers> {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            return Some(avx2::table());
+        }
+        None
     }
 
     /// The baseline builds, for any processor.
