@@ -553,7 +553,7 @@ impl Helpers {
     pub fn for_host() -> Helpers {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
-            let wide = has_avx512() && std::env::var_os("LOSSC_NO_AVX512").is_none();
+            let wide = has_avx512() && std::env::var_os("LOSSC_NO_AVX512").is_none_or(|v| v.is_empty());
             return if wide { avx512::table() } else { avx2::table() };
         }
         Helpers::baseline()
