@@ -330,3 +330,44 @@ fn stores_opened_together_are_made_once() {
         }
     }
 }
+
+/// `lossc status` shows the runs, the jobs by status, who holds the running ones and until
+/// when, and why the failed ones failed; a missing SQLite file is an error, not a new store.
+#[test]
+fn status_shows_the_queue_and_its_leases() {
+    for db in stores("status") {
+        let store = Store::open(&db).unwrap();
+        store.begin_run("search", "search", &serde_json::json!({})).unwrap();
+        let spec = TrainSpec::default();
+        for k in ["a", "b", "c"] {
+            store.enqueue(k, &spec, "loss l = -y * ln(p);").unwrap();
+        }
+        store.claim("host@1:2:0", 60.0).unwrap().unwrap();
+        for _ in 0..MAX_ATTEMPTS {
+            let j = store.claim("w", 60.0).unwrap().unwrap();
+            store.release(&j, "w", "cannot read the data").unwrap();
+        }
+        // The command line's --db: the path, or the URL with the test server's password.
+        let arg = match &db {
+            Db::Sqlite(p) => p.to_str().unwrap().to_string(),
+            Db::Postgres(t) => {
+                let server = std::env::var("LOSSC_TEST_PG").unwrap();
+                format!("{}/{}", server.rsplit_once('/').unwrap().0, t.dbname.as_deref().unwrap())
+            }
+        };
+        let o = lossc(&["status", "--db", &arg], &[]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{db}: {}", String::from_utf8_lossy(&o.stderr));
+        println!("{out}");
+        assert!(out.contains("run `search`: search, 0 candidates"), "{out}");
+        assert!(out.contains("jobs: 1 pending, 1 running, 0 done (0 results), 1 failed"), "{out}");
+        assert!(out.contains("running: job 1 (attempt 1) on host@1:2:0, claimed "), "{out}");
+        let left: f64 = out.split("lease ends in ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!((50.0..=60.0).contains(&left), "{out}");
+        assert!(out.contains("failed: job 2 after 3 attempts: cannot read the data"), "{out}");
+    }
+    let missing = common::scratch_dir("status-missing").join("none.db");
+    let o = lossc(&["status", "--db", missing.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!missing.exists(), "status created a store");
+}

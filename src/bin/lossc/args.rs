@@ -176,6 +176,13 @@ pub enum Cmd {
         #[command(subcommand)]
         what: PlotCmd,
     },
+    /// What a store holds and who is working on it: its runs, its jobs by status, the running
+    /// jobs with their workers and leases, and the failed jobs with their errors.
+    Status {
+        /// The store: a file path (SQLite) or a postgres://user@host:port/dbname URL.
+        #[arg(long)]
+        db: DbArg,
+    },
     /// Claim and run training jobs from a store until none are left (to add processes or
     /// machines to a search, sample or evaluation on the same store).
     Worker {

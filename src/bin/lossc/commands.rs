@@ -261,6 +261,53 @@ pub fn worker(db: &DbArg, workers: usize, idle: f64, lease: f64) -> Result<(), F
     Ok(())
 }
 
+pub fn status(db: &DbArg) -> Result<(), Failure> {
+    let db = db.get()?;
+    if let lossc::search::store::Db::Sqlite(path) = &db
+        && !path.exists()
+    {
+        return Err(bad(format!("{}: no such store", path.display())));
+    }
+    let store = Store::open(&db)?;
+    let (now, jobs) = (store.clock()?, store.jobs()?);
+    println!("store {db}");
+    for (name, kind, candidates) in store.runs()? {
+        println!("  run `{name}`: {kind}, {candidates} candidates");
+    }
+    let count = |status: &str| jobs.iter().filter(|j| j.status == status).count();
+    let (done, attempts) = store.counts()?;
+    println!(
+        "jobs: {} pending, {} running, {} done ({done} results), {} failed; {attempts} attempts",
+        count("pending"),
+        count("running"),
+        count("done"),
+        count("failed")
+    );
+    for j in jobs.iter().filter(|j| j.status == "running") {
+        let since = j.claimed.map_or(String::new(), |c| format!(", claimed {:.0} s ago", now - c));
+        let lease = match j.lease_until.map(|l| l - now) {
+            Some(left) if left >= 0.0 => format!(", lease ends in {left:.0} s"),
+            Some(left) => format!(", lease expired {:.0} s ago", -left),
+            None => String::new(),
+        };
+        println!(
+            "  running: job {} (attempt {}) on {}{since}{lease}",
+            j.id,
+            j.attempts,
+            j.worker.as_deref().unwrap_or("?")
+        );
+    }
+    for j in jobs.iter().filter(|j| j.status == "failed") {
+        println!(
+            "  failed: job {} after {} attempts: {}",
+            j.id,
+            j.attempts,
+            j.error.as_deref().unwrap_or("no error recorded")
+        );
+    }
+    Ok(())
+}
+
 pub fn evaluate(
     files: &[PathBuf],
     store: &StoreOpts,

@@ -76,6 +76,7 @@ fn main() -> ExitCode {
         Cmd::Eliminate { store, stages, out } => eliminate(&store, &stages, &out),
         Cmd::Plot { what } => plot(what),
         Cmd::Worker { db, workers, idle, lease } => worker(&db, workers, idle, lease),
+        Cmd::Status { db } => status(&db),
         Cmd::BenchScreen { n, .. } if !(1..=10_000_000).contains(&n) => {
             Err(bad("--n takes 1 to 10,000,000 candidates"))
         }

@@ -159,6 +159,8 @@ pub struct JobRow {
     pub worker: Option<String>,
     /// When the latest claim was made (seconds since the epoch, on the store's clock).
     pub claimed: Option<f64>,
+    /// When the running claim's lease ends, on the store's clock.
+    pub lease_until: Option<f64>,
     pub attempts: i64,
     /// Why the latest attempt ended without a result.
     pub error: Option<String>,
@@ -651,7 +653,8 @@ impl Store {
 
     /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
-        let rows = self.rows("SELECT id, key, status, worker, claimed, attempts, error FROM jobs ORDER BY id", &[])?;
+        let rows = self
+            .rows("SELECT id, key, status, worker, claimed, lease_until, attempts, error FROM jobs ORDER BY id", &[])?;
         rows.iter()
             .map(|r| {
                 Ok(JobRow {
@@ -660,11 +663,27 @@ impl Store {
                     status: r.text(2)?,
                     worker: r.opt_text(3)?,
                     claimed: r.opt_real(4)?,
-                    attempts: r.int(5)?,
-                    error: r.opt_text(6)?,
+                    lease_until: r.opt_real(5)?,
+                    attempts: r.int(6)?,
+                    error: r.opt_text(7)?,
                 })
             })
             .collect()
+    }
+
+    /// The store's clock (seconds since the epoch): what leases are measured against.
+    pub fn clock(&self) -> Result<f64, StoreError> {
+        let r = self.row("SELECT {now}", &[])?;
+        r.map(|r| r.real(0)).transpose()?.ok_or_else(|| StoreError::Corrupt("the clock answered nothing".into()))
+    }
+
+    /// Every run: name, kind and number of candidates, oldest first.
+    pub fn runs(&self) -> Result<Vec<(String, String, usize)>, StoreError> {
+        let rows = self.rows(
+            "SELECT r.name, r.kind, (SELECT COUNT(*) FROM candidates c WHERE c.run = r.name) FROM runs r ORDER BY r.created",
+            &[],
+        )?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?, r.int(2)? as usize))).collect()
     }
 
     /// Jobs that failed for good.
