@@ -7,6 +7,20 @@ mod common;
 use lossc::error::{Blame, Classify};
 use lossc::search::store::{APPLICATION_ID, SCHEMA_VERSION, Store, StoreError};
 
+/// The tables of the stores from before leases (versions 1 and 2), as they have them.
+const OLD_TABLES: &str = "
+    CREATE TABLE runs (name TEXT PRIMARY KEY, kind TEXT NOT NULL, settings TEXT NOT NULL, created REAL NOT NULL);
+    CREATE TABLE candidates (run TEXT NOT NULL, seq INTEGER NOT NULL, genome TEXT, text TEXT NOT NULL, key TEXT,
+        verdict TEXT NOT NULL, sign REAL, phenotype BLOB, PRIMARY KEY (run, seq));
+    CREATE TABLE jobs (id INTEGER PRIMARY KEY, key TEXT NOT NULL, spec TEXT NOT NULL, text TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending', worker TEXT, claimed REAL, attempts INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (key, spec));
+    CREATE TABLE results (key TEXT NOT NULL, spec TEXT NOT NULL, fitness REAL NOT NULL, test_accuracy REAL,
+        metrics TEXT NOT NULL, seconds REAL NOT NULL, worker TEXT NOT NULL, finished REAL NOT NULL,
+        PRIMARY KEY (key, spec));
+    CREATE TABLE population (run TEXT NOT NULL, position INTEGER NOT NULL, seq INTEGER NOT NULL,
+        PRIMARY KEY (run, position));";
+
 #[test]
 fn foreign_files_are_refused_and_left_untouched() {
     let dir = common::scratch_dir("store-foreign");
@@ -55,20 +69,7 @@ fn an_older_store_gets_the_current_keys() {
     {
         let c = rusqlite::Connection::open(&db).unwrap();
         // The version-1 schema, as the stores from before versioning have it.
-        c.execute_batch(
-            "CREATE TABLE runs (name TEXT PRIMARY KEY, kind TEXT NOT NULL, settings TEXT NOT NULL, created REAL NOT NULL);
-             CREATE TABLE candidates (run TEXT NOT NULL, seq INTEGER NOT NULL, genome TEXT, text TEXT NOT NULL, key TEXT,
-                 verdict TEXT NOT NULL, sign REAL, phenotype BLOB, PRIMARY KEY (run, seq));
-             CREATE TABLE jobs (id INTEGER PRIMARY KEY, key TEXT NOT NULL, spec TEXT NOT NULL, text TEXT NOT NULL,
-                 status TEXT NOT NULL DEFAULT 'pending', worker TEXT, claimed REAL, attempts INTEGER NOT NULL DEFAULT 0,
-                 UNIQUE (key, spec));
-             CREATE TABLE results (key TEXT NOT NULL, spec TEXT NOT NULL, fitness REAL NOT NULL, test_accuracy REAL,
-                 metrics TEXT NOT NULL, seconds REAL NOT NULL, worker TEXT NOT NULL, finished REAL NOT NULL,
-                 PRIMARY KEY (key, spec));
-             CREATE TABLE population (run TEXT NOT NULL, position INTEGER NOT NULL, seq INTEGER NOT NULL,
-                 PRIMARY KEY (run, position));",
-        )
-        .unwrap();
+        c.execute_batch(OLD_TABLES).unwrap();
         c.execute("INSERT INTO candidates VALUES ('search', 0, NULL, ?1, 'OLD-KEY', 'ok', 1.0, NULL)", [text]).unwrap();
         c.execute("INSERT INTO jobs (key, spec, text, status) VALUES ('OLD-KEY', '{}', ?1, 'done')", [text]).unwrap();
         c.execute("INSERT INTO results VALUES ('OLD-KEY', '{}', 0.75, NULL, '{}', 1.0, 'w', 0.0)", []).unwrap();
@@ -133,21 +134,8 @@ fn a_store_from_before_leases_gets_them() {
     let db = dir.join("v2.db");
     {
         let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch(
-            "CREATE TABLE runs (name TEXT PRIMARY KEY, kind TEXT NOT NULL, settings TEXT NOT NULL, created REAL NOT NULL);
-             CREATE TABLE candidates (run TEXT NOT NULL, seq INTEGER NOT NULL, genome TEXT, text TEXT NOT NULL, key TEXT,
-                 verdict TEXT NOT NULL, sign REAL, phenotype BLOB, PRIMARY KEY (run, seq));
-             CREATE TABLE jobs (id INTEGER PRIMARY KEY, key TEXT NOT NULL, spec TEXT NOT NULL, text TEXT NOT NULL,
-                 status TEXT NOT NULL DEFAULT 'pending', worker TEXT, claimed REAL, attempts INTEGER NOT NULL DEFAULT 0,
-                 UNIQUE (key, spec));
-             CREATE TABLE results (key TEXT NOT NULL, spec TEXT NOT NULL, fitness REAL NOT NULL, test_accuracy REAL,
-                 metrics TEXT NOT NULL, seconds REAL NOT NULL, worker TEXT NOT NULL, finished REAL NOT NULL,
-                 PRIMARY KEY (key, spec));
-             CREATE TABLE population (run TEXT NOT NULL, position INTEGER NOT NULL, seq INTEGER NOT NULL,
-                 PRIMARY KEY (run, position));
-             PRAGMA user_version = 2;",
-        )
-        .unwrap();
+        c.execute_batch(OLD_TABLES).unwrap();
+        c.pragma_update(None, "user_version", 2).unwrap();
         c.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
         let spec = serde_json::to_string(&lossc::train::TrainSpec::default()).unwrap();
         let ins = "INSERT INTO jobs (key, spec, text, status, worker, claimed, attempts) VALUES (?1, ?2, 'loss l = p;', ?3, ?4, 0.0, ?5)";

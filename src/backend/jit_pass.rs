@@ -103,6 +103,106 @@ pub fn points_body(prog: &Program, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
     }
 }
 
+/// What both SIMD builds share, for a machine `$m` on vectors `$v` compiled with `$features`:
+/// the ops on one vector (for the tests), the evaluation of a program over a block, its per-op
+/// loops, and the block buffer.
+#[cfg(target_arch = "x86_64")]
+macro_rules! block_eval {
+    ($m:ident, $v:ty, $features:literal, $lanes:literal) => {
+        #[doc = concat!("`op(x)` on ", $lanes, " lanes (the tests compare it with [`Scalar`] per lane).")]
+        ///
+        /// # Safety
+        #[doc = concat!("Only where the processor has ", $features, ".")]
+        #[target_feature(enable = $features)]
+        pub fn unary(op: UnOp, x: $v, eps: f32) -> $v {
+            vm::unary(&mut $m, op, x, eps)
+        }
+
+        #[doc = concat!("`a op b` on ", $lanes, " lanes.")]
+        ///
+        /// # Safety
+        #[doc = concat!("Only where the processor has ", $features, ".")]
+        #[target_feature(enable = $features)]
+        pub fn binary(op: BinOp, a: $v, b: $v) -> $v {
+            vm::binary(&mut $m, op, a, b)
+        }
+
+        /// Every node of the program over the first `n` vectors of a block. One node at a
+        /// time: the op is matched once per vector, and the block keeps the node values in L1.
+        #[target_feature(enable = $features)]
+        fn eval(prog: &Program, y: &Block, p: &Block, n: usize, vals: &mut [Block]) {
+            for (i, step) in prog.steps.iter().enumerate() {
+                // Operands come before their node: borrow them in place (copying them was a
+                // tenth of the pass).
+                let (done, rest) = vals.split_at_mut(i);
+                let out = &mut rest[0][..n];
+                match *step {
+                    Step::Y => out.copy_from_slice(&y[..n]),
+                    Step::P => out.copy_from_slice(&p[..n]),
+                    Step::Const(c) => out.fill(Vm::c(&mut $m, c)),
+                    Step::Unary(op, a) => unary_block(op, &done[a as usize][..n], out, prog.eps),
+                    Step::Binary(op, a, b) => binary_block(op, &done[a as usize][..n], &done[b as usize][..n], out),
+                }
+            }
+        }
+
+        /// `out[j] = op(a[j])`: a loop compiled once per op, the op a constant in it, so that
+        /// `vm`'s own match folds away and the loop holds only the op's instructions (matched
+        /// per vector, the dispatch cost more than most ops).
+        #[target_feature(enable = $features)]
+        fn unary_block(op: UnOp, a: &[$v], out: &mut [$v], eps: f32) {
+            struct Block<'a>(&'a [$v], &'a mut [$v], f32);
+            impl PerUnOp for Block<'_> {
+                type Out = ();
+                #[inline(always)]
+                fn call<const OP: usize>(self) {
+                    // SAFETY: reached only from `unary_block`, which runs where the processor
+                    // has the build's features.
+                    unsafe { unary_loop::<OP>(self.0, self.1, self.2) }
+                }
+            }
+            op.with_const(Block(a, out, eps))
+        }
+
+        #[target_feature(enable = $features)]
+        fn unary_loop<const OP: usize>(a: &[$v], out: &mut [$v], eps: f32) {
+            let op = const { UnOp::ALL[OP] };
+            for (o, &a) in out.iter_mut().zip(a) {
+                *o = vm::unary(&mut $m, op, a, eps);
+            }
+        }
+
+        /// `out[j] = a[j] op b[j]`, compiled once per op like [`unary_block`].
+        #[target_feature(enable = $features)]
+        fn binary_block(op: BinOp, a: &[$v], b: &[$v], out: &mut [$v]) {
+            struct Block<'a>(&'a [$v], &'a [$v], &'a mut [$v]);
+            impl PerBinOp for Block<'_> {
+                type Out = ();
+                #[inline(always)]
+                fn call<const OP: usize>(self) {
+                    // SAFETY: as in `unary_block`.
+                    unsafe { binary_loop::<OP>(self.0, self.1, self.2) }
+                }
+            }
+            op.with_const(Block(a, b, out))
+        }
+
+        #[target_feature(enable = $features)]
+        fn binary_loop<const OP: usize>(a: &[$v], b: &[$v], out: &mut [$v]) {
+            let op = const { BinOp::ALL[OP] };
+            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                *o = vm::binary(&mut $m, op, a, b);
+            }
+        }
+
+        thread_local! {
+            /// Node values of a block, reused across rows (a program's size is not known until
+            /// run time).
+            static VALS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
     //! The AVX2 + FMA build. The [`Avx`] machine's methods are `#[inline(always)]` without a
@@ -226,97 +326,7 @@ pub mod avx2 {
         }
     }
 
-    /// `op(x)` on 8 lanes (the tests compare it with [`Scalar`] per lane).
-    ///
-    /// # Safety
-    /// Only where the processor has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub fn unary(op: UnOp, x: __m256, eps: f32) -> __m256 {
-        vm::unary(&mut Avx, op, x, eps)
-    }
-
-    /// `a op b` on 8 lanes.
-    ///
-    /// # Safety
-    /// Only where the processor has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub fn binary(op: BinOp, a: __m256, b: __m256) -> __m256 {
-        vm::binary(&mut Avx, op, a, b)
-    }
-
-    /// Every node of the program over the first `n` vectors of a block. One node at a time:
-    /// the op is matched once per vector, and the block keeps the node values in L1.
-    #[target_feature(enable = "avx2,fma")]
-    fn eval(prog: &Program, y: &Block, p: &Block, n: usize, vals: &mut [Block]) {
-        for (i, step) in prog.steps.iter().enumerate() {
-            // Operands come before their node: borrow them in place (a block is 256 bytes, and
-            // copying them was a tenth of the pass).
-            let (done, rest) = vals.split_at_mut(i);
-            let out = &mut rest[0][..n];
-            match *step {
-                Step::Y => out.copy_from_slice(&y[..n]),
-                Step::P => out.copy_from_slice(&p[..n]),
-                Step::Const(c) => out.fill(_mm256_set1_ps(c)),
-                Step::Unary(op, a) => unary_block(op, &done[a as usize][..n], out, prog.eps),
-                Step::Binary(op, a, b) => binary_block(op, &done[a as usize][..n], &done[b as usize][..n], out),
-            }
-        }
-    }
-
-    /// `out[j] = op(a[j])`: a loop compiled once per op, the op a constant in it, so that
-    /// `vm`'s own match folds away and the loop holds only the op's instructions (matched per
-    /// vector, the dispatch cost more than most ops).
-    #[target_feature(enable = "avx2,fma")]
-    fn unary_block(op: UnOp, a: &[__m256], out: &mut [__m256], eps: f32) {
-        struct Block<'a>(&'a [__m256], &'a mut [__m256], f32);
-        impl PerUnOp for Block<'_> {
-            type Out = ();
-            #[inline(always)]
-            fn call<const OP: usize>(self) {
-                // SAFETY: reached only from `unary_block`, which runs where the processor has
-                // AVX2 and FMA.
-                unsafe { unary_loop::<OP>(self.0, self.1, self.2) }
-            }
-        }
-        op.with_const(Block(a, out, eps))
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn unary_loop<const OP: usize>(a: &[__m256], out: &mut [__m256], eps: f32) {
-        let op = const { UnOp::ALL[OP] };
-        for (o, &a) in out.iter_mut().zip(a) {
-            *o = vm::unary(&mut Avx, op, a, eps);
-        }
-    }
-
-    /// `out[j] = a[j] op b[j]`, compiled once per op like [`unary_block`].
-    #[target_feature(enable = "avx2,fma")]
-    fn binary_block(op: BinOp, a: &[__m256], b: &[__m256], out: &mut [__m256]) {
-        struct Block<'a>(&'a [__m256], &'a [__m256], &'a mut [__m256]);
-        impl PerBinOp for Block<'_> {
-            type Out = ();
-            #[inline(always)]
-            fn call<const OP: usize>(self) {
-                // SAFETY: as in `unary_block`.
-                unsafe { binary_loop::<OP>(self.0, self.1, self.2) }
-            }
-        }
-        op.with_const(Block(a, b, out))
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn binary_loop<const OP: usize>(a: &[__m256], b: &[__m256], out: &mut [__m256]) {
-        let op = const { BinOp::ALL[OP] };
-        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-            *o = vm::binary(&mut Avx, op, a, b);
-        }
-    }
-
-    thread_local! {
-        /// Node values of a block, reused across rows (a program's size is not known until
-        /// run time).
-        static VALS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
-    }
+    block_eval!(Avx, __m256, "avx2,fma", "8");
 
     /// [`super::graph_pass_body`] on 8 lanes. `e` holds at least `c` rounded up to 8 lanes,
     /// zero past `c` (the kernel's scratch row), and so does `s_out`.
@@ -562,91 +572,7 @@ pub mod avx512 {
         }
     }
 
-    /// `op(x)` on 16 lanes (the tests compare it with [`Scalar`] per lane).
-    ///
-    /// # Safety
-    /// Only where the processor has AVX-512F, AVX2 and FMA.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub fn unary(op: UnOp, x: __m512, eps: f32) -> __m512 {
-        vm::unary(&mut Avx512, op, x, eps)
-    }
-
-    /// `a op b` on 16 lanes.
-    ///
-    /// # Safety
-    /// Only where the processor has AVX-512F, AVX2 and FMA.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub fn binary(op: BinOp, a: __m512, b: __m512) -> __m512 {
-        vm::binary(&mut Avx512, op, a, b)
-    }
-
-    /// Every node of the program over the first `n` vectors of a block, one node at a time.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn eval(prog: &Program, y: &Block, p: &Block, n: usize, vals: &mut [Block]) {
-        for (i, step) in prog.steps.iter().enumerate() {
-            let (done, rest) = vals.split_at_mut(i);
-            let out = &mut rest[0][..n];
-            match *step {
-                Step::Y => out.copy_from_slice(&y[..n]),
-                Step::P => out.copy_from_slice(&p[..n]),
-                Step::Const(c) => out.fill(_mm512_set1_ps(c)),
-                Step::Unary(op, a) => unary_block(op, &done[a as usize][..n], out, prog.eps),
-                Step::Binary(op, a, b) => binary_block(op, &done[a as usize][..n], &done[b as usize][..n], out),
-            }
-        }
-    }
-
-    /// `out[j] = op(a[j])`, a loop compiled once per op (see the AVX2 pass).
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn unary_block(op: UnOp, a: &[__m512], out: &mut [__m512], eps: f32) {
-        struct Block<'a>(&'a [__m512], &'a mut [__m512], f32);
-        impl PerUnOp for Block<'_> {
-            type Out = ();
-            #[inline(always)]
-            fn call<const OP: usize>(self) {
-                // SAFETY: reached only from `unary_block`, which runs where the processor has
-                // AVX-512F, AVX2 and FMA.
-                unsafe { unary_loop::<OP>(self.0, self.1, self.2) }
-            }
-        }
-        op.with_const(Block(a, out, eps))
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn unary_loop<const OP: usize>(a: &[__m512], out: &mut [__m512], eps: f32) {
-        let op = const { UnOp::ALL[OP] };
-        for (o, &a) in out.iter_mut().zip(a) {
-            *o = vm::unary(&mut Avx512, op, a, eps);
-        }
-    }
-
-    /// `out[j] = a[j] op b[j]`, compiled once per op.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn binary_block(op: BinOp, a: &[__m512], b: &[__m512], out: &mut [__m512]) {
-        struct Block<'a>(&'a [__m512], &'a [__m512], &'a mut [__m512]);
-        impl PerBinOp for Block<'_> {
-            type Out = ();
-            #[inline(always)]
-            fn call<const OP: usize>(self) {
-                // SAFETY: as in `unary_block`.
-                unsafe { binary_loop::<OP>(self.0, self.1, self.2) }
-            }
-        }
-        op.with_const(Block(a, b, out))
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn binary_loop<const OP: usize>(a: &[__m512], b: &[__m512], out: &mut [__m512]) {
-        let op = const { BinOp::ALL[OP] };
-        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-            *o = vm::binary(&mut Avx512, op, a, b);
-        }
-    }
-
-    thread_local! {
-        /// Node values of a block, reused across rows.
-        static VALS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
-    }
+    block_eval!(Avx512, __m512, "avx512f,avx2,fma", "16");
 
     /// The first `n` lanes (n <= 16).
     #[inline(always)]
@@ -782,9 +708,33 @@ mod tests {
         xs
     }
 
+    /// Every op on a SIMD machine of `w` lanes (`unary` and `binary` run one vector of the
+    /// given lanes) gives the `Scalar` machine's bits, NaN for NaN.
     #[cfg(target_arch = "x86_64")]
-    fn same(a: f32, b: f32) -> bool {
-        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    fn matches_scalar(
+        w: usize,
+        unary: impl Fn(super::UnOp, &[f32]) -> Vec<f32>,
+        binary: impl Fn(super::BinOp, &[f32], &[f32]) -> Vec<f32>,
+    ) {
+        use super::*;
+        let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        let xs = arguments();
+        for &op in UnOp::ALL {
+            for ch in xs.chunks_exact(w) {
+                for (x, g) in ch.iter().zip(unary(op, ch)) {
+                    let want = vm::unary(&mut Scalar, op, *x, 1e-7);
+                    assert!(same(g, want), "{w} lanes: {}({x}): {g} vs {want}", op.name());
+                }
+            }
+        }
+        for &op in BinOp::ALL {
+            for (ch, other) in xs.chunks_exact(w).zip(xs.chunks_exact(w).rev()) {
+                for ((a, b), g) in ch.iter().zip(other).zip(binary(op, ch, other)) {
+                    let want = vm::binary(&mut Scalar, op, *a, *b);
+                    assert!(same(g, want), "{w} lanes: {}({a}, {b}): {g} vs {want}", op.name());
+                }
+            }
+        }
     }
 
     /// Every op on the AVX2 machine gives the `Scalar` machine's bits (NaN for NaN), over
@@ -798,37 +748,21 @@ mod tests {
             println!("SKIPPED: this processor has no AVX2 + FMA");
             return;
         }
-        let xs = arguments();
+        // SAFETY (all three): AVX2 and FMA are present (checked above); every slice holds 8 floats.
+        let load = |x: &[f32]| unsafe { _mm256_loadu_ps(x.as_ptr()) };
         let lanes = |v: __m256| {
-            let mut out = [0f32; 8];
-            // SAFETY: `out` holds 8 floats.
+            let mut out = vec![0f32; 8];
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
             out
         };
-        for &op in UnOp::ALL {
-            for ch in xs.chunks_exact(8) {
-                // SAFETY: AVX2 and FMA are present (checked above); `ch` holds 8 floats.
-                let got = lanes(unsafe { avx2::unary(op, _mm256_loadu_ps(ch.as_ptr()), 1e-7) });
-                for (x, g) in ch.iter().zip(got) {
-                    let want = vm::unary(&mut Scalar, op, *x, 1e-7);
-                    assert!(same(g, want), "{}({x}): {g} vs {want}", op.name());
-                }
-            }
-        }
-        for &op in BinOp::ALL {
-            for (ch, other) in xs.chunks_exact(8).zip(xs.chunks_exact(8).rev()) {
-                // SAFETY: as above.
-                let got =
-                    lanes(unsafe { avx2::binary(op, _mm256_loadu_ps(ch.as_ptr()), _mm256_loadu_ps(other.as_ptr())) });
-                for ((a, b), g) in ch.iter().zip(other).zip(got) {
-                    let want = vm::binary(&mut Scalar, op, *a, *b);
-                    assert!(same(g, want), "{}({a}, {b}): {g} vs {want}", op.name());
-                }
-            }
-        }
+        matches_scalar(
+            8,
+            |op, x| lanes(unsafe { avx2::unary(op, load(x), 1e-7) }),
+            |op, a, b| lanes(unsafe { avx2::binary(op, load(a), load(b)) }),
+        );
     }
 
-    /// Every op on the AVX-512 machine gives the `Scalar` machine's bits, as the AVX2 one.
+    /// The same for the AVX-512 machine.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_machine_matches_scalar_on_every_op() {
@@ -838,33 +772,17 @@ mod tests {
             println!("SKIPPED: this processor has no AVX-512F");
             return;
         }
-        let xs = arguments();
+        // SAFETY (all three): AVX-512F, AVX2 and FMA are present; every slice holds 16 floats.
+        let load = |x: &[f32]| unsafe { _mm512_loadu_ps(x.as_ptr()) };
         let lanes = |v: __m512| {
-            let mut out = [0f32; 16];
-            // SAFETY: `out` holds 16 floats; AVX-512F is present (checked above).
+            let mut out = vec![0f32; 16];
             unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
             out
         };
-        for &op in UnOp::ALL {
-            for ch in xs.chunks_exact(16) {
-                // SAFETY: AVX-512F, AVX2 and FMA are present; `ch` holds 16 floats.
-                let got = lanes(unsafe { avx512::unary(op, _mm512_loadu_ps(ch.as_ptr()), 1e-7) });
-                for (x, g) in ch.iter().zip(got) {
-                    let want = vm::unary(&mut Scalar, op, *x, 1e-7);
-                    assert!(same(g, want), "{}({x}): {g} vs {want}", op.name());
-                }
-            }
-        }
-        for &op in BinOp::ALL {
-            for (ch, other) in xs.chunks_exact(16).zip(xs.chunks_exact(16).rev()) {
-                // SAFETY: as above.
-                let got =
-                    lanes(unsafe { avx512::binary(op, _mm512_loadu_ps(ch.as_ptr()), _mm512_loadu_ps(other.as_ptr())) });
-                for ((a, b), g) in ch.iter().zip(other).zip(got) {
-                    let want = vm::binary(&mut Scalar, op, *a, *b);
-                    assert!(same(g, want), "{}({a}, {b}): {g} vs {want}", op.name());
-                }
-            }
-        }
+        matches_scalar(
+            16,
+            |op, x| lanes(unsafe { avx512::unary(op, load(x), 1e-7) }),
+            |op, a, b| lanes(unsafe { avx512::binary(op, load(a), load(b)) }),
+        );
     }
 }
