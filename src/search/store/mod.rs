@@ -524,11 +524,19 @@ impl Store {
 
     /// A job's outcome once it is settled: its result, or [`Outcome::failed`] if it failed for
     /// good.
+    /// One query (the coordinator asks it for every awaited job, many times a second).
     pub fn settled(&self, key: &str, spec: &TrainSpec) -> Result<Option<Outcome>, StoreError> {
-        if let Some(r) = self.result(key, spec)? {
-            return Ok(Some(r));
+        let r = self.row(
+            "SELECT fitness, test_accuracy, metrics, seconds, NULL FROM results WHERE key = ?1 AND spec = ?2
+             UNION ALL
+             SELECT NULL, NULL, NULL, NULL, error FROM jobs WHERE key = ?1 AND spec = ?2 AND status = 'failed'",
+            args![key, spec.key()],
+        )?;
+        match r {
+            None => Ok(None),
+            Some(r) if r.opt_real(0)?.is_some() => Self::outcome(&r, 0).map(Some),
+            Some(r) => Ok(Some(Outcome::failed(&r.opt_text(4)?.unwrap_or_default()))),
         }
-        Ok(self.failure(key, spec)?.map(|e| Outcome::failed(&e)))
     }
 
     /// Asks for a training unless its result or job already exists.
@@ -604,11 +612,16 @@ impl Store {
     /// Gives a job back after an attempt that ended without a result: to the queue, or failed
     /// for good after [`MAX_ATTEMPTS`], with `error` recorded either way.
     pub fn release(&self, job: &Job, worker: &str, error: &str) -> Result<(), StoreError> {
+        self.release_claim(job.id, worker, job.attempt, error)
+    }
+
+    /// [`Store::release`] of a claim known by its job id, worker and attempt.
+    fn release_claim(&self, id: i64, worker: &str, attempt: i64, error: &str) -> Result<(), StoreError> {
         self.exec(
             "UPDATE jobs SET status = CASE WHEN attempts >= ?4 THEN 'failed' ELSE 'pending' END,
                     worker = NULL, lease_until = NULL, error = ?5
              WHERE id = ?1 AND worker = ?2 AND attempts = ?3 AND status = 'running'",
-            args![job.id, worker, job.attempt, MAX_ATTEMPTS, error],
+            args![id, worker, attempt, MAX_ATTEMPTS, error],
         )?;
         Ok(())
     }
@@ -637,18 +650,11 @@ impl Store {
             let Some(rest) = worker.strip_prefix(&here) else { continue };
             let Some(pid) = rest.split(':').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
             if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                let job = Job { id, key: String::new(), spec: TrainSpec::default(), text: String::new(), attempt };
-                self.release(&job, &worker, &format!("worker {worker} is gone"))?;
+                self.release_claim(id, &worker, attempt, &format!("worker {worker} is gone"))?;
                 n += 1;
             }
         }
         Ok(n)
-    }
-
-    /// Why a job failed for good, if it did.
-    pub fn failure(&self, key: &str, spec: &TrainSpec) -> Result<Option<String>, StoreError> {
-        let sql = "SELECT error FROM jobs WHERE key = ?1 AND spec = ?2 AND status = 'failed'";
-        Ok(self.row(sql, args![key, spec.key()])?.map(|r| r.opt_text(0)).transpose()?.map(Option::unwrap_or_default))
     }
 
     /// Every job, oldest first.
