@@ -82,7 +82,10 @@ fn killed_worker_is_replaced(url: &str, label: &str) {
     let coordinator = search(url, "0", label).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut workers: Vec<Child> = (0..3).map(|_| worker(url)).collect();
 
-    // Kill a worker once some training is stored and it has been training for a while.
+    // Kill a worker once some training is stored and it has been training for a while. The
+    // worker may finish that job between the look and the kill; what counts is the job the dead
+    // worker still holds afterwards. If it holds none, a fresh worker takes its place and we try
+    // again.
     let start = Instant::now();
     let (victim, job, killed_at) = loop {
         std::thread::sleep(Duration::from_millis(50));
@@ -102,7 +105,19 @@ fn killed_worker_is_replaced(url: &str, label: &str) {
             let i = workers.iter().position(|c| c.id() == pid_of(&w)).expect("held by one of our workers");
             workers[i].kill().unwrap(); // SIGKILL
             workers[i].wait().unwrap();
-            break (w, j.id, lossc::search::store::now());
+            let killed_at = lossc::search::store::now();
+            let held = store
+                .jobs()
+                .unwrap()
+                .into_iter()
+                .find(|k| k.status == "running" && k.worker.as_deref() == Some(w.as_str()));
+            match held {
+                Some(k) if k.attempts == 1 => break (w, k.id, killed_at),
+                _ => {
+                    println!("{w} held no first attempt when it was killed; a fresh worker takes its place");
+                    workers[i] = worker(url);
+                }
+            }
         }
     };
     println!("killed {victim} while it trained job {job}");
