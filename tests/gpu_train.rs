@@ -1,25 +1,45 @@
-//! Training on the wgpu device (lavapipe in CI): its loss curve follows the CPU device's, and a
-//! population of models trains each model to the numbers it reaches alone.
+//! Training on the GPU devices: wgpu (lavapipe in CI) and CUDA (an NVIDIA GPU). On each, the
+//! loss curve follows the CPU device's, and a population of models trains each model to the
+//! numbers it reaches alone; on a GPU with both, CUDA and wgpu follow the same curve, and 300
+//! steps on Fashion-MNIST reach the CPU's accuracy band.
 //!
-//! Without a Vulkan adapter the tests print why and pass, unless `LOSSC_REQUIRE_VULKAN` is set.
-//! The data are small synthetic images (lavapipe runs the kernels on the CPU).
+//! Without a Vulkan adapter or a CUDA device the tests print why and pass, unless
+//! `LOSSC_REQUIRE_VULKAN` or `LOSSC_REQUIRE_CUDA` is set. The data of the curve tests are
+//! small synthetic images (lavapipe runs the kernels on the CPU).
+
+mod common;
 
 use lossc::ir::Graph;
 use lossc::train::{TrainSpec, train_population};
+use lossc_runtime::cuda::Cuda;
 use lossc_runtime::data::Dataset;
 use lossc_runtime::gpu::Wgpu;
 use lossc_runtime::rng::Rng;
 use lossc_runtime::train::Metrics;
 
-fn vulkan() -> bool {
-    match Wgpu::new(1) {
-        Ok(d) => {
-            println!("wgpu adapter: {}", d.adapter());
+/// Whether `device` can be opened here; prints why not (and fails where it is required).
+fn have(device: &str) -> bool {
+    let (made, require) = match device {
+        "wgpu" => (
+            Wgpu::new(1).map(|d| format!("wgpu adapter: {}", d.adapter())).map_err(|e| e.to_string()),
+            "LOSSC_REQUIRE_VULKAN",
+        ),
+        "cuda" => (
+            Cuda::new(1).map(|d| format!("CUDA device: {} ({})", d.device_name(), d.arch())).map_err(|e| e.to_string()),
+            "LOSSC_REQUIRE_CUDA",
+        ),
+        other => panic!("no device {other}"),
+    };
+    match made {
+        Ok(name) => {
+            println!("{name}");
             true
         }
         Err(e) => {
-            println!("SKIPPED: {e} (install mesa-vulkan-drivers for lavapipe; scripts/test.sh does)");
-            assert!(std::env::var_os("LOSSC_REQUIRE_VULKAN").is_none(), "LOSSC_REQUIRE_VULKAN is set: {e}");
+            let hint =
+                if device == "wgpu" { " (install mesa-vulkan-drivers for lavapipe; scripts/test.sh does)" } else { "" };
+            println!("SKIPPED: {e}{hint}");
+            assert!(std::env::var_os(require).is_none(), "{require} is set: {e}");
             false
         }
     }
@@ -77,29 +97,37 @@ fn same_curve(what: &str, got: &Metrics, want: &Metrics, tol: f64) {
     }
 }
 
-/// 20 steps on wgpu and on the CPU: the interval losses agree to 1e-3 (float32 rounding grows
-/// over the steps; a wrong kernel is off by far more), accuracies to one image.
-#[test]
-fn wgpu_training_follows_the_cpu_loss_curve() {
-    if !vulkan() {
+/// 20 steps on `device` and on the CPU: the interval losses agree to 1e-3 (float32 rounding
+/// grows over the steps; a wrong kernel is off by far more), accuracies to one image.
+fn follows_the_cpu(device: &str) {
+    if !have(device) {
         return;
     }
     let data = splits();
     let g = graph("examples/a2.loss");
     let cpu = train_population(&[&g], &spec("cpu"), &data, &mut |_| {}).unwrap().remove(0);
-    let gpu = train_population(&[&g], &spec("wgpu"), &data, &mut |_| {}).unwrap().remove(0);
-    println!("cpu  {:?}\nwgpu {:?}", cpu.train, gpu.train);
-    assert!(gpu.device.starts_with("wgpu"), "{}", gpu.device);
+    let gpu = train_population(&[&g], &spec(device), &data, &mut |_| {}).unwrap().remove(0);
+    println!("cpu  {:?}\n{device} {:?}", cpu.train, gpu.train);
+    assert!(gpu.device.starts_with(device), "{}", gpu.device);
     assert!(cpu.train.last().unwrap().1 < cpu.train[0].1, "the loss falls: {:?}", cpu.train);
-    same_curve("a2 wgpu vs cpu", &gpu, &cpu, 1e-3);
+    same_curve(&format!("a2 {device} vs cpu"), &gpu, &cpu, 1e-3);
     assert!((gpu.test_accuracy.unwrap() - cpu.test_accuracy.unwrap()).abs() <= 1.5 / 64.0);
 }
 
-/// Model k of a population of four (four different losses, one of which overflows at once)
-/// ends with the numbers it reaches when trained alone.
 #[test]
-fn a_population_trains_each_model_as_if_alone() {
-    if !vulkan() {
+fn wgpu_training_follows_the_cpu_loss_curve() {
+    follows_the_cpu("wgpu");
+}
+
+#[test]
+fn cuda_training_follows_the_cpu_loss_curve() {
+    follows_the_cpu("cuda");
+}
+
+/// Model k of a population of four on `device` (four different losses, one of which
+/// overflows at once) ends with the numbers it reaches when trained alone.
+fn each_model_as_if_alone(device: &str) {
+    if !have(device) {
         return;
     }
     let data = splits();
@@ -107,11 +135,11 @@ fn a_population_trains_each_model_as_if_alone() {
     let mut graphs: Vec<Graph> = files.iter().map(|f| graph(f)).collect();
     graphs.insert(2, lossc::syntax::parse("loss overflow = exp(exp(10 - p));").unwrap());
     let refs: Vec<&Graph> = graphs.iter().collect();
-    let together = train_population(&refs, &spec("wgpu"), &data, &mut |_| {}).unwrap();
+    let together = train_population(&refs, &spec(device), &data, &mut |_| {}).unwrap();
     assert_eq!(together.len(), 4);
     for (k, g) in graphs.iter().enumerate() {
-        let alone = train_population(&[g], &spec("wgpu"), &data, &mut |_| {}).unwrap().remove(0);
-        let what = format!("model {k} ({})", g.outputs[0].0);
+        let alone = train_population(&[g], &spec(device), &data, &mut |_| {}).unwrap().remove(0);
+        let what = format!("{device} model {k} ({})", g.outputs[0].0);
         println!("{what}: together {:?} alone {:?}", together[k].train, alone.train);
         assert_eq!(together[k].population, 4);
         same_curve(&what, &together[k], &alone, 1e-6);
@@ -121,4 +149,59 @@ fn a_population_trains_each_model_as_if_alone() {
     let stopped = together[2].stopped.as_deref().unwrap_or("");
     assert!(stopped.ends_with("at step 0"), "the overflowing loss stops at once: {stopped:?}");
     assert!(together.iter().enumerate().all(|(k, m)| k == 2 || m.stopped.is_none()));
+}
+
+#[test]
+fn a_population_trains_each_model_as_if_alone() {
+    each_model_as_if_alone("wgpu");
+}
+
+#[test]
+fn a_cuda_population_trains_each_model_as_if_alone() {
+    each_model_as_if_alone("cuda");
+}
+
+/// On a GPU with both devices: a population of two on CUDA and on wgpu follows the same
+/// curves (the same kernel text, compiled by NVRTC and by the Vulkan driver).
+#[test]
+fn cuda_and_wgpu_agree_on_the_same_gpu() {
+    if !have("cuda") || !have("wgpu") {
+        return;
+    }
+    let data = splits();
+    let graphs = [graph("examples/ce.loss"), graph("examples/m1.loss")];
+    let refs: Vec<&Graph> = graphs.iter().collect();
+    let cuda = train_population(&refs, &spec("cuda"), &data, &mut |_| {}).unwrap();
+    let wgpu = train_population(&refs, &spec("wgpu"), &data, &mut |_| {}).unwrap();
+    for k in 0..2 {
+        same_curve(&format!("model {k}: cuda vs wgpu"), &cuda[k], &wgpu[k], 1e-3);
+    }
+}
+
+/// On a CUDA device: 300 steps on Fashion-MNIST (batch 128, base augmentation) reach the
+/// validation accuracy the CPU device reaches with the same seed, within 3 points.
+#[test]
+fn cuda_reaches_the_cpu_accuracy_on_fashion_mnist() {
+    if !have("cuda") || !common::have_fashion_mnist() {
+        return;
+    }
+    let spec = |device: &str| TrainSpec {
+        steps: 300,
+        eval_every: 100,
+        val: 2000,
+        gate_accuracy: 0.0,
+        device: device.into(),
+        ..TrainSpec::default()
+    };
+    let data = lossc::train::load_data(&spec("cpu").data, 2000).unwrap();
+    let g = graph("examples/ce.loss");
+    let cpu = train_population(&[&g], &spec("cpu"), &data, &mut |_| {}).unwrap().remove(0);
+    let gpu = train_population(&[&g], &spec("cuda"), &data, &mut |_| {}).unwrap().remove(0);
+    println!(
+        "cpu  {:?} ({:.0} images/s)\ncuda {:?} ({:.0} images/s)",
+        cpu.validation, cpu.images_per_second, gpu.validation, gpu.images_per_second
+    );
+    assert!(cpu.best_validation_accuracy > 0.6, "the CPU learns: {:?}", cpu.validation);
+    let gap = (gpu.best_validation_accuracy - cpu.best_validation_accuracy).abs();
+    assert!(gap <= 0.03, "cuda {} vs cpu {}", gpu.best_validation_accuracy, cpu.best_validation_accuracy);
 }

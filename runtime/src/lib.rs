@@ -7,6 +7,7 @@
 
 pub mod augment;
 pub mod cpu;
+pub mod cuda;
 pub mod data;
 pub mod device;
 pub mod gpu;

@@ -1,28 +1,79 @@
-//! The wgpu device against the CPU device, method by method, on random inputs of odd sizes,
-//! with a population of K = 3 models that each get their own tensors. Float32 throughout; the
-//! tolerances (relative to the largest magnitude of the CPU's result) cover the different
-//! summation orders of GEMM and direct loops.
+//! The GPU devices against the CPU device, method by method, on random inputs of odd sizes,
+//! with a population of K = 3 models that each get their own tensors: wgpu (`wgpu_device::`)
+//! and CUDA (`cuda_device::`), the same checks on each. Float32 throughout; the tolerances
+//! (relative to the largest magnitude of the CPU's result) cover the different summation orders
+//! of GEMM and direct loops.
 //!
-//! Without a Vulkan adapter (lavapipe counts) the tests print why and pass, unless
-//! `LOSSC_REQUIRE_VULKAN` is set.
+//! Without a Vulkan adapter (lavapipe counts) the wgpu tests print why and pass, unless
+//! `LOSSC_REQUIRE_VULKAN` is set; without an NVIDIA GPU (driver and NVRTC) the CUDA tests do
+//! the same, unless `LOSSC_REQUIRE_CUDA` is set.
 
 use lossc_runtime::cpu::Cpu;
+use lossc_runtime::cuda::Cuda;
 use lossc_runtime::device::{BnGeom, BnState, ConvGeom, Device, Update};
-use lossc_runtime::gpu::{GBuf, Wgpu};
+use lossc_runtime::gpu::Wgpu;
 use lossc_runtime::rng::Rng;
 
 const K: usize = 3;
 
-fn device() -> Option<Wgpu> {
-    match Wgpu::new(K) {
+/// A device whose buffers can hold a different tensor per model.
+trait Pop: Device {
+    fn stack(&self, tensors: &[Vec<f32>]) -> Self::Buf;
+}
+impl Pop for Wgpu {
+    fn stack(&self, tensors: &[Vec<f32>]) -> Self::Buf {
+        Wgpu::stack(self, tensors)
+    }
+}
+impl Pop for Cuda {
+    fn stack(&self, tensors: &[Vec<f32>]) -> Self::Buf {
+        Cuda::stack(self, tensors)
+    }
+}
+
+/// The device, or None with the reason printed (a failure where `require` is set).
+fn open<D>(made: Result<D, impl std::fmt::Display>, require: &str) -> Option<D> {
+    match made {
         Ok(d) => Some(d),
-        Err(e) if std::env::var_os("LOSSC_REQUIRE_VULKAN").is_some() => panic!("LOSSC_REQUIRE_VULKAN is set: {e}"),
+        Err(e) if std::env::var_os(require).is_some() => panic!("{require} is set: {e}"),
         Err(e) => {
-            eprintln!("skipped: {e}");
+            println!("SKIPPED: {e}");
             None
         }
     }
 }
+
+/// Every check below as a test on each device.
+macro_rules! on_devices {
+    ($($check:ident),* $(,)?) => {
+        mod wgpu_device {
+            $(#[test]
+            fn $check() {
+                if let Some(d) = super::open(super::Wgpu::new(super::K), "LOSSC_REQUIRE_VULKAN") {
+                    println!("wgpu adapter: {}", d.adapter());
+                    super::$check(&d);
+                }
+            })*
+        }
+        mod cuda_device {
+            $(#[test]
+            fn $check() {
+                if let Some(d) = super::open(super::Cuda::new(super::K), "LOSSC_REQUIRE_CUDA") {
+                    println!("CUDA device: {} ({})", d.device_name(), d.arch());
+                    super::$check(&d);
+                }
+            })*
+        }
+    };
+}
+
+on_devices!(
+    convolutions_match_the_cpu,
+    batch_norm_matches_the_cpu,
+    element_wise_pool_and_dense_match_the_cpu,
+    optimiser_updates_and_hits_match_the_cpu,
+    gathered_augmented_batches_match_the_host,
+);
 
 fn randv(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| (2.0 * rng.f64() - 1.0) as f32).collect()
@@ -44,13 +95,11 @@ fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * scale, "{what}[{i}]: wgpu {g} cpu {w} (scale {scale})");
+        assert!((g - w).abs() <= tol * scale, "{what}[{i}]: device {g} cpu {w} (scale {scale})");
     }
 }
 
-#[test]
-fn convolutions_match_the_cpu() {
-    let Some(gpu) = device() else { return };
+fn convolutions_match_the_cpu<D: Pop>(gpu: &D) {
     let mut rng = Rng::new(1);
     for (cin, cout, k, stride, h, w, n) in [(3, 5, 3, 1, 7, 5, 3), (2, 4, 3, 2, 9, 7, 2), (3, 2, 1, 2, 5, 5, 3)] {
         let g = ConvGeom::new(cin, cout, k, stride, (h, w));
@@ -91,9 +140,7 @@ fn bn_state<D: Device>(d: &D, rm: D::Buf, rv: D::Buf, c: usize) -> BnState<D::Bu
     BnState { running_mean: rm, running_var: rv, xhat: d.zeros(0), sig: d.zeros(0), inv_std: d.zeros(c) }
 }
 
-#[test]
-fn batch_norm_matches_the_cpu() {
-    let Some(gpu) = device() else { return };
+fn batch_norm_matches_the_cpu<D: Pop>(gpu: &D) {
     let mut rng = Rng::new(2);
     for swish in [false, true] {
         let (c, len) = (3, 37);
@@ -105,7 +152,7 @@ fn batch_norm_matches_the_cpu() {
             models(&mut rng, c).into_iter().map(|v| v.iter().map(|x| x.abs() + 0.5).collect()).collect();
         let rms = models(&mut rng, c);
         let (xb, gb, bb, gyb) = (gpu.stack(&xs), gpu.stack(&gammas), gpu.stack(&betas), gpu.stack(&gys));
-        let mut s = bn_state(&gpu, gpu.stack(&rms), gpu.stack(&rvs), c);
+        let mut s = bn_state(gpu, gpu.stack(&rms), gpu.stack(&rvs), c);
         let y = split(gpu.download(&gpu.bn_forward(&g, &xb, &gb, &bb, &mut s, true)));
         let (mut dg, mut db) = (gpu.zeros(c), gpu.zeros(c));
         let dx = split(gpu.download(&gpu.bn_backward(&g, &gyb, &gb, &bb, &s, &mut dg, &mut db)));
@@ -129,9 +176,7 @@ fn batch_norm_matches_the_cpu() {
     }
 }
 
-#[test]
-fn element_wise_pool_and_dense_match_the_cpu() {
-    let Some(gpu) = device() else { return };
+fn element_wise_pool_and_dense_match_the_cpu<D: Pop>(gpu: &D) {
     let mut rng = Rng::new(3);
     let (c, n, hw) = (5, 3, 7);
     // add, and mul by a mask every model shares.
@@ -174,9 +219,7 @@ fn element_wise_pool_and_dense_match_the_cpu() {
     }
 }
 
-#[test]
-fn optimiser_updates_and_hits_match_the_cpu() {
-    let Some(gpu) = device() else { return };
+fn optimiser_updates_and_hits_match_the_cpu<D: Pop>(gpu: &D) {
     let mut rng = Rng::new(4);
     let adam = Update::Adam { lr: 0.01, b1: 0.9, b2: 0.999, eps: 1e-7, c1: 0.19, c2: 0.002 };
     let nesterov = Update::Nesterov { lr: 0.05, mu: 0.9 };
@@ -188,7 +231,7 @@ fn optimiser_updates_and_hits_match_the_cpu() {
         // Two steps: the second sees the first's moments and a cleared gradient.
         gpu.update(&u, decay, &mut wb, &mut gb, &mut mb, &mut vb);
         gpu.update(&u, decay, &mut wb, &mut gb, &mut mb, &mut vb);
-        let got: Vec<Vec<Vec<f32>>> = [&wb, &gb, &mb, &vb].iter().map(|b: &&GBuf| split(gpu.download(b))).collect();
+        let got: Vec<Vec<Vec<f32>>> = [&wb, &gb, &mb, &vb].iter().map(|b: &&D::Buf| split(gpu.download(b))).collect();
         for k in 0..K {
             let (mut cw, mut cg, mut cm, mut cv) = (w[k].clone(), g[k].clone(), m0[k].clone(), v0[k].clone());
             Cpu.update(&u, decay, &mut cw, &mut cg, &mut cm, &mut cv);
@@ -218,10 +261,8 @@ fn optimiser_updates_and_hits_match_the_cpu() {
 
 /// Batches gathered and augmented on the device equal the host's augmentation of the same
 /// draws: base, cutout, mixup, and all three at once (RandAug stays on the host).
-#[test]
-fn gathered_augmented_batches_match_the_host() {
+fn gathered_augmented_batches_match_the_host<D: Pop>(gpu: &D) {
     use lossc_runtime::augment::{self, Augment, Technique};
-    let Some(gpu) = device() else { return };
     let mut rng = Rng::new(5);
     let shape = (3, 9, 7);
     let size = 3 * 9 * 7;

@@ -36,6 +36,8 @@ pub enum BenchError {
     Spec(#[from] crate::train::SpecError),
     #[error(transparent)]
     Device(#[from] lossc_runtime::gpu::GpuError),
+    #[error(transparent)]
+    CudaDevice(#[from] lossc_runtime::cuda::CudaError),
 }
 crate::error::classify!(BenchError, input: [Shape, TargetForm, Parse, NoLoss, Spec]);
 
@@ -578,6 +580,7 @@ pub fn train_throughput(
     let all = crate::train::train_population(&graphs, &spec, &splits, &mut |_| {}).map_err(|e| match e {
         TrainError::Spec(e) => BenchError::Spec(e),
         TrainError::Device(e) => BenchError::Device(e),
+        TrainError::Cuda(e) => BenchError::CudaDevice(e),
         TrainError::Parse(_) | TrainError::NoLoss => unreachable!("CE parses"),
     })?;
     let wall: f64 = if device == "cpu" { all.iter().map(|m| m.wall_seconds).sum() } else { all[0].wall_seconds };

@@ -52,8 +52,7 @@ pub fn manifest(name: &str) -> serde_json::Value {
 /// Compiles CUDA C to PTX with NVRTC (needs libnvrtc at run time, found by cudarc's dynamic
 /// loading, e.g. from the `nvidia-cuda-nvrtc-cu12` wheel on LD_LIBRARY_PATH).
 pub fn compile_ptx(src: &str, arch: &'static str) -> Result<String, CudaError> {
-    let opts = cudarc::nvrtc::CompileOptions { arch: Some(arch), ..Default::default() };
-    cudarc::nvrtc::compile_ptx_with_opts(src, opts).map(|ptx| ptx.to_src()).map_err(|e| CudaError::Nvrtc(e.to_string()))
+    lossc_runtime::cuda::compile_ptx(src, arch).map(|ptx| ptx.to_src()).map_err(CudaError::Nvrtc)
 }
 
 /// What went wrong compiling or running a CUDA kernel.
@@ -124,12 +123,17 @@ impl Layout {
         }
     }
 
+    /// Rows one block covers.
+    pub fn rows_per_block(self) -> usize {
+        match self {
+            Layout::Block => 1,
+            Layout::Warp => Layout::WARP_ROWS,
+        }
+    }
+
     /// Blocks for `rows` rows.
     pub fn grid(self, rows: usize) -> usize {
-        match self {
-            Layout::Block => rows,
-            Layout::Warp => rows.div_ceil(Layout::WARP_ROWS),
-        }
+        rows.div_ceil(self.rows_per_block())
     }
 
     fn config(self, rows: usize) -> LaunchConfig {
@@ -144,16 +148,7 @@ impl Layout {
     }
 }
 
-/// The NVRTC architecture flag for a compute capability (the newest we name, else sm_80).
-fn arch_of(major: i32, minor: i32) -> &'static str {
-    match (major, minor) {
-        (9, _) => "sm_90",
-        (8, 9) => "sm_89",
-        (8, 6) => "sm_86",
-        (m, _) if m >= 10 => "sm_90",
-        _ => "sm_80",
-    }
-}
+use lossc_runtime::cuda::arch_of;
 
 fn err(e: impl std::fmt::Debug) -> CudaError {
     CudaError::Driver(format!("{e:?}"))
@@ -176,8 +171,7 @@ impl Cuda {
     /// NVRTC -> PTX -> module for this device.
     pub fn compile(&self, f: &Fused) -> Result<CudaKernel, CudaError> {
         let src = emit(f, &Options::default());
-        let opts = cudarc::nvrtc::CompileOptions { arch: Some(self.arch), ..Default::default() };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(&src, opts).map_err(|e| CudaError::Nvrtc(format!("{e:?}")))?;
+        let ptx = lossc_runtime::cuda::compile_ptx(&src, self.arch).map_err(CudaError::Nvrtc)?;
         let module = self.ctx.load_module(ptx).map_err(err)?;
         let p = prefix(&f.name);
         Ok(CudaKernel {

@@ -10,9 +10,10 @@ pub use data::{DataError, Splits, load_data};
 pub use loss::JitLoss;
 pub use spec::{DEVICES, MAX_BATCH, SpecError, TrainSpec};
 
-use crate::backend::wgsl;
+use crate::backend::{cuda, wgsl};
 use crate::ir::Graph;
 use crate::passes::fuse::{self, Fused};
+use lossc_runtime::cuda::{Cuda, CudaError, CudaLossSource};
 use lossc_runtime::gpu::{GpuError, Wgpu};
 use lossc_runtime::train::{Metrics, Progress};
 
@@ -27,6 +28,8 @@ pub enum TrainError {
     NoLoss,
     #[error(transparent)]
     Device(#[from] GpuError),
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
 }
 crate::error::classify!(TrainError, input: [Spec, Parse, NoLoss]);
 
@@ -75,6 +78,21 @@ pub fn train_population(
         let dev = Wgpu::new(fused.len())?;
         dev.check_size(activation_floats(train.shape, spec.batch, spec.width))?;
         let sources: Vec<String> = fused.iter().map(|f| wgsl::emit(f, &wgsl::Options::default())).collect();
+        let losses = dev.losses(&sources)?;
+        return Ok(lossc_runtime::train::train_population(dev, &losses, train, val, test, &cfg, progress));
+    }
+    if spec.device == "cuda" {
+        let dev = Cuda::new(fused.len())?;
+        dev.check_size(activation_floats(train.shape, spec.batch, spec.width))?;
+        let layout = cuda::Layout::for_classes(train.classes);
+        let sources: Vec<CudaLossSource> = fused
+            .iter()
+            .map(|f| CudaLossSource {
+                src: cuda::emit(f, &cuda::Options::default()),
+                entry: format!("{}{}", cuda::prefix(&f.name), layout.suffix()),
+                rows_per_block: layout.rows_per_block(),
+            })
+            .collect();
         let losses = dev.losses(&sources)?;
         return Ok(lossc_runtime::train::train_population(dev, &losses, train, val, test, &cfg, progress));
     }

@@ -30,7 +30,7 @@ pub struct TrainSpec {
     pub gate_accuracy: f64,
     /// Also report the test set's accuracy (evaluation runs; the search never looks at it).
     pub test: bool,
-    /// Where to train: `cpu` or `wgpu`. Results differ between devices by float rounding, so
+    /// Where to train: `cpu`, `wgpu` or `cuda`. Results differ between devices by float rounding, so
     /// the device is part of the key (a CPU spec's key leaves it out: a key without a device
     /// is a CPU one).
     #[serde(default = "cpu", skip_serializing_if = "is_cpu")]
@@ -46,7 +46,7 @@ fn is_cpu(d: &String) -> bool {
 }
 
 /// The devices a spec may name.
-pub const DEVICES: &[&str] = &["cpu", "wgpu"];
+pub const DEVICES: &[&str] = &["cpu", "wgpu", "cuda"];
 
 impl Default for TrainSpec {
     fn default() -> TrainSpec {
@@ -94,7 +94,7 @@ pub enum SpecError {
     BatchTooLarge(usize),
     #[error("width {0}: at most {MAX_WIDTH} (the surrogate's channels grow with it, and its memory with their square)")]
     WidthTooLarge(usize),
-    #[error("device `{0}`: expected cpu or wgpu")]
+    #[error("device `{0}`: expected cpu, wgpu or cuda")]
     Device(String),
 }
 crate::error::classify!(SpecError, input: [Augmentation, Optimizer, NotPositive, OutOfRange, BatchTooLarge, WidthTooLarge, Device]);

@@ -84,12 +84,12 @@ pub enum Cmd {
         /// 1 to 256 (the CPU device).
         #[arg(long, default_value_t = 1, value_parser = threads(1))]
         threads: usize,
-        #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu"])]
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu", "cuda"])]
         device: String,
         /// base, cutout, mixup, randaug or all.
         #[arg(long, default_value = "base")]
         aug: String,
-        /// Models trained at once (wgpu; the CPU trains one): 1 to 1024.
+        /// Models trained at once (wgpu, cuda; the CPU trains one): 1 to 1024.
         #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
         population: usize,
         #[arg(long, default_value_t = 128)]
@@ -367,9 +367,10 @@ pub struct TrainOpts {
     /// Default 0.35, except for evaluate: 0 (no gate).
     #[arg(long)]
     pub gate_accuracy: Option<f64>,
-    /// Where to train: cpu, or wgpu (any Vulkan adapter: a GPU, or lavapipe on the CPU).
+    /// Where to train: cpu, wgpu (any Vulkan adapter: a GPU, or lavapipe on the CPU), or cuda
+    /// (an NVIDIA GPU through its driver and NVRTC).
     /// Stored with a search's or evaluation's runs; a resumed run keeps its device.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu"])]
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu", "cuda"])]
     pub device: String,
 }
 
