@@ -4,8 +4,14 @@
 # against the device's copy bandwidth and against PyTorch eager and torch.compile in the same
 # run.
 #
-#   bash scripts/gpu-check.sh          # builds with cargo (a machine with Rust and crates.io)
-#   bash scripts/gpu-check.sh .gpu     # prebuilt binaries from scripts/gpu-prepare.sh
+#   bash scripts/gpu-check.sh                # builds with cargo (a machine with Rust and crates.io)
+#   bash scripts/gpu-check.sh .gpu           # prebuilt binaries from scripts/gpu-prepare.sh
+#   bash scripts/gpu-check.sh .gpu train     # only the training part (CUDA and wgpu devices)
+#   bash scripts/gpu-check.sh .gpu kernels   # only the loss kernels and the PyTorch modules
+#
+# The training part runs first: the CUDA device's methods against the CPU device, trainings
+# on CUDA against the CPU and wgpu, and `lossc bench-train --device cuda` populations against
+# PyTorch eager, torch.compile and a torch.func ensemble (bench/torch_gpu_train_baseline.py).
 #
 # Output goes to stdout and, when $OUT is set (the device tool), to $OUT/gpu-check.txt.
 set -uo pipefail
@@ -13,6 +19,8 @@ cd "$(dirname "$0")/.."
 log="${OUT:-/tmp}/gpu-check.txt"
 exec > >(tee "$log") 2>&1
 bin=${1:-}
+part=${2:-all}
+want() { [ "$part" = all ] || [ "$part" = "$1" ]; }
 echo "== $(date -u) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 
 # NVRTC: cudarc opens libnvrtc.so (or .so.12); give it whichever version is installed.
@@ -39,6 +47,32 @@ else
   python_targets=$(cargo test --release --test python_targets --no-run 2>&1 | grep -o 'target/release/deps/python_targets-[0-9a-f]*' | head -n 1)
 fi
 
+if [ -n "$bin" ]; then
+  # The Vulkan loader for wgpu, unpacked where the dynamic linker looks.
+  for f in "$bin"/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+  ldconfig
+  icd=$(ls /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json 2>/dev/null)
+  [ -n "$icd" ] && export VK_DRIVER_FILES="$icd"
+fi
+
+if [ -n "$bin" ] && [ -d "$bin/fashion-mnist" ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  mkdir -p /usr/share/datasets && cp -r "$bin/fashion-mnist" /usr/share/datasets/fashion-mnist
+  echo "Fashion-MNIST: the subset from $bin (20,000 training images)"
+fi
+
+if want train; then
+echo "== the CUDA device: each method against the CPU device (K = 3)"
+timeout 120 "$runtime_gpu" cuda_device --nocapture 2>&1 | grep -E "CUDA device|SKIPPED|test |panicked|result"
+echo "== training on CUDA: the CPU's curve, the population invariant, CUDA against wgpu, 300 steps of Fashion-MNIST"
+timeout 300 "$gpu_train" cuda --nocapture --test-threads=1 2>&1 | grep -E "CUDA device|adapter|SKIPPED|test |panicked|cpu |cuda |result"
+echo "== training throughput (surrogate, batch 128, 1x32x32, CE): lossc on CUDA, then PyTorch on the same GPU"
+for k in 1 8 32 64 128; do
+  timeout 120 "$lossc" bench-train --device cuda --population "$k" --steps 30 || echo "(population $k: timed out or failed)"
+done
+PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_gpu_train_baseline.py 1,8,32,64,128 || echo "(torch baseline failed or torch not available)"
+fi
+want kernels || exit 0
+
 echo "== CUDA kernels against the interpreter (16 examples x 2 layouts x C up to 100,000; 200 random losses)"
 timeout 200 "$emitters" cuda --nocapture --test-threads=1 2>&1 | tee "${OUT:-/tmp}/cuda-tests.txt" | grep -E "CUDA device|SKIPPED|test |random|panicked|cuda |compiled"
 echo "== fused kernels (labels, no smoothing)"
@@ -51,13 +85,6 @@ for l in ce a2 m1 c2; do "$lossc" compile "examples/$l.loss" --target torch -o /
 LOSSC_TORCH_PYTHON=python3 timeout 120 "$python_targets" the_torch_module --nocapture 2>&1 | grep -E "PyTorch|SKIPPED|rows compared|test |panicked|fused"
 PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_module_check.py /tmp/lossc-torch/{ce,a2,m1,c2}.py || echo "(torch module check failed or torch not available)"
 echo "== WGSL kernels through wgpu on this machine's Vulkan driver"
-if [ -n "$bin" ]; then
-  # The Vulkan loader for wgpu, unpacked where the dynamic linker looks (last: it writes to /).
-  for f in "$bin"/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
-  ldconfig
-  icd=$(ls /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json 2>/dev/null)
-  [ -n "$icd" ] && export VK_DRIVER_FILES="$icd"
-fi
 timeout 120 "$emitters" wgsl_kernels_run --nocapture 2>&1 | grep -E "adapter|SKIPPED|test |random|panicked|wgsl "
 echo "== the training runtime on wgpu: each device method against the CPU device, a training against the CPU's curve, the population invariant"
 timeout 120 "$runtime_gpu" --nocapture 2>&1 | grep -E "skipped|test |panicked"

@@ -23,4 +23,25 @@ strip -o .gpu/gpu_train "$(test_bin gpu_train lossc)"
 strip -o .gpu/runtime_gpu "$(test_bin gpu lossc-runtime)"
 strip -o .gpu/python_targets "$(test_bin python_targets lossc)"
 (cd .gpu && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 2>/dev/null)
+# Fashion-MNIST for the training checks: the first 20,000 training images and the test set
+# (the whole set would not fit in what the device tool carries). gpu-check.sh installs it
+# where lossc looks when the machine has none.
+python3 - /usr/share/datasets/fashion-mnist .gpu/fashion-mnist <<'PY'
+import gzip, os, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst, exist_ok=True)
+for name, keep in [("train-images-idx3-ubyte", 20000), ("train-labels-idx1-ubyte", 20000),
+                   ("t10k-images-idx3-ubyte", None), ("t10k-labels-idx1-ubyte", None)]:
+    data = gzip.open(f"{src}/{name}.gz").read()
+    ndim = data[3]
+    dims = list(struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim]))
+    item = 1
+    for d in dims[1:]:
+        item *= d
+    n = dims[0] if keep is None else min(keep, dims[0])
+    body = data[4 + 4 * ndim:4 + 4 * ndim + n * item]
+    header = data[:4] + struct.pack(f">{ndim}I", n, *dims[1:])
+    with gzip.open(f"{dst}/{name}.gz", "wb") as f:
+        f.write(header + body)
+PY
 du -sh .gpu
