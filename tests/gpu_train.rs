@@ -205,3 +205,45 @@ fn cuda_reaches_the_cpu_accuracy_on_fashion_mnist() {
     let gap = (gpu.best_validation_accuracy - cpu.best_validation_accuracy).abs();
     assert!(gap <= 0.03, "cuda {} vs cpu {}", gpu.best_validation_accuracy, cpu.best_validation_accuracy);
 }
+
+/// A search whose worker claims up to 3 jobs at a time and trains them as one population
+/// (`--models 3`) stores the results of one job at a time (`--models 1`), and the jobs of a
+/// round did train together. On wgpu (lavapipe in CI).
+#[test]
+fn a_search_worker_trains_its_jobs_as_one_population() {
+    if !have("wgpu") || !common::have_fashion_mnist() {
+        return;
+    }
+    let run = |models: &str| {
+        let dir = common::scratch_dir(&format!("population-search-{models}"));
+        let db = dir.join("s.db");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc"))
+            .args(["search", "--population", "3", "--initial", "3", "--tournament", "2", "--iterations", "3"])
+            .args(["--round", "3", "--steps", "6", "--batch", "8", "--val", "64", "--eval-every", "3"])
+            .args(["--gate-step", "3", "--gate-accuracy", "0", "--lr", "0.003", "--warmup", "2", "--seed", "3"])
+            .args(["--device", "wgpu", "--workers", "1", "--models", models])
+            .arg("--db")
+            .arg(&db)
+            .arg("--out")
+            .arg(dir.join("out"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut q = conn.prepare("SELECT key, metrics FROM results ORDER BY key").unwrap();
+        let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).unwrap();
+        rows.map(|r| r.unwrap()).map(|(k, m)| (k, serde_json::from_str::<Metrics>(&m).unwrap())).collect::<Vec<_>>()
+    };
+    let together = run("3");
+    let alone = run("1");
+    assert_eq!(together.len(), 6, "3 initial losses and 3 children");
+    assert_eq!(together.iter().map(|r| &r.0).collect::<Vec<_>>(), alone.iter().map(|r| &r.0).collect::<Vec<_>>());
+    for ((key, t), (_, a)) in together.iter().zip(&alone) {
+        println!("{key}: population {} / {}, fitness {} / {}", t.population, a.population, t.fitness, a.fitness);
+        assert!(t.population <= 3 && a.population == 1, "{key}");
+        same_curve(key, t, a, 1e-6);
+        assert_eq!(t.validation, a.validation, "{key}");
+        assert_eq!(t.fitness, a.fitness, "{key}");
+    }
+    assert!(together.iter().any(|r| r.1.population == 3), "some round trained as one population of 3");
+}

@@ -7,10 +7,10 @@ use super::genome::Genome;
 use super::screen;
 use super::store::{CandidateRow, DEFAULT_LEASE, Db, Job, Outcome, Store, StoreError, worker_id};
 use crate::ir::{Graph, print};
-use crate::train::{DataError, SpecError, Splits, TrainSpec, load_data, train_text};
+use crate::train::{DataError, SpecError, Splits, TrainError, TrainSpec, load_data, train_population};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,13 +52,57 @@ fn data(spec: &TrainSpec) -> Result<Arc<Splits>, DataError> {
 /// meanwhile (the result is then not stored: the job's newer holder stores its own). A loss
 /// that fails to compile or train scores 0 with the reason in its metrics, as an early stop does.
 pub fn run_job(store: &Store, job: &Job, worker: &str) -> Result<bool, RunError> {
+    Ok(run_jobs(store, std::slice::from_ref(job), worker)? == 1)
+}
+
+/// Runs claimed jobs with one training spec as one population (a GPU device trains them
+/// together; the CPU in turn) and stores each result; returns how many were stored (a job
+/// whose lease the worker lost is not). A loss that does not parse scores 0 with the reason,
+/// as an early stop does; a device that cannot train is an error, and no result is stored.
+pub fn run_jobs(store: &Store, jobs: &[Job], worker: &str) -> Result<usize, RunError> {
+    use crate::error::{Blame, Classify};
+    use lossc_runtime::train::Metrics;
     let start = Instant::now();
-    let d = data(&job.spec)?;
-    let metrics = match train_text(&job.text, &job.spec, &d, &mut |_| {}) {
-        Ok(m) => m,
-        Err(e) => lossc_runtime::train::Metrics { stopped: Some(e.to_string()), ..Default::default() },
-    };
-    Ok(store.complete(job, worker, &metrics, start.elapsed().as_secs_f64())?)
+    let Some(first) = jobs.first() else { return Ok(0) };
+    assert!(jobs.iter().all(|j| j.spec == first.spec), "a population shares its spec");
+    let d = data(&first.spec)?;
+    let failed = |why: String| Metrics { stopped: Some(why), ..Default::default() };
+    let mut metrics: Vec<Option<Metrics>> = vec![None; jobs.len()];
+    let mut graphs = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        match crate::syntax::parse(&job.text) {
+            Ok(g) if !g.outputs.is_empty() => graphs.push((i, g)),
+            Ok(_) => metrics[i] = Some(failed(TrainError::NoLoss.to_string())),
+            Err(d) => metrics[i] = Some(failed(TrainError::Parse(d.message).to_string())),
+        }
+    }
+    while !graphs.is_empty() {
+        let refs: Vec<&Graph> = graphs.iter().map(|(_, g)| g).collect();
+        match train_population(&refs, &first.spec, &d, &mut |_| {}) {
+            Ok(all) => {
+                for ((i, _), m) in graphs.iter().zip(all) {
+                    metrics[*i] = Some(m);
+                }
+                break;
+            }
+            // One model's loss kernel does not build: it scores 0, the others train without it.
+            Err(e) if e.failed_model().is_some() => {
+                let (i, _) = graphs.remove(e.failed_model().expect("checked"));
+                metrics[i] = Some(failed(e.to_string()));
+            }
+            Err(e) if e.blame() == Blame::Failure => return Err(RunError::Train(e)),
+            Err(e) => {
+                graphs.iter().for_each(|(i, _)| metrics[*i] = Some(failed(e.to_string())));
+                break;
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let mut stored = 0;
+    for (job, m) in jobs.iter().zip(metrics) {
+        stored += store.complete(job, worker, &m.expect("every job has metrics"), seconds)? as usize;
+    }
+    Ok(stored)
 }
 
 /// How long a worker's claim holds a job without a heartbeat, in milliseconds.
@@ -75,11 +119,35 @@ fn lease() -> f64 {
     LEASE_MS.load(Ordering::Relaxed) as f64 / 1000.0
 }
 
-/// Renews the lease of the job its worker holds, on a connection of its own, while the
+/// How many jobs a worker of this process trains at once on a GPU device.
+static MODELS: AtomicUsize = AtomicUsize::new(1);
+
+/// Sets how many jobs with one training spec a worker of this process claims and trains as
+/// one population on a GPU device (`wgpu`, `cuda`); on the CPU a worker claims one at a time.
+/// Results do not depend on it (each model of a population trains as it would alone).
+pub fn set_models(k: usize) {
+    MODELS.store(k.max(1), Ordering::Relaxed);
+}
+
+/// The jobs a worker takes together: `first`, and as many more pending jobs with its spec as
+/// the process's setting allows where its device trains a population.
+fn claim_population(store: &Store, worker: &str, lease: f64, first: Job) -> Result<Vec<Job>, StoreError> {
+    let k = if first.spec.device == "cpu" { 1 } else { MODELS.load(Ordering::Relaxed) };
+    let mut jobs = vec![first];
+    while jobs.len() < k {
+        match store.claim_like(worker, lease, &jobs[0])? {
+            Some(j) => jobs.push(j),
+            None => break,
+        }
+    }
+    Ok(jobs)
+}
+
+/// Renews the leases of the jobs its worker holds, on a connection of its own, while the
 /// worker trains; stops when dropped (a worker that dies or panics stops renewing, and its
-/// job returns to the queue when the lease runs out).
+/// jobs return to the queue when the lease runs out).
 struct Heartbeat {
-    held: Arc<Mutex<Option<Job>>>,
+    held: Arc<Mutex<Vec<Job>>>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
@@ -87,7 +155,7 @@ struct Heartbeat {
 impl Heartbeat {
     fn start(db: &Db, worker: &str, lease: f64) -> Result<Heartbeat, RunError> {
         let store = Store::open(db)?;
-        let held: Arc<Mutex<Option<Job>>> = Arc::default();
+        let held: Arc<Mutex<Vec<Job>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (h, s, worker) = (held.clone(), stop.clone(), worker.to_string());
         let every = Duration::from_secs_f64(lease / 5.0);
@@ -99,22 +167,27 @@ impl Heartbeat {
                     continue;
                 }
                 last = Instant::now();
-                let Some(job) = h.lock().expect("held job").clone() else { continue };
-                match store.renew(&job, &worker, lease) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        eprintln!("worker {worker}: lost the lease of job {}; its result will not be stored", job.id);
-                        h.lock().expect("held job").take();
+                let jobs = h.lock().expect("held jobs").clone();
+                for job in jobs {
+                    match store.renew(&job, &worker, lease) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            eprintln!(
+                                "worker {worker}: lost the lease of job {}; its result will not be stored",
+                                job.id
+                            );
+                            h.lock().expect("held jobs").retain(|j| j.id != job.id);
+                        }
+                        Err(e) => eprintln!("worker {worker}: cannot renew the lease of job {}: {e}", job.id),
                     }
-                    Err(e) => eprintln!("worker {worker}: cannot renew the lease of job {}: {e}", job.id),
                 }
             }
         });
         Ok(Heartbeat { held, stop, handle: Some(handle) })
     }
 
-    fn hold(&self, job: Option<Job>) {
-        *self.held.lock().expect("held job") = job;
+    fn hold(&self, jobs: &[Job]) {
+        *self.held.lock().expect("held jobs") = jobs.to_vec();
     }
 }
 
@@ -191,15 +264,26 @@ pub fn work(db: &Db, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> Res
     let mut idle_since = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         match store.claim(id, lease)? {
-            Some(job) => {
-                beat.hold(Some(job.clone()));
-                let done = run_job(&store, &job, id);
-                beat.hold(None);
+            Some(first) => {
+                beat.hold(std::slice::from_ref(&first));
+                let jobs = claim_population(&store, id, lease, first)?;
+                beat.hold(&jobs);
+                let done = run_jobs(&store, &jobs, id);
+                beat.hold(&[]);
                 match done {
-                    Ok(true) => ran += 1,
-                    Ok(false) => eprintln!("worker {id}: job {} was taken over after its lease expired", job.id),
+                    Ok(n) => {
+                        ran += n;
+                        if n < jobs.len() {
+                            eprintln!(
+                                "worker {id}: {} job(s) were taken over after their leases expired",
+                                jobs.len() - n
+                            );
+                        }
+                    }
                     Err(e) => {
-                        store.release(&job, id, &e.to_string())?;
+                        for job in &jobs {
+                            store.release(job, id, &e.to_string())?;
+                        }
                         return Err(e);
                     }
                 }
@@ -354,6 +438,8 @@ pub enum RunError {
     Worker(Box<RunError>),
     #[error("a worker panicked")]
     Panicked,
+    #[error(transparent)]
+    Train(TrainError),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("{0} exists and was not written by lossc; not overwriting it")]
@@ -369,6 +455,7 @@ impl crate::error::Classify for RunError {
             RunError::Spec(_) | RunError::Data(_) | RunError::NotOurs(_) | RunError::NotADirectory(_) => Blame::Input,
             RunError::Store(e) => e.blame(),
             RunError::Worker(e) => e.blame(),
+            RunError::Train(e) => e.blame(),
             RunError::Panicked | RunError::Write { .. } => Blame::Failure,
         }
     }

@@ -33,6 +33,17 @@ pub enum TrainError {
 }
 crate::error::classify!(TrainError, input: [Spec, Parse, NoLoss]);
 
+impl TrainError {
+    /// The population member whose loss kernel did not build, if that is the error.
+    pub fn failed_model(&self) -> Option<usize> {
+        match self {
+            TrainError::Device(GpuError::LossKernel { model, .. }) => Some(*model),
+            TrainError::Cuda(CudaError::LossKernel { model, .. }) => Some(*model),
+            _ => None,
+        }
+    }
+}
+
 /// Trains the surrogate with the first loss of `g` under `spec`.
 pub fn train(
     g: &Graph,

@@ -197,6 +197,11 @@ pub enum Cmd {
         /// Seconds a claimed job stays leased without a heartbeat (renewed five times per lease).
         #[arg(long, default_value_t = DEFAULT_LEASE, value_parser = lease_seconds)]
         lease: f64,
+        /// Jobs a worker trains at once as one population on a GPU device (wgpu, cuda): it claims
+        /// up to this many pending jobs with one training spec. Results do not depend on it. The
+        /// CPU trains one job at a time.
+        #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+        models: usize,
     },
     /// Pre-screening throughput on one thread (candidates/s), columnar and cached against the
     /// pointwise interpreter, on random genomes and on mutation chains.
@@ -296,6 +301,11 @@ pub struct StoreOpts {
     /// a dead worker's job goes back to the queue this long after its last heartbeat.
     #[arg(long, default_value_t = DEFAULT_LEASE, value_parser = lease_seconds)]
     pub lease: f64,
+    /// Jobs a worker trains at once as one population on a GPU device (wgpu, cuda): it claims
+    /// up to this many pending jobs with one training spec. Results do not depend on it. The
+    /// CPU trains one job at a time.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub models: usize,
 }
 
 /// `--db` as given. lossc parses it itself, so that the error for a bad URL never repeats

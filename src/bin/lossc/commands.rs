@@ -188,6 +188,7 @@ pub fn search(
     }
     let run = store.run.clone().unwrap_or_else(|| "search".into());
     srun::set_lease(store.lease);
+    srun::set_models(store.models);
     // Without --round, a resumed run keeps its round size (so --workers may change).
     let db = store.db.get()?;
     let stored = srun::stored_round(&db, &run);
@@ -234,6 +235,7 @@ pub fn sample(
     csv: Option<&Path>,
 ) -> Result<(), Failure> {
     srun::set_lease(store.lease);
+    srun::set_models(store.models);
     let augs = o.augs();
     if augs.len() < 2 || n < 2 || hidden == 0 {
         return Err(bad("sample needs --n >= 2, --hidden > 0 and at least two augmentations in --aug a,b"));
@@ -250,11 +252,12 @@ pub fn sample(
     Ok(())
 }
 
-pub fn worker(db: &DbArg, workers: usize, idle: f64, lease: f64) -> Result<(), Failure> {
+pub fn worker(db: &DbArg, workers: usize, idle: f64, lease: f64, models: usize) -> Result<(), Failure> {
     if workers == 0 || !idle.is_finite() || idle < 0.0 {
         return Err(bad("--workers must be positive and --idle a number of seconds"));
     }
     srun::set_lease(lease);
+    srun::set_models(models);
     let db = db.get()?;
     let ran = srun::work_here(&db, workers, std::time::Duration::from_secs_f64(idle))?;
     println!("{ran} training job(s) run from {db}");
@@ -316,6 +319,7 @@ pub fn evaluate(
     csv: Option<&Path>,
 ) -> Result<(), Failure> {
     srun::set_lease(store.lease);
+    srun::set_models(store.models);
     let augs = o.augs();
     if augs.is_empty() || seeds == 0 {
         return Err(bad("evaluate needs --seeds > 0 and at least one --aug"));
@@ -337,6 +341,7 @@ pub fn evaluate(
 
 pub fn eliminate(store: &StoreOpts, stages: &[evaluate::Stage], out: &Path) -> Result<(), Failure> {
     srun::set_lease(store.lease);
+    srun::set_models(store.models);
     let run = store.run.clone().unwrap_or_else(|| "search".into());
     let bar = std::cell::RefCell::new(phase_bar());
     let e =

@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         Cmd::Evaluate { losses, store, seeds, opts, csv } => evaluate(&losses, &store, seeds, &opts, csv.as_deref()),
         Cmd::Eliminate { store, stages, out } => eliminate(&store, &stages, &out),
         Cmd::Plot { what } => plot(what),
-        Cmd::Worker { db, workers, idle, lease } => worker(&db, workers, idle, lease),
+        Cmd::Worker { db, workers, idle, lease, models } => worker(&db, workers, idle, lease, models),
         Cmd::Status { db } => status(&db),
         Cmd::BenchScreen { n, .. } if !(1..=10_000_000).contains(&n) => {
             Err(bad("--n takes 1 to 10,000,000 candidates"))

@@ -553,15 +553,26 @@ impl Store {
     /// (expired leases are put back first).
     pub fn claim(&self, worker: &str, lease: f64) -> Result<Option<Job>, StoreError> {
         self.expire()?;
-        let row = self.tx(|| {
-            self.row(
-                "UPDATE jobs SET status = 'running', worker = ?1, claimed = {now}, lease_until = {now} + ?2,
-                        attempts = attempts + 1
-                 WHERE id = (SELECT id FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1 {skip_locked})
-                 RETURNING id, key, spec, text, attempts",
-                args![worker, lease],
-            )
-        })?;
+        self.claim_where("", args![worker, lease])
+    }
+
+    /// Claims the oldest pending job with the same training spec as job `like` (to train
+    /// beside it in one population), or None.
+    pub fn claim_like(&self, worker: &str, lease: f64, like: &Job) -> Result<Option<Job>, StoreError> {
+        self.claim_where("AND spec = (SELECT spec FROM jobs WHERE id = ?3)", args![worker, lease, like.id])
+    }
+
+    /// Claims the oldest pending job that also meets `condition` (SQL on `jobs`) for worker
+    /// `?1` with a lease of `?2` seconds; `args` may go on with the condition's parameters.
+    fn claim_where(&self, condition: &str, args: &[Val]) -> Result<Option<Job>, StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', worker = ?1, claimed = {{now}}, lease_until = {{now}} + ?2,
+                    attempts = attempts + 1
+             WHERE id = (SELECT id FROM jobs WHERE status = 'pending' {condition}
+                         ORDER BY id LIMIT 1 {{skip_locked}})
+             RETURNING id, key, spec, text, attempts"
+        );
+        let row = self.tx(|| self.row(&sql, args))?;
         let Some(r) = row else { return Ok(None) };
         let id = r.int(0)?;
         let spec = serde_json::from_str(&r.text(2)?)
