@@ -7,14 +7,16 @@
 //! the same buffer layout (K tensors on a leading model axis; a buffer from
 //! [`Device::upload`] is shared by all models, model stride 0). Everything runs in order on one
 //! stream; the host waits only when it reads a buffer back, which the training loop does at
-//! evaluation intervals. A model's loss kernel reads and writes its own part of the stacked
+//! evaluation intervals, and at each step's end for the step before it (one step queued). A model's loss kernel reads and writes its own part of the stacked
 //! logits and gradient in place (no copies, unlike wgpu's whole-buffer bindings).
 
 use crate::augment::{self, Augment, Plan};
 use crate::device::{BnGeom, BnState, ConvGeom, Device, Update};
 use crate::kernels::{self, Access, KERNELS, THREADS};
 use crate::train::{DeviceLoss, LabelTargets, LossError};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -114,6 +116,10 @@ struct Inner {
     stream: Arc<CudaStream>,
     /// A one-element buffer for arguments a launch does not use.
     spare: CudaSlice<f32>,
+    /// The end of the step before the last [`Device::flush`]: the host waits for it there, so
+    /// that at most one step is queued behind the running one (each step allocates its
+    /// activations; a host far ahead of the GPU would hold many steps' worth).
+    last_step: Mutex<Option<CudaEvent>>,
 }
 
 /// The CUDA device with a population of `models` models.
@@ -162,7 +168,8 @@ impl Cuda {
         let shared = Shared::get()?;
         let stream = shared.ctx.new_stream().map_err(driver)?;
         let spare = stream.alloc_zeros::<f32>(1).map_err(driver)?;
-        Ok(Cuda { inner: Arc::new(Inner { shared, stream, spare }), k: models.max(1) })
+        let inner = Inner { shared, stream, spare, last_step: Mutex::new(None) };
+        Ok(Cuda { inner: Arc::new(inner), k: models.max(1) })
     }
 
     /// The device's name, e.g. "NVIDIA H200".
@@ -274,6 +281,13 @@ impl Device for Cuda {
     }
     fn len(&self, buf: &CBuf) -> usize {
         buf.len
+    }
+    fn flush(&self) {
+        let end = self.inner.stream.record_event(None).expect("CUDA event");
+        let mut last = self.inner.last_step.lock().expect("last step");
+        if let Some(prev) = last.replace(end) {
+            prev.synchronize().expect("CUDA event");
+        }
     }
     fn upload_images(&self, host: &[f32], n: usize, c: usize, hw: usize) -> CBuf {
         self.upload(&crate::cpu::Cpu.upload_images(host, n, c, hw))
