@@ -3,9 +3,8 @@
 //! The layers (`layers.rs`) hold their parameters and saved activations as `D::Buf` and do all
 //! arithmetic through a [`Device`]; they never touch the numbers themselves. A device decides
 //! the algorithm: the CPU ([`crate::cpu::Cpu`]) runs im2col + GEMM over cache-sized groups of
-//! images on its own threads; a CUDA device would hold `CudaSlice<f32>` buffers and run the
-//! same operations as cuBLAS GEMMs and NVRTC kernels over the whole batch; the wgpu device
-//! ([`crate::gpu::Wgpu`]) runs the kernels of kernels/train.rs on a population of models.
+//! images on its own threads; the wgpu device ([`crate::gpu::Wgpu`]) and the CUDA device
+//! ([`crate::cuda::Cuda`]) run the kernels of kernels/train.rs on a population of models.
 //! Adding one changes neither the layers nor their callers (the model and the training loop).
 //!
 //! Activations are channel-major, `[C, N, H*W]` ("CNHW"): a convolution's GEMM output is then

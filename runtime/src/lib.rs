@@ -3,7 +3,8 @@
 //!
 //! Data flow: `data` (Fashion-MNIST IDX, CIFAR binary) -> `augment` (base, cutout, mixup,
 //! RandAug, all) -> `model` (ResNet9v2 from `layers`, which compute through a `device`: `cpu`,
-//! or `gpu` with the `kernels` of kernels/train.rs) -> the loss kernel -> `optim`.
+//! or `gpu` (wgpu) and `cuda` with the `kernels` of kernels/train.rs) -> the loss kernel ->
+//! `optim`.
 
 pub mod augment;
 pub mod cpu;
