@@ -10,16 +10,18 @@
 mod common;
 
 use lossc::ir::Graph;
-use lossc::train::{TrainSpec, train_population};
+use lossc::train::{TrainSpec, train_population, train_population_from};
 use lossc_runtime::cuda::Cuda;
 use lossc_runtime::data::Dataset;
 use lossc_runtime::gpu::Wgpu;
 use lossc_runtime::rng::Rng;
 use lossc_runtime::train::Metrics;
+use lossc_runtime::train::{Checkpoint, Outcome, Start};
 
 /// Whether `device` can be opened here; prints why not (and fails where it is required).
 fn have(device: &str) -> bool {
     let (made, require) = match device {
+        "cpu" => return true,
         "wgpu" => (
             Wgpu::new(1).map(|d| format!("wgpu adapter: {}", d.adapter())).map_err(|e| e.to_string()),
             "LOSSC_REQUIRE_VULKAN",
@@ -246,4 +248,77 @@ fn a_search_worker_trains_its_jobs_as_one_population() {
         assert_eq!(t.fitness, a.fitness, "{key}");
     }
     assert!(together.iter().any(|r| r.1.population == 3), "some round trained as one population of 3");
+}
+
+/// Each model's outcome of a run paused at `pause` (10 of the spec's 20 steps).
+fn paused_run(
+    graphs: &[&Graph],
+    spec: &TrainSpec,
+    data: &(Dataset, Dataset, Dataset),
+) -> (Vec<Outcome>, Option<Checkpoint>) {
+    train_population_from(graphs, spec, data, Start::Fresh, Some(10), &mut |_| {}).unwrap()
+}
+
+/// A training paused at step 10 and resumed ends where the uninterrupted one does, on
+/// `device`; on a GPU device the paused models go on in a new population, beside models
+/// paused in another one, in another order. A model that stopped before the pause comes back
+/// done.
+fn pause_and_resume(device: &str, tol: f64) {
+    if !have(device) {
+        return;
+    }
+    let data = splits();
+    let spec = spec(device);
+    let graphs: Vec<Graph> = ["ce", "a2", "m0", "m1"].iter().map(|l| graph(&format!("examples/{l}.loss"))).collect();
+    let overflow = lossc::syntax::parse("loss overflow = exp(exp(10 - p));").unwrap();
+    let (first, second) = ([&graphs[0], &graphs[1], &overflow], [&graphs[2], &graphs[3]]);
+    let (mut a, at_a) = paused_run(&first, &spec, &data);
+    let (mut b, at_b) = paused_run(&second, &spec, &data);
+    let at = at_a.expect("paused");
+    assert_eq!(Some(&at), at_b.as_ref(), "the same seed pauses at the same checkpoint");
+    assert_eq!(at.step, 10);
+    match a.pop() {
+        Some(Outcome::Done(m)) => assert!(m.stopped.is_some(), "the overflowing loss stopped early"),
+        _ => panic!("a model that stopped before the pause comes back done"),
+    }
+    let take = |o: Outcome| match o {
+        Outcome::Paused(p) => p,
+        Outcome::Done(m) => panic!("still running at the pause: {m:?}"),
+    };
+    // m1 (from the second population), ce, a2 and m0: resumed together on a GPU device.
+    let (b1, b0, a1, a0) = (b.pop().unwrap(), b.pop().unwrap(), a.pop().unwrap(), a.pop().unwrap());
+    let resumed = [&graphs[3], &graphs[0], &graphs[1], &graphs[2]];
+    let paused = vec![take(b1), take(a0), take(a1), take(b0)];
+    let (done, again) =
+        train_population_from(&resumed, &spec, &data, Start::Resume(&at, paused), None, &mut |_| {}).unwrap();
+    assert!(again.is_none());
+    // The uninterrupted runs: each population from the start to the end.
+    let mut whole = train_population(&first, &spec, &data, &mut |_| {}).unwrap();
+    whole.truncate(2);
+    whole.extend(train_population(&second, &spec, &data, &mut |_| {}).unwrap());
+    let wants = [&whole[3], &whole[0], &whole[1], &whole[2]];
+    for ((g, o), want) in resumed.iter().zip(done).zip(wants) {
+        let Outcome::Done(got) = o else { panic!("ran to the end") };
+        let what = format!("{device} {} paused and resumed", g.outputs[0].0);
+        println!("{what}: {:?} / {:?}", got.train, want.train);
+        same_curve(&what, &got, want, tol);
+        assert_eq!(got.validation, want.validation, "{what}: validation");
+        assert_eq!(got.test_accuracy, want.test_accuracy, "{what}: test accuracy");
+        assert_eq!(got.fitness, want.fitness, "{what}: fitness");
+    }
+}
+
+#[test]
+fn a_cpu_training_paused_and_resumed_is_the_uninterrupted_one() {
+    pause_and_resume("cpu", 0.0);
+}
+
+#[test]
+fn wgpu_models_paused_in_two_populations_go_on_together() {
+    pause_and_resume("wgpu", 1e-6);
+}
+
+#[test]
+fn cuda_models_paused_in_two_populations_go_on_together() {
+    pause_and_resume("cuda", 1e-6);
 }

@@ -191,12 +191,6 @@ impl Cuda {
         Ok(())
     }
 
-    /// A buffer holding a different tensor for each model (`tensors.len()` = K, equal lengths).
-    pub fn stack(&self, tensors: &[Vec<f32>]) -> CBuf {
-        assert!(tensors.len() == self.k && tensors.iter().all(|t| t.len() == tensors[0].len()), "stack: K tensors");
-        self.init(&tensors.concat(), tensors[0].len(), false)
-    }
-
     /// Waits for all queued work.
     pub fn synchronize(&self) {
         self.inner.stream.synchronize().expect("CUDA stream");
@@ -271,6 +265,11 @@ impl Device for Cuda {
     fn param(&self, host: &[f32]) -> CBuf {
         let all: Vec<f32> = (0..self.k).flat_map(|_| host.iter().copied()).collect();
         self.init(&all, host.len(), false)
+    }
+    /// A buffer holding a different tensor for each model (`tensors.len()` = K, equal lengths).
+    fn stack(&self, tensors: &[Vec<f32>]) -> CBuf {
+        assert!(tensors.len() == self.k && tensors.iter().all(|t| t.len() == tensors[0].len()), "stack: K tensors");
+        self.init(&tensors.concat(), tensors[0].len(), false)
     }
     fn download(&self, buf: &CBuf) -> Vec<f32> {
         let n = if buf.shared { buf.len } else { buf.len * self.k };

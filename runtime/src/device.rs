@@ -105,6 +105,11 @@ pub trait Device: Clone + Send + Sync {
     fn param(&self, host: &[f32]) -> Self::Buf {
         self.upload(host)
     }
+    /// A buffer holding a different tensor for each model (`tensors.len()` = K, equal lengths).
+    fn stack(&self, tensors: &[Vec<f32>]) -> Self::Buf {
+        assert!(tensors.len() == 1 && self.models() == 1, "stack: one tensor per model");
+        self.param(&tensors[0])
+    }
     /// The whole buffer: K tensors one after another (one for a shared buffer).
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;
     fn len(&self, buf: &Self::Buf) -> usize;

@@ -193,12 +193,6 @@ impl Wgpu {
         Ok(())
     }
 
-    /// A buffer holding a different tensor for each model (`tensors.len()` = K, equal lengths).
-    pub fn stack(&self, tensors: &[Vec<f32>]) -> GBuf {
-        assert!(tensors.len() == self.k && tensors.iter().all(|t| t.len() == tensors[0].len()), "stack: K tensors");
-        self.init(&tensors.concat(), tensors[0].len(), false)
-    }
-
     fn buffer(&self, floats: usize, len: usize, shared: bool) -> GBuf {
         let size = (floats.max(1) * 4) as u64;
         let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
@@ -330,6 +324,11 @@ impl Device for Wgpu {
     fn param(&self, host: &[f32]) -> GBuf {
         let all: Vec<f32> = (0..self.k).flat_map(|_| host.iter().copied()).collect();
         self.init(&all, host.len(), false)
+    }
+    /// A buffer holding a different tensor for each model (`tensors.len()` = K, equal lengths).
+    fn stack(&self, tensors: &[Vec<f32>]) -> GBuf {
+        assert!(tensors.len() == self.k && tensors.iter().all(|t| t.len() == tensors[0].len()), "stack: K tensors");
+        self.init(&tensors.concat(), tensors[0].len(), false)
     }
     fn download(&self, buf: &GBuf) -> Vec<f32> {
         let n = if buf.shared { buf.len } else { buf.len * self.k };

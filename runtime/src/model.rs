@@ -176,6 +176,27 @@ impl<D: Device> ResNet9v2<D> {
         v
     }
 
+    /// Every tensor a model carries from one step to the next besides the optimiser's: the
+    /// parameters' values, then batch norm's running statistics. (Gradients are cleared by
+    /// each update; the other saved activations are rewritten by each forward pass.)
+    pub fn state(&mut self) -> Vec<&mut D::Buf> {
+        fn bn<D: Device>(bn: &mut BatchNorm<D>) -> [&mut D::Buf; 4] {
+            [&mut bn.gamma.value, &mut bn.beta.value, &mut bn.state.running_mean, &mut bn.state.running_var]
+        }
+        let mut v: Vec<&mut D::Buf> = vec![&mut self.stem.weight.value];
+        for b in &mut self.blocks {
+            for n in &mut b.bn {
+                v.extend(bn(n));
+            }
+            v.extend(b.conv.iter_mut().map(|c| &mut c.weight.value));
+            v.push(&mut b.shortcut.weight.value);
+        }
+        v.extend(bn(&mut self.bn));
+        v.push(&mut self.dense.weight.value);
+        v.push(&mut self.dense.bias.value);
+        v
+    }
+
     pub fn parameter_count(&mut self) -> usize {
         let dev = self.dev.clone();
         self.params().iter().map(|p| dev.len(&p.value)).sum()

@@ -27,6 +27,17 @@ impl<D: Device> State<D> {
         State { dev: dev.clone(), kind, weight_decay, m: Vec::new(), v: Vec::new(), t: 0 }
     }
 
+    /// The moments (`m` then `v`, one per parameter tensor, made zero where no step has run
+    /// yet) and the number of steps taken: what the optimiser carries between steps.
+    /// `lens` are the parameter tensors' lengths.
+    pub fn state(&mut self, lens: &[usize]) -> (Vec<&mut D::Buf>, &mut i32) {
+        if self.m.is_empty() {
+            self.m = lens.iter().map(|&n| self.dev.zeros(n)).collect();
+            self.v = lens.iter().map(|&n| self.dev.zeros(n)).collect();
+        }
+        (self.m.iter_mut().chain(self.v.iter_mut()).collect(), &mut self.t)
+    }
+
     /// One update with learning rate `lr`; clears the gradients.
     pub fn step(&mut self, params: &mut [&mut Param<D>], lr: f32) {
         if self.m.is_empty() {

@@ -251,6 +251,44 @@ struct Member {
     running: bool,
 }
 
+/// What the models of a population share after some steps, since they share the seed: the
+/// step, the generator (data order, augmentation draws, dropout masks), the epoch's order and
+/// the optimiser's step count. Any models paused at the same step of the same [`Config`] can
+/// go on together, whatever population each came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub step: usize,
+    rng: Rng,
+    order: Vec<usize>,
+    cursor: usize,
+    t: i32,
+}
+
+/// One model paused at a [`Checkpoint`]: its record so far and its tensors (the model's, then
+/// the optimiser's), on the host.
+#[derive(Clone, Debug)]
+pub struct Paused {
+    pub metrics: Metrics,
+    tensors: Vec<Vec<f32>>,
+    /// Training seconds spent on it so far.
+    seconds: f64,
+}
+
+/// How a population starts: fresh from the seed, or with paused models (one per model of the
+/// device) at their checkpoint.
+pub enum Start<'a> {
+    Fresh,
+    Resume(&'a Checkpoint, Vec<Paused>),
+}
+
+/// What became of one model of a population.
+pub enum Outcome {
+    /// Its training ended (all steps, or an early stop): its final record.
+    Done(Metrics),
+    /// Still running at the pause.
+    Paused(Paused),
+}
+
 /// Trains a population of `dev.models()` fresh surrogates from the same seed, model k with
 /// loss kernel k, and returns each model's record.
 pub fn train_population<D: Device>(
@@ -262,6 +300,32 @@ pub fn train_population<D: Device>(
     cfg: &Config,
     progress: &mut dyn FnMut(&Progress),
 ) -> Vec<Metrics> {
+    let (outcomes, _) = train_population_from(dev, loss, train, val, test, cfg, Start::Fresh, None, progress);
+    outcomes
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Done(m) => m,
+            Outcome::Paused(_) => unreachable!("no pause was asked for"),
+        })
+        .collect()
+}
+
+/// [`train_population`] from `start`, pausing after step `pause` if given (an evaluation step:
+/// a multiple of `eval_every`, or the gate): the models still running then come back paused,
+/// with the checkpoint to resume them from. Each model's numbers are those of an
+/// uninterrupted training, whatever models it was paused or resumed beside.
+#[allow(clippy::too_many_arguments)]
+pub fn train_population_from<D: Device>(
+    dev: D,
+    loss: &dyn DeviceLoss<D>,
+    train: &Dataset,
+    val: &Dataset,
+    test: Option<&Dataset>,
+    cfg: &Config,
+    from: Start,
+    pause: Option<usize>,
+    progress: &mut dyn FnMut(&Progress),
+) -> (Vec<Outcome>, Option<Checkpoint>) {
     let start = Instant::now();
     let k_models = dev.models();
     let mut model = ResNet9v2::on(dev.clone(), cfg.seed, train.shape, train.classes, cfg.width);
@@ -281,7 +345,24 @@ pub fn train_population<D: Device>(
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut cursor = order.len();
     let mut grad = dev.zeros(0);
-    for step in 0..cfg.steps {
+    let mut first = 0;
+    let mut earlier = vec![0.0; k_models];
+    if let Start::Resume(at, paused) = from {
+        assert_eq!(paused.len(), k_models, "one paused model per model of the device");
+        (first, rng, order, cursor) = (at.step, at.rng.clone(), at.order.clone(), at.cursor);
+        let (mut bufs, t) = carried(&dev, &mut model, &mut opt);
+        for (i, b) in bufs.iter_mut().enumerate() {
+            let tensors: Vec<Vec<f32>> = paused.iter().map(|p| p.tensors[i].clone()).collect();
+            **b = dev.stack(&tensors);
+        }
+        *t = at.t;
+        for (k, p) in paused.into_iter().enumerate() {
+            earlier[k] = p.seconds;
+            pop[k].m = Metrics { device: dev.name(), population: k_models, ..p.metrics };
+        }
+        last_loss = pop[0].m.train.last().map_or(0.0, |t| t.1);
+    }
+    for step in first..cfg.steps {
         // Next batch of a reshuffled epoch.
         let mut idx = Vec::with_capacity(cfg.batch);
         while idx.len() < cfg.batch {
@@ -392,6 +473,33 @@ pub fn train_population<D: Device>(
         }
         let best = pop.iter().filter(|p| p.running).map(|p| p.m.best_validation_accuracy).fold(0.0, f64::max);
         progress(&Progress { step: step + 1, loss: last_loss, best_validation_accuracy: best });
+        if pause == Some(step + 1) && step + 1 < cfg.steps {
+            assert_eq!(interval_steps, 0, "a pause comes right after an evaluation");
+            let seconds = start.elapsed().as_secs_f64();
+            let (bufs, t) = carried(&dev, &mut model, &mut opt);
+            let at = Checkpoint { step: step + 1, rng, order, cursor, t: *t };
+            let mut tensors: Vec<Vec<Vec<f32>>> = vec![Vec::new(); k_models];
+            for b in bufs {
+                let (all, len) = (dev.download(b), dev.len(b));
+                for (k, t) in tensors.iter_mut().enumerate() {
+                    t.push(all[k * len..(k + 1) * len].to_vec());
+                }
+            }
+            let outcomes = pop
+                .into_iter()
+                .zip(tensors)
+                .enumerate()
+                .map(|(k, (p, tensors))| {
+                    let seconds = earlier[k] + seconds;
+                    if p.running {
+                        Outcome::Paused(Paused { metrics: p.m, tensors, seconds })
+                    } else {
+                        Outcome::Done(finish(p.m, None, seconds, cfg))
+                    }
+                })
+                .collect();
+            return (outcomes, Some(at));
+        }
     }
     let test_acc = test.map(|t| {
         if pop.iter().any(|p| p.m.stopped.is_none()) {
@@ -401,20 +509,38 @@ pub fn train_population<D: Device>(
         }
     });
     let wall = start.elapsed().as_secs_f64();
-    pop.into_iter()
+    let outcomes = pop
+        .into_iter()
         .enumerate()
-        .map(|(k, p)| {
-            let mut m = p.m;
-            let stopped = m.stopped.is_some();
-            m.fitness = if stopped { 0.0 } else { m.best_validation_accuracy };
-            if let Some(t) = &test_acc {
-                m.test_accuracy = Some(if stopped { 0.0 } else { t[k] });
-            }
-            m.wall_seconds = wall;
-            m.images_per_second = (m.steps * cfg.batch) as f64 / wall;
-            m
-        })
-        .collect()
+        .map(|(k, p)| Outcome::Done(finish(p.m, test_acc.as_ref().map(|t| t[k]), earlier[k] + wall, cfg)))
+        .collect();
+    (outcomes, None)
+}
+
+/// A model's final record: fitness (0 after an early stop), test accuracy, time.
+fn finish(mut m: Metrics, test: Option<f64>, seconds: f64, cfg: &Config) -> Metrics {
+    let stopped = m.stopped.is_some();
+    m.fitness = if stopped { 0.0 } else { m.best_validation_accuracy };
+    if let Some(t) = test {
+        m.test_accuracy = Some(if stopped { 0.0 } else { t });
+    }
+    m.wall_seconds = seconds;
+    m.images_per_second = (m.steps * cfg.batch) as f64 / seconds;
+    m
+}
+
+/// Every tensor a model and its optimiser carry between steps (in one fixed order), and the
+/// optimiser's step count.
+fn carried<'a, D: Device>(
+    dev: &D,
+    model: &'a mut ResNet9v2<D>,
+    opt: &'a mut State<D>,
+) -> (Vec<&'a mut D::Buf>, &'a mut i32) {
+    let lens: Vec<usize> = model.params().iter().map(|p| dev.len(&p.value)).collect();
+    let (moments, t) = opt.state(&lens);
+    let mut bufs = model.state();
+    bufs.extend(moments);
+    (bufs, t)
 }
 
 /// Stops a running model whose stats record a non-finite loss or gradient.

@@ -13,9 +13,10 @@ pub use spec::{DEVICES, MAX_BATCH, SpecError, TrainSpec};
 use crate::backend::{cuda, wgsl};
 use crate::ir::Graph;
 use crate::passes::fuse::{self, Fused};
+use lossc_runtime::cpu::Cpu;
 use lossc_runtime::cuda::{Cuda, CudaError, CudaLossSource};
 use lossc_runtime::gpu::{GpuError, Wgpu};
-use lossc_runtime::train::{Metrics, Progress};
+use lossc_runtime::train::{Checkpoint, HostLoss, Metrics, Outcome, Paused, Progress, Start};
 
 /// Why a training could not start.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,28 @@ pub fn train_population(
     data: &Splits,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Vec<Metrics>, TrainError> {
+    let (outcomes, _) = train_population_from(graphs, spec, data, Start::Fresh, None, progress)?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Done(m) => m,
+            Outcome::Paused(_) => unreachable!("no pause was asked for"),
+        })
+        .collect())
+}
+
+/// [`train_population`] from `start` (fresh, or models paused at a checkpoint of the same
+/// spec, one per graph), pausing after step `pause` if given (an evaluation step, such as the
+/// gate): the runtime's [`lossc_runtime::train::train_population_from`] on the spec's device.
+pub fn train_population_from(
+    graphs: &[&Graph],
+    spec: &TrainSpec,
+    data: &Splits,
+    start: Start,
+    pause: Option<usize>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<(Vec<Outcome>, Option<Checkpoint>), TrainError> {
+    use lossc_runtime::train::train_population_from as run;
     let cfg = spec.config()?;
     let fused: Vec<Fused> = graphs
         .iter()
@@ -90,7 +113,7 @@ pub fn train_population(
         dev.check_size(activation_floats(train.shape, spec.batch, spec.width))?;
         let sources: Vec<String> = fused.iter().map(|f| wgsl::emit(f, &wgsl::Options::default())).collect();
         let losses = dev.losses(&sources)?;
-        return Ok(lossc_runtime::train::train_population(dev, &losses, train, val, test, &cfg, progress));
+        return Ok(run(dev, &losses, train, val, test, &cfg, start, pause, progress));
     }
     if spec.device == "cuda" {
         let dev = Cuda::new(fused.len())?;
@@ -105,12 +128,29 @@ pub fn train_population(
             })
             .collect();
         let losses = dev.losses(&sources)?;
-        return Ok(lossc_runtime::train::train_population(dev, &losses, train, val, test, &cfg, progress));
+        return Ok(run(dev, &losses, train, val, test, &cfg, start, pause, progress));
     }
-    Ok(fused
-        .into_iter()
-        .map(|f| lossc_runtime::train::train_and_test(&JitLoss::new(f), train, val, test, &cfg, progress))
-        .collect())
+    // The CPU: one model at a time, each from its own paused state.
+    let (at, paused): (Option<&Checkpoint>, Vec<Option<Paused>>) = match start {
+        Start::Fresh => (None, vec![None; fused.len()]),
+        Start::Resume(at, p) => {
+            assert_eq!(p.len(), graphs.len(), "one paused model per graph");
+            (Some(at), p.into_iter().map(Some).collect())
+        }
+    };
+    lossc_runtime::cpu::keep_freed_memory();
+    let (mut outcomes, mut checkpoint) = (Vec::new(), None);
+    for (f, p) in fused.into_iter().zip(paused) {
+        let loss = JitLoss::new(f);
+        let from = match (at, p) {
+            (Some(at), Some(p)) => Start::Resume(at, vec![p]),
+            _ => Start::Fresh,
+        };
+        let (mut o, c) = run(Cpu, &HostLoss(&loss), train, val, test, &cfg, from, pause, progress);
+        outcomes.push(o.pop().expect("a population of one"));
+        checkpoint = checkpoint.or(c);
+    }
+    Ok((outcomes, checkpoint))
 }
 
 /// The largest activation tensor of one model: the stem's output, 8 * width channels of the
