@@ -209,8 +209,9 @@ fn cuda_reaches_the_cpu_accuracy_on_fashion_mnist() {
 }
 
 /// A search whose worker claims up to 3 jobs at a time and trains them as one population
-/// (`--models 3`) stores the results of one job at a time (`--models 1`), and the jobs of a
-/// round did train together. On wgpu (lavapipe in CI).
+/// (`--models 3`: to the gate, where the survivors of two populations are parked and go on
+/// together) stores the results of one job at a time (`--models 1`), and the jobs of a round
+/// did train together. On wgpu (lavapipe in CI).
 #[test]
 fn a_search_worker_trains_its_jobs_as_one_population() {
     if !have("wgpu") || !common::have_fashion_mnist() {
@@ -220,9 +221,9 @@ fn a_search_worker_trains_its_jobs_as_one_population() {
         let dir = common::scratch_dir(&format!("population-search-{models}"));
         let db = dir.join("s.db");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc"))
-            .args(["search", "--population", "3", "--initial", "3", "--tournament", "2", "--iterations", "3"])
-            .args(["--round", "3", "--steps", "6", "--batch", "8", "--val", "64", "--eval-every", "3"])
-            .args(["--gate-step", "3", "--gate-accuracy", "0", "--lr", "0.003", "--warmup", "2", "--seed", "3"])
+            .args(["search", "--population", "3", "--initial", "6", "--tournament", "2", "--iterations", "6"])
+            .args(["--round", "6", "--steps", "9", "--batch", "8", "--val", "64", "--eval-every", "3"])
+            .args(["--gate-step", "6", "--gate-accuracy", "0.1", "--lr", "0.003", "--warmup", "2", "--seed", "3"])
             .args(["--device", "wgpu", "--workers", "1", "--models", models])
             .arg("--db")
             .arg(&db)
@@ -238,7 +239,7 @@ fn a_search_worker_trains_its_jobs_as_one_population() {
     };
     let together = run("3");
     let alone = run("1");
-    assert_eq!(together.len(), 6, "3 initial losses and 3 children");
+    assert_eq!(together.len(), 12, "6 initial losses and 6 children");
     assert_eq!(together.iter().map(|r| &r.0).collect::<Vec<_>>(), alone.iter().map(|r| &r.0).collect::<Vec<_>>());
     for ((key, t), (_, a)) in together.iter().zip(&alone) {
         println!("{key}: population {} / {}, fitness {} / {}", t.population, a.population, t.fitness, a.fitness);
@@ -248,6 +249,9 @@ fn a_search_worker_trains_its_jobs_as_one_population() {
         assert_eq!(t.fitness, a.fitness, "{key}");
     }
     assert!(together.iter().any(|r| r.1.population == 3), "some round trained as one population of 3");
+    let gated =
+        together.iter().filter(|r| r.1.stopped.as_deref().is_some_and(|s| s.contains("< 0.1 at step 6"))).count();
+    assert!(gated > 0 && together.iter().any(|r| r.1.steps == 9), "some fail the gate ({gated}), some go on");
 }
 
 /// Each model's outcome of a run paused at `pause` (10 of the spec's 20 steps).

@@ -7,7 +7,8 @@ use super::genome::Genome;
 use super::screen;
 use super::store::{CandidateRow, DEFAULT_LEASE, Db, Job, Outcome, Store, StoreError, worker_id};
 use crate::ir::{Graph, print};
-use crate::train::{DataError, SpecError, Splits, TrainError, TrainSpec, load_data, train_population};
+use crate::train::{DataError, SpecError, Splits, TrainError, TrainSpec, load_data, train_population_from};
+use lossc_runtime::train::{Checkpoint, Metrics, Outcome as Trained, Paused, Start};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -48,59 +49,143 @@ fn data(spec: &TrainSpec) -> Result<Arc<Splits>, DataError> {
     Ok(d)
 }
 
-/// Runs one claimed job and stores its result; false if the worker lost the job's lease
-/// meanwhile (the result is then not stored: the job's newer holder stores its own). A loss
-/// that fails to compile or train scores 0 with the reason in its metrics, as an early stop does.
-pub fn run_job(store: &Store, job: &Job, worker: &str) -> Result<bool, RunError> {
-    Ok(run_jobs(store, std::slice::from_ref(job), worker)? == 1)
+/// A claimed job on its way through a worker: its loss, and its model once paused.
+struct Running {
+    job: Job,
+    graph: Graph,
+    paused: Option<Paused>,
 }
 
-/// Runs claimed jobs with one training spec as one population (a GPU device trains them
-/// together; the CPU in turn) and stores each result; returns how many were stored (a job
-/// whose lease the worker lost is not). A loss that does not parse scores 0 with the reason,
-/// as an early stop does; a device that cannot train is an error, and no result is stored.
-pub fn run_jobs(store: &Store, jobs: &[Job], worker: &str) -> Result<usize, RunError> {
-    use crate::error::{Blame, Classify};
-    use lossc_runtime::train::Metrics;
-    let start = Instant::now();
-    let Some(first) = jobs.first() else { return Ok(0) };
-    assert!(jobs.iter().all(|j| j.spec == first.spec), "a population shares its spec");
-    let d = data(&first.spec)?;
-    let failed = |why: String| Metrics { stopped: Some(why), ..Default::default() };
-    let mut metrics: Vec<Option<Metrics>> = vec![None; jobs.len()];
-    let mut graphs = Vec::new();
-    for (i, job) in jobs.iter().enumerate() {
-        match crate::syntax::parse(&job.text) {
-            Ok(g) if !g.outputs.is_empty() => graphs.push((i, g)),
-            Ok(_) => metrics[i] = Some(failed(TrainError::NoLoss.to_string())),
-            Err(d) => metrics[i] = Some(failed(TrainError::Parse(d.message).to_string())),
-        }
-    }
-    while !graphs.is_empty() {
-        let refs: Vec<&Graph> = graphs.iter().map(|(_, g)| g).collect();
-        match train_population(&refs, &first.spec, &d, &mut |_| {}) {
-            Ok(all) => {
-                for ((i, _), m) in graphs.iter().zip(all) {
-                    metrics[*i] = Some(m);
-                }
-                break;
+/// Models a worker paused at the gate, waiting to go on as one population.
+struct Parked {
+    at: Checkpoint,
+    models: Vec<Running>,
+}
+
+/// A training that ended before it started: fitness 0, with the reason, as an early stop.
+fn failed(why: String) -> Metrics {
+    Metrics { stopped: Some(why), ..Default::default() }
+}
+
+/// The jobs whose loss parses, ready to train; the others are stored as failed (the count).
+fn parse_jobs(store: &Store, jobs: &[Job], worker: &str) -> Result<(usize, Vec<Running>), RunError> {
+    let (mut stored, mut items) = (0, Vec::new());
+    for job in jobs {
+        let why = match crate::syntax::parse(&job.text) {
+            Ok(graph) if !graph.outputs.is_empty() => {
+                items.push(Running { job: job.clone(), graph, paused: None });
+                continue;
             }
-            // One model's loss kernel does not build: it scores 0, the others train without it.
+            Ok(_) => TrainError::NoLoss.to_string(),
+            Err(d) => TrainError::Parse(d.message).to_string(),
+        };
+        stored += store.complete(job, worker, &failed(why), 0.0)? as usize;
+    }
+    Ok((stored, items))
+}
+
+/// Trains `items` (jobs of one spec; paused at `at` if given, else fresh) as one population up
+/// to step `pause` (or the end), and stores the result of each job that ended: all steps, an
+/// early stop, or a loss kernel that does not build (fitness 0; the others train without it).
+/// Returns how many results were stored, the models still running at the pause, and where
+/// they paused.
+fn train_phase(
+    store: &Store,
+    worker: &str,
+    mut items: Vec<Running>,
+    at: Option<&Checkpoint>,
+    pause: Option<usize>,
+) -> Result<(usize, Vec<Running>, Option<Checkpoint>), RunError> {
+    use crate::error::{Blame, Classify};
+    let mut stored = 0;
+    let Some(first) = items.first() else { return Ok((0, Vec::new(), None)) };
+    let spec = first.job.spec.clone();
+    assert!(items.iter().all(|r| r.job.spec == spec), "a population shares its spec");
+    let d = data(&spec)?;
+    while !items.is_empty() {
+        let refs: Vec<&Graph> = items.iter().map(|r| &r.graph).collect();
+        let from = match at {
+            Some(at) => Start::Resume(at, items.iter().map(|r| r.paused.clone().expect("paused at `at`")).collect()),
+            None => Start::Fresh,
+        };
+        match train_population_from(&refs, &spec, &d, from, pause, &mut |_| {}) {
+            Ok((outcomes, checkpoint)) => {
+                let mut paused = Vec::new();
+                for (mut r, o) in items.into_iter().zip(outcomes) {
+                    match o {
+                        Trained::Done(m) => stored += store.complete(&r.job, worker, &m, m.wall_seconds)? as usize,
+                        Trained::Paused(p) => {
+                            r.paused = Some(p);
+                            paused.push(r);
+                        }
+                    }
+                }
+                return Ok((stored, paused, checkpoint));
+            }
             Err(e) if e.failed_model().is_some() => {
-                let (i, _) = graphs.remove(e.failed_model().expect("checked"));
-                metrics[i] = Some(failed(e.to_string()));
+                let r = items.remove(e.failed_model().expect("checked"));
+                stored += store.complete(&r.job, worker, &failed(e.to_string()), 0.0)? as usize;
             }
             Err(e) if e.blame() == Blame::Failure => return Err(RunError::Train(e)),
             Err(e) => {
-                graphs.iter().for_each(|(i, _)| metrics[*i] = Some(failed(e.to_string())));
+                for r in &items {
+                    stored += store.complete(&r.job, worker, &failed(e.to_string()), 0.0)? as usize;
+                }
                 break;
             }
         }
     }
-    let seconds = start.elapsed().as_secs_f64();
+    Ok((stored, Vec::new(), None))
+}
+
+/// Where a worker pauses a population of `jobs`: at the gate, when it trains several jobs at
+/// once on a GPU device and the gate can stop some (their slots would idle for the rest of
+/// the steps; the survivors of several populations go on together instead).
+fn gate_pause(jobs: &[Job]) -> Option<usize> {
+    let spec = &jobs.first()?.spec;
+    let cfg = spec.config().ok()?;
+    let several = spec.device != "cpu" && MODELS.load(Ordering::Relaxed) > 1;
+    (several && cfg.gate_accuracy > 0.0 && cfg.gate_step < cfg.steps).then_some(cfg.gate_step)
+}
+
+/// Trains claimed `jobs` (one spec): straight through, or to the gate, parking the survivors
+/// with those parked before; parked models go on, K at a time, once K wait. Returns how many
+/// results were stored.
+fn train_claimed(store: &Store, worker: &str, jobs: &[Job], parked: &mut Option<Parked>) -> Result<usize, RunError> {
+    let (mut stored, items) = parse_jobs(store, jobs, worker)?;
+    let Some(gate) = gate_pause(jobs) else {
+        return Ok(stored + train_phase(store, worker, items, None, None)?.0);
+    };
+    let (n, survivors, at) = train_phase(store, worker, items, None, Some(gate))?;
+    stored += n;
+    if let Some(at) = at.filter(|_| !survivors.is_empty()) {
+        let p = parked.get_or_insert_with(|| Parked { at: at.clone(), models: Vec::new() });
+        assert_eq!(p.at, at, "parked models of one spec share their checkpoint");
+        p.models.extend(survivors);
+    }
+    let k = MODELS.load(Ordering::Relaxed);
+    while parked.as_ref().is_some_and(|p| p.models.len() >= k) {
+        let p = parked.as_mut().expect("checked");
+        let rest = p.models.split_off(k);
+        let group = std::mem::replace(&mut p.models, rest);
+        let at = p.at.clone();
+        if p.models.is_empty() {
+            *parked = None;
+        }
+        stored += train_phase(store, worker, group, Some(&at), None)?.0;
+    }
+    Ok(stored)
+}
+
+/// Trains every parked model to the end, K at a time.
+fn finish_parked(store: &Store, worker: &str, parked: &mut Option<Parked>) -> Result<usize, RunError> {
+    let Some(mut p) = parked.take() else { return Ok(0) };
+    let k = MODELS.load(Ordering::Relaxed);
     let mut stored = 0;
-    for (job, m) in jobs.iter().zip(metrics) {
-        stored += store.complete(job, worker, &m.expect("every job has metrics"), seconds)? as usize;
+    while !p.models.is_empty() {
+        let rest = p.models.split_off(k.min(p.models.len()));
+        let group = std::mem::replace(&mut p.models, rest);
+        stored += train_phase(store, worker, group, Some(&p.at), None)?.0;
     }
     Ok(stored)
 }
@@ -262,39 +347,62 @@ pub fn work(db: &Db, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> Res
     let beat = Heartbeat::start(db, id, lease)?;
     let mut ran = 0;
     let mut idle_since = Instant::now();
+    // Models paused at the gate, waiting for enough others of their spec to go on with.
+    let mut parked: Option<Parked> = None;
+    let parked_jobs = |p: &Option<Parked>| -> Vec<Job> {
+        p.as_ref().map_or_else(Vec::new, |p| p.models.iter().map(|r| r.job.clone()).collect())
+    };
+    // Gives back every job this worker holds after a failure.
+    let give_back = |jobs: &[Job], e: &RunError| -> Result<(), RunError> {
+        for job in jobs {
+            store.release(job, id, &e.to_string())?;
+        }
+        Ok(())
+    };
     while !stop.load(Ordering::Relaxed) {
-        match store.claim(id, lease)? {
-            Some(first) => {
-                beat.hold(std::slice::from_ref(&first));
-                let jobs = claim_population(&store, id, lease, first)?;
-                beat.hold(&jobs);
-                let done = run_jobs(&store, &jobs, id);
-                beat.hold(&[]);
-                match done {
-                    Ok(n) => {
-                        ran += n;
-                        if n < jobs.len() {
-                            eprintln!(
-                                "worker {id}: {} job(s) were taken over after their leases expired",
-                                jobs.len() - n
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        for job in &jobs {
-                            store.release(job, id, &e.to_string())?;
-                        }
-                        return Err(e);
-                    }
-                }
-                idle_since = Instant::now();
+        // With models parked, only jobs of their spec can join them.
+        let claimed = match parked.as_ref().and_then(|p| p.models.first()) {
+            Some(r) => {
+                store.expire()?;
+                store.claim_like(id, lease, &r.job)?
             }
+            None => store.claim(id, lease)?,
+        };
+        let held = parked_jobs(&parked);
+        let done = match claimed {
+            Some(first) => {
+                beat.hold(&[&held[..], std::slice::from_ref(&first)].concat());
+                let jobs = claim_population(&store, id, lease, first)?;
+                beat.hold(&[&held[..], &jobs[..]].concat());
+                train_claimed(&store, id, &jobs, &mut parked).map_err(|e| (e, jobs))
+            }
+            // The queue has nothing for the parked models: they go on without more company.
+            None if !held.is_empty() => finish_parked(&store, id, &mut parked).map_err(|e| (e, Vec::new())),
             None => {
                 if idle.is_some_and(|t| idle_since.elapsed() >= t) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
+                continue;
             }
+        };
+        match done {
+            Ok(n) => ran += n,
+            Err((e, jobs)) => {
+                give_back(&[held, jobs].concat(), &e)?;
+                return Err(e);
+            }
+        }
+        beat.hold(&parked_jobs(&parked));
+        idle_since = Instant::now();
+    }
+    // Asked to stop: parked models still finish (their jobs are held).
+    let held = parked_jobs(&parked);
+    match finish_parked(&store, id, &mut parked) {
+        Ok(n) => ran += n,
+        Err(e) => {
+            give_back(&held, &e)?;
+            return Err(e);
         }
     }
     Ok(ran)
