@@ -16,21 +16,6 @@ use lossc_runtime::rng::Rng;
 
 const K: usize = 3;
 
-/// A device whose buffers can hold a different tensor per model.
-trait Pop: Device {
-    fn stack(&self, tensors: &[Vec<f32>]) -> Self::Buf;
-}
-impl Pop for Wgpu {
-    fn stack(&self, tensors: &[Vec<f32>]) -> Self::Buf {
-        Wgpu::stack(self, tensors)
-    }
-}
-impl Pop for Cuda {
-    fn stack(&self, tensors: &[Vec<f32>]) -> Self::Buf {
-        Cuda::stack(self, tensors)
-    }
-}
-
 /// The device, or None with the reason printed (a failure where `require` is set).
 fn open<D>(made: Result<D, impl std::fmt::Display>, require: &str) -> Option<D> {
     match made {
@@ -99,7 +84,7 @@ fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
-fn convolutions_match_the_cpu<D: Pop>(gpu: &D) {
+fn convolutions_match_the_cpu<D: Device>(gpu: &D) {
     let mut rng = Rng::new(1);
     for (cin, cout, k, stride, h, w, n) in [(3, 5, 3, 1, 7, 5, 3), (2, 4, 3, 2, 9, 7, 2), (3, 2, 1, 2, 5, 5, 3)] {
         let g = ConvGeom::new(cin, cout, k, stride, (h, w));
@@ -140,7 +125,7 @@ fn bn_state<D: Device>(d: &D, rm: D::Buf, rv: D::Buf, c: usize) -> BnState<D::Bu
     BnState { running_mean: rm, running_var: rv, xhat: d.zeros(0), sig: d.zeros(0), inv_std: d.zeros(c) }
 }
 
-fn batch_norm_matches_the_cpu<D: Pop>(gpu: &D) {
+fn batch_norm_matches_the_cpu<D: Device>(gpu: &D) {
     let mut rng = Rng::new(2);
     for swish in [false, true] {
         let (c, len) = (3, 37);
@@ -176,7 +161,7 @@ fn batch_norm_matches_the_cpu<D: Pop>(gpu: &D) {
     }
 }
 
-fn element_wise_pool_and_dense_match_the_cpu<D: Pop>(gpu: &D) {
+fn element_wise_pool_and_dense_match_the_cpu<D: Device>(gpu: &D) {
     let mut rng = Rng::new(3);
     let (c, n, hw) = (5, 3, 7);
     // add, and mul by a mask every model shares.
@@ -219,7 +204,7 @@ fn element_wise_pool_and_dense_match_the_cpu<D: Pop>(gpu: &D) {
     }
 }
 
-fn optimiser_updates_and_hits_match_the_cpu<D: Pop>(gpu: &D) {
+fn optimiser_updates_and_hits_match_the_cpu<D: Device>(gpu: &D) {
     let mut rng = Rng::new(4);
     let adam = Update::Adam { lr: 0.01, b1: 0.9, b2: 0.999, eps: 1e-7, c1: 0.19, c2: 0.002 };
     let nesterov = Update::Nesterov { lr: 0.05, mu: 0.9 };
@@ -261,7 +246,7 @@ fn optimiser_updates_and_hits_match_the_cpu<D: Pop>(gpu: &D) {
 
 /// Batches gathered and augmented on the device equal the host's augmentation of the same
 /// draws: base, cutout, mixup, and all three at once (RandAug stays on the host).
-fn gathered_augmented_batches_match_the_host<D: Pop>(gpu: &D) {
+fn gathered_augmented_batches_match_the_host<D: Device>(gpu: &D) {
     use lossc_runtime::augment::{self, Augment, Technique};
     let mut rng = Rng::new(5);
     let shape = (3, 9, 7);

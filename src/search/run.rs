@@ -233,6 +233,8 @@ fn claim_population(store: &Store, worker: &str, lease: f64, first: Job) -> Resu
 /// jobs return to the queue when the lease runs out).
 struct Heartbeat {
     held: Arc<Mutex<Vec<Job>>>,
+    /// The claims (job id, attempt) found lost: never renewed again.
+    lost: Arc<Mutex<Vec<(i64, i64)>>>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
@@ -241,8 +243,9 @@ impl Heartbeat {
     fn start(db: &Db, worker: &str, lease: f64) -> Result<Heartbeat, RunError> {
         let store = Store::open(db)?;
         let held: Arc<Mutex<Vec<Job>>> = Arc::default();
+        let lost: Arc<Mutex<Vec<(i64, i64)>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, s, worker) = (held.clone(), stop.clone(), worker.to_string());
+        let (h, l, s, worker) = (held.clone(), lost.clone(), stop.clone(), worker.to_string());
         let every = Duration::from_secs_f64(lease / 5.0);
         let handle = std::thread::spawn(move || {
             let mut last = Instant::now();
@@ -262,17 +265,21 @@ impl Heartbeat {
                                 job.id
                             );
                             h.lock().expect("held jobs").retain(|j| j.id != job.id);
+                            l.lock().expect("lost claims").push((job.id, job.attempt));
                         }
                         Err(e) => eprintln!("worker {worker}: cannot renew the lease of job {}: {e}", job.id),
                     }
                 }
             }
         });
-        Ok(Heartbeat { held, stop, handle: Some(handle) })
+        Ok(Heartbeat { held, lost, stop, handle: Some(handle) })
     }
 
+    /// Renews `jobs` from now on (and no others), except claims already found lost.
     fn hold(&self, jobs: &[Job]) {
-        *self.held.lock().expect("held jobs") = jobs.to_vec();
+        let lost = self.lost.lock().expect("lost claims");
+        *self.held.lock().expect("held jobs") =
+            jobs.iter().filter(|j| !lost.contains(&(j.id, j.attempt))).cloned().collect();
     }
 }
 
