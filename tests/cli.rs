@@ -397,3 +397,19 @@ fn a_loss_at_the_nesting_limit_trains_on_a_worker() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `--device auto` trains on CUDA where a CUDA device opens, else on the CPU; `cuda` without
+/// one is a clear failure (exit 1), not a silent fallback.
+#[test]
+fn device_auto_falls_back_to_the_cpu_and_cuda_does_not() {
+    let cuda = lossc_runtime::cuda::Cuda::new(1).is_ok();
+    let out = lossc(&["bench-train", "--device", "auto", "--steps", "2", "--batch", "8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.contains("thread(s)"), !cuda, "{text}");
+    if !cuda {
+        let out = lossc(&["bench-train", "--device", "cuda", "--steps", "2", "--batch", "8"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("error: "), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -153,6 +153,16 @@ pub fn train_population_from(
     Ok((outcomes, checkpoint))
 }
 
+/// The device `--device` names: `auto` is `cuda` where a CUDA device opens (driver, NVRTC and a
+/// GPU), else `cpu`; any other name as given.
+pub fn resolve_device(device: &str) -> String {
+    match device {
+        "auto" if Cuda::new(1).is_ok() => "cuda".into(),
+        "auto" => "cpu".into(),
+        other => other.into(),
+    }
+}
+
 /// The largest activation tensor of one model: the stem's output, 8 * width channels of the
 /// full image.
 fn activation_floats((_, h, w): (usize, usize, usize), batch: usize, width: usize) -> usize {

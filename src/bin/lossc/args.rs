@@ -84,7 +84,7 @@ pub enum Cmd {
         /// 1 to 256 (the CPU device).
         #[arg(long, default_value_t = 1, value_parser = threads(1))]
         threads: usize,
-        #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu", "cuda"])]
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu", "cuda", "auto"])]
         device: String,
         /// base, cutout, mixup, randaug or all.
         #[arg(long, default_value = "base")]
@@ -377,10 +377,10 @@ pub struct TrainOpts {
     /// Default 0.35, except for evaluate: 0 (no gate).
     #[arg(long)]
     pub gate_accuracy: Option<f64>,
-    /// Where to train: cpu, wgpu (any Vulkan adapter: a GPU, or lavapipe on the CPU), or cuda
-    /// (an NVIDIA GPU through its driver and NVRTC).
+    /// Where to train: cpu, wgpu (any Vulkan adapter: a GPU, or lavapipe on the CPU), cuda
+    /// (an NVIDIA GPU through its driver and NVRTC), or auto (cuda where it opens, else cpu).
     /// Stored with a search's or evaluation's runs; a resumed run keeps its device.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu", "cuda"])]
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu", "cuda", "auto"])]
     pub device: String,
 }
 
@@ -404,7 +404,7 @@ impl TrainOpts {
             gate_step: self.gate_step,
             gate_accuracy: self.gate_accuracy.unwrap_or(0.35),
             test: false,
-            device: self.device.clone(),
+            device: lossc::train::resolve_device(&self.device),
         }
     }
 
