@@ -87,6 +87,31 @@ fn an_expired_lease_goes_back_to_the_queue_and_only_its_holder_stores_a_result()
     }
 }
 
+/// A worker filling a population claims only pending jobs with the first job's spec, oldest
+/// first, each once.
+#[test]
+fn a_population_claims_only_jobs_of_its_spec() {
+    for db in stores("claim-like") {
+        let store = Store::open(&db).unwrap();
+        let (a, b) = (TrainSpec::default(), TrainSpec { steps: 7, ..TrainSpec::default() });
+        for (key, spec) in [("a1", &a), ("b1", &b), ("a2", &a), ("b2", &b), ("a3", &a)] {
+            store.enqueue(key, spec, "loss l = -y * ln(p);").unwrap();
+        }
+        let first = store.claim("w1", 30.0).unwrap().unwrap();
+        assert_eq!(first.key, "a1", "{db}");
+        let mut keys = Vec::new();
+        while let Some(j) = store.claim_like("w1", 30.0, &first).unwrap() {
+            assert_eq!(j.spec, a, "{db}");
+            keys.push(j.key);
+        }
+        assert_eq!(keys, ["a2", "a3"], "{db}");
+        let other = store.claim("w2", 30.0).unwrap().unwrap();
+        assert_eq!(other.key, "b1", "{db}: the other spec's jobs stay pending");
+        assert_eq!(store.claim_like("w2", 30.0, &other).unwrap().map(|j| j.key).as_deref(), Some("b2"), "{db}");
+        assert!(store.claim("w3", 30.0).unwrap().is_none(), "{db}");
+    }
+}
+
 /// Heartbeats keep a job however long it trains; without them it is taken over.
 #[test]
 fn renewing_a_lease_keeps_the_job() {
