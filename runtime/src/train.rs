@@ -7,6 +7,9 @@
 //! numbers depend only on its seed and its loss, never on its neighbours: every tensor and every
 //! reduction (batch norm's statistics included) is per model. The per-step numbers (loss sum,
 //! hits, the first non-finite step) stay on the device and are read at evaluation intervals.
+//! A population can pause at an evaluation step and its models go on later, beside models
+//! paused elsewhere at the same [`Checkpoint`] ([`train_population_from`]): what lets a search
+//! refill the slots the gate empties.
 
 use crate::augment::{self, Augment};
 use crate::cpu::Cpu;
