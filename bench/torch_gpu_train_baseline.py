@@ -9,8 +9,8 @@ images, Adam, cross-entropy, timed three ways:
              batch norm without running statistics (torch.func's requirement), dropout drawn
              per model.
 
-Prints candidate-steps/s and images/s (all models) for each; scripts/gpu-train-check.sh runs
-it beside lossc in the same session.
+Prints candidate-steps/s and images/s (all models) for each; `scripts/gpu-check.sh .gpu train`
+runs it right after `lossc bench-train --device cuda` on the same GPU.
 
     python3 bench/torch_gpu_train_baseline.py [K,K,...]     # default 1,8,32,64,128
 """
