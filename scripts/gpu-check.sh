@@ -9,7 +9,8 @@
 #   bash scripts/gpu-check.sh .gpu train     # only the training part (CUDA and wgpu devices)
 #   bash scripts/gpu-check.sh .gpu kernels   # only the loss kernels and the PyTorch modules
 #
-# The training part runs first: the CUDA device's methods against the CPU device, trainings
+# The training part runs first and within 10 minutes (each step has its own timeout; the
+# device tool's calls end at 600 s): the CUDA device's methods against the CPU device, trainings
 # on CUDA against the CPU and wgpu, and `lossc bench-train --device cuda` populations against
 # PyTorch eager, torch.compile and a torch.func ensemble (bench/torch_gpu_train_baseline.py).
 #
@@ -62,14 +63,14 @@ fi
 
 if want train; then
 echo "== the CUDA device: each method against the CPU device (K = 3)"
-timeout 120 "$runtime_gpu" cuda_device --nocapture 2>&1 | grep -E "CUDA device|SKIPPED|test |panicked|result"
+timeout 60 "$runtime_gpu" cuda_device --nocapture 2>&1 | grep -E "CUDA device|SKIPPED|test |panicked|result"
 echo "== training on CUDA: the CPU's curve, the population invariant, CUDA against wgpu, 300 steps of Fashion-MNIST"
-timeout 300 "$gpu_train" cuda --nocapture --test-threads=1 2>&1 | grep -E "CUDA device|adapter|SKIPPED|test |panicked|cpu |cuda |result"
+timeout 180 "$gpu_train" cuda --nocapture --test-threads=1 2>&1 | grep -E "CUDA device|adapter|SKIPPED|test |panicked|cpu |cuda |result"
 echo "== training throughput (surrogate, batch 128, 1x32x32, CE): lossc on CUDA, then PyTorch on the same GPU"
 for k in 1 8 32 64 128; do
-  timeout 120 "$lossc" bench-train --device cuda --population "$k" --steps 30 || echo "(population $k: timed out or failed)"
+  timeout 40 "$lossc" bench-train --device cuda --population "$k" --steps 30 || echo "(population $k: timed out or failed)"
 done
-PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_gpu_train_baseline.py 1,8,32,64,128 || echo "(torch baseline failed or torch not available)"
+PYTHONUNBUFFERED=1 timeout 150 python3 bench/torch_gpu_train_baseline.py 1,8,32,64,128 || echo "(torch baseline failed or torch not available)"
 fi
 want kernels || exit 0
 
