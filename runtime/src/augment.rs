@@ -120,6 +120,30 @@ pub fn plan(a: &Augment, n: usize, (_, h, w): (usize, usize, usize), rng: &mut R
     Plan { images, mix }
 }
 
+/// A gather plan for batch images `idx` as the GPU devices' `augment` kernel reads it: per
+/// image, 8 words (source image, shift + pad in y and x, flip, cutout or not, cutout centre y
+/// and x, mixup partner).
+pub fn gather_draws(idx: &[usize], plan: &Plan, a: &Augment) -> Vec<u32> {
+    let u = |x: usize| u32::try_from(x).expect("batch indices fit in u32");
+    let mut draws = Vec::with_capacity(8 * idx.len());
+    for (i, (&j, d)) in idx.iter().zip(&plan.images).enumerate() {
+        let (cy, cx) = d.cutout.unwrap_or((0, 0));
+        let partner = plan.mix.as_ref().map_or(i, |(perm, _)| perm[i]);
+        let shift = |v: isize| (v + a.pad as isize) as u32;
+        draws.extend([
+            u(j),
+            shift(d.dy),
+            shift(d.dx),
+            d.flip as u32,
+            d.cutout.is_some() as u32,
+            u(cy),
+            u(cx),
+            u(partner),
+        ]);
+    }
+    draws
+}
+
 /// Whether a plan is pixel moves, zeroing and mixing only (no RandAug op), which a device can
 /// apply while gathering the batch from a resident data set.
 pub fn is_gather(plan: &Plan) -> bool {

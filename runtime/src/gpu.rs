@@ -352,22 +352,7 @@ impl Device for Wgpu {
     fn gather(&self, data: &GBuf, idx: &[usize], plan: &Plan, a: &Augment, (c, h, w): (usize, usize, usize)) -> GBuf {
         assert!(augment::is_gather(plan) && idx.len() == plan.images.len(), "gather: a plan without RandAug");
         let n = idx.len();
-        let mut draws = Vec::with_capacity(8 * n);
-        for (i, (&j, d)) in idx.iter().zip(&plan.images).enumerate() {
-            let (cy, cx) = d.cutout.unwrap_or((0, 0));
-            let partner = plan.mix.as_ref().map_or(i, |(perm, _)| perm[i]);
-            let shift = |v: isize| (v + a.pad as isize) as u32;
-            draws.extend([
-                u(j),
-                shift(d.dy),
-                shift(d.dx),
-                d.flip as u32,
-                d.cutout.is_some() as u32,
-                u(cy),
-                u(cx),
-                u(partner),
-            ]);
-        }
+        let draws = augment::gather_draws(idx, plan, a);
         let lam = self.init(plan.mix.as_ref().map_or(&[][..], |(_, lam)| lam), n, true);
         let x = self.buffer(c * n * h * w, c * n * h * w, true);
         let total = x.len;
