@@ -1,14 +1,15 @@
 //! The wgpu device: a population of K models trained on any Vulkan adapter (a GPU, or lavapipe
 //! on the CPU), with the kernels of kernels/train.rs and each model's own WGSL loss kernel.
 //!
-//! Work is recorded into one command encoder and submitted by [`Device::flush`] (the training
-//! loop calls it once a step) or by a read-back; at most one step is in flight, so buffers
-//! dropped by the host are reclaimed. Buffers are created zeroed; a buffer from
-//! [`Device::upload`] is shared by all models (model stride 0), every other holds K tensors.
+//! Its device operations are written once for both GPU devices ([`crate::stacked`]); this file
+//! is the [`Launcher`] underneath, through wgpu. Work is recorded into one command encoder and
+//! submitted by [`Device::flush`] (the training loop calls it once a step) or by a read-back;
+//! at most one step is in flight, so buffers dropped by the host are reclaimed. Buffers are
+//! created zeroed.
 
-use crate::augment::{self, Augment, Plan};
-use crate::device::{BnGeom, BnState, ConvGeom, Device, Update};
-use crate::kernels::{self, Access, KERNELS, THREADS};
+use crate::device::Device;
+use crate::kernels::{self, Access, KERNELS, Kernel};
+use crate::stacked::{self, Arg, Launcher, SBuf, u};
 use crate::train::{DeviceLoss, LabelTargets, LossError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,26 +59,11 @@ pub struct Wgpu {
     k: usize,
 }
 
-/// A device buffer: one tensor of `len` floats per model, or one for all (`shared`).
-pub struct GBuf {
-    buf: wgpu::Buffer,
-    len: usize,
-    shared: bool,
-}
-
-impl GBuf {
-    /// Elements between one model's tensor and the next.
-    fn stride(&self) -> u32 {
-        if self.shared { 0 } else { self.len as u32 }
-    }
-}
+/// A buffer of the wgpu device.
+pub type GBuf = SBuf<wgpu::Buffer>;
 
 const USAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
-
-fn u(x: usize) -> u32 {
-    u32::try_from(x).expect("the population's tensors are checked to index in u32")
-}
 
 fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
@@ -193,36 +179,9 @@ impl Wgpu {
         Ok(())
     }
 
-    fn buffer(&self, floats: usize, len: usize, shared: bool) -> GBuf {
-        let size = (floats.max(1) * 4) as u64;
-        let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: USAGE,
-            mapped_at_creation: false,
-        });
-        GBuf { buf, len, shared }
-    }
-
-    fn init(&self, data: &[f32], len: usize, shared: bool) -> GBuf {
-        let bytes: Vec<u8> =
-            if data.is_empty() { vec![0; 4] } else { data.iter().flat_map(|v| v.to_le_bytes()).collect() };
-        let buf = self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: &bytes,
-            usage: USAGE,
-        });
-        GBuf { buf, len, shared }
-    }
-
-    fn labels(&self, labels: &[u32]) -> wgpu::Buffer {
-        let bytes: Vec<u8> =
-            if labels.is_empty() { vec![0; 4] } else { labels.iter().flat_map(|v| v.to_le_bytes()).collect() };
-        self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: &bytes,
-            usage: USAGE,
-        })
+    fn bytes_buffer(&self, bytes: &[u8]) -> wgpu::Buffer {
+        let contents = if bytes.is_empty() { &[0u8; 4][..] } else { bytes };
+        self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents, usage: USAGE })
     }
 
     /// Runs `f` on the pending command encoder.
@@ -234,48 +193,9 @@ impl Wgpu {
         f(enc);
     }
 
-    /// Records kernel `name` over `buffers` with `params` (u32 bits, in the table's order) on
-    /// `groups` workgroups (capped; the kernels loop over the rest).
-    fn dispatch(&self, name: &str, buffers: &[&wgpu::Buffer], params: &[u32], groups: usize) {
-        let k = kernels::kernel(name);
-        debug_assert_eq!(buffers.len(), k.buffers.len(), "{name}: buffers");
-        debug_assert_eq!(params.len(), k.params.len(), "{name}: parameters");
-        let pipe = &self.inner.pipes[k.name];
-        let mut bytes: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
-        bytes.resize(bytes.len().next_multiple_of(16).max(16), 0);
-        let d = &self.inner.device;
-        let uniform = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: &bytes,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-            .collect();
-        entries.push(wgpu::BindGroupEntry { binding: buffers.len() as u32, resource: uniform.as_entire_binding() });
-        let bind = d.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(name),
-            layout: &pipe.layout,
-            entries: &entries,
-        });
-        self.record(|enc| {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            pass.set_pipeline(&pipe.pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(groups.clamp(1, 65535) as u32, 1, 1);
-        });
-    }
-
-    /// [`Wgpu::dispatch`] over `total` elements, one thread each.
-    fn each(&self, name: &str, buffers: &[&wgpu::Buffer], params: &[u32], total: usize) {
-        self.dispatch(name, buffers, params, total.div_ceil(THREADS));
-    }
-
     /// Submits the pending work and waits for the submission before it, so that at most one is
     /// in flight.
-    fn submit(&self) {
+    fn submit_pending(&self) {
         let mut p = self.inner.pending.lock().expect("pending work");
         let Some(enc) = p.encoder.take() else { return };
         let index = self.inner.queue.submit([enc.finish()]);
@@ -285,7 +205,7 @@ impl Wgpu {
     }
 
     /// Copies `src` into a mappable buffer and reads it (waits for all work before it).
-    fn read(&self, src: &wgpu::Buffer, bytes: u64) -> Vec<f32> {
+    fn read_bytes(&self, src: &wgpu::Buffer, bytes: u64) -> Vec<f32> {
         let d = &self.inner.device;
         let staging = d.create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -294,7 +214,7 @@ impl Wgpu {
             mapped_at_creation: false,
         });
         self.record(|enc| enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes));
-        self.submit();
+        self.submit_pending();
         let slice = staging.slice(..);
         slice.map_async(wgpu::MapMode::Read, |r| r.expect("mapping a read-back buffer"));
         d.poll(wgpu::PollType::wait_indefinitely()).expect("waiting for the device");
@@ -306,220 +226,72 @@ impl Wgpu {
     }
 }
 
-impl Device for Wgpu {
-    type Buf = GBuf;
+impl Launcher for Wgpu {
+    type Mem = wgpu::Buffer;
+    type Words = wgpu::Buffer;
 
-    fn name(&self) -> String {
+    fn describe(&self) -> String {
         format!("wgpu ({})", self.inner.adapter)
     }
-    fn models(&self) -> usize {
+    fn population(&self) -> usize {
         self.k
     }
-    fn zeros(&self, n: usize) -> GBuf {
-        self.buffer(n * self.k, n, false)
-    }
-    fn upload(&self, host: &[f32]) -> GBuf {
-        self.init(host, host.len(), true)
-    }
-    fn param(&self, host: &[f32]) -> GBuf {
-        let all: Vec<f32> = (0..self.k).flat_map(|_| host.iter().copied()).collect();
-        self.init(&all, host.len(), false)
-    }
-    /// A buffer holding a different tensor for each model (`tensors.len()` = K, equal lengths).
-    fn stack(&self, tensors: &[Vec<f32>]) -> GBuf {
-        assert!(tensors.len() == self.k && tensors.iter().all(|t| t.len() == tensors[0].len()), "stack: K tensors");
-        self.init(&tensors.concat(), tensors[0].len(), false)
-    }
-    fn download(&self, buf: &GBuf) -> Vec<f32> {
-        let n = if buf.shared { buf.len } else { buf.len * self.k };
-        if n == 0 {
-            return Vec::new();
-        }
-        self.read(&buf.buf, (n * 4) as u64)
-    }
-    fn len(&self, buf: &GBuf) -> usize {
-        buf.len
-    }
-    fn flush(&self) {
-        self.submit();
-    }
-    fn upload_images(&self, host: &[f32], n: usize, c: usize, hw: usize) -> GBuf {
-        self.upload(&crate::cpu::Cpu.upload_images(host, n, c, hw))
-    }
-    fn resident(&self, images: &[f32]) -> Option<GBuf> {
-        ((images.len() * 4) as u64 <= self.inner.max_buffer.min(u32::MAX as u64)).then(|| self.upload(images))
-    }
-    fn gather(&self, data: &GBuf, idx: &[usize], plan: &Plan, a: &Augment, (c, h, w): (usize, usize, usize)) -> GBuf {
-        assert!(augment::is_gather(plan) && idx.len() == plan.images.len(), "gather: a plan without RandAug");
-        let n = idx.len();
-        let draws = augment::gather_draws(idx, plan, a);
-        let lam = self.init(plan.mix.as_ref().map_or(&[][..], |(_, lam)| lam), n, true);
-        let x = self.buffer(c * n * h * w, c * n * h * w, true);
-        let total = x.len;
-        let params = [total, n, c, h, w, a.pad, a.cutout, plan.mix.is_some() as usize].map(u);
-        self.each("augment", &[&data.buf, &self.labels(&draws), &lam.buf, &x.buf], &params, total);
-        x
-    }
-
-    fn conv_forward(&self, g: &ConvGeom, n: usize, w: &GBuf, x: &GBuf) -> GBuf {
-        assert!(w.len == g.cout * g.kk() && x.len == g.cin * n * g.h * g.w, "conv_forward: shapes");
-        let y = self.zeros(g.cout * n * g.p());
-        let total = self.k * y.len;
-        let params = [total, n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
-        let params = [&params[..], &[x.stride()]].concat();
-        self.each("conv_forward", &[&w.buf, &x.buf, &y.buf], &params, total);
-        y
-    }
-
-    fn conv_backward(
-        &self,
-        g: &ConvGeom,
-        n: usize,
-        w: &GBuf,
-        x: &GBuf,
-        gy: &GBuf,
-        dw: &mut GBuf,
-        want_dx: bool,
-    ) -> Option<GBuf> {
-        assert!(gy.len == g.cout * n * g.p() && dw.len == g.cout * g.kk(), "conv_backward: shapes");
-        let shape = [n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
-        let groups = self.k * dw.len;
-        let params = [&[u(groups)], &shape[..], &[x.stride()]].concat();
-        self.dispatch("conv_backward_filter", &[&x.buf, &gy.buf, &dw.buf], &params, groups);
-        want_dx.then(|| {
-            let dx = self.zeros(g.cin * n * g.h * g.w);
-            let total = self.k * dx.len;
-            let params = [&[u(total)], &shape[..]].concat();
-            self.each("conv_backward_data", &[&w.buf, &gy.buf, &dx.buf], &params, total);
-            dx
+    fn alloc(&self, floats: usize) -> wgpu::Buffer {
+        self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: (floats.max(1) * 4) as u64,
+            usage: USAGE,
+            mapped_at_creation: false,
         })
     }
-
-    fn bn_forward(&self, g: &BnGeom, x: &GBuf, gamma: &GBuf, beta: &GBuf, s: &mut BnState<GBuf>, train: bool) -> GBuf {
-        assert_eq!(x.len, g.c * g.len, "bn_forward: shape");
-        let groups = self.k * g.c;
-        let mean = self.zeros(g.c);
-        if s.inv_std.len != g.c {
-            s.inv_std = self.zeros(g.c);
-        }
-        if train {
-            let params = [u(groups), u(g.len), g.momentum.to_bits(), g.eps.to_bits()];
-            let bufs = [&x.buf, &mean.buf, &s.inv_std.buf, &s.running_mean.buf, &s.running_var.buf];
-            self.dispatch("bn_stats", &bufs, &params, groups);
-            if s.xhat.len != x.len {
-                s.xhat = self.zeros(x.len);
-            }
-            if g.swish && s.sig.len != x.len {
-                s.sig = self.zeros(x.len);
-            }
-        } else {
-            let bufs = [&s.running_mean.buf, &s.running_var.buf, &mean.buf, &s.inv_std.buf];
-            self.each("bn_running", &bufs, &[u(groups), g.eps.to_bits()], groups);
-        }
-        let y = self.zeros(x.len);
-        let total = self.k * x.len;
-        let params = [total, g.len, g.swish as usize, train as usize].map(u);
-        let bufs = [&x.buf, &mean.buf, &s.inv_std.buf, &gamma.buf, &beta.buf, &y.buf, &s.xhat.buf, &s.sig.buf];
-        self.each("bn_apply", &bufs, &params, total);
-        y
+    fn init(&self, data: &[f32]) -> wgpu::Buffer {
+        self.bytes_buffer(&data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
     }
-
-    fn bn_backward(
-        &self,
-        g: &BnGeom,
-        gy: &GBuf,
-        gamma: &GBuf,
-        beta: &GBuf,
-        s: &BnState<GBuf>,
-        dgamma: &mut GBuf,
-        dbeta: &mut GBuf,
-    ) -> GBuf {
-        assert!(gy.len == g.c * g.len && s.xhat.len == g.c * g.len, "bn_backward: shapes");
-        let groups = self.k * g.c;
-        let sums = self.zeros(2 * g.c);
-        let sig = if g.swish { &s.sig.buf } else { &self.inner.spare[0] };
-        let bufs = [&gy.buf, &s.xhat.buf, sig, &gamma.buf, &beta.buf, &sums.buf, &dgamma.buf, &dbeta.buf];
-        self.dispatch("bn_backward_sums", &bufs, &[u(groups), u(g.len), g.swish as u32], groups);
-        let dx = self.zeros(gy.len);
-        let total = self.k * gy.len;
-        let bufs = [&gy.buf, &s.xhat.buf, sig, &gamma.buf, &beta.buf, &s.inv_std.buf, &sums.buf, &dx.buf];
-        self.each("bn_backward_dx", &bufs, &[u(total), u(g.len), g.swish as u32], total);
-        dx
+    fn words(&self, data: &[u32]) -> wgpu::Buffer {
+        self.bytes_buffer(&data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
     }
-
-    fn add_assign(&self, a: &mut GBuf, b: &GBuf) {
-        assert!(a.len == b.len && !a.shared && !b.shared, "add_assign: lengths");
-        let total = self.k * a.len;
-        self.each("add", &[&a.buf, &b.buf], &[u(total)], total);
+    fn read(&self, mem: &wgpu::Buffer, floats: usize) -> Vec<f32> {
+        self.read_bytes(mem, (floats * 4) as u64)
     }
-    fn mul(&self, a: &GBuf, b: &GBuf) -> GBuf {
-        assert!(a.len == b.len && !a.shared, "mul: lengths");
-        let y = self.zeros(a.len);
-        let total = self.k * a.len;
-        self.each("mul", &[&a.buf, &b.buf, &y.buf], &[u(total), u(a.len), b.stride()], total);
-        y
+    fn launch(&self, k: &'static Kernel, args: &[Arg<'_, Self>], params: &[u32], groups: usize) {
+        let pipe = &self.inner.pipes[k.name];
+        let mut bytes: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.resize(bytes.len().next_multiple_of(16).max(16), 0);
+        let d = &self.inner.device;
+        let uniform = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: &bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries: Vec<wgpu::BindGroupEntry> = args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let (Arg::F(b) | Arg::U(b)) = a;
+                wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry { binding: args.len() as u32, resource: uniform.as_entire_binding() });
+        let bind = d.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(k.name),
+            layout: &pipe.layout,
+            entries: &entries,
+        });
+        self.record(|enc| {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(&pipe.pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(groups.clamp(1, 65535) as u32, 1, 1);
+        });
     }
-    fn pool_forward(&self, c: usize, n: usize, hw: usize, x: &GBuf) -> GBuf {
-        let y = self.zeros(n * c);
-        let total = self.k * y.len;
-        self.each("pool_forward", &[&x.buf, &y.buf], &[total, c, n, hw].map(u), total);
-        y
+    fn spare(&self) -> &wgpu::Buffer {
+        &self.inner.spare[0]
     }
-    fn pool_backward(&self, c: usize, n: usize, hw: usize, gy: &GBuf) -> GBuf {
-        let dx = self.zeros(c * n * hw);
-        let total = self.k * dx.len;
-        self.each("pool_backward", &[&gy.buf, &dx.buf], &[total, c, n, hw].map(u), total);
-        dx
+    fn submit(&self) {
+        self.submit_pending();
     }
-    fn dense_forward(&self, n: usize, inp: usize, out: usize, x: &GBuf, w: &GBuf, b: &GBuf) -> GBuf {
-        assert!(x.len == n * inp && w.len == out * inp && b.len == out && !x.shared, "dense_forward: shapes");
-        let y = self.zeros(n * out);
-        let total = self.k * y.len;
-        self.each("dense_forward", &[&x.buf, &w.buf, &b.buf, &y.buf], &[total, n, inp, out].map(u), total);
-        y
-    }
-    fn dense_backward(
-        &self,
-        n: usize,
-        inp: usize,
-        out: usize,
-        x: &GBuf,
-        w: &GBuf,
-        gy: &GBuf,
-        dw: &mut GBuf,
-        db: &mut GBuf,
-    ) -> GBuf {
-        assert!(gy.len == n * out && dw.len == out * inp && db.len == out, "dense_backward: shapes");
-        let total = self.k * dw.len;
-        self.each("dense_backward_w", &[&x.buf, &gy.buf, &dw.buf, &db.buf], &[total, n, inp, out].map(u), total);
-        let dx = self.zeros(n * inp);
-        let total = self.k * dx.len;
-        self.each("dense_backward_x", &[&w.buf, &gy.buf, &dx.buf], &[total, n, inp, out].map(u), total);
-        dx
-    }
-
-    fn hits(&self, logits: &GBuf, n: usize, classes: usize, labels: &[u32], stats: &mut GBuf, slot: usize) {
-        assert!(logits.len >= n * classes && labels.len() == n && slot < 4 && stats.len == 4, "hits: shapes");
-        let labels = self.labels(labels);
-        let params = [self.k, n, classes, slot].map(u);
-        self.dispatch("hits", &[&logits.buf, &labels, &stats.buf], &params, self.k);
-    }
-
-    fn update(&self, up: &Update, decay: f32, value: &mut GBuf, grad: &mut GBuf, m: &mut GBuf, v: &mut GBuf) {
-        for s in [&mut *m, &mut *v] {
-            if s.len != value.len {
-                *s = self.zeros(value.len);
-            }
-        }
-        let total = self.k * value.len;
-        let f = |x: f32| x.to_bits();
-        let params = match *up {
-            Update::Adam { lr, b1, b2, eps, c1, c2 } => {
-                [u(total), 1, f(lr), f(b1), f(b2), f(eps), f(c1), f(c2), 0, f(decay)]
-            }
-            Update::Nesterov { lr, mu } => [u(total), 0, f(lr), 0, 0, 0, f(1.0), f(1.0), f(mu), f(decay)],
-        };
-        self.each("update", &[&value.buf, &grad.buf, &m.buf, &v.buf], &params, total);
+    fn max_floats(&self) -> usize {
+        (self.inner.max_buffer / 4) as usize
     }
 }
 
@@ -574,7 +346,7 @@ impl DeviceLoss<Wgpu> for WgslLosses {
         assert!(logits.len == size && !logits.shared, "loss: logits shape");
         let mut scratch = self.scratch.lock().expect("loss scratch");
         if !matches!(&*scratch, Some(s) if s.rows == rows && s.classes == classes) {
-            let make = |n: usize| (0..dev.k).map(|_| dev.buffer(n, n, true).buf).collect::<Vec<_>>();
+            let make = |n: usize| (0..dev.k).map(|_| dev.alloc(n)).collect::<Vec<_>>();
             *scratch = Some(Scratch {
                 rows,
                 classes,
@@ -589,9 +361,9 @@ impl DeviceLoss<Wgpu> for WgslLosses {
             *grad = dev.zeros(size);
         }
         let mixup = t.labels_b.zip(t.lam);
-        let labels = dev.labels(t.labels);
-        let labels_b = dev.labels(mixup.map_or(&[][..], |m| m.0));
-        let lam = dev.init(mixup.map_or(&[][..], |m| m.1), rows, true);
+        let labels = dev.words(t.labels);
+        let labels_b = dev.words(mixup.map_or(&[][..], |m| m.0));
+        let lam = dev.init(mixup.map_or(&[][..], |m| m.1));
         let mode = if mixup.is_some() { 1u32 } else { 0 };
         let mut params = Vec::new();
         for v in [mode, rows as u32, classes as u32, (t.smoothing as f32).to_bits()] {
@@ -605,8 +377,7 @@ impl DeviceLoss<Wgpu> for WgslLosses {
         });
         let bytes = (size * 4) as u64;
         for (k, pipe) in self.pipes.iter().enumerate() {
-            let bufs =
-                [&s.logits[k], &labels, &labels_b, &lam.buf, &dev.inner.spare[0], &s.grad[k], &s.row_loss[k], &uniform];
+            let bufs = [&s.logits[k], &labels, &labels_b, &lam, dev.spare(), &s.grad[k], &s.row_loss[k], &uniform];
             let entries: Vec<_> = bufs
                 .iter()
                 .enumerate()
@@ -618,19 +389,25 @@ impl DeviceLoss<Wgpu> for WgslLosses {
                 entries: &entries,
             });
             dev.record(|enc| {
-                enc.copy_buffer_to_buffer(&logits.buf, k as u64 * bytes, &s.logits[k], 0, bytes);
+                enc.copy_buffer_to_buffer(&logits.mem, k as u64 * bytes, &s.logits[k], 0, bytes);
                 {
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
                     pass.set_pipeline(&pipe.pipeline);
                     pass.set_bind_group(0, &bind, &[]);
                     pass.dispatch_workgroups(rows.min(65535) as u32, rows.div_ceil(65535) as u32, 1);
                 }
-                enc.copy_buffer_to_buffer(&s.grad[k], 0, &grad.buf, k as u64 * bytes, bytes);
-                enc.copy_buffer_to_buffer(&s.row_loss[k], 0, &s.all_loss.buf, (k * rows * 4) as u64, (rows * 4) as u64);
+                enc.copy_buffer_to_buffer(&s.grad[k], 0, &grad.mem, k as u64 * bytes, bytes);
+                enc.copy_buffer_to_buffer(&s.row_loss[k], 0, &s.all_loss.mem, (k * rows * 4) as u64, (rows * 4) as u64);
             });
         }
         let params = [dev.k, rows, classes, step].map(u);
-        dev.dispatch("loss_stats", &[&s.all_loss.buf, &grad.buf, &stats.buf], &params, dev.k);
+        stacked::dispatch(
+            dev,
+            "loss_stats",
+            &[Arg::F(&s.all_loss.mem), Arg::F(&grad.mem), Arg::F(&stats.mem)],
+            &params,
+            dev.k,
+        );
         Ok(())
     }
 }

@@ -17,4 +17,5 @@ pub mod layers;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod stacked;
 pub mod train;

@@ -1,0 +1,358 @@
+//! What the GPU devices share: every [`Device`] operation as launches of the kernels of
+//! kernels/train.rs on stacked buffers (K tensors on a leading model axis; a buffer from
+//! [`Device::upload`] is shared by all models, model stride 0), written once over a
+//! [`Launcher`]: the few things a GPU API provides (zeroed buffers, uploads, read-backs,
+//! kernel launches). wgpu ([`crate::gpu::Wgpu`]) and CUDA ([`crate::cuda::Cuda`]) implement
+//! it, so the lavapipe runs of the wgpu device also check what the CUDA device launches.
+
+use crate::augment::{self, Augment, Plan};
+use crate::device::{BnGeom, BnState, ConvGeom, Device, Update};
+use crate::kernels::{self, Kernel, THREADS};
+
+/// A GPU API as the stacked device needs it. Launches run in order; [`Launcher::read`] waits
+/// for the work before it.
+pub trait Launcher: Clone + Send + Sync {
+    /// A buffer of f32.
+    type Mem: Send + Sync;
+    /// A buffer of u32 (labels, augmentation draws).
+    type Words: Send + Sync;
+    /// The device in a few words, for a run's record.
+    fn describe(&self) -> String;
+    /// How many models every buffer holds (K).
+    fn population(&self) -> usize;
+    /// `floats` zeros (at least one).
+    fn alloc(&self, floats: usize) -> Self::Mem;
+    /// A copy of `data` (one zero when empty).
+    fn init(&self, data: &[f32]) -> Self::Mem;
+    /// A copy of `data` (one zero when empty).
+    fn words(&self, data: &[u32]) -> Self::Words;
+    /// The first `floats` values of `mem`.
+    fn read(&self, mem: &Self::Mem, floats: usize) -> Vec<f32>;
+    /// Kernel `k` over `args` (its buffers, in the table's order) with `params` (u32 bits, in
+    /// the table's order) on `groups` blocks of [`THREADS`] (capped at 65,535; the kernels loop
+    /// over the rest).
+    fn launch(&self, k: &'static Kernel, args: &[Arg<'_, Self>], params: &[u32], groups: usize);
+    /// A one-float buffer for arguments a launch does not use.
+    fn spare(&self) -> &Self::Mem;
+    /// Ends a training step: sends the recorded work, and waits for the step before it so that
+    /// at most one step is queued behind the running one.
+    fn submit(&self);
+    /// The largest data set kept resident, in floats.
+    fn max_floats(&self) -> usize;
+}
+
+/// A launch argument: a buffer of floats or of u32.
+pub enum Arg<'a, L: Launcher> {
+    F(&'a L::Mem),
+    U(&'a L::Words),
+}
+use Arg::{F, U};
+
+/// A device buffer: one tensor of `len` floats per model, or one for all (`shared`).
+pub struct SBuf<M> {
+    pub(crate) mem: M,
+    pub(crate) len: usize,
+    pub(crate) shared: bool,
+}
+
+impl<M> SBuf<M> {
+    /// Elements between one model's tensor and the next.
+    pub(crate) fn stride(&self) -> u32 {
+        if self.shared { 0 } else { self.len as u32 }
+    }
+}
+
+pub(crate) fn u(x: usize) -> u32 {
+    u32::try_from(x).expect("the population's tensors are checked to index in u32")
+}
+
+/// A zeroed buffer of `floats` holding tensors of `len`.
+pub(crate) fn buffer<L: Launcher>(l: &L, floats: usize, len: usize, shared: bool) -> SBuf<L::Mem> {
+    SBuf { mem: l.alloc(floats.max(1)), len, shared }
+}
+
+/// A buffer with `data`, holding tensors of `len`.
+pub(crate) fn init<L: Launcher>(l: &L, data: &[f32], len: usize, shared: bool) -> SBuf<L::Mem> {
+    SBuf { mem: l.init(data), len, shared }
+}
+
+/// Launches kernel `name`, checking its arguments against the table.
+pub(crate) fn dispatch<L: Launcher>(l: &L, name: &str, args: &[Arg<'_, L>], params: &[u32], groups: usize) {
+    let k = kernels::kernel(name);
+    assert_eq!(args.len(), k.buffers.len(), "{name}: buffers");
+    assert_eq!(params.len(), k.params.len(), "{name}: parameters");
+    for (a, (buf, access)) in args.iter().zip(k.buffers) {
+        assert_eq!(matches!(a, U(_)), *access == kernels::Access::ReadU32, "{name}: buffer {buf}");
+    }
+    l.launch(k, args, params, groups);
+}
+
+/// [`dispatch`] over `total` elements, one thread each.
+pub(crate) fn each<L: Launcher>(l: &L, name: &str, args: &[Arg<'_, L>], params: &[u32], total: usize) {
+    dispatch(l, name, args, params, total.div_ceil(THREADS));
+}
+
+impl<L: Launcher> Device for L {
+    type Buf = SBuf<L::Mem>;
+
+    fn name(&self) -> String {
+        self.describe()
+    }
+    fn models(&self) -> usize {
+        self.population()
+    }
+    fn zeros(&self, n: usize) -> SBuf<L::Mem> {
+        buffer(self, n * self.population(), n, false)
+    }
+    fn upload(&self, host: &[f32]) -> SBuf<L::Mem> {
+        init(self, host, host.len(), true)
+    }
+    fn param(&self, host: &[f32]) -> SBuf<L::Mem> {
+        let all: Vec<f32> = (0..self.population()).flat_map(|_| host.iter().copied()).collect();
+        init(self, &all, host.len(), false)
+    }
+    /// A buffer holding a different tensor for each model (`tensors.len()` = K, equal lengths).
+    fn stack(&self, tensors: &[Vec<f32>]) -> SBuf<L::Mem> {
+        assert!(
+            tensors.len() == self.population() && tensors.iter().all(|t| t.len() == tensors[0].len()),
+            "stack: K tensors"
+        );
+        init(self, &tensors.concat(), tensors[0].len(), false)
+    }
+    fn download(&self, buf: &SBuf<L::Mem>) -> Vec<f32> {
+        let n = if buf.shared { buf.len } else { buf.len * self.population() };
+        if n == 0 {
+            return Vec::new();
+        }
+        self.read(&buf.mem, n)
+    }
+    fn len(&self, buf: &SBuf<L::Mem>) -> usize {
+        buf.len
+    }
+    fn flush(&self) {
+        self.submit();
+    }
+    fn upload_images(&self, host: &[f32], n: usize, c: usize, hw: usize) -> SBuf<L::Mem> {
+        self.upload(&crate::cpu::Cpu.upload_images(host, n, c, hw))
+    }
+    fn resident(&self, images: &[f32]) -> Option<SBuf<L::Mem>> {
+        (images.len() <= self.max_floats().min(u32::MAX as usize)).then(|| self.upload(images))
+    }
+    fn gather(
+        &self,
+        data: &SBuf<L::Mem>,
+        idx: &[usize],
+        plan: &Plan,
+        a: &Augment,
+        (c, h, w): (usize, usize, usize),
+    ) -> SBuf<L::Mem> {
+        assert!(augment::is_gather(plan) && idx.len() == plan.images.len(), "gather: a plan without RandAug");
+        let n = idx.len();
+        let draws = augment::gather_draws(idx, plan, a);
+        let lam = init(self, plan.mix.as_ref().map_or(&[][..], |(_, lam)| lam), n, true);
+        let x = buffer(self, c * n * h * w, c * n * h * w, true);
+        let total = x.len;
+        let params = [total, n, c, h, w, a.pad, a.cutout, plan.mix.is_some() as usize].map(u);
+        each(self, "augment", &[F(&data.mem), U(&self.words(&draws)), F(&lam.mem), F(&x.mem)], &params, total);
+        x
+    }
+
+    fn conv_forward(&self, g: &ConvGeom, n: usize, w: &SBuf<L::Mem>, x: &SBuf<L::Mem>) -> SBuf<L::Mem> {
+        assert!(w.len == g.cout * g.kk() && x.len == g.cin * n * g.h * g.w, "conv_forward: shapes");
+        let y = self.zeros(g.cout * n * g.p());
+        let total = self.population() * y.len;
+        let params = [total, n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
+        let params = [&params[..], &[x.stride()]].concat();
+        each(self, "conv_forward", &[F(&w.mem), F(&x.mem), F(&y.mem)], &params, total);
+        y
+    }
+
+    fn conv_backward(
+        &self,
+        g: &ConvGeom,
+        n: usize,
+        w: &SBuf<L::Mem>,
+        x: &SBuf<L::Mem>,
+        gy: &SBuf<L::Mem>,
+        dw: &mut SBuf<L::Mem>,
+        want_dx: bool,
+    ) -> Option<SBuf<L::Mem>> {
+        assert!(gy.len == g.cout * n * g.p() && dw.len == g.cout * g.kk(), "conv_backward: shapes");
+        let shape = [n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
+        let groups = self.population() * dw.len;
+        let params = [&[u(groups)], &shape[..], &[x.stride()]].concat();
+        dispatch(self, "conv_backward_filter", &[F(&x.mem), F(&gy.mem), F(&dw.mem)], &params, groups);
+        want_dx.then(|| {
+            let dx = self.zeros(g.cin * n * g.h * g.w);
+            let total = self.population() * dx.len;
+            let params = [&[u(total)], &shape[..]].concat();
+            each(self, "conv_backward_data", &[F(&w.mem), F(&gy.mem), F(&dx.mem)], &params, total);
+            dx
+        })
+    }
+
+    fn bn_forward(
+        &self,
+        g: &BnGeom,
+        x: &SBuf<L::Mem>,
+        gamma: &SBuf<L::Mem>,
+        beta: &SBuf<L::Mem>,
+        s: &mut BnState<SBuf<L::Mem>>,
+        train: bool,
+    ) -> SBuf<L::Mem> {
+        assert_eq!(x.len, g.c * g.len, "bn_forward: shape");
+        let groups = self.population() * g.c;
+        let mean = self.zeros(g.c);
+        if s.inv_std.len != g.c {
+            s.inv_std = self.zeros(g.c);
+        }
+        if train {
+            let params = [u(groups), u(g.len), g.momentum.to_bits(), g.eps.to_bits()];
+            let bufs = [&x.mem, &mean.mem, &s.inv_std.mem, &s.running_mean.mem, &s.running_var.mem].map(F);
+            dispatch(self, "bn_stats", &bufs, &params, groups);
+            if s.xhat.len != x.len {
+                s.xhat = self.zeros(x.len);
+            }
+            if g.swish && s.sig.len != x.len {
+                s.sig = self.zeros(x.len);
+            }
+        } else {
+            let bufs = [&s.running_mean.mem, &s.running_var.mem, &mean.mem, &s.inv_std.mem].map(F);
+            each(self, "bn_running", &bufs, &[u(groups), g.eps.to_bits()], groups);
+        }
+        let y = self.zeros(x.len);
+        let total = self.population() * x.len;
+        let params = [total, g.len, g.swish as usize, train as usize].map(u);
+        let bufs = [&x.mem, &mean.mem, &s.inv_std.mem, &gamma.mem, &beta.mem, &y.mem, &s.xhat.mem, &s.sig.mem].map(F);
+        each(self, "bn_apply", &bufs, &params, total);
+        y
+    }
+
+    fn bn_backward(
+        &self,
+        g: &BnGeom,
+        gy: &SBuf<L::Mem>,
+        gamma: &SBuf<L::Mem>,
+        beta: &SBuf<L::Mem>,
+        s: &BnState<SBuf<L::Mem>>,
+        dgamma: &mut SBuf<L::Mem>,
+        dbeta: &mut SBuf<L::Mem>,
+    ) -> SBuf<L::Mem> {
+        assert!(gy.len == g.c * g.len && s.xhat.len == g.c * g.len, "bn_backward: shapes");
+        let groups = self.population() * g.c;
+        let sums = self.zeros(2 * g.c);
+        let sig = if g.swish { &s.sig.mem } else { self.spare() };
+        let bufs = [&gy.mem, &s.xhat.mem, sig, &gamma.mem, &beta.mem, &sums.mem, &dgamma.mem, &dbeta.mem].map(F);
+        dispatch(self, "bn_backward_sums", &bufs, &[u(groups), u(g.len), g.swish as u32], groups);
+        let dx = self.zeros(gy.len);
+        let total = self.population() * gy.len;
+        let bufs = [&gy.mem, &s.xhat.mem, sig, &gamma.mem, &beta.mem, &s.inv_std.mem, &sums.mem, &dx.mem].map(F);
+        each(self, "bn_backward_dx", &bufs, &[u(total), u(g.len), g.swish as u32], total);
+        dx
+    }
+
+    fn add_assign(&self, a: &mut SBuf<L::Mem>, b: &SBuf<L::Mem>) {
+        assert!(a.len == b.len && !a.shared && !b.shared, "add_assign: lengths");
+        let total = self.population() * a.len;
+        each(self, "add", &[F(&a.mem), F(&b.mem)], &[u(total)], total);
+    }
+    fn mul(&self, a: &SBuf<L::Mem>, b: &SBuf<L::Mem>) -> SBuf<L::Mem> {
+        assert!(a.len == b.len && !a.shared, "mul: lengths");
+        let y = self.zeros(a.len);
+        let total = self.population() * a.len;
+        each(self, "mul", &[F(&a.mem), F(&b.mem), F(&y.mem)], &[u(total), u(a.len), b.stride()], total);
+        y
+    }
+    fn pool_forward(&self, c: usize, n: usize, hw: usize, x: &SBuf<L::Mem>) -> SBuf<L::Mem> {
+        let y = self.zeros(n * c);
+        let total = self.population() * y.len;
+        each(self, "pool_forward", &[F(&x.mem), F(&y.mem)], &[total, c, n, hw].map(u), total);
+        y
+    }
+    fn pool_backward(&self, c: usize, n: usize, hw: usize, gy: &SBuf<L::Mem>) -> SBuf<L::Mem> {
+        let dx = self.zeros(c * n * hw);
+        let total = self.population() * dx.len;
+        each(self, "pool_backward", &[F(&gy.mem), F(&dx.mem)], &[total, c, n, hw].map(u), total);
+        dx
+    }
+    fn dense_forward(
+        &self,
+        n: usize,
+        inp: usize,
+        out: usize,
+        x: &SBuf<L::Mem>,
+        w: &SBuf<L::Mem>,
+        b: &SBuf<L::Mem>,
+    ) -> SBuf<L::Mem> {
+        assert!(x.len == n * inp && w.len == out * inp && b.len == out && !x.shared, "dense_forward: shapes");
+        let y = self.zeros(n * out);
+        let total = self.population() * y.len;
+        each(self, "dense_forward", &[F(&x.mem), F(&w.mem), F(&b.mem), F(&y.mem)], &[total, n, inp, out].map(u), total);
+        y
+    }
+    fn dense_backward(
+        &self,
+        n: usize,
+        inp: usize,
+        out: usize,
+        x: &SBuf<L::Mem>,
+        w: &SBuf<L::Mem>,
+        gy: &SBuf<L::Mem>,
+        dw: &mut SBuf<L::Mem>,
+        db: &mut SBuf<L::Mem>,
+    ) -> SBuf<L::Mem> {
+        assert!(gy.len == n * out && dw.len == out * inp && db.len == out, "dense_backward: shapes");
+        let total = self.population() * dw.len;
+        each(
+            self,
+            "dense_backward_w",
+            &[F(&x.mem), F(&gy.mem), F(&dw.mem), F(&db.mem)],
+            &[total, n, inp, out].map(u),
+            total,
+        );
+        let dx = self.zeros(n * inp);
+        let total = self.population() * dx.len;
+        each(self, "dense_backward_x", &[F(&w.mem), F(&gy.mem), F(&dx.mem)], &[total, n, inp, out].map(u), total);
+        dx
+    }
+
+    fn hits(
+        &self,
+        logits: &SBuf<L::Mem>,
+        n: usize,
+        classes: usize,
+        labels: &[u32],
+        stats: &mut SBuf<L::Mem>,
+        slot: usize,
+    ) {
+        assert!(logits.len >= n * classes && labels.len() == n && slot < 4 && stats.len == 4, "hits: shapes");
+        let labels = self.words(labels);
+        let params = [self.population(), n, classes, slot].map(u);
+        dispatch(self, "hits", &[F(&logits.mem), U(&labels), F(&stats.mem)], &params, self.population());
+    }
+
+    fn update(
+        &self,
+        up: &Update,
+        decay: f32,
+        value: &mut SBuf<L::Mem>,
+        grad: &mut SBuf<L::Mem>,
+        m: &mut SBuf<L::Mem>,
+        v: &mut SBuf<L::Mem>,
+    ) {
+        for s in [&mut *m, &mut *v] {
+            if s.len != value.len {
+                *s = self.zeros(value.len);
+            }
+        }
+        let total = self.population() * value.len;
+        let f = |x: f32| x.to_bits();
+        let params = match *up {
+            Update::Adam { lr, b1, b2, eps, c1, c2 } => {
+                [u(total), 1, f(lr), f(b1), f(b2), f(eps), f(c1), f(c2), 0, f(decay)]
+            }
+            Update::Nesterov { lr, mu } => [u(total), 0, f(lr), 0, 0, 0, f(1.0), f(1.0), f(mu), f(decay)],
+        };
+        each(self, "update", &[F(&value.mem), F(&grad.mem), F(&m.mem), F(&v.mem)], &params, total);
+    }
+}
