@@ -12,7 +12,7 @@
 
 use crate::device::Device;
 use crate::kernels::{self, KERNELS, Kernel, THREADS};
-use crate::stacked::{self, Arg, Launcher, SBuf, u};
+use crate::stacked::{self, Arg, Launcher, LossTargets, SBuf, u};
 use crate::train::{DeviceLoss, LabelTargets, LossError};
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -299,11 +299,8 @@ impl DeviceLoss<Cuda> for CudaLosses {
             *row_loss = Some(dev.zeros(rows));
         }
         let all_loss = row_loss.as_mut().expect("made above");
-        let mixup = t.labels_b.zip(t.lam);
-        let labels = dev.words(t.labels);
-        let labels_b = dev.words(mixup.map_or(&[][..], |m| m.0));
-        let lam = dev.init(mixup.map_or(&[][..], |m| m.1));
-        let mode: i32 = if mixup.is_some() { 1 } else { 0 };
+        let LossTargets { mode, labels, labels_b, lam } = LossTargets::upload(dev, t);
+        let mode = mode as i32;
         let (alpha, b, c) = (t.smoothing as f32, rows as i32, classes as i32);
         let s = &dev.inner.stream;
         for (k, (f, per_block)) in self.functions.iter().enumerate() {

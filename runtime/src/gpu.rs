@@ -9,7 +9,7 @@
 
 use crate::device::Device;
 use crate::kernels::{self, Access, KERNELS, Kernel};
-use crate::stacked::{self, Arg, Launcher, SBuf, u};
+use crate::stacked::{self, Arg, Launcher, LossTargets, SBuf, u};
 use crate::train::{DeviceLoss, LabelTargets, LossError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -360,11 +360,7 @@ impl DeviceLoss<Wgpu> for WgslLosses {
         if grad.len != size {
             *grad = dev.zeros(size);
         }
-        let mixup = t.labels_b.zip(t.lam);
-        let labels = dev.words(t.labels);
-        let labels_b = dev.words(mixup.map_or(&[][..], |m| m.0));
-        let lam = dev.init(mixup.map_or(&[][..], |m| m.1));
-        let mode = if mixup.is_some() { 1u32 } else { 0 };
+        let LossTargets { mode, labels, labels_b, lam } = LossTargets::upload(dev, t);
         let mut params = Vec::new();
         for v in [mode, rows as u32, classes as u32, (t.smoothing as f32).to_bits()] {
             params.extend(v.to_le_bytes());

@@ -62,6 +62,27 @@ impl<M> SBuf<M> {
     }
 }
 
+/// A batch's targets on the device, as the emitted loss kernels take them: mode (0 labels,
+/// 1 mixup pairs), labels, partner labels and mixup weights (one zero where unused).
+pub(crate) struct LossTargets<L: Launcher> {
+    pub mode: u32,
+    pub labels: L::Words,
+    pub labels_b: L::Words,
+    pub lam: L::Mem,
+}
+
+impl<L: Launcher> LossTargets<L> {
+    pub(crate) fn upload(l: &L, t: &crate::train::LabelTargets) -> LossTargets<L> {
+        let mixup = t.labels_b.zip(t.lam);
+        LossTargets {
+            mode: mixup.is_some() as u32,
+            labels: l.words(t.labels),
+            labels_b: l.words(mixup.map_or(&[][..], |m| m.0)),
+            lam: l.init(mixup.map_or(&[][..], |m| m.1)),
+        }
+    }
+}
+
 pub(crate) fn u(x: usize) -> u32 {
     u32::try_from(x).expect("the population's tensors are checked to index in u32")
 }

@@ -292,6 +292,16 @@ pub enum Outcome {
     Paused(Paused),
 }
 
+impl Outcome {
+    /// The final record of a training run without a pause.
+    pub fn into_done(self) -> Metrics {
+        match self {
+            Outcome::Done(m) => m,
+            Outcome::Paused(_) => unreachable!("no pause was asked for"),
+        }
+    }
+}
+
 /// Trains a population of `dev.models()` fresh surrogates from the same seed, model k with
 /// loss kernel k, and returns each model's record.
 pub fn train_population<D: Device>(
@@ -304,13 +314,7 @@ pub fn train_population<D: Device>(
     progress: &mut dyn FnMut(&Progress),
 ) -> Vec<Metrics> {
     let (outcomes, _) = train_population_from(dev, loss, train, val, test, cfg, Start::Fresh, None, progress);
-    outcomes
-        .into_iter()
-        .map(|o| match o {
-            Outcome::Done(m) => m,
-            Outcome::Paused(_) => unreachable!("no pause was asked for"),
-        })
-        .collect()
+    outcomes.into_iter().map(Outcome::into_done).collect()
 }
 
 /// [`train_population`] from `start`, pausing after step `pause` if given (an evaluation step:

@@ -77,13 +77,7 @@ pub fn train_population(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Vec<Metrics>, TrainError> {
     let (outcomes, _) = train_population_from(graphs, spec, data, Start::Fresh, None, progress)?;
-    Ok(outcomes
-        .into_iter()
-        .map(|o| match o {
-            Outcome::Done(m) => m,
-            Outcome::Paused(_) => unreachable!("no pause was asked for"),
-        })
-        .collect())
+    Ok(outcomes.into_iter().map(Outcome::into_done).collect())
 }
 
 /// [`train_population`] from `start` (fresh, or models paused at a checkpoint of the same
