@@ -6,8 +6,10 @@
 //! definition (and one set of coefficients, `coeffs.rs`) serves every target and the accuracy
 //! table (docs/math-accuracy.md) measures exactly what the kernels compute.
 //!
-//! Routines are branch-free: both sides of a range split are computed and one is selected,
-//! which is what SIMD lanes and GPU threads want.
+//! Routines are branch-free where the lanes disagree: both sides of a range split are computed
+//! and one is selected, which is what SIMD lanes and GPU threads want. A machine that can see
+//! its lanes at run time ([`Vm::uniform`]) computes only the side they all take ([`split!`]),
+//! which gives every lane the value the select would.
 
 use super::coeffs;
 
@@ -43,6 +45,31 @@ pub trait Vm {
     fn pow2i(&mut self, k: Self::V) -> Self::V;
     /// `x = m * 2^e` with `m` in [0.5, 1), for finite `x > 0` (subnormals included).
     fn frexp(&mut self, x: Self::V) -> (Self::V, Self::V);
+    /// `Some(b)` when every lane of `m` is `b`; `None` when they differ, or when the machine
+    /// emits code and cannot know (the default).
+    #[inline(always)]
+    fn uniform(&mut self, _m: Self::M) -> Option<bool> {
+        None
+    }
+}
+
+/// `mask ? yes : no` per lane, `yes` and `no` being expressions on the machine `$m`: only the
+/// side every lane takes when [`Vm::uniform`] knows it, else both and a select. A macro, not a
+/// function of two closures: a closure would not get the target features of the SIMD passes
+/// these routines inline into.
+macro_rules! split {
+    ($m:ident, $mask:expr, $yes:expr, $no:expr) => {{
+        let mask = $mask;
+        match $m.uniform(mask) {
+            Some(true) => $yes,
+            Some(false) => $no,
+            None => {
+                let yes = $yes;
+                let no = $no;
+                $m.select(mask, yes, no)
+            }
+        }
+    }};
 }
 
 // Cody-Waite splits: the high parts have few significant bits so `n * HI` is exact.
@@ -128,16 +155,23 @@ pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
 /// `e^x - 1`, accurate near 0.
 #[inline(always)]
 pub fn expm1<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    let c: [f32; 9] = std::array::from_fn(|k| 1.0 / (1..=k + 1).map(|i| i as f32).product::<f32>());
-    let q = poly(m, x, &c); // 1 + x/2 + x^2/6 + ... (x^9/10! < 3e-10 at |x| = 0.5)
-    let small = m.mul(x, q);
-    let e = exp(m, x);
-    let one = m.c(1.0);
-    let large = m.sub(e, one);
     let ax = m.abs(x);
     let half = m.c(0.5);
     let is_small = m.lt(ax, half);
-    m.select(is_small, small, large)
+    split!(
+        m,
+        is_small,
+        {
+            let c: [f32; 9] = std::array::from_fn(|k| 1.0 / (1..=k + 1).map(|i| i as f32).product::<f32>());
+            let q = poly(m, x, &c); // 1 + x/2 + x^2/6 + ... (x^9/10! < 3e-10 at |x| = 0.5)
+            m.mul(x, q)
+        },
+        {
+            let e = exp(m, x);
+            let one = m.c(1.0);
+            m.sub(e, one)
+        }
+    )
 }
 
 /// Natural log, unguarded: NaN below 0, -inf at 0.
@@ -238,26 +272,48 @@ pub fn recip<M: Vm>(m: &mut M, x: M::V, eps: f32) -> M::V {
     m.div(one, d)
 }
 
-/// `1 / (1 + e^-x)`.
+/// `1 / (1 + e^-x)`: `1 / (1 + e)` for x >= 0 and `e / (1 + e)` below, with `e = e^-|x|`.
 #[inline(always)]
 pub fn sigmoid<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    let nx = m.neg(x);
-    let e = exp(m, nx);
-    let one = m.c(1.0);
-    let d = m.add(one, e);
-    m.div(one, d)
+    let (e, d) = exp_abs_1p(m, x);
+    sigmoid_from(m, x, e, d)
 }
 
 /// `sigmoid(x) (1 - sigmoid(x)) = e / (1 + e)^2` with `e = e^-|x|`.
 #[inline(always)]
 pub fn dsigmoid<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let (e, d) = exp_abs_1p(m, x);
+    let d2 = m.mul(d, d);
+    m.div(e, d2)
+}
+
+/// `(sigmoid(x), dsigmoid(x))` from one exp, with the bits of each alone: a loss with a
+/// sigmoid has both (the second in its gradient), and the JIT's columnar pass computes them
+/// together.
+#[inline(always)]
+pub fn sigmoid_pair<M: Vm>(m: &mut M, x: M::V) -> (M::V, M::V) {
+    let (e, d) = exp_abs_1p(m, x);
+    let s = sigmoid_from(m, x, e, d);
+    let d2 = m.mul(d, d);
+    (s, m.div(e, d2))
+}
+
+/// `(e^-|x|, 1 + e^-|x|)`.
+#[inline(always)]
+fn exp_abs_1p<M: Vm>(m: &mut M, x: M::V) -> (M::V, M::V) {
     let a = m.abs(x);
     let na = m.neg(a);
     let e = exp(m, na);
     let one = m.c(1.0);
-    let d = m.add(one, e);
-    let d2 = m.mul(d, d);
-    m.div(e, d2)
+    (e, m.add(one, e))
+}
+
+#[inline(always)]
+fn sigmoid_from<M: Vm>(m: &mut M, x: M::V, e: M::V, d: M::V) -> M::V {
+    let (zero, one) = (m.c(0.0), m.c(1.0));
+    let neg = m.lt(x, zero);
+    let num = m.select(neg, e, one);
+    m.div(num, d)
 }
 
 /// `ln(1 + e^x + eps)` as `max(x,0) + log1p(e^-|x| + eps e^-max(x,0))`.
@@ -320,19 +376,26 @@ fn half_exp_abs<M: Vm>(m: &mut M, a: M::V) -> M::V {
 #[inline(always)]
 pub fn sinh<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
-    let em = expm1(m, a);
     let one = m.c(1.0);
-    let half = m.c(0.5);
-    let e1 = m.add(em, one);
-    let q = m.div(em, e1);
-    let s = m.add(em, q);
-    let small = m.mul(half, s); // (em + em/(em+1)) / 2
-    let h = half_exp_abs(m, a);
-    let quarter = m.c(0.25);
-    let r = m.div(quarter, h);
-    let large = m.sub(h, r);
     let is_small = m.lt(a, one);
-    let v = m.select(is_small, small, large);
+    let v = split!(
+        m,
+        is_small,
+        {
+            let em = expm1(m, a);
+            let half = m.c(0.5);
+            let e1 = m.add(em, one);
+            let q = m.div(em, e1);
+            let s = m.add(em, q);
+            m.mul(half, s) // (em + em/(em+1)) / 2
+        },
+        {
+            let h = half_exp_abs(m, a);
+            let quarter = m.c(0.25);
+            let r = m.div(quarter, h);
+            m.sub(h, r)
+        }
+    );
     m.copysign(v, x)
 }
 
@@ -350,20 +413,27 @@ pub fn cosh<M: Vm>(m: &mut M, x: M::V) -> M::V {
 #[inline(always)]
 pub fn asinh<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
-    let one = m.c(1.0);
-    let a2 = m.mul(a, a);
-    let s = m.add(one, a2);
-    let r = m.sqrt(s);
-    let d = m.add(one, r);
-    let q = m.div(a2, d);
-    let u = m.add(a, q);
-    let small = log1p(m, u);
-    let la = ln(m, a);
-    let l2 = m.c(std::f32::consts::LN_2);
-    let large = m.add(la, l2);
     let big = m.c(1e18);
     let is_big = m.lt(big, a);
-    let v = m.select(is_big, large, small);
+    let v = split!(
+        m,
+        is_big,
+        {
+            let la = ln(m, a);
+            let l2 = m.c(std::f32::consts::LN_2);
+            m.add(la, l2)
+        },
+        {
+            let one = m.c(1.0);
+            let a2 = m.mul(a, a);
+            let s = m.add(one, a2);
+            let r = m.sqrt(s);
+            let d = m.add(one, r);
+            let q = m.div(a2, d);
+            let u = m.add(a, q);
+            log1p(m, u)
+        }
+    );
     m.copysign(v, x)
 }
 
@@ -375,13 +445,24 @@ pub fn atan<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let (t3p8, tp8) = (m.c(2.414_213_6), m.c(0.414_213_57));
     let big = m.lt(t3p8, a);
     let mid = m.lt(tp8, a);
-    let na = m.neg(one);
-    let t_big = m.div(na, a);
-    let am1 = m.sub(a, one);
-    let ap1 = m.add(a, one);
-    let t_mid = m.div(am1, ap1);
-    let t = m.select(mid, t_mid, a);
-    let t = m.select(big, t_big, t);
+    let t = split!(
+        m,
+        big,
+        {
+            let na = m.neg(one);
+            m.div(na, a)
+        },
+        split!(
+            m,
+            mid,
+            {
+                let am1 = m.sub(a, one);
+                let ap1 = m.add(a, one);
+                m.div(am1, ap1)
+            },
+            a
+        )
+    );
     let (pio4, pio2, zero) = (m.c(std::f32::consts::FRAC_PI_4), m.c(std::f32::consts::FRAC_PI_2), m.c(0.0));
     let y0 = m.select(mid, pio4, zero);
     let y0 = m.select(big, pio2, y0);
@@ -484,21 +565,28 @@ fn erf_small<M: Vm>(m: &mut M, x: M::V) -> M::V {
 /// `erfc(|x|)` for |x| >= 1 from the shared erfcx series.
 #[inline(always)]
 fn erfc_large<M: Vm>(m: &mut M, a: M::V) -> M::V {
-    // [1, 4]: erfcx(a) at t = (2a - 5)/3
-    let (two, five, third) = (m.c(2.0), m.c(5.0), m.c(1.0 / 3.0));
-    let t = m.mul(a, two);
-    let t = m.sub(t, five);
-    let t = m.mul(t, third);
-    let mid = chebyshev(m, t, coeffs::ERFCX_MID);
-    // [4, inf): a erfcx(a) at t = 8/a - 1
-    let (eight, one) = (m.c(8.0), m.c(1.0));
-    let t = m.div(eight, a);
-    let t = m.sub(t, one);
-    let g = chebyshev(m, t, coeffs::ERFCX_LARGE);
-    let large = m.div(g, a);
     let four = m.c(4.0);
     let is_mid = m.lt(a, four);
-    let x = m.select(is_mid, mid, large);
+    let x = split!(
+        m,
+        is_mid,
+        {
+            // [1, 4]: erfcx(a) at t = (2a - 5)/3
+            let (two, five, third) = (m.c(2.0), m.c(5.0), m.c(1.0 / 3.0));
+            let t = m.mul(a, two);
+            let t = m.sub(t, five);
+            let t = m.mul(t, third);
+            chebyshev(m, t, coeffs::ERFCX_MID)
+        },
+        {
+            // [4, inf): a erfcx(a) at t = 8/a - 1
+            let (eight, one) = (m.c(8.0), m.c(1.0));
+            let t = m.div(eight, a);
+            let t = m.sub(t, one);
+            let g = chebyshev(m, t, coeffs::ERFCX_LARGE);
+            m.div(g, a)
+        }
+    );
     let e = exp_minus_square(m, a);
     m.mul(x, e)
 }
@@ -507,12 +595,17 @@ fn erfc_large<M: Vm>(m: &mut M, a: M::V) -> M::V {
 #[inline(always)]
 pub fn erf<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
-    let small = erf_small(m, a);
-    let ec = erfc_large(m, a);
     let one = m.c(1.0);
-    let large = m.sub(one, ec);
     let is_small = m.lt(a, one);
-    let v = m.select(is_small, small, large);
+    // Above 4, erfc(|x|) < 2^-25 and `1 - erfc` rounds to 1.
+    let four = m.c(4.0);
+    let saturated = m.lt(four, a);
+    let v = split!(m, saturated, one, {
+        split!(m, is_small, erf_small(m, a), {
+            let ec = erfc_large(m, a);
+            m.sub(one, ec)
+        })
+    });
     m.copysign(v, x)
 }
 
@@ -521,11 +614,16 @@ pub fn erf<M: Vm>(m: &mut M, x: M::V) -> M::V {
 pub fn erfc<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let a = m.abs(x);
     let one = m.c(1.0);
-    let es = erf_small(m, a);
-    let small = m.sub(one, es);
-    let large = erfc_large(m, a);
     let is_small = m.lt(a, one);
-    let v = m.select(is_small, small, large);
+    let v = split!(
+        m,
+        is_small,
+        {
+            let es = erf_small(m, a);
+            m.sub(one, es)
+        },
+        erfc_large(m, a)
+    );
     let two = m.c(2.0);
     let flipped = m.sub(two, v);
     let zero = m.c(0.0);
@@ -537,35 +635,53 @@ pub fn erfc<M: Vm>(m: &mut M, x: M::V) -> M::V {
 /// `(e^-a I0(a), e^-a I1(a) / a, e^-a I1(a))`.
 #[inline(always)]
 fn bessel_scaled<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V, M::V) {
+    let eight = m.c(8.0);
+    let is_small = m.lt(a, eight);
+    let (i0e, i1ex, i1e) = match m.uniform(is_small) {
+        Some(true) => bessel_scaled_small(m, a),
+        Some(false) => bessel_scaled_large(m, a),
+        None => {
+            let (s0, s1x, s1) = bessel_scaled_small(m, a);
+            let (l0, l1x, l1) = bessel_scaled_large(m, a);
+            (m.select(is_small, s0, l0), m.select(is_small, s1x, l1x), m.select(is_small, s1, l1))
+        }
+    };
+    // At a = inf the scaled functions are 0.
+    let inf = m.c(f32::INFINITY);
+    let zero = m.c(0.0);
+    let is_inf = m.eq(a, inf);
+    (m.select(is_inf, zero, i0e), m.select(is_inf, zero, i1ex), m.select(is_inf, zero, i1e))
+}
+
+/// [`bessel_scaled`] below 8.
+#[inline(always)]
+fn bessel_scaled_small<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V, M::V) {
     let (quarter, one, two) = (m.c(0.25), m.c(1.0), m.c(2.0));
     let t = m.mul(a, quarter);
     let t = m.sub(t, one);
     let f0 = chebyshev(m, t, coeffs::I0E_SMALL);
     let f1 = chebyshev(m, t, coeffs::I1EX_SMALL);
     let w = m.add(t, two); // 1 + x/4
-    let i0_small = m.div(f0, w);
+    let i0 = m.div(f0, w);
     let w2 = m.mul(w, w);
-    let i1x_small = m.div(f1, w2);
-    let sixteen = m.c(16.0);
+    let i1x = m.div(f1, w2);
+    let i1 = m.mul(i1x, a);
+    (i0, i1x, i1)
+}
+
+/// [`bessel_scaled`] from 8 on.
+#[inline(always)]
+fn bessel_scaled_large<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V, M::V) {
+    let (one, sixteen) = (m.c(1.0), m.c(16.0));
     let t = m.div(sixteen, a);
     let t = m.sub(t, one);
     let r = m.sqrt(a);
     let b0 = chebyshev(m, t, coeffs::I0E_LARGE);
     let b1 = chebyshev(m, t, coeffs::I1E_LARGE);
-    let i0_large = m.div(b0, r);
-    let i1e_large = m.div(b1, r);
-    let i1x_large = m.div(i1e_large, a);
-    let eight = m.c(8.0);
-    let is_small = m.lt(a, eight);
-    let i1e_small = m.mul(i1x_small, a);
-    let i0e = m.select(is_small, i0_small, i0_large);
-    let i1ex = m.select(is_small, i1x_small, i1x_large);
-    let i1e = m.select(is_small, i1e_small, i1e_large);
-    // At a = inf the scaled functions are 0.
-    let inf = m.c(f32::INFINITY);
-    let zero = m.c(0.0);
-    let is_inf = m.eq(a, inf);
-    (m.select(is_inf, zero, i0e), m.select(is_inf, zero, i1ex), m.select(is_inf, zero, i1e))
+    let i0 = m.div(b0, r);
+    let i1 = m.div(b1, r);
+    let i1x = m.div(i1, a);
+    (i0, i1x, i1)
 }
 
 /// Which Bessel-family function to compute.
@@ -621,24 +737,32 @@ pub fn bessel_derivative<M: Vm>(m: &mut M, x: M::V, i1: bool) -> M::V {
     let (small_c, large_c) =
         if i1 { (coeffs::I1E_D_SMALL, coeffs::I1E_D_LARGE) } else { (coeffs::I0E_D_SMALL, coeffs::I0E_D_LARGE) };
     let a = m.abs(x);
-    let (quarter, one, two) = (m.c(0.25), m.c(1.0), m.c(2.0));
-    let t = m.mul(a, quarter);
-    let t = m.sub(t, one);
-    let f = chebyshev(m, t, small_c);
-    let w = m.add(t, two); // 1 + a/4
-    let w3 = m.mul(w, w);
-    let w3 = m.mul(w3, w);
-    let small = m.div(f, w3);
-    let sixteen = m.c(16.0);
-    let t = m.div(sixteen, a);
-    let t = m.sub(t, one);
-    let g = chebyshev(m, t, large_c);
-    let r = m.sqrt(a);
-    let g = m.div(g, r);
-    let large = m.div(g, a);
+    let one = m.c(1.0);
     let eight = m.c(8.0);
     let is_small = m.lt(a, eight);
-    let v = m.select(is_small, small, large);
+    let v = split!(
+        m,
+        is_small,
+        {
+            let (quarter, two) = (m.c(0.25), m.c(2.0));
+            let t = m.mul(a, quarter);
+            let t = m.sub(t, one);
+            let f = chebyshev(m, t, small_c);
+            let w = m.add(t, two); // 1 + a/4
+            let w3 = m.mul(w, w);
+            let w3 = m.mul(w3, w);
+            m.div(f, w3)
+        },
+        {
+            let sixteen = m.c(16.0);
+            let t = m.div(sixteen, a);
+            let t = m.sub(t, one);
+            let g = chebyshev(m, t, large_c);
+            let r = m.sqrt(a);
+            let g = m.div(g, r);
+            m.div(g, a)
+        }
+    );
     let inf = m.c(f32::INFINITY);
     let zero = m.c(0.0);
     let is_inf = m.eq(a, inf);
@@ -786,6 +910,9 @@ impl Vm for Scalar {
         // The same bit trick as the JIT: k + 1.5 * 2^23 holds k in its low mantissa bits.
         let bits = (k + 12_582_912.0).to_bits();
         f32::from_bits(bits.wrapping_sub(0x4B40_0000 - 127) << 23)
+    }
+    fn uniform(&mut self, m: bool) -> Option<bool> {
+        Some(m)
     }
     fn frexp(&mut self, x: f32) -> (f32, f32) {
         let sub = x < f32::MIN_POSITIVE;

@@ -6,7 +6,7 @@
 //!    (`jit_rt.rs`, AVX2 when the processor has it);
 //! 3. `p = e / S`, then `L(y, p)` and `s = p dL/dp` with the row's constant off-target `y`
 //!    (skipped when both are 0, as for CE without smoothing); the label classes are masked out.
-//!    From 32 classes on this pass is a call to a columnar program on 8 lanes (`jit_pass.rs`);
+//!    From 32 classes on this pass is a call to a columnar program on 8 or 16 lanes (`jit_pass.rs`);
 //! 4. the label classes ("fix-ups"): `L` and `s` at their own `y`, one lane;
 //! 5. `grad = (s - p sum(s)) / B`: a row helper again.
 //!

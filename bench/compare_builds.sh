@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The CPU kernels of this working tree against those of a git revision (default HEAD), on
+# this host, in one run: the revision is built in a temporary worktree, then ROUNDS rounds
+# (default 5) alternate the two builds, each timing every loss of examples/ at SHAPES (default
+# 8192x100) with labels and dense targets; then per loss and target form the medians and
+# their ratio (revision / this tree: above 1 means this tree is faster).
+#   bash bench/compare_builds.sh [REV]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rev=${1:-HEAD}
+rounds=${ROUNDS:-5}
+shapes=${SHAPES:-8192x100}
+base_dir=$(mktemp -d)
+# The revision's own target directory, kept between runs so that a rerun rebuilds only lossc.
+target="$PWD/target/compare-base"
+log=$(mktemp)
+trap 'git worktree remove --force "$base_dir" >/dev/null 2>&1 || true; rm -rf "$base_dir" "$log"' EXIT
+git worktree add --detach "$base_dir" "$rev" >/dev/null
+echo "building $rev ($(git rev-parse --short "$rev")) and this tree" >&2
+(cd "$base_dir" && CARGO_TARGET_DIR="$target" cargo build --release -q --bin lossc)
+base_bin="$target/release/lossc"
+cargo build --release -q --bin lossc
+target/release/lossc bench examples/ce.loss --shapes 256x10 --targets labels | sed -n 1p
+for r in $(seq "$rounds"); do
+    for side in base tree; do
+        bin=target/release/lossc; [ "$side" = base ] && bin=$base_bin
+        "$bin" bench examples/*.loss --shapes "$shapes" --targets labels,dense \
+            | awk -v side="$side" -v shape="$shapes" '$2 == shape { print side, $1, $3, $4 }' >> "$log"
+    done
+    echo "round $r/$rounds done" >&2
+done
+
+python3 - "$log" "$rev" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    side, loss, targets, ms = line.split()
+    runs.setdefault((loss, targets, side), []).append(float(ms))
+print(f"| loss | targets | {sys.argv[2]} ms | this tree ms | {sys.argv[2]} / this tree |")
+print("|---|---|---|---|---|")
+for loss, targets in sorted({(l, t) for l, t, _ in runs}):
+    base, tree = statistics.median(runs[(loss, targets, "base")]), statistics.median(runs[(loss, targets, "tree")])
+    print(f"| {loss} | {targets} | {base:.3f} | {tree:.3f} | {base / tree:.2f}x |")
+PY
