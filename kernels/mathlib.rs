@@ -324,8 +324,10 @@ pub fn softplus_eps<M: Vm>(m: &mut M, x: M::V, eps: f32) -> M::V {
     let a = m.abs(x);
     let na = m.neg(a);
     let e1 = exp(m, na);
-    let nmx = m.neg(mx);
-    let e2 = exp(m, nmx);
+    // e^-max(x, 0): e1 where x > 0, else e^0, which `exp` gives as exactly 1.
+    let pos = m.lt(zero, x);
+    let one = m.c(1.0);
+    let e2 = m.select(pos, e1, one);
     let eps = m.c(eps);
     let t = m.mul(eps, e2);
     let u = m.add(e1, t);

@@ -121,6 +121,11 @@ fn special_values() {
     assert_eq!(f(UnOp::Exp, f32::INFINITY), f32::INFINITY);
     assert_eq!(f(UnOp::Exp, f32::NEG_INFINITY), 0.0);
     assert!(f(UnOp::Exp, f32::NAN).is_nan());
+    // softplus takes e^-max(x, 0) as 1 for x <= 0 without calling exp.
+    assert_eq!((f(UnOp::Exp, 0.0), f(UnOp::Exp, -0.0)), (1.0, 1.0));
+    assert!(f(UnOp::Softplus, f32::NAN).is_nan());
+    let at_minus_inf = f(UnOp::Softplus, f32::NEG_INFINITY) as f64; // ln(1 + eps)
+    assert!((at_minus_inf - EPS.ln_1p()).abs() <= 3e-7 * EPS, "{at_minus_inf}");
     assert_eq!(f(UnOp::LnRaw, 0.0), f32::NEG_INFINITY);
     assert!(f(UnOp::LnRaw, -1.0).is_nan());
     assert!(f(UnOp::LnRaw, f32::NAN).is_nan());
