@@ -32,9 +32,22 @@ pub struct Program {
 enum Step {
     Y,
     P,
-    Const(f32),
+    /// A constant; its block is filled only where a step other than [`Step::BinaryK`] reads
+    /// it, or it is an output.
+    Const {
+        value: f32,
+        fill: bool,
+    },
     Unary(UnOp, u32),
     Binary(BinOp, u32, u32),
+    /// `a op k` (`k op a` where `k_left`) with the constant `k` broadcast in registers rather
+    /// than read from a block its own step filled: a third of a loss's nodes are constants.
+    BinaryK {
+        op: BinOp,
+        a: u32,
+        k: f32,
+        k_left: bool,
+    },
     /// `sigmoid(a)` and `dsigmoid(a)` in one step (one exp, `mathlib::sigmoid_pair`): this
     /// node is the first of the two in node order, `other` the second, which the step fills.
     SigmoidPair {
@@ -56,12 +69,28 @@ impl Program {
                 halves.entry(a.index() as u32).or_default()[(op == UnOp::Dsigmoid) as usize] = Some(id.index() as u32);
             }
         }
+        let constant = |id: crate::ir::Id| g.node(id).as_const().map(|v| v as f32);
+        // Constants read from their block: outputs, and operands of steps other than BinaryK.
+        let mut read = vec![false; g.len()];
+        for (_, id) in &g.outputs {
+            read[id.index()] = true;
+        }
+        for (_, n) in g.iter() {
+            match n {
+                Node::Unary(_, a) => read[a.index()] = true,
+                Node::Binary(_, a, b) if constant(a).is_some() == constant(b).is_some() => {
+                    read[a.index()] = true;
+                    read[b.index()] = true;
+                }
+                _ => {}
+            }
+        }
         let steps = g
             .iter()
             .map(|(id, n)| match n {
                 Node::Input(Input::Y) => Step::Y,
                 Node::Input(Input::P) => Step::P,
-                Node::Const(bits) => Step::Const(f64::from_bits(bits) as f32),
+                Node::Const(bits) => Step::Const { value: f64::from_bits(bits) as f32, fill: read[id.index()] },
                 Node::Unary(op @ (UnOp::Sigmoid | UnOp::Dsigmoid), a) => match halves[&(a.index() as u32)] {
                     [Some(s), Some(d)] => {
                         let (i, a) = (id.index() as u32, a.index() as u32);
@@ -75,7 +104,11 @@ impl Program {
                     _ => Step::Unary(op, a.index() as u32),
                 },
                 Node::Unary(op, a) => Step::Unary(op, a.index() as u32),
-                Node::Binary(op, a, b) => Step::Binary(op, a.index() as u32, b.index() as u32),
+                Node::Binary(op, a, b) => match (constant(a), constant(b)) {
+                    (Some(k), None) => Step::BinaryK { op, a: b.index() as u32, k, k_left: true },
+                    (None, Some(k)) => Step::BinaryK { op, a: a.index() as u32, k, k_left: false },
+                    _ => Step::Binary(op, a.index() as u32, b.index() as u32),
+                },
             })
             .collect();
         Program { steps, loss: g.outputs[0].1.index(), s: g.outputs[1].1.index(), eps: g.eps as f32 }
@@ -88,13 +121,15 @@ impl Program {
             let v = match *step {
                 Step::Y => y,
                 Step::P => p,
-                Step::Const(c) => c,
+                Step::Const { value, .. } => value,
                 Step::Unary(op, a) | Step::Filled(op, a) => vm::unary(&mut Scalar, op, vals[a as usize], self.eps),
                 Step::SigmoidPair { a, sigmoid_first, .. } => {
                     let op = if sigmoid_first { UnOp::Sigmoid } else { UnOp::Dsigmoid };
                     vm::unary(&mut Scalar, op, vals[a as usize], self.eps)
                 }
                 Step::Binary(op, a, b) => vm::binary(&mut Scalar, op, vals[a as usize], vals[b as usize]),
+                Step::BinaryK { op, a, k, k_left: true } => vm::binary(&mut Scalar, op, k, vals[a as usize]),
+                Step::BinaryK { op, a, k, k_left: false } => vm::binary(&mut Scalar, op, vals[a as usize], k),
             };
             vals.push(v);
         }
@@ -177,9 +212,11 @@ macro_rules! block_eval {
                 match *step {
                     Step::Y => out.copy_from_slice(&y[..n]),
                     Step::P => out.copy_from_slice(&p[..n]),
-                    Step::Const(c) => out.fill(Vm::c(&mut $m, c)),
+                    Step::Const { value, fill: true } => out.fill(Vm::c(&mut $m, value)),
+                    Step::Const { fill: false, .. } => {}
                     Step::Unary(op, a) => unary_block(op, &done[a as usize][..n], out, prog.eps),
                     Step::Binary(op, a, b) => binary_block(op, &done[a as usize][..n], &done[b as usize][..n], out),
+                    Step::BinaryK { op, a, k, k_left } => binary_k_block(op, &done[a as usize][..n], k, k_left, out),
                     Step::SigmoidPair { a, other, sigmoid_first } => {
                         let second = &mut later[other as usize - i - 1][..n];
                         let (s, d) = if sigmoid_first { (out, second) } else { (second, out) };
@@ -237,6 +274,36 @@ macro_rules! block_eval {
                 }
             }
             op.with_const(Block(a, b, out))
+        }
+
+        /// `out[j] = a[j] op k` (or `k op a[j]`), compiled once per op like [`unary_block`].
+        #[target_feature(enable = $features)]
+        fn binary_k_block(op: BinOp, a: &[$v], k: f32, k_left: bool, out: &mut [$v]) {
+            struct Block<'a>(&'a [$v], f32, bool, &'a mut [$v]);
+            impl PerBinOp for Block<'_> {
+                type Out = ();
+                #[inline(always)]
+                fn call<const OP: usize>(self) {
+                    // SAFETY: as in `unary_block`.
+                    unsafe { binary_k_loop::<OP>(self.0, self.1, self.2, self.3) }
+                }
+            }
+            op.with_const(Block(a, k, k_left, out))
+        }
+
+        #[target_feature(enable = $features)]
+        fn binary_k_loop<const OP: usize>(a: &[$v], k: f32, k_left: bool, out: &mut [$v]) {
+            let op = const { BinOp::ALL[OP] };
+            let k = Vm::c(&mut $m, k);
+            if k_left {
+                for (o, &a) in out.iter_mut().zip(a) {
+                    *o = vm::binary(&mut $m, op, k, a);
+                }
+            } else {
+                for (o, &a) in out.iter_mut().zip(a) {
+                    *o = vm::binary(&mut $m, op, a, k);
+                }
+            }
         }
 
         #[target_feature(enable = $features)]
@@ -889,8 +956,8 @@ mod tests {
 
     /// The columnar pass on each SIMD machine gives the baseline pass's bits over whole fused
     /// losses, for rows of several widths with a label masked out: the wiring of the steps
-    /// (operands, a sigmoid pair filling two nodes in either order, the side of a range split
-    /// taken per vector) as well as each op.
+    /// (operands, a sigmoid pair filling two nodes in either order, constants broadcast or
+    /// filled, the side of a range split taken per vector) as well as each op.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn simd_passes_give_the_baseline_bits_on_fused_losses() {
@@ -903,6 +970,8 @@ mod tests {
             "-bessel_i1e(erf(p / (y + eps)))",
             "ln(1 + exp(p - y)) + erfc(p * 40 - y)",
             "sinh(p * 8 - 4) * atan(y * 5 - p) + asinh(p * 1e20)",
+            // s = 0: a constant output, filled by its own step
+            "y * 2 + 1",
         ];
         let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
         let avx512 = avx2 && std::arch::is_x86_feature_detected!("avx512f");
@@ -910,15 +979,18 @@ mod tests {
             println!("SKIPPED: this processor has no AVX2 + FMA");
             return;
         }
-        let mut pairs = [false; 2];
+        let (mut pairs, mut broadcast, mut filled) = ([false; 2], false, false);
         let mut seed = 11u64;
         for text in texts {
             let module = crate::syntax::parse(&format!("loss x = {text};")).unwrap();
             let fused = crate::passes::fuse::fuse(&module, "x").unwrap();
             let prog = Program::new(&fused.graph);
             for step in &prog.steps {
-                if let Step::SigmoidPair { sigmoid_first, .. } = *step {
-                    pairs[sigmoid_first as usize] = true;
+                match *step {
+                    Step::SigmoidPair { sigmoid_first, .. } => pairs[sigmoid_first as usize] = true,
+                    Step::BinaryK { .. } => broadcast = true,
+                    Step::Const { fill: true, .. } => filled = true,
+                    _ => {}
                 }
             }
             for (c, sorted) in [(5usize, false), (100, false), (100, true), (300, false)] {
@@ -966,5 +1038,6 @@ mod tests {
             }
         }
         assert_eq!(pairs, [true, true], "sigmoid pairs in both orders");
+        assert!(broadcast && filled, "constants as broadcast operands and as a filled output");
     }
 }
