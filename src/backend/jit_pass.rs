@@ -22,6 +22,9 @@ use std::collections::HashMap;
 /// A graph as steps in node order, evaluated a block of lanes at a time.
 pub struct Program {
     steps: Vec<Step>,
+    /// The nodes of `y` and `p`, whose blocks the passes fill before evaluating.
+    y_at: Option<usize>,
+    p_at: Option<usize>,
     /// The nodes of `L` and `s = p dL/dp`.
     loss: usize,
     s: usize,
@@ -111,7 +114,15 @@ impl Program {
                 },
             })
             .collect();
-        Program { steps, loss: g.outputs[0].1.index(), s: g.outputs[1].1.index(), eps: g.eps as f32 }
+        let input = |which: Input| g.iter().position(|(_, n)| n == Node::Input(which));
+        Program {
+            steps,
+            y_at: input(Input::Y),
+            p_at: input(Input::P),
+            loss: g.outputs[0].1.index(),
+            s: g.outputs[1].1.index(),
+            eps: g.eps as f32,
+        }
     }
 
     /// `(L, s)` at one point, on the [`Scalar`] machine.
@@ -202,7 +213,8 @@ macro_rules! block_eval {
         /// Every node of the program over the first `n` vectors of a block. One node at a
         /// time: the op is matched once per vector, and the block keeps the node values in L1.
         #[target_feature(enable = $features)]
-        fn eval(prog: &Program, y: &Block, p: &Block, n: usize, vals: &mut [Block]) {
+        /// (`y` and `p` are in their nodes' blocks already: see [`put`].)
+        fn eval(prog: &Program, n: usize, vals: &mut [Block]) {
             for (i, step) in prog.steps.iter().enumerate() {
                 // Operands come before their node: borrow them in place (copying them was a
                 // tenth of the pass).
@@ -210,8 +222,7 @@ macro_rules! block_eval {
                 let (out, later) = rest.split_first_mut().unwrap();
                 let out = &mut out[..n];
                 match *step {
-                    Step::Y => out.copy_from_slice(&y[..n]),
-                    Step::P => out.copy_from_slice(&p[..n]),
+                    Step::Y | Step::P => {}
                     Step::Const { value, fill: true } => out.fill(Vm::c(&mut $m, value)),
                     Step::Const { fill: false, .. } => {}
                     Step::Unary(op, a) => unary_block(op, &done[a as usize][..n], out, prog.eps),
@@ -311,6 +322,14 @@ macro_rules! block_eval {
             let op = const { BinOp::ALL[OP] };
             for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
                 *o = vm::binary(&mut $m, op, a, b);
+            }
+        }
+
+        /// Vector `j` of an input's block (`at`: its node, if the program reads it).
+        #[inline(always)]
+        fn put(vals: &mut [Block], at: Option<usize>, j: usize, v: $v) {
+            if let Some(at) = at {
+                vals[at][j] = v;
             }
         }
 
@@ -488,21 +507,23 @@ pub mod avx2 {
         let mut v0 = 0;
         while v0 < nvec {
             let n = (nvec - v0).min(K);
-            let (mut p, mut yb) = ([zero; K], [zero; K]);
             for j in 0..n {
                 let i = (v0 + j) * W;
                 // SAFETY: i + 8 <= nvec * 8 <= e.len().
-                unsafe {
-                    p[j] = _mm256_mul_ps(_mm256_loadu_ps(e.as_ptr().add(i)), inv);
-                    _mm256_storeu_ps(e.as_mut_ptr().add(i), p[j]);
-                }
-                if let Some(y) = y {
-                    let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - i).min(W) as i32), iota);
-                    // SAFETY: the lanes past c are masked off and not read.
-                    yb[j] = unsafe { _mm256_maskload_ps(y.as_ptr().add(i), lanes) };
-                }
+                let p = unsafe { _mm256_mul_ps(_mm256_loadu_ps(e.as_ptr().add(i)), inv) };
+                unsafe { _mm256_storeu_ps(e.as_mut_ptr().add(i), p) };
+                put(vals, prog.p_at, j, p);
+                let yv = match y {
+                    Some(y) => {
+                        let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - i).min(W) as i32), iota);
+                        // SAFETY: the lanes past c are masked off and not read.
+                        unsafe { _mm256_maskload_ps(y.as_ptr().add(i), lanes) }
+                    }
+                    None => zero,
+                };
+                put(vals, prog.y_at, j, yv);
             }
-            eval(prog, &yb, &p, n, vals);
+            eval(prog, n, vals);
             let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
             for j in 0..n {
                 let i = (v0 + j) * W;
@@ -536,12 +557,13 @@ pub mod avx2 {
         let nvec = n.div_ceil(W);
         let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let lanes = |j: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32((n - j * W).min(W) as i32), iota);
-        let mut p = [zero; K];
-        for (j, p) in p.iter_mut().enumerate().take(nvec) {
+        for j in 0..nvec {
             // SAFETY: the lanes past n are masked off and not read.
-            *p = unsafe { _mm256_maskload_ps(ps.as_ptr().add(j * W), lanes(j)) };
+            let p = unsafe { _mm256_maskload_ps(ps.as_ptr().add(j * W), lanes(j)) };
+            put(vals, prog.p_at, j, p);
+            put(vals, prog.y_at, j, zero);
         }
-        eval(prog, &[zero; K], &p, nvec, vals);
+        eval(prog, nvec, vals);
         for (j, (&l, &s)) in vals[prog.loss][..nvec].iter().zip(&vals[prog.s][..nvec]).enumerate() {
             // SAFETY: the lanes past n are masked off and not written.
             unsafe {
@@ -742,7 +764,6 @@ pub mod avx512 {
         let mut v0 = 0;
         while v0 < nvec {
             let n = (nvec - v0).min(K);
-            let (mut p, mut yb) = ([zero; K], [zero; K]);
             for j in 0..n {
                 let i = (v0 + j) * W;
                 // SAFETY: only the lanes below c are read and written. Whole vectors take plain
@@ -750,23 +771,29 @@ pub mod avx512 {
                 // to reach the cache (no store forwarding), which cost 40 % of a cheap loss's pass.
                 unsafe {
                     let (e, y) = (e.as_mut_ptr().add(i), y.map(|y| y.as_ptr().add(i)));
-                    if i + W <= c {
-                        p[j] = _mm512_mul_ps(_mm512_loadu_ps(e), inv);
-                        _mm512_storeu_ps(e, p[j]);
-                        if let Some(y) = y {
-                            yb[j] = _mm512_loadu_ps(y);
-                        }
+                    let (p, yv) = if i + W <= c {
+                        let p = _mm512_mul_ps(_mm512_loadu_ps(e), inv);
+                        _mm512_storeu_ps(e, p);
+                        let yv = match y {
+                            Some(y) => _mm512_loadu_ps(y),
+                            None => zero,
+                        };
+                        (p, yv)
                     } else {
                         let lanes = first(c - i);
-                        p[j] = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e), inv);
-                        _mm512_mask_storeu_ps(e, lanes, p[j]);
-                        if let Some(y) = y {
-                            yb[j] = _mm512_maskz_loadu_ps(lanes, y);
-                        }
-                    }
+                        let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e), inv);
+                        _mm512_mask_storeu_ps(e, lanes, p);
+                        let yv = match y {
+                            Some(y) => _mm512_maskz_loadu_ps(lanes, y),
+                            None => zero,
+                        };
+                        (p, yv)
+                    };
+                    put(vals, prog.p_at, j, p);
+                    put(vals, prog.y_at, j, yv);
                 }
             }
-            eval(prog, &yb, &p, n, vals);
+            eval(prog, n, vals);
             let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
             for j in 0..n {
                 let i = (v0 + j) * W;
@@ -803,12 +830,13 @@ pub mod avx512 {
         let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
         vals.resize(prog.steps.len(), [zero; K]);
         let nvec = n.div_ceil(W);
-        let mut p = [zero; K];
-        for (j, p) in p.iter_mut().enumerate().take(nvec) {
+        for j in 0..nvec {
             // SAFETY: the lanes past n are masked off and not read.
-            *p = unsafe { _mm512_maskz_loadu_ps(first(n - j * W), ps.as_ptr().add(j * W)) };
+            let p = unsafe { _mm512_maskz_loadu_ps(first(n - j * W), ps.as_ptr().add(j * W)) };
+            put(vals, prog.p_at, j, p);
+            put(vals, prog.y_at, j, zero);
         }
-        eval(prog, &[zero; K], &p, nvec, vals);
+        eval(prog, nvec, vals);
         for (j, (&l, &s)) in vals[prog.loss][..nvec].iter().zip(&vals[prog.s][..nvec]).enumerate() {
             // SAFETY: the lanes past n are masked off and not written.
             unsafe {
