@@ -29,16 +29,4 @@ for r in $(seq "$rounds"); do
     done
     echo "round $r/$rounds done" >&2
 done
-
-python3 - "$log" "$rev" <<'PY'
-import statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    side, loss, targets, ms = line.split()
-    runs.setdefault((loss, targets, side), []).append(float(ms))
-print(f"| loss | targets | {sys.argv[2]} ms | this tree ms | {sys.argv[2]} / this tree |")
-print("|---|---|---|---|---|")
-for loss, targets in sorted({(l, t) for l, t, _ in runs}):
-    base, tree = statistics.median(runs[(loss, targets, "base")]), statistics.median(runs[(loss, targets, "tree")])
-    print(f"| {loss} | {targets} | {base:.3f} | {tree:.3f} | {base / tree:.2f}x |")
-PY
+python3 bench/ratio_table.py "$log" "base:$rev" "tree:this tree"

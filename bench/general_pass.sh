@@ -17,16 +17,5 @@ for r in $(seq "$rounds"); do
             | awk -v side="$side" '$2 == "8192x100" { print side, $1, $3, $4 }' >> "$log"
     done
 done
-python3 - "$log" <<'PY'
-import statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    side, loss, targets, ms = line.split()
-    runs.setdefault((loss, targets, side), []).append(float(ms))
-print("| loss | targets | AVX-512 ms | AVX2 ms | AVX2 / AVX-512 |")
-print("|---|---|---|---|---|")
-for loss, targets in sorted({(l, t) for l, t, _ in runs}):
-    wide, narrow = statistics.median(runs[(loss, targets, "avx512")]), statistics.median(runs[(loss, targets, "avx2")])
-    print(f"| {loss} | {targets} | {wide:.3f} | {narrow:.3f} | {narrow / wide:.2f}x |")
-PY
+python3 bench/ratio_table.py "$log" avx2:AVX2 avx512:AVX-512
 rm -f "$log"

@@ -7,9 +7,10 @@
 //! targets at 8192x100). Here rustc compiles the same `mathlib` routines for AVX2 + FMA
 //! (8 lanes) and AVX-512 (16 lanes), and the program runs one graph node at a time over a
 //! block of up to 128 lanes, so dispatching a node costs once per block, and a node's loop
-//! has up to 8 or 16 independent vectors in flight (a 100-class row is one block; in blocks of
-//! 64 lanes C2's off-target pass took 1.7x as long, bound by the routines' latency). Where all the lanes of a vector
-//! fall on one side of a routine's range split, only that side is computed (`mathlib::split!`).
+//! has up to 8 or 16 independent vectors in flight (a 100-class row is one block; in blocks
+//! of 64 lanes C2's off-target pass took 1.7x as long, bound by the routines' latency).
+//! Where all the lanes of a vector fall on one side of a routine's range split, only that
+//! side is computed (`mathlib::split!`).
 //! The lanes compute what the [`Scalar`] machine computes (the tests check every op bit for
 //! bit), and a processor without AVX2 + FMA runs the baseline build, which evaluates element
 //! by element on `Scalar`.
@@ -212,8 +213,8 @@ macro_rules! block_eval {
 
         /// Every node of the program over the first `n` vectors of a block. One node at a
         /// time: the op is matched once per vector, and the block keeps the node values in L1.
-        #[target_feature(enable = $features)]
         /// (`y` and `p` are in their nodes' blocks already: see [`put`].)
+        #[target_feature(enable = $features)]
         fn eval(prog: &Program, n: usize, vals: &mut [Block]) {
             for (i, step) in prog.steps.iter().enumerate() {
                 // Operands come before their node: borrow them in place (copying them was a
@@ -767,8 +768,8 @@ pub mod avx512 {
             for j in 0..n {
                 let i = (v0 + j) * W;
                 // SAFETY: only the lanes below c are read and written. Whole vectors take plain
-                // loads and stores: a masked load waits for an earlier store to the same place
-                // to reach the cache (no store forwarding), which cost 40 % of a cheap loss's pass.
+                // loads and stores, only the ragged end masked ones: a masked load cannot take
+                // its value forwarded from a store still in flight (the row's exp just wrote e).
                 unsafe {
                     let (e, y) = (e.as_mut_ptr().add(i), y.map(|y| y.as_ptr().add(i)));
                     let (p, yv) = if i + W <= c {
