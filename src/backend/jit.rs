@@ -5,11 +5,13 @@
 //! 1-2. `m = max z`, `e = exp(z - m)` into a scratch row, `S = sum e`: a call to a row helper
 //!    (`jit_rt.rs`, AVX2 when the processor has it);
 //! 3. `p = e / S`, then `L(y, p)` and `s = p dL/dp` with the row's constant off-target `y`
-//!    (skipped when both are 0, as for CE without smoothing); the label classes are masked out.
-//!    From 32 classes on this pass is a call to a columnar program on 8 or 16 lanes (`jit_pass.rs`);
+//!    (skipped when both are 0, as for CE without smoothing); the label classes are masked out;
 //! 4. the label classes ("fix-ups"): `L` and `s` at their own `y`, one lane;
 //! 5. `grad = (s - p sum(s)) / B`: a row helper again.
 //!
+//! From 32 classes on, where step 3 runs as a columnar program on 8 or 16 lanes
+//! (`jit_pass.rs`), the code calls one helper per 16 rows instead (`jit_rt::general_rows`),
+//! which makes all five steps and evaluates step 4 for the 16 rows at once.
 //! Label kernels whose loss vanishes off the label (CE, A2, ... without smoothing) take eight
 //! rows at a time instead (`label_rows`): one softmax helper call for the group, then step 4
 //! for the eight rows as two vectors, then one scaling call.
@@ -24,7 +26,7 @@
 //! off-target graph plus the general graph for their two labels; dense targets use the general
 //! graph. Compiled kernels are cached per process.
 
-use super::jit_pass::Program;
+use super::jit_pass::{GROUP_ROWS, LabelTerms, Program, RowsPlan, row_stride};
 use super::jit_rt::Helpers;
 use super::mathlib::Vm;
 use super::vm::{self, Ops, eval_graph};
@@ -42,6 +44,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -90,20 +93,21 @@ pub enum JitError {
 }
 
 /// The argument block of a generated kernel; the layout is the ABI (offsets below).
+/// (`jit_rt::general_rows` reads it too.)
 #[repr(C)]
-struct Args {
-    logits: *const f32,
-    grad: *mut f32,
-    row_loss: *mut f32,
-    labels: *const u32,
-    labels_b: *const u32,
-    lam: *const f32,
-    dense: *const f32,
-    p_buf: *mut f32,
-    s_buf: *mut f32,
-    rows: u64,
-    classes: u64,
-    inv_batch: f32,
+pub(crate) struct Args {
+    pub(crate) logits: *const f32,
+    pub(crate) grad: *mut f32,
+    pub(crate) row_loss: *mut f32,
+    pub(crate) labels: *const u32,
+    pub(crate) labels_b: *const u32,
+    pub(crate) lam: *const f32,
+    pub(crate) dense: *const f32,
+    pub(crate) p_buf: *mut f32,
+    pub(crate) s_buf: *mut f32,
+    pub(crate) rows: u64,
+    pub(crate) classes: u64,
+    pub(crate) inv_batch: f32,
 }
 
 /// Byte offsets of the `Args` fields, in declaration order.
@@ -127,10 +131,9 @@ pub struct JitKernel {
     func: unsafe extern "C" fn(*const Args),
     /// Owns the code `func` points into.
     _module: JITModule,
-    /// The general passes' programs, whose addresses the code holds (boxed, so that they do
-    /// not move when the vector grows).
-    #[allow(clippy::vec_box)]
-    _programs: Vec<Box<Program>>,
+    /// The programs and plans whose addresses the code holds (boxed, so that they do not
+    /// move when the vector grows).
+    _programs: Vec<Box<dyn Any>>,
     pub spec: Spec,
     /// Whether the off-target pass was compiled away (L and s are 0 off target).
     pub sparse: bool,
@@ -339,10 +342,9 @@ struct Emitter<'a> {
     /// Whether math routines are expanded inline (tier 2) or called (tier 1: a third to a
     /// fifth of the code to compile; the same operations, so the same bits).
     inline_math: bool,
-    /// The programs of the general pass the code calls, kept alive by the kernel (boxed: the
-    /// code holds their addresses).
-    #[allow(clippy::vec_box)]
-    programs: Vec<Box<Program>>,
+    /// The programs and plans the code calls with, kept alive by the kernel (boxed: the code
+    /// holds their addresses).
+    programs: Vec<Box<dyn Any>>,
     /// The row helpers' addresses, and the convention to call them with.
     helpers: Helpers,
     call_conv: CallConv,
@@ -623,6 +625,17 @@ impl Emitter<'_> {
                 e.label_rows(g, &ctx, r0, rows, spec);
                 vec![]
             });
+        } else if !g.sparse && spec.classes >= COLUMN_PASS_MIN_CLASSES {
+            let plan = self.rows_plan(spec, g);
+            let helper = self.helpers.general_rows;
+            self.for_loop(zero, rows, GROUP_ROWS as i64, &[], |e, r0, _| {
+                let left = e.b.ins().isub(rows, r0);
+                let most = e.i64c(GROUP_ROWS as i64);
+                let fewer = e.b.ins().icmp(IntCC::SignedLessThan, left, most);
+                let n = e.b.ins().select(fewer, left, most);
+                e.call(helper, &[args, r0, n, plan], &[I64, I64, I64, I64], None);
+                vec![]
+            });
         } else {
             self.for_loop(zero, rows, 1, &[], |e, r, _| {
                 e.row(spec, g, &ctx, r);
@@ -693,22 +706,8 @@ impl Emitter<'_> {
         };
 
         // 3. the off-target (or dense) pass over all classes: p into p_buf, s into s_buf.
-        // From COLUMN_PASS_MIN_CLASSES classes on, in the columnar program (`jit_pass`, which the
-        // kernel owns); below, inline, where a row is too short to pay for the program's
-        // per-node dispatch.
         let (mut row_l, mut sigma) = (self.b.ins().f32const(0.0), self.b.ins().f32const(0.0));
-        if !g.sparse && spec.classes >= COLUMN_PASS_MIN_CLASSES {
-            let prog = self.program(g.off.unwrap_or(g.general));
-            let y = if spec.kind == TargetKind::Dense { self.elem(x.dense, row_start, 4) } else { zero };
-            let none = self.i64c(-1);
-            let (ka_, kb_) = (ka.unwrap_or(none), kb.unwrap_or(none));
-            let out = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 8, 2));
-            let out_at = self.b.ins().stack_addr(I64, out, 0);
-            let args = [prog, x.p_buf, y, x.classes, inv_s, ka_, kb_, x.s_buf, out_at];
-            self.call(self.helpers.graph_pass, &args, &[I64, I64, I64, I64, F32, I64, I64, I64, I64], None);
-            row_l = self.b.ins().stack_load(I64, F32, out, 0);
-            sigma = self.b.ins().stack_load(I64, F32, out, 4);
-        } else if !g.sparse {
+        if !g.sparse {
             let iota = self.iota();
             let c_splat = |e: &mut Self, c: Value| {
                 let c32 = e.b.ins().ireduce(I32, c);
@@ -1002,10 +1001,30 @@ enum Routine {
 impl Emitter<'_> {
     /// The address of `g`'s columnar program, which the kernel keeps alive.
     fn program(&mut self, g: &Graph) -> Value {
-        let program = Box::new(Program::new(g));
-        let prog = self.b.ins().iconst(I64, &*program as *const Program as i64);
-        self.programs.push(program);
-        prog
+        self.keep(Box::new(Program::new(g)))
+    }
+
+    /// The address of a value the code reads, which the kernel keeps alive.
+    fn keep<T: 'static>(&mut self, value: Box<T>) -> Value {
+        let at = self.b.ins().iconst(I64, &*value as *const T as i64);
+        self.programs.push(value);
+        at
+    }
+
+    /// The plan of the general rows helper (`jit_rt::general_rows`) for this spec.
+    fn rows_plan(&mut self, spec: &Spec, g: &Graphs) -> Value {
+        let labels = match spec.kind {
+            TargetKind::Dense => LabelTerms::None,
+            TargetKind::Labels => {
+                LabelTerms::Labels(Program::new(g.on.expect("label kernels have an on-target graph")))
+            }
+            TargetKind::Mixup => LabelTerms::Mixup {
+                general: Program::new(g.general),
+                keep: (1.0 - spec.smoothing) as f32,
+                y_off: spec.y_off() as f32,
+            },
+        };
+        self.keep(Box::new(RowsPlan { pass: Program::new(g.off.unwrap_or(g.general)), labels }))
     }
 
     /// `(L, s)` of `g` (its `y` folded in) at the lanes of `ps`, by the columnar program
@@ -1167,9 +1186,11 @@ impl JitKernel {
         let inv_batch = 1.0 / b as f32;
         let run_rows = |start: usize, grad: &mut [f32], row_loss: &mut [f32]| {
             let n = row_loss.len();
-            // Padded classes plus one chunk: the general pass runs chunks in pairs.
-            let mut p_buf = vec![0f32; (c & !3) + 8];
-            let mut s_buf = vec![0f32; (c & !3) + 8];
+            // Per row, padded classes plus one chunk (the inline general pass runs chunks in
+            // pairs); for the general rows helper, GROUP_ROWS rows of whole vectors.
+            let len = ((c & !3) + 8).max(GROUP_ROWS * row_stride(c));
+            let mut p_buf = vec![0f32; len];
+            let mut s_buf = vec![0f32; len];
             let rows = start..start + n;
             let (mut labels, mut labels_b): (*const u32, *const u32) = (std::ptr::null(), std::ptr::null());
             let (mut lam, mut dense): (*const f32, *const f32) = (std::ptr::null(), std::ptr::null());

@@ -149,6 +149,37 @@ impl Program {
     }
 }
 
+/// Rows per call of the kernel's general rows helper (`jit_rt::general_rows`): one vector of
+/// label points on 16 lanes, and the rows' label terms in one program run instead of one each.
+pub const GROUP_ROWS: usize = 16;
+
+/// Floats per row of the general rows helper's scratch (`p` and `s`): the classes rounded up
+/// to whole vectors of the widest build.
+pub fn row_stride(classes: usize) -> usize {
+    classes.div_ceil(16) * 16
+}
+
+/// What the general rows helper runs for a kernel: the pass over every class, then the terms
+/// at the label classes.
+pub struct RowsPlan {
+    /// The off-target program (`y` folded in) for labels and mixup, the general one for dense
+    /// targets.
+    pub pass: Program,
+    pub labels: LabelTerms,
+}
+
+/// The label classes' terms of a row group.
+pub enum LabelTerms {
+    /// Dense targets: every class was in the pass.
+    None,
+    /// Integer labels: the on-target program (`y` folded in) at each row's label.
+    Labels(Program),
+    /// Mixup: the general program at each row's two labels, whose targets are
+    /// `keep * lam + y_off` and `keep * (1 - lam) + y_off` (`keep = 1 - alpha`), their sum
+    /// when both labels are one class.
+    Mixup { general: Program, keep: f32, y_off: f32 },
+}
+
 /// One row's general pass, the baseline build. `e` holds the row's `exp(z - m)` (at least `c`
 /// lanes) and is overwritten with `p = e / S`; `y` is the row's dense targets, or `None` when
 /// `y` is folded into the program. Writes `s` into `s_out[..c]`, 0 at the label classes `ka`
@@ -178,12 +209,13 @@ pub fn graph_pass_body(
     (sum_l, sum_s)
 }
 
-/// `L` and `s` of a program whose `y` is folded in, at each of `ps`: a group of label rows'
-/// on-target terms in the quick tier. The baseline build.
-pub fn points_body(prog: &Program, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
+/// `L` and `s` of a program at each point `(ys[i], ps[i])` (`ys` is `None` when `y` is folded
+/// in): the label classes of a group of rows. The baseline build.
+pub fn points_body(prog: &Program, ys: Option<&[f32]>, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
+    assert!(ys.is_none_or(|y| y.len() >= ps.len()));
     let mut vals = Vec::with_capacity(prog.steps.len());
-    for ((&p, l), s) in ps.iter().zip(ls).zip(ss) {
-        (*l, *s) = prog.eval_scalar(0.0, p, &mut vals);
+    for (i, ((&p, l), s)) in ps.iter().zip(ls).zip(ss).enumerate() {
+        (*l, *s) = prog.eval_scalar(ys.map_or(0.0, |y| y[i]), p, &mut vals);
     }
 }
 
@@ -548,9 +580,9 @@ pub mod avx2 {
     /// # Safety
     /// Only where the processor has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub fn points_body(prog: &Program, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
+    pub fn points_body(prog: &Program, ys: Option<&[f32]>, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
         let n = ps.len();
-        assert!(n <= W * K && ls.len() >= n && ss.len() >= n);
+        assert!(n <= W * K && ls.len() >= n && ss.len() >= n && ys.is_none_or(|y| y.len() >= n));
         let zero = _mm256_setzero_ps();
         // SAFETY: as in `graph_pass_body`.
         let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
@@ -562,7 +594,12 @@ pub mod avx2 {
             // SAFETY: the lanes past n are masked off and not read.
             let p = unsafe { _mm256_maskload_ps(ps.as_ptr().add(j * W), lanes(j)) };
             put(vals, prog.p_at, j, p);
-            put(vals, prog.y_at, j, zero);
+            let y = match ys {
+                // SAFETY: as above.
+                Some(y) => unsafe { _mm256_maskload_ps(y.as_ptr().add(j * W), lanes(j)) },
+                None => zero,
+            };
+            put(vals, prog.y_at, j, y);
         }
         eval(prog, nvec, vals);
         for (j, (&l, &s)) in vals[prog.loss][..nvec].iter().zip(&vals[prog.s][..nvec]).enumerate() {
@@ -823,9 +860,9 @@ pub mod avx512 {
     /// # Safety
     /// Only where the processor has AVX-512F, AVX2 and FMA.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub fn points_body(prog: &Program, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
+    pub fn points_body(prog: &Program, ys: Option<&[f32]>, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
         let n = ps.len();
-        assert!(n <= W * K && ls.len() >= n && ss.len() >= n);
+        assert!(n <= W * K && ls.len() >= n && ss.len() >= n && ys.is_none_or(|y| y.len() >= n));
         let zero = _mm512_setzero_ps();
         // SAFETY: as in `graph_pass_body`.
         let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
@@ -835,7 +872,12 @@ pub mod avx512 {
             // SAFETY: the lanes past n are masked off and not read.
             let p = unsafe { _mm512_maskz_loadu_ps(first(n - j * W), ps.as_ptr().add(j * W)) };
             put(vals, prog.p_at, j, p);
-            put(vals, prog.y_at, j, zero);
+            let y = match ys {
+                // SAFETY: as above.
+                Some(y) => unsafe { _mm512_maskz_loadu_ps(first(n - j * W), y.as_ptr().add(j * W)) },
+                None => zero,
+            };
+            put(vals, prog.y_at, j, y);
         }
         eval(prog, nvec, vals);
         for (j, (&l, &s)) in vals[prog.loss][..nvec].iter().zip(&vals[prog.s][..nvec]).enumerate() {

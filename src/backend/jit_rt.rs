@@ -393,7 +393,8 @@ macro_rules! helpers {
         #[cfg(target_arch = "x86_64")]
         mod avx2 {
             use super::avx2_exp::{softmax_exp_body, softmax_rows_body};
-            use crate::backend::jit_pass::{Program, avx2::{graph_pass_body, points_body}};
+            use crate::backend::jit::Args;
+            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, RowsPlan, row_stride, avx2::{graph_pass_body, points_body}};
             $(
                 $(#[$m])*
                 #[target_feature(enable = "avx2,fma")]
@@ -410,7 +411,8 @@ macro_rules! helpers {
         #[cfg(target_arch = "x86_64")]
         mod avx512 {
             use super::avx512_exp::{softmax_exp_body, softmax_rows_body};
-            use crate::backend::jit_pass::{Program, avx512::{graph_pass_body, points_body}};
+            use crate::backend::jit::Args;
+            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, RowsPlan, row_stride, avx512::{graph_pass_body, points_body}};
             $(
                 $(#[$m])*
                 #[target_feature(enable = "avx2,fma,avx512f")]
@@ -424,7 +426,8 @@ macro_rules! helpers {
         /// The helpers for the baseline target.
         mod base {
             use super::{softmax_exp_body, softmax_rows_body};
-            use crate::backend::jit_pass::{Program, graph_pass_body, points_body};
+            use crate::backend::jit::Args;
+            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, RowsPlan, graph_pass_body, points_body, row_stride};
             $(
                 $(#[$m])*
                 pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
@@ -486,22 +489,87 @@ helpers! {
         let (a, b) = unsafe { (std::slice::from_raw_parts_mut(a, n as usize), std::slice::from_raw_parts(b, n as usize)) };
         super::pow_lanes_body(a, b)
     }
-    /// The general pass of a row (see `jit_pass::graph_pass_body`); `y` is null when `y` is
-    /// folded into the program; writes the sums of `L` and `s` to `out[0..2]`.
-    fn graph_pass(
-        prog: *const Program, e: *mut f32, y: *const f32, c: u64, inv_s: f32, ka: i64, kb: i64, s: *mut f32,
-        out: *mut f32
-    ) {
-        let c = c as usize;
-        let len = c.div_ceil(8) * 8;
-        // SAFETY: the kernel passes its program, its scratch rows (at least `c` rounded up to 8
-        // floats each), the row's dense targets (`c` floats) or null, and two floats of stack.
-        let (prog, e, s, out) = unsafe {
-            (&*prog, std::slice::from_raw_parts_mut(e, len), std::slice::from_raw_parts_mut(s, len),
-             std::slice::from_raw_parts_mut(out, 2))
+    /// Rows `r0..r0 + n` (`n <= GROUP_ROWS`) of a kernel whose general pass is a columnar
+    /// program, the whole row pipeline: per row the softmax pass and the general pass (`p` and
+    /// `s` into the scratch rows, `row_stride` floats each); then the label classes' terms of
+    /// all `n` rows in one program run (one row's alone was a chain of scalar code as long as
+    /// the loss); then per row the loss and the gradient `(s - p sigma) / B`.
+    fn general_rows(args: *const Args, r0: u64, n: u64, plan: *const RowsPlan) {
+        use std::slice::{from_raw_parts, from_raw_parts_mut};
+        // SAFETY: the kernel passes its argument block, whose pointers cover its rows and
+        // whose scratch rows hold GROUP_ROWS rows of `row_stride` floats, `r0 + n <= rows`,
+        // and its plan.
+        let (a, plan) = unsafe { (&*args, &*plan) };
+        let (c, r0, n) = (a.classes as usize, r0 as usize, n as usize);
+        let stride = row_stride(c);
+        assert!(n <= GROUP_ROWS);
+        let (ps, ss) = unsafe {
+            (from_raw_parts_mut(a.p_buf, GROUP_ROWS * stride), from_raw_parts_mut(a.s_buf, GROUP_ROWS * stride))
         };
-        let y = (!y.is_null()).then(|| unsafe { std::slice::from_raw_parts(y, c) });
-        (out[0], out[1]) = graph_pass_body(prog, e, y, c, inv_s, [ka, kb], s);
+        // Per row: the sums of L and s, and the label classes (-1: none).
+        let mut sums = [(0f32, 0f32); GROUP_ROWS];
+        let mut at = [[-1i64; 2]; GROUP_ROWS];
+        for i in 0..n {
+            let r = r0 + i;
+            // SAFETY: row r's logits and targets (see above).
+            let z = unsafe { from_raw_parts(a.logits.add(r * c), c) };
+            let (e, s) = (&mut ps[i * stride..(i + 1) * stride], &mut ss[i * stride..(i + 1) * stride]);
+            let inv_s = 1.0 / softmax_exp_body(z, e);
+            for (k, labels) in at[i].iter_mut().zip([a.labels, a.labels_b]) {
+                if !labels.is_null() {
+                    *k = unsafe { *labels.add(r) } as i64;
+                }
+            }
+            let y = if a.dense.is_null() { None } else { Some(unsafe { from_raw_parts(a.dense.add(r * c), c) }) };
+            sums[i] = graph_pass_body(&plan.pass, e, y, c, inv_s, at[i], s);
+        }
+        // The label classes at their own y; s there is written after the pass, which left 0.
+        let (mut ys, mut pts, mut ls, mut lss) = ([0f32; 2 * GROUP_ROWS], [0f32; 2 * GROUP_ROWS], [0f32; 2 * GROUP_ROWS], [0f32; 2 * GROUP_ROWS]);
+        match &plan.labels {
+            LabelTerms::None => {}
+            LabelTerms::Labels(on) => {
+                for i in 0..n {
+                    pts[i] = ps[i * stride + at[i][0] as usize];
+                }
+                points_body(on, None, &pts[..n], &mut ls[..n], &mut lss[..n]);
+                for i in 0..n {
+                    sums[i] = (sums[i].0 + ls[i], sums[i].1 + lss[i]);
+                    ss[i * stride + at[i][0] as usize] = lss[i];
+                }
+            }
+            &LabelTerms::Mixup { ref general, keep, y_off } => {
+                // Points 0..n at each row's first label, n..2n at its second.
+                for i in 0..n {
+                    // SAFETY: row r0 + i's mixing weight.
+                    let lam = unsafe { *a.lam.add(r0 + i) };
+                    let [ka, kb] = at[i];
+                    let (la, lb) = (keep * lam, keep * (1.0 - lam));
+                    ys[i] = if ka == kb { la + lb + y_off } else { la + y_off };
+                    ys[n + i] = lb + y_off;
+                    (pts[i], pts[n + i]) = (ps[i * stride + ka as usize], ps[i * stride + kb as usize]);
+                }
+                let m = 2 * n;
+                points_body(general, Some(&ys[..m]), &pts[..m], &mut ls[..m], &mut lss[..m]);
+                for i in 0..n {
+                    let [ka, kb] = at[i];
+                    let (lb, sb) = if ka == kb { (0.0, 0.0) } else { (ls[n + i], lss[n + i]) };
+                    sums[i] = (sums[i].0 + ls[i] + lb, sums[i].1 + lss[i] + sb);
+                    // b first: when both labels are one class, a's value wins.
+                    ss[i * stride + kb as usize] = sb;
+                    ss[i * stride + ka as usize] = lss[i];
+                }
+            }
+        }
+        for (i, &(l, sigma)) in sums[..n].iter().enumerate() {
+            let r = r0 + i;
+            // SAFETY: row r's loss and gradient (see above).
+            let g = unsafe {
+                *a.row_loss.add(r) = l;
+                from_raw_parts_mut(a.grad.add(r * c), c)
+            };
+            let row = i * stride..i * stride + c;
+            super::grad_body(&ps[row.clone()], &ss[row], sigma, a.inv_batch, g);
+        }
     }
     /// `L` and `s` of a program (its `y` folded in) at `n` points `p`, into `l` and `s`.
     fn graph_points(prog: *const Program, p: *const f32, n: u64, l: *mut f32, s: *mut f32) {
@@ -511,7 +579,7 @@ helpers! {
             (&*prog, std::slice::from_raw_parts(p, n), std::slice::from_raw_parts_mut(l, n),
              std::slice::from_raw_parts_mut(s, n))
         };
-        points_body(prog, p, l, s)
+        points_body(prog, None, p, l, s)
     }
     /// `g[i] = (s[i] - p[i] sigma) inv_b`.
     fn grad(p: *const f32, s: *const f32, c: u64, sigma: f32, inv_b: f32, g: *mut f32) {
@@ -538,7 +606,7 @@ pub struct Helpers {
     pub grad: usize,
     pub unary_lanes: usize,
     pub pow_lanes: usize,
-    pub graph_pass: usize,
+    pub general_rows: usize,
     pub graph_points: usize,
     /// Whether these are the AVX2 + FMA builds.
     pub avx2: bool,
