@@ -53,6 +53,85 @@ pub trait Vm {
     }
 }
 
+/// `N` vectors of a machine as one: each operation is applied to every vector before the
+/// next operation, so the instruction stream interleaves `N` independent dependency chains.
+/// A routine's chain (a log is some 35 operations deep) on one vector at a time fills the
+/// core's schedulers with instructions waiting on each other; interleaved, the schedulers
+/// hold instructions that can issue. Each vector gets the inner machine's bits, and a range
+/// split takes one side only when every lane of every vector does. (Plain loops, no
+/// closures: see [`split!`].)
+pub struct Multi<'a, I, const N: usize>(pub &'a mut I);
+
+/// `Multi` methods that apply the inner machine's method to each vector.
+macro_rules! on_each {
+    ($($f:ident($($a:ident),*) -> $out:ident;)*) => {
+        $(#[inline(always)]
+        fn $f(&mut self, $($a: Self::$out),*) -> Self::$out {
+            let mut r = [self.0.$f($($a[0]),*); N];
+            for i in 1..N {
+                r[i] = self.0.$f($($a[i]),*);
+            }
+            r
+        })*
+    };
+}
+
+impl<I: Vm, const N: usize> Vm for Multi<'_, I, N> {
+    type V = [I::V; N];
+    type M = [I::M; N];
+    #[inline(always)]
+    fn c(&mut self, v: f32) -> Self::V {
+        [self.0.c(v); N]
+    }
+    on_each! {
+        add(a, b) -> V; sub(a, b) -> V; mul(a, b) -> V; div(a, b) -> V; fma(a, b, c) -> V;
+        neg(a) -> V; abs(a) -> V; sqrt(a) -> V; min(a, b) -> V; max(a, b) -> V; round(a) -> V;
+        floor(a) -> V; and(a, b) -> M; or(a, b) -> M; copysign(mag, sign) -> V; pow2i(k) -> V;
+    }
+    #[inline(always)]
+    fn lt(&mut self, a: Self::V, b: Self::V) -> Self::M {
+        let mut r = [self.0.lt(a[0], b[0]); N];
+        for i in 1..N {
+            r[i] = self.0.lt(a[i], b[i]);
+        }
+        r
+    }
+    #[inline(always)]
+    fn eq(&mut self, a: Self::V, b: Self::V) -> Self::M {
+        let mut r = [self.0.eq(a[0], b[0]); N];
+        for i in 1..N {
+            r[i] = self.0.eq(a[i], b[i]);
+        }
+        r
+    }
+    #[inline(always)]
+    fn select(&mut self, m: Self::M, a: Self::V, b: Self::V) -> Self::V {
+        let mut r = a;
+        for i in 0..N {
+            r[i] = self.0.select(m[i], a[i], b[i]);
+        }
+        r
+    }
+    #[inline(always)]
+    fn frexp(&mut self, x: Self::V) -> (Self::V, Self::V) {
+        let (mut m, mut e) = (x, x);
+        for i in 0..N {
+            (m[i], e[i]) = self.0.frexp(x[i]);
+        }
+        (m, e)
+    }
+    #[inline(always)]
+    fn uniform(&mut self, m: Self::M) -> Option<bool> {
+        let first = self.0.uniform(m[0])?;
+        for &m in &m[1..] {
+            if self.0.uniform(m) != Some(first) {
+                return None;
+            }
+        }
+        Some(first)
+    }
+}
+
 /// `mask ? yes : no` per lane, `yes` and `no` being expressions on the machine `$m`: only the
 /// side every lane takes when [`Vm::uniform`] knows it, else both and a select. A macro, not a
 /// function of two closures: a closure would not get the target features of the SIMD passes

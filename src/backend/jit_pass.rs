@@ -6,16 +6,17 @@
 //! element, and in Cranelift 0.135's 128-bit code it ran at 0.6-1.1x XLA (M1, C2, dense
 //! targets at 8192x100). Here rustc compiles the same `mathlib` routines for AVX2 + FMA
 //! (8 lanes) and AVX-512 (16 lanes), and the program runs one graph node at a time over a
-//! block of up to 128 lanes, so dispatching a node costs once per block, and a node's loop
-//! has up to 8 or 16 independent vectors in flight (a 100-class row is one block; in blocks
-//! of 64 lanes C2's off-target pass took 1.7x as long, bound by the routines' latency).
-//! Where all the lanes of a vector fall on one side of a routine's range split, only that
+//! block of vectors, so dispatching a node costs once per block. A block packs the vectors
+//! of a group of rows one after another (up to 32 vectors: see `Program::block_vectors`),
+//! and a routine's loop interleaves four vectors' dependency chains (`mathlib::Multi`),
+//! which a routine's latency needs (in blocks of 64 lanes, one vector at a time, C2's
+//! off-target pass took 1.7x as long). Where all the lanes of the vectors fall on one side of a routine's range split, only that
 //! side is computed (`mathlib::split!`).
 //! The lanes compute what the [`Scalar`] machine computes (the tests check every op bit for
 //! bit), and a processor without AVX2 + FMA runs the baseline build, which evaluates element
 //! by element on `Scalar`.
 
-use super::mathlib::{Scalar, Vm, sigmoid_pair};
+use super::mathlib::{Multi, Scalar, Vm, sigmoid_pair};
 use super::vm;
 use crate::ir::{BinOp, Graph, Input, Node, UnOp};
 use std::collections::HashMap;
@@ -126,6 +127,14 @@ impl Program {
         }
     }
 
+    /// Vectors per block for vectors of `bytes`, at most `most`: as many as keep all the
+    /// nodes' blocks within 128 KiB, and at least 8. Larger blocks dispatch each node once
+    /// for more rows; measured, blocks past L1 (R1 at 32 vectors) still gained, and a budget
+    /// of 32 KiB made R1 1.1x slower.
+    fn block_vectors(&self, bytes: usize, most: usize) -> usize {
+        (128 * 1024 / (self.steps.len() * bytes)).clamp(8, most)
+    }
+
     /// `(L, s)` at one point, on the [`Scalar`] machine.
     fn eval_scalar(&self, y: f32, p: f32, vals: &mut Vec<f32>) -> (f32, f32) {
         vals.clear();
@@ -180,33 +189,55 @@ pub enum LabelTerms {
     Mixup { general: Program, keep: f32, y_off: f32 },
 }
 
-/// One row's general pass, the baseline build. `e` holds the row's `exp(z - m)` (at least `c`
-/// lanes) and is overwritten with `p = e / S`; `y` is the row's dense targets, or `None` when
-/// `y` is folded into the program. Writes `s` into `s_out[..c]`, 0 at the label classes `ka`
-/// and `kb` (-1: none), which the kernel evaluates at their own `y`; returns the sums of `L`
-/// and `s` over the other classes.
-pub fn graph_pass_body(
-    prog: &Program,
-    e: &mut [f32],
-    y: Option<&[f32]>,
-    c: usize,
-    inv_s: f32,
-    [ka, kb]: [i64; 2],
-    s_out: &mut [f32],
-) -> (f32, f32) {
-    let mut vals = Vec::with_capacity(prog.steps.len());
-    let (mut sum_l, mut sum_s) = (0f32, 0f32);
-    for i in 0..c {
-        let p = e[i] * inv_s;
-        e[i] = p;
-        let (l, s) = prog.eval_scalar(y.map_or(0.0, |y| y[i]), p, &mut vals);
-        let keep = i as i64 != ka && i as i64 != kb;
-        let (l, s) = if keep { (l, s) } else { (0.0, 0.0) };
-        s_out[i] = s;
-        sum_l += l;
-        sum_s += s;
+/// The rows of a row group to run the general pass over: `e` holds each row's
+/// `exp(z - m)` (rows of `stride` floats), whose `p` is `e * inv_s[r]`; `y` holds each row's
+/// dense targets (rows of `c`), or is `None` when `y` is folded into the program; `s` gets
+/// each row's `s` (rows of `stride`), 0 at its label classes `labels[r]` (-1: none), which
+/// the caller evaluates at their own `y`.
+pub struct Rows<'a> {
+    pub e: &'a [f32],
+    pub s: &'a mut [f32],
+    pub stride: usize,
+    pub y: Option<&'a [f32]>,
+    pub c: usize,
+    pub inv_s: &'a [f32],
+    pub labels: &'a [[i64; 2]],
+}
+
+impl Rows<'_> {
+    /// Checks the slices' lengths against the row count (`inv_s.len()`), so that the passes
+    /// may index within them freely.
+    fn check(&self, lanes: usize) -> usize {
+        let n = self.inv_s.len();
+        assert!(n <= GROUP_ROWS && self.labels.len() >= n);
+        assert!(self.stride >= self.c.div_ceil(lanes) * lanes);
+        assert!(self.e.len() >= n * self.stride && self.s.len() >= n * self.stride);
+        assert!(self.y.is_none_or(|y| y.len() >= n * self.c));
+        n
     }
-    (sum_l, sum_s)
+}
+
+/// The general pass over a group of rows, the baseline build: returns each row's sums of `L`
+/// and `s` over the classes other than its labels, into `sums`.
+pub fn graph_rows_body(prog: &Program, rows: Rows, sums: &mut [(f32, f32)]) {
+    let n = rows.check(1);
+    assert!(sums.len() >= n);
+    let (c, stride) = (rows.c, rows.stride);
+    let mut vals = Vec::with_capacity(prog.steps.len());
+    for r in 0..n {
+        let (mut sum_l, mut sum_s) = (0f32, 0f32);
+        for i in 0..c {
+            let at = r * stride + i;
+            let p = rows.e[at] * rows.inv_s[r];
+            let (l, s) = prog.eval_scalar(rows.y.map_or(0.0, |y| y[r * c + i]), p, &mut vals);
+            let keep = !rows.labels[r].contains(&(i as i64));
+            let (l, s) = if keep { (l, s) } else { (0.0, 0.0) };
+            rows.s[at] = s;
+            sum_l += l;
+            sum_s += s;
+        }
+        sums[r] = (sum_l, sum_s);
+    }
 }
 
 /// `L` and `s` of a program at each point `(ys[i], ps[i])` (`ys` is `None` when `y` is folded
@@ -225,13 +256,17 @@ pub fn points_body(prog: &Program, ys: Option<&[f32]>, ps: &[f32], ls: &mut [f32
 #[cfg(target_arch = "x86_64")]
 macro_rules! block_eval {
     ($m:ident, $v:ty, $features:literal, $lanes:literal) => {
-        #[doc = concat!("`op(x)` on ", $lanes, " lanes (the tests compare it with [`Scalar`] per lane).")]
+        #[doc = concat!("`op(x)` on vectors of ", $lanes, " lanes, `CHAIN` at a time as a program runs it")]
+        /// (the tests compare it with [`Scalar`] per lane); `xs.len()` is a multiple of `CHAIN`.
         ///
         /// # Safety
         #[doc = concat!("Only where the processor has ", $features, ".")]
         #[target_feature(enable = $features)]
-        pub fn unary(op: UnOp, x: $v, eps: f32) -> $v {
-            vm::unary(&mut $m, op, x, eps)
+        pub fn unary(op: UnOp, xs: &[$v], eps: f32) -> Vec<$v> {
+            assert!(xs.len().is_multiple_of(CHAIN));
+            let mut out = xs.to_vec();
+            unary_block(op, xs, &mut out, eps);
+            out
         }
 
         #[doc = concat!("`a op b` on ", $lanes, " lanes.")]
@@ -246,8 +281,12 @@ macro_rules! block_eval {
         /// Every node of the program over the first `n` vectors of a block. One node at a
         /// time: the op is matched once per vector, and the block keeps the node values in L1.
         /// (`y` and `p` are in their nodes' blocks already: see [`put`].)
+        /// The vectors past `n`, up to a whole number of chains, hold stale values, which
+        /// are computed on too and never read.
         #[target_feature(enable = $features)]
         fn eval(prog: &Program, n: usize, vals: &mut [Block]) {
+            const { assert!(K % CHAIN == 0) };
+            let n = n.next_multiple_of(CHAIN);
             for (i, step) in prog.steps.iter().enumerate() {
                 // Operands come before their node: borrow them in place (copying them was a
                 // tenth of the pass).
@@ -292,16 +331,20 @@ macro_rules! block_eval {
         /// `(s[j], d[j]) = (sigmoid(a[j]), dsigmoid(a[j]))`.
         #[target_feature(enable = $features)]
         fn sigmoid_pair_block(a: &[$v], s: &mut [$v], d: &mut [$v]) {
-            for ((s, d), &a) in s.iter_mut().zip(d.iter_mut()).zip(a) {
-                (*s, *d) = sigmoid_pair(&mut $m, a);
+            let chains = s.chunks_exact_mut(CHAIN).zip(d.chunks_exact_mut(CHAIN)).zip(a.chunks_exact(CHAIN));
+            for ((s, d), a) in chains {
+                let (sv, dv) = sigmoid_pair(&mut Multi::<_, CHAIN>(&mut $m), a.try_into().unwrap());
+                s.copy_from_slice(&sv);
+                d.copy_from_slice(&dv);
             }
         }
 
+        /// `CHAIN` vectors at a time (see [`Multi`]).
         #[target_feature(enable = $features)]
         fn unary_loop<const OP: usize>(a: &[$v], out: &mut [$v], eps: f32) {
             let op = const { UnOp::ALL[OP] };
-            for (o, &a) in out.iter_mut().zip(a) {
-                *o = vm::unary(&mut $m, op, a, eps);
+            for (o, a) in out.chunks_exact_mut(CHAIN).zip(a.chunks_exact(CHAIN)) {
+                o.copy_from_slice(&vm::unary(&mut Multi::<_, CHAIN>(&mut $m), op, a.try_into().unwrap(), eps));
             }
         }
 
@@ -389,9 +432,11 @@ pub mod avx2 {
     use std::cell::RefCell;
 
     const W: usize = 8;
-    /// Vectors per block: 128 lanes, so a 100-class row is one block.
-    const K: usize = 16;
+    /// The most vectors per block (see [`Program::block_vectors`]).
+    const K: usize = 32;
     type Block = [__m256; K];
+    /// Vectors per chain of a routine's loop (see [`Multi`]).
+    const CHAIN: usize = 4;
 
     /// The math library's machine on 8 lanes, with the [`Scalar`] machine's results.
     pub struct Avx;
@@ -507,23 +552,18 @@ pub mod avx2 {
 
     block_eval!(Avx, __m256, "avx2,fma", "8");
 
-    /// [`super::graph_pass_body`] on 8 lanes. `e` holds at least `c` rounded up to 8 lanes,
-    /// zero past `c` (the kernel's scratch row), and so does `s_out`.
+    /// [`super::graph_rows_body`] on 8 lanes. The rows' vectors fill the blocks one after
+    /// another, a row's vectors possibly in two blocks: a block of several rows dispatches
+    /// each node once for all of them. Each row's sums add its vectors in order, so they do
+    /// not depend on where the blocks fall.
     ///
     /// # Safety
     /// Only where the processor has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub fn graph_pass_body(
-        prog: &Program,
-        e: &mut [f32],
-        y: Option<&[f32]>,
-        c: usize,
-        inv_s: f32,
-        [ka, kb]: [i64; 2],
-        s_out: &mut [f32],
-    ) -> (f32, f32) {
+    pub fn graph_rows_body(prog: &Program, rows: Rows, sums: &mut [(f32, f32)]) {
+        let n = rows.check(W);
+        let (c, stride) = (rows.c, rows.stride);
         let nvec = c.div_ceil(W);
-        assert!(e.len() >= nvec * W && s_out.len() >= nvec * W && y.is_none_or(|y| y.len() >= c));
         let zero = _mm256_setzero_ps();
         // The block values live in a per-thread buffer; no closure holds them, since code in a
         // closure would not get this function's target features.
@@ -533,49 +573,70 @@ pub mod avx2 {
         let vals = unsafe { &mut *vals };
         vals.resize(prog.steps.len(), [zero; K]);
         let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let (ncls, kav, kbv) =
-            (_mm256_set1_epi32(c as i32), _mm256_set1_epi32(ka as i32), _mm256_set1_epi32(kb as i32));
-        let inv = _mm256_set1_ps(inv_s);
+        let ncls = _mm256_set1_epi32(c as i32);
+        // The sums of the row being drained, carried from block to block.
         let (mut acc_l, mut acc_s) = (zero, zero);
-        let mut v0 = 0;
-        while v0 < nvec {
-            let n = (nvec - v0).min(K);
-            for j in 0..n {
-                let i = (v0 + j) * W;
-                // SAFETY: i + 8 <= nvec * 8 <= e.len().
-                let p = unsafe { _mm256_mul_ps(_mm256_loadu_ps(e.as_ptr().add(i)), inv) };
-                unsafe { _mm256_storeu_ps(e.as_mut_ptr().add(i), p) };
-                put(vals, prog.p_at, j, p);
-                let yv = match y {
-                    Some(y) => {
-                        let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - i).min(W) as i32), iota);
-                        // SAFETY: the lanes past c are masked off and not read.
-                        unsafe { _mm256_maskload_ps(y.as_ptr().add(i), lanes) }
+        let total = n * nvec;
+        let mut t0 = 0;
+        while t0 < total {
+            let m = (total - t0).min(prog.block_vectors(size_of::<__m256>(), K));
+            // Fill: row by row, the segment of its vectors in this block.
+            let mut t = t0;
+            while t < t0 + m {
+                let (r, j0) = (t / nvec, t % nvec);
+                let j1 = nvec.min(j0 + t0 + m - t);
+                let inv = _mm256_set1_ps(rows.inv_s[r]);
+                for j in j0..j1 {
+                    let (slot, i) = (t - t0 + j - j0, j * W);
+                    // SAFETY: i + 8 <= stride (checked): within row r's scratch; y's lanes
+                    // past c are masked off and not read.
+                    unsafe {
+                        let p = _mm256_mul_ps(_mm256_loadu_ps(rows.e.as_ptr().add(r * stride + i)), inv);
+                        put(vals, prog.p_at, slot, p);
+                        let yv = match rows.y {
+                            Some(y) => {
+                                let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - i).min(W) as i32), iota);
+                                _mm256_maskload_ps(y.as_ptr().add(r * c + i), lanes)
+                            }
+                            None => zero,
+                        };
+                        put(vals, prog.y_at, slot, yv);
                     }
-                    None => zero,
-                };
-                put(vals, prog.y_at, j, yv);
+                }
+                t += j1 - j0;
             }
-            eval(prog, n, vals);
+            eval(prog, m, vals);
             let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
-            for j in 0..n {
-                let i = (v0 + j) * W;
-                let class = _mm256_add_epi32(_mm256_set1_epi32(i as i32), iota);
-                let inside = _mm256_cmpgt_epi32(ncls, class);
-                let labels = _mm256_or_si256(_mm256_cmpeq_epi32(class, kav), _mm256_cmpeq_epi32(class, kbv));
-                let keep = _mm256_castsi256_ps(_mm256_andnot_si256(labels, inside));
-                let (l, s) = (_mm256_and_ps(ls[j], keep), _mm256_and_ps(ss[j], keep));
-                // SAFETY: i + 8 <= s_out.len().
-                unsafe { _mm256_storeu_ps(s_out.as_mut_ptr().add(i), s) };
-                acc_l = _mm256_add_ps(acc_l, l);
-                acc_s = _mm256_add_ps(acc_s, s);
+            // Drain: the same segments.
+            let mut t = t0;
+            while t < t0 + m {
+                let (r, j0) = (t / nvec, t % nvec);
+                let j1 = nvec.min(j0 + t0 + m - t);
+                let [ka, kb] = rows.labels[r];
+                let (kav, kbv) = (_mm256_set1_epi32(ka as i32), _mm256_set1_epi32(kb as i32));
+                for j in j0..j1 {
+                    let (slot, i) = (t - t0 + j - j0, j * W);
+                    let class = _mm256_add_epi32(_mm256_set1_epi32(i as i32), iota);
+                    let inside = _mm256_cmpgt_epi32(ncls, class);
+                    let labels = _mm256_or_si256(_mm256_cmpeq_epi32(class, kav), _mm256_cmpeq_epi32(class, kbv));
+                    let keep = _mm256_castsi256_ps(_mm256_andnot_si256(labels, inside));
+                    let (l, s) = (_mm256_and_ps(ls[slot], keep), _mm256_and_ps(ss[slot], keep));
+                    // SAFETY: i + 8 <= stride, within row r's scratch.
+                    unsafe { _mm256_storeu_ps(rows.s.as_mut_ptr().add(r * stride + i), s) };
+                    acc_l = _mm256_add_ps(acc_l, l);
+                    acc_s = _mm256_add_ps(acc_s, s);
+                }
+                if j1 == nvec {
+                    sums[r] = (hsum(acc_l), hsum(acc_s));
+                    (acc_l, acc_s) = (zero, zero);
+                }
+                t += j1 - j0;
             }
-            v0 += n;
+            t0 += m;
         }
-        (hsum(acc_l), hsum(acc_s))
     }
 
-    /// [`super::points_body`] on 8 lanes, at most 128 points (a group of label rows).
+    /// [`super::points_body`] on 8 lanes, at most 256 points (the label classes of a group of rows).
     ///
     /// # Safety
     /// Only where the processor has AVX2 and FMA.
@@ -632,9 +693,11 @@ pub mod avx512 {
     use std::cell::RefCell;
 
     const W: usize = 16;
-    /// Vectors per block: 128 lanes, as the AVX2 pass.
-    const K: usize = 8;
+    /// The most vectors per block, as in the AVX2 pass.
+    const K: usize = 32;
     type Block = [__m512; K];
+    /// Vectors per chain of a routine's loop (see [`Multi`]).
+    const CHAIN: usize = 4;
 
     /// The math library's machine on 16 lanes.
     pub struct Avx512;
@@ -775,87 +838,100 @@ pub mod avx512 {
         if n >= W { 0xffff } else { ((1u32 << n) - 1) as u16 }
     }
 
-    /// [`super::graph_pass_body`] on 16 lanes. Lanes past `c` are neither read nor written.
+    /// [`super::graph_rows_body`] on 16 lanes, the rows packed into blocks as in the AVX2
+    /// pass. Lanes past `c` are neither read nor written.
     ///
     /// # Safety
     /// Only where the processor has AVX-512F, AVX2 and FMA.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub fn graph_pass_body(
-        prog: &Program,
-        e: &mut [f32],
-        y: Option<&[f32]>,
-        c: usize,
-        inv_s: f32,
-        [ka, kb]: [i64; 2],
-        s_out: &mut [f32],
-    ) -> (f32, f32) {
+    pub fn graph_rows_body(prog: &Program, rows: Rows, sums: &mut [(f32, f32)]) {
+        let n = rows.check(W);
+        let (c, stride) = (rows.c, rows.stride);
         let nvec = c.div_ceil(W);
-        assert!(e.len() >= c && s_out.len() >= c && y.is_none_or(|y| y.len() >= c));
         let zero = _mm512_setzero_ps();
         // SAFETY: this thread's buffer, and nothing else borrows it while this pass runs.
         let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
         vals.resize(prog.steps.len(), [zero; K]);
         let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let (kav, kbv) = (_mm512_set1_epi32(ka as i32), _mm512_set1_epi32(kb as i32));
-        let inv = _mm512_set1_ps(inv_s);
+        // The sums of the row being drained, carried from block to block.
         let (mut acc_l, mut acc_s) = (zero, zero);
-        let mut v0 = 0;
-        while v0 < nvec {
-            let n = (nvec - v0).min(K);
-            for j in 0..n {
-                let i = (v0 + j) * W;
-                // SAFETY: only the lanes below c are read and written. Whole vectors take plain
-                // loads and stores, only the ragged end masked ones: a masked load cannot take
-                // its value forwarded from a store still in flight (the row's exp just wrote e).
-                unsafe {
-                    let (e, y) = (e.as_mut_ptr().add(i), y.map(|y| y.as_ptr().add(i)));
-                    let (p, yv) = if i + W <= c {
-                        let p = _mm512_mul_ps(_mm512_loadu_ps(e), inv);
-                        _mm512_storeu_ps(e, p);
-                        let yv = match y {
-                            Some(y) => _mm512_loadu_ps(y),
-                            None => zero,
+        let total = n * nvec;
+        let mut t0 = 0;
+        while t0 < total {
+            let m = (total - t0).min(prog.block_vectors(size_of::<__m512>(), K));
+            // Fill: row by row, the segment of its vectors in this block.
+            let mut t = t0;
+            while t < t0 + m {
+                let (r, j0) = (t / nvec, t % nvec);
+                let j1 = nvec.min(j0 + t0 + m - t);
+                let inv = _mm512_set1_ps(rows.inv_s[r]);
+                for j in j0..j1 {
+                    let (slot, i) = (t - t0 + j - j0, j * W);
+                    // SAFETY: only the lanes below c of row r are read. Whole vectors take
+                    // plain loads, only the ragged end masked ones: a masked load cannot take
+                    // its value forwarded from a store still in flight (the row's exp just
+                    // wrote e).
+                    unsafe {
+                        let e = rows.e.as_ptr().add(r * stride + i);
+                        let y = rows.y.map(|y| y.as_ptr().add(r * c + i));
+                        let (p, yv) = if i + W <= c {
+                            let yv = match y {
+                                Some(y) => _mm512_loadu_ps(y),
+                                None => zero,
+                            };
+                            (_mm512_mul_ps(_mm512_loadu_ps(e), inv), yv)
+                        } else {
+                            let lanes = first(c - i);
+                            let yv = match y {
+                                Some(y) => _mm512_maskz_loadu_ps(lanes, y),
+                                None => zero,
+                            };
+                            (_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e), inv), yv)
                         };
-                        (p, yv)
-                    } else {
-                        let lanes = first(c - i);
-                        let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e), inv);
-                        _mm512_mask_storeu_ps(e, lanes, p);
-                        let yv = match y {
-                            Some(y) => _mm512_maskz_loadu_ps(lanes, y),
-                            None => zero,
-                        };
-                        (p, yv)
-                    };
-                    put(vals, prog.p_at, j, p);
-                    put(vals, prog.y_at, j, yv);
-                }
-            }
-            eval(prog, n, vals);
-            let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
-            for j in 0..n {
-                let i = (v0 + j) * W;
-                let class = _mm512_add_epi32(_mm512_set1_epi32(i as i32), iota);
-                let labels = _mm512_cmpeq_epi32_mask(class, kav) | _mm512_cmpeq_epi32_mask(class, kbv);
-                let keep = first(c - i) & !labels;
-                let (l, s) = (_mm512_maskz_mov_ps(keep, ls[j]), _mm512_maskz_mov_ps(keep, ss[j]));
-                // SAFETY: only the lanes below c are written.
-                unsafe {
-                    if i + W <= c {
-                        _mm512_storeu_ps(s_out.as_mut_ptr().add(i), s);
-                    } else {
-                        _mm512_mask_storeu_ps(s_out.as_mut_ptr().add(i), first(c - i), s);
+                        put(vals, prog.p_at, slot, p);
+                        put(vals, prog.y_at, slot, yv);
                     }
                 }
-                acc_l = _mm512_add_ps(acc_l, l);
-                acc_s = _mm512_add_ps(acc_s, s);
+                t += j1 - j0;
             }
-            v0 += n;
+            eval(prog, m, vals);
+            let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
+            // Drain: the same segments.
+            let mut t = t0;
+            while t < t0 + m {
+                let (r, j0) = (t / nvec, t % nvec);
+                let j1 = nvec.min(j0 + t0 + m - t);
+                let [ka, kb] = rows.labels[r];
+                let (kav, kbv) = (_mm512_set1_epi32(ka as i32), _mm512_set1_epi32(kb as i32));
+                for j in j0..j1 {
+                    let (slot, i) = (t - t0 + j - j0, j * W);
+                    let class = _mm512_add_epi32(_mm512_set1_epi32(i as i32), iota);
+                    let labels = _mm512_cmpeq_epi32_mask(class, kav) | _mm512_cmpeq_epi32_mask(class, kbv);
+                    let keep = first(c - i) & !labels;
+                    let (l, s) = (_mm512_maskz_mov_ps(keep, ls[slot]), _mm512_maskz_mov_ps(keep, ss[slot]));
+                    // SAFETY: only the lanes below c of row r are written.
+                    unsafe {
+                        let out = rows.s.as_mut_ptr().add(r * stride + i);
+                        if i + W <= c {
+                            _mm512_storeu_ps(out, s);
+                        } else {
+                            _mm512_mask_storeu_ps(out, first(c - i), s);
+                        }
+                    }
+                    acc_l = _mm512_add_ps(acc_l, l);
+                    acc_s = _mm512_add_ps(acc_s, s);
+                }
+                if j1 == nvec {
+                    sums[r] = (_mm512_reduce_add_ps(acc_l), _mm512_reduce_add_ps(acc_s));
+                    (acc_l, acc_s) = (zero, zero);
+                }
+                t += j1 - j0;
+            }
+            t0 += m;
         }
-        (_mm512_reduce_add_ps(acc_l), _mm512_reduce_add_ps(acc_s))
     }
 
-    /// [`super::points_body`] on 16 lanes, at most 128 points (a group of label rows).
+    /// [`super::points_body`] on 16 lanes, at most 512 points (the label classes of a group of rows).
     ///
     /// # Safety
     /// Only where the processor has AVX-512F, AVX2 and FMA.
@@ -913,7 +989,7 @@ mod tests {
         }
     }
 
-    /// Arguments spanning the ops' domains and the special values, a multiple of 16.
+    /// Arguments spanning the ops' domains and the special values, a multiple of 64.
     #[cfg(target_arch = "x86_64")]
     fn arguments() -> Vec<f32> {
         let mut xs: Vec<f32> = vec![0.0, -0.0, 1.0, -1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40, -1e-40];
@@ -925,14 +1001,14 @@ mod tests {
             let scale = [1.0f32, 4.0, 30.0, 100.0, 1e-3][(seed >> 20) as usize % 5];
             xs.push((u - 0.5) * 2.0 * scale);
         }
-        while !xs.len().is_multiple_of(16) {
+        while !xs.len().is_multiple_of(64) {
             xs.push(0.25);
         }
         xs
     }
 
-    /// Every op on a SIMD machine of `w` lanes (`unary` and `binary` run one vector of the
-    /// given lanes) gives the `Scalar` machine's bits, NaN for NaN. The arguments come in two
+    /// Every op on a SIMD machine of `w` lanes (`unary` runs four vectors of the given lanes
+    /// as one chain, `binary` one vector) gives the `Scalar` machine's bits, NaN for NaN. The arguments come in two
     /// orders: shuffled, where a vector's lanes fall on both sides of a routine's range splits
     /// (both sides computed and selected), and sorted by magnitude, where most vectors fall
     /// wholly on one side (that side alone computed, `mathlib::split!`).
@@ -959,7 +1035,7 @@ mod tests {
         use super::*;
         let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
         for &op in UnOp::ALL {
-            for ch in xs.chunks_exact(w) {
+            for ch in xs.chunks_exact(4 * w) {
                 for (x, g) in ch.iter().zip(unary(op, ch)) {
                     let want = vm::unary(&mut Scalar, op, *x, 1e-7);
                     assert!(same(g, want), "{w} lanes: {}({x}): {g} vs {want}", op.name());
@@ -987,17 +1063,20 @@ mod tests {
             println!("SKIPPED: this processor has no AVX2 + FMA");
             return;
         }
-        // SAFETY (all three): AVX2 and FMA are present (checked above); every slice holds 8 floats.
-        let load = |x: &[f32]| unsafe { _mm256_loadu_ps(x.as_ptr()) };
-        let lanes = |v: __m256| {
-            let mut out = vec![0f32; 8];
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        // SAFETY (all three): AVX2 and FMA are present (checked above); every slice holds a
+        // whole number of vectors of 8 floats.
+        let load = |x: &[f32]| x.chunks_exact(8).map(|x| unsafe { _mm256_loadu_ps(x.as_ptr()) }).collect::<Vec<_>>();
+        let lanes = |vs: &[__m256]| {
+            let mut out = vec![0f32; 8 * vs.len()];
+            for (o, &v) in out.chunks_exact_mut(8).zip(vs) {
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+            }
             out
         };
         matches_scalar(
             8,
-            |op, x| lanes(unsafe { avx2::unary(op, load(x), 1e-7) }),
-            |op, a, b| lanes(unsafe { avx2::binary(op, load(a), load(b)) }),
+            |op, x| lanes(&unsafe { avx2::unary(op, &load(x), 1e-7) }),
+            |op, a, b| lanes(&[unsafe { avx2::binary(op, load(a)[0], load(b)[0]) }]),
         );
     }
 
@@ -1011,30 +1090,34 @@ mod tests {
             println!("SKIPPED: this processor has no AVX-512F");
             return;
         }
-        // SAFETY (all three): AVX-512F, AVX2 and FMA are present; every slice holds 16 floats.
-        let load = |x: &[f32]| unsafe { _mm512_loadu_ps(x.as_ptr()) };
-        let lanes = |v: __m512| {
-            let mut out = vec![0f32; 16];
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+        // SAFETY (all three): AVX-512F, AVX2 and FMA are present; every slice holds a whole
+        // number of vectors of 16 floats.
+        let load = |x: &[f32]| x.chunks_exact(16).map(|x| unsafe { _mm512_loadu_ps(x.as_ptr()) }).collect::<Vec<_>>();
+        let lanes = |vs: &[__m512]| {
+            let mut out = vec![0f32; 16 * vs.len()];
+            for (o, &v) in out.chunks_exact_mut(16).zip(vs) {
+                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+            }
             out
         };
         matches_scalar(
             16,
-            |op, x| lanes(unsafe { avx512::unary(op, load(x), 1e-7) }),
-            |op, a, b| lanes(unsafe { avx512::binary(op, load(a), load(b)) }),
+            |op, x| lanes(&unsafe { avx512::unary(op, &load(x), 1e-7) }),
+            |op, a, b| lanes(&[unsafe { avx512::binary(op, load(a)[0], load(b)[0]) }]),
         );
     }
 
     /// The columnar pass on each SIMD machine gives the baseline pass's bits over whole fused
-    /// losses, for rows of several widths with a label masked out: the wiring of the steps
-    /// (operands, a sigmoid pair filling two nodes in either order, constants broadcast or
-    /// filled, the side of a range split taken per vector) as well as each op.
+    /// losses, for groups of rows of several widths with labels masked out: the wiring of the
+    /// steps (operands, a sigmoid pair filling two nodes in either order, constants broadcast
+    /// or filled, the side of a range split taken per vector, rows packed into blocks) as well
+    /// as each op. A row's results do not depend on the rows around it.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn simd_passes_give_the_baseline_bits_on_fused_losses() {
         use super::*;
-        /// A pass on a row's `e` (becomes `p`) and `s`, returning the sums of `L` and `s`.
-        type Pass<'a> = &'a dyn Fn(&mut [f32], &mut [f32]) -> (f32, f32);
+        /// A pass over a group of rows, returning their `s` and sums.
+        type Pass<'a> = &'a dyn Fn(&Program, Rows, &mut [(f32, f32)]);
         let texts = [
             "-sigmoid(log(p / (y + eps)))",
             "dsigmoid(p - y) * 3",
@@ -1050,6 +1133,11 @@ mod tests {
             println!("SKIPPED: this processor has no AVX2 + FMA");
             return;
         }
+        let mut passes: Vec<(&str, Pass)> =
+            vec![("AVX2", &|prog, rows, sums| unsafe { avx2::graph_rows_body(prog, rows, sums) })];
+        if avx512 {
+            passes.push(("AVX-512", &|prog, rows, sums| unsafe { avx512::graph_rows_body(prog, rows, sums) }));
+        }
         let (mut pairs, mut broadcast, mut filled) = ([false; 2], false, false);
         let mut seed = 11u64;
         for text in texts {
@@ -1064,45 +1152,61 @@ mod tests {
                     _ => {}
                 }
             }
-            for (c, sorted) in [(5usize, false), (100, false), (100, true), (300, false)] {
+            // (classes, rows, sorted): 16 rows of 5 classes share a block; 3 rows of 100
+            // straddle blocks; a row of 300 takes several.
+            for (c, n, sorted) in [(5usize, 16usize, false), (100, 3, false), (100, 3, true), (300, 2, false)] {
                 let mut uniform = || {
                     seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                     (seed >> 40) as f32 / (1u64 << 24) as f32
                 };
-                let width = c.div_ceil(16) * 16;
-                let mut e: Vec<f32> = (0..c).map(|_| (uniform() * 8.0 - 6.0).exp()).collect();
-                if sorted {
-                    e.sort_by(f32::total_cmp);
+                let stride = row_stride(c);
+                let mut e = vec![0f32; n * stride];
+                for row in e.chunks_mut(stride) {
+                    for v in &mut row[..c] {
+                        *v = (uniform() * 8.0 - 6.0).exp();
+                    }
+                    if sorted {
+                        row[..c].sort_by(f32::total_cmp);
+                    }
                 }
-                e.resize(width, 0.0);
-                let y: Vec<f32> = (0..c).map(|_| uniform()).collect();
-                let inv_s = 1.0 / e.iter().sum::<f32>();
-                let run = |pass: Pass| {
-                    let (mut p, mut s) = (e.clone(), vec![0f32; width]);
-                    let sums = pass(&mut p, &mut s);
-                    (p, s, sums)
+                let y: Vec<f32> = (0..n * c).map(|_| uniform()).collect();
+                let inv_s: Vec<f32> = e.chunks(stride).map(|row| 1.0 / row.iter().sum::<f32>()).collect();
+                // One label, two, none.
+                let labels: Vec<[i64; 2]> = (0..n).map(|r| [[3, -1], [0, c as i64 - 1], [-1, -1]][r % 3]).collect();
+                let run = |pass: Pass, rows: std::ops::Range<usize>| {
+                    let mut s = vec![0f32; rows.len() * stride];
+                    let mut sums = vec![(0f32, 0f32); rows.len()];
+                    let group = Rows {
+                        e: &e[rows.start * stride..rows.end * stride],
+                        s: &mut s,
+                        stride,
+                        y: Some(&y[rows.start * c..rows.end * c]),
+                        c,
+                        inv_s: &inv_s[rows.clone()],
+                        labels: &labels[rows],
+                    };
+                    pass(&prog, group, &mut sums);
+                    (s, sums)
                 };
-                let labels = [3, -1];
-                let want = run(&|p, s| graph_pass_body(&prog, p, Some(&y), c, inv_s, labels, s));
-                let mut got = vec![(
-                    "AVX2",
-                    run(&|p, s| unsafe { avx2::graph_pass_body(&prog, p, Some(&y), c, inv_s, labels, s) }),
-                )];
-                if avx512 {
-                    got.push((
-                        "AVX-512",
-                        run(&|p, s| unsafe { avx512::graph_pass_body(&prog, p, Some(&y), c, inv_s, labels, s) }),
-                    ));
-                }
-                for (name, (p, s, (l, ss))) in got {
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&p[..c]), bits(&want.0[..c]), "{name}, {text}, {c} classes: p");
-                    assert_eq!(bits(&s[..c]), bits(&want.1[..c]), "{name}, {text}, {c} classes: s");
-                    // The sums add in another order.
-                    for (g, w) in [(l, want.2.0), (ss, want.2.1)] {
-                        assert!(
-                            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
-                            "{name}, {text}, {c} classes: sum {g} vs {w}"
+                let want = run(&|prog, rows, sums| graph_rows_body(prog, rows, sums), 0..n);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                for &(name, pass) in &passes {
+                    let (s, sums) = run(pass, 0..n);
+                    for r in 0..n {
+                        let what = format!("{name}, {text}, {c} classes, row {r}");
+                        let row = r * stride..r * stride + c;
+                        assert_eq!(bits(&s[row.clone()]), bits(&want.0[row]), "{what}: s");
+                        // The sums add in another order.
+                        for (g, w) in [(sums[r].0, want.1[r].0), (sums[r].1, want.1[r].1)] {
+                            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{what}: sum {g} vs {w}");
+                        }
+                        // Alone, the row gives the same bits, sums included.
+                        let (alone, alone_sums) = run(pass, r..r + 1);
+                        assert_eq!(bits(&alone[..c]), bits(&s[r * stride..r * stride + c]), "{what}: s alone");
+                        assert_eq!(
+                            bits(&[alone_sums[0].0, alone_sums[0].1]),
+                            bits(&[sums[r].0, sums[r].1]),
+                            "{what}: sums alone"
                         );
                     }
                 }

@@ -43,6 +43,15 @@ fn softmax_rows_body(z: &[f32], c: usize, g: &mut [f32], sums: &mut [f32]) {
     }
 }
 
+/// [`softmax_exp_body`] for `n = sums.len()` consecutive rows of `c` logits, each writing its
+/// `e` into row `r` of `e` (rows of `stride` floats, zeros past `c`) and its sum into `sums`.
+#[inline(always)]
+fn softmax_group_body(z: &[f32], c: usize, e: &mut [f32], stride: usize, sums: &mut [f32]) {
+    for (r, s) in sums.iter_mut().enumerate() {
+        *s = softmax_exp_body(&z[r * c..(r + 1) * c], &mut e[r * stride..(r + 1) * stride]);
+    }
+}
+
 /// One math routine on each lane, through the [`Scalar`] machine: the same operations as
 /// the inline expansion, so the same bits.
 #[inline(always)]
@@ -80,6 +89,14 @@ fn grad_body(p: &[f32], s: &[f32], sigma: f32, inv_b: f32, g: &mut [f32]) {
     }
 }
 
+/// [`grad_body`] with `p = e * inv_s`, the same bits as `p` stored.
+#[inline(always)]
+fn grad_e_body(e: &[f32], inv_s: f32, s: &[f32], sigma: f32, inv_b: f32, g: &mut [f32]) {
+    for ((g, &e), &s) in g.iter_mut().zip(e).zip(s) {
+        *g = (s - e * inv_s * sigma) * inv_b;
+    }
+}
+
 /// The softmax entry points of a SIMD module, over its own `row_max` and `row_exp` and
 /// compiled with its target features (`$features`): written once for the AVX2 and AVX-512
 /// builds.
@@ -95,6 +112,25 @@ macro_rules! softmax_drivers {
             let sum = unsafe { row_exp(z.as_ptr(), c, row_max(z.as_ptr(), c), e.as_mut_ptr()) };
             e[c..].fill(0.0);
             sum
+        }
+
+        /// See the baseline [`super::softmax_group_body`]. Every row's max first: they do not
+        /// wait on each other, where each row's exp waits on its own max's reduction.
+        #[target_feature(enable = $features)]
+        pub fn softmax_group_body(z: &[f32], c: usize, e: &mut [f32], stride: usize, sums: &mut [f32]) {
+            let n = sums.len();
+            assert!(c > 0 && stride >= c && z.len() >= n * c && e.len() >= n * stride && n <= 64);
+            let mut m = [0f32; 64];
+            for (r, m) in m[..n].iter_mut().enumerate() {
+                // SAFETY: row r lies inside `z` (asserted above).
+                *m = unsafe { row_max(z.as_ptr().add(r * c), c) };
+            }
+            for (r, sum) in sums.iter_mut().enumerate() {
+                let e = &mut e[r * stride..(r + 1) * stride];
+                // SAFETY: row r lies inside `z`, and `e` holds `stride >= c` floats.
+                *sum = unsafe { row_exp(z.as_ptr().add(r * c), c, m[r], e.as_mut_ptr()) };
+                e[c..].fill(0.0);
+            }
         }
 
         /// See the baseline [`super::softmax_rows_body`]. The max of the next row is computed
@@ -392,9 +428,9 @@ macro_rules! helpers {
         /// The helpers compiled for AVX2 + FMA.
         #[cfg(target_arch = "x86_64")]
         mod avx2 {
-            use super::avx2_exp::{softmax_exp_body, softmax_rows_body};
+            use super::avx2_exp::{softmax_exp_body, softmax_group_body, softmax_rows_body};
             use crate::backend::jit::Args;
-            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, RowsPlan, row_stride, avx2::{graph_pass_body, points_body}};
+            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan, row_stride, avx2::{graph_rows_body, points_body}};
             $(
                 $(#[$m])*
                 #[target_feature(enable = "avx2,fma")]
@@ -410,9 +446,9 @@ macro_rules! helpers {
         /// registers allowed.
         #[cfg(target_arch = "x86_64")]
         mod avx512 {
-            use super::avx512_exp::{softmax_exp_body, softmax_rows_body};
+            use super::avx512_exp::{softmax_exp_body, softmax_group_body, softmax_rows_body};
             use crate::backend::jit::Args;
-            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, RowsPlan, row_stride, avx512::{graph_pass_body, points_body}};
+            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan, row_stride, avx512::{graph_rows_body, points_body}};
             $(
                 $(#[$m])*
                 #[target_feature(enable = "avx2,fma,avx512f")]
@@ -425,9 +461,9 @@ macro_rules! helpers {
         }
         /// The helpers for the baseline target.
         mod base {
-            use super::{softmax_exp_body, softmax_rows_body};
+            use super::{softmax_exp_body, softmax_group_body, softmax_rows_body};
             use crate::backend::jit::Args;
-            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, RowsPlan, graph_pass_body, points_body, row_stride};
+            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan, graph_rows_body, points_body, row_stride};
             $(
                 $(#[$m])*
                 pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
@@ -506,30 +542,34 @@ helpers! {
         let (ps, ss) = unsafe {
             (from_raw_parts_mut(a.p_buf, GROUP_ROWS * stride), from_raw_parts_mut(a.s_buf, GROUP_ROWS * stride))
         };
-        // Per row: the sums of L and s, and the label classes (-1: none).
-        let mut sums = [(0f32, 0f32); GROUP_ROWS];
+        // Per row: the label classes (-1: none), 1 / S, and the sums of L and s.
         let mut at = [[-1i64; 2]; GROUP_ROWS];
+        let mut inv_s = [0f32; GROUP_ROWS];
+        let mut sums = [(0f32, 0f32); GROUP_ROWS];
+        // SAFETY: the rows' logits (see above).
+        let z = unsafe { from_raw_parts(a.logits.add(r0 * c), n * c) };
+        softmax_group_body(z, c, ps, stride, &mut inv_s[..n]);
         for i in 0..n {
             let r = r0 + i;
-            // SAFETY: row r's logits and targets (see above).
-            let z = unsafe { from_raw_parts(a.logits.add(r * c), c) };
-            let (e, s) = (&mut ps[i * stride..(i + 1) * stride], &mut ss[i * stride..(i + 1) * stride]);
-            let inv_s = 1.0 / softmax_exp_body(z, e);
+            inv_s[i] = 1.0 / inv_s[i];
+            // SAFETY: row r's labels (see above).
             for (k, labels) in at[i].iter_mut().zip([a.labels, a.labels_b]) {
                 if !labels.is_null() {
                     *k = unsafe { *labels.add(r) } as i64;
                 }
             }
-            let y = if a.dense.is_null() { None } else { Some(unsafe { from_raw_parts(a.dense.add(r * c), c) }) };
-            sums[i] = graph_pass_body(&plan.pass, e, y, c, inv_s, at[i], s);
         }
+        // SAFETY: the rows' dense targets (see above).
+        let y = if a.dense.is_null() { None } else { Some(unsafe { from_raw_parts(a.dense.add(r0 * c), n * c) }) };
+        let rows = Rows { e: ps, s: ss, stride, y, c, inv_s: &inv_s[..n], labels: &at[..n] };
+        graph_rows_body(&plan.pass, rows, &mut sums[..n]);
         // The label classes at their own y; s there is written after the pass, which left 0.
         let (mut ys, mut pts, mut ls, mut lss) = ([0f32; 2 * GROUP_ROWS], [0f32; 2 * GROUP_ROWS], [0f32; 2 * GROUP_ROWS], [0f32; 2 * GROUP_ROWS]);
         match &plan.labels {
             LabelTerms::None => {}
             LabelTerms::Labels(on) => {
                 for i in 0..n {
-                    pts[i] = ps[i * stride + at[i][0] as usize];
+                    pts[i] = ps[i * stride + at[i][0] as usize] * inv_s[i];
                 }
                 points_body(on, None, &pts[..n], &mut ls[..n], &mut lss[..n]);
                 for i in 0..n {
@@ -546,7 +586,8 @@ helpers! {
                     let (la, lb) = (keep * lam, keep * (1.0 - lam));
                     ys[i] = if ka == kb { la + lb + y_off } else { la + y_off };
                     ys[n + i] = lb + y_off;
-                    (pts[i], pts[n + i]) = (ps[i * stride + ka as usize], ps[i * stride + kb as usize]);
+                    let e = &ps[i * stride..];
+                    (pts[i], pts[n + i]) = (e[ka as usize] * inv_s[i], e[kb as usize] * inv_s[i]);
                 }
                 let m = 2 * n;
                 points_body(general, Some(&ys[..m]), &pts[..m], &mut ls[..m], &mut lss[..m]);
@@ -568,7 +609,7 @@ helpers! {
                 from_raw_parts_mut(a.grad.add(r * c), c)
             };
             let row = i * stride..i * stride + c;
-            super::grad_body(&ps[row.clone()], &ss[row], sigma, a.inv_batch, g);
+            super::grad_e_body(&ps[row.clone()], inv_s[i], &ss[row], sigma, a.inv_batch, g);
         }
     }
     /// `L` and `s` of a program (its `y` folded in) at `n` points `p`, into `l` and `s`.
