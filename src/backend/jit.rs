@@ -861,8 +861,9 @@ impl Emitter<'_> {
     /// its gradient row and `S = sum e` into a slot; the on-target graph then runs once for
     /// the rows' `p_label` as two vectors emitted in step; one helper call scales each row's
     /// `e` into its gradient, and the labels' entries are fixed up. Calls per group, not per
-    /// row: each call re-enters the helper and spills the kernel's vector registers. One graph evaluation per eight rows instead of one on a splat
-    /// per row, and the rows' softmax passes do not wait on each other's graph.
+    /// row: each call re-enters the helper and spills the kernel's vector registers. One graph
+    /// evaluation per eight rows instead of one on a splat per row, and the rows' softmax
+    /// passes do not wait on each other's graph.
     fn label_rows(&mut self, g: &Graphs, x: &RowCtx, r0: Value, rows: Value, spec: &Spec) {
         let zero = self.i64c(0);
         let left = self.b.ins().isub(rows, r0);

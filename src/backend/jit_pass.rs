@@ -10,8 +10,8 @@
 //! of a group of rows one after another (up to 32 vectors: see `Program::block_vectors`),
 //! and a routine's loop interleaves four vectors' dependency chains (`mathlib::Multi`),
 //! which a routine's latency needs (in blocks of 64 lanes, one vector at a time, C2's
-//! off-target pass took 1.7x as long). Where all the lanes of the vectors fall on one side of a routine's range split, only that
-//! side is computed (`mathlib::split!`).
+//! off-target pass took 1.7x as long). Where all the lanes of the vectors fall on one side
+//! of a routine's range split, only that side is computed (`mathlib::split!`).
 //! The lanes compute what the [`Scalar`] machine computes (the tests check every op bit for
 //! bit), and a processor without AVX2 + FMA runs the baseline build, which evaluates element
 //! by element on `Scalar`.

@@ -430,7 +430,8 @@ macro_rules! helpers {
         mod avx2 {
             use super::avx2_exp::{softmax_exp_body, softmax_group_body, softmax_rows_body};
             use crate::backend::jit::Args;
-            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan, row_stride, avx2::{graph_rows_body, points_body}};
+            use crate::backend::jit_pass::avx2::{graph_rows_body, points_body};
+            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan, row_stride};
             $(
                 $(#[$m])*
                 #[target_feature(enable = "avx2,fma")]
@@ -448,7 +449,8 @@ macro_rules! helpers {
         mod avx512 {
             use super::avx512_exp::{softmax_exp_body, softmax_group_body, softmax_rows_body};
             use crate::backend::jit::Args;
-            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan, row_stride, avx512::{graph_rows_body, points_body}};
+            use crate::backend::jit_pass::avx512::{graph_rows_body, points_body};
+            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan, row_stride};
             $(
                 $(#[$m])*
                 #[target_feature(enable = "avx2,fma,avx512f")]
@@ -463,7 +465,8 @@ macro_rules! helpers {
         mod base {
             use super::{softmax_exp_body, softmax_group_body, softmax_rows_body};
             use crate::backend::jit::Args;
-            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan, graph_rows_body, points_body, row_stride};
+            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan, row_stride};
+            use crate::backend::jit_pass::{graph_rows_body, points_body};
             $(
                 $(#[$m])*
                 pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
@@ -526,10 +529,11 @@ helpers! {
         super::pow_lanes_body(a, b)
     }
     /// Rows `r0..r0 + n` (`n <= GROUP_ROWS`) of a kernel whose general pass is a columnar
-    /// program, the whole row pipeline: per row the softmax pass and the general pass (`p` and
-    /// `s` into the scratch rows, `row_stride` floats each); then the label classes' terms of
-    /// all `n` rows in one program run (one row's alone was a chain of scalar code as long as
-    /// the loss); then per row the loss and the gradient `(s - p sigma) / B`.
+    /// program, the whole row pipeline: the rows' softmax passes (`e = exp(z - m)` into the
+    /// scratch rows, `row_stride` floats each; `p = e / S`), the general pass over all their
+    /// classes (`s` into the other scratch rows), the label classes' terms of all `n` rows in
+    /// one program run (one row's alone was a chain of scalar code as long as the loss), and
+    /// per row the loss and the gradient `(s - p sigma) / B`.
     fn general_rows(args: *const Args, r0: u64, n: u64, plan: *const RowsPlan) {
         use std::slice::{from_raw_parts, from_raw_parts_mut};
         // SAFETY: the kernel passes its argument block, whose pointers cover its rows and
@@ -542,7 +546,8 @@ helpers! {
         let (ps, ss) = unsafe {
             (from_raw_parts_mut(a.p_buf, GROUP_ROWS * stride), from_raw_parts_mut(a.s_buf, GROUP_ROWS * stride))
         };
-        // Per row: the label classes (-1: none), 1 / S, and the sums of L and s.
+        // Per row: the label classes (-1: none), 1 / S (S until inverted), and the sums of L
+        // and s.
         let mut at = [[-1i64; 2]; GROUP_ROWS];
         let mut inv_s = [0f32; GROUP_ROWS];
         let mut sums = [(0f32, 0f32); GROUP_ROWS];
@@ -564,7 +569,8 @@ helpers! {
         let rows = Rows { e: ps, s: ss, stride, y, c, inv_s: &inv_s[..n], labels: &at[..n] };
         graph_rows_body(&plan.pass, rows, &mut sums[..n]);
         // The label classes at their own y; s there is written after the pass, which left 0.
-        let (mut ys, mut pts, mut ls, mut lss) = ([0f32; 2 * GROUP_ROWS], [0f32; 2 * GROUP_ROWS], [0f32; 2 * GROUP_ROWS], [0f32; 2 * GROUP_ROWS]);
+        // Per point (up to two per row): its y and p, and L and s there.
+        let [mut ys, mut pts, mut ls, mut lss] = [[0f32; 2 * GROUP_ROWS]; 4];
         match &plan.labels {
             LabelTerms::None => {}
             LabelTerms::Labels(on) => {
