@@ -45,6 +45,11 @@ pub trait Vm {
     fn pow2i(&mut self, k: Self::V) -> Self::V;
     /// `x = m * 2^e` with `m` in [0.5, 1), for finite `x > 0` (subnormals included).
     fn frexp(&mut self, x: Self::V) -> (Self::V, Self::V);
+    /// [`Vm::frexp`] where `x` is known to be normal: a machine may skip the subnormal case.
+    #[inline(always)]
+    fn frexp_normal(&mut self, x: Self::V) -> (Self::V, Self::V) {
+        self.frexp(x)
+    }
     /// `Some(b)` when every lane of `m` is `b`; `None` when they differ, or when the machine
     /// emits code and cannot know (the default).
     #[inline(always)]
@@ -117,6 +122,14 @@ impl<I: Vm, const N: usize> Vm for Multi<'_, I, N> {
         let (mut m, mut e) = (x, x);
         for i in 0..N {
             (m[i], e[i]) = self.0.frexp(x[i]);
+        }
+        (m, e)
+    }
+    #[inline(always)]
+    fn frexp_normal(&mut self, x: Self::V) -> (Self::V, Self::V) {
+        let (mut m, mut e) = (x, x);
+        for i in 0..N {
+            (m[i], e[i]) = self.0.frexp_normal(x[i]);
         }
         (m, e)
     }
@@ -257,6 +270,39 @@ pub fn expm1<M: Vm>(m: &mut M, x: M::V) -> M::V {
 #[inline(always)]
 pub fn ln<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let (mant, e) = m.frexp(x);
+    let r = ln_reduced(m, mant, e);
+    // Specials: x = 0 -> -inf, x < 0 -> NaN, x = inf -> inf (NaN propagates through frexp).
+    let zero = m.c(0.0);
+    let inf = m.c(f32::INFINITY);
+    let is_zero = m.eq(x, zero);
+    let is_neg = m.lt(x, zero);
+    let is_inf = m.eq(x, inf);
+    let ninf = m.c(f32::NEG_INFINITY);
+    let nan = m.c(f32::NAN);
+    let r = m.select(is_inf, inf, r);
+    let r = m.select(is_neg, nan, r);
+    let r = m.select(is_zero, ninf, r);
+    let not_nan = m.eq(x, x);
+    m.select(not_nan, r, x)
+}
+
+/// [`ln`] of an `x` that is positive and normal, +inf or NaN, without the cases that cannot
+/// occur then (zero, negative, subnormal): the same bits, fewer operations. The guarded log's
+/// `|x| + eps` is such an `x` when `eps` is normal.
+#[inline(always)]
+fn ln_normal<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let (mant, e) = m.frexp_normal(x);
+    let r = ln_reduced(m, mant, e);
+    let inf = m.c(f32::INFINITY);
+    let is_inf = m.eq(x, inf);
+    let r = m.select(is_inf, inf, r);
+    let not_nan = m.eq(x, x);
+    m.select(not_nan, r, x)
+}
+
+/// `ln(mant * 2^e)` for `mant` in [0.5, 1).
+#[inline(always)]
+fn ln_reduced<M: Vm>(m: &mut M, mant: M::V, e: M::V) -> M::V {
     // Move the mantissa into [sqrt(1/2), sqrt(2)).
     let sqrt_half = m.c(std::f32::consts::FRAC_1_SQRT_2);
     let small = m.lt(mant, sqrt_half);
@@ -277,20 +323,7 @@ pub fn ln<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let el = m.mul(e, l);
     let eh = m.mul(e, h);
     let r = m.add(lnm, el);
-    let r = m.add(eh, r);
-    // Specials: x = 0 -> -inf, x < 0 -> NaN, x = inf -> inf (NaN propagates through frexp).
-    let zero = m.c(0.0);
-    let inf = m.c(f32::INFINITY);
-    let is_zero = m.eq(x, zero);
-    let is_neg = m.lt(x, zero);
-    let is_inf = m.eq(x, inf);
-    let ninf = m.c(f32::NEG_INFINITY);
-    let nan = m.c(f32::NAN);
-    let r = m.select(is_inf, inf, r);
-    let r = m.select(is_neg, nan, r);
-    let r = m.select(is_zero, ninf, r);
-    let not_nan = m.eq(x, x);
-    m.select(not_nan, r, x)
+    m.add(eh, r)
 }
 
 /// `ln(1 + u)`, accurate for tiny `u` (Kahan's trick: the rounding of `1 + u` cancels).
@@ -324,7 +357,8 @@ pub fn ln_guarded<M: Vm>(m: &mut M, x: M::V, eps: f32) -> M::V {
     let ea = m.sub(a, a1);
     let ee = m.sub(e, e1);
     let r = m.add(ea, ee);
-    let lw = ln(m, w);
+    // w >= eps: with eps normal, w is positive and normal (or inf, or NaN).
+    let lw = if eps >= f32::MIN_POSITIVE { ln_normal(m, w) } else { ln(m, w) };
     let q = m.div(r, w);
     let fixed = m.add(lw, q);
     // At w = inf, r is NaN: the log is inf.

@@ -570,6 +570,19 @@ pub mod avx2 {
                 (_mm256_castsi256_ps(mant), e)
             }
         }
+        #[inline(always)]
+        fn frexp_normal(&mut self, x: __m256) -> (__m256, __m256) {
+            unsafe {
+                let bits = _mm256_castps_si256(x);
+                let ex = _mm256_and_si256(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(0xff));
+                let e = _mm256_cvtepi32_ps(_mm256_sub_epi32(ex, _mm256_set1_epi32(126)));
+                let mant = _mm256_or_si256(
+                    _mm256_and_si256(bits, _mm256_set1_epi32(0x807f_ffffu32 as i32)),
+                    _mm256_set1_epi32(0x3f00_0000),
+                );
+                (_mm256_castsi256_ps(mant), e)
+            }
+        }
     }
 
     block_eval!(Avx, __m256, "avx2,fma", "8");
@@ -850,6 +863,19 @@ pub mod avx512 {
                 (float(mant), e)
             }
         }
+        #[inline(always)]
+        fn frexp_normal(&mut self, x: __m512) -> (__m512, __m512) {
+            unsafe {
+                let b = bits(x);
+                let ex = _mm512_and_si512(_mm512_srli_epi32::<23>(b), _mm512_set1_epi32(0xff));
+                let e = _mm512_cvtepi32_ps(_mm512_sub_epi32(ex, _mm512_set1_epi32(126)));
+                let mant = _mm512_or_si512(
+                    _mm512_and_si512(b, _mm512_set1_epi32(0x807f_ffffu32 as i32)),
+                    _mm512_set1_epi32(0x3f00_0000),
+                );
+                (float(mant), e)
+            }
+        }
     }
 
     block_eval!(Avx512, __m512, "avx512f,avx2,fma", "16");
@@ -1037,7 +1063,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn matches_scalar(
         w: usize,
-        unary: impl Fn(super::UnOp, &[f32]) -> Vec<f32>,
+        unary: impl Fn(super::UnOp, &[f32], f32) -> Vec<f32>,
         binary: impl Fn(super::BinOp, &[f32], &[f32]) -> Vec<f32>,
     ) {
         let mut sorted = arguments();
@@ -1051,16 +1077,17 @@ mod tests {
     fn matches_scalar_on(
         w: usize,
         xs: &[f32],
-        unary: impl Fn(super::UnOp, &[f32]) -> Vec<f32>,
+        unary: impl Fn(super::UnOp, &[f32], f32) -> Vec<f32>,
         binary: impl Fn(super::BinOp, &[f32], &[f32]) -> Vec<f32>,
     ) {
         use super::*;
         let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
-        for &op in UnOp::ALL {
+        // The guards' eps: normal (the usual), and 0 (no guard).
+        for (&op, eps) in UnOp::ALL.iter().flat_map(|op| [(op, 1e-7), (op, 0.0)]) {
             for ch in xs.chunks_exact(4 * w) {
-                for (x, g) in ch.iter().zip(unary(op, ch)) {
-                    let want = vm::unary(&mut Scalar, op, *x, 1e-7);
-                    assert!(same(g, want), "{w} lanes: {}({x}): {g} vs {want}", op.name());
+                for (x, g) in ch.iter().zip(unary(op, ch, eps)) {
+                    let want = vm::unary(&mut Scalar, op, *x, eps);
+                    assert!(same(g, want), "{w} lanes, eps {eps}: {}({x}): {g} vs {want}", op.name());
                 }
             }
         }
@@ -1097,7 +1124,7 @@ mod tests {
         };
         matches_scalar(
             8,
-            |op, x| lanes(&unsafe { avx2::unary(op, &load(x), 1e-7) }),
+            |op, x, eps| lanes(&unsafe { avx2::unary(op, &load(x), eps) }),
             |op, a, b| lanes(&[unsafe { avx2::binary(op, load(a)[0], load(b)[0]) }]),
         );
     }
@@ -1124,7 +1151,7 @@ mod tests {
         };
         matches_scalar(
             16,
-            |op, x| lanes(&unsafe { avx512::unary(op, &load(x), 1e-7) }),
+            |op, x, eps| lanes(&unsafe { avx512::unary(op, &load(x), eps) }),
             |op, a, b| lanes(&[unsafe { avx512::binary(op, load(a)[0], load(b)[0]) }]),
         );
     }
