@@ -250,6 +250,34 @@ pub fn points_body(prog: &Program, ys: Option<&[f32]>, ps: &[f32], ls: &mut [f32
     }
 }
 
+/// The rows' segments in a block that holds vectors `t0..t0 + m` of a group whose rows have
+/// `nvec` vectors each: per row, `(row, its vectors j0..j1 in the block, the slot of j0)`.
+fn segments(t0: usize, m: usize, nvec: usize) -> Segments {
+    Segments { t: t0, t0, end: t0 + m, nvec }
+}
+
+struct Segments {
+    t: usize,
+    t0: usize,
+    end: usize,
+    nvec: usize,
+}
+
+impl Iterator for Segments {
+    type Item = (usize, std::ops::Range<usize>, usize);
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.t >= self.end {
+            return None;
+        }
+        let (r, j0) = (self.t / self.nvec, self.t % self.nvec);
+        let j1 = self.nvec.min(j0 + self.end - self.t);
+        let slot = self.t - self.t0;
+        self.t += j1 - j0;
+        Some((r, j0..j1, slot))
+    }
+}
+
 /// Ops whose routines take one side of a range split only where every lane of the chain
 /// does (the Bessel family, erf and erfc split at small and large arguments): on four
 /// vectors that holds less often. Measured at 8192x100 with labels, two vectors per chain
@@ -611,18 +639,15 @@ pub mod avx2 {
         let ncls = _mm256_set1_epi32(c as i32);
         // The sums of the row being drained, carried from block to block.
         let (mut acc_l, mut acc_s) = (zero, zero);
-        let total = n * nvec;
+        let (total, block) = (n * nvec, prog.block_vectors(size_of::<__m256>(), K));
         let mut t0 = 0;
         while t0 < total {
-            let m = (total - t0).min(prog.block_vectors(size_of::<__m256>(), K));
+            let m = (total - t0).min(block);
             // Fill: row by row, the segment of its vectors in this block.
-            let mut t = t0;
-            while t < t0 + m {
-                let (r, j0) = (t / nvec, t % nvec);
-                let j1 = nvec.min(j0 + t0 + m - t);
+            for (r, js, slot0) in segments(t0, m, nvec) {
                 let inv = _mm256_set1_ps(rows.inv_s[r]);
-                for j in j0..j1 {
-                    let (slot, i) = (t - t0 + j - j0, j * W);
+                for (slot, j) in (slot0..).zip(js.clone()) {
+                    let i = j * W;
                     // SAFETY: i + 8 <= stride (checked): within row r's scratch; y's lanes
                     // past c are masked off and not read.
                     unsafe {
@@ -638,19 +663,15 @@ pub mod avx2 {
                         put(vals, prog.y_at, slot, yv);
                     }
                 }
-                t += j1 - j0;
             }
             eval(prog, m, vals);
             let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
             // Drain: the same segments.
-            let mut t = t0;
-            while t < t0 + m {
-                let (r, j0) = (t / nvec, t % nvec);
-                let j1 = nvec.min(j0 + t0 + m - t);
+            for (r, js, slot0) in segments(t0, m, nvec) {
                 let [ka, kb] = rows.labels[r];
                 let (kav, kbv) = (_mm256_set1_epi32(ka as i32), _mm256_set1_epi32(kb as i32));
-                for j in j0..j1 {
-                    let (slot, i) = (t - t0 + j - j0, j * W);
+                for (slot, j) in (slot0..).zip(js.clone()) {
+                    let i = j * W;
                     let class = _mm256_add_epi32(_mm256_set1_epi32(i as i32), iota);
                     let inside = _mm256_cmpgt_epi32(ncls, class);
                     let labels = _mm256_or_si256(_mm256_cmpeq_epi32(class, kav), _mm256_cmpeq_epi32(class, kbv));
@@ -661,11 +682,10 @@ pub mod avx2 {
                     acc_l = _mm256_add_ps(acc_l, l);
                     acc_s = _mm256_add_ps(acc_s, s);
                 }
-                if j1 == nvec {
+                if js.end == nvec {
                     sums[r] = (hsum(acc_l), hsum(acc_s));
                     (acc_l, acc_s) = (zero, zero);
                 }
-                t += j1 - j0;
             }
             t0 += m;
         }
@@ -680,7 +700,7 @@ pub mod avx2 {
         let n = ps.len();
         assert!(n <= W * K && ls.len() >= n && ss.len() >= n && ys.is_none_or(|y| y.len() >= n));
         let zero = _mm256_setzero_ps();
-        // SAFETY: as in `graph_pass_body`.
+        // SAFETY: as in `graph_rows_body`.
         let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
         vals.resize(prog.steps.len(), [zero; K]);
         let nvec = n.div_ceil(W);
@@ -903,18 +923,15 @@ pub mod avx512 {
         let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         // The sums of the row being drained, carried from block to block.
         let (mut acc_l, mut acc_s) = (zero, zero);
-        let total = n * nvec;
+        let (total, block) = (n * nvec, prog.block_vectors(size_of::<__m512>(), K));
         let mut t0 = 0;
         while t0 < total {
-            let m = (total - t0).min(prog.block_vectors(size_of::<__m512>(), K));
+            let m = (total - t0).min(block);
             // Fill: row by row, the segment of its vectors in this block.
-            let mut t = t0;
-            while t < t0 + m {
-                let (r, j0) = (t / nvec, t % nvec);
-                let j1 = nvec.min(j0 + t0 + m - t);
+            for (r, js, slot0) in segments(t0, m, nvec) {
                 let inv = _mm512_set1_ps(rows.inv_s[r]);
-                for j in j0..j1 {
-                    let (slot, i) = (t - t0 + j - j0, j * W);
+                for (slot, j) in (slot0..).zip(js.clone()) {
+                    let i = j * W;
                     // SAFETY: only the lanes below c of row r are read. Whole vectors take
                     // plain loads, only the ragged end masked ones: a masked load cannot take
                     // its value forwarded from a store still in flight (the row's exp just
@@ -940,19 +957,15 @@ pub mod avx512 {
                         put(vals, prog.y_at, slot, yv);
                     }
                 }
-                t += j1 - j0;
             }
             eval(prog, m, vals);
             let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
             // Drain: the same segments.
-            let mut t = t0;
-            while t < t0 + m {
-                let (r, j0) = (t / nvec, t % nvec);
-                let j1 = nvec.min(j0 + t0 + m - t);
+            for (r, js, slot0) in segments(t0, m, nvec) {
                 let [ka, kb] = rows.labels[r];
                 let (kav, kbv) = (_mm512_set1_epi32(ka as i32), _mm512_set1_epi32(kb as i32));
-                for j in j0..j1 {
-                    let (slot, i) = (t - t0 + j - j0, j * W);
+                for (slot, j) in (slot0..).zip(js.clone()) {
+                    let i = j * W;
                     let class = _mm512_add_epi32(_mm512_set1_epi32(i as i32), iota);
                     let labels = _mm512_cmpeq_epi32_mask(class, kav) | _mm512_cmpeq_epi32_mask(class, kbv);
                     let keep = first(c - i) & !labels;
@@ -969,11 +982,10 @@ pub mod avx512 {
                     acc_l = _mm512_add_ps(acc_l, l);
                     acc_s = _mm512_add_ps(acc_s, s);
                 }
-                if j1 == nvec {
+                if js.end == nvec {
                     sums[r] = (_mm512_reduce_add_ps(acc_l), _mm512_reduce_add_ps(acc_s));
                     (acc_l, acc_s) = (zero, zero);
                 }
-                t += j1 - j0;
             }
             t0 += m;
         }
@@ -988,7 +1000,7 @@ pub mod avx512 {
         let n = ps.len();
         assert!(n <= W * K && ls.len() >= n && ss.len() >= n && ys.is_none_or(|y| y.len() >= n));
         let zero = _mm512_setzero_ps();
-        // SAFETY: as in `graph_pass_body`.
+        // SAFETY: as in `graph_rows_body`.
         let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
         vals.resize(prog.steps.len(), [zero; K]);
         let nvec = n.div_ceil(W);

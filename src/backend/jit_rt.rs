@@ -11,6 +11,7 @@
 //! accuracy table (docs/math-accuracy.md) holds for both. (The baseline build on an x86
 //! without FMA computes its fused multiply-adds in software: correct, and slow.)
 
+use super::jit_pass::GROUP_ROWS;
 use super::mathlib::{self, Scalar};
 use super::vm;
 use crate::ir::{BinOp, UnOp};
@@ -119,8 +120,8 @@ macro_rules! softmax_drivers {
         #[target_feature(enable = $features)]
         pub fn softmax_group_body(z: &[f32], c: usize, e: &mut [f32], stride: usize, sums: &mut [f32]) {
             let n = sums.len();
-            assert!(c > 0 && stride >= c && z.len() >= n * c && e.len() >= n * stride && n <= 64);
-            let mut m = [0f32; 64];
+            assert!(c > 0 && stride >= c && z.len() >= n * c && e.len() >= n * stride && n <= GROUP_ROWS);
+            let mut m = [0f32; GROUP_ROWS];
             for (r, m) in m[..n].iter_mut().enumerate() {
                 // SAFETY: row r lies inside `z` (asserted above).
                 *m = unsafe { row_max(z.as_ptr().add(r * c), c) };
