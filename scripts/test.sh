@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it and CI runs it. Installs what the tests need:
 # Mesa's software Vulkan (lavapipe) for the WGSL kernels, Fashion-MNIST for the training tests
-# (Debian's dataset-fashion-mnist), NVRTC from PyPI for the CUDA compile tests (no CUDA
-# toolkit or GPU needed), JAX (CPU) from PyPI and PyTorch (CPU, Debian's python3-torch) for the
+# (Debian's dataset-fashion-mnist), g++ for the CUDA kernels' CPU emulator, NVRTC from PyPI for
+# the CUDA compile tests (no CUDA toolkit or GPU needed), JAX (CPU) from PyPI and PyTorch (CPU, Debian's python3-torch) for the
 # generated Python modules, and a throwaway PostgreSQL server for the store tests
 # (scripts/pg-test-server.sh; stopped when this exits).
 set -euo pipefail
@@ -17,6 +17,12 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q dataset-fashion-mnist
+fi
+# g++ (C++20) for the CUDA kernels' CPU emulator (tests/cuda_emu).
+if ! command -v g++ >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q g++
 fi
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
@@ -49,7 +55,7 @@ fi
 # In CI nothing may be skipped for want of these. A one-off build gains nothing from
 # incremental state (gigabytes of it).
 if [ -n "${CI:-}" ]; then
-  export LOSSC_REQUIRE_NVRTC=1 LOSSC_REQUIRE_VULKAN=1 LOSSC_REQUIRE_JAX=1 LOSSC_REQUIRE_TORCH=1 LOSSC_REQUIRE_POSTGRES=1 CARGO_INCREMENTAL=0
+  export LOSSC_REQUIRE_NVRTC=1 LOSSC_REQUIRE_GXX=1 LOSSC_REQUIRE_VULKAN=1 LOSSC_REQUIRE_JAX=1 LOSSC_REQUIRE_TORCH=1 LOSSC_REQUIRE_POSTGRES=1 CARGO_INCREMENTAL=0
 fi
 # The test build needs a few GB; a full disk shows up as a linker crash (SIGBUS), so say so first.
 free_kb="$(df -Pk . | awk 'NR == 2 { print $4 }')"

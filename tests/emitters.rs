@@ -1,8 +1,9 @@
 //! The GPU emitters without a GPU: every emitted WGSL kernel parses and validates with naga,
 //! and every emitted CUDA kernel compiles to PTX with NVRTC for sm_80 and sm_90 (NVRTC from
 //! the `nvidia-cuda-nvrtc-cu12` wheel that scripts/test.sh installs; the test says so and
-//! skips when libnvrtc cannot be loaded), and every WGSL kernel runs through wgpu (lavapipe,
-//! Mesa's software Vulkan, in CI) and matches the interpreter.
+//! skips when libnvrtc cannot be loaded), every WGSL kernel runs through wgpu (lavapipe,
+//! Mesa's software Vulkan, in CI) and matches the interpreter, and so does every CUDA kernel
+//! compiled for the CPU with the emulator of tests/cuda_emu.
 
 mod common;
 
@@ -203,4 +204,137 @@ fn cuda_kernels_match_the_interpreter_on_a_gpu() {
     }
     println!("random expressions on cuda: {compared} rows compared, {skipped} skipped");
     assert!(compared > skipped);
+}
+
+/// g++ with C++20 (`std::barrier`), for the CUDA emulator.
+fn gxx_available() -> bool {
+    std::process::Command::new("g++").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Compiles a loss's CUDA C with the CPU emulator of tests/cuda_emu (g++) into `dir`.
+fn emulated(f: &Fused, dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join(format!("{}.cu", f.name));
+    std::fs::write(&src, cuda::emit(f, &cuda::Options::default())).unwrap();
+    let bin = dir.join(&f.name);
+    let p = cuda::prefix(&f.name);
+    let out = std::process::Command::new("g++")
+        .args(["-std=c++20", "-O1", "-pthread", "-I", "tests/cuda_emu"])
+        .arg(format!("-DKERNEL_FILE=\"{}\"", src.display()))
+        .arg(format!("-DROWS={p}_rows"))
+        .arg(format!("-DROWS_WARP={p}_rows_warp"))
+        .arg("tests/cuda_emu/driver.cpp")
+        .arg("-o")
+        .arg(&bin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "g++ on {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+    bin
+}
+
+/// Runs cases `(layout, batch, targets)` through an emulated kernel: `(row loss, grad)` each.
+fn run_emulated(
+    bin: &std::path::Path,
+    cases: &[(cuda::Layout, &Batch, lossc::reference::contract::Targets<f32>)],
+) -> Vec<(Vec<f32>, Vec<f32>)> {
+    use std::io::Write;
+    let mut input = Vec::new();
+    let f32s = |v: &[f32], out: &mut Vec<u8>| v.iter().for_each(|x| out.extend(x.to_le_bytes()));
+    let u32s = |v: &[u32], out: &mut Vec<u8>| v.iter().for_each(|x| out.extend(x.to_le_bytes()));
+    for (layout, b, t) in cases {
+        let rows = b.labels.len();
+        let n = rows * b.classes;
+        let t = t.flat();
+        let layout = (*layout == cuda::Layout::Warp) as u32;
+        for w in [layout, t.mode, rows as u32, b.classes as u32] {
+            input.extend(w.to_le_bytes());
+        }
+        input.extend(t.smoothing.to_le_bytes());
+        f32s(&b.logits, &mut input);
+        let pad_u = |v: &[u32]| if v.is_empty() { vec![0; rows] } else { v.to_vec() };
+        let pad_f = |v: &[f32], len: usize| if v.is_empty() { vec![0.0; len] } else { v.to_vec() };
+        u32s(&pad_u(t.labels), &mut input);
+        u32s(&pad_u(t.labels_b), &mut input);
+        f32s(&pad_f(t.lam, rows), &mut input);
+        f32s(&pad_f(t.dense, n), &mut input);
+    }
+    let mut child = std::process::Command::new(bin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "{} exited with {}", bin.display(), out.status);
+    let mut floats = out.stdout.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()));
+    cases
+        .iter()
+        .map(|(_, b, _)| {
+            let rows = b.labels.len();
+            let loss: Vec<f32> = floats.by_ref().take(rows).collect();
+            let grad: Vec<f32> = floats.by_ref().take(rows * b.classes).collect();
+            assert_eq!(grad.len(), rows * b.classes, "{}: short output", bin.display());
+            (loss, grad)
+        })
+        .collect()
+}
+
+/// The CUDA kernels' logic without a GPU: each example's emitted `.cu`, compiled for the CPU
+/// with the emulator of tests/cuda_emu (threads for CUDA threads, barriers for
+/// `__syncthreads` and warp shuffles), matches the interpreter in both row layouts, at class
+/// counts on both sides of each layout's row cache, for every target form.
+#[test]
+fn cuda_kernels_match_the_interpreter_on_the_cpu_emulator() {
+    if !gxx_available() {
+        if std::env::var_os("LOSSC_REQUIRE_GXX").is_some() {
+            panic!("LOSSC_REQUIRE_GXX is set but g++ is missing (scripts/test.sh installs it)");
+        }
+        println!("SKIPPED: g++ not found (scripts/test.sh installs it)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lossc-cuda-emu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = Rng::new(43);
+    // 9 rows: the warp layout's second block holds one row, and its other warps exit early.
+    let batches: Vec<Batch> = [(9, 3), (9, 100), (9, 700), (3, 3000)]
+        .into_iter()
+        .map(|(rows, classes)| Batch::random(&mut rng, rows, classes, 4.0))
+        .collect();
+    let losses = examples();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let compared = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for part in losses.chunks(losses.len().div_ceil(threads)) {
+            let (dir, batches, compared) = (&dir, &batches, &compared);
+            scope.spawn(move || {
+                for (_, f) in part {
+                    let bin = emulated(f, dir);
+                    let mut cases = Vec::new();
+                    for b in batches {
+                        for kind in 0..5 {
+                            for layout in cuda::Layout::ALL {
+                                cases.push((layout, b, b.targets(kind)));
+                            }
+                        }
+                    }
+                    let outs = run_emulated(&bin, &cases);
+                    for (pair, out) in cases.chunks(2).zip(outs.chunks(2)) {
+                        let (_, b, t) = &pair[0];
+                        let names =
+                            pair.iter().map(|(l, b, _)| format!("cuda emulator {l:?} {} C={}", f.name, b.classes));
+                        let names: Vec<String> = names.collect();
+                        let outputs: Vec<(&str, &[f32], &[f32])> =
+                            names.iter().zip(out).map(|(w, (l, g))| (w.as_str(), l.as_slice(), g.as_slice())).collect();
+                        let (c, _) = compare_each(f, b, t, &outputs, true);
+                        compared.fetch_add(c, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    std::fs::remove_dir_all(&dir).ok();
+    let compared = compared.into_inner();
+    println!("cuda emulator: {compared} rows compared");
+    assert!(compared > 0);
 }

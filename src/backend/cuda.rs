@@ -101,7 +101,8 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// The launcher's choice for C classes: a warp while a row is at most 32 elements a lane.
+    /// The launcher's choice for C classes: the layout whose row cache holds the row (each
+    /// logit read once, each gradient written once): a warp up to 512 classes, then a block.
     pub fn for_classes(classes: usize) -> Layout {
         if classes <= Layout::WARP_MAX_CLASSES { Layout::Warp } else { Layout::Block }
     }
@@ -110,8 +111,12 @@ impl Layout {
     pub const ALL: [Layout; 2] = [Layout::Block, Layout::Warp];
     /// Threads per block, for both layouts.
     pub const BLOCK: u32 = 256;
-    /// The most classes the launcher gives the warp layout (32 elements a lane).
-    pub const WARP_MAX_CLASSES: usize = 1024;
+    /// The most classes the launcher gives the warp layout: its row cache
+    /// (`LOSSC_WARP_CACHE` in kernels/loss.cu.in, 16 elements a lane).
+    pub const WARP_MAX_CLASSES: usize = 512;
+    /// The longest row the block layout reads once (`LOSSC_BLOCK_CACHE`); longer rows
+    /// recompute `exp` in each pass.
+    pub const BLOCK_CACHE: usize = 2048;
     /// Rows a block of the warp layout covers (one per warp).
     pub const WARP_ROWS: usize = 8;
 
@@ -289,4 +294,24 @@ fn median_ms(s: &CudaStream, f: &mut dyn FnMut() -> Result<(), CudaError>) -> Re
     }
     t.sort_by(f64::total_cmp);
     Ok(t[t.len() / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The launcher's thresholds are the template's row caches, and the warp layout's rows
+    /// per block are its cached warps.
+    #[test]
+    fn the_layout_constants_are_the_templates() {
+        for (define, value) in [
+            ("LOSSC_WARP_CACHE", Layout::WARP_MAX_CLASSES),
+            ("LOSSC_BLOCK_CACHE", Layout::BLOCK_CACHE),
+            ("LOSSC_WARPS", Layout::WARP_ROWS),
+            ("LOSSC_THREADS", Layout::BLOCK as usize),
+        ] {
+            assert!(TEMPLATE.contains(&format!("#define {define} {value}\n")), "{define} is not {value} in loss.cu.in");
+        }
+        assert_eq!(Layout::WARP_ROWS * 32, Layout::BLOCK as usize);
+    }
 }
