@@ -250,32 +250,58 @@ pub fn points_body(prog: &Program, ys: Option<&[f32]>, ps: &[f32], ls: &mut [f32
     }
 }
 
-/// The rows' segments in a block that holds vectors `t0..t0 + m` of a group whose rows have
-/// `nvec` vectors each: per row, `(row, its vectors j0..j1 in the block, the slot of j0)`.
-fn segments(t0: usize, m: usize, nvec: usize) -> Segments {
-    Segments { t: t0, t0, end: t0 + m, nvec }
+/// Where a block starts in a row group: row `r`, its vector `j`.
+#[derive(Clone, Copy, Default)]
+struct Cursor {
+    r: usize,
+    j: usize,
+}
+
+/// The rows' segments in a block of `m` vectors that starts at `at`, in a group whose rows
+/// have `nvec` vectors each: per row, `(row, its vectors j0..j1 in the block, the slot of j0)`.
+/// Stepping row by row, not dividing a vector index: a division per segment sat on the loop's
+/// critical path.
+fn segments(at: Cursor, m: usize, nvec: usize) -> Segments {
+    Segments { at, left: m, slot: 0, nvec }
 }
 
 struct Segments {
-    t: usize,
-    t0: usize,
-    end: usize,
+    at: Cursor,
+    left: usize,
+    slot: usize,
     nvec: usize,
+}
+
+impl Segments {
+    /// Where the next block starts, once this one's segments are all taken.
+    fn end(&self) -> Cursor {
+        self.at
+    }
 }
 
 impl Iterator for Segments {
     type Item = (usize, std::ops::Range<usize>, usize);
     #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.t >= self.end {
+        if self.left == 0 {
             return None;
         }
-        let (r, j0) = (self.t / self.nvec, self.t % self.nvec);
-        let j1 = self.nvec.min(j0 + self.end - self.t);
-        let slot = self.t - self.t0;
-        self.t += j1 - j0;
+        let Cursor { r, j: j0 } = self.at;
+        let j1 = self.nvec.min(j0 + self.left);
+        let slot = self.slot;
+        self.slot += j1 - j0;
+        self.left -= j1 - j0;
+        self.at = if j1 == self.nvec { Cursor { r: r + 1, j: 0 } } else { Cursor { r, j: j1 } };
         Some((r, j0..j1, slot))
     }
+}
+
+/// A row's label classes as `(vector, lane)` for vectors of `lanes` lanes (`usize::MAX` for
+/// no label), so that the AVX-512 drain builds its lane mask from a vector index and a bit
+/// instead of comparing the lanes.
+#[inline(always)]
+fn label_lanes(labels: [i64; 2], lanes: usize) -> [(usize, usize); 2] {
+    labels.map(|k| if k < 0 { (usize::MAX, 0) } else { (k as usize / lanes, k as usize % lanes) })
 }
 
 /// Ops whose routines take one side of a range split only where every lane of the chain
@@ -636,15 +662,16 @@ pub mod avx2 {
         let vals = unsafe { &mut *vals };
         vals.resize(prog.steps.len(), [zero; K]);
         let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let ncls = _mm256_set1_epi32(c as i32);
+        // The lanes of a row's last vector that hold classes.
+        let inside_last = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - (nvec.max(1) - 1) * W) as i32), iota);
         // The sums of the row being drained, carried from block to block.
         let (mut acc_l, mut acc_s) = (zero, zero);
         let (total, block) = (n * nvec, prog.block_vectors(size_of::<__m256>(), K));
-        let mut t0 = 0;
+        let (mut t0, mut at) = (0, Cursor::default());
         while t0 < total {
             let m = (total - t0).min(block);
             // Fill: row by row, the segment of its vectors in this block.
-            for (r, js, slot0) in segments(t0, m, nvec) {
+            for (r, js, slot0) in segments(at, m, nvec) {
                 let inv = _mm256_set1_ps(rows.inv_s[r]);
                 for (slot, j) in (slot0..).zip(js.clone()) {
                     let i = j * W;
@@ -654,10 +681,8 @@ pub mod avx2 {
                         let p = _mm256_mul_ps(_mm256_loadu_ps(rows.e.as_ptr().add(r * stride + i)), inv);
                         put(vals, prog.p_at, slot, p);
                         let yv = match rows.y {
-                            Some(y) => {
-                                let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - i).min(W) as i32), iota);
-                                _mm256_maskload_ps(y.as_ptr().add(r * c + i), lanes)
-                            }
+                            Some(y) if i + W <= c => _mm256_loadu_ps(y.as_ptr().add(r * c + i)),
+                            Some(y) => _mm256_maskload_ps(y.as_ptr().add(r * c + i), inside_last),
                             None => zero,
                         };
                         put(vals, prog.y_at, slot, yv);
@@ -667,13 +692,14 @@ pub mod avx2 {
             eval(prog, m, vals);
             let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
             // Drain: the same segments.
-            for (r, js, slot0) in segments(t0, m, nvec) {
+            let mut drain = segments(at, m, nvec);
+            for (r, js, slot0) in &mut drain {
                 let [ka, kb] = rows.labels[r];
                 let (kav, kbv) = (_mm256_set1_epi32(ka as i32), _mm256_set1_epi32(kb as i32));
                 for (slot, j) in (slot0..).zip(js.clone()) {
                     let i = j * W;
+                    let inside = if j + 1 == nvec { inside_last } else { _mm256_set1_epi32(-1) };
                     let class = _mm256_add_epi32(_mm256_set1_epi32(i as i32), iota);
-                    let inside = _mm256_cmpgt_epi32(ncls, class);
                     let labels = _mm256_or_si256(_mm256_cmpeq_epi32(class, kav), _mm256_cmpeq_epi32(class, kbv));
                     let keep = _mm256_castsi256_ps(_mm256_andnot_si256(labels, inside));
                     let (l, s) = (_mm256_and_ps(ls[slot], keep), _mm256_and_ps(ss[slot], keep));
@@ -687,7 +713,7 @@ pub mod avx2 {
                     (acc_l, acc_s) = (zero, zero);
                 }
             }
-            t0 += m;
+            (t0, at) = (t0 + m, drain.end());
         }
     }
 
@@ -920,15 +946,16 @@ pub mod avx512 {
         // SAFETY: this thread's buffer, and nothing else borrows it while this pass runs.
         let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
         vals.resize(prog.steps.len(), [zero; K]);
-        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        // The lanes of a row's last vector that hold classes.
+        let inside_last = first(c - (nvec.max(1) - 1) * W);
         // The sums of the row being drained, carried from block to block.
         let (mut acc_l, mut acc_s) = (zero, zero);
         let (total, block) = (n * nvec, prog.block_vectors(size_of::<__m512>(), K));
-        let mut t0 = 0;
+        let (mut t0, mut at) = (0, Cursor::default());
         while t0 < total {
             let m = (total - t0).min(block);
             // Fill: row by row, the segment of its vectors in this block.
-            for (r, js, slot0) in segments(t0, m, nvec) {
+            for (r, js, slot0) in segments(at, m, nvec) {
                 let inv = _mm512_set1_ps(rows.inv_s[r]);
                 for (slot, j) in (slot0..).zip(js.clone()) {
                     let i = j * W;
@@ -946,12 +973,11 @@ pub mod avx512 {
                             };
                             (_mm512_mul_ps(_mm512_loadu_ps(e), inv), yv)
                         } else {
-                            let lanes = first(c - i);
                             let yv = match y {
-                                Some(y) => _mm512_maskz_loadu_ps(lanes, y),
+                                Some(y) => _mm512_maskz_loadu_ps(inside_last, y),
                                 None => zero,
                             };
-                            (_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e), inv), yv)
+                            (_mm512_mul_ps(_mm512_maskz_loadu_ps(inside_last, e), inv), yv)
                         };
                         put(vals, prog.p_at, slot, p);
                         put(vals, prog.y_at, slot, yv);
@@ -961,22 +987,26 @@ pub mod avx512 {
             eval(prog, m, vals);
             let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
             // Drain: the same segments.
-            for (r, js, slot0) in segments(t0, m, nvec) {
-                let [ka, kb] = rows.labels[r];
-                let (kav, kbv) = (_mm512_set1_epi32(ka as i32), _mm512_set1_epi32(kb as i32));
+            let mut drain = segments(at, m, nvec);
+            for (r, js, slot0) in &mut drain {
+                let labels = label_lanes(rows.labels[r], W);
                 for (slot, j) in (slot0..).zip(js.clone()) {
                     let i = j * W;
-                    let class = _mm512_add_epi32(_mm512_set1_epi32(i as i32), iota);
-                    let labels = _mm512_cmpeq_epi32_mask(class, kav) | _mm512_cmpeq_epi32_mask(class, kbv);
-                    let keep = first(c - i) & !labels;
+                    let inside = if j + 1 == nvec { inside_last } else { 0xffff };
+                    // Branch-free: a label's vector is as likely as any other.
+                    let mut keep = inside;
+                    for &(lj, lane) in &labels {
+                        keep &= !(((lj == j) as u16) << lane);
+                    }
                     let (l, s) = (_mm512_maskz_mov_ps(keep, ls[slot]), _mm512_maskz_mov_ps(keep, ss[slot]));
-                    // SAFETY: only the lanes below c of row r are written.
+                    // SAFETY: only the lanes below c of row r are written. (A masked store
+                    // only at the ragged end, as for the loads above.)
                     unsafe {
                         let out = rows.s.as_mut_ptr().add(r * stride + i);
                         if i + W <= c {
                             _mm512_storeu_ps(out, s);
                         } else {
-                            _mm512_mask_storeu_ps(out, first(c - i), s);
+                            _mm512_mask_storeu_ps(out, inside, s);
                         }
                     }
                     acc_l = _mm512_add_ps(acc_l, l);
@@ -987,7 +1017,7 @@ pub mod avx512 {
                     (acc_l, acc_s) = (zero, zero);
                 }
             }
-            t0 += m;
+            (t0, at) = (t0 + m, drain.end());
         }
     }
 
