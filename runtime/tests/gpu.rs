@@ -1,6 +1,7 @@
 //! The GPU devices against the CPU device, method by method, on random inputs of odd sizes,
-//! with a population of K = 3 models that each get their own tensors: wgpu (`wgpu_device::`)
-//! and CUDA (`cuda_device::`), the same checks on each. Float32 throughout; the tolerances
+//! with a population of K = 3 models that each get their own tensors: wgpu (`wgpu_device::`),
+//! CUDA (`cuda_device::`) and the CUDA kernels on the CPU emulator (`cuda_emulator::`), the
+//! same checks on each. Float32 throughout; the tolerances
 //! (relative to the largest magnitude of the CPU's result) cover the different summation orders
 //! of GEMM and direct loops.
 //!
@@ -49,7 +50,170 @@ macro_rules! on_devices {
                 }
             })*
         }
+        mod cuda_emulator {
+            $(#[test]
+            fn $check() {
+                if let Some(d) = super::open(super::emu::Emu::new(super::K), "LOSSC_REQUIRE_GXX") {
+                    super::$check(&d);
+                }
+            })*
+        }
     };
+}
+
+/// The CUDA device's kernels without a GPU: the CUDA C translation unit of kernels/train.rs
+/// (`kernels::cuda()`), compiled for the CPU by g++ with the emulator of tests/cuda_emu (a
+/// thread per CUDA thread, one block at a time, barriers for `__syncthreads`), behind the
+/// same [`Launcher`] the CUDA device implements. It checks what the CUDA device launches
+/// (the kernel bodies in C++, the CUDA prelude's `reduce_sum`, the parameter structs), not
+/// the driver calls around them.
+mod emu {
+    use lossc_runtime::kernels::{self, Access, KERNELS, Kernel, THREADS};
+    use lossc_runtime::stacked::{Arg, Launcher};
+    use std::cell::UnsafeCell;
+    use std::sync::{Arc, OnceLock};
+
+    /// A buffer: the kernels write through shared references, as on a GPU.
+    pub struct Mem<T>(UnsafeCell<Vec<T>>);
+    // SAFETY: launches run one at a time and wait for their threads; nothing else writes.
+    unsafe impl<T: Send> Sync for Mem<T> {}
+
+    impl<T: Copy> Mem<T> {
+        fn new(v: Vec<T>) -> Mem<T> {
+            Mem(UnsafeCell::new(v))
+        }
+        fn ptr(&self) -> *mut T {
+            // SAFETY: see the Sync impl.
+            unsafe { (*self.0.get()).as_mut_ptr() }
+        }
+    }
+
+    type LaunchFn = unsafe extern "C" fn(u32, *const *mut u8, *const u32);
+    /// The loaded library and its launch functions, in the order of `KERNELS`.
+    type Lib = Arc<(libloading::Library, Vec<LaunchFn>)>;
+
+    #[derive(Clone)]
+    pub struct Emu {
+        k: usize,
+        lib: Lib,
+        spare: Arc<Mem<f32>>,
+    }
+
+    /// The emulated kernels, built once per process (in the target directory).
+    fn library() -> Result<Lib, String> {
+        static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
+        LIB.get_or_init(|| {
+            let mut src = kernels::cuda();
+            src += "\n#include <cstring>\n";
+            for k in KERNELS {
+                let args: Vec<String> = k
+                    .buffers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, a))| match a {
+                        Access::Read => format!("(const f32*)b[{i}]"),
+                        Access::ReadU32 => format!("(const u32*)b[{i}]"),
+                        Access::Write => format!("(f32*)b[{i}]"),
+                    })
+                    .collect();
+                src += &format!(
+                    "extern \"C\" void emu_{0}(unsigned groups, void* const* b, const u32* params) {{\n    \
+                     P_{0} p; std::memcpy(&p, params, sizeof p);\n    \
+                     emu::launch(groups, {THREADS}, [&] {{ {0}({1}, p); }});\n}}\n",
+                    k.name,
+                    args.join(", ")
+                );
+            }
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cuda-emu");
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let (cpp, so) =
+                (dir.join("train_kernels.cpp"), dir.join(format!("train_kernels_{}.so", std::process::id())));
+            std::fs::write(&cpp, src).map_err(|e| e.to_string())?;
+            let emu = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/cuda_emu/emu.h");
+            let out = std::process::Command::new("g++")
+                .args(["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-include", emu])
+                .arg(&cpp)
+                .arg("-o")
+                .arg(&so)
+                .output()
+                .map_err(|e| format!("g++ not found ({e}); scripts/test.sh installs it"))?;
+            if !out.status.success() {
+                panic!("g++ on {}: {}", cpp.display(), String::from_utf8_lossy(&out.stderr));
+            }
+            // SAFETY: the library was just built from the kernels above; its symbols have the
+            // signature of `LaunchFn`.
+            unsafe {
+                let lib = libloading::Library::new(&so).map_err(|e| e.to_string())?;
+                // Loaded: the file is no longer needed.
+                std::fs::remove_file(&so).ok();
+                let fns = KERNELS
+                    .iter()
+                    .map(|k| *lib.get::<LaunchFn>(format!("emu_{}", k.name).as_bytes()).expect("an emulated kernel"))
+                    .collect();
+                Ok(Arc::new((lib, fns)))
+            }
+        })
+        .clone()
+    }
+
+    impl Emu {
+        pub fn new(models: usize) -> Result<Emu, String> {
+            Ok(Emu { k: models, lib: library()?, spare: Arc::new(Mem::new(vec![0.0])) })
+        }
+    }
+
+    impl Launcher for Emu {
+        type Mem = Mem<f32>;
+        type Words = Mem<u32>;
+        fn describe(&self) -> String {
+            "cuda emulator".into()
+        }
+        fn population(&self) -> usize {
+            self.k
+        }
+        fn alloc(&self, floats: usize) -> Mem<f32> {
+            Mem::new(vec![0.0; floats.max(1)])
+        }
+        fn init(&self, data: &[f32]) -> Mem<f32> {
+            Mem::new(if data.is_empty() { vec![0.0] } else { data.to_vec() })
+        }
+        fn words(&self, data: &[u32]) -> Mem<u32> {
+            Mem::new(if data.is_empty() { vec![0] } else { data.to_vec() })
+        }
+        fn read(&self, mem: &Mem<f32>, floats: usize) -> Vec<f32> {
+            // SAFETY: no launch is running (they are synchronous).
+            unsafe { (&*mem.0.get())[..floats].to_vec() }
+        }
+        fn launch(&self, k: &'static Kernel, args: &[Arg<'_, Self>], params: &[u32], groups: usize) {
+            let at = KERNELS.iter().position(|x| x.name == k.name).expect("a kernel of the table");
+            let bufs: Vec<*mut u8> = args
+                .iter()
+                .map(|a| match a {
+                    Arg::F(m) => m.ptr() as *mut u8,
+                    Arg::U(m) => m.ptr() as *mut u8,
+                })
+                .collect();
+            let mut p = [0u32; 16];
+            p[..params.len()].copy_from_slice(params);
+            // The kernels loop grid-stride, so fewer blocks cover the same work: each emulated
+            // block costs a round of thread switches.
+            let groups = groups.clamp(1, 8) as u32;
+            // One launch at a time in the process: the emulator's block state and `__shared__`
+            // arrays are globals, and the tests run in parallel.
+            static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: `stacked::dispatch` checked the buffers against the kernel's table row;
+            // the parameter struct is at most 16 words.
+            unsafe { self.lib.1[at](groups, bufs.as_ptr(), p.as_ptr()) }
+        }
+        fn spare(&self) -> &Mem<f32> {
+            &self.spare
+        }
+        fn submit(&self) {}
+        fn max_floats(&self) -> usize {
+            1 << 26
+        }
+    }
 }
 
 on_devices!(
@@ -127,8 +291,8 @@ fn bn_state<D: Device>(d: &D, rm: D::Buf, rv: D::Buf, c: usize) -> BnState<D::Bu
 
 fn batch_norm_matches_the_cpu<D: Device>(gpu: &D) {
     let mut rng = Rng::new(2);
-    for swish in [false, true] {
-        let (c, len) = (3, 37);
+    // 300 elements a channel: every thread of a workgroup holds a partial sum.
+    for (swish, (c, len)) in [(false, (3, 37)), (true, (3, 37)), (true, (2, 300))] {
         let g = BnGeom { c, len, momentum: 0.9, eps: 1e-3, swish };
         let xs: Vec<Vec<f32>> =
             models(&mut rng, c * len).into_iter().map(|v| v.iter().map(|x| 3.0 * x + 1.0).collect()).collect();

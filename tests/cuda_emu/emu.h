@@ -18,11 +18,15 @@
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
+#define __launch_bounds__(threads)
 
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
 };
-static thread_local dim3 threadIdx, blockIdx;
+struct uint3 {
+    unsigned x = 0, y = 0, z = 0;
+};
+static thread_local uint3 threadIdx, blockIdx;
 static dim3 blockDim, gridDim;
 
 namespace emu {
@@ -45,6 +49,14 @@ inline float __shfl_xor_sync(unsigned, float v, int mask) {
     return r;
 }
 
+// CUDA's built-in min and max overloads.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline float min(float a, float b) { return fminf(a, b); }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline float max(float a, float b) { return fmaxf(a, b); }
+
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline float __uint_as_float(unsigned i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
@@ -63,10 +75,10 @@ void launch(unsigned grid, unsigned block, F kernel) {
     std::vector<std::thread> threads;
     for (unsigned t = 0; t < block; t++) {
         threads.emplace_back([&, t] {
-            threadIdx = {t, 1, 1};
+            threadIdx = {t, 0, 0};
             warp = warps[t / 32].get();
             for (unsigned b = 0; b < grid; b++) {
-                blockIdx = {b, 1, 1};
+                blockIdx = {b, 0, 0};
                 kernel();
                 // The block's threads all finish before the next block reuses the statics.
                 bar.arrive_and_wait();
