@@ -283,7 +283,8 @@ fn run_emulated(
 /// The CUDA kernels' logic without a GPU: each example's emitted `.cu`, compiled for the CPU
 /// with the emulator of tests/cuda_emu (threads for CUDA threads, barriers for
 /// `__syncthreads` and warp shuffles), matches the interpreter in both row layouts, at class
-/// counts on both sides of each layout's row cache, for every target form.
+/// counts on both sides of each layout's row cache, for every target form; and so do 40
+/// random losses (every op's CUDA form) on a small batch.
 #[test]
 fn cuda_kernels_match_the_interpreter_on_the_cpu_emulator() {
     if !gxx_available() {
@@ -301,21 +302,34 @@ fn cuda_kernels_match_the_interpreter_on_the_cpu_emulator() {
         .into_iter()
         .map(|(rows, classes)| Batch::random(&mut rng, rows, classes, 4.0))
         .collect();
-    let losses = examples();
+    // The examples on every batch and target form; random losses (every op's CUDA form) on
+    // a small batch, one target form each, as the GPU test runs them.
+    let small = Batch::random(&mut rng, 3, 7, 2.0);
+    let mut losses: Vec<(Fused, bool)> = examples().into_iter().map(|(_, f)| (f, true)).collect();
+    losses.extend(random_losses(40).into_iter().enumerate().map(|(i, mut f)| {
+        f.name = format!("random{i}");
+        (f, false)
+    }));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let compared = std::sync::atomic::AtomicUsize::new(0);
+    let (compared, skipped) = (std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0));
     std::thread::scope(|scope| {
-        for part in losses.chunks(losses.len().div_ceil(threads)) {
-            let (dir, batches, compared) = (&dir, &batches, &compared);
+        for (t, part) in losses.chunks(losses.len().div_ceil(threads)).enumerate() {
+            let (dir, batches, small, compared, skipped) = (&dir, &batches, &small, &compared, &skipped);
             scope.spawn(move || {
-                for (_, f) in part {
+                for (i, (f, example)) in part.iter().enumerate() {
                     let bin = emulated(f, dir);
                     let mut cases = Vec::new();
-                    for b in batches {
-                        for kind in 0..5 {
-                            for layout in cuda::Layout::ALL {
-                                cases.push((layout, b, b.targets(kind)));
+                    if *example {
+                        for b in batches {
+                            for kind in 0..5 {
+                                for layout in cuda::Layout::ALL {
+                                    cases.push((layout, b, b.targets(kind)));
+                                }
                             }
+                        }
+                    } else {
+                        for layout in cuda::Layout::ALL {
+                            cases.push((layout, small, small.targets((t + i) % 5)));
                         }
                     }
                     let outs = run_emulated(&bin, &cases);
@@ -326,15 +340,17 @@ fn cuda_kernels_match_the_interpreter_on_the_cpu_emulator() {
                         let names: Vec<String> = names.collect();
                         let outputs: Vec<(&str, &[f32], &[f32])> =
                             names.iter().zip(out).map(|(w, (l, g))| (w.as_str(), l.as_slice(), g.as_slice())).collect();
-                        let (c, _) = compare_each(f, b, t, &outputs, true);
+                        // The random losses with the conditioning filter of `tests/common`.
+                        let (c, s) = compare_each(f, b, t, &outputs, *example);
                         compared.fetch_add(c, std::sync::atomic::Ordering::Relaxed);
+                        skipped.fetch_add(s, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             });
         }
     });
     std::fs::remove_dir_all(&dir).ok();
-    let compared = compared.into_inner();
-    println!("cuda emulator: {compared} rows compared");
-    assert!(compared > 0);
+    let (compared, skipped) = (compared.into_inner(), skipped.into_inner());
+    println!("cuda emulator: {compared} rows compared, {skipped} skipped");
+    assert!(compared > 10 * skipped);
 }
