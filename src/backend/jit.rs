@@ -13,9 +13,11 @@
 //! runs as a columnar program on 8 or 16 lanes (`jit_pass.rs`), and the code calls one helper
 //! per 16 rows instead (`jit_rt::general_rows`), which makes all five steps and evaluates
 //! step 4 for the 16 rows at once.
-//! Label kernels whose loss vanishes off the label (CE, A2, ... without smoothing) take eight
-//! rows at a time instead (`label_rows`): one softmax helper call for the group, then step 4
-//! for the eight rows as two vectors, then one scaling call.
+//! Label kernels whose loss vanishes off the label (CE, A2, ... without smoothing) take 16
+//! rows per helper call (`jit_rt::label_rows`: the softmax passes, step 4 for the 16 rows on
+//! 16 lanes, the scaling) where the processor has AVX2 + FMA, and eight rows at a time in
+//! the code elsewhere (`label_rows`): one softmax helper call for the group, then step 4 for
+//! the eight rows as two vectors, then one scaling call.
 //!
 //! Kernels compile in two tiers: tier 1 calls the math routines out of line
 //! (`jit_rt::unary_lanes`) and is returned at once; tier 2 expands them inline and replaces it
@@ -621,7 +623,18 @@ impl Emitter<'_> {
             padded,
             inv_batch,
         };
-        if spec.kind == TargetKind::Labels && g.sparse {
+        if spec.kind == TargetKind::Labels && g.sparse && self.helpers.avx2 {
+            let on = self.program(g.on.expect("label kernels have an on-target graph"));
+            let helper = self.helpers.label_rows;
+            self.for_loop(zero, rows, GROUP_ROWS as i64, &[], |e, r0, _| {
+                let left = e.b.ins().isub(rows, r0);
+                let most = e.i64c(GROUP_ROWS as i64);
+                let fewer = e.b.ins().icmp(IntCC::SignedLessThan, left, most);
+                let n = e.b.ins().select(fewer, left, most);
+                e.call(helper, &[args, r0, n, on], &[I64, I64, I64, I64], None);
+                vec![]
+            });
+        } else if spec.kind == TargetKind::Labels && g.sparse {
             self.for_loop(zero, rows, LABEL_ROWS as i64, &[], |e, r0, _| {
                 e.label_rows(g, &ctx, r0, rows, spec);
                 vec![]

@@ -619,6 +619,44 @@ helpers! {
             super::grad_e_body(&ps[row.clone()], inv_s[i], &ss[row], sigma, a.inv_batch, g);
         }
     }
+    /// Rows `r0..r0 + n` (`n <= GROUP_ROWS`) of a label kernel whose loss vanishes off the
+    /// label (CE, A2, ... without smoothing), the whole row pipeline: the rows' softmax passes
+    /// write `e = exp(z - m)` into their gradient rows; the on-target program `on` runs once
+    /// for the `n` labels' `p = e / S`; each gradient row is its `e` scaled by
+    /// `-sigma / (S B)` (off the label `s = 0`, so `sigma = s` at the label), and at the label
+    /// `(s - p sigma) / B`: the operations, in their order, of the Cranelift code the baseline
+    /// build keeps (`Emitter::label_rows` in jit.rs), with the label terms of 16 rows in one
+    /// program run (16 lanes with AVX-512) instead of two 4-lane vectors per 8 rows.
+    fn label_rows(args: *const Args, r0: u64, n: u64, on: *const Program) {
+        use std::slice::{from_raw_parts, from_raw_parts_mut};
+        // SAFETY: the kernel passes its argument block, whose pointers cover its rows,
+        // `r0 + n <= rows`, and its on-target program.
+        let (a, on) = unsafe { (&*args, &*on) };
+        let (c, r0, n) = (a.classes as usize, r0 as usize, n as usize);
+        assert!(n <= GROUP_ROWS);
+        // SAFETY: the rows' logits and gradient (see above).
+        let (z, g) = unsafe { (from_raw_parts(a.logits.add(r0 * c), n * c), from_raw_parts_mut(a.grad.add(r0 * c), n * c)) };
+        // Per row: S (then 1 / S), the label, p at the label, and L and s there.
+        let mut inv_s = [0f32; GROUP_ROWS];
+        let mut at = [0usize; GROUP_ROWS];
+        let [mut pts, mut ls, mut ss] = [[0f32; GROUP_ROWS]; 3];
+        softmax_rows_body(z, c, g, &mut inv_s[..n]);
+        for i in 0..n {
+            // SAFETY: row r0 + i's label, which the contract checked is below `c`.
+            at[i] = unsafe { *a.labels.add(r0 + i) } as usize;
+            inv_s[i] = 1.0 / inv_s[i];
+            pts[i] = g[i * c + at[i]] * inv_s[i];
+        }
+        points_body(on, None, &pts[..n], &mut ls[..n], &mut ss[..n]);
+        for i in 0..n {
+            let sigma = ss[i];
+            let row = &mut g[i * c..(i + 1) * c];
+            super::scale_in_place_body(row, -(inv_s[i] * sigma * a.inv_batch));
+            row[at[i]] = (sigma - pts[i] * sigma) * a.inv_batch;
+            // SAFETY: row r0 + i's loss (see above).
+            unsafe { *a.row_loss.add(r0 + i) = ls[i] };
+        }
+    }
     /// `L` and `s` of a program (its `y` folded in) at `n` points `p`, into `l` and `s`.
     fn graph_points(prog: *const Program, p: *const f32, n: u64, l: *mut f32, s: *mut f32) {
         let n = n as usize;
@@ -655,6 +693,7 @@ pub struct Helpers {
     pub unary_lanes: usize,
     pub pow_lanes: usize,
     pub general_rows: usize,
+    pub label_rows: usize,
     pub graph_points: usize,
     /// Whether these are the AVX2 + FMA builds.
     pub avx2: bool,
