@@ -625,15 +625,7 @@ impl Emitter<'_> {
         };
         if spec.kind == TargetKind::Labels && g.sparse && self.helpers.avx2 {
             let on = self.program(g.on.expect("label kernels have an on-target graph"));
-            let helper = self.helpers.label_rows;
-            self.for_loop(zero, rows, GROUP_ROWS as i64, &[], |e, r0, _| {
-                let left = e.b.ins().isub(rows, r0);
-                let most = e.i64c(GROUP_ROWS as i64);
-                let fewer = e.b.ins().icmp(IntCC::SignedLessThan, left, most);
-                let n = e.b.ins().select(fewer, left, most);
-                e.call(helper, &[args, r0, n, on], &[I64, I64, I64, I64], None);
-                vec![]
-            });
+            self.group_calls(self.helpers.label_rows, args, rows, on);
         } else if spec.kind == TargetKind::Labels && g.sparse {
             self.for_loop(zero, rows, LABEL_ROWS as i64, &[], |e, r0, _| {
                 e.label_rows(g, &ctx, r0, rows, spec);
@@ -641,15 +633,7 @@ impl Emitter<'_> {
             });
         } else if !g.sparse && (self.helpers.avx2 || spec.classes >= COLUMN_PASS_MIN_CLASSES) {
             let plan = self.rows_plan(spec, g);
-            let helper = self.helpers.general_rows;
-            self.for_loop(zero, rows, GROUP_ROWS as i64, &[], |e, r0, _| {
-                let left = e.b.ins().isub(rows, r0);
-                let most = e.i64c(GROUP_ROWS as i64);
-                let fewer = e.b.ins().icmp(IntCC::SignedLessThan, left, most);
-                let n = e.b.ins().select(fewer, left, most);
-                e.call(helper, &[args, r0, n, plan], &[I64, I64, I64, I64], None);
-                vec![]
-            });
+            self.group_calls(self.helpers.general_rows, args, rows, plan);
         } else {
             self.for_loop(zero, rows, 1, &[], |e, r, _| {
                 e.row(spec, g, &ctx, r);
@@ -657,6 +641,20 @@ impl Emitter<'_> {
             });
         }
         self.b.ins().return_(&[]);
+    }
+
+    /// `helper(args, r0, n, data)` for each group of up to [`GROUP_ROWS`] rows from `r0`:
+    /// the row helpers that take a whole group (`jit_rt::general_rows`, `label_rows`).
+    fn group_calls(&mut self, helper: usize, args: Value, rows: Value, data: Value) {
+        let zero = self.i64c(0);
+        self.for_loop(zero, rows, GROUP_ROWS as i64, &[], |e, r0, _| {
+            let left = e.b.ins().isub(rows, r0);
+            let most = e.i64c(GROUP_ROWS as i64);
+            let fewer = e.b.ins().icmp(IntCC::SignedLessThan, left, most);
+            let n = e.b.ins().select(fewer, left, most);
+            e.call(helper, &[args, r0, n, data], &[I64, I64, I64, I64], None);
+            vec![]
+        });
     }
 
     /// Classes per iteration of the exp and general passes (see `pair`).
