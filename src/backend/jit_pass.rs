@@ -613,15 +613,8 @@ pub mod avx2 {
                 // Subnormals: scale by 2^24 first so the exponent field is meaningful.
                 let sub = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(f32::MIN_POSITIVE));
                 let x = _mm256_blendv_ps(x, _mm256_mul_ps(x, _mm256_set1_ps(16_777_216.0)), sub);
-                let bits = _mm256_castps_si256(x);
-                let ex = _mm256_and_si256(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(0xff));
-                let e = _mm256_cvtepi32_ps(_mm256_sub_epi32(ex, _mm256_set1_epi32(126)));
-                let e = _mm256_sub_ps(e, _mm256_and_ps(sub, _mm256_set1_ps(24.0)));
-                let mant = _mm256_or_si256(
-                    _mm256_and_si256(bits, _mm256_set1_epi32(0x807f_ffffu32 as i32)),
-                    _mm256_set1_epi32(0x3f00_0000),
-                );
-                (_mm256_castsi256_ps(mant), e)
+                let (mant, e) = self.frexp_normal(x);
+                (mant, _mm256_sub_ps(e, _mm256_and_ps(sub, _mm256_set1_ps(24.0))))
             }
         }
         #[inline(always)]
@@ -898,15 +891,8 @@ pub mod avx512 {
                 // Subnormals: scale by 2^24 first so the exponent field is meaningful.
                 let sub = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(f32::MIN_POSITIVE));
                 let x = _mm512_mask_mul_ps(x, sub, x, _mm512_set1_ps(16_777_216.0));
-                let b = bits(x);
-                let ex = _mm512_and_si512(_mm512_srli_epi32::<23>(b), _mm512_set1_epi32(0xff));
-                let e = _mm512_cvtepi32_ps(_mm512_sub_epi32(ex, _mm512_set1_epi32(126)));
-                let e = _mm512_mask_sub_ps(e, sub, e, _mm512_set1_ps(24.0));
-                let mant = _mm512_or_si512(
-                    _mm512_and_si512(b, _mm512_set1_epi32(0x807f_ffffu32 as i32)),
-                    _mm512_set1_epi32(0x3f00_0000),
-                );
-                (float(mant), e)
+                let (mant, e) = self.frexp_normal(x);
+                (mant, _mm512_mask_sub_ps(e, sub, e, _mm512_set1_ps(24.0)))
             }
         }
         #[inline(always)]
