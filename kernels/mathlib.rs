@@ -747,18 +747,35 @@ pub fn erfc<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// The scaled Bessel pieces shared by the six Bessel routines, for a = |x|:
-/// `(e^-a I0(a), e^-a I1(a) / a, e^-a I1(a))`.
+/// `(e^-a I0(a), e^-a I1(a) / a, e^-a I1(a))`, from three ranges: [0, 2], (2, 8) and [8, inf).
 #[inline(always)]
 fn bessel_scaled<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V, M::V) {
-    let eight = m.c(8.0);
+    let (two, eight) = (m.c(2.0), m.c(8.0));
+    let above_two = m.lt(two, a);
     let is_small = m.lt(a, eight);
-    let (i0e, i1ex, i1e) = match m.uniform(is_small) {
-        Some(true) => bessel_scaled_small(m, a),
-        Some(false) => bessel_scaled_large(m, a),
-        None => {
-            let (s0, s1x, s1) = bessel_scaled_small(m, a);
-            let (l0, l1x, l1) = bessel_scaled_large(m, a);
-            (m.select(is_small, s0, l0), m.select(is_small, s1x, l1x), m.select(is_small, s1, l1))
+    /// Each of the three pieces where `mask`, else `other`'s.
+    #[inline(always)]
+    fn select3<M: Vm>(m: &mut M, mask: M::M, a: (M::V, M::V, M::V), b: (M::V, M::V, M::V)) -> (M::V, M::V, M::V) {
+        (m.select(mask, a.0, b.0), m.select(mask, a.1, b.1), m.select(mask, a.2, b.2))
+    }
+    let (i0e, i1ex, i1e) = match m.uniform(above_two) {
+        Some(false) => bessel_scaled_tiny(m, a),
+        above => {
+            let rest = match m.uniform(is_small) {
+                Some(true) => bessel_scaled_small(m, a),
+                Some(false) => bessel_scaled_large(m, a),
+                None => {
+                    let small = bessel_scaled_small(m, a);
+                    let large = bessel_scaled_large(m, a);
+                    select3(m, is_small, small, large)
+                }
+            };
+            if above.is_none() {
+                let tiny = bessel_scaled_tiny(m, a);
+                select3(m, above_two, rest, tiny)
+            } else {
+                rest
+            }
         }
     };
     // At a = inf the scaled functions are 0.
@@ -768,15 +785,39 @@ fn bessel_scaled<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V, M::V) {
     (m.select(is_inf, zero, i0e), m.select(is_inf, zero, i1ex), m.select(is_inf, zero, i1e))
 }
 
-/// [`bessel_scaled`] below 8.
+/// [`bessel_scaled`] on [0, 2] (NaN included), without divisions.
+#[inline(always)]
+fn bessel_scaled_tiny<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V, M::V) {
+    let t = tiny_t(m, a);
+    let i0 = chebyshev(m, t, coeffs::I0E_TINY);
+    let i1x = chebyshev(m, t, coeffs::I1EX_TINY);
+    let i1 = m.mul(i1x, a);
+    (i0, i1x, i1)
+}
+
+/// `t = a - 1`, the argument of the series on [0, 2].
+#[inline(always)]
+fn tiny_t<M: Vm>(m: &mut M, a: M::V) -> M::V {
+    let one = m.c(1.0);
+    m.sub(a, one)
+}
+
+/// `(t, w) = ((a - 5) / 3, 1 + a/4)`: the argument of the series on [2, 8], and the factor
+/// they are flattened by.
+#[inline(always)]
+fn small_t<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V) {
+    let (five, third, quarter, one) = (m.c(5.0), m.c(1.0 / 3.0), m.c(0.25), m.c(1.0));
+    let t = m.sub(a, five);
+    let t = m.mul(t, third);
+    (t, m.fma(a, quarter, one))
+}
+
+/// [`bessel_scaled`] on (2, 8).
 #[inline(always)]
 fn bessel_scaled_small<M: Vm>(m: &mut M, a: M::V) -> (M::V, M::V, M::V) {
-    let (quarter, one, two) = (m.c(0.25), m.c(1.0), m.c(2.0));
-    let t = m.mul(a, quarter);
-    let t = m.sub(t, one);
+    let (t, w) = small_t(m, a);
     let f0 = chebyshev(m, t, coeffs::I0E_SMALL);
     let f1 = chebyshev(m, t, coeffs::I1EX_SMALL);
-    let w = m.add(t, two); // 1 + x/4
     let i0 = m.div(f0, w);
     let w2 = m.mul(w, w);
     let i1x = m.div(f1, w2);
@@ -849,33 +890,41 @@ pub fn bessel<M: Vm>(m: &mut M, x: M::V, which: Bessel) -> M::V {
 /// from their own series: the textbook forms `i1e - i0e` cancel for large |x|.
 #[inline(always)]
 pub fn bessel_derivative<M: Vm>(m: &mut M, x: M::V, i1: bool) -> M::V {
-    let (small_c, large_c) =
-        if i1 { (coeffs::I1E_D_SMALL, coeffs::I1E_D_LARGE) } else { (coeffs::I0E_D_SMALL, coeffs::I0E_D_LARGE) };
+    let (tiny_c, small_c, large_c) = if i1 {
+        (coeffs::I1E_D_TINY, coeffs::I1E_D_SMALL, coeffs::I1E_D_LARGE)
+    } else {
+        (coeffs::I0E_D_TINY, coeffs::I0E_D_SMALL, coeffs::I0E_D_LARGE)
+    };
     let a = m.abs(x);
-    let one = m.c(1.0);
-    let eight = m.c(8.0);
+    let (one, two, eight) = (m.c(1.0), m.c(2.0), m.c(8.0));
+    let above_two = m.lt(two, a);
     let is_small = m.lt(a, eight);
     let v = split!(
         m,
-        is_small,
+        above_two,
+        split!(
+            m,
+            is_small,
+            {
+                let (t, w) = small_t(m, a);
+                let f = chebyshev(m, t, small_c);
+                let w3 = m.mul(w, w);
+                let w3 = m.mul(w3, w);
+                m.div(f, w3)
+            },
+            {
+                let sixteen = m.c(16.0);
+                let t = m.div(sixteen, a);
+                let t = m.sub(t, one);
+                let g = chebyshev(m, t, large_c);
+                let r = m.sqrt(a);
+                let g = m.div(g, r);
+                m.div(g, a)
+            }
+        ),
         {
-            let (quarter, two) = (m.c(0.25), m.c(2.0));
-            let t = m.mul(a, quarter);
-            let t = m.sub(t, one);
-            let f = chebyshev(m, t, small_c);
-            let w = m.add(t, two); // 1 + a/4
-            let w3 = m.mul(w, w);
-            let w3 = m.mul(w3, w);
-            m.div(f, w3)
-        },
-        {
-            let sixteen = m.c(16.0);
-            let t = m.div(sixteen, a);
-            let t = m.sub(t, one);
-            let g = chebyshev(m, t, large_c);
-            let r = m.sqrt(a);
-            let g = m.div(g, r);
-            m.div(g, a)
+            let t = tiny_t(m, a);
+            chebyshev(m, t, tiny_c)
         }
     );
     let inf = m.c(f32::INFINITY);

@@ -30,15 +30,21 @@ def erfcx(x):
 
 # name, doc, f(x), x(t) for t in [-1, 1]
 SERIES = [
-    # The polynomial factors flatten the functions (which keeps f32 evaluation accurate) and,
-    # being entire, keep the series short.
-    ("I0E_SMALL", "(1 + x/4) e^-x I0(x) on [0, 8], t = x/4 - 1", lambda x: (1 + x / 4) * i0e(x), lambda t: 4 * (t + 1)),
-    ("I1EX_SMALL", "(1 + x/4)^2 e^-x I1(x) / x on [0, 8], t = x/4 - 1", lambda x: (1 + x / 4) ** 2 * (i1e(x) / x if x != 0 else mp.mpf(0.5)), lambda t: 4 * (t + 1)),
+    # The Bessel family in three ranges. [0, 2] holds most of a loss's Bessel arguments (a
+    # probability, an erf, a sigmoid): short series there, with nothing to divide by. On
+    # [2, 8] polynomial factors flatten the functions (which keeps f32 evaluation accurate)
+    # and, being entire, keep the series short.
+    ("I0E_TINY", "e^-x I0(x) on [0, 2], t = x - 1", i0e, lambda t: t + 1),
+    ("I1EX_TINY", "e^-x I1(x) / x on [0, 2], t = x - 1", lambda x: i1e(x) / x if x != 0 else mp.mpf(0.5), lambda t: t + 1),
+    ("I0E_D_TINY", "i1e(x) - i0e(x) on [0, 2], t = x - 1", lambda x: i1e(x) - i0e(x), lambda t: t + 1),
+    ("I1E_D_TINY", "i0e(x) - i1e(x)/x - i1e(x) on [0, 2], t = x - 1", lambda x: i0e(x) - (i1e(x) / x if x != 0 else mp.mpf(0.5)) - i1e(x), lambda t: t + 1),
+    ("I0E_SMALL", "(1 + x/4) e^-x I0(x) on [2, 8], t = (x - 5)/3", lambda x: (1 + x / 4) * i0e(x), lambda t: 3 * t + 5),
+    ("I1EX_SMALL", "(1 + x/4)^2 e^-x I1(x) / x on [2, 8], t = (x - 5)/3", lambda x: (1 + x / 4) ** 2 * i1e(x) / x, lambda t: 3 * t + 5),
     ("I0E_LARGE", "sqrt(x) e^-x I0(x) on [8, inf), t = 16/x - 1", lambda x: mp.sqrt(x) * i0e(x), lambda t: 16 / (t + 1)),
     ("I1E_LARGE", "sqrt(x) e^-x I1(x) on [8, inf), t = 16/x - 1", lambda x: mp.sqrt(x) * i1e(x), lambda t: 16 / (t + 1)),
-    ("I0E_D_SMALL", "(1 + x/4)^3 (i1e(x) - i0e(x)) on [0, 8], t = x/4 - 1", lambda x: (1 + x / 4) ** 3 * (i1e(x) - i0e(x)), lambda t: 4 * (t + 1)),
+    ("I0E_D_SMALL", "(1 + x/4)^3 (i1e(x) - i0e(x)) on [2, 8], t = (x - 5)/3", lambda x: (1 + x / 4) ** 3 * (i1e(x) - i0e(x)), lambda t: 3 * t + 5),
     ("I0E_D_LARGE", "x^1.5 (i1e(x) - i0e(x)) on [8, inf), t = 16/x - 1", lambda x: x ** 1.5 * (i1e(x) - i0e(x)), lambda t: 16 / (t + 1)),
-    ("I1E_D_SMALL", "(1 + x/4)^3 (i0e(x) - i1e(x)/x - i1e(x)) on [0, 8], t = x/4 - 1", lambda x: (1 + x / 4) ** 3 * (i0e(x) - (i1e(x) / x if x != 0 else mp.mpf(0.5)) - i1e(x)), lambda t: 4 * (t + 1)),
+    ("I1E_D_SMALL", "(1 + x/4)^3 (i0e(x) - i1e(x)/x - i1e(x)) on [2, 8], t = (x - 5)/3", lambda x: (1 + x / 4) ** 3 * (i0e(x) - i1e(x) / x - i1e(x)), lambda t: 3 * t + 5),
     ("I1E_D_LARGE", "x^1.5 (i0e(x) - i1e(x)/x - i1e(x)) on [8, inf), t = 16/x - 1", lambda x: x ** 1.5 * (i0e(x) - i1e(x) / x - i1e(x)), lambda t: 16 / (t + 1)),
     ("ERFCX_MID", "e^(x^2) erfc(x) on [1, 4], t = (2x - 5)/3", erfcx, lambda t: (3 * t + 5) / 2),
     ("ERFCX_LARGE", "x e^(x^2) erfc(x) on [4, inf), t = 8/x - 1", lambda x: x * erfcx(x), lambda t: 8 / (t + 1)),
