@@ -219,11 +219,21 @@ pub const EXP_LO: f32 = -86.9;
 pub const EXP_HI: f32 = 89.0;
 
 /// `e^x`. Results below ~1.5e-38 (x < -86.9) flush to 0; above f32's range they are inf.
+/// Lanes all below the range take the 0 alone: `e^(-(p / eps)^2)` and the like, whose
+/// arguments are huge, are common in the paper's losses.
 #[inline(always)]
 pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    let lo = m.c(EXP_LO);
+    let below = m.lt(x, lo);
+    let zero = m.c(0.0);
+    split!(m, below, zero, exp_from(m, x, below))
+}
+
+/// [`exp`] once `below` (`x < EXP_LO`) is known.
+#[inline(always)]
+fn exp_from<M: Vm>(m: &mut M, x: M::V, below: M::M) -> M::V {
     // Clamp with compare+select so NaN passes through (a NaN compares false).
     let (lo, hi) = (m.c(EXP_LO), m.c(EXP_HI));
-    let below = m.lt(x, lo);
     let xc = m.select(below, lo, x);
     let above = m.lt(hi, xc);
     let xc = m.select(above, hi, xc);
