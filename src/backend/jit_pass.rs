@@ -670,13 +670,24 @@ pub mod avx2 {
                     // SAFETY: i + 8 <= stride (checked): within row r's scratch; y's lanes
                     // past c are masked off and not read.
                     unsafe {
-                        let p = _mm256_mul_ps(_mm256_loadu_ps(rows.e.as_ptr().add(r * stride + i)), inv);
-                        put(vals, prog.p_at, slot, p);
-                        let yv = match rows.y {
+                        let mut p = _mm256_mul_ps(_mm256_loadu_ps(rows.e.as_ptr().add(r * stride + i)), inv);
+                        let mut yv = match rows.y {
                             Some(y) if i + W <= c => _mm256_loadu_ps(y.as_ptr().add(r * c + i)),
                             Some(y) => _mm256_maskload_ps(y.as_ptr().add(r * c + i), inside_last),
                             None => zero,
                         };
+                        if i + W > c {
+                            // The lanes past c get a copy of the row's last class: their
+                            // results are dropped, and so a routine's range split
+                            // (`mathlib::split!`) is decided by the row's own values, not by
+                            // the padding's p = 0 (`exp(-(p / eps)^2)` took both sides in
+                            // every row's last vector).
+                            let (last, inside) =
+                                (_mm256_set1_epi32((c - 1 - i) as i32), _mm256_castsi256_ps(inside_last));
+                            p = _mm256_blendv_ps(_mm256_permutevar8x32_ps(p, last), p, inside);
+                            yv = _mm256_blendv_ps(_mm256_permutevar8x32_ps(yv, last), yv, inside);
+                        }
+                        put(vals, prog.p_at, slot, p);
                         put(vals, prog.y_at, slot, yv);
                     }
                 }
@@ -970,11 +981,17 @@ pub mod avx512 {
                             };
                             (_mm512_mul_ps(_mm512_loadu_ps(e), inv), yv)
                         } else {
+                            // The lanes past c get the row's last class (see `avx2`).
+                            let last = _mm512_set1_epi32((c - 1 - i) as i32);
                             let yv = match y {
-                                Some(y) => _mm512_maskz_loadu_ps(inside_last, y),
+                                Some(y) => {
+                                    let yv = _mm512_maskz_loadu_ps(inside_last, y);
+                                    _mm512_mask_blend_ps(inside_last, _mm512_permutexvar_ps(last, yv), yv)
+                                }
                                 None => zero,
                             };
-                            (_mm512_mul_ps(_mm512_maskz_loadu_ps(inside_last, e), inv), yv)
+                            let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(inside_last, e), inv);
+                            (_mm512_mask_blend_ps(inside_last, _mm512_permutexvar_ps(last, p), p), yv)
                         };
                         put(vals, prog.p_at, slot, p);
                         put(vals, prog.y_at, slot, yv);
