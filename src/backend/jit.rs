@@ -35,7 +35,7 @@ use super::mathlib::Vm;
 use super::vm::{self, Ops, eval_graph};
 use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp, print};
 use crate::passes::fuse::Fused;
-use crate::passes::simplify::simplify;
+use crate::passes::simplify::{Rules, simplify_with};
 use crate::reference::contract::{ContractError, Targets, batch_size};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
@@ -205,7 +205,7 @@ fn with_y(g: &Graph, y: f64) -> Graph {
         map.push(new);
     }
     out.outputs = g.outputs.iter().map(|(name, id)| (name.clone(), map[id.index()])).collect();
-    simplify(&out)
+    simplify_with(&out, Rules::Fused)
 }
 
 fn is_zero(g: &Graph, id: Id) -> bool {

@@ -4,7 +4,8 @@
 //! `dL/dz_j = s_j - p_j * sum_c s_c`. Forming `s` symbolically, before simplification, lets
 //! factors such as `p * (r / p)` cancel instead of producing `0 * inf` when `p` underflows.
 
-use super::{autodiff, simplify::simplify};
+use super::autodiff;
+use super::simplify::{Rules, simplify, simplify_with};
 use crate::ir::{Graph, Id, Input};
 
 /// Output names of a fused graph.
@@ -39,7 +40,7 @@ pub fn derivatives(module: &Graph, name: &str) -> Option<Graph> {
 /// [`derivatives`] of a graph whose first output is the loss, already simplified (the search's
 /// screen has just simplified it; a second pass would double the cost).
 pub fn derivatives_of(g: Graph) -> Graph {
-    simplify(&derivatives_unsimplified(g))
+    simplify_with(&derivatives_unsimplified(g), Rules::Fused)
 }
 
 /// [`derivatives_of`] before its final simplification: where this graph is finite the

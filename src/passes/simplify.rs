@@ -10,22 +10,42 @@ use crate::ir::op::{Parity, Sign};
 use crate::ir::{BinOp, Graph, Id, Input, Node, UnOp};
 use std::borrow::Cow;
 
+/// Which rules a simplification applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rules {
+    /// The rules the canonical keys of losses hang on ([`KEY_FORMAT`]: the search's store).
+    Keyed,
+    /// Also `sign(x) -> 1` where `x > 0` is known, for fused graphs (a loss with its
+    /// derivatives), of which no key is made: the derivatives of `sqrt` and the guarded logs
+    /// bring `sign` of their argument, often a sum such as `1 + x^2`.
+    Fused,
+}
+
 /// Rebuilds `g` simplified; outputs keep their names and order.
 pub fn simplify(g: &Graph) -> Graph {
     simplify_keyed(g).0
+}
+
+/// [`simplify`] with the rules of `rules`.
+pub fn simplify_with(g: &Graph, rules: Rules) -> Graph {
+    simplify_rules(g, rules).0
 }
 
 /// [`simplify`], and a structural hash of the simplified first output (0 without outputs):
 /// equal expressions get equal keys, so it can key what is known about a loss (the search's
 /// screen keeps its gradient verdicts by it).
 pub fn simplify_keyed(g: &Graph) -> (Graph, u64) {
+    simplify_rules(g, Rules::Keyed)
+}
+
+fn simplify_rules(g: &Graph, rules: Rules) -> (Graph, u64) {
     // The first round reads `g` itself unless it has dead nodes (no copy of a graph whose
     // every node is live: the screen simplifies every candidate that passes its rules).
     let mut cur = if g.all_live() { Cow::Borrowed(g) } else { Cow::Owned(g.copy_live()) };
     let mut key = 0;
     // Rules fire while rebuilding bottom-up; a second round catches rules enabled by the first.
     for _ in 0..4 {
-        let (next, fired, k) = round(&cur);
+        let (next, fired, k) = round(&cur, rules);
         key = k;
         // A round in which no rule fired rebuilt each node as it was (operands in canonical
         // order, duplicates merged): the next round would meet the same facts node by node
@@ -33,7 +53,7 @@ pub fn simplify_keyed(g: &Graph) -> (Graph, u64) {
         // expressions have as many nodes.
         let done = !fired || (next.len() == cur.len() && next.same_as(&cur));
         // Every test that simplifies checks the shortcut's reasoning.
-        debug_assert!(fired || round(&next).0.same_as(&next), "a round without rules is a fixpoint");
+        debug_assert!(fired || round(&next, rules).0.same_as(&next), "a round without rules is a fixpoint");
         cur = Cow::Owned(next);
         if done {
             break;
@@ -44,10 +64,15 @@ pub fn simplify_keyed(g: &Graph) -> (Graph, u64) {
 
 /// One bottom-up rebuild, whether any rule fired (a node came out other than as itself, with
 /// its operands mapped and, if commutative, in either order), and the first output's key.
-fn round(g: &Graph) -> (Graph, bool, u64) {
+fn round(g: &Graph, rules: Rules) -> (Graph, bool, u64) {
     let n = g.len();
-    let mut s =
-        Simplifier { g: Graph::with_capacity(g.eps, n), key: Vec::with_capacity(n), nonneg: Vec::with_capacity(n) };
+    let mut s = Simplifier {
+        g: Graph::with_capacity(g.eps, n),
+        key: Vec::with_capacity(n),
+        nonneg: Vec::with_capacity(n),
+        pos: Vec::with_capacity(n),
+        rules,
+    };
     let mut map: Vec<Id> = Vec::with_capacity(g.len());
     let mut fired = false;
     for (_, n) in g.iter() {
@@ -76,6 +101,9 @@ struct Simplifier {
     key: Vec<u64>,
     /// Known to be >= 0 (or NaN) for y, p in [0, 1].
     nonneg: Vec<bool>,
+    /// Known to be > 0 (or NaN) for y, p in [0, 1], in exact arithmetic.
+    pos: Vec<bool>,
+    rules: Rules,
 }
 
 /// Unary ops with `f(-x) = f(x)`: `f(neg x)` and `f(abs x)` become `f(x)`.
@@ -144,23 +172,42 @@ impl Simplifier {
                 Node::Unary(..) => 2,
                 Node::Binary(..) => 3,
             };
-            let (nonneg, key) = match n {
-                Node::Input(i) => (true, sip13(&[i as u64, variant(&n)])),
-                Node::Const(bits) => (f64::from_bits(bits) >= 0.0, sip13(&[bits, variant(&n)])),
-                Node::Unary(op, a) => (nonneg_op(op), sip13(&[self.key[a.index()], op.name_hash(), variant(&n)])),
+            let (nonneg, pos, key) = match n {
+                Node::Input(i) => (true, false, sip13(&[i as u64, variant(&n)])),
+                Node::Const(bits) => {
+                    let v = f64::from_bits(bits);
+                    (v >= 0.0, v > 0.0, sip13(&[bits, variant(&n)]))
+                }
+                Node::Unary(op, a) => {
+                    let pa = self.pos[a.index()];
+                    let pos = match op {
+                        UnOp::Exp => true,
+                        UnOp::Abs | UnOp::Square | UnOp::Sqrt => pa,
+                        _ => false,
+                    };
+                    (nonneg_op(op), pos, sip13(&[self.key[a.index()], op.name_hash(), variant(&n)]))
+                }
                 Node::Binary(op, a, b) => {
                     let (na, nb) = (self.nonneg[a.index()], self.nonneg[b.index()]);
+                    let (pa, pb) = (self.pos[a.index()], self.pos[b.index()]);
                     let nn = match op {
                         BinOp::Add | BinOp::Mul | BinOp::Div | BinOp::Min => na && nb,
                         BinOp::Max => na || nb,
                         BinOp::Pow => na,
                         BinOp::Sub => false,
                     };
-                    (nn, sip13(&[self.key[a.index()], self.key[b.index()], op.name_hash(), variant(&n)]))
+                    let pos = match op {
+                        BinOp::Add => (pa && nb) || (na && pb),
+                        BinOp::Mul | BinOp::Div | BinOp::Min => pa && pb,
+                        BinOp::Max => pa || pb,
+                        BinOp::Pow | BinOp::Sub => false,
+                    };
+                    (nn, pos, sip13(&[self.key[a.index()], self.key[b.index()], op.name_hash(), variant(&n)]))
                 }
             };
             self.key.push(key);
             self.nonneg.push(nonneg);
+            self.pos.push(pos);
         }
         id
     }
@@ -199,8 +246,9 @@ impl Simplifier {
             (Neg, Node::Unary(Neg, a)) => return a, //          --a -> a
             (Neg, Node::Binary(BinOp::Sub, a, b)) => return self.bin(BinOp::Sub, b, a), // -(a-b) -> b-a
             (Abs | Relu, _) if self.nonneg[x.index()] => return x, // |a| -> a when a >= 0
-            (Sqrt, Node::Unary(Square, a)) => return self.un(Abs, a), // sqrt(a^2) -> |a|
-            (_, Node::Unary(Neg | Abs, a)) if even(op) => return self.un(op, a), // f(-a) -> f(a)
+            (Sign, _) if self.rules == Rules::Fused && self.pos[x.index()] => return self.c(1.0), // sign(a) -> 1 when a > 0
+            (Sqrt, Node::Unary(Square, a)) => return self.un(Abs, a),                             // sqrt(a^2) -> |a|
+            (_, Node::Unary(Neg | Abs, a)) if even(op) => return self.un(op, a),                  // f(-a) -> f(a)
             (_, Node::Unary(Neg, a)) if odd(op) => {
                 let inner = self.un(op, a); //                   f(-a) -> -f(a)
                 return self.un(Neg, inner);
@@ -352,5 +400,20 @@ mod tests {
 
     fn n_id() -> Id {
         Id::from_index(1)
+    }
+
+    /// `sign` of what is known positive is 1 in fused graphs only: the keys of losses, which
+    /// the search's store holds, do not change.
+    #[test]
+    fn sign_of_a_positive_sum_folds_in_fused_graphs_only() {
+        let g = crate::syntax::parse("loss l = sign(1 + square(p)) * p + sign(exp(y) * 2) + sign(p) + sign(1 - p);")
+            .unwrap();
+        let text = |rules| crate::ir::print::to_text(&simplify_with(&g, rules));
+        let keyed = text(Rules::Keyed);
+        assert_eq!(keyed.matches("sign(").count(), 4, "{keyed}");
+        let fused = text(Rules::Fused);
+        // sign(p) (p may be 0) and sign(1 - p) stay.
+        assert_eq!(fused.matches("sign(").count(), 2, "{fused}");
+        assert!(fused.contains("sign(p)") && fused.contains("sign(1 - p)"), "{fused}");
     }
 }
