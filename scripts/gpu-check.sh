@@ -37,6 +37,7 @@ else
 fi
 
 if [ -n "$bin" ]; then
+  bash scripts/gpu-unpack.sh "$bin"
   lossc="$bin/lossc" emitters="$bin/emitters" gpu_train="$bin/gpu_train" runtime_gpu="$bin/runtime_gpu"
   python_targets="$bin/python_targets"
 else

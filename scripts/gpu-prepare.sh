@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares .gpu/ for scripts/gpu-check.sh on a GPU machine that has no Rust toolchain and no
 # network (the `device` tool's machines): the release `lossc`, the `emitters`, `gpu_train`,
-# `python_targets` and runtime `gpu` test binaries (stripped) and the Debian packages of the Vulkan loader and
+# `python_targets` and runtime `gpu` test binaries (stripped, packed with xz) and the Debian packages of the Vulkan loader and
 # the GL dispatch libraries that NVIDIA's Vulkan driver links against, for wgpu. Carry `.gpu` with the
 # working tree and run `bash scripts/gpu-check.sh .gpu` there.
 set -euo pipefail
@@ -44,4 +44,11 @@ for name, keep in [("train-images-idx3-ubyte", 20000), ("train-labels-idx1-ubyte
     with gzip.open(f"{dst}/{name}.gz", "wb") as f:
         f.write(header + body)
 PY
-du -sh .gpu
+# The binaries travel compressed (scripts/gpu-unpack.sh, which gpu-check.sh and gpu-proof.sh
+# call, unpacks them), and all that travels must fit in the device tool's 64 MiB.
+xz -T0 -6 .gpu/lossc .gpu/emitters .gpu/gpu_train .gpu/runtime_gpu .gpu/python_targets
+tracked=$(git ls-files -z | xargs -0 cat | wc -c)
+packed=$(du -sb .gpu | cut -f1)
+total=$(( (tracked + packed) / 1048576 ))
+echo "carried: tracked files $(( tracked / 1048576 )) MiB + .gpu $(( packed / 1048576 )) MiB = $total MiB of 64"
+[ "$total" -lt 64 ] || { echo "error: what the device tool carries would exceed 64 MiB" >&2; exit 1; }

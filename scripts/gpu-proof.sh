@@ -14,6 +14,7 @@ out=${OUT:-/tmp}
 exec > >(tee "$out/gpu-proof.txt") 2>&1
 bin=${1:-.gpu}
 lossc="$bin/lossc"
+bash scripts/gpu-unpack.sh "$bin"
 initial=${INITIAL:-200} iterations=${ITERATIONS:-200} models=${MODELS:-64} steps=${STEPS:-8000}
 round=${ROUND:-$((2 * models))} aug=${AUG:-base}
 echo "== $(date -u) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1)"
