@@ -223,35 +223,28 @@ pub const EXP_HI: f32 = 89.0;
 /// arguments are huge, are common in the paper's losses.
 #[inline(always)]
 pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    let lo = m.c(EXP_LO);
+    let (lo, hi, zero) = (m.c(EXP_LO), m.c(EXP_HI), m.c(0.0));
     let below = m.lt(x, lo);
-    let zero = m.c(0.0);
-    split!(m, below, zero, exp_from(m, x, below))
-}
-
-/// [`exp`] once `below` (`x < EXP_LO`) is known.
-#[inline(always)]
-fn exp_from<M: Vm>(m: &mut M, x: M::V, below: M::M) -> M::V {
-    // Clamp with compare+select so NaN passes through (a NaN compares false).
-    let (lo, hi) = (m.c(EXP_LO), m.c(EXP_HI));
-    let xc = m.select(below, lo, x);
-    let above = m.lt(hi, xc);
-    let xc = m.select(above, hi, xc);
-    let l2e = m.c(LOG2E);
-    let t = m.mul(xc, l2e);
-    let n = m.round(t); // in [-125, 128]
-    let (h, l) = (m.c(-LN2_HI), m.c(-LN2_LO));
-    let r = m.fma(n, h, xc);
-    let r = m.fma(n, l, r);
-    let p = poly(m, r, &EXP_POLY_F32);
-    // p 2^n as (2p) 2^(n-1), so n = 128 overflows to inf only through the product.
-    let one = m.c(1.0);
-    let nm1 = m.sub(n, one);
-    let scale = m.pow2i(nm1);
-    let p2 = m.add(p, p);
-    let v = m.mul(p2, scale);
-    let zero = m.c(0.0);
-    m.select(below, zero, v)
+    split!(m, below, zero, {
+        // Clamp with compare+select so NaN passes through (a NaN compares false).
+        let xc = m.select(below, lo, x);
+        let above = m.lt(hi, xc);
+        let xc = m.select(above, hi, xc);
+        let l2e = m.c(LOG2E);
+        let t = m.mul(xc, l2e);
+        let n = m.round(t); // in [-125, 128]
+        let (h, l) = (m.c(-LN2_HI), m.c(-LN2_LO));
+        let r = m.fma(n, h, xc);
+        let r = m.fma(n, l, r);
+        let p = poly(m, r, &EXP_POLY_F32);
+        // p 2^n as (2p) 2^(n-1), so n = 128 overflows to inf only through the product.
+        let one = m.c(1.0);
+        let nm1 = m.sub(n, one);
+        let scale = m.pow2i(nm1);
+        let p2 = m.add(p, p);
+        let v = m.mul(p2, scale);
+        m.select(below, zero, v)
+    })
 }
 
 /// `e^x - 1`, accurate near 0.

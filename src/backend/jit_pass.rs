@@ -476,6 +476,24 @@ macro_rules! block_eval {
             }
         }
 
+        /// Zeroes the rows' label lanes in the `L` and `s` blocks of a block of `m` vectors
+        /// that starts at `at`, once per row rather than masked in every vector of the drain
+        /// (a mask built per vector from the label's vector and lane was a tenth of a cheap
+        /// loss's time).
+        #[target_feature(enable = $features)]
+        fn zero_labels(prog: &Program, vals: &mut [Block], labels: &[[i64; 2]], at: Cursor, m: usize, nvec: usize) {
+            for (r, js, slot0) in segments(at, m, nvec) {
+                for (lj, lane) in label_lanes(labels[r], W) {
+                    if js.contains(&lj) {
+                        let slot = slot0 + lj - js.start;
+                        for node in [prog.loss, prog.s] {
+                            vals[node][slot] = without_lane(vals[node][slot], lane);
+                        }
+                    }
+                }
+            }
+        }
+
         /// Vector `j` of an input's block (`at`: its node, if the program reads it).
         #[inline(always)]
         fn put(vals: &mut [Block], at: Option<usize>, j: usize, v: $v) {
@@ -631,6 +649,17 @@ pub mod avx2 {
         }
     }
 
+    /// `v` with lane `lane` zeroed.
+    #[inline(always)]
+    fn without_lane(v: __m256, lane: usize) -> __m256 {
+        // SAFETY: AVX2 is present wherever this module's passes run.
+        unsafe {
+            let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let label = _mm256_castsi256_ps(_mm256_cmpeq_epi32(iota, _mm256_set1_epi32(lane as i32)));
+            _mm256_andnot_ps(label, v)
+        }
+    }
+
     block_eval!(Avx, __m256, "avx2,fma", "8");
 
     /// [`super::graph_rows_body`] on 8 lanes. The rows' vectors fill the blocks one after
@@ -693,19 +722,7 @@ pub mod avx2 {
                 }
             }
             eval(prog, m, vals);
-            // The label classes' lanes, zeroed in the L and s blocks once per row (see the
-            // AVX-512 pass).
-            for (r, js, slot0) in segments(at, m, nvec) {
-                for (lj, lane) in label_lanes(rows.labels[r], W) {
-                    if js.contains(&lj) {
-                        let slot = slot0 + lj - js.start;
-                        let label = _mm256_castsi256_ps(_mm256_cmpeq_epi32(iota, _mm256_set1_epi32(lane as i32)));
-                        for node in [prog.loss, prog.s] {
-                            vals[node][slot] = _mm256_andnot_ps(label, vals[node][slot]);
-                        }
-                    }
-                }
-            }
+            zero_labels(prog, vals, rows.labels, at, m, nvec);
             let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
             // Drain: the same segments; only a row's last vector has lanes past `c`.
             let mut drain = segments(at, m, nvec);
@@ -932,6 +949,13 @@ pub mod avx512 {
         }
     }
 
+    /// `v` with lane `lane` zeroed.
+    #[inline(always)]
+    fn without_lane(v: __m512, lane: usize) -> __m512 {
+        // SAFETY: AVX-512F is present wherever this module's passes run.
+        unsafe { _mm512_maskz_mov_ps(!(1u16 << lane), v) }
+    }
+
     block_eval!(Avx512, __m512, "avx512f,avx2,fma", "16");
 
     /// The first `n` lanes (n <= 16).
@@ -999,19 +1023,7 @@ pub mod avx512 {
                 }
             }
             eval(prog, m, vals);
-            // The label classes' lanes, zeroed in the L and s blocks once per row rather than
-            // masked in every vector of the drain (a mask built per vector from the label's
-            // vector and lane was a tenth of a cheap loss's time).
-            for (r, js, slot0) in segments(at, m, nvec) {
-                for (lj, lane) in label_lanes(rows.labels[r], W) {
-                    if js.contains(&lj) {
-                        let (slot, keep) = (slot0 + lj - js.start, !(1u16 << lane));
-                        for node in [prog.loss, prog.s] {
-                            vals[node][slot] = _mm512_maskz_mov_ps(keep, vals[node][slot]);
-                        }
-                    }
-                }
-            }
+            zero_labels(prog, vals, rows.labels, at, m, nvec);
             let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
             // Drain: the same segments; only a row's last vector has lanes past `c`.
             let mut drain = segments(at, m, nvec);
