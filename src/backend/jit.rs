@@ -29,7 +29,7 @@
 //! off-target graph plus the general graph for their two labels; dense targets use the general
 //! graph. Compiled kernels are cached per process.
 
-use super::jit_pass::{GROUP_ROWS, LabelTerms, Program, RowsPlan, row_stride};
+use super::jit_pass::{GROUP_ROWS, LabelTerms, Line, Program, RowsPlan, row_stride};
 use super::jit_rt::Helpers;
 use super::mathlib::Vm;
 use super::vm::{self, Ops, eval_graph};
@@ -1205,8 +1205,7 @@ impl JitKernel {
             // Per row, padded classes plus one chunk (the inline general pass runs chunks in
             // pairs); for the general rows helper, GROUP_ROWS rows of whole vectors.
             let len = ((c & !3) + 8).max(GROUP_ROWS * row_stride(c));
-            let mut p_buf = vec![0f32; len];
-            let mut s_buf = vec![0f32; len];
+            let (mut p_buf, mut s_buf) = (Line::scratch(len), Line::scratch(len));
             let rows = start..start + n;
             let (mut labels, mut labels_b): (*const u32, *const u32) = (std::ptr::null(), std::ptr::null());
             let (mut lam, mut dense): (*const f32, *const f32) = (std::ptr::null(), std::ptr::null());
@@ -1227,8 +1226,8 @@ impl JitKernel {
                 labels_b,
                 lam,
                 dense,
-                p_buf: p_buf.as_mut_ptr(),
-                s_buf: s_buf.as_mut_ptr(),
+                p_buf: p_buf.as_mut_ptr().cast(),
+                s_buf: s_buf.as_mut_ptr().cast(),
                 rows: n as u64,
                 classes: c as u64,
                 inv_batch,

@@ -168,6 +168,25 @@ pub fn row_stride(classes: usize) -> usize {
     classes.div_ceil(16) * 16
 }
 
+/// Scratch floats in lines of one 16-lane vector, aligned as one: the SIMD general passes
+/// read and write a row group's scratch rows as vectors in place.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct Line(pub [f32; 16]);
+
+impl Line {
+    /// Zeroed scratch of at least `floats` floats.
+    pub fn scratch(floats: usize) -> Vec<Line> {
+        vec![Line([0.0; 16]); floats.div_ceil(16)]
+    }
+
+    /// The floats of `lines`.
+    pub fn floats(lines: &mut [Line]) -> &mut [f32] {
+        // SAFETY: a `Line` is 16 floats with no padding (`repr(C)`, 64 bytes).
+        unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len() * 16) }
+    }
+}
+
 /// What the general rows helper runs for a kernel: the pass over every class, then the terms
 /// at the label classes.
 pub struct RowsPlan {
@@ -189,13 +208,15 @@ pub enum LabelTerms {
     Mixup { general: Program, keep: f32, y_off: f32 },
 }
 
-/// The rows of a row group to run the general pass over: `e` holds each row's
-/// `exp(z - m)` (rows of `stride` floats), whose `p` is `e * inv_s[r]`; `y` holds each row's
-/// dense targets (rows of `c`), or is `None` when `y` is folded into the program; `s` gets
-/// each row's `s` (rows of `stride`), 0 at its label classes `labels[r]` (-1: none), which
-/// the caller evaluates at their own `y`.
+/// The rows of a row group to run the general pass over: `p` holds each row's
+/// `exp(z - m)` (rows of `stride` floats) and gets its `p = e * inv_s[r]` in their place (the
+/// SIMD builds' lanes past `c` get copies of the row's last class); `y` holds each row's dense
+/// targets (rows of `c`), or is `None` when `y` is folded into the program; `s` gets each
+/// row's `s` (rows of `stride`) but at its label classes `labels[r]` (-1: none), which the
+/// caller evaluates at their own `y` and writes. The SIMD builds take their own [`avx512::row_stride`]
+/// and scratch of [`GROUP_ROWS`] rows.
 pub struct Rows<'a> {
-    pub e: &'a [f32],
+    pub p: &'a mut [f32],
     pub s: &'a mut [f32],
     pub stride: usize,
     pub y: Option<&'a [f32]>,
@@ -211,7 +232,7 @@ impl Rows<'_> {
         let n = self.inv_s.len();
         assert!(n <= GROUP_ROWS && self.labels.len() >= n);
         assert!(self.stride >= self.c.div_ceil(lanes) * lanes);
-        assert!(self.e.len() >= n * self.stride && self.s.len() >= n * self.stride);
+        assert!(self.p.len() >= n * self.stride && self.s.len() >= n * self.stride);
         assert!(self.y.is_none_or(|y| y.len() >= n * self.c));
         n
     }
@@ -228,7 +249,8 @@ pub fn graph_rows_body(prog: &Program, rows: Rows, sums: &mut [(f32, f32)]) {
         let (mut sum_l, mut sum_s) = (0f32, 0f32);
         for i in 0..c {
             let at = r * stride + i;
-            let p = rows.e[at] * rows.inv_s[r];
+            let p = rows.p[at] * rows.inv_s[r];
+            rows.p[at] = p;
             let (l, s) = prog.eval_scalar(rows.y.map_or(0.0, |y| y[r * c + i]), p, &mut vals);
             let keep = !rows.labels[r].contains(&(i as i64));
             let (l, s) = if keep { (l, s) } else { (0.0, 0.0) };
@@ -247,52 +269,6 @@ pub fn points_body(prog: &Program, ys: Option<&[f32]>, ps: &[f32], ls: &mut [f32
     let mut vals = Vec::with_capacity(prog.steps.len());
     for (i, ((&p, l), s)) in ps.iter().zip(ls).zip(ss).enumerate() {
         (*l, *s) = prog.eval_scalar(ys.map_or(0.0, |y| y[i]), p, &mut vals);
-    }
-}
-
-/// Where a block starts in a row group: row `r`, its vector `j`.
-#[derive(Clone, Copy, Default)]
-struct Cursor {
-    r: usize,
-    j: usize,
-}
-
-/// The rows' segments in a block of `m` vectors that starts at `at`, in a group whose rows
-/// have `nvec` vectors each: per row, `(row, its vectors j0..j1 in the block, the slot of j0)`.
-/// Stepping row by row, not dividing a vector index: a division per segment sat on the loop's
-/// critical path.
-fn segments(at: Cursor, m: usize, nvec: usize) -> Segments {
-    Segments { at, left: m, slot: 0, nvec }
-}
-
-struct Segments {
-    at: Cursor,
-    left: usize,
-    slot: usize,
-    nvec: usize,
-}
-
-impl Segments {
-    /// Where the next block starts, once this one's segments are all taken.
-    fn end(&self) -> Cursor {
-        self.at
-    }
-}
-
-impl Iterator for Segments {
-    type Item = (usize, std::ops::Range<usize>, usize);
-    #[inline(always)]
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        let Cursor { r, j: j0 } = self.at;
-        let j1 = self.nvec.min(j0 + self.left);
-        let slot = self.slot;
-        self.slot += j1 - j0;
-        self.left -= j1 - j0;
-        self.at = if j1 == self.nvec { Cursor { r: r + 1, j: 0 } } else { Cursor { r, j: j1 } };
-        Some((r, j0..j1, slot))
     }
 }
 
@@ -344,32 +320,34 @@ macro_rules! block_eval {
             vm::binary(&mut $m, op, a, b)
         }
 
-        /// Every node of the program over the first `n` vectors of a block. One node at a
-        /// time: the op is matched once per vector, and the block keeps the node values in L1.
-        /// (`y` and `p` are in their nodes' blocks already: see [`put`].)
-        /// The vectors past `n`, up to a whole number of chains, hold stale values, which
-        /// are computed on too and never read.
+        /// Every node of the program over the first `n` vectors of a block, node `i`'s
+        /// vectors at `at[i]`. One node at a time: the op is matched once per vector, and the
+        /// block keeps the node values in L1. (`y` and `p` are in their nodes' blocks
+        /// already.) The vectors past `n`, up to a whole number of chains, are computed on
+        /// too and never read: each block holds that many.
+        ///
+        /// # Safety
+        /// Each `at[i]` points at `n.next_multiple_of(CHAIN)` vectors, and no two overlap.
         #[target_feature(enable = $features)]
-        fn eval(prog: &Program, n: usize, vals: &mut [Block]) {
+        unsafe fn eval(prog: &Program, n: usize, at: &[*mut $v]) {
             const { assert!(K % CHAIN == 0) };
             let n = n.next_multiple_of(CHAIN);
+            // SAFETY: the contract above; a step reads only earlier nodes and writes its own
+            // (a sigmoid pair also its second node's), so no block is both read and written.
+            let arg = |a: u32| unsafe { std::slice::from_raw_parts(at[a as usize].cast_const(), n) };
             for (i, step) in prog.steps.iter().enumerate() {
-                // Operands come before their node: borrow them in place (copying them was a
-                // tenth of the pass).
-                let (done, rest) = vals.split_at_mut(i);
-                let (out, later) = rest.split_first_mut().unwrap();
-                let out = &mut out[..n];
+                let out = unsafe { std::slice::from_raw_parts_mut(at[i], n) };
                 match *step {
                     Step::Y | Step::P => {}
                     Step::Const { value, fill: true } => out.fill(Vm::c(&mut $m, value)),
                     Step::Const { fill: false, .. } => {}
-                    Step::Unary(op, a) => unary_block(op, &done[a as usize][..n], out, prog.eps),
-                    Step::Binary(op, a, b) => binary_block(op, &done[a as usize][..n], &done[b as usize][..n], out),
-                    Step::BinaryK { op, a, k, k_left } => binary_k_block(op, &done[a as usize][..n], k, k_left, out),
+                    Step::Unary(op, a) => unary_block(op, arg(a), out, prog.eps),
+                    Step::Binary(op, a, b) => binary_block(op, arg(a), arg(b), out),
+                    Step::BinaryK { op, a, k, k_left } => binary_k_block(op, arg(a), k, k_left, out),
                     Step::SigmoidPair { a, other, sigmoid_first } => {
-                        let second = &mut later[other as usize - i - 1][..n];
+                        let second = unsafe { std::slice::from_raw_parts_mut(at[other as usize], n) };
                         let (s, d) = if sigmoid_first { (out, second) } else { (second, out) };
-                        sigmoid_pair_block(&done[a as usize][..n], s, d);
+                        sigmoid_pair_block(arg(a), s, d);
                     }
                     Step::Filled(..) => {}
                 }
@@ -476,20 +454,171 @@ macro_rules! block_eval {
             }
         }
 
-        /// Zeroes the rows' label lanes in the `L` and `s` blocks of a block of `m` vectors
-        /// that starts at `at`, once per row rather than masked in every vector of the drain
-        /// (a mask built per vector from the label's vector and lane was a tenth of a cheap
-        /// loss's time).
+        /// [`super::graph_rows_body`] on this build's vectors. The rows are whole vectors
+        /// one after another in the scratch (`stride` is this build's [`row_stride`]), so a
+        /// block is a window of them: `p`'s block is the scratch itself, normalised in place,
+        /// and the steps of `L` and `s` write their windows of the flat `L` buffer and of the
+        /// `s` scratch, with no copy in or out. Each row's sums add its vectors in order, so
+        /// they do not depend on where the blocks fall.
+        ///
+        /// # Safety
+        #[doc = concat!("Only where the processor has ", $features, ".")]
         #[target_feature(enable = $features)]
-        fn zero_labels(prog: &Program, vals: &mut [Block], labels: &[[i64; 2]], at: Cursor, m: usize, nvec: usize) {
-            for (r, js, slot0) in segments(at, m, nvec) {
-                for (lj, lane) in label_lanes(labels[r], W) {
-                    if js.contains(&lj) {
-                        let slot = slot0 + lj - js.start;
-                        for node in [prog.loss, prog.s] {
-                            vals[node][slot] = without_lane(vals[node][slot], lane);
+        pub fn graph_rows_body(prog: &Program, rows: Rows, sums: &mut [(f32, f32)]) {
+            let n = rows.check(W);
+            assert!(sums.len() >= n);
+            let c = rows.c;
+            let nvec = c.div_ceil(W);
+            assert_eq!(rows.stride, nvec * W, "rows of whole vectors");
+            // `eval` computes whole chains: the vectors rounded up to them.
+            let total = n * nvec;
+            let padded = total.next_multiple_of(CHAIN);
+            assert!(rows.p.len() >= padded * W && rows.s.len() >= padded * W);
+            let (p, s) = (rows.p.as_mut_ptr().cast::<$v>(), rows.s.as_mut_ptr().cast::<$v>());
+            // `eval` reads and writes them as vectors in place ([`Line`]).
+            assert!(p.is_aligned() && s.is_aligned(), "vector-aligned scratch");
+            let zero = Vm::c(&mut $m, 0.0);
+            // The lanes of a row's last vector that hold classes.
+            let last = c - (nvec - 1) * W;
+            // SAFETY (the loads and stores of `p`, `s` and the buffers below): vectors below
+            // `padded` (asserted above, and the buffers' sizes).
+            for r in 0..n {
+                let inv = Vm::c(&mut $m, rows.inv_s[r]);
+                for j in r * nvec..(r + 1) * nvec {
+                    unsafe {
+                        let v = Vm::mul(&mut $m, p.add(j).read(), inv);
+                        // The lanes past c get a copy of the row's last class: their results
+                        // are dropped, and so a routine's range split (`mathlib::split!`) is
+                        // decided by the row's own values, not by padding (at p = 0,
+                        // `exp(-(p / eps)^2)` took both sides in every row's last vector).
+                        let v = if j + 1 == (r + 1) * nvec { pad_last(v, last) } else { v };
+                        p.add(j).write(v);
+                    }
+                }
+            }
+            // SAFETY: this thread's buffers, and nothing else borrows them while this pass
+            // runs (it calls no code that could reach them).
+            let ([lbuf, ybuf], vals, at) = unsafe {
+                (&mut *FLAT.with(|f| f.as_ptr()), &mut *VALS.with(|v| v.as_ptr()), &mut *AT.with(|a| a.as_ptr()))
+            };
+            lbuf.resize(padded, zero);
+            if prog.y_at.is_some() {
+                ybuf.resize(padded, zero);
+                for r in 0..n {
+                    for j in 0..nvec {
+                        let v = match rows.y {
+                            // SAFETY: within row r's `c` targets (`check`), the last vector's
+                            // lanes past c not read.
+                            Some(y) => unsafe {
+                                let from = y.as_ptr().add(r * c + j * W);
+                                if j + 1 == nvec {
+                                    pad_last(load_first(from, last), last)
+                                } else {
+                                    from.cast::<$v>().read_unaligned()
+                                }
+                            },
+                            None => zero,
+                        };
+                        ybuf[r * nvec + j] = v;
+                    }
+                }
+            }
+            vals.resize(prog.steps.len(), [zero; K]);
+            // Outputs that a step computes write their flat windows directly; any other
+            // (an input or a constant) is copied there after the block.
+            let computed = |i: usize| !matches!(prog.steps[i], Step::Y | Step::P | Step::Const { .. });
+            let s_direct = computed(prog.s);
+            let l_direct = computed(prog.loss) && prog.loss != prog.s;
+            let block = prog.block_vectors(size_of::<$v>(), K) / CHAIN * CHAIN;
+            let (l, y) = (lbuf.as_mut_ptr(), ybuf.as_mut_ptr());
+            let mut t0 = 0;
+            while t0 < total {
+                let m = (total - t0).min(block);
+                at.clear();
+                at.extend(vals.iter_mut().map(|b| b.as_mut_ptr()));
+                unsafe {
+                    if let Some(i) = prog.p_at {
+                        at[i] = p.add(t0);
+                    }
+                    if let Some(i) = prog.y_at {
+                        at[i] = y.add(t0);
+                    }
+                    if s_direct {
+                        at[prog.s] = s.add(t0);
+                    }
+                    if l_direct {
+                        at[prog.loss] = l.add(t0);
+                    }
+                    // SAFETY: every block holds `block` or K vectors, which are whole chains,
+                    // and the flat windows lie below `padded`; the blocks are distinct nodes'.
+                    eval(prog, m, at);
+                    for (direct, node, to) in [(s_direct, prog.s, s), (l_direct, prog.loss, l)] {
+                        if !direct {
+                            std::ptr::copy_nonoverlapping(at[node].cast_const(), to.add(t0), m);
                         }
                     }
+                }
+                t0 += m;
+            }
+            // Per row, the sums of its classes but its labels (the caller evaluates those at
+            // their own y, and writes their s). The labels' lanes are dropped in registers: a
+            // store of them into the buffers, then a load, stalled on the store's forwarding.
+            for r in 0..n {
+                let labels = label_lanes(rows.labels[r], W);
+                let (mut acc_l, mut acc_s) = (zero, zero);
+                for j in 0..nvec {
+                    let k = r * nvec + j;
+                    let (mut lv, mut sv) = unsafe { (l.add(k).read(), s.add(k).read()) };
+                    for (lj, lane) in labels {
+                        if lj == j {
+                            (lv, sv) = (without_lane(lv, lane), without_lane(sv, lane));
+                        }
+                    }
+                    if j + 1 == nvec {
+                        (lv, sv) = (keep_first(lv, last), keep_first(sv, last));
+                    }
+                    acc_l = Vm::add(&mut $m, acc_l, lv);
+                    acc_s = Vm::add(&mut $m, acc_s, sv);
+                }
+                sums[r] = (hsum(acc_l), hsum(acc_s));
+            }
+        }
+
+        #[doc = concat!("[`super::points_body`] on ", $lanes, " lanes, at most `", $lanes, " * K` points")]
+        /// (the label classes of a group of rows).
+        ///
+        /// # Safety
+        #[doc = concat!("Only where the processor has ", $features, ".")]
+        #[target_feature(enable = $features)]
+        pub fn points_body(prog: &Program, ys: Option<&[f32]>, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
+            let n = ps.len();
+            assert!(n <= W * K && ls.len() >= n && ss.len() >= n && ys.is_none_or(|y| y.len() >= n));
+            let zero = Vm::c(&mut $m, 0.0);
+            // SAFETY: as in `graph_rows_body`.
+            let (vals, at) = unsafe { (&mut *VALS.with(|v| v.as_ptr()), &mut *AT.with(|a| a.as_ptr())) };
+            vals.resize(prog.steps.len(), [zero; K]);
+            let nvec = n.div_ceil(W);
+            let lanes = |j: usize| (n - j * W).min(W);
+            for j in 0..nvec {
+                // SAFETY: the lanes past n are not read.
+                let p = unsafe { load_first(ps.as_ptr().add(j * W), lanes(j)) };
+                put(vals, prog.p_at, j, p);
+                let y = match ys {
+                    // SAFETY: as above.
+                    Some(y) => unsafe { load_first(y.as_ptr().add(j * W), lanes(j)) },
+                    None => zero,
+                };
+                put(vals, prog.y_at, j, y);
+            }
+            at.clear();
+            at.extend(vals.iter_mut().map(|b| b.as_mut_ptr()));
+            // SAFETY: the nodes' own blocks of K vectors, and nvec <= K.
+            unsafe { eval(prog, nvec, at) };
+            for (j, (&l, &s)) in vals[prog.loss][..nvec].iter().zip(&vals[prog.s][..nvec]).enumerate() {
+                // SAFETY: the lanes past n are not written.
+                unsafe {
+                    store_first(ls.as_mut_ptr().add(j * W), lanes(j), l);
+                    store_first(ss.as_mut_ptr().add(j * W), lanes(j), s);
                 }
             }
         }
@@ -502,10 +631,20 @@ macro_rules! block_eval {
             }
         }
 
+        /// This build's floats per row of the general rows helper's scratch: the classes
+        /// rounded up to whole vectors, so that the rows' vectors follow one another.
+        pub fn row_stride(classes: usize) -> usize {
+            classes.div_ceil(W) * W
+        }
+
         thread_local! {
             /// Node values of a block, reused across rows (a program's size is not known until
             /// run time).
             static VALS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+            /// A row group's `L` and `y`, laid out as the scratch rows.
+            static FLAT: RefCell<[Vec<$v>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+            /// Each node's vectors in the block being evaluated.
+            static AT: RefCell<Vec<*mut $v>> = const { RefCell::new(Vec::new()) };
         }
     };
 }
@@ -662,134 +801,59 @@ pub mod avx2 {
 
     block_eval!(Avx, __m256, "avx2,fma", "8");
 
-    /// [`super::graph_rows_body`] on 8 lanes. The rows' vectors fill the blocks one after
-    /// another, a row's vectors possibly in two blocks: a block of several rows dispatches
-    /// each node once for all of them. Each row's sums add its vectors in order, so they do
-    /// not depend on where the blocks fall.
-    ///
-    /// # Safety
-    /// Only where the processor has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub fn graph_rows_body(prog: &Program, rows: Rows, sums: &mut [(f32, f32)]) {
-        let n = rows.check(W);
-        let (c, stride) = (rows.c, rows.stride);
-        let nvec = c.div_ceil(W);
-        let zero = _mm256_setzero_ps();
-        // The block values live in a per-thread buffer; no closure holds them, since code in a
-        // closure would not get this function's target features.
-        let vals = VALS.with(|v| v.as_ptr());
-        // SAFETY: this thread's buffer, and nothing else borrows it while this pass runs (the
-        // pass calls no code that could reach it).
-        let vals = unsafe { &mut *vals };
-        vals.resize(prog.steps.len(), [zero; K]);
-        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        // The lanes of a row's last vector that hold classes.
-        let inside_last = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - (nvec.max(1) - 1) * W) as i32), iota);
-        // The sums of the row being drained, carried from block to block.
-        let (mut acc_l, mut acc_s) = (zero, zero);
-        let (total, block) = (n * nvec, prog.block_vectors(size_of::<__m256>(), K));
-        let (mut t0, mut at) = (0, Cursor::default());
-        while t0 < total {
-            let m = (total - t0).min(block);
-            // Fill: row by row, the segment of its vectors in this block.
-            for (r, js, slot0) in segments(at, m, nvec) {
-                let inv = _mm256_set1_ps(rows.inv_s[r]);
-                for (slot, j) in (slot0..).zip(js.clone()) {
-                    let i = j * W;
-                    // SAFETY: i + 8 <= stride (checked): within row r's scratch; y's lanes
-                    // past c are masked off and not read.
-                    unsafe {
-                        let mut p = _mm256_mul_ps(_mm256_loadu_ps(rows.e.as_ptr().add(r * stride + i)), inv);
-                        let mut yv = match rows.y {
-                            Some(y) if i + W <= c => _mm256_loadu_ps(y.as_ptr().add(r * c + i)),
-                            Some(y) => _mm256_maskload_ps(y.as_ptr().add(r * c + i), inside_last),
-                            None => zero,
-                        };
-                        if i + W > c {
-                            // The lanes past c get a copy of the row's last class: their
-                            // results are dropped, and so a routine's range split
-                            // (`mathlib::split!`) is decided by the row's own values, not by
-                            // the padding's p = 0 (`exp(-(p / eps)^2)` took both sides in
-                            // every row's last vector).
-                            let (last, inside) =
-                                (_mm256_set1_epi32((c - 1 - i) as i32), _mm256_castsi256_ps(inside_last));
-                            p = _mm256_blendv_ps(_mm256_permutevar8x32_ps(p, last), p, inside);
-                            yv = _mm256_blendv_ps(_mm256_permutevar8x32_ps(yv, last), yv, inside);
-                        }
-                        put(vals, prog.p_at, slot, p);
-                        put(vals, prog.y_at, slot, yv);
-                    }
-                }
-            }
-            eval(prog, m, vals);
-            zero_labels(prog, vals, rows.labels, at, m, nvec);
-            let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
-            // Drain: the same segments; only a row's last vector has lanes past `c`.
-            let mut drain = segments(at, m, nvec);
-            for (r, js, slot0) in &mut drain {
-                for (slot, j) in (slot0..).zip(js.clone()) {
-                    let i = j * W;
-                    let (l, s) = if j + 1 == nvec {
-                        let inside = _mm256_castsi256_ps(inside_last);
-                        (_mm256_and_ps(ls[slot], inside), _mm256_and_ps(ss[slot], inside))
-                    } else {
-                        (ls[slot], ss[slot])
-                    };
-                    // SAFETY: i + 8 <= stride, within row r's scratch.
-                    unsafe { _mm256_storeu_ps(rows.s.as_mut_ptr().add(r * stride + i), s) };
-                    acc_l = _mm256_add_ps(acc_l, l);
-                    acc_s = _mm256_add_ps(acc_s, s);
-                }
-                if js.end == nvec {
-                    sums[r] = (hsum(acc_l), hsum(acc_s));
-                    (acc_l, acc_s) = (zero, zero);
-                }
-            }
-            (t0, at) = (t0 + m, drain.end());
+    /// The lanes below `k` (`k <= 8`), as a mask.
+    #[inline(always)]
+    fn first(k: usize) -> __m256i {
+        // SAFETY: AVX2 is present wherever this module's passes run.
+        unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
+    }
+
+    /// `v` with its lanes from `k` on (`0 < k`) copies of lane `k - 1`.
+    #[inline(always)]
+    fn pad_last(v: __m256, k: usize) -> __m256 {
+        if k >= W {
+            return v;
+        }
+        // SAFETY: as in `first`.
+        unsafe {
+            let copy = _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(k as i32 - 1));
+            _mm256_blendv_ps(copy, v, _mm256_castsi256_ps(first(k)))
         }
     }
 
-    /// [`super::points_body`] on 8 lanes, at most 256 points (the label classes of a group of rows).
-    ///
-    /// # Safety
-    /// Only where the processor has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub fn points_body(prog: &Program, ys: Option<&[f32]>, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
-        let n = ps.len();
-        assert!(n <= W * K && ls.len() >= n && ss.len() >= n && ys.is_none_or(|y| y.len() >= n));
-        let zero = _mm256_setzero_ps();
-        // SAFETY: as in `graph_rows_body`.
-        let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
-        vals.resize(prog.steps.len(), [zero; K]);
-        let nvec = n.div_ceil(W);
-        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let lanes = |j: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32((n - j * W).min(W) as i32), iota);
-        for j in 0..nvec {
-            // SAFETY: the lanes past n are masked off and not read.
-            let p = unsafe { _mm256_maskload_ps(ps.as_ptr().add(j * W), lanes(j)) };
-            put(vals, prog.p_at, j, p);
-            let y = match ys {
-                // SAFETY: as above.
-                Some(y) => unsafe { _mm256_maskload_ps(y.as_ptr().add(j * W), lanes(j)) },
-                None => zero,
-            };
-            put(vals, prog.y_at, j, y);
-        }
-        eval(prog, nvec, vals);
-        for (j, (&l, &s)) in vals[prog.loss][..nvec].iter().zip(&vals[prog.s][..nvec]).enumerate() {
-            // SAFETY: the lanes past n are masked off and not written.
-            unsafe {
-                _mm256_maskstore_ps(ls.as_mut_ptr().add(j * W), lanes(j), l);
-                _mm256_maskstore_ps(ss.as_mut_ptr().add(j * W), lanes(j), s);
-            }
-        }
+    /// `v` with its lanes from `k` on zeroed.
+    #[inline(always)]
+    fn keep_first(v: __m256, k: usize) -> __m256 {
+        // SAFETY: as in `first`.
+        unsafe { _mm256_and_ps(v, _mm256_castsi256_ps(first(k))) }
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    /// The first `k` floats at `at`, zeros in the other lanes.
+    ///
+    /// # Safety
+    /// `at` points at `k` floats.
+    #[inline(always)]
+    unsafe fn load_first(at: *const f32, k: usize) -> __m256 {
+        unsafe { _mm256_maskload_ps(at, first(k)) }
+    }
+
+    /// The first `k` lanes of `v` into the `k` floats at `at`.
+    ///
+    /// # Safety
+    /// `at` points at `k` floats.
+    #[inline(always)]
+    unsafe fn store_first(at: *mut f32, k: usize, v: __m256) {
+        unsafe { _mm256_maskstore_ps(at, first(k), v) }
+    }
+
+    #[inline(always)]
     fn hsum(v: __m256) -> f32 {
-        let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
+        // SAFETY: as in `first`.
+        unsafe {
+            let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
+        }
     }
 }
 
@@ -964,129 +1028,45 @@ pub mod avx512 {
         if n >= W { 0xffff } else { ((1u32 << n) - 1) as u16 }
     }
 
-    /// [`super::graph_rows_body`] on 16 lanes, the rows packed into blocks as in the AVX2
-    /// pass. Lanes past `c` are neither read nor written.
-    ///
-    /// # Safety
-    /// Only where the processor has AVX-512F, AVX2 and FMA.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub fn graph_rows_body(prog: &Program, rows: Rows, sums: &mut [(f32, f32)]) {
-        let n = rows.check(W);
-        let (c, stride) = (rows.c, rows.stride);
-        let nvec = c.div_ceil(W);
-        let zero = _mm512_setzero_ps();
-        // SAFETY: this thread's buffer, and nothing else borrows it while this pass runs.
-        let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
-        vals.resize(prog.steps.len(), [zero; K]);
-        // The lanes of a row's last vector that hold classes.
-        let inside_last = first(c - (nvec.max(1) - 1) * W);
-        // The sums of the row being drained, carried from block to block.
-        let (mut acc_l, mut acc_s) = (zero, zero);
-        let (total, block) = (n * nvec, prog.block_vectors(size_of::<__m512>(), K));
-        let (mut t0, mut at) = (0, Cursor::default());
-        while t0 < total {
-            let m = (total - t0).min(block);
-            // Fill: row by row, the segment of its vectors in this block.
-            for (r, js, slot0) in segments(at, m, nvec) {
-                let inv = _mm512_set1_ps(rows.inv_s[r]);
-                for (slot, j) in (slot0..).zip(js.clone()) {
-                    let i = j * W;
-                    // SAFETY: only the lanes below c of row r are read. Whole vectors take
-                    // plain loads, only the ragged end masked ones: a masked load cannot take
-                    // its value forwarded from a store still in flight (the row's exp just
-                    // wrote e).
-                    unsafe {
-                        let e = rows.e.as_ptr().add(r * stride + i);
-                        let y = rows.y.map(|y| y.as_ptr().add(r * c + i));
-                        let (p, yv) = if i + W <= c {
-                            let yv = match y {
-                                Some(y) => _mm512_loadu_ps(y),
-                                None => zero,
-                            };
-                            (_mm512_mul_ps(_mm512_loadu_ps(e), inv), yv)
-                        } else {
-                            // The lanes past c get the row's last class (see `avx2`).
-                            let last = _mm512_set1_epi32((c - 1 - i) as i32);
-                            let yv = match y {
-                                Some(y) => {
-                                    let yv = _mm512_maskz_loadu_ps(inside_last, y);
-                                    _mm512_mask_blend_ps(inside_last, _mm512_permutexvar_ps(last, yv), yv)
-                                }
-                                None => zero,
-                            };
-                            let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(inside_last, e), inv);
-                            (_mm512_mask_blend_ps(inside_last, _mm512_permutexvar_ps(last, p), p), yv)
-                        };
-                        put(vals, prog.p_at, slot, p);
-                        put(vals, prog.y_at, slot, yv);
-                    }
-                }
-            }
-            eval(prog, m, vals);
-            zero_labels(prog, vals, rows.labels, at, m, nvec);
-            let (ls, ss) = (&vals[prog.loss], &vals[prog.s]);
-            // Drain: the same segments; only a row's last vector has lanes past `c`.
-            let mut drain = segments(at, m, nvec);
-            for (r, js, slot0) in &mut drain {
-                for (slot, j) in (slot0..).zip(js.clone()) {
-                    let i = j * W;
-                    let (l, s) = (ls[slot], ss[slot]);
-                    // SAFETY: only the lanes below c of row r are written. (A masked store
-                    // only at the ragged end, as for the loads above.)
-                    unsafe {
-                        let out = rows.s.as_mut_ptr().add(r * stride + i);
-                        if i + W <= c {
-                            _mm512_storeu_ps(out, s);
-                            acc_l = _mm512_add_ps(acc_l, l);
-                            acc_s = _mm512_add_ps(acc_s, s);
-                        } else {
-                            _mm512_mask_storeu_ps(out, inside_last, s);
-                            acc_l = _mm512_add_ps(acc_l, _mm512_maskz_mov_ps(inside_last, l));
-                            acc_s = _mm512_add_ps(acc_s, _mm512_maskz_mov_ps(inside_last, s));
-                        }
-                    }
-                }
-                if js.end == nvec {
-                    sums[r] = (_mm512_reduce_add_ps(acc_l), _mm512_reduce_add_ps(acc_s));
-                    (acc_l, acc_s) = (zero, zero);
-                }
-            }
-            (t0, at) = (t0 + m, drain.end());
+    /// `v` with its lanes from `k` on (`0 < k`) copies of lane `k - 1`.
+    #[inline(always)]
+    fn pad_last(v: __m512, k: usize) -> __m512 {
+        if k >= W {
+            return v;
         }
+        // SAFETY: as in `without_lane`.
+        unsafe { _mm512_mask_blend_ps(first(k), _mm512_permutexvar_ps(_mm512_set1_epi32(k as i32 - 1), v), v) }
     }
 
-    /// [`super::points_body`] on 16 lanes, at most 512 points (the label classes of a group of rows).
+    /// `v` with its lanes from `k` on zeroed.
+    #[inline(always)]
+    fn keep_first(v: __m512, k: usize) -> __m512 {
+        // SAFETY: as in `without_lane`.
+        unsafe { _mm512_maskz_mov_ps(first(k), v) }
+    }
+
+    /// The first `k` floats at `at`, zeros in the other lanes.
     ///
     /// # Safety
-    /// Only where the processor has AVX-512F, AVX2 and FMA.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub fn points_body(prog: &Program, ys: Option<&[f32]>, ps: &[f32], ls: &mut [f32], ss: &mut [f32]) {
-        let n = ps.len();
-        assert!(n <= W * K && ls.len() >= n && ss.len() >= n && ys.is_none_or(|y| y.len() >= n));
-        let zero = _mm512_setzero_ps();
-        // SAFETY: as in `graph_rows_body`.
-        let vals = unsafe { &mut *VALS.with(|v| v.as_ptr()) };
-        vals.resize(prog.steps.len(), [zero; K]);
-        let nvec = n.div_ceil(W);
-        for j in 0..nvec {
-            // SAFETY: the lanes past n are masked off and not read.
-            let p = unsafe { _mm512_maskz_loadu_ps(first(n - j * W), ps.as_ptr().add(j * W)) };
-            put(vals, prog.p_at, j, p);
-            let y = match ys {
-                // SAFETY: as above.
-                Some(y) => unsafe { _mm512_maskz_loadu_ps(first(n - j * W), y.as_ptr().add(j * W)) },
-                None => zero,
-            };
-            put(vals, prog.y_at, j, y);
-        }
-        eval(prog, nvec, vals);
-        for (j, (&l, &s)) in vals[prog.loss][..nvec].iter().zip(&vals[prog.s][..nvec]).enumerate() {
-            // SAFETY: the lanes past n are masked off and not written.
-            unsafe {
-                _mm512_mask_storeu_ps(ls.as_mut_ptr().add(j * W), first(n - j * W), l);
-                _mm512_mask_storeu_ps(ss.as_mut_ptr().add(j * W), first(n - j * W), s);
-            }
-        }
+    /// `at` points at `k` floats.
+    #[inline(always)]
+    unsafe fn load_first(at: *const f32, k: usize) -> __m512 {
+        unsafe { _mm512_maskz_loadu_ps(first(k), at) }
+    }
+
+    /// The first `k` lanes of `v` into the `k` floats at `at`.
+    ///
+    /// # Safety
+    /// `at` points at `k` floats.
+    #[inline(always)]
+    unsafe fn store_first(at: *mut f32, k: usize, v: __m512) {
+        unsafe { _mm512_mask_storeu_ps(at, first(k), v) }
+    }
+
+    #[inline(always)]
+    fn hsum(v: __m512) -> f32 {
+        // SAFETY: as in `without_lane`.
+        unsafe { _mm512_reduce_add_ps(v) }
     }
 }
 
@@ -1243,6 +1223,8 @@ mod tests {
         use super::*;
         /// A pass over a group of rows, returning their `s` and sums.
         type Pass<'a> = &'a dyn Fn(&Program, Rows, &mut [(f32, f32)]);
+        /// A SIMD build's pass and its row stride.
+        type Build<'a> = (&'a str, Pass<'a>, fn(usize) -> usize);
         let texts = [
             "-sigmoid(log(p / (y + eps)))",
             "dsigmoid(p - y) * 3",
@@ -1258,10 +1240,14 @@ mod tests {
             println!("SKIPPED: this processor has no AVX2 + FMA");
             return;
         }
-        let mut passes: Vec<(&str, Pass)> =
-            vec![("AVX2", &|prog, rows, sums| unsafe { avx2::graph_rows_body(prog, rows, sums) })];
+        let mut passes: Vec<Build> =
+            vec![("AVX2", &|prog, rows, sums| unsafe { avx2::graph_rows_body(prog, rows, sums) }, avx2::row_stride)];
         if avx512 {
-            passes.push(("AVX-512", &|prog, rows, sums| unsafe { avx512::graph_rows_body(prog, rows, sums) }));
+            passes.push((
+                "AVX-512",
+                &|prog, rows, sums| unsafe { avx512::graph_rows_body(prog, rows, sums) },
+                avx512::row_stride,
+            ));
         }
         let (mut pairs, mut broadcast, mut filled) = ([false; 2], false, false);
         let mut seed = 11u64;
@@ -1278,59 +1264,74 @@ mod tests {
                 }
             }
             // (classes, rows, sorted): 16 rows of 5 classes share a block; 3 rows of 100
-            // straddle blocks; a row of 300 takes several.
-            for (c, n, sorted) in [(5usize, 16usize, false), (100, 3, false), (100, 3, true), (300, 2, false)] {
+            // straddle blocks; a row of 300 takes several; 16 rows of 16 (AVX-512) or 8 (AVX2)
+            // vectors fill every block.
+            for (c, n, sorted) in
+                [(5usize, 16usize, false), (100, 3, false), (100, 3, true), (300, 2, false), (128, 16, false)]
+            {
                 let mut uniform = || {
                     seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                     (seed >> 40) as f32 / (1u64 << 24) as f32
                 };
-                let stride = row_stride(c);
-                let mut e = vec![0f32; n * stride];
-                for row in e.chunks_mut(stride) {
-                    for v in &mut row[..c] {
-                        *v = (uniform() * 8.0 - 6.0).exp();
-                    }
-                    if sorted {
-                        row[..c].sort_by(f32::total_cmp);
-                    }
+                let mut e: Vec<f32> = (0..n * c).map(|_| (uniform() * 8.0 - 6.0).exp()).collect();
+                if sorted {
+                    e.chunks_mut(c).for_each(|row| row.sort_by(f32::total_cmp));
                 }
                 let y: Vec<f32> = (0..n * c).map(|_| uniform()).collect();
-                let inv_s: Vec<f32> = e.chunks(stride).map(|row| 1.0 / row.iter().sum::<f32>()).collect();
+                let inv_s: Vec<f32> = e.chunks(c).map(|row| 1.0 / row.iter().sum::<f32>()).collect();
                 // One label, two, none.
                 let labels: Vec<[i64; 2]> = (0..n).map(|r| [[3, -1], [0, c as i64 - 1], [-1, -1]][r % 3]).collect();
-                let run = |pass: Pass, rows: std::ops::Range<usize>| {
-                    let mut s = vec![0f32; rows.len() * stride];
+                // The rows' p and s (rows of c) and sums, from scratch rows of `stride` whose
+                // lanes past c hold NaN: no padding may reach a result.
+                let run = |pass: Pass, stride: usize, rows: std::ops::Range<usize>| {
+                    let (mut p_lines, mut s_lines) =
+                        (Line::scratch(GROUP_ROWS * stride), Line::scratch(GROUP_ROWS * stride));
+                    let (p, s) = (Line::floats(&mut p_lines), Line::floats(&mut s_lines));
+                    p.fill(f32::NAN);
+                    s.fill(f32::NAN);
+                    for (k, r) in rows.clone().enumerate() {
+                        p[k * stride..k * stride + c].copy_from_slice(&e[r * c..(r + 1) * c]);
+                    }
                     let mut sums = vec![(0f32, 0f32); rows.len()];
                     let group = Rows {
-                        e: &e[rows.start * stride..rows.end * stride],
-                        s: &mut s,
+                        p: &mut *p,
+                        s: &mut *s,
                         stride,
                         y: Some(&y[rows.start * c..rows.end * c]),
                         c,
                         inv_s: &inv_s[rows.clone()],
-                        labels: &labels[rows],
+                        labels: &labels[rows.clone()],
                     };
                     pass(&prog, group, &mut sums);
-                    (s, sums)
+                    // The labels' s is the caller's to write.
+                    for (k, r) in rows.clone().enumerate() {
+                        for lab in labels[r].into_iter().filter(|&lab| lab >= 0) {
+                            s[k * stride + lab as usize] = 0.0;
+                        }
+                    }
+                    let unpad =
+                        |v: &[f32]| (0..rows.len()).flat_map(|k| v[k * stride..k * stride + c].to_vec()).collect();
+                    (unpad(p), unpad(s), sums)
                 };
-                let want = run(&|prog, rows, sums| graph_rows_body(prog, rows, sums), 0..n);
+                let want: (Vec<f32>, Vec<f32>, _) = run(&|prog, rows, sums| graph_rows_body(prog, rows, sums), c, 0..n);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                for &(name, pass) in &passes {
-                    let (s, sums) = run(pass, 0..n);
-                    for r in 0..n {
+                for &(name, pass, stride) in &passes {
+                    let (p, s, sums) = run(pass, stride(c), 0..n);
+                    for (r, &sum) in sums.iter().enumerate() {
                         let what = format!("{name}, {text}, {c} classes, row {r}");
-                        let row = r * stride..r * stride + c;
-                        assert_eq!(bits(&s[row.clone()]), bits(&want.0[row]), "{what}: s");
+                        let row = r * c..(r + 1) * c;
+                        assert_eq!(bits(&p[row.clone()]), bits(&want.0[row.clone()]), "{what}: p");
+                        assert_eq!(bits(&s[row.clone()]), bits(&want.1[row.clone()]), "{what}: s");
                         // The sums add in another order.
-                        for (g, w) in [(sums[r].0, want.1[r].0), (sums[r].1, want.1[r].1)] {
+                        for (g, w) in [(sum.0, want.2[r].0), (sum.1, want.2[r].1)] {
                             assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{what}: sum {g} vs {w}");
                         }
                         // Alone, the row gives the same bits, sums included.
-                        let (alone, alone_sums) = run(pass, r..r + 1);
-                        assert_eq!(bits(&alone[..c]), bits(&s[r * stride..r * stride + c]), "{what}: s alone");
+                        let (_, alone, alone_sums) = run(pass, stride(c), r..r + 1);
+                        assert_eq!(bits(&alone), bits(&s[row]), "{what}: s alone");
                         assert_eq!(
                             bits(&[alone_sums[0].0, alone_sums[0].1]),
-                            bits(&[sums[r].0, sums[r].1]),
+                            bits(&[sum.0, sum.1]),
                             "{what}: sums alone"
                         );
                     }

@@ -90,14 +90,6 @@ fn grad_body(p: &[f32], s: &[f32], sigma: f32, inv_b: f32, g: &mut [f32]) {
     }
 }
 
-/// [`grad_body`] with `p = e * inv_s`, the same bits as `p` stored.
-#[inline(always)]
-fn grad_e_body(e: &[f32], inv_s: f32, s: &[f32], sigma: f32, inv_b: f32, g: &mut [f32]) {
-    for ((g, &e), &s) in g.iter_mut().zip(e).zip(s) {
-        *g = (s - e * inv_s * sigma) * inv_b;
-    }
-}
-
 /// The softmax entry points of a SIMD module, over its own `row_max` and `row_exp` and
 /// compiled with its target features (`$features`): written once for the AVX2 and AVX-512
 /// builds.
@@ -115,8 +107,9 @@ macro_rules! softmax_drivers {
             sum
         }
 
-        /// See the baseline [`super::softmax_group_body`]. Every row's max first: they do not
-        /// wait on each other, where each row's exp waits on its own max's reduction.
+        /// See the baseline [`super::softmax_group_body`], but the lanes past `c` are left as
+        /// they were (the general pass pads them). Every row's max first: they do not wait on
+        /// each other, where each row's exp waits on its own max's reduction.
         #[target_feature(enable = $features)]
         pub fn softmax_group_body(z: &[f32], c: usize, e: &mut [f32], stride: usize, sums: &mut [f32]) {
             let n = sums.len();
@@ -130,7 +123,6 @@ macro_rules! softmax_drivers {
                 let e = &mut e[r * stride..(r + 1) * stride];
                 // SAFETY: row r lies inside `z`, and `e` holds `stride >= c` floats.
                 *sum = unsafe { row_exp(z.as_ptr().add(r * c), c, m[r], e.as_mut_ptr()) };
-                e[c..].fill(0.0);
             }
         }
 
@@ -431,8 +423,8 @@ macro_rules! helpers {
         mod avx2 {
             use super::avx2_exp::{softmax_exp_body, softmax_group_body, softmax_rows_body};
             use crate::backend::jit::Args;
-            use crate::backend::jit_pass::avx2::{graph_rows_body, points_body};
-            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan, row_stride};
+            use crate::backend::jit_pass::avx2::{graph_rows_body, points_body, row_stride};
+            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan};
             $(
                 $(#[$m])*
                 #[target_feature(enable = "avx2,fma")]
@@ -450,8 +442,8 @@ macro_rules! helpers {
         mod avx512 {
             use super::avx512_exp::{softmax_exp_body, softmax_group_body, softmax_rows_body};
             use crate::backend::jit::Args;
-            use crate::backend::jit_pass::avx512::{graph_rows_body, points_body};
-            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan, row_stride};
+            use crate::backend::jit_pass::avx512::{graph_rows_body, points_body, row_stride};
+            use crate::backend::jit_pass::{GROUP_ROWS, LabelTerms, Program, Rows, RowsPlan};
             $(
                 $(#[$m])*
                 #[target_feature(enable = "avx2,fma,avx512f")]
@@ -531,8 +523,9 @@ helpers! {
     }
     /// Rows `r0..r0 + n` (`n <= GROUP_ROWS`) of a kernel whose general pass is a columnar
     /// program, the whole row pipeline: the rows' softmax passes (`e = exp(z - m)` into the
-    /// scratch rows, `row_stride` floats each; `p = e / S`), the general pass over all their
-    /// classes (`s` into the other scratch rows), the label classes' terms of all `n` rows in
+    /// scratch rows, this build's `row_stride` floats each), the general pass over all their
+    /// classes (`p = e / S` in place of `e`, `s` into the other scratch rows), the label
+    /// classes' terms of all `n` rows in
     /// one program run (one row's alone was a chain of scalar code as long as the loss), and
     /// per row the loss and the gradient `(s - p sigma) / B`.
     fn general_rows(args: *const Args, r0: u64, n: u64, plan: *const RowsPlan) {
@@ -567,7 +560,7 @@ helpers! {
         }
         // SAFETY: the rows' dense targets (see above).
         let y = if a.dense.is_null() { None } else { Some(unsafe { from_raw_parts(a.dense.add(r0 * c), n * c) }) };
-        let rows = Rows { e: ps, s: ss, stride, y, c, inv_s: &inv_s[..n], labels: &at[..n] };
+        let rows = Rows { p: ps, s: ss, stride, y, c, inv_s: &inv_s[..n], labels: &at[..n] };
         graph_rows_body(&plan.pass, rows, &mut sums[..n]);
         // The label classes at their own y; s there is written after the pass, which left 0.
         // Per point (up to two per row): its y and p, and L and s there.
@@ -576,7 +569,7 @@ helpers! {
             LabelTerms::None => {}
             LabelTerms::Labels(on) => {
                 for i in 0..n {
-                    pts[i] = ps[i * stride + at[i][0] as usize] * inv_s[i];
+                    pts[i] = ps[i * stride + at[i][0] as usize];
                 }
                 points_body(on, None, &pts[..n], &mut ls[..n], &mut lss[..n]);
                 for i in 0..n {
@@ -593,8 +586,8 @@ helpers! {
                     let (la, lb) = (keep * lam, keep * (1.0 - lam));
                     ys[i] = if ka == kb { la + lb + y_off } else { la + y_off };
                     ys[n + i] = lb + y_off;
-                    let e = &ps[i * stride..];
-                    (pts[i], pts[n + i]) = (e[ka as usize] * inv_s[i], e[kb as usize] * inv_s[i]);
+                    let p = &ps[i * stride..];
+                    (pts[i], pts[n + i]) = (p[ka as usize], p[kb as usize]);
                 }
                 let m = 2 * n;
                 points_body(general, Some(&ys[..m]), &pts[..m], &mut ls[..m], &mut lss[..m]);
@@ -616,7 +609,7 @@ helpers! {
                 from_raw_parts_mut(a.grad.add(r * c), c)
             };
             let row = i * stride..i * stride + c;
-            super::grad_e_body(&ps[row.clone()], inv_s[i], &ss[row], sigma, a.inv_batch, g);
+            super::grad_body(&ps[row.clone()], &ss[row], sigma, a.inv_batch, g);
         }
     }
     /// Rows `r0..r0 + n` (`n <= GROUP_ROWS`) of a label kernel whose loss vanishes off the
