@@ -50,6 +50,17 @@ pub trait Vm {
     fn frexp_normal(&mut self, x: Self::V) -> (Self::V, Self::V) {
         self.frexp(x)
     }
+    /// `x = m * 2^e` with `m` in [sqrt(1/2), sqrt(2)) for normal `x > 0`: the split of a
+    /// log's argument ([`frexp_normal`] then [`to_log_octave`]). A machine with integer lanes
+    /// may compute the same values in fewer steps.
+    #[inline(always)]
+    fn log_split(&mut self, x: Self::V) -> (Self::V, Self::V)
+    where
+        Self: Sized,
+    {
+        let (mant, e) = self.frexp_normal(x);
+        to_log_octave(self, mant, e)
+    }
     /// `Some(b)` when every lane of `m` is `b`; `None` when they differ, or when the machine
     /// emits code and cannot know (the default).
     #[inline(always)]
@@ -130,6 +141,14 @@ impl<I: Vm, const N: usize> Vm for Multi<'_, I, N> {
         let (mut m, mut e) = (x, x);
         for i in 0..N {
             (m[i], e[i]) = self.0.frexp_normal(x[i]);
+        }
+        (m, e)
+    }
+    #[inline(always)]
+    fn log_split(&mut self, x: Self::V) -> (Self::V, Self::V) {
+        let (mut m, mut e) = (x, x);
+        for i in 0..N {
+            (m[i], e[i]) = self.0.log_split(x[i]);
         }
         (m, e)
     }
@@ -273,20 +292,20 @@ pub fn expm1<M: Vm>(m: &mut M, x: M::V) -> M::V {
 #[inline(always)]
 pub fn ln<M: Vm>(m: &mut M, x: M::V) -> M::V {
     let (mant, e) = m.frexp(x);
+    let (mant, e) = to_log_octave(m, mant, e);
     let r = ln_reduced(m, mant, e);
-    // Specials: x = 0 -> -inf, x < 0 -> NaN, x = inf -> inf (NaN propagates through frexp).
+    // Specials: x = inf -> inf and NaN -> NaN (x itself, where x < inf is false), x < 0 ->
+    // NaN, x = 0 -> -inf.
     let zero = m.c(0.0);
     let inf = m.c(f32::INFINITY);
+    let finite = m.lt(x, inf);
+    let r = m.select(finite, r, x);
     let is_zero = m.eq(x, zero);
     let is_neg = m.lt(x, zero);
-    let is_inf = m.eq(x, inf);
     let ninf = m.c(f32::NEG_INFINITY);
     let nan = m.c(f32::NAN);
-    let r = m.select(is_inf, inf, r);
     let r = m.select(is_neg, nan, r);
-    let r = m.select(is_zero, ninf, r);
-    let not_nan = m.eq(x, x);
-    m.select(not_nan, r, x)
+    m.select(is_zero, ninf, r)
 }
 
 /// [`ln`] of an `x` that is positive and normal, +inf or NaN, without the cases that cannot
@@ -294,27 +313,32 @@ pub fn ln<M: Vm>(m: &mut M, x: M::V) -> M::V {
 /// `|x| + eps` is such an `x` when `eps` is normal.
 #[inline(always)]
 fn ln_normal<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    let (mant, e) = m.frexp_normal(x);
+    let (mant, e) = m.log_split(x);
     let r = ln_reduced(m, mant, e);
+    // x = inf -> inf and NaN -> NaN: x itself, where x < inf is false.
     let inf = m.c(f32::INFINITY);
-    let is_inf = m.eq(x, inf);
-    let r = m.select(is_inf, inf, r);
-    let not_nan = m.eq(x, x);
-    m.select(not_nan, r, x)
+    let finite = m.lt(x, inf);
+    m.select(finite, r, x)
 }
 
-/// `ln(mant * 2^e)` for `mant` in [0.5, 1).
+/// `(mant, e)` from [`Vm::frexp`] (`mant` in [0.5, 1)) with `mant` moved into
+/// [sqrt(1/2), sqrt(2)): the octave [`ln_reduced`] takes.
 #[inline(always)]
-fn ln_reduced<M: Vm>(m: &mut M, mant: M::V, e: M::V) -> M::V {
-    // Move the mantissa into [sqrt(1/2), sqrt(2)).
+pub fn to_log_octave<M: Vm>(m: &mut M, mant: M::V, e: M::V) -> (M::V, M::V) {
     let sqrt_half = m.c(std::f32::consts::FRAC_1_SQRT_2);
     let small = m.lt(mant, sqrt_half);
     let mant2 = m.add(mant, mant);
     let mant = m.select(small, mant2, mant);
     let one = m.c(1.0);
     let em1 = m.sub(e, one);
-    let e = m.select(small, em1, e);
+    (mant, m.select(small, em1, e))
+}
+
+/// `ln(mant * 2^e)` for `mant` in [sqrt(1/2), sqrt(2)).
+#[inline(always)]
+fn ln_reduced<M: Vm>(m: &mut M, mant: M::V, e: M::V) -> M::V {
     // ln(1 + f) = 2 atanh(f / (2 + f)) = 2 s (1 + s^2/3 + s^4/5 + ...), |s| <= 0.172.
+    let one = m.c(1.0);
     let f = m.sub(mant, one);
     let two = m.c(2.0);
     let d = m.add(two, f);

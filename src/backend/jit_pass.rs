@@ -279,6 +279,11 @@ fn label_lanes(labels: [i64; 2], lanes: usize) -> [(usize, usize); 2] {
     labels.map(|k| if k < 0 { (usize::MAX, 0) } else { (k as usize / lanes, k as usize % lanes) })
 }
 
+/// The bits of sqrt(1/2) in f32, and what [`Vm::log_split`]'s integer form adds to
+/// a float's bits: 1.0's bits less those.
+const SQRT_HALF_BITS: i32 = std::f32::consts::FRAC_1_SQRT_2.to_bits() as i32;
+const LOG_SPLIT_SHIFT: i32 = 1f32.to_bits() as i32 - SQRT_HALF_BITS;
+
 /// Ops whose routines take one side of a range split only where every lane of the chain
 /// does (the Bessel family, erf and erfc split at small and large arguments): on four
 /// vectors that holds less often. Measured at 8192x100 with labels, two vectors per chain
@@ -786,6 +791,21 @@ pub mod avx2 {
                 (_mm256_castsi256_ps(mant), e)
             }
         }
+        /// The default's values in integer steps: adding `1 - sqrt(1/2)`'s bits carries into
+        /// the exponent exactly where the mantissa is at least sqrt(2)'s, and the mantissa
+        /// bits come back with sqrt(1/2)'s exponent and offset.
+        #[inline(always)]
+        fn log_split(&mut self, x: __m256) -> (__m256, __m256) {
+            unsafe {
+                let b = _mm256_add_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(LOG_SPLIT_SHIFT));
+                let e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32::<23>(b), _mm256_set1_epi32(127)));
+                let mant = _mm256_add_epi32(
+                    _mm256_and_si256(b, _mm256_set1_epi32(0x007f_ffff)),
+                    _mm256_set1_epi32(SQRT_HALF_BITS),
+                );
+                (_mm256_castsi256_ps(mant), e)
+            }
+        }
     }
 
     /// `v` with lane `lane` zeroed.
@@ -1011,6 +1031,19 @@ pub mod avx512 {
                 (float(mant), e)
             }
         }
+        /// As the AVX2 machine's.
+        #[inline(always)]
+        fn log_split(&mut self, x: __m512) -> (__m512, __m512) {
+            unsafe {
+                let b = _mm512_add_epi32(bits(x), _mm512_set1_epi32(LOG_SPLIT_SHIFT));
+                let e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32::<23>(b), _mm512_set1_epi32(127)));
+                let mant = _mm512_add_epi32(
+                    _mm512_and_si512(b, _mm512_set1_epi32(0x007f_ffff)),
+                    _mm512_set1_epi32(SQRT_HALF_BITS),
+                );
+                (float(mant), e)
+            }
+        }
     }
 
     /// `v` with lane `lane` zeroed.
@@ -1217,6 +1250,60 @@ mod tests {
     /// steps (operands, a sigmoid pair filling two nodes in either order, constants broadcast
     /// or filled, the side of a range split taken per vector, rows packed into blocks) as well
     /// as each op. A row's results do not depend on the rows around it.
+    /// The SIMD machines' integer `log_split` gives the default's values on every exponent of
+    /// the normal floats, at sqrt(2)'s mantissa and around it.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn log_split_in_integer_steps_gives_the_default_values() {
+        use super::*;
+        use std::arch::x86_64::*;
+        if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")) {
+            println!("SKIPPED: this processor has no AVX2 + FMA");
+            return;
+        }
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let sqrt2 = SQRT_HALF_BITS as u32 & 0x007f_ffff;
+        let mut xs = Vec::new();
+        for ex in 1u32..=254 {
+            for mb in [0, 1, sqrt2 - 2, sqrt2 - 1, sqrt2, sqrt2 + 1, 0x40_0000, 0x7f_fffe, 0x7f_ffff] {
+                xs.push(f32::from_bits(ex << 23 | mb));
+            }
+        }
+        xs.resize(xs.len().next_multiple_of(16), 1.0);
+        let want: Vec<(u32, u32)> = xs
+            .iter()
+            .map(|&x| {
+                // Scalar keeps the default.
+                let (m, e) = Scalar.log_split(x);
+                (m.to_bits(), e.to_bits())
+            })
+            .collect();
+        let got8: Vec<(u32, u32)> = xs
+            .chunks_exact(8)
+            .flat_map(|x| {
+                // SAFETY: AVX2 is present.
+                let (m, e) = unsafe { avx2::Avx.log_split(_mm256_loadu_ps(x.as_ptr())) };
+                let (mut ms, mut es) = ([0f32; 8], [0f32; 8]);
+                unsafe { (_mm256_storeu_ps(ms.as_mut_ptr(), m), _mm256_storeu_ps(es.as_mut_ptr(), e)) };
+                (0..8).map(move |i| (ms[i].to_bits(), es[i].to_bits()))
+            })
+            .collect();
+        assert_eq!(got8, want, "AVX2");
+        if avx512 {
+            let got16: Vec<(u32, u32)> = xs
+                .chunks_exact(16)
+                .flat_map(|x| {
+                    // SAFETY: AVX-512F is present.
+                    let (m, e) = unsafe { avx512::Avx512.log_split(_mm512_loadu_ps(x.as_ptr())) };
+                    let (mut ms, mut es) = ([0f32; 16], [0f32; 16]);
+                    unsafe { (_mm512_storeu_ps(ms.as_mut_ptr(), m), _mm512_storeu_ps(es.as_mut_ptr(), e)) };
+                    (0..16).map(move |i| (ms[i].to_bits(), es[i].to_bits()))
+                })
+                .collect();
+            assert_eq!(got16, want, "AVX-512");
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn simd_passes_give_the_baseline_bits_on_fused_losses() {
