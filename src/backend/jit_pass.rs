@@ -273,7 +273,7 @@ pub fn points_body(prog: &Program, ys: Option<&[f32]>, ps: &[f32], ls: &mut [f32
 }
 
 /// A row's label classes as `(vector, lane)` for vectors of `lanes` lanes (`usize::MAX` for
-/// no label): the SIMD passes zero each label's lane in its vector once per row.
+/// no label): the SIMD passes leave each label's lane out of the row's sums.
 #[inline(always)]
 fn label_lanes(labels: [i64; 2], lanes: usize) -> [(usize, usize); 2] {
     labels.map(|k| if k < 0 { (usize::MAX, 0) } else { (k as usize / lanes, k as usize % lanes) })
@@ -569,21 +569,18 @@ macro_rules! block_eval {
             // their own y, and writes their s). The labels' lanes are dropped in registers: a
             // store of them into the buffers, then a load, stalled on the store's forwarding.
             for r in 0..n {
-                let labels = label_lanes(rows.labels[r], W);
+                let [(j0, lane0), (j1, lane1)] = label_lanes(rows.labels[r], W);
                 let (mut acc_l, mut acc_s) = (zero, zero);
                 for j in 0..nvec {
                     let k = r * nvec + j;
-                    let (mut lv, mut sv) = unsafe { (l.add(k).read(), s.add(k).read()) };
-                    for (lj, lane) in labels {
-                        if lj == j {
-                            (lv, sv) = (without_lane(lv, lane), without_lane(sv, lane));
-                        }
-                    }
-                    if j + 1 == nvec {
-                        (lv, sv) = (keep_first(lv, last), keep_first(sv, last));
-                    }
-                    acc_l = Vm::add(&mut $m, acc_l, lv);
-                    acc_s = Vm::add(&mut $m, acc_s, sv);
+                    // The lanes to add, as bits: the classes less the labels, without a branch
+                    // (which of the row's vectors holds a label is anyone's guess).
+                    let mut keep = if j + 1 == nvec { (1 << last) - 1 } else { (1 << W) - 1 };
+                    keep &= !(if j == j0 { 1 << lane0 } else { 0 });
+                    keep &= !(if j == j1 { 1 << lane1 } else { 0 });
+                    let (lv, sv) = unsafe { (l.add(k).read(), s.add(k).read()) };
+                    acc_l = Vm::add(&mut $m, acc_l, keep_lanes(lv, keep));
+                    acc_s = Vm::add(&mut $m, acc_s, keep_lanes(sv, keep));
                 }
                 sums[r] = (hsum(acc_l), hsum(acc_s));
             }
@@ -808,17 +805,6 @@ pub mod avx2 {
         }
     }
 
-    /// `v` with lane `lane` zeroed.
-    #[inline(always)]
-    fn without_lane(v: __m256, lane: usize) -> __m256 {
-        // SAFETY: AVX2 is present wherever this module's passes run.
-        unsafe {
-            let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let label = _mm256_castsi256_ps(_mm256_cmpeq_epi32(iota, _mm256_set1_epi32(lane as i32)));
-            _mm256_andnot_ps(label, v)
-        }
-    }
-
     block_eval!(Avx, __m256, "avx2,fma", "8");
 
     /// The lanes below `k` (`k <= 8`), as a mask.
@@ -841,11 +827,15 @@ pub mod avx2 {
         }
     }
 
-    /// `v` with its lanes from `k` on zeroed.
+    /// `v` with the lanes whose bit in `keep` is clear zeroed.
     #[inline(always)]
-    fn keep_first(v: __m256, k: usize) -> __m256 {
+    fn keep_lanes(v: __m256, keep: u32) -> __m256 {
         // SAFETY: as in `first`.
-        unsafe { _mm256_and_ps(v, _mm256_castsi256_ps(first(k))) }
+        unsafe {
+            let bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+            let mask = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(keep as i32), bit), bit);
+            _mm256_and_ps(v, _mm256_castsi256_ps(mask))
+        }
     }
 
     /// The first `k` floats at `at`, zeros in the other lanes.
@@ -1046,13 +1036,6 @@ pub mod avx512 {
         }
     }
 
-    /// `v` with lane `lane` zeroed.
-    #[inline(always)]
-    fn without_lane(v: __m512, lane: usize) -> __m512 {
-        // SAFETY: AVX-512F is present wherever this module's passes run.
-        unsafe { _mm512_maskz_mov_ps(!(1u16 << lane), v) }
-    }
-
     block_eval!(Avx512, __m512, "avx512f,avx2,fma", "16");
 
     /// The first `n` lanes (n <= 16).
@@ -1067,15 +1050,15 @@ pub mod avx512 {
         if k >= W {
             return v;
         }
-        // SAFETY: as in `without_lane`.
+        // SAFETY: as in `keep_lanes`.
         unsafe { _mm512_mask_blend_ps(first(k), _mm512_permutexvar_ps(_mm512_set1_epi32(k as i32 - 1), v), v) }
     }
 
-    /// `v` with its lanes from `k` on zeroed.
+    /// `v` with the lanes whose bit in `keep` is clear zeroed.
     #[inline(always)]
-    fn keep_first(v: __m512, k: usize) -> __m512 {
-        // SAFETY: as in `without_lane`.
-        unsafe { _mm512_maskz_mov_ps(first(k), v) }
+    fn keep_lanes(v: __m512, keep: u32) -> __m512 {
+        // SAFETY: AVX-512F is present wherever this module's passes run.
+        unsafe { _mm512_maskz_mov_ps(keep as u16, v) }
     }
 
     /// The first `k` floats at `at`, zeros in the other lanes.
@@ -1098,7 +1081,7 @@ pub mod avx512 {
 
     #[inline(always)]
     fn hsum(v: __m512) -> f32 {
-        // SAFETY: as in `without_lane`.
+        // SAFETY: as in `keep_lanes`.
         unsafe { _mm512_reduce_add_ps(v) }
     }
 }
