@@ -50,6 +50,39 @@ fn simplify_never_changes_a_finite_value() {
     assert!(shrunk > 300, "simplify shrank only {shrunk} of 3000 expressions");
 }
 
+/// In a fused graph, `s` is `p * dL/dp` where that is finite, p = 0 included, though the
+/// fused rules drop the factors `sign(x)` of `s` (not of `dL/dp`) where `x` is 0 exactly
+/// where `p` is (a guarded log of `p / (y + eps)` brings one).
+#[test]
+fn s_stays_p_times_the_derivative_in_fused_graphs() {
+    let mut rng = Rng::new(5);
+    let (mut checked, mut dropped) = (0, 0);
+    for case in 0..3000 {
+        let fused = fuse::derivatives_of(simplify(&random::loss(&mut rng, 5)));
+        let out = |name: &str| fused.outputs.iter().find(|o| o.0 == name).unwrap().1;
+        let (d, s) = (out(fuse::DL_DP), out(fuse::S));
+        let signs = |id| print::expr_to_string(&fused, id).matches("sign(").count();
+        dropped += (signs(s) < signs(d)) as usize;
+        for &y in GRID {
+            for &p in GRID {
+                let want = p * eval_scalar(&fused, d, y, p);
+                if !want.is_finite() {
+                    continue;
+                }
+                let got = eval_scalar(&fused, s, y, p);
+                assert!(
+                    (got - want).abs() <= 1e-12 * want.abs(),
+                    "case {case} at y={y}, p={p}: s = {got}, p dL/dp = {want}\n{}",
+                    print::to_text(&fused)
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 100_000, "only {checked} finite points checked");
+    assert!(dropped > 20, "s lost a sign in only {dropped} of 3000 graphs");
+}
+
 #[test]
 fn printed_text_parses_back_to_the_same_graph() {
     let mut rng = Rng::new(2);

@@ -17,7 +17,9 @@ pub enum Rules {
     Keyed,
     /// Also `sign(x) -> 1` where `x > 0` is known, for fused graphs (a loss with its
     /// derivatives), of which no key is made: the derivatives of `sqrt` and the guarded logs
-    /// bring `sign` of their argument, often a sum such as `1 + x^2`. And a negated product
+    /// bring `sign` of their argument, often a sum such as `1 + x^2`. Under a factor `p`,
+    /// `sign(x)` -> 1 where `x` is 0 exactly where `p` is (`s = p dL/dp` of a guarded log of
+    /// `p / (y + eps)`). And a negated product
     /// with a constant factor takes the sign into the constant (`-(a * (k * x))` ->
     /// `a * (-k * x)`, the same bits): `s = p dL/dp` of a negated loss is such a product, and
     /// a kernel evaluates one step less per class.
@@ -74,6 +76,7 @@ fn round(g: &Graph, rules: Rules) -> (Graph, bool, u64) {
         key: Vec::with_capacity(n),
         nonneg: Vec::with_capacity(n),
         pos: Vec::with_capacity(n),
+        zero_with_p: Vec::with_capacity(n),
         rules,
     };
     let mut map: Vec<Id> = Vec::with_capacity(g.len());
@@ -106,6 +109,9 @@ struct Simplifier {
     nonneg: Vec<bool>,
     /// Known to be > 0 (or NaN) for y, p in [0, 1], in exact arithmetic.
     pos: Vec<bool>,
+    /// Known to be >= 0 and 0 exactly where p is, in exact arithmetic: p, and its products and
+    /// quotients with positives.
+    zero_with_p: Vec<bool>,
     rules: Rules,
 }
 
@@ -211,6 +217,20 @@ impl Simplifier {
             self.key.push(key);
             self.nonneg.push(nonneg);
             self.pos.push(pos);
+            let z = |id: Id| self.zero_with_p[id.index()];
+            let zero_with_p = match n {
+                Node::Input(i) => i == Input::P,
+                Node::Const(_) => false,
+                Node::Unary(UnOp::Abs | UnOp::Square | UnOp::Sqrt, a) => z(a),
+                Node::Unary(..) => false,
+                Node::Binary(BinOp::Mul, a, b) => {
+                    let (pa, pb) = (self.pos[a.index()], self.pos[b.index()]);
+                    (z(a) && (pb || z(b))) || (pa && z(b))
+                }
+                Node::Binary(BinOp::Div, a, b) => z(a) && self.pos[b.index()],
+                Node::Binary(..) => false,
+            };
+            self.zero_with_p.push(zero_with_p);
         }
         id
     }
@@ -261,6 +281,48 @@ impl Simplifier {
                     let nb = self.negate_constant_factor(b, depth - 1)?;
                     Some(self.bin(BinOp::Div, a, nb))
                 }
+            }
+            _ => None,
+        }
+    }
+
+    /// `(p, d)` where `a * b` is `p * d`.
+    fn p_times(&self, a: Id, b: Id) -> Option<(Id, Id)> {
+        let is_p = |id: Id| self.node(id) == Node::Input(Input::P);
+        if is_p(a) {
+            Some((a, b))
+        } else if is_p(b) {
+            Some((b, a))
+        } else {
+            None
+        }
+    }
+
+    /// The product or quotient `id` without its factors `sign(x)` (in numerators, at most
+    /// `depth` deep) where `x` is 0 exactly where `p` is; `None` where there are none. Under
+    /// a factor `p`, such a sign is 1 where `p > 0`, and where `p = 0` the product is 0 (or
+    /// NaN, where the rest is infinite or NaN) with the sign or without it, with the same
+    /// sign of zero: `s = p dL/dp` of a guarded log of `p / (y + eps)` has one.
+    fn drop_sign_factors(&mut self, id: Id, depth: u32) -> Option<Id> {
+        if depth == 0 {
+            return None;
+        }
+        match self.node(id) {
+            Node::Unary(UnOp::Sign, x) if self.zero_with_p[x.index()] => Some(self.c(1.0)),
+            Node::Unary(UnOp::Neg, a) => {
+                let a = self.drop_sign_factors(a, depth - 1)?;
+                Some(self.un(UnOp::Neg, a))
+            }
+            Node::Binary(BinOp::Mul, a, b) => {
+                let (da, db) = (self.drop_sign_factors(a, depth - 1), self.drop_sign_factors(b, depth - 1));
+                if da.is_none() && db.is_none() {
+                    return None;
+                }
+                Some(self.bin(BinOp::Mul, da.unwrap_or(a), db.unwrap_or(b)))
+            }
+            Node::Binary(BinOp::Div, a, b) => {
+                let a = self.drop_sign_factors(a, depth - 1)?;
+                Some(self.bin(BinOp::Div, a, b))
             }
             _ => None,
         }
@@ -320,6 +382,12 @@ impl Simplifier {
             Sub if let Some(x) = na => {
                 let s = self.bin(Add, x, b); //                  -x - b -> -(x + b)
                 return self.un(UnOp::Neg, s);
+            }
+            Mul if self.rules == Rules::Fused
+                && let Some((p, d)) = self.p_times(a, b)
+                && let Some(d) = self.drop_sign_factors(d, 6) =>
+            {
+                return self.bin(Mul, p, d); //                 p * (sign(x) * d) -> p * d where x is 0 with p
             }
             Mul if self.is(a, 1.0) => return b, //              1 * b -> b
             Mul if self.is(a, 0.0) => return a, //              0 * b -> 0 (b finite, or the original was NaN)
