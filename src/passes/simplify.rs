@@ -19,7 +19,8 @@ pub enum Rules {
     /// derivatives), of which no key is made: the derivatives of `sqrt` and the guarded logs
     /// bring `sign` of their argument, often a sum such as `1 + x^2`. Under a factor `p`,
     /// `sign(x)` -> 1 where `x` is 0 exactly where `p` is (`s = p dL/dp` of a guarded log of
-    /// `p / (y + eps)`). And a negated product
+    /// `p / (y + eps)`). Constant factors of products and quotients move out and fold
+    /// (`a / (k * x)` -> `(1/k) * (a / x)`). And a negated product
     /// with a constant factor takes the sign into the constant (`-(a * (k * x))` ->
     /// `a * (-k * x)`, the same bits): `s = p dL/dp` of a negated loss is such a product, and
     /// a kernel evaluates one step less per class.
@@ -286,6 +287,21 @@ impl Simplifier {
         }
     }
 
+    /// `(k, x)` where `id` is `k * x` with a constant `k` (or, with `quotients`, `k / d` with
+    /// `k` other than 1: then `x` is `1 / d`, made here).
+    fn constant_times(&mut self, id: Id, quotients: bool) -> Option<(f64, Id)> {
+        match self.node(id) {
+            Node::Binary(BinOp::Mul, k, x) => Some((self.konst(k)?, x)),
+            Node::Binary(BinOp::Div, k, d)
+                if quotients && self.konst(k).is_some_and(|k| k != 1.0) && self.konst(d).is_none() =>
+            {
+                let one = self.c(1.0);
+                Some((self.konst(k)?, self.bin(BinOp::Div, one, d)))
+            }
+            _ => None,
+        }
+    }
+
     /// `(p, d)` where `a * b` is `p * d`.
     fn p_times(&self, a: Id, b: Id) -> Option<(Id, Id)> {
         let is_p = |id: Id| self.node(id) == Node::Input(Input::P);
@@ -389,6 +405,20 @@ impl Simplifier {
             {
                 return self.bin(Mul, p, d); //                 p * (sign(x) * d) -> p * d where x is 0 with p
             }
+            Mul if self.rules == Rules::Fused
+                && self.konst(a).is_none()
+                && let Some((other, (k, x))) = self
+                    .constant_times(b, true)
+                    .map(|f| (a, f))
+                    .or_else(|| self.constant_times(a, true).map(|f| (b, f)))
+                && self.konst(x).is_none() =>
+            {
+                // a * (k * x) -> k * (a * x), (k * x) * b -> k * (x * b): constants move out,
+                // where they meet and fold.
+                let inner = self.bin(Mul, other, x);
+                let k = self.c(k);
+                return self.bin(Mul, k, inner);
+            }
             Mul if self.is(a, 1.0) => return b, //              1 * b -> b
             Mul if self.is(a, 0.0) => return a, //              0 * b -> 0 (b finite, or the original was NaN)
             Mul if self.is(a, -1.0) => return self.un(UnOp::Neg, b), // -1 * b -> -b
@@ -419,6 +449,22 @@ impl Simplifier {
                     let c = self.c(c1 * c2); //                 c1 * (c2 * x) -> (c1 c2) * x
                     return self.bin(Mul, c, x);
                 }
+            }
+            Div if self.rules == Rules::Fused
+                && let Some((k, x)) = self.constant_times(b, false)
+                && (1.0 / k).is_finite()
+                && 1.0 / k != 0.0 =>
+            {
+                let q = self.bin(Div, a, x); //                  a / (k * x) -> (1/k) * (a / x)
+                let inv = self.c(1.0 / k);
+                return self.bin(Mul, inv, q);
+            }
+            Div if self.rules == Rules::Fused
+                && let Some((k, x)) = self.constant_times(a, false) =>
+            {
+                let q = self.bin(Div, x, b); //                  (k * x) / b -> k * (x / b)
+                let k = self.c(k);
+                return self.bin(Mul, k, q);
             }
             Div if self.is(b, 1.0) => return a,  //              a / 1 -> a
             Div if a == b => return self.c(1.0), //              a / a -> 1
@@ -509,16 +555,23 @@ mod tests {
         Id::from_index(1)
     }
 
-    /// A negated product with a constant factor takes the sign into the constant in fused
-    /// graphs only; without a constant factor the negation stays.
+    /// In fused graphs only, the constant factors of a product or quotient move out, where
+    /// they fold, and a negated product with a constant factor takes the sign into the
+    /// constant; without a constant factor the negation stays.
     #[test]
-    fn negation_moves_into_a_constant_factor_in_fused_graphs_only() {
+    fn constants_and_negations_gather_in_fused_graphs_only() {
         let g = crate::syntax::parse("loss l = -(p * (exp(y) / (3 * y)));\nloss m = -(p * exp(y));").unwrap();
         let text = |rules| crate::ir::print::to_text(&simplify_with(&g, rules));
         let keyed = text(Rules::Keyed);
         assert!(keyed.contains("l = -(p * (t1 / (3 * y)))") && keyed.contains("m = -(p * t1)"), "{keyed}");
         let fused = text(Rules::Fused);
-        assert!(fused.contains("l = p * (t1 / (-3 * y))") && fused.contains("m = -(p * t1)"), "{fused}");
+        assert!(
+            fused.contains("l = -0.3333333333333333 * (p * (t1 / y))") && fused.contains("m = -(p * t1)"),
+            "{fused}"
+        );
+        // 2 x / (-2 t) -> -(x / t): R1's derivative had both constants.
+        let g = crate::syntax::parse("loss l = 2 * y * (p / (-2 * exp(y)));").unwrap();
+        assert_eq!(crate::ir::print::to_text(&simplify_with(&g, Rules::Fused)), "loss l = -(y * (p / exp(y)));\n");
     }
 
     /// `sign` of what is known positive is 1 in fused graphs only: the keys of losses, which
