@@ -6,10 +6,11 @@
 //! element, and in Cranelift 0.135's 128-bit code it ran at 0.6-1.1x XLA (M1, C2, dense
 //! targets at 8192x100). Here rustc compiles the same `mathlib` routines for AVX2 + FMA
 //! (8 lanes) and AVX-512 (16 lanes), and the program runs one graph node at a time over a
-//! block of vectors, so dispatching a node costs once per block. A block packs the vectors
-//! of a group of rows one after another (up to 32 vectors: see `Program::block_vectors`),
-//! and a routine's loop interleaves four vectors' dependency chains (`mathlib::Multi`),
-//! which a routine's latency needs (in blocks of 64 lanes, one vector at a time, C2's
+//! block of vectors, so dispatching a node costs once per block. The vectors of a group of
+//! rows lie one after another in the kernel's scratch, and a block is a window of them (up to
+//! 32 vectors: see `Program::block_vectors`) that the steps read and write in place. A
+//! routine's loop interleaves four vectors' dependency chains (`mathlib::Multi`), which a
+//! routine's latency needs (in blocks of 64 lanes, one vector at a time, C2's
 //! off-target pass took 1.7x as long). Where all the lanes of the vectors fall on one side
 //! of a routine's range split, only that side is computed (`mathlib::split!`).
 //! The lanes compute what the [`Scalar`] machine computes (the tests check every op bit for
