@@ -20,10 +20,10 @@ pub enum Rules {
     /// bring `sign` of their argument, often a sum such as `1 + x^2`. Under a factor `p`,
     /// `sign(x)` -> 1 where `x` is 0 exactly where `p` is (`s = p dL/dp` of a guarded log of
     /// `p / (y + eps)`). Constant factors of products and quotients move out and fold
-    /// (`a / (k * x)` -> `(1/k) * (a / x)`). And a negated product
-    /// with a constant factor takes the sign into the constant (`-(a * (k * x))` ->
-    /// `a * (-k * x)`, the same bits): `s = p dL/dp` of a negated loss is such a product, and
-    /// a kernel evaluates one step less per class.
+    /// (`a / (k * x)` -> `(1/k) * (a / x)`). And a negated product with a constant factor
+    /// takes the sign into the constant (`-(k * x)` -> `(-k) * x`, the same bits):
+    /// `s = p dL/dp` of a negated loss is such a product, and a kernel evaluates one step
+    /// less per class.
     Fused,
 }
 
@@ -256,37 +256,6 @@ impl Simplifier {
         }
     }
 
-    /// `-id` with the negation taken by a constant factor of the product or quotient `id`, at
-    /// most `depth` products deep: `None` where there is none. Exact: negating a factor, or a
-    /// divisor, negates a product or quotient without changing its rounding.
-    fn negate_constant_factor(&mut self, id: Id, depth: u32) -> Option<Id> {
-        if let Some(v) = self.konst(id) {
-            return Some(self.c(-v));
-        }
-        if depth == 0 {
-            return None;
-        }
-        match self.node(id) {
-            Node::Binary(BinOp::Mul, a, b) => {
-                if let Some(na) = self.negate_constant_factor(a, depth - 1) {
-                    Some(self.bin(BinOp::Mul, na, b))
-                } else {
-                    let nb = self.negate_constant_factor(b, depth - 1)?;
-                    Some(self.bin(BinOp::Mul, a, nb))
-                }
-            }
-            Node::Binary(BinOp::Div, a, b) => {
-                if let Some(na) = self.negate_constant_factor(a, depth - 1) {
-                    Some(self.bin(BinOp::Div, na, b))
-                } else {
-                    let nb = self.negate_constant_factor(b, depth - 1)?;
-                    Some(self.bin(BinOp::Div, a, nb))
-                }
-            }
-            _ => None,
-        }
-    }
-
     /// `(k, x)` where `id` is `k * x` with a constant `k` (or, with `quotients`, `k / d` with
     /// `k` other than 1: then `x` is `1 / d`, made here).
     fn constant_times(&mut self, id: Id, quotients: bool) -> Option<(f64, Id)> {
@@ -359,10 +328,14 @@ impl Simplifier {
             (Neg, Node::Binary(BinOp::Sub, a, b)) => return self.bin(BinOp::Sub, b, a), // -(a-b) -> b-a
             (Abs | Relu, _) if self.nonneg[x.index()] => return x, // |a| -> a when a >= 0
             (Sign, _) if self.rules == Rules::Fused && self.pos[x.index()] => return self.c(1.0), // sign(a) -> 1 when a > 0
-            (Neg, Node::Binary(BinOp::Mul | BinOp::Div, ..)) if self.rules == Rules::Fused => {
-                if let Some(r) = self.negate_constant_factor(x, 4) {
-                    return r; //                                 -(a * (k * x)) -> a * (-k * x)
-                }
+            // Constant factors have moved out of products and quotients (see `bin`), so a
+            // negated one with a constant factor is `-(k * a)`.
+            (Neg, _)
+                if self.rules == Rules::Fused
+                    && let Some((k, a)) = self.constant_times(x, false) =>
+            {
+                let k = self.c(-k);
+                return self.bin(BinOp::Mul, k, a); //            -(k * a) -> (-k) * a
             }
             (Sqrt, Node::Unary(Square, a)) => return self.un(Abs, a), // sqrt(a^2) -> |a|
             (_, Node::Unary(Neg | Abs, a)) if even(op) => return self.un(op, a), // f(-a) -> f(a)
