@@ -562,7 +562,7 @@ helpers! {
         let y = if a.dense.is_null() { None } else { Some(unsafe { from_raw_parts(a.dense.add(r0 * c), n * c) }) };
         let rows = Rows { p: ps, s: ss, stride, y, c, inv_s: &inv_s[..n], labels: &at[..n] };
         graph_rows_body(&plan.pass, rows, &mut sums[..n]);
-        // The label classes at their own y; s there is written after the pass, which left 0.
+        // The label classes at their own y; s there is written after the pass, which left it.
         // Per point (up to two per row): its y and p, and L and s there.
         let [mut ys, mut pts, mut ls, mut lss] = [[0f32; 2 * GROUP_ROWS]; 4];
         match &plan.labels {
