@@ -71,8 +71,8 @@ impl Shared {
     }
 }
 
-/// Runs `f` on up to `threads()` contiguous parts of `0..n` (the first on the calling thread)
-/// and returns their results in order.
+/// Runs `f` on up to `threads()` contiguous parts of `0..n` (the first on the calling thread,
+/// the others on [`crate::pool`]'s workers) and returns their results in order.
 fn parallel<R: Send>(n: usize, f: impl Fn(Range<usize>) -> R + Sync) -> Vec<R> {
     let parts = threads().min(n).max(1);
     if parts == 1 {
@@ -80,13 +80,12 @@ fn parallel<R: Send>(n: usize, f: impl Fn(Range<usize>) -> R + Sync) -> Vec<R> {
     }
     let per = n.div_ceil(parts);
     let ranges: Vec<Range<usize>> = (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect();
-    std::thread::scope(|s| {
-        let f = &f;
-        let rest: Vec<_> = ranges[1..].iter().cloned().map(|r| s.spawn(move || f(r))).collect();
-        let mut out = vec![f(ranges[0].clone())];
-        out.extend(rest.into_iter().map(|h| h.join().expect("CPU device thread")));
-        out
-    })
+    let out: Vec<std::sync::Mutex<Option<R>>> = ranges.iter().map(|_| Default::default()).collect();
+    crate::pool::run(ranges.len(), &|i| {
+        let r = f(ranges[i].clone());
+        *out[i].lock().unwrap() = Some(r);
+    });
+    out.into_iter().map(|r| r.into_inner().unwrap().expect("every part ran")).collect()
 }
 
 /// `c (+)= a b` for `m x k` and `k x n` matrices given by pointers and (row, column) strides.

@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod optim;
+mod pool;
 pub mod rng;
 pub mod stacked;
 pub mod train;
