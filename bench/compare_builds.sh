@@ -3,7 +3,9 @@
 # this host, in one run: the revision is built in a temporary worktree, then ROUNDS rounds
 # (default 5) alternate the two builds, each timing every loss of examples/ at SHAPES (default
 # 8192x100) with labels and dense targets; then per loss and target form the medians and
-# their ratio (revision / this tree: above 1 means this tree is faster).
+# their ratio (revision / this tree: above 1 means this tree is faster). With TRAIN=1 each
+# round times training instead (`lossc bench-train`, 60 steps at batch 128, on 1 and 2
+# threads), as ms per step.
 #   bash bench/compare_builds.sh [REV]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +26,15 @@ target/release/lossc bench examples/ce.loss --shapes 256x10 --targets labels | s
 for r in $(seq "$rounds"); do
     for side in base tree; do
         bin=target/release/lossc; [ "$side" = base ] && bin=$base_bin
-        "$bin" bench examples/*.loss --shapes "$shapes" --targets labels,dense \
-            | awk -v side="$side" -v shape="$shapes" '$2 == shape { print side, $1, $3, $4 }' >> "$log"
+        if [ -n "${TRAIN:-}" ]; then
+            for t in 1 2; do
+                "$bin" bench-train --threads "$t" --steps 60 \
+                    | awk -v side="$side" -v t="$t" '$(NF-2) == "images/s," { print side, "train", t "-threads", 128000 / $(NF-3) }' >> "$log"
+            done
+        else
+            "$bin" bench examples/*.loss --shapes "$shapes" --targets labels,dense \
+                | awk -v side="$side" -v shape="$shapes" '$2 == shape { print side, $1, $3, $4 }' >> "$log"
+        fi
     done
     echo "round $r/$rounds done" >&2
 done
