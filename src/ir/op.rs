@@ -36,6 +36,9 @@ pub enum Parity {
 /// The sign of an op's result, for the simplifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sign {
+    /// Positive for every real argument (NaN aside), in exact arithmetic: in fused graphs
+    /// `sign(f(x))` is 1 (where f32 underflows to 0, closer to the f64 reference than 0).
+    Pos,
     /// Never negative (NaN aside).
     NonNeg,
     Any,
@@ -215,7 +218,7 @@ unary_table! {
         d "sign(x) / ((abs(x) + eps) * 2.302585092994046)",
         acc within(1e30, 1e-30, 3e-7);
     /// `e^x`, unguarded.
-    Exp "exp" [Some(3), Neither, NonNeg, Routine]
+    Exp "exp" [Some(3), Neither, Pos, Routine]
         f64 Func::Exp.eval(x),
         f32 ml::exp(m, x),
         d "exp(x)",
@@ -226,20 +229,20 @@ unary_table! {
         d "sign(x)",
         acc Accuracy::Exact;
     /// `1 / (1 + e^-x)`
-    Sigmoid "sigmoid" [Some(5), Neither, NonNeg, Routine]
+    Sigmoid "sigmoid" [Some(5), Neither, Pos, Routine]
         f64 mr::sigmoid(x),
         f32 ml::sigmoid(m, x),
         d "dsigmoid(x)",
         acc within(1e3, 1e-30, 3e-7);
     /// `1 / (1 + |x|)`: the search space's op 6, which the paper labels "d/dx softsign" although
     /// the true derivative is `1 / (1 + |x|)^2`; named for what it computes.
-    Inv1pAbs "inv1p_abs" [Some(6), Even, NonNeg, Arith]
+    Inv1pAbs "inv1p_abs" [Some(6), Even, Pos, Arith]
         f64 1.0 / (1.0 + x.abs()),
         f32 { let one = m.c(1.0); ml::over_1p_abs(m, one, x) },
         d "-(sign(x) * square(inv1p_abs(x)))",
         acc within(1e30, 1e-30, 2e-7);
     /// Guarded softplus `ln(|1 + e^x| + eps)`, computed without overflow for large x.
-    Softplus "softplus" [Some(7), Neither, NonNeg, Routine]
+    Softplus "softplus" [Some(7), Neither, Pos, Routine]
         f64 mr::softplus_eps(x, eps),
         f32 ml::softplus_eps(m, x, eps),
         d "exp(x - softplus(x))",
@@ -249,7 +252,7 @@ unary_table! {
         f32 ml::erf(m, x),
         d "1.1283791670955126 * exp(-square(x))",
         acc within(1e30, 1e-30, 3e-7);
-    Erfc "erfc" [Some(9), Neither, NonNeg, Routine]
+    Erfc "erfc" [Some(9), Neither, Pos, Routine]
         f64 Func::Erfc.eval(x),
         f32 ml::erfc(m, x),
         d "-1.1283791670955126 * exp(-square(x))",
@@ -286,13 +289,13 @@ unary_table! {
         d "-square(recip(x))",
         acc within(1e30, 1e-30, 2e-7);
     /// Modified Bessel function of the first kind, order 0.
-    BesselI0 "bessel_i0" [Some(16), Even, NonNeg, Routine]
+    BesselI0 "bessel_i0" [Some(16), Even, Pos, Routine]
         f64 mr::bessel_i0(x),
         f32 ml::bessel(m, x, Bessel::I0),
         d "bessel_i1(x)",
         acc within(91.0, 1e-30, 5e-7);
     /// `e^-|x| I0(x)`
-    BesselI0e "bessel_i0e" [Some(17), Even, NonNeg, Routine]
+    BesselI0e "bessel_i0e" [Some(17), Even, Pos, Routine]
         f64 mr::bessel_i0e(x),
         f32 ml::bessel(m, x, Bessel::I0e),
         d "bessel_i0e_d(x)",
@@ -339,13 +342,13 @@ unary_table! {
         d "square(inv1p_abs(x))",
         acc within(1e30, 1e-30, 2e-7);
     /// `1 - tanh(x)^2`, computed as `sech(x)^2` so it does not cancel to 0 for large |x|.
-    Dtanh "dtanh" [Some(25), Even, NonNeg, Routine]
+    Dtanh "dtanh" [Some(25), Even, Pos, Routine]
         f64 mr::dtanh(x),
         f32 ml::dtanh(m, x),
         d "-2 * (tanh(x) * dtanh(x))",
         acc within(1e3, 1e-30, 4e-7);
     /// `sigmoid(x) * (1 - sigmoid(x))`
-    Dsigmoid "dsigmoid" [Some(26), Even, NonNeg, Routine]
+    Dsigmoid "dsigmoid" [Some(26), Even, Pos, Routine]
         f64 mr::dsigmoid(x),
         f32 ml::dsigmoid(m, x),
         d "dsigmoid(x) * (1 - 2 * sigmoid(x))",
@@ -356,7 +359,7 @@ unary_table! {
         f32 ml::sin_or_cos(m, x, true),
         d "-sin(x)",
         acc within(8192.0, 1e-3, 3e-7);
-    Cosh "cosh" [None, Even, NonNeg, Routine]
+    Cosh "cosh" [None, Even, Pos, Routine]
         f64 Func::Cosh.eval(x),
         f32 ml::cosh(m, x),
         d "sinh(x)",
@@ -374,13 +377,13 @@ unary_table! {
         d "0",
         acc Accuracy::Exact;
     /// `I1(x) / x`, 1/2 at 0; keeps the derivative of `bessel_i1` finite at 0.
-    BesselI1x "bessel_i1x" [None, Even, NonNeg, Routine]
+    BesselI1x "bessel_i1x" [None, Even, Pos, Routine]
         f64 mr::bessel_i1x(x),
         f32 ml::bessel(m, x, Bessel::I1x),
         d "(bessel_i0(x) - 2 * bessel_i1x(x)) / x",
         acc within(91.0, 1e-30, 6e-7);
     /// `e^-|x| I1(x) / x`, 1/2 at 0.
-    BesselI1ex "bessel_i1ex" [None, Even, NonNeg, Routine]
+    BesselI1ex "bessel_i1ex" [None, Even, Pos, Routine]
         f64 mr::bessel_i1ex(x),
         f32 ml::bessel(m, x, Bessel::I1ex),
         d "(bessel_i0e(x) - 2 * bessel_i1ex(x)) / x - sign(x) * bessel_i1ex(x)",

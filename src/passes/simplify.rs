@@ -128,7 +128,7 @@ fn odd(op: UnOp) -> bool {
 
 /// Unary ops whose result is never negative.
 fn nonneg_op(op: UnOp) -> bool {
-    op.sign() == Sign::NonNeg
+    op.sign() != Sign::Any
 }
 
 /// The version of the canonical keys ([`simplify_keyed`], and the printed text it orders) the search's store use: keys of
@@ -191,9 +191,8 @@ impl Simplifier {
                 Node::Unary(op, a) => {
                     let pa = self.pos[a.index()];
                     let pos = match op {
-                        UnOp::Exp => true,
                         UnOp::Abs | UnOp::Square | UnOp::Sqrt => pa,
-                        _ => false,
+                        _ => op.sign() == Sign::Pos,
                     };
                     (nonneg_op(op), pos, sip13(&[self.key[a.index()], op.name_hash(), variant(&n)]))
                 }
@@ -551,14 +550,19 @@ mod tests {
     /// the search's store holds, do not change.
     #[test]
     fn sign_of_a_positive_sum_folds_in_fused_graphs_only() {
-        let g = crate::syntax::parse("loss l = sign(1 + square(p)) * p + sign(exp(y) * 2) + sign(p) + sign(1 - p);")
-            .unwrap();
+        let g = crate::syntax::parse(
+            "loss l = sign(1 + square(p)) * p + sign(exp(y) * 2) + sign(p) + sign(1 - p) \
+             + sign(inv1p_abs(log(p))) * y + sign(sigmoid(p - y) / cosh(y)) + sign(step(p - y)) + sign(relu(p - y));",
+        )
+        .unwrap();
         let text = |rules| crate::ir::print::to_text(&simplify_with(&g, rules));
         let keyed = text(Rules::Keyed);
-        assert_eq!(keyed.matches("sign(").count(), 4, "{keyed}");
+        assert_eq!(keyed.matches("sign(").count(), 8, "{keyed}");
         let fused = text(Rules::Fused);
-        // sign(p) (p may be 0) and sign(1 - p) stay.
-        assert_eq!(fused.matches("sign(").count(), 2, "{fused}");
-        assert!(fused.contains("sign(p)") && fused.contains("sign(1 - p)"), "{fused}");
+        // sign(p) (p may be 0), sign(1 - p), and the signs of step and relu (0 below 0) stay.
+        assert_eq!(fused.matches("sign(").count(), 4, "{fused}");
+        for stays in ["sign(p)", "sign(1 - p)", "sign(step(", "sign(relu("] {
+            assert!(fused.contains(stays), "{stays}: {fused}");
+        }
     }
 }
