@@ -7,7 +7,7 @@
 //! or a call from inside a part) spawns scoped threads as before.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 
 /// A part's work with its lifetime erased: valid until the call that posted it has seen every
 /// part finish ([`run`] waits for that, also when its own part panics).
@@ -86,8 +86,11 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
         return f(0);
     }
     let pool = pool();
-    let Ok(_busy) = pool.busy.try_lock() else {
-        return scoped(parts, f);
+    // A call whose part panicked leaves `busy` poisoned; the workers are as good as before.
+    let _busy = match pool.busy.try_lock() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(TryLockError::WouldBlock) => return scoped(parts, f),
     };
     {
         let mut round = lock(&pool.round);
@@ -167,5 +170,17 @@ mod tests {
             hits.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(hits.into_inner(), 2);
+        // Part 1 still runs on a kept worker, not on a thread spawned for the call (one call
+        // may find the workers serving the other test's callers).
+        let on_worker = (0..100).any(|_| {
+            let name = Mutex::new(None);
+            run(2, &|i| {
+                if i == 1 {
+                    *name.lock().unwrap() = std::thread::current().name().map(String::from);
+                }
+            });
+            name.into_inner().unwrap().is_some_and(|n| n.starts_with("lossc-cpu-"))
+        });
+        assert!(on_worker, "after a panic, calls no longer reach the workers");
     }
 }
