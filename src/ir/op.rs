@@ -37,7 +37,7 @@ pub enum Parity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sign {
     /// Positive for every real argument (NaN aside), in exact arithmetic: in fused graphs
-    /// `sign(f(x))` is 1 (where f32 underflows to 0, closer to the f64 reference than 0).
+    /// `sign(f(x))` is 1, also where f32 underflows to 0 (1 is its exact value there).
     Pos,
     /// Never negative (NaN aside).
     NonNeg,
