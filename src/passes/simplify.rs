@@ -282,6 +282,19 @@ impl Simplifier {
         }
     }
 
+    /// `(x / d, r)` where `q` is `r / d` and `x / d` is an older node: `x * q` is then
+    /// `r * (x / d)`, one division fewer where `q` has no other use. `s = p dL/dp` of a loss of
+    /// `p / (y + eps)` ends in `p * (r / (y + eps))`, and the loss itself has `p / (y + eps)`.
+    /// (Older only: `r * (x / d)` with `r / d` a node would otherwise turn back.)
+    fn reuse_quotient(&self, x: Id, q: Id) -> Option<(Id, Id)> {
+        match self.node(q) {
+            Node::Binary(BinOp::Div, r, d) if self.konst(x).is_none() => {
+                self.g.find(&Node::Binary(BinOp::Div, x, d)).filter(|xd| xd.index() < q.index()).map(|xd| (xd, r))
+            }
+            _ => None,
+        }
+    }
+
     /// The product or quotient `id` without its factors `sign(x)` (in numerators, at most
     /// `depth` deep) where `x` is 0 exactly where `p` is; `None` where there are none. Under
     /// a factor `p`, such a sign is 1 where `p > 0`, and where `p = 0` the product is 0 (or
@@ -390,6 +403,11 @@ impl Simplifier {
                 let inner = self.bin(Mul, other, x);
                 let k = self.c(k);
                 return self.bin(Mul, k, inner);
+            }
+            Mul if self.rules == Rules::Fused
+                && let Some((x, r)) = self.reuse_quotient(a, b).or_else(|| self.reuse_quotient(b, a)) =>
+            {
+                return self.bin(Mul, r, x); //                  x * (r / d) -> r * (x / d) where x / d is a node
             }
             Mul if self.is(a, 1.0) => return b, //              1 * b -> b
             Mul if self.is(a, 0.0) => return a, //              0 * b -> 0 (b finite, or the original was NaN)
@@ -544,6 +562,18 @@ mod tests {
         // 2 x / (-2 t) -> -(x / t): R1's derivative had both constants.
         let g = crate::syntax::parse("loss l = 2 * y * (p / (-2 * exp(y)));").unwrap();
         assert_eq!(crate::ir::print::to_text(&simplify_with(&g, Rules::Fused)), "loss l = -(y * (p / exp(y)));\n");
+    }
+
+    /// In fused graphs only, `x * (r / d)` reuses an older `x / d`, and stops there (the
+    /// product it gives has a quotient `r / d` too, which it must not turn back into).
+    #[test]
+    fn products_reuse_an_older_quotient_in_fused_graphs_only() {
+        let g = crate::syntax::parse("loss l = p / (y + 1) + p * (exp(y) / (y + 1));").unwrap();
+        let text = |rules| crate::ir::print::to_text(&simplify_with(&g, rules));
+        let keyed = text(Rules::Keyed);
+        assert_eq!(keyed.matches(" / ").count(), 2, "{keyed}");
+        let fused = text(Rules::Fused);
+        assert_eq!(fused, "let t1 = p / (1 + y);\nloss l = t1 + t1 * exp(y);\n");
     }
 
     /// `sign` of what is known positive is 1 in fused graphs only: the keys of losses, which
