@@ -17,6 +17,7 @@ pub mod layers;
 pub mod model;
 pub mod optim;
 mod pool;
+pub mod profile;
 pub mod rng;
 pub mod stacked;
 pub mod train;

@@ -105,7 +105,7 @@ pub(crate) fn dispatch<L: Launcher>(l: &L, name: &str, args: &[Arg<'_, L>], para
     for (a, (buf, access)) in args.iter().zip(k.buffers) {
         assert_eq!(matches!(a, U(_)), *access == kernels::Access::ReadU32, "{name}: buffer {buf}");
     }
-    l.launch(k, args, params, groups);
+    crate::profile::timed(l, k.name, || l.launch(k, args, params, groups));
 }
 
 /// [`dispatch`] over `total` elements, one thread each.

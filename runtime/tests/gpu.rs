@@ -433,3 +433,22 @@ fn gathered_augmented_batches_match_the_host<D: Device>(gpu: &D) {
         close(&format!("{:?} gather", a.technique), &got, &Cpu.upload_images(&want.images, idx.len(), 3, 63), 1e-6);
     }
 }
+
+/// A profile times this thread's launches while it is on, each under its kernel's name (the
+/// emulated CUDA kernels stand in for a GPU).
+#[test]
+fn a_profile_counts_each_launch_while_on() {
+    use lossc_runtime::profile;
+    let Some(d) = open(emu::Emu::new(K), "LOSSC_REQUIRE_GXX") else { return };
+    let g = ConvGeom::new(2, 3, 3, 1, (4, 4));
+    let (w, x) = (d.param(&vec![0.5; 3 * g.kk()]), d.upload(&vec![1.0; 2 * 2 * 16]));
+    d.conv_forward(&g, 2, &w, &x);
+    profile::start();
+    let y = d.conv_forward(&g, 2, &w, &x);
+    let mut z = d.conv_forward(&g, 2, &w, &x);
+    d.add_assign(&mut z, &y);
+    let got: Vec<(&str, usize)> = profile::stop().iter().map(|k| (k.name, k.launches)).collect();
+    assert_eq!(got, [("conv_forward", 2), ("add", 1)]);
+    d.conv_forward(&g, 2, &w, &x);
+    assert!(profile::stop().is_empty(), "no profile after stop");
+}

@@ -533,18 +533,44 @@ pub fn gpu(losses: &[(String, Fused)], shapes: &[Shape], say: &mut dyn FnMut(Str
     Ok(())
 }
 
-/// What `lossc bench-train` measured: the whole population's throughput.
+/// What `lossc bench-train` measured: the whole population's throughput over the steps after
+/// the warm-up, and (when asked) the device time of each kernel.
 pub struct TrainThroughput {
     pub device: String,
     /// Training images per second, all models together.
     pub images_per_second: f64,
     /// Training steps per second, all models together.
     pub candidate_steps_per_second: f64,
+    /// Steps timed (per model) and steps before them, untimed.
+    pub timed_steps: usize,
+    pub warm_steps: usize,
+    /// Seconds from the call to the first timed step: the loss kernels' compiles, the model's
+    /// set-up and the warm-up steps.
+    pub setup_seconds: f64,
+    /// With `profile`: a second run's device time per kernel over its timed steps.
+    pub profile: Option<TrainProfile>,
+}
+
+/// Device time per kernel over `steps` training steps, each launch waited for (none when the
+/// run has fewer than two steps after its warm-up).
+pub struct TrainProfile {
+    pub steps: usize,
+    pub kernels: Vec<lossc_runtime::profile::KernelTime>,
+    /// The profiled steps' wall time: the kernels, the waits and the host's work.
+    pub wall_seconds: f64,
+}
+
+/// Steps a training benchmark leaves untimed: the first ones load modules and fill the
+/// device's allocation pools.
+fn warm_steps(steps: usize) -> usize {
+    (steps / 4).min(3)
 }
 
 /// `lossc bench-train`: throughput of `population` surrogates (width 1) trained with CE on
 /// random 32x32 images with augmentation `aug`, at `batch` for `steps` steps, on `device` (the
-/// CPU on `threads` threads, one model after another).
+/// CPU on `threads` threads, one model after another). The clock starts after the warm-up
+/// steps ([`warm_steps`]), at an evaluation that waits for the device. With `profile`, a second
+/// run of the same training times each kernel (on the GPU devices).
 pub fn train_throughput(
     device: &str,
     aug: &str,
@@ -552,13 +578,18 @@ pub fn train_throughput(
     threads: usize,
     batch: usize,
     steps: usize,
+    profile: bool,
 ) -> Result<TrainThroughput, BenchError> {
     use lossc_runtime::data::Dataset;
+    use lossc_runtime::profile;
+    let warm = warm_steps(steps);
     let spec = crate::train::TrainSpec {
         batch,
         steps,
         eval_every: usize::MAX,
-        gate_step: Some(usize::MAX),
+        // An evaluation at the end of the warm-up waits for the device; no model stops there.
+        gate_step: Some(if warm > 0 { warm } else { usize::MAX }),
+        gate_accuracy: 0.0,
         device: device.to_string(),
         aug: aug.to_string(),
         ..Default::default()
@@ -576,18 +607,55 @@ pub fn train_throughput(
     let splits = (data.clone(), data.slice(0, 1), data.slice(0, 1));
     let g = crate::syntax::parse("loss ce = -y * ln(p);").expect("valid");
     let graphs = vec![&g; population.max(1)];
-    use crate::train::TrainError;
-    let all = crate::train::train_population(&graphs, &spec, &splits, &mut |_| {}).map_err(|e| match e {
-        TrainError::Spec(e) => BenchError::Spec(e),
-        TrainError::Device(e) => BenchError::Device(e),
-        TrainError::Cuda(e) => BenchError::CudaDevice(e),
-        TrainError::Parse(_) | TrainError::NoLoss => unreachable!("CE parses"),
-    })?;
-    let wall: f64 = if device == "cpu" { all.iter().map(|m| m.wall_seconds).sum() } else { all[0].wall_seconds };
-    let done: usize = all.iter().map(|m| m.steps).sum();
+    // One training run; returns its device, when its first timed step began, the seconds and
+    // steps (all models) timed, and with `profiled` the kernels of the timed steps but the last
+    // (whose evaluation is not a training step's work). The CPU trains its models one after
+    // another: each adds its own timed span.
+    type Run = (String, Duration, f64, usize, Option<TrainProfile>);
+    let run = |profiled: bool| -> Result<Run, BenchError> {
+        use crate::train::TrainError;
+        let start = Instant::now();
+        let (mut first, mut mark, mut seconds, mut timed, mut kernels) = (None, start, 0.0, 0, None);
+        let mut progress = |p: &lossc_runtime::train::Progress| {
+            if p.step == warm {
+                mark = Instant::now();
+                first.get_or_insert(mark - start);
+                if profiled {
+                    profile::start();
+                }
+            }
+            if profiled && p.step + 1 == steps && p.step > warm {
+                let steps = p.step - warm;
+                kernels =
+                    Some(TrainProfile { steps, kernels: profile::stop(), wall_seconds: mark.elapsed().as_secs_f64() });
+            }
+            if p.step == steps {
+                seconds += mark.elapsed().as_secs_f64();
+                timed += steps - warm;
+            }
+        };
+        if warm == 0 {
+            progress(&lossc_runtime::train::Progress { step: 0, loss: 0.0, best_validation_accuracy: 0.0 });
+        }
+        let all = crate::train::train_population(&graphs, &spec, &splits, &mut progress).map_err(|e| match e {
+            TrainError::Spec(e) => BenchError::Spec(e),
+            TrainError::Device(e) => BenchError::Device(e),
+            TrainError::Cuda(e) => BenchError::CudaDevice(e),
+            TrainError::Parse(_) | TrainError::NoLoss => unreachable!("CE parses"),
+        })?;
+        // The CPU's models train in turn (their steps add up); a GPU's all at once.
+        let timed = if device == "cpu" { timed } else { timed * graphs.len() };
+        Ok((all[0].device.clone(), first.unwrap_or_default(), seconds, timed, kernels))
+    };
+    let (device_name, setup, seconds, timed, _) = run(false)?;
+    let profile = if profile { run(true)?.4 } else { None };
     Ok(TrainThroughput {
-        device: all[0].device.clone(),
-        images_per_second: (done * batch) as f64 / wall,
-        candidate_steps_per_second: done as f64 / wall,
+        device: device_name,
+        images_per_second: (timed * batch) as f64 / seconds,
+        candidate_steps_per_second: timed as f64 / seconds,
+        timed_steps: steps - warm,
+        warm_steps: warm,
+        setup_seconds: setup.as_secs_f64(),
+        profile,
     })
 }

@@ -79,7 +79,8 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Training throughput of the surrogate: images/s at a batch size, with CE, on random data.
+    /// Training throughput of the surrogate: images/s at a batch size, with CE, on random data,
+    /// timed after a few warm-up steps.
     BenchTrain {
         /// 1 to 256 (the CPU device).
         #[arg(long, default_value_t = 1, value_parser = threads(1))]
@@ -96,6 +97,9 @@ pub enum Cmd {
         batch: usize,
         #[arg(long, default_value_t = 20)]
         steps: usize,
+        /// Then train again, timing each kernel (GPU devices): device time per kernel and step.
+        #[arg(long)]
+        profile: bool,
     },
     /// Regularized evolution over the loss genome, in a resumable store: a run interrupted at
     /// any point continues where it stopped when started again.

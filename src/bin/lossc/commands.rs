@@ -134,6 +134,7 @@ pub fn train(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn bench_train(
     device: &str,
     aug: &str,
@@ -141,14 +142,53 @@ pub fn bench_train(
     threads: usize,
     batch: usize,
     steps: usize,
+    profile: bool,
 ) -> Result<(), Failure> {
-    let t = bench::train_throughput(device, aug, population, threads, batch, steps)?;
+    let t = bench::train_throughput(device, aug, population, threads, batch, steps, profile)?;
     let on = if device == "cpu" { format!("{} thread(s)", threads.max(1)) } else { t.device.clone() };
     println!(
         "surrogate ResNet9v2 (width 1), batch {batch}, aug {aug}, population {population}, {on}: {:.0} images/s, {:.1} candidate-steps/s",
         t.images_per_second, t.candidate_steps_per_second
     );
+    println!(
+        "  ({} steps timed after {} warm-up; {:.2} s before them: kernel builds, set-up, warm-up)",
+        t.timed_steps, t.warm_steps, t.setup_seconds
+    );
+    if let Some(p) = &t.profile {
+        print_profile(p);
+    }
     Ok(())
+}
+
+/// The kernels of a profiled training, longest first, per step.
+fn print_profile(p: &bench::TrainProfile) {
+    if p.kernels.is_empty() {
+        println!("  profile: this device launches no kernels to time (the CPU device)");
+        return;
+    }
+    let steps = p.steps.max(1) as f64;
+    let total: f64 = p.kernels.iter().map(|k| k.seconds).sum();
+    println!("  profile over {} steps, each launch waited for:", p.steps);
+    println!("  {:<22} {:>13} {:>10} {:>7}", "kernel", "launches/step", "ms/step", "share");
+    let mut rows: Vec<_> = p.kernels.iter().collect();
+    rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    for k in rows {
+        println!(
+            "  {:<22} {:>13.1} {:>10.3} {:>6.1}%",
+            k.name,
+            k.launches as f64 / steps,
+            1e3 * k.seconds / steps,
+            100.0 * k.seconds / total.max(f64::MIN_POSITIVE)
+        );
+    }
+    let launches: usize = p.kernels.iter().map(|k| k.launches).sum();
+    println!(
+        "  {:<22} {:>13.1} {:>10.3}   (wall {:.3} ms/step with the waits and the host's work)",
+        "all kernels",
+        launches as f64 / steps,
+        1e3 * total / steps,
+        1e3 * p.wall_seconds / steps
+    );
 }
 
 /// A bar that follows a search's or sample's phases.

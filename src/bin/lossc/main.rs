@@ -64,8 +64,9 @@ fn main() -> ExitCode {
         Cmd::Train { loss, name, opts, test, threads, out, json } => {
             train(&loss, name.as_deref(), &opts, test, threads, out.as_deref(), json)
         }
-        Cmd::BenchTrain { threads, device, aug, population, batch, steps } => {
-            bench_train(&lossc::train::resolve_device(&device), &aug, population, threads, batch, steps)
+        Cmd::BenchTrain { threads, device, aug, population, batch, steps, profile } => {
+            let device = lossc::train::resolve_device(&device);
+            bench_train(&device, &aug, population, threads, batch, steps, profile)
         }
         Cmd::Search { store, population, initial, tournament, iterations, hidden, round, opts, out, best } => {
             let settings = Settings { population, initial, tournament, iterations, hidden, seed: opts.seed, round: 0 };
