@@ -34,12 +34,17 @@ pub struct Kernel {
 use Access::{Read as R, ReadU32 as U, Write as W};
 
 pub const KERNELS: &[Kernel] = &[
-    // y[k, co, i, oy, ox] = sum over ci, ky, kx of w[k, co, ci, ky, kx] x[k, ci, i, iy, ix].
+    // y[k, co, i, oy, ox] = sum over ci, ky, kx of w[k, co, ci, ky, kx] x[k, ci, i, iy, ix]:
+    // a thread per output pixel and block of 4 output channels (`total` counts those), so
+    // each input value and its indices serve four channels.
     Kernel {
         name: "conv_forward",
         buffers: &[("w", R), ("x", R), ("y", W)],
         params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs"],
         body: r#"
+    let blocks = (p.cout + 3u) / 4u;
+    let kk = p.cin * p.ks * p.ks;
+    let plane = p.oh * p.ow;
     for (var e = gid; e < p.total; e += nthreads) {
         let ox = e % p.ow;
         let t0 = e / p.ow;
@@ -47,10 +52,11 @@ pub const KERNELS: &[Kernel] = &[
         let t1 = t0 / p.oh;
         let i = t1 % p.n;
         let t2 = t1 / p.n;
-        let co = t2 % p.cout;
-        let k = t2 / p.cout;
-        let wbase = (k * p.cout + co) * p.cin * p.ks * p.ks;
-        var acc = 0.0f;
+        let c0 = (t2 % blocks) * 4u;
+        let k = t2 / blocks;
+        let nc = min(4u, p.cout - c0);
+        let wbase = (k * p.cout + c0) * kk;
+        var acc = zeros9();
         for (var ci = 0u; ci < p.cin; ci++) {
             let xbase = k * p.xs + (ci * p.n + i) * p.h * p.w;
             for (var ky = 0u; ky < p.ks; ky++) {
@@ -59,19 +65,30 @@ pub const KERNELS: &[Kernel] = &[
                 for (var kx = 0u; kx < p.ks; kx++) {
                     let ix = i32(ox * p.stride + kx) - i32(p.pad);
                     if (ix < 0 || ix >= i32(p.w)) { continue; }
-                    acc += w[wbase + (ci * p.ks + ky) * p.ks + kx] * x[xbase + u32(iy) * p.w + u32(ix)];
+                    let xv = x[xbase + u32(iy) * p.w + u32(ix)];
+                    let wi = wbase + (ci * p.ks + ky) * p.ks + kx;
+                    for (var c = 0u; c < 4u; c++) {
+                        if (c < nc) { acc[c] += w[wi + c * kk] * xv; }
+                    }
                 }
             }
         }
-        y[e] = acc;
+        for (var c = 0u; c < 4u; c++) {
+            if (c < nc) { y[((k * p.cout + c0 + c) * p.n + i) * plane + oy * p.ow + ox] = acc[c]; }
+        }
     }"#,
     },
-    // dx[k, ci, i, iy, ix] = sum over co and the taps that read (iy, ix) of w gy.
+    // dx[k, ci, i, iy, ix] = sum over co and the taps that read (iy, ix) of w gy: a thread per
+    // input pixel and block of 4 input channels (`total` counts those), so each gradient value
+    // and its indices serve four channels.
     Kernel {
         name: "conv_backward_data",
         buffers: &[("w", R), ("gy", R), ("dx", W)],
         params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow"],
         body: r#"
+    let blocks = (p.cin + 3u) / 4u;
+    let taps = p.ks * p.ks;
+    let plane = p.oh * p.ow;
     for (var e = gid; e < p.total; e += nthreads) {
         let ix = e % p.w;
         let t0 = e / p.w;
@@ -79,10 +96,10 @@ pub const KERNELS: &[Kernel] = &[
         let t1 = t0 / p.h;
         let i = t1 % p.n;
         let t2 = t1 / p.n;
-        let ci = t2 % p.cin;
-        let k = t2 / p.cin;
-        let plane = p.oh * p.ow;
-        var acc = 0.0f;
+        let c0 = (t2 % blocks) * 4u;
+        let k = t2 / blocks;
+        let nc = min(4u, p.cin - c0);
+        var acc = zeros9();
         for (var ky = 0u; ky < p.ks; ky++) {
             let ty = i32(iy + p.pad) - i32(ky);
             if (ty < 0 || ty % i32(p.stride) != 0) { continue; }
@@ -94,15 +111,22 @@ pub const KERNELS: &[Kernel] = &[
                 let ox = u32(tx) / p.stride;
                 if (ox >= p.ow) { continue; }
                 for (var co = 0u; co < p.cout; co++) {
-                    let wi = (((k * p.cout + co) * p.cin + ci) * p.ks + ky) * p.ks + kx;
-                    acc += w[wi] * gy[((k * p.cout + co) * p.n + i) * plane + oy * p.ow + ox];
+                    let g = gy[((k * p.cout + co) * p.n + i) * plane + oy * p.ow + ox];
+                    let wi = (((k * p.cout + co) * p.cin + c0) * p.ks + ky) * p.ks + kx;
+                    for (var c = 0u; c < 4u; c++) {
+                        if (c < nc) { acc[c] += w[wi + c * taps] * g; }
+                    }
                 }
             }
         }
-        dx[e] = acc;
+        for (var c = 0u; c < 4u; c++) {
+            if (c < nc) { dx[((k * p.cin + c0 + c) * p.n + i) * p.h * p.w + iy * p.w + ix] = acc[c]; }
+        }
     }"#,
     },
-    // dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per weight.
+    // dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per (k, co, ci), all
+    // taps at once (a kernel of at most 3x3), so that each gy value and its pixel's indices are
+    // loaded and computed once for the nine taps instead of once per tap.
     Kernel {
         name: "conv_backward_filter",
         buffers: &[("x", R), ("gy", R), ("dw", W)],
@@ -110,30 +134,57 @@ pub const KERNELS: &[Kernel] = &[
         body: r#"
     let plane = p.oh * p.ow;
     let np = p.n * plane;
+    let di = 256u / plane;
+    let dy = (256u % plane) / p.ow;
+    let dx = 256u % p.ow;
     for (var e = wg; e < p.groups; e += nwgs) {
-        let kx = e % p.ks;
-        let t0 = e / p.ks;
-        let ky = t0 % p.ks;
-        let t1 = t0 / p.ks;
-        let ci = t1 % p.cin;
-        let t2 = t1 / p.cin;
-        let co = t2 % p.cout;
-        let k = t2 / p.cout;
+        let ci = e % p.cin;
+        let t1 = e / p.cin;
+        let co = t1 % p.cout;
+        let k = t1 / p.cout;
         let gbase = (k * p.cout + co) * np;
         let xbase = k * p.xs + ci * p.n * p.h * p.w;
-        var acc = 0.0f;
+        var acc = zeros9();
+        // Pixel j = (i, oy, ox) steps by 256: its coordinates advance by (di, dy, dx) with
+        // carries, not by a division each step.
+        var ox = lid % p.ow;
+        var oy = (lid / p.ow) % p.oh;
+        var i = lid / plane;
         for (var j = lid; j < np; j += 256u) {
-            let ox = j % p.ow;
-            let oy = (j / p.ow) % p.oh;
-            let i = j / plane;
-            let iy = i32(oy * p.stride + ky) - i32(p.pad);
-            let ix = i32(ox * p.stride + kx) - i32(p.pad);
-            if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                acc += gy[gbase + j] * x[xbase + (i * p.h + u32(iy)) * p.w + u32(ix)];
+            let g = gy[gbase + j];
+            let y0 = i32(oy * p.stride) - i32(p.pad);
+            let x0 = i32(ox * p.stride) - i32(p.pad);
+            let ibase = xbase + i * p.h * p.w;
+            for (var ky = 0u; ky < 3u; ky++) {
+                let iy = y0 + i32(ky);
+                let row_in = ky < p.ks && iy >= 0 && iy < i32(p.h);
+                let row = ibase + u32(iy) * p.w;
+                for (var kx = 0u; kx < 3u; kx++) {
+                    let ix = x0 + i32(kx);
+                    if (row_in && kx < p.ks && ix >= 0 && ix < i32(p.w)) {
+                        acc[ky * 3u + kx] += g * x[row + u32(ix)];
+                    }
+                }
             }
+            ox += dx;
+            if (ox >= p.ow) {
+                ox -= p.ow;
+                oy += 1u;
+            }
+            oy += dy;
+            if (oy >= p.oh) {
+                oy -= p.oh;
+                i += 1u;
+            }
+            i += di;
         }
-        let s = reduce_sum(acc, lid);
-        if (lid == 0u) { dw[e] += s; }
+        acc = reduce_sum9(acc, lid);
+        let wbase = ((k * p.cout + co) * p.cin + ci) * p.ks * p.ks;
+        for (var tap = 0u; tap < 9u; tap++) {
+            let ky = tap / 3u;
+            let kx = tap % 3u;
+            if (lid == 0u && ky < p.ks && kx < p.ks) { dw[wbase + ky * p.ks + kx] += acc[tap]; }
+        }
     }"#,
     },
     // Batch statistics of each (model, channel): mean and 1/sqrt(var + eps) (two passes), and
@@ -482,6 +533,31 @@ fn sigmoid(z: f32) -> f32 {
     return 1.0f / (1.0f + exp(-z));
 }
 
+// Nine zeros: per-thread accumulators a loop indexes (the taps of a 3x3 kernel).
+fn zeros9() -> array<f32, 9> {
+    return array<f32, 9>();
+}
+
+var<workgroup> sh9: array<f32, 2304>;
+
+// Nine sums over the workgroup at once (one barrier a round, not nine); every invocation gets
+// them.
+fn reduce_sum9(v: array<f32, 9>, lid: u32) -> array<f32, 9> {
+    var r = v;
+    workgroupBarrier();
+    for (var t = 0u; t < 9u; t++) { sh9[t * 256u + lid] = r[t]; }
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            for (var t = 0u; t < 9u; t++) { sh9[t * 256u + lid] += sh9[t * 256u + lid + s]; }
+        }
+        workgroupBarrier();
+    }
+    for (var t = 0u; t < 9u; t++) { r[t] = sh9[t * 256u]; }
+    workgroupBarrier();
+    return r;
+}
+
 // Sum over the workgroup; every invocation gets the result.
 fn reduce_sum(v: f32, lid: u32) -> f32 {
     workgroupBarrier();
@@ -508,6 +584,32 @@ __shared__ f32 sh[256];
 template <typename T> __device__ inline T select(T f, T t, bool c) { return c ? t : f; }
 template <typename T> __device__ inline T bitcast(f32 x) { return __float_as_uint(x); }
 __device__ inline f32 sigmoid(f32 z) { return 1.0f / (1.0f + expf(-z)); }
+
+// Nine zeros: per-thread accumulators a loop indexes (the taps of a 3x3 kernel); a loop of
+// constant trip count over them unrolls, which keeps them in registers.
+struct f32x9 {
+    f32 v[9];
+    __device__ f32& operator[](u32 i) { return v[i]; }
+};
+__device__ inline f32x9 zeros9() { return f32x9{}; }
+
+__shared__ f32 sh9[2304];
+
+// Nine sums over the block at once (one barrier a round, not nine); every thread gets them.
+__device__ f32x9 reduce_sum9(f32x9 r, u32 lid) {
+    __syncthreads();
+    for (u32 t = 0u; t < 9u; t++) { sh9[t * 256u + lid] = r[t]; }
+    __syncthreads();
+    for (u32 s = 128u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            for (u32 t = 0u; t < 9u; t++) { sh9[t * 256u + lid] += sh9[t * 256u + lid + s]; }
+        }
+        __syncthreads();
+    }
+    for (u32 t = 0u; t < 9u; t++) { r[t] = sh9[t * 256u]; }
+    __syncthreads();
+    return r;
+}
 
 // Sum over the block; every thread gets the result.
 __device__ f32 reduce_sum(f32 v, u32 lid) {

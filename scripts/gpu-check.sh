@@ -68,9 +68,23 @@ timeout 60 "$runtime_gpu" cuda_device --nocapture 2>&1 | grep -E "CUDA device|SK
 echo "== training on CUDA: the CPU's curve, the population invariant, CUDA against wgpu, 300 steps of Fashion-MNIST"
 timeout 180 "$gpu_train" cuda --nocapture --test-threads=1 2>&1 | grep -E "CUDA device|adapter|SKIPPED|test |panicked|cpu |cuda |result"
 echo "== training throughput (surrogate, batch 128, 1x32x32, CE): lossc on CUDA, then PyTorch on the same GPU"
+# K = 1 and 128 also train again with each kernel timed (--profile).
 for k in 1 8 32 64 128; do
-  timeout 40 "$lossc" bench-train --device cuda --population "$k" --steps 30 || echo "(population $k: timed out or failed)"
+  profile=""; [ "$k" = 1 ] || [ "$k" = 128 ] && profile="--profile"
+  timeout 60 "$lossc" bench-train --device cuda --population "$k" --steps 30 $profile || echo "(population $k: timed out or failed)"
 done
+if [ -n "$bin" ] && [ -x "$bin/lossc-base" ]; then
+  echo "== this build against the build of $(cat "$bin/lossc-base.rev") (gpu-prepare.sh BASE=...): alternating, 2 rounds"
+  for round in 1 2; do
+    for k in 1 128; do
+      for side in base this; do
+        exe="$lossc"; [ "$side" = base ] && exe="$bin/lossc-base"
+        printf '%s, round %s: ' "$side" "$round"
+        timeout 60 "$exe" bench-train --device cuda --population "$k" --steps 30 | head -n 1 || echo "(population $k: timed out or failed)"
+      done
+    done
+  done
+fi
 PYTHONUNBUFFERED=1 timeout 150 python3 bench/torch_gpu_train_baseline.py 1,8,32,64,128 || echo "(torch baseline failed or torch not available)"
 fi
 want kernels || exit 0

@@ -4,6 +4,10 @@
 # `python_targets` and runtime `gpu` test binaries (stripped, packed with xz) and the Debian packages of the Vulkan loader and
 # the GL dispatch libraries that NVIDIA's Vulkan driver links against, for wgpu. Carry `.gpu` with the
 # working tree and run `bash scripts/gpu-check.sh .gpu` there.
+#
+#   bash scripts/gpu-prepare.sh              # this tree
+#   BASE=REV bash scripts/gpu-prepare.sh     # and `lossc` built at REV as .gpu/lossc-base, which
+#                                            # gpu-check.sh times against this build, alternating
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .gpu && mkdir -p .gpu
@@ -22,6 +26,16 @@ strip -o .gpu/emitters "$(test_bin emitters lossc)"
 strip -o .gpu/gpu_train "$(test_bin gpu_train lossc)"
 strip -o .gpu/runtime_gpu "$(test_bin gpu lossc-runtime)"
 strip -o .gpu/python_targets "$(test_bin python_targets lossc)"
+packed_bins=".gpu/lossc .gpu/emitters .gpu/gpu_train .gpu/runtime_gpu .gpu/python_targets"
+if [ -n "${BASE:-}" ]; then
+  base_dir=$(mktemp -d)
+  git worktree add --detach "$base_dir/tree" "$BASE" >/dev/null
+  (cd "$base_dir/tree" && CARGO_TARGET_DIR="$PWD/../../lossc-base-target" cargo build --release -q --bin lossc)
+  strip -o .gpu/lossc-base "$(dirname "$base_dir")/lossc-base-target/release/lossc"
+  git rev-parse --short "$BASE" > .gpu/lossc-base.rev
+  git worktree remove --force "$base_dir/tree" && rmdir "$base_dir"
+  packed_bins="$packed_bins .gpu/lossc-base"
+fi
 (cd .gpu && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 2>/dev/null)
 # Fashion-MNIST for the training checks: the first 20,000 training images and the test set
 # (the whole set would not fit in what the device tool carries). gpu-check.sh installs it
@@ -46,7 +60,8 @@ for name, keep in [("train-images-idx3-ubyte", 20000), ("train-labels-idx1-ubyte
 PY
 # The binaries travel compressed (scripts/gpu-unpack.sh, which gpu-check.sh and gpu-proof.sh
 # call, unpacks them), and all that travels must fit in the device tool's 64 MiB.
-xz -T0 -6 .gpu/lossc .gpu/emitters .gpu/gpu_train .gpu/runtime_gpu .gpu/python_targets
+# shellcheck disable=SC2086
+xz -T0 -6 $packed_bins
 tracked=$(git ls-files -z | xargs -0 cat | wc -c)
 packed=$(du -sb .gpu | cut -f1)
 total=$(( (tracked + packed) / 1048576 ))

@@ -108,6 +108,9 @@ pub(crate) fn dispatch<L: Launcher>(l: &L, name: &str, args: &[Arg<'_, L>], para
     crate::profile::timed(l, k.name, || l.launch(k, args, params, groups));
 }
 
+/// Channels a thread of `conv_forward` (output) and `conv_backward_data` (input) computes.
+const CHANNEL_BLOCK: usize = 4;
+
 /// [`dispatch`] over `total` elements, one thread each.
 pub(crate) fn each<L: Launcher>(l: &L, name: &str, args: &[Arg<'_, L>], params: &[u32], total: usize) {
     dispatch(l, name, args, params, total.div_ceil(THREADS));
@@ -181,7 +184,7 @@ impl<L: Launcher> Device for L {
     fn conv_forward(&self, g: &ConvGeom, n: usize, w: &SBuf<L::Mem>, x: &SBuf<L::Mem>) -> SBuf<L::Mem> {
         assert!(w.len == g.cout * g.kk() && x.len == g.cin * n * g.h * g.w, "conv_forward: shapes");
         let y = self.zeros(g.cout * n * g.p());
-        let total = self.population() * y.len;
+        let total = self.population() * g.cout.div_ceil(CHANNEL_BLOCK) * n * g.p();
         let params = [total, n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
         let params = [&params[..], &[x.stride()]].concat();
         each(self, "conv_forward", &[F(&w.mem), F(&x.mem), F(&y.mem)], &params, total);
@@ -199,13 +202,14 @@ impl<L: Launcher> Device for L {
         want_dx: bool,
     ) -> Option<SBuf<L::Mem>> {
         assert!(gy.len == g.cout * n * g.p() && dw.len == g.cout * g.kk(), "conv_backward: shapes");
+        assert!(g.k <= 3, "conv_backward: the GPU kernels take kernels of at most 3x3");
         let shape = [n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
-        let groups = self.population() * dw.len;
+        let groups = self.population() * g.cout * g.cin;
         let params = [&[u(groups)], &shape[..], &[x.stride()]].concat();
         dispatch(self, "conv_backward_filter", &[F(&x.mem), F(&gy.mem), F(&dw.mem)], &params, groups);
         want_dx.then(|| {
             let dx = self.zeros(g.cin * n * g.h * g.w);
-            let total = self.population() * dx.len;
+            let total = self.population() * g.cin.div_ceil(CHANNEL_BLOCK) * n * g.h * g.w;
             let params = [&[u(total)], &shape[..]].concat();
             each(self, "conv_backward_data", &[F(&w.mem), F(&gy.mem), F(&dx.mem)], &params, total);
             dx
