@@ -73,6 +73,7 @@ for k in 1 8 32 64 128; do
   profile=""; [ "$k" = 1 ] || [ "$k" = 128 ] && profile="--profile"
   timeout 60 "$lossc" bench-train --device cuda --population "$k" --steps 30 $profile || echo "(population $k: timed out or failed)"
 done
+PYTHONUNBUFFERED=1 timeout 150 python3 bench/torch_gpu_train_baseline.py 1,8,32,64,128 || echo "(torch baseline failed or torch not available)"
 if [ -n "$bin" ] && [ -x "$bin/lossc-base" ]; then
   echo "== this build against the build of $(cat "$bin/lossc-base.rev") (gpu-prepare.sh BASE=...): alternating, 2 rounds"
   for round in 1 2; do
@@ -80,12 +81,11 @@ if [ -n "$bin" ] && [ -x "$bin/lossc-base" ]; then
       for side in base this; do
         exe="$lossc"; [ "$side" = base ] && exe="$bin/lossc-base"
         printf '%s, round %s: ' "$side" "$round"
-        timeout 60 "$exe" bench-train --device cuda --population "$k" --steps 30 | head -n 1 || echo "(population $k: timed out or failed)"
+        timeout 60 "$exe" bench-train --device cuda --population "$k" --steps 30 | sed -n 1p || echo "(population $k: timed out or failed)"
       done
     done
   done
 fi
-PYTHONUNBUFFERED=1 timeout 150 python3 bench/torch_gpu_train_baseline.py 1,8,32,64,128 || echo "(torch baseline failed or torch not available)"
 fi
 want kernels || exit 0
 
