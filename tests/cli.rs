@@ -413,3 +413,30 @@ fn device_auto_falls_back_to_the_cpu_and_cuda_does_not() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("error: "), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// `bench-train` times the steps after its warm-up and says so; `--profile` lists each GPU
+/// kernel's launches per training step (the surrogate's nine convolutions: a stem and four a
+/// block), and on the CPU says there is nothing to time.
+#[test]
+fn bench_train_profiles_the_kernels_of_a_step() {
+    let out = lossc(&["bench-train", "--steps", "5", "--batch", "8", "--profile"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("(4 steps timed after 1 warm-up;"), "{text}");
+    assert!(text.contains("profile: this device launches no kernels to time (the CPU device)"), "{text}");
+    let out = lossc(&["bench-train", "--device", "wgpu", "--steps", "5", "--batch", "2", "--profile"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(std::env::var_os("LOSSC_REQUIRE_VULKAN").is_none(), "LOSSC_REQUIRE_VULKAN is set: {err}");
+        println!("SKIPPED: {err}");
+        return;
+    }
+    let row = |name: &str| text.lines().find(|l| l.split_whitespace().next() == Some(name)).map(str::to_string);
+    let launches = |name: &str| row(name).and_then(|l| l.split_whitespace().nth(1).map(str::to_string));
+    assert_eq!(launches("conv_forward").as_deref(), Some("9.0"), "{text}");
+    assert_eq!(launches("conv_backward_filter").as_deref(), Some("9.0"), "{text}");
+    assert_eq!(launches("conv_backward_data").as_deref(), Some("8.0"), "{text}");
+    assert!(text.contains("profile over 3 steps, each launch waited for:"), "{text}");
+    assert!(row("all").is_some_and(|l| l.contains("wall")), "{text}");
+}
