@@ -95,6 +95,7 @@ impl Shared {
         // SAFETY: each device does all its work on its own stream and no buffer moves between
         // devices, so cudarc's events between streams are not needed; no buffer exists yet.
         unsafe { ctx.disable_event_tracking() };
+        keep_freed_memory(&ctx);
         let name = ctx.name().map_err(driver)?;
         let (major, minor) = ctx.compute_capability().map_err(driver)?;
         let arch = arch_of(major, minor);
@@ -107,6 +108,28 @@ impl Shared {
         let s = Arc::new(Shared { ctx, name, arch, functions });
         *shared = Some(s.clone());
         Ok(s)
+    }
+}
+
+/// Keeps the memory freed to the device's default pool (cudarc allocates stream-ordered from
+/// it) instead of returning it to the driver at every synchronisation, which the pool does by
+/// default: each training step frees its activations and the next allocates them again, so the
+/// driver would unmap and map them each step. Best effort: without it training is slower, not
+/// wrong.
+fn keep_freed_memory(ctx: &CudaContext) {
+    use cudarc::driver::sys;
+    if !ctx.has_async_alloc() {
+        return;
+    }
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = u64::MAX;
+    // SAFETY: `pool` receives the device's default pool, which lives as long as the device;
+    // the release threshold attribute takes a pointer to a u64.
+    unsafe {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == sys::CUresult::CUDA_SUCCESS {
+            let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+            let _ = sys::cuMemPoolSetAttribute(pool, attr, (&mut threshold as *mut u64).cast());
+        }
     }
 }
 

@@ -632,6 +632,8 @@ pub fn train_throughput(
             if p.step == steps {
                 seconds += mark.elapsed().as_secs_f64();
                 timed += steps - warm;
+                // Without warm-up steps the CPU's next model is timed from here.
+                mark = Instant::now();
             }
         };
         if warm == 0 {
