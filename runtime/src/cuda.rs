@@ -212,6 +212,12 @@ impl Launcher for Cuda {
     fn alloc(&self, floats: usize) -> CudaSlice<f32> {
         self.inner.stream.alloc_zeros::<f32>(floats.max(1)).expect("CUDA allocation")
     }
+    fn scratch(&self, floats: usize) -> CudaSlice<f32> {
+        // SAFETY: any bits are an f32, and a scratch buffer is written in full before it is
+        // read (the emulator's scratch buffers hold NaN, so its tests catch a kernel that
+        // leaves some unwritten).
+        unsafe { self.inner.stream.alloc::<f32>(floats.max(1)) }.expect("CUDA allocation")
+    }
     fn init(&self, data: &[f32]) -> CudaSlice<f32> {
         let s = &self.inner.stream;
         if data.is_empty() { s.alloc_zeros::<f32>(1) } else { s.clone_htod(data) }.expect("CUDA upload")

@@ -22,6 +22,12 @@ pub trait Launcher: Clone + Send + Sync {
     fn population(&self) -> usize;
     /// `floats` zeros (at least one).
     fn alloc(&self, floats: usize) -> Self::Mem;
+    /// `floats` floats (at least one) for a kernel to write in full before anything reads
+    /// them: their contents are undefined, which spares a GPU a memset per output. Zeros
+    /// unless a launcher says otherwise.
+    fn scratch(&self, floats: usize) -> Self::Mem {
+        self.alloc(floats)
+    }
     /// A copy of `data` (one zero when empty).
     fn init(&self, data: &[f32]) -> Self::Mem;
     /// A copy of `data` (one zero when empty).
@@ -90,6 +96,12 @@ pub(crate) fn u(x: usize) -> u32 {
 /// A zeroed buffer of `floats` holding tensors of `len`.
 pub(crate) fn buffer<L: Launcher>(l: &L, floats: usize, len: usize, shared: bool) -> SBuf<L::Mem> {
     SBuf { mem: l.alloc(floats.max(1)), len, shared }
+}
+
+/// A buffer of K tensors of `len` that a kernel writes in full before anything reads it
+/// ([`Launcher::scratch`]).
+pub(crate) fn output<L: Launcher>(l: &L, len: usize) -> SBuf<L::Mem> {
+    SBuf { mem: l.scratch((len * l.population()).max(1)), len, shared: false }
 }
 
 /// A buffer with `data`, holding tensors of `len`.
@@ -174,7 +186,7 @@ impl<L: Launcher> Device for L {
         let n = idx.len();
         let draws = augment::gather_draws(idx, plan, a);
         let lam = init(self, plan.mix.as_ref().map_or(&[][..], |(_, lam)| lam), n, true);
-        let x = buffer(self, c * n * h * w, c * n * h * w, true);
+        let x = SBuf { mem: self.scratch(c * n * h * w), len: c * n * h * w, shared: true };
         let total = x.len;
         let params = [total, n, c, h, w, a.pad, a.cutout, plan.mix.is_some() as usize].map(u);
         each(self, "augment", &[F(&data.mem), U(&self.words(&draws)), F(&lam.mem), F(&x.mem)], &params, total);
@@ -183,7 +195,7 @@ impl<L: Launcher> Device for L {
 
     fn conv_forward(&self, g: &ConvGeom, n: usize, w: &SBuf<L::Mem>, x: &SBuf<L::Mem>) -> SBuf<L::Mem> {
         assert!(w.len == g.cout * g.kk() && x.len == g.cin * n * g.h * g.w, "conv_forward: shapes");
-        let y = self.zeros(g.cout * n * g.p());
+        let y = output(self, g.cout * n * g.p());
         let total = self.population() * g.cout.div_ceil(CHANNEL_BLOCK) * n * g.p();
         let params = [total, n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
         let params = [&params[..], &[x.stride()]].concat();
@@ -208,7 +220,7 @@ impl<L: Launcher> Device for L {
         let params = [&[u(groups)], &shape[..], &[x.stride()]].concat();
         dispatch(self, "conv_backward_filter", &[F(&x.mem), F(&gy.mem), F(&dw.mem)], &params, groups);
         want_dx.then(|| {
-            let dx = self.zeros(g.cin * n * g.h * g.w);
+            let dx = output(self, g.cin * n * g.h * g.w);
             let total = self.population() * g.cin.div_ceil(CHANNEL_BLOCK) * n * g.h * g.w;
             let params = [&[u(total)], &shape[..]].concat();
             each(self, "conv_backward_data", &[F(&w.mem), F(&gy.mem), F(&dx.mem)], &params, total);
@@ -227,7 +239,7 @@ impl<L: Launcher> Device for L {
     ) -> SBuf<L::Mem> {
         assert_eq!(x.len, g.c * g.len, "bn_forward: shape");
         let groups = self.population() * g.c;
-        let mean = self.zeros(g.c);
+        let mean = output(self, g.c);
         if s.inv_std.len != g.c {
             s.inv_std = self.zeros(g.c);
         }
@@ -245,7 +257,7 @@ impl<L: Launcher> Device for L {
             let bufs = [&s.running_mean.mem, &s.running_var.mem, &mean.mem, &s.inv_std.mem].map(F);
             each(self, "bn_running", &bufs, &[u(groups), g.eps.to_bits()], groups);
         }
-        let y = self.zeros(x.len);
+        let y = output(self, x.len);
         let total = self.population() * x.len;
         let params = [total, g.len, g.swish as usize, train as usize].map(u);
         let bufs = [&x.mem, &mean.mem, &s.inv_std.mem, &gamma.mem, &beta.mem, &y.mem, &s.xhat.mem, &s.sig.mem].map(F);
@@ -265,11 +277,11 @@ impl<L: Launcher> Device for L {
     ) -> SBuf<L::Mem> {
         assert!(gy.len == g.c * g.len && s.xhat.len == g.c * g.len, "bn_backward: shapes");
         let groups = self.population() * g.c;
-        let sums = self.zeros(2 * g.c);
+        let sums = output(self, 2 * g.c);
         let sig = if g.swish { &s.sig.mem } else { self.spare() };
         let bufs = [&gy.mem, &s.xhat.mem, sig, &gamma.mem, &beta.mem, &sums.mem, &dgamma.mem, &dbeta.mem].map(F);
         dispatch(self, "bn_backward_sums", &bufs, &[u(groups), u(g.len), g.swish as u32], groups);
-        let dx = self.zeros(gy.len);
+        let dx = output(self, gy.len);
         let total = self.population() * gy.len;
         let bufs = [&gy.mem, &s.xhat.mem, sig, &gamma.mem, &beta.mem, &s.inv_std.mem, &sums.mem, &dx.mem].map(F);
         each(self, "bn_backward_dx", &bufs, &[u(total), u(g.len), g.swish as u32], total);
@@ -283,19 +295,19 @@ impl<L: Launcher> Device for L {
     }
     fn mul(&self, a: &SBuf<L::Mem>, b: &SBuf<L::Mem>) -> SBuf<L::Mem> {
         assert!(a.len == b.len && !a.shared, "mul: lengths");
-        let y = self.zeros(a.len);
+        let y = output(self, a.len);
         let total = self.population() * a.len;
         each(self, "mul", &[F(&a.mem), F(&b.mem), F(&y.mem)], &[u(total), u(a.len), b.stride()], total);
         y
     }
     fn pool_forward(&self, c: usize, n: usize, hw: usize, x: &SBuf<L::Mem>) -> SBuf<L::Mem> {
-        let y = self.zeros(n * c);
+        let y = output(self, n * c);
         let total = self.population() * y.len;
         each(self, "pool_forward", &[F(&x.mem), F(&y.mem)], &[total, c, n, hw].map(u), total);
         y
     }
     fn pool_backward(&self, c: usize, n: usize, hw: usize, gy: &SBuf<L::Mem>) -> SBuf<L::Mem> {
-        let dx = self.zeros(c * n * hw);
+        let dx = output(self, c * n * hw);
         let total = self.population() * dx.len;
         each(self, "pool_backward", &[F(&gy.mem), F(&dx.mem)], &[total, c, n, hw].map(u), total);
         dx
@@ -310,7 +322,7 @@ impl<L: Launcher> Device for L {
         b: &SBuf<L::Mem>,
     ) -> SBuf<L::Mem> {
         assert!(x.len == n * inp && w.len == out * inp && b.len == out && !x.shared, "dense_forward: shapes");
-        let y = self.zeros(n * out);
+        let y = output(self, n * out);
         let total = self.population() * y.len;
         each(self, "dense_forward", &[F(&x.mem), F(&w.mem), F(&b.mem), F(&y.mem)], &[total, n, inp, out].map(u), total);
         y
@@ -335,7 +347,7 @@ impl<L: Launcher> Device for L {
             &[total, n, inp, out].map(u),
             total,
         );
-        let dx = self.zeros(n * inp);
+        let dx = output(self, n * inp);
         let total = self.population() * dx.len;
         each(self, "dense_backward_x", &[F(&w.mem), F(&gy.mem), F(&dx.mem)], &[total, n, inp, out].map(u), total);
         dx

@@ -174,6 +174,11 @@ mod emu {
         fn alloc(&self, floats: usize) -> Mem<f32> {
             Mem::new(vec![0.0; floats.max(1)])
         }
+        /// NaN, as the CUDA device's uninitialised memory might hold: a kernel that leaves an
+        /// element of its output unwritten fails the comparison with the CPU.
+        fn scratch(&self, floats: usize) -> Mem<f32> {
+            Mem::new(vec![f32::NAN; floats.max(1)])
+        }
         fn init(&self, data: &[f32]) -> Mem<f32> {
             Mem::new(if data.is_empty() { vec![0.0] } else { data.to_vec() })
         }
