@@ -33,16 +33,21 @@ pub struct Kernel {
 
 use Access::{Read as R, ReadU32 as U, Write as W};
 
+/// Channels a thread of `conv_forward` (output) and `conv_backward_data` (input) computes:
+/// `CB` in the kernels' text, where both wrappers define it. Its accumulators are a `zeros9`.
+pub const CHANNEL_BLOCK: usize = 8;
+const _: () = assert!(CHANNEL_BLOCK <= 9);
+
 pub const KERNELS: &[Kernel] = &[
     // y[k, co, i, oy, ox] = sum over ci, ky, kx of w[k, co, ci, ky, kx] x[k, ci, i, iy, ix]:
-    // a thread per output pixel and block of 4 output channels (`total` counts those), so
-    // each input value and its indices serve four channels.
+    // a thread per output pixel and block of CB output channels (`total` counts those), so
+    // each input value and its indices serve CB channels.
     Kernel {
         name: "conv_forward",
         buffers: &[("w", R), ("x", R), ("y", W)],
         params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs"],
         body: r#"
-    let blocks = (p.cout + 3u) / 4u;
+    let blocks = (p.cout + CB - 1u) / CB;
     let kk = p.cin * p.ks * p.ks;
     let plane = p.oh * p.ow;
     for (var e = gid; e < p.total; e += nthreads) {
@@ -52,9 +57,9 @@ pub const KERNELS: &[Kernel] = &[
         let t1 = t0 / p.oh;
         let i = t1 % p.n;
         let t2 = t1 / p.n;
-        let c0 = (t2 % blocks) * 4u;
+        let c0 = (t2 % blocks) * CB;
         let k = t2 / blocks;
-        let nc = min(4u, p.cout - c0);
+        let nc = min(CB, p.cout - c0);
         let wbase = (k * p.cout + c0) * kk;
         var acc = zeros9();
         for (var ci = 0u; ci < p.cin; ci++) {
@@ -67,26 +72,26 @@ pub const KERNELS: &[Kernel] = &[
                     if (ix < 0 || ix >= i32(p.w)) { continue; }
                     let xv = x[xbase + u32(iy) * p.w + u32(ix)];
                     let wi = wbase + (ci * p.ks + ky) * p.ks + kx;
-                    for (var c = 0u; c < 4u; c++) {
+                    for (var c = 0u; c < CB; c++) {
                         if (c < nc) { acc[c] += w[wi + c * kk] * xv; }
                     }
                 }
             }
         }
-        for (var c = 0u; c < 4u; c++) {
+        for (var c = 0u; c < CB; c++) {
             if (c < nc) { y[((k * p.cout + c0 + c) * p.n + i) * plane + oy * p.ow + ox] = acc[c]; }
         }
     }"#,
     },
     // dx[k, ci, i, iy, ix] = sum over co and the taps that read (iy, ix) of w gy: a thread per
-    // input pixel and block of 4 input channels (`total` counts those), so each gradient value
-    // and its indices serve four channels.
+    // input pixel and block of CB input channels (`total` counts those), so each gradient value
+    // and its indices serve CB channels.
     Kernel {
         name: "conv_backward_data",
         buffers: &[("w", R), ("gy", R), ("dx", W)],
         params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow"],
         body: r#"
-    let blocks = (p.cin + 3u) / 4u;
+    let blocks = (p.cin + CB - 1u) / CB;
     let taps = p.ks * p.ks;
     let plane = p.oh * p.ow;
     for (var e = gid; e < p.total; e += nthreads) {
@@ -96,9 +101,9 @@ pub const KERNELS: &[Kernel] = &[
         let t1 = t0 / p.h;
         let i = t1 % p.n;
         let t2 = t1 / p.n;
-        let c0 = (t2 % blocks) * 4u;
+        let c0 = (t2 % blocks) * CB;
         let k = t2 / blocks;
-        let nc = min(4u, p.cin - c0);
+        let nc = min(CB, p.cin - c0);
         var acc = zeros9();
         for (var ky = 0u; ky < p.ks; ky++) {
             let ty = i32(iy + p.pad) - i32(ky);
@@ -113,20 +118,21 @@ pub const KERNELS: &[Kernel] = &[
                 for (var co = 0u; co < p.cout; co++) {
                     let g = gy[((k * p.cout + co) * p.n + i) * plane + oy * p.ow + ox];
                     let wi = (((k * p.cout + co) * p.cin + c0) * p.ks + ky) * p.ks + kx;
-                    for (var c = 0u; c < 4u; c++) {
+                    for (var c = 0u; c < CB; c++) {
                         if (c < nc) { acc[c] += w[wi + c * taps] * g; }
                     }
                 }
             }
         }
-        for (var c = 0u; c < 4u; c++) {
+        for (var c = 0u; c < CB; c++) {
             if (c < nc) { dx[((k * p.cin + c0 + c) * p.n + i) * p.h * p.w + iy * p.w + ix] = acc[c]; }
         }
     }"#,
     },
-    // dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per (k, co, ci), all
-    // taps at once (a kernel of at most 3x3), so that each gy value and its pixel's indices are
-    // loaded and computed once for the nine taps instead of once per tap.
+    // dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per (k, co, pair of
+    // input channels), all taps at once (a kernel of at most 3x3), so that each gy value and
+    // its pixel's indices are loaded and computed once for eighteen weights instead of once
+    // per weight.
     Kernel {
         name: "conv_backward_filter",
         buffers: &[("x", R), ("gy", R), ("dw", W)],
@@ -137,14 +143,19 @@ pub const KERNELS: &[Kernel] = &[
     let di = 256u / plane;
     let dy = (256u % plane) / p.ow;
     let dx = 256u % p.ow;
+    let pairs = (p.cin + 1u) / 2u;
+    let xplane = p.n * p.h * p.w;
     for (var e = wg; e < p.groups; e += nwgs) {
-        let ci = e % p.cin;
-        let t1 = e / p.cin;
+        let ci = (e % pairs) * 2u;
+        let t1 = e / pairs;
         let co = t1 % p.cout;
         let k = t1 / p.cout;
+        // Whether the pair has a second channel (an odd count leaves the last one alone).
+        let two = ci + 1u < p.cin;
         let gbase = (k * p.cout + co) * np;
-        let xbase = k * p.xs + ci * p.n * p.h * p.w;
+        let xbase = k * p.xs + ci * xplane;
         var acc = zeros9();
+        var acc2 = zeros9();
         // Pixel j = (i, oy, ox) steps by 256: its coordinates advance by (di, dy, dx) with
         // carries, not by a division each step.
         var ox = lid % p.ow;
@@ -163,6 +174,7 @@ pub const KERNELS: &[Kernel] = &[
                     let ix = x0 + i32(kx);
                     if (row_in && kx < p.ks && ix >= 0 && ix < i32(p.w)) {
                         acc[ky * 3u + kx] += g * x[row + u32(ix)];
+                        if (two) { acc2[ky * 3u + kx] += g * x[row + xplane + u32(ix)]; }
                     }
                 }
             }
@@ -179,11 +191,16 @@ pub const KERNELS: &[Kernel] = &[
             i += di;
         }
         acc = reduce_sum9(acc, lid);
-        let wbase = ((k * p.cout + co) * p.cin + ci) * p.ks * p.ks;
+        acc2 = reduce_sum9(acc2, lid);
+        let taps = p.ks * p.ks;
+        let wbase = ((k * p.cout + co) * p.cin + ci) * taps;
         for (var tap = 0u; tap < 9u; tap++) {
             let ky = tap / 3u;
             let kx = tap % 3u;
-            if (lid == 0u && ky < p.ks && kx < p.ks) { dw[wbase + ky * p.ks + kx] += acc[tap]; }
+            if (lid == 0u && ky < p.ks && kx < p.ks) {
+                dw[wbase + ky * p.ks + kx] += acc[tap];
+                if (two) { dw[wbase + taps + ky * p.ks + kx] += acc2[tap]; }
+            }
         }
     }"#,
     },

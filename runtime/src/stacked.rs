@@ -7,7 +7,7 @@
 
 use crate::augment::{self, Augment, Plan};
 use crate::device::{BnGeom, BnState, ConvGeom, Device, Update};
-use crate::kernels::{self, Kernel, THREADS};
+use crate::kernels::{self, CHANNEL_BLOCK, Kernel, THREADS};
 
 /// A GPU API as the stacked device needs it. Launches run in order; [`Launcher::read`] waits
 /// for the work before it.
@@ -120,9 +120,6 @@ pub(crate) fn dispatch<L: Launcher>(l: &L, name: &str, args: &[Arg<'_, L>], para
     crate::profile::timed(l, k.name, || l.launch(k, args, params, groups));
 }
 
-/// Channels a thread of `conv_forward` (output) and `conv_backward_data` (input) computes.
-const CHANNEL_BLOCK: usize = 4;
-
 /// [`dispatch`] over `total` elements, one thread each.
 pub(crate) fn each<L: Launcher>(l: &L, name: &str, args: &[Arg<'_, L>], params: &[u32], total: usize) {
     dispatch(l, name, args, params, total.div_ceil(THREADS));
@@ -216,7 +213,7 @@ impl<L: Launcher> Device for L {
         assert!(gy.len == g.cout * n * g.p() && dw.len == g.cout * g.kk(), "conv_backward: shapes");
         assert!(g.k <= 3, "conv_backward: the GPU kernels take kernels of at most 3x3");
         let shape = [n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
-        let groups = self.population() * g.cout * g.cin;
+        let groups = self.population() * g.cout * g.cin.div_ceil(2);
         let params = [&[u(groups)], &shape[..], &[x.stride()]].concat();
         dispatch(self, "conv_backward_filter", &[F(&x.mem), F(&gy.mem), F(&dw.mem)], &params, groups);
         want_dx.then(|| {

@@ -255,16 +255,18 @@ fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 
 fn convolutions_match_the_cpu<D: Device>(gpu: &D) {
     let mut rng = Rng::new(1);
-    // Channel counts that fill the kernels' blocks of 4 channels and counts that do not; the
-    // last two have more output pixels than a workgroup's 256 threads (the weight gradient's
-    // threads then step through several, with carries across rows and images).
+    // One input channel (the stem); channel counts that fill the kernels' blocks of 8 channels
+    // (and the weight gradient's pairs) and counts that do not; the last two have more output
+    // pixels than a workgroup's 256 threads (the weight gradient's threads then step through
+    // several, with carries across rows and images).
     let shapes = [
+        (1, 3, 3, 1, 6, 6, 2),
         (3, 5, 3, 1, 7, 5, 3),
         (2, 4, 3, 2, 9, 7, 2),
         (3, 2, 1, 2, 5, 5, 3),
-        (9, 8, 3, 1, 6, 5, 2),
+        (9, 10, 3, 1, 6, 5, 2),
         (2, 3, 3, 1, 13, 11, 4),
-        (3, 4, 3, 2, 17, 15, 5),
+        (3, 8, 3, 2, 17, 15, 5),
     ];
     for (cin, cout, k, stride, h, w, n) in shapes {
         let g = ConvGeom::new(cin, cout, k, stride, (h, w));
