@@ -213,6 +213,7 @@ impl<L: Launcher> Device for L {
         assert!(gy.len == g.cout * n * g.p() && dw.len == g.cout * g.kk(), "conv_backward: shapes");
         assert!(g.k <= 3, "conv_backward: the GPU kernels take kernels of at most 3x3");
         let shape = [n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
+        // A workgroup per (model, output channel, pair of input channels).
         let groups = self.population() * g.cout * g.cin.div_ceil(2);
         let params = [&[u(groups)], &shape[..], &[x.stride()]].concat();
         dispatch(self, "conv_backward_filter", &[F(&x.mem), F(&gy.mem), F(&dw.mem)], &params, groups);
