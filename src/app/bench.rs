@@ -607,57 +607,70 @@ pub fn train_throughput(
     let splits = (data.clone(), data.slice(0, 1), data.slice(0, 1));
     let g = crate::syntax::parse("loss ce = -y * ln(p);").expect("valid");
     let graphs = vec![&g; population.max(1)];
-    // One training run; returns its device, when its first timed step began, the seconds and
-    // steps (all models) timed, and with `profiled` the kernels of the timed steps but the last
-    // (whose evaluation is not a training step's work). The CPU trains its models one after
-    // another: each adds its own timed span.
-    type Run = (String, Duration, f64, usize, Option<TrainProfile>);
-    let run = |profiled: bool| -> Result<Run, BenchError> {
+    // One training run: the CPU trains its models one after another, each adding its own
+    // timed span; with `profiled`, the kernels of the timed steps but the last (whose
+    // evaluation is not a training step's work).
+    let run = |profiled: bool| -> Result<Timed, BenchError> {
         use crate::train::TrainError;
         let start = Instant::now();
-        let (mut first, mut mark, mut seconds, mut timed, mut kernels) = (None, start, 0.0, 0, None);
+        let mut t = Timed { device: String::new(), setup: Duration::ZERO, seconds: 0.0, steps: 0, profile: None };
+        let mut mark = start;
+        if warm == 0 && profiled {
+            profile::start();
+        }
         let mut progress = |p: &lossc_runtime::train::Progress| {
-            if p.step == warm {
+            if p.step == warm && warm > 0 {
                 mark = Instant::now();
-                first.get_or_insert(mark - start);
+                if t.setup.is_zero() {
+                    t.setup = mark - start;
+                }
                 if profiled {
                     profile::start();
                 }
             }
             if profiled && p.step + 1 == steps && p.step > warm {
-                let steps = p.step - warm;
-                kernels =
-                    Some(TrainProfile { steps, kernels: profile::stop(), wall_seconds: mark.elapsed().as_secs_f64() });
+                let wall_seconds = mark.elapsed().as_secs_f64();
+                t.profile = Some(TrainProfile { steps: p.step - warm, kernels: profile::stop(), wall_seconds });
             }
             if p.step == steps {
-                seconds += mark.elapsed().as_secs_f64();
-                timed += steps - warm;
+                t.seconds += mark.elapsed().as_secs_f64();
+                t.steps += steps - warm;
                 // Without warm-up steps the CPU's next model is timed from here.
                 mark = Instant::now();
             }
         };
-        if warm == 0 {
-            progress(&lossc_runtime::train::Progress { step: 0, loss: 0.0, best_validation_accuracy: 0.0 });
-        }
         let all = crate::train::train_population(&graphs, &spec, &splits, &mut progress).map_err(|e| match e {
             TrainError::Spec(e) => BenchError::Spec(e),
             TrainError::Device(e) => BenchError::Device(e),
             TrainError::Cuda(e) => BenchError::CudaDevice(e),
             TrainError::Parse(_) | TrainError::NoLoss => unreachable!("CE parses"),
         })?;
+        t.device = all[0].device.clone();
         // The CPU's models train in turn (their steps add up); a GPU's all at once.
-        let timed = if device == "cpu" { timed } else { timed * graphs.len() };
-        Ok((all[0].device.clone(), first.unwrap_or_default(), seconds, timed, kernels))
+        if device != "cpu" {
+            t.steps *= graphs.len();
+        }
+        Ok(t)
     };
-    let (device_name, setup, seconds, timed, _) = run(false)?;
-    let profile = if profile { run(true)?.4 } else { None };
+    let t = run(false)?;
+    let profile = if profile { run(true)?.profile } else { None };
     Ok(TrainThroughput {
-        device: device_name,
-        images_per_second: (timed * batch) as f64 / seconds,
-        candidate_steps_per_second: timed as f64 / seconds,
+        device: t.device,
+        images_per_second: (t.steps * batch) as f64 / t.seconds,
+        candidate_steps_per_second: t.steps as f64 / t.seconds,
         timed_steps: steps - warm,
         warm_steps: warm,
-        setup_seconds: setup.as_secs_f64(),
+        setup_seconds: t.setup.as_secs_f64(),
         profile,
     })
+}
+
+/// One benchmark training: its device, the time before its first timed step, the seconds and
+/// steps (all models) timed, and its profile if it had one.
+struct Timed {
+    device: String,
+    setup: Duration,
+    seconds: f64,
+    steps: usize,
+    profile: Option<TrainProfile>,
 }
