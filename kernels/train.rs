@@ -550,7 +550,8 @@ fn sigmoid(z: f32) -> f32 {
     return 1.0f / (1.0f + exp(-z));
 }
 
-// Nine zeros: per-thread accumulators a loop indexes (the taps of a 3x3 kernel).
+// Nine zeros: per-thread accumulators a loop indexes (the taps of a 3x3 kernel, a block of
+// channels).
 fn zeros9() -> array<f32, 9> {
     return array<f32, 9>();
 }
@@ -602,8 +603,8 @@ template <typename T> __device__ inline T select(T f, T t, bool c) { return c ? 
 template <typename T> __device__ inline T bitcast(f32 x) { return __float_as_uint(x); }
 __device__ inline f32 sigmoid(f32 z) { return 1.0f / (1.0f + expf(-z)); }
 
-// Nine zeros: per-thread accumulators a loop indexes (the taps of a 3x3 kernel); a loop of
-// constant trip count over them unrolls, which keeps them in registers.
+// Nine zeros: per-thread accumulators a loop indexes (the taps of a 3x3 kernel, a block of
+// channels); a loop of constant trip count over them unrolls, which keeps them in registers.
 struct f32x9 {
     f32 v[9];
     __device__ f32& operator[](u32 i) { return v[i]; }
