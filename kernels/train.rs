@@ -418,12 +418,15 @@ pub const KERNELS: &[Kernel] = &[
         dx[e] = acc;
     }"#,
     },
-    // Adam (adam = 1) or SGD with Nesterov momentum on value, with L2 decay; clears grad.
+    // Adam (adam = 1) or SGD with Nesterov momentum on value, with L2 decay; clears grad. The
+    // step's learning rate and Adam's bias corrections come in `sched` (lr, c1, c2), uploaded
+    // once a step, so that a step's launches are the same every step.
     Kernel {
         name: "update",
-        buffers: &[("value", W), ("grad", W), ("m", W), ("v", W)],
-        params: &["total", "adam", "lr:f", "b1:f", "b2:f", "eps:f", "c1:f", "c2:f", "mu:f", "decay:f"],
+        buffers: &[("value", W), ("grad", W), ("m", W), ("v", W), ("sched", R)],
+        params: &["total", "adam", "b1:f", "b2:f", "eps:f", "mu:f", "decay:f"],
         body: r#"
+    let lr = sched[0];
     for (var e = gid; e < p.total; e += nthreads) {
         let g = grad[e] + p.decay * value[e];
         if (p.adam != 0u) {
@@ -431,11 +434,11 @@ pub const KERNELS: &[Kernel] = &[
             let v1 = p.b2 * v[e] + (1.0f - p.b2) * g * g;
             m[e] = m1;
             v[e] = v1;
-            value[e] -= p.lr * (m1 / p.c1) / (sqrt(v1 / p.c2) + p.eps);
+            value[e] -= lr * (m1 / sched[1]) / (sqrt(v1 / sched[2]) + p.eps);
         } else {
             let m1 = p.mu * m[e] + g;
             m[e] = m1;
-            value[e] -= p.lr * (g + p.mu * m1);
+            value[e] -= lr * (g + p.mu * m1);
         }
         grad[e] = 0.0f;
     }"#,
@@ -482,11 +485,11 @@ pub const KERNELS: &[Kernel] = &[
     },
     // Per model: adds the batch mean of row_loss to stats[4k], and at the first non-finite loss
     // or gradient records step + 1 in stats[4k + 2] and 1 (NaN loss) or 2 in stats[4k + 3].
-    // One workgroup per model.
+    // The step comes in `at` (uploaded, like `update`'s schedule). One workgroup per model.
     Kernel {
         name: "loss_stats",
-        buffers: &[("row_loss", R), ("grad", R), ("stats", W)],
-        params: &["groups", "n", "classes", "step"],
+        buffers: &[("row_loss", R), ("grad", R), ("at", U), ("stats", W)],
+        params: &["groups", "n", "classes"],
         body: r#"
     for (var k = wg; k < p.groups; k += nwgs) {
         var s = 0.0f;
@@ -510,7 +513,7 @@ pub const KERNELS: &[Kernel] = &[
         if (lid == 0u) {
             stats[4u * k] += total / f32(p.n);
             if (bads > 0.0f && stats[4u * k + 2u] == 0.0f) {
-                stats[4u * k + 2u] = f32(p.step + 1u);
+                stats[4u * k + 2u] = f32(at[0] + 1u);
                 stats[4u * k + 3u] = select(2.0f, 1.0f, nans > 0.0f);
             }
         }

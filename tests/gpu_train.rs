@@ -326,3 +326,33 @@ fn wgpu_models_paused_in_two_populations_go_on_together() {
 fn cuda_models_paused_in_two_populations_go_on_together() {
     pause_and_resume("cuda", 1e-6);
 }
+
+/// On a GPU: a population trained with its steps replayed as CUDA graphs ends with exactly the
+/// numbers of the same population launched kernel by kernel, and its steps did replay.
+#[test]
+fn cuda_graphs_replay_a_training_exactly() {
+    if !have("cuda") {
+        return;
+    }
+    let (train, val, test) = splits();
+    let files = ["examples/ce.loss", "examples/a2.loss", "examples/m0.loss"];
+    let graphs: Vec<Graph> = files.iter().map(|f| graph(f)).collect();
+    let fused: Vec<_> =
+        graphs.iter().map(|g| lossc::passes::fuse::fuse(g, &g.outputs[0].0).expect("a loss")).collect();
+    let cfg = spec("cuda").config().unwrap();
+    let run = |graphs_on: bool| {
+        let dev = Cuda::with_graphs(fused.len(), graphs_on).unwrap();
+        let losses = lossc::train::cuda_losses(&dev, &fused, train.classes).unwrap();
+        let m = lossc_runtime::train::train_population(dev.clone(), &losses, &train, &val, Some(&test), &cfg, &mut |_| {});
+        (m, dev.graphs())
+    };
+    let (replayed, (counts, off)) = run(true);
+    let (direct, _) = run(false);
+    println!("graphs: {counts:?} {off:?}");
+    assert!(off.is_none() && counts.replayed >= cfg.steps / 2, "steps replayed: {counts:?} {off:?}");
+    for (k, (a, b)) in replayed.iter().zip(&direct).enumerate() {
+        assert_eq!(a.train, b.train, "model {k}: training curve");
+        assert_eq!(a.validation, b.validation, "model {k}: validation");
+        assert_eq!(a.test_accuracy, b.test_accuracy, "model {k}: test accuracy");
+    }
+}

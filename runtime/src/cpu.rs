@@ -2,7 +2,7 @@
 //! over groups of images small enough that the im2col matrix stays in cache, split over
 //! threads by image; batch norm and swish are one fused, vectorisable pass per channel.
 
-use crate::device::{BnGeom, BnState, ConvGeom, Device, Update};
+use crate::device::{BnGeom, BnState, ConvGeom, Device, Tensors, Update};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -489,6 +489,9 @@ impl Device for Cpu {
     fn len(&self, buf: &Vec<f32>) -> usize {
         buf.len()
     }
+    fn clear(&self, buf: &mut Vec<f32>) {
+        buf.fill(0.0);
+    }
     fn upload_images(&self, host: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
         if c == 1 {
             return host[..n * hw].to_vec(); // [n, 1, hw] is [1, n, hw]
@@ -744,32 +747,27 @@ impl Device for Cpu {
         dx
     }
 
-    fn update(
-        &self,
-        u: &Update,
-        decay: f32,
-        value: &mut Vec<f32>,
-        grad: &mut Vec<f32>,
-        m: &mut Vec<f32>,
-        v: &mut Vec<f32>,
-    ) {
-        m.resize(value.len(), 0.0);
-        v.resize(value.len(), 0.0);
-        for (((w, g), m), v) in value.iter_mut().zip(grad.iter_mut()).zip(m.iter_mut()).zip(v.iter_mut()) {
-            // L2 weight decay, added to the gradient.
-            let gr = *g + decay * *w;
-            match *u {
-                Update::Adam { lr, b1, b2, eps, c1, c2 } => {
-                    *m = b1 * *m + (1.0 - b1) * gr;
-                    *v = b2 * *v + (1.0 - b2) * gr * gr;
-                    *w -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+    fn update(&self, u: &Update, tensors: &mut [Tensors<'_, Vec<f32>>]) {
+        for t in tensors {
+            let (value, decay) = (&mut *t.value, t.decay);
+            t.m.resize(value.len(), 0.0);
+            t.v.resize(value.len(), 0.0);
+            for (((w, g), m), v) in value.iter_mut().zip(t.grad.iter_mut()).zip(t.m.iter_mut()).zip(t.v.iter_mut()) {
+                // L2 weight decay, added to the gradient.
+                let gr = *g + decay * *w;
+                match *u {
+                    Update::Adam { lr, b1, b2, eps, c1, c2 } => {
+                        *m = b1 * *m + (1.0 - b1) * gr;
+                        *v = b2 * *v + (1.0 - b2) * gr * gr;
+                        *w -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+                    }
+                    Update::Nesterov { lr, mu } => {
+                        *m = mu * *m + gr;
+                        *w -= lr * (gr + mu * *m);
+                    }
                 }
-                Update::Nesterov { lr, mu } => {
-                    *m = mu * *m + gr;
-                    *w -= lr * (gr + mu * *m);
-                }
+                *g = 0.0;
             }
-            *g = 0.0;
         }
     }
 }

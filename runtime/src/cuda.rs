@@ -9,16 +9,23 @@
 //! step's end for the step before it (one step queued). A model's loss kernel reads and writes
 //! its own part of the stacked logits and gradient in place (no copies, unlike wgpu's
 //! whole-buffer bindings).
+//!
+//! A training step's launches (the runtime's kernels and the K loss kernels) are recorded once
+//! and then replayed as one CUDA graph a step ([`crate::replay`]); `LOSSC_CUDA_GRAPHS=0` turns
+//! that off. Launches are made with raw device addresses, which is what a recording compares.
 
 use crate::device::Device;
 use crate::kernels::{self, KERNELS, Kernel, THREADS};
+use crate::replay::{self, Held, Kind, Node, Recorder, Replay};
 use crate::stacked::{self, Arg, Launcher, LossTargets, SBuf, u};
 use crate::train::{DeviceLoss, LabelTargets, LossError};
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError,
+    LaunchConfig, PushKernelArg,
 };
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Why the CUDA device could not be opened or a kernel built.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +145,9 @@ struct Inner {
     /// This device's stream: its work runs in order, beside other devices' (other threads).
     stream: Arc<CudaStream>,
     /// A one-element buffer for arguments a launch does not use.
-    spare: CudaSlice<f32>,
+    spare: Arc<CudaSlice<f32>>,
+    /// The last training step, recorded for replaying as a graph.
+    rec: Mutex<Recorder<Cuda>>,
     /// The end of the step before the last [`Device::flush`]: the host waits for it there, so
     /// that at most one step is queued behind the running one (each step allocates its
     /// activations; a host far ahead of the GPU would hold many steps' worth).
@@ -152,28 +161,160 @@ pub struct Cuda {
     k: usize,
 }
 
-/// A buffer of the CUDA device.
-pub type CBuf = SBuf<CudaSlice<f32>>;
+/// A buffer of the CUDA device (shared: a recorded step holds its buffers to hand them out
+/// again).
+pub type CBuf = SBuf<Arc<CudaSlice<f32>>>;
 
 /// A kernel's parameter struct (`P_name` in the CUDA translation unit: u32 and f32 fields),
 /// passed by value. The driver copies as many bytes as the kernel's parameter has.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Params([u32; 16]);
 // SAFETY: plain 32-bit words, laid out as the kernels' parameter structs (4-byte fields).
 unsafe impl DeviceRepr for Params {}
 
+/// A launch argument as the driver takes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Val {
+    /// A device address.
+    Ptr(u64),
+    /// A 32-bit scalar (u32, i32 or f32 bits).
+    Word(u32),
+    Params(Params),
+}
+
+/// Which kernel a launch runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Key {
+    Kernel(&'static str),
+    /// Model `k`'s loss kernel of the [`CudaLosses`] numbered `set`.
+    Loss {
+        set: usize,
+        k: usize,
+    },
+}
+
+/// One launch with its raw arguments: what a step's recording holds and compares.
+#[derive(Clone)]
+pub struct CudaOp {
+    key: Key,
+    func: CudaFunction,
+    grid: u32,
+    vals: Vec<Val>,
+}
+
+impl PartialEq for CudaOp {
+    fn eq(&self, o: &CudaOp) -> bool {
+        (self.key, self.grid) == (o.key, o.grid) && self.vals == o.vals
+    }
+}
+
+/// A recorded step as a CUDA graph.
+pub struct Graph(CudaGraph);
+// SAFETY: a graph is used only under its device's recorder lock, one thread at a time.
+unsafe impl Send for Graph {}
+
 impl Cuda {
     /// GPU 0 on a stream of its own, for a population of `models`. The runtime's kernels are
-    /// compiled by NVRTC on the process's first call.
+    /// compiled by NVRTC on the process's first call. Its training steps replay as CUDA
+    /// graphs unless `LOSSC_CUDA_GRAPHS` is `0`.
     pub fn new(models: usize) -> Result<Cuda, CudaError> {
+        Cuda::with_graphs(models, std::env::var("LOSSC_CUDA_GRAPHS").map_or(true, |v| v != "0"))
+    }
+
+    /// [`Cuda::new`], replaying training steps as graphs or not.
+    pub fn with_graphs(models: usize, graphs: bool) -> Result<Cuda, CudaError> {
         let shared = Shared::get()?;
         let stream = shared.ctx.new_stream().map_err(driver)?;
-        let spare = stream.alloc_zeros::<f32>(1).map_err(driver)?;
-        let inner = Inner { shared, stream, spare, last_step: Mutex::new(None) };
+        let spare = Arc::new(stream.alloc_zeros::<f32>(1).map_err(driver)?);
+        let rec = Mutex::new(Recorder::new(graphs));
+        let inner = Inner { shared, stream, spare, rec, last_step: Mutex::new(None) };
         Ok(Cuda { inner: Arc::new(inner), k: models.max(1) })
     }
 
+    /// How many training steps were recorded, replayed as a graph, and left their recording;
+    /// and why steps are not replayed, if they are not.
+    pub fn graphs(&self) -> (replay::Counts, Option<String>) {
+        let rec = self.rec();
+        (rec.counts(), rec.off().map(str::to_string))
+    }
+
+    fn rec(&self) -> MutexGuard<'_, Recorder<Cuda>> {
+        self.inner.rec.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The device address of a buffer.
+    fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
+        s.device_ptr(&self.inner.stream).0
+    }
+
+    /// Launches `op` on the stream (or into the graph being captured).
+    fn try_run(&self, op: &CudaOp) -> Result<(), DriverError> {
+        let mut launch = self.inner.stream.launch_builder(&op.func);
+        for v in &op.vals {
+            match v {
+                Val::Ptr(p) => launch.arg(p),
+                Val::Word(w) => launch.arg(w),
+                Val::Params(p) => launch.arg(p),
+            };
+        }
+        let cfg = LaunchConfig { grid_dim: (op.grid, 1, 1), block_dim: (THREADS as u32, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: each op's values are its kernel's parameters in order (device addresses of
+        // live buffers, 32-bit scalars, the parameter struct), made by `launch` or
+        // `CudaLosses::run` from the kernel's table row or its template.
+        unsafe { launch.launch(cfg) }.map(|_| ())
+    }
+
+    fn try_zero(&self, mem: &CudaSlice<f32>, floats: usize) -> Result<(), DriverError> {
+        // SAFETY: `mem` holds at least `floats` floats.
+        unsafe { cudarc::driver::result::memset_d8_async(self.ptr(mem), 0, floats * 4, self.inner.stream.cu_stream()) }
+    }
+}
+
+impl Replay for Cuda {
+    type Mem = Arc<CudaSlice<f32>>;
+    type Words = Arc<CudaSlice<u32>>;
+    type Op = CudaOp;
+    type Graph = Graph;
+
+    fn run(&self, op: &CudaOp) {
+        self.try_run(op).unwrap_or_else(|e| panic!("CUDA launch of {:?}: {e:?}", op.key));
+    }
+    fn zero(&self, mem: &Arc<CudaSlice<f32>>, floats: usize) {
+        self.try_zero(mem, floats).expect("CUDA memset");
+    }
+    fn build(&self, nodes: &[Node<'_, Cuda>]) -> Result<Graph, String> {
+        let s = &self.inner.stream;
+        let mode = cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        s.begin_capture(mode).map_err(|e| format!("{e:?}"))?;
+        let issued = nodes.iter().try_for_each(|n| match n {
+            Node::Launch(op) => self.try_run(op),
+            Node::Zero(mem, floats) => self.try_zero(mem, *floats),
+        });
+        // Capture ends whether or not every node was issued.
+        let graph = s.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+        issued.map_err(|e| format!("{e:?}"))?;
+        match graph.map_err(|e| format!("{e:?}"))? {
+            Some(g) => Ok(Graph(g)),
+            None => Err("the capture was empty".into()),
+        }
+    }
+    fn replay(&self, graph: &Graph) {
+        graph.0.launch().expect("CUDA graph launch");
+    }
+    fn pointers(op: &CudaOp) -> Vec<u64> {
+        op.vals.iter().filter_map(|v| if let Val::Ptr(p) = v { Some(*p) } else { None }).collect()
+    }
+    fn span(buf: &Held<Cuda>) -> std::ops::Range<u64> {
+        let (start, bytes) = match buf {
+            Held::F(m) => (m.device_ptr(m.stream()).0, m.len() * 4),
+            Held::W(w) => (w.device_ptr(w.stream()).0, w.len() * 4),
+        };
+        start..start + bytes as u64
+    }
+}
+
+impl Cuda {
     /// The device's name, e.g. "NVIDIA H200".
     pub fn device_name(&self) -> &str {
         &self.inner.shared.name
@@ -200,8 +341,8 @@ impl Cuda {
 }
 
 impl Launcher for Cuda {
-    type Mem = CudaSlice<f32>;
-    type Words = CudaSlice<u32>;
+    type Mem = Arc<CudaSlice<f32>>;
+    type Words = Arc<CudaSlice<u32>>;
 
     fn describe(&self) -> String {
         format!("cuda ({})", self.inner.shared.name)
@@ -209,50 +350,87 @@ impl Launcher for Cuda {
     fn population(&self) -> usize {
         self.k
     }
-    fn alloc(&self, floats: usize) -> CudaSlice<f32> {
-        self.inner.stream.alloc_zeros::<f32>(floats.max(1)).expect("CUDA allocation")
+    fn alloc(&self, floats: usize) -> Self::Mem {
+        let s = &self.inner.stream;
+        self.rec().alloc(self, Kind::Zeros, floats, || {
+            Arc::new(s.alloc_zeros::<f32>(floats.max(1)).expect("CUDA allocation"))
+        })
     }
-    fn scratch(&self, floats: usize) -> CudaSlice<f32> {
+    fn scratch(&self, floats: usize) -> Self::Mem {
+        let s = &self.inner.stream;
         // SAFETY: any bits are an f32, and a scratch buffer is written in full before it is
         // read (the emulator's scratch buffers hold NaN, so its tests catch a kernel that
         // leaves some unwritten).
-        unsafe { self.inner.stream.alloc::<f32>(floats.max(1)) }.expect("CUDA allocation")
+        let make = || Arc::new(unsafe { s.alloc::<f32>(floats.max(1)) }.expect("CUDA allocation"));
+        self.rec().alloc(self, Kind::Scratch, floats, make)
     }
-    fn init(&self, data: &[f32]) -> CudaSlice<f32> {
+    fn init(&self, data: &[f32]) -> Self::Mem {
         let s = &self.inner.stream;
-        if data.is_empty() { s.alloc_zeros::<f32>(1) } else { s.clone_htod(data) }.expect("CUDA upload")
+        let make = || {
+            Held::F(Arc::new(if data.is_empty() { s.alloc_zeros(1) } else { s.clone_htod(data) }.expect("CUDA upload")))
+        };
+        let write = |h: &Held<Cuda>| {
+            if let (Held::F(m), false) = (h, data.is_empty()) {
+                // SAFETY: the recorded buffer holds `data.len()` floats.
+                unsafe { cudarc::driver::result::memcpy_htod_async(self.ptr(m), data, s.cu_stream()) }
+                    .expect("CUDA upload");
+            }
+        };
+        match self.rec().upload(self, Kind::Floats, data.len(), make, write) {
+            Held::F(m) => m,
+            Held::W(_) => unreachable!("a float upload"),
+        }
     }
-    fn words(&self, data: &[u32]) -> CudaSlice<u32> {
+    fn words(&self, data: &[u32]) -> Self::Words {
         let s = &self.inner.stream;
-        if data.is_empty() { s.alloc_zeros::<u32>(1) } else { s.clone_htod(data) }.expect("CUDA upload")
+        let make = || {
+            Held::W(Arc::new(if data.is_empty() { s.alloc_zeros(1) } else { s.clone_htod(data) }.expect("CUDA upload")))
+        };
+        let write = |h: &Held<Cuda>| {
+            if let (Held::W(w), false) = (h, data.is_empty()) {
+                // SAFETY: the recorded buffer holds `data.len()` words.
+                unsafe { cudarc::driver::result::memcpy_htod_async(self.ptr(w), data, s.cu_stream()) }
+                    .expect("CUDA upload");
+            }
+        };
+        match self.rec().upload(self, Kind::Words, data.len(), make, write) {
+            Held::W(w) => w,
+            Held::F(_) => unreachable!("a word upload"),
+        }
     }
-    fn read(&self, mem: &CudaSlice<f32>, floats: usize) -> Vec<f32> {
+    fn read(&self, mem: &Self::Mem, floats: usize) -> Vec<f32> {
+        self.rec().before_read(self);
         self.inner.stream.clone_dtoh(&mem.slice(..floats)).expect("CUDA read-back")
+    }
+    fn zero(&self, mem: &Self::Mem, floats: usize) {
+        self.rec().unrecorded(self);
+        Replay::zero(self, mem, floats);
     }
     fn launch(&self, k: &'static Kernel, args: &[Arg<'_, Self>], params: &[u32], groups: usize) {
         let mut p = Params([0; 16]);
         p.0[..params.len()].copy_from_slice(params);
-        let mut launch = self.inner.stream.launch_builder(&self.inner.shared.functions[k.name]);
-        for a in args {
-            match a {
-                Arg::F(b) => launch.arg(*b),
-                Arg::U(b) => launch.arg(*b),
-            };
-        }
-        launch.arg(&p);
-        let cfg = LaunchConfig {
-            grid_dim: (groups.clamp(1, 65535) as u32, 1, 1),
-            block_dim: (THREADS as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: `stacked::dispatch` checked the arguments against the kernel's table row: its
-        // buffers in order (f32 or u32 as declared), then its parameter struct.
-        unsafe { launch.launch(cfg) }.unwrap_or_else(|e| panic!("CUDA launch of {}: {e:?}", k.name));
+        let mut vals: Vec<Val> = args
+            .iter()
+            .map(|a| match a {
+                Arg::F(b) => Val::Ptr(self.ptr(b)),
+                Arg::U(b) => Val::Ptr(self.ptr(b)),
+            })
+            .collect();
+        vals.push(Val::Params(p));
+        // `stacked::dispatch` checked the arguments against the kernel's table row: its buffers
+        // in order (f32 or u32 as declared), then its parameter struct.
+        let func = self.inner.shared.functions[k.name].clone();
+        let op = CudaOp { key: Key::Kernel(k.name), func, grid: groups.clamp(1, 65535) as u32, vals };
+        self.rec().launch(self, op);
     }
-    fn spare(&self) -> &CudaSlice<f32> {
+    fn spare(&self) -> &Self::Mem {
         &self.inner.spare
     }
+    fn begin_step(&self) {
+        self.rec().begin_step();
+    }
     fn submit(&self) {
+        self.rec().end_step(self);
         let end = self.inner.stream.record_event(None).expect("CUDA event");
         let mut last = self.inner.last_step.lock().expect("last step");
         if let Some(prev) = last.replace(end) {
@@ -274,6 +452,8 @@ pub struct CudaLossSource {
 
 /// Each model's loss as its own CUDA kernel.
 pub struct CudaLosses {
+    /// This set's number, which tells its launches from another set's in a recording.
+    set: usize,
     functions: Vec<(CudaFunction, usize)>,
     /// The row losses of all K models, reused while the batch size stays the same.
     row_loss: Mutex<Option<CBuf>>,
@@ -302,7 +482,8 @@ impl Cuda {
                 .map_err(|e| CudaError::LossKernel { model, message: format!("{e:?}") })?;
             functions.push((f, s.rows_per_block.max(1)));
         }
-        Ok(CudaLosses { functions, row_loss: Mutex::new(None) })
+        static SETS: AtomicUsize = AtomicUsize::new(0);
+        Ok(CudaLosses { set: SETS.fetch_add(1, Ordering::Relaxed), functions, row_loss: Mutex::new(None) })
     }
 }
 
@@ -329,32 +510,29 @@ impl DeviceLoss<Cuda> for CudaLosses {
         }
         let all_loss = row_loss.as_mut().expect("made above");
         let LossTargets { mode, labels, labels_b, lam } = LossTargets::upload(dev, t);
-        let mode = mode as i32;
-        let (alpha, b, c) = (t.smoothing as f32, rows as i32, classes as i32);
-        let s = &dev.inner.stream;
+        let (alpha, b, c) = ((t.smoothing as f32).to_bits(), rows as u32, classes as u32);
+        let at = |mem: &CudaSlice<f32>, start: usize| Val::Ptr(dev.ptr(mem) + 4 * start as u64);
+        let targets =
+            [Val::Word(mode), Val::Ptr(dev.ptr(&labels)), Val::Ptr(dev.ptr(&labels_b)), Val::Ptr(dev.ptr(&lam))];
         // Each model's own kernel: one profile entry for the K launches.
-        crate::profile::timed(dev, "emitted loss", || -> Result<(), LossError> {
+        crate::profile::timed(dev, "emitted loss", || {
             for (k, (f, per_block)) in self.functions.iter().enumerate() {
-                let x = logits.mem.slice(k * size..(k + 1) * size);
-                let mut g = grad.mem.slice_mut(k * size..(k + 1) * size);
-                let mut r = all_loss.mem.slice_mut(k * rows..(k + 1) * rows);
-                let mut launch = s.launch_builder(f);
-                launch.arg(&x).arg(&mode).arg(&labels).arg(&labels_b).arg(&lam).arg(&dev.inner.spare);
-                launch.arg(&alpha).arg(&b).arg(&c).arg(&mut g).arg(&mut r);
-                let cfg = LaunchConfig {
-                    grid_dim: (rows.div_ceil(*per_block) as u32, 1, 1),
-                    block_dim: (THREADS as u32, 1, 1),
-                    shared_mem_bytes: 0,
-                };
-                // SAFETY: the arguments match the `_rows` kernels of kernels/loss.cu.in; model k's
-                // logits, gradient and row losses are its own `size` and `rows` elements.
-                unsafe { launch.launch(cfg) }.map_err(|e| format!("CUDA launch of model {k}'s loss: {e:?}"))?;
+                // The `_rows` kernels of kernels/loss.cu.in: logits, mode, labels, partner
+                // labels, mixup weights, dense targets (unused), alpha, B, C, gradient and row
+                // losses; model k's logits, gradient and row losses are its own `size` and
+                // `rows` elements.
+                let mut vals = vec![at(&logits.mem, k * size)];
+                vals.extend(targets);
+                vals.extend([Val::Ptr(dev.ptr(&dev.inner.spare)), Val::Word(alpha), Val::Word(b), Val::Word(c)]);
+                vals.extend([at(&grad.mem, k * size), at(&all_loss.mem, k * rows)]);
+                let key = Key::Loss { set: self.set, k };
+                let op = CudaOp { key, func: f.clone(), grid: rows.div_ceil(*per_block) as u32, vals };
+                dev.rec().launch(dev, op);
             }
-            Ok(())
-        })?;
-        let params = [dev.k, rows, classes, step].map(u);
-        let args = [Arg::F(&all_loss.mem), Arg::F(&grad.mem), Arg::F(&stats.mem)];
-        stacked::dispatch(dev, "loss_stats", &args, &params, dev.k);
+        });
+        let step = dev.words(&[u(step)]);
+        let args = [Arg::F(&all_loss.mem), Arg::F(&grad.mem), Arg::U(&step), Arg::F(&stats.mem)];
+        stacked::dispatch(dev, "loss_stats", &args, &[dev.k, rows, classes].map(u), dev.k);
         Ok(())
     }
 }

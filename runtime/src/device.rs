@@ -77,6 +77,16 @@ pub enum Update {
     Nesterov { lr: f32, mu: f32 },
 }
 
+/// A parameter tensor and its optimiser state, as [`Device::update`] takes them.
+pub struct Tensors<'a, B> {
+    /// The L2 weight decay added to its gradient.
+    pub decay: f32,
+    pub value: &'a mut B,
+    pub grad: &'a mut B,
+    pub m: &'a mut B,
+    pub v: &'a mut B,
+}
+
 /// Where the surrogate trains. Every operation takes and returns device buffers; only
 /// `upload*` and `download` cross to the host (the loss kernel reads the logits on the host:
 /// `[N, classes]` is small).
@@ -113,8 +123,14 @@ pub trait Device: Clone + Send + Sync {
     /// The whole buffer: K tensors one after another (one for a shared buffer).
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;
     fn len(&self, buf: &Self::Buf) -> usize;
+    /// A training step begins; [`Device::flush`] ends it. Between the two the host makes the
+    /// same calls every step, which lets a device replay the step's launches as one graph
+    /// (`crate::replay`).
+    fn begin_step(&self) {}
     /// Sends the work recorded so far to the device (a no-op where work runs as it is called).
     fn flush(&self) {}
+    /// Sets every value of `buf` to zero, in place.
+    fn clear(&self, buf: &mut Self::Buf);
     /// Host images `[n, c, hw]` to a device batch `[c, n, hw]`.
     fn upload_images(&self, host: &[f32], n: usize, c: usize, hw: usize) -> Self::Buf;
     /// A data set `[N, C, H*W]` kept on the device to gather training batches from, or None
@@ -203,14 +219,7 @@ pub trait Device: Clone + Send + Sync {
     /// `[n, classes]` have their first maximum at `labels[row]`.
     fn hits(&self, logits: &Self::Buf, n: usize, classes: usize, labels: &[u32], stats: &mut Self::Buf, slot: usize);
 
-    /// One optimiser step on `value` with gradient `grad + decay * value`; clears `grad`.
-    fn update(
-        &self,
-        u: &Update,
-        decay: f32,
-        value: &mut Self::Buf,
-        grad: &mut Self::Buf,
-        m: &mut Self::Buf,
-        v: &mut Self::Buf,
-    );
+    /// One optimiser step on each tensor: `value` with gradient `grad + decay * value`; clears
+    /// `grad`. One call a step, so that a device uploads the step's learning rate once.
+    fn update(&self, u: &Update, tensors: &mut [Tensors<'_, Self::Buf>]);
 }

@@ -253,6 +253,9 @@ impl Launcher for Wgpu {
     fn read(&self, mem: &wgpu::Buffer, floats: usize) -> Vec<f32> {
         self.read_bytes(mem, (floats * 4) as u64)
     }
+    fn zero(&self, mem: &wgpu::Buffer, floats: usize) {
+        self.record(|enc| enc.clear_buffer(mem, 0, Some((floats * 4) as u64)));
+    }
     fn launch(&self, k: &'static Kernel, args: &[Arg<'_, Self>], params: &[u32], groups: usize) {
         let pipe = &self.inner.pipes[k.name];
         let mut bytes: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -405,14 +408,9 @@ impl DeviceLoss<Wgpu> for WgslLosses {
                 });
             }
         });
-        let params = [dev.k, rows, classes, step].map(u);
-        stacked::dispatch(
-            dev,
-            "loss_stats",
-            &[Arg::F(&s.all_loss.mem), Arg::F(&grad.mem), Arg::F(&stats.mem)],
-            &params,
-            dev.k,
-        );
+        let at = dev.words(&[u(step)]);
+        let args = [Arg::F(&s.all_loss.mem), Arg::F(&grad.mem), Arg::U(&at), Arg::F(&stats.mem)];
+        stacked::dispatch(dev, "loss_stats", &args, &[dev.k, rows, classes].map(u), dev.k);
         Ok(())
     }
 }

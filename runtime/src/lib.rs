@@ -18,6 +18,7 @@ pub mod model;
 pub mod optim;
 mod pool;
 pub mod profile;
+pub mod replay;
 pub mod rng;
 pub mod stacked;
 pub mod train;

@@ -1,6 +1,6 @@
 //! Optimisers and the learning-rate schedule.
 
-use crate::device::{Device, Update};
+use crate::device::{Device, Tensors, Update};
 use crate::layers::Param;
 
 /// Which update rule.
@@ -52,10 +52,19 @@ impl<D: Device> State<D> {
             }
             Optimizer::Sgd => Update::Nesterov { lr, mu: 0.9 },
         };
-        for ((p, m), v) in params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
-            let decay = if p.decay { self.weight_decay } else { 0.0 };
-            self.dev.update(&u, decay, &mut p.value, &mut p.grad, m, v);
-        }
+        let mut tensors: Vec<Tensors<'_, D::Buf>> = params
+            .iter_mut()
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+            .map(|((p, m), v)| Tensors {
+                decay: if p.decay { self.weight_decay } else { 0.0 },
+                value: &mut p.value,
+                grad: &mut p.grad,
+                m,
+                v,
+            })
+            .collect();
+        self.dev.update(&u, &mut tensors);
     }
 }
 

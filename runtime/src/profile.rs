@@ -38,6 +38,11 @@ pub fn stop() -> Vec<KernelTime> {
     PROFILE.with(|p| p.borrow_mut().take().map_or_else(Vec::new, |p| p.kernels))
 }
 
+/// Whether this thread's profile is on.
+pub(crate) fn on() -> bool {
+    PROFILE.with(|p| p.borrow().is_some())
+}
+
 /// Waits for all work `l` has queued ([`Launcher::read`] waits for the work before it).
 fn wait<L: Launcher>(l: &L) {
     l.read(l.spare(), 1);
@@ -45,8 +50,7 @@ fn wait<L: Launcher>(l: &L) {
 
 /// Runs `launch` (work on `l` under `name`), timed when this thread's profile is on.
 pub(crate) fn timed<L: Launcher, R>(l: &L, name: &'static str, launch: impl FnOnce() -> R) -> R {
-    let on = PROFILE.with(|p| p.borrow().is_some());
-    if !on {
+    if !on() {
         return launch();
     }
     wait(l);

@@ -6,7 +6,7 @@
 //! it, so the lavapipe runs of the wgpu device also check what the CUDA device launches.
 
 use crate::augment::{self, Augment, Plan};
-use crate::device::{BnGeom, BnState, ConvGeom, Device, Update};
+use crate::device::{BnGeom, BnState, ConvGeom, Device, Tensors, Update};
 use crate::kernels::{self, CHANNEL_BLOCK, Kernel, THREADS};
 
 /// A GPU API as the stacked device needs it. Launches run in order; [`Launcher::read`] waits
@@ -34,12 +34,16 @@ pub trait Launcher: Clone + Send + Sync {
     fn words(&self, data: &[u32]) -> Self::Words;
     /// The first `floats` values of `mem`.
     fn read(&self, mem: &Self::Mem, floats: usize) -> Vec<f32>;
+    /// Sets the first `floats` values of `mem` to zero.
+    fn zero(&self, mem: &Self::Mem, floats: usize);
     /// Kernel `k` over `args` (its buffers, in the table's order) with `params` (u32 bits, in
     /// the table's order) on `groups` blocks of [`THREADS`] (capped at 65,535; the kernels loop
     /// over the rest).
     fn launch(&self, k: &'static Kernel, args: &[Arg<'_, Self>], params: &[u32], groups: usize);
     /// A one-float buffer for arguments a launch does not use.
     fn spare(&self) -> &Self::Mem;
+    /// A training step begins ([`Device::begin_step`]).
+    fn begin_step(&self) {}
     /// Ends a training step: sends the recorded work, and waits for the step before it so that
     /// at most one step is queued behind the running one.
     fn submit(&self);
@@ -162,8 +166,15 @@ impl<L: Launcher> Device for L {
     fn len(&self, buf: &SBuf<L::Mem>) -> usize {
         buf.len
     }
+    fn begin_step(&self) {
+        Launcher::begin_step(self);
+    }
     fn flush(&self) {
         self.submit();
+    }
+    fn clear(&self, buf: &mut SBuf<L::Mem>) {
+        let n = if buf.shared { buf.len } else { buf.len * self.population() };
+        self.zero(&buf.mem, n.max(1));
     }
     fn upload_images(&self, host: &[f32], n: usize, c: usize, hw: usize) -> SBuf<L::Mem> {
         self.upload(&crate::cpu::Cpu.upload_images(host, n, c, hw))
@@ -366,28 +377,23 @@ impl<L: Launcher> Device for L {
         dispatch(self, "hits", &[F(&logits.mem), U(&labels), F(&stats.mem)], &params, self.population());
     }
 
-    fn update(
-        &self,
-        up: &Update,
-        decay: f32,
-        value: &mut SBuf<L::Mem>,
-        grad: &mut SBuf<L::Mem>,
-        m: &mut SBuf<L::Mem>,
-        v: &mut SBuf<L::Mem>,
-    ) {
-        for s in [&mut *m, &mut *v] {
-            if s.len != value.len {
-                *s = self.zeros(value.len);
-            }
-        }
-        let total = self.population() * value.len;
+    fn update(&self, up: &Update, tensors: &mut [Tensors<'_, SBuf<L::Mem>>]) {
         let f = |x: f32| x.to_bits();
-        let params = match *up {
-            Update::Adam { lr, b1, b2, eps, c1, c2 } => {
-                [u(total), 1, f(lr), f(b1), f(b2), f(eps), f(c1), f(c2), 0, f(decay)]
-            }
-            Update::Nesterov { lr, mu } => [u(total), 0, f(lr), 0, 0, 0, f(1.0), f(1.0), f(mu), f(decay)],
+        let (sched, params) = match *up {
+            Update::Adam { lr, b1, b2, eps, c1, c2 } => ([lr, c1, c2], [1, f(b1), f(b2), f(eps), 0]),
+            Update::Nesterov { lr, mu } => ([lr, 1.0, 1.0], [0, 0, 0, 0, f(mu)]),
         };
-        each(self, "update", &[F(&value.mem), F(&grad.mem), F(&m.mem), F(&v.mem)], &params, total);
+        let sched = init(self, &sched, 3, true);
+        for t in tensors {
+            for s in [&mut *t.m, &mut *t.v] {
+                if s.len != t.value.len {
+                    *s = self.zeros(t.value.len);
+                }
+            }
+            let total = self.population() * t.value.len;
+            let params = [&[u(total)], &params[..], &[f(t.decay)]].concat();
+            let bufs = [&t.value.mem, &t.grad.mem, &t.m.mem, &t.v.mem, &sched.mem].map(F);
+            each(self, "update", &bufs, &params, total);
+        }
     }
 }

@@ -370,6 +370,9 @@ pub fn train_population_from<D: Device>(
         last_loss = pop[0].m.train.last().map_or(0.0, |t| t.1);
     }
     for step in first..cfg.steps {
+        // The step ends at `dev.flush()`; it makes the same device calls every time (what lets
+        // the CUDA device replay it as a graph).
+        dev.begin_step();
         // Next batch of a reshuffled epoch.
         let mut idx = Vec::with_capacity(cfg.batch);
         while idx.len() < cfg.batch {
@@ -406,6 +409,7 @@ pub fn train_population_from<D: Device>(
             smoothing: cfg.label_smoothing,
         };
         if let Err(e) = loss.run(&dev, &logits, train.classes, &t, &mut grad, &mut stats, step) {
+            dev.flush();
             for p in pop.iter_mut().filter(|p| p.running) {
                 p.m.stopped = Some(format!("loss kernel failed at step {step}: {e}"));
                 p.running = false;
@@ -472,7 +476,7 @@ pub fn train_population_from<D: Device>(
             if let Some(p) = pop.iter().find(|p| p.running) {
                 last_loss = p.m.train.last().map_or(0.0, |t| t.1);
             }
-            stats = dev.zeros(4);
+            dev.clear(&mut stats);
             interval_steps = 0;
             if pop.iter().all(|p| !p.running) {
                 break;

@@ -11,7 +11,7 @@
 
 use lossc_runtime::cpu::Cpu;
 use lossc_runtime::cuda::Cuda;
-use lossc_runtime::device::{BnGeom, BnState, ConvGeom, Device, Update};
+use lossc_runtime::device::{BnGeom, BnState, ConvGeom, Device, Tensors, Update};
 use lossc_runtime::gpu::Wgpu;
 use lossc_runtime::rng::Rng;
 
@@ -66,12 +66,14 @@ macro_rules! on_devices {
 /// thread per CUDA thread, one block at a time, barriers for `__syncthreads`), behind the
 /// same [`Launcher`] the CUDA device implements. It checks what the CUDA device launches
 /// (the kernel bodies in C++, the CUDA prelude's `reduce_sum`, the parameter structs), not
-/// the driver calls around them.
+/// the driver calls around them. Like the CUDA device it records a training step and replays
+/// its launches (its "graph" runs them one by one from the recording).
 mod emu {
     use lossc_runtime::kernels::{self, Access, KERNELS, Kernel, THREADS};
+    use lossc_runtime::replay::{Counts, Held, Kind, Node, Recorder, Replay};
     use lossc_runtime::stacked::{Arg, Launcher};
     use std::cell::UnsafeCell;
-    use std::sync::{Arc, OnceLock};
+    use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
     /// A buffer: the kernels write through shared references, as on a GPU.
     pub struct Mem<T>(UnsafeCell<Vec<T>>);
@@ -97,6 +99,23 @@ mod emu {
         k: usize,
         lib: Lib,
         spare: Arc<Mem<f32>>,
+        rec: Arc<Mutex<Recorder<Emu>>>,
+    }
+
+    /// A launch as a recording holds it: the kernel's index in `KERNELS`, its blocks, its
+    /// buffers' addresses and its parameter words.
+    #[derive(Clone, PartialEq)]
+    pub struct Op {
+        at: usize,
+        groups: u32,
+        bufs: Vec<u64>,
+        params: [u32; 16],
+    }
+
+    /// A recorded step's nodes, owned.
+    pub enum Step {
+        Launch(Op),
+        Zero(Arc<Mem<f32>>, usize),
     }
 
     /// The emulated kernels, built once per process (in the target directory).
@@ -157,45 +176,137 @@ mod emu {
     }
 
     impl Emu {
+        /// The emulated CUDA device, recording and replaying training steps.
         pub fn new(models: usize) -> Result<Emu, String> {
-            Ok(Emu { k: models, lib: library()?, spare: Arc::new(Mem::new(vec![0.0])) })
+            Emu::with_graphs(models, true)
+        }
+
+        pub fn with_graphs(models: usize, graphs: bool) -> Result<Emu, String> {
+            let rec = Arc::new(Mutex::new(Recorder::new(graphs)));
+            Ok(Emu { k: models, lib: library()?, spare: Arc::new(Mem::new(vec![0.0])), rec })
+        }
+
+        /// Steps recorded, replayed and left.
+        pub fn counts(&self) -> Counts {
+            self.rec().counts()
+        }
+
+        fn rec(&self) -> MutexGuard<'_, Recorder<Emu>> {
+            self.rec.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    impl Replay for Emu {
+        type Mem = Arc<Mem<f32>>;
+        type Words = Arc<Mem<u32>>;
+        type Op = Op;
+        type Graph = Vec<Step>;
+
+        fn run(&self, op: &Op) {
+            let bufs: Vec<*mut u8> = op.bufs.iter().map(|&b| b as *mut u8).collect();
+            // One launch at a time in the process: the emulator's block state and `__shared__`
+            // arrays are globals, and the tests run in parallel.
+            static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: `stacked::dispatch` checked the buffers against the kernel's table row
+            // (and a recording holds them alive); the parameter struct is at most 16 words.
+            unsafe { self.lib.1[op.at](op.groups, bufs.as_ptr(), op.params.as_ptr()) }
+        }
+        fn zero(&self, mem: &Arc<Mem<f32>>, floats: usize) {
+            // SAFETY: no launch is running (they are synchronous).
+            unsafe { (&mut *mem.0.get())[..floats].fill(0.0) }
+        }
+        fn build(&self, nodes: &[Node<'_, Emu>]) -> Result<Vec<Step>, String> {
+            Ok(nodes
+                .iter()
+                .map(|n| match n {
+                    Node::Launch(op) => Step::Launch((*op).clone()),
+                    Node::Zero(m, floats) => Step::Zero((*m).clone(), *floats),
+                })
+                .collect())
+        }
+        fn replay(&self, graph: &Vec<Step>) {
+            for s in graph {
+                match s {
+                    Step::Launch(op) => self.run(op),
+                    Step::Zero(m, floats) => Replay::zero(self, m, *floats),
+                }
+            }
+        }
+        fn pointers(op: &Op) -> Vec<u64> {
+            op.bufs.clone()
+        }
+        fn span(buf: &Held<Emu>) -> std::ops::Range<u64> {
+            // SAFETY: only the address and length are read.
+            let (start, bytes) = unsafe {
+                match buf {
+                    Held::F(m) => (m.ptr() as u64, (*m.0.get()).len() * 4),
+                    Held::W(w) => (w.ptr() as u64, (*w.0.get()).len() * 4),
+                }
+            };
+            start..start + bytes as u64
         }
     }
 
     impl Launcher for Emu {
-        type Mem = Mem<f32>;
-        type Words = Mem<u32>;
+        type Mem = Arc<Mem<f32>>;
+        type Words = Arc<Mem<u32>>;
         fn describe(&self) -> String {
             "cuda emulator".into()
         }
         fn population(&self) -> usize {
             self.k
         }
-        fn alloc(&self, floats: usize) -> Mem<f32> {
-            Mem::new(vec![0.0; floats.max(1)])
+        fn alloc(&self, floats: usize) -> Self::Mem {
+            self.rec().alloc(self, Kind::Zeros, floats, || Arc::new(Mem::new(vec![0.0; floats.max(1)])))
         }
         /// NaN, as the CUDA device's uninitialised memory might hold: a kernel that leaves an
         /// element of its output unwritten fails the comparison with the CPU.
-        fn scratch(&self, floats: usize) -> Mem<f32> {
-            Mem::new(vec![f32::NAN; floats.max(1)])
+        fn scratch(&self, floats: usize) -> Self::Mem {
+            self.rec().alloc(self, Kind::Scratch, floats, || Arc::new(Mem::new(vec![f32::NAN; floats.max(1)])))
         }
-        fn init(&self, data: &[f32]) -> Mem<f32> {
-            Mem::new(if data.is_empty() { vec![0.0] } else { data.to_vec() })
+        fn init(&self, data: &[f32]) -> Self::Mem {
+            let make = || Held::F(Arc::new(Mem::new(if data.is_empty() { vec![0.0] } else { data.to_vec() })));
+            // SAFETY: no launch is running (they are synchronous).
+            let write = |h: &Held<Emu>| unsafe {
+                if let Held::F(m) = h {
+                    (&mut *m.0.get())[..data.len()].copy_from_slice(data)
+                }
+            };
+            match self.rec().upload(self, Kind::Floats, data.len(), make, write) {
+                Held::F(m) => m,
+                Held::W(_) => unreachable!("a float upload"),
+            }
         }
-        fn words(&self, data: &[u32]) -> Mem<u32> {
-            Mem::new(if data.is_empty() { vec![0] } else { data.to_vec() })
+        fn words(&self, data: &[u32]) -> Self::Words {
+            let make = || Held::W(Arc::new(Mem::new(if data.is_empty() { vec![0] } else { data.to_vec() })));
+            // SAFETY: no launch is running (they are synchronous).
+            let write = |h: &Held<Emu>| unsafe {
+                if let Held::W(w) = h {
+                    (&mut *w.0.get())[..data.len()].copy_from_slice(data)
+                }
+            };
+            match self.rec().upload(self, Kind::Words, data.len(), make, write) {
+                Held::W(w) => w,
+                Held::F(_) => unreachable!("a word upload"),
+            }
         }
-        fn read(&self, mem: &Mem<f32>, floats: usize) -> Vec<f32> {
+        fn read(&self, mem: &Self::Mem, floats: usize) -> Vec<f32> {
+            self.rec().before_read(self);
             // SAFETY: no launch is running (they are synchronous).
             unsafe { (&*mem.0.get())[..floats].to_vec() }
         }
+        fn zero(&self, mem: &Self::Mem, floats: usize) {
+            self.rec().unrecorded(self);
+            Replay::zero(self, mem, floats);
+        }
         fn launch(&self, k: &'static Kernel, args: &[Arg<'_, Self>], params: &[u32], groups: usize) {
             let at = KERNELS.iter().position(|x| x.name == k.name).expect("a kernel of the table");
-            let bufs: Vec<*mut u8> = args
+            let bufs: Vec<u64> = args
                 .iter()
                 .map(|a| match a {
-                    Arg::F(m) => m.ptr() as *mut u8,
-                    Arg::U(m) => m.ptr() as *mut u8,
+                    Arg::F(m) => m.ptr() as u64,
+                    Arg::U(m) => m.ptr() as u64,
                 })
                 .collect();
             let mut p = [0u32; 16];
@@ -203,18 +314,17 @@ mod emu {
             // The kernels loop grid-stride, so fewer blocks cover the same work: each emulated
             // block costs a round of thread switches.
             let groups = groups.clamp(1, 8) as u32;
-            // One launch at a time in the process: the emulator's block state and `__shared__`
-            // arrays are globals, and the tests run in parallel.
-            static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-            let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-            // SAFETY: `stacked::dispatch` checked the buffers against the kernel's table row;
-            // the parameter struct is at most 16 words.
-            unsafe { self.lib.1[at](groups, bufs.as_ptr(), p.as_ptr()) }
+            self.rec().launch(self, Op { at, groups, bufs, params: p });
         }
-        fn spare(&self) -> &Mem<f32> {
+        fn spare(&self) -> &Self::Mem {
             &self.spare
         }
-        fn submit(&self) {}
+        fn begin_step(&self) {
+            self.rec().begin_step();
+        }
+        fn submit(&self) {
+            self.rec().end_step(self);
+        }
         fn max_floats(&self) -> usize {
             1 << 26
         }
@@ -396,13 +506,15 @@ fn optimiser_updates_and_hits_match_the_cpu<D: Device>(gpu: &D) {
         let v0: Vec<Vec<f32>> = v0.into_iter().map(|v| v.iter().map(|x| x.abs()).collect()).collect();
         let (mut wb, mut gb, mut mb, mut vb) = (gpu.stack(&w), gpu.stack(&g), gpu.stack(&m0), gpu.stack(&v0));
         // Two steps: the second sees the first's moments and a cleared gradient.
-        gpu.update(&u, decay, &mut wb, &mut gb, &mut mb, &mut vb);
-        gpu.update(&u, decay, &mut wb, &mut gb, &mut mb, &mut vb);
+        for _ in 0..2 {
+            gpu.update(&u, &mut [Tensors { decay, value: &mut wb, grad: &mut gb, m: &mut mb, v: &mut vb }]);
+        }
         let got: Vec<Vec<Vec<f32>>> = [&wb, &gb, &mb, &vb].iter().map(|b: &&D::Buf| split(gpu.download(b))).collect();
         for k in 0..K {
             let (mut cw, mut cg, mut cm, mut cv) = (w[k].clone(), g[k].clone(), m0[k].clone(), v0[k].clone());
-            Cpu.update(&u, decay, &mut cw, &mut cg, &mut cm, &mut cv);
-            Cpu.update(&u, decay, &mut cw, &mut cg, &mut cm, &mut cv);
+            for _ in 0..2 {
+                Cpu.update(&u, &mut [Tensors { decay, value: &mut cw, grad: &mut cg, m: &mut cm, v: &mut cv }]);
+            }
             for (what, got, want) in [("value", &got[0][k], &cw), ("grad", &got[1][k], &cg), ("m", &got[2][k], &cm)] {
                 close(&format!("{u:?} decay {decay} {what}"), got, want, 1e-6);
             }
@@ -469,4 +581,68 @@ fn a_profile_counts_each_launch_while_on() {
     assert_eq!(got, [("conv_forward", 2), ("add", 1)]);
     d.conv_forward(&g, 2, &w, &x);
     assert!(profile::stop().is_empty(), "no profile after stop");
+}
+
+/// A step replayed from its recording computes what the same step run as it comes computes,
+/// bit for bit: new uploads each step (inputs, a mask, labels, the learning rate), zeroed
+/// buffers zeroed again, statistics read and cleared between steps; a step of another shape
+/// leaves the recording and runs as it comes, and the step after it is recorded afresh; so
+/// does a step whose weights moved to new buffers.
+#[test]
+fn replayed_steps_equal_steps_run_as_they_come() {
+    use lossc_runtime::replay::Counts;
+    let Some(graphs) = open(emu::Emu::with_graphs(2, true), "LOSSC_REQUIRE_GXX") else { return };
+    let direct = emu::Emu::with_graphs(2, false).expect("built above");
+    let batches = [4, 4, 4, 4, 3, 4, 4, 4, 4, 4];
+    assert_eq!(train_steps(&graphs, &batches), train_steps(&direct, &batches));
+    // The first step runs as it comes; the fifth (another shape) and the seventh (new weight
+    // buffers) leave their recordings, and the steps after them are recorded.
+    assert_eq!(graphs.counts(), Counts { recorded: 3, replayed: 4, diverged: 2 });
+    assert_eq!(direct.counts(), Counts::default());
+}
+
+/// The two tensors of a population of 2.
+fn split2(all: Vec<f32>) -> [Vec<f32>; 2] {
+    let (a, b) = all.split_at(all.len() / 2);
+    [a.to_vec(), b.to_vec()]
+}
+
+/// A few steps of a convolution trained with Adam on a population of 2; the weights and each
+/// step's statistics.
+fn train_steps<D: Device>(d: &D, batches: &[usize]) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let mut rng = Rng::new(7);
+    let g = ConvGeom::new(2, 3, 3, 1, (5, 5));
+    let classes = 3 * 25;
+    let mut w = d.stack(&[randv(&mut rng, 3 * g.kk()), randv(&mut rng, 3 * g.kk())]);
+    let (mut dw, mut m, mut v) = (d.zeros(3 * g.kk()), d.zeros(0), d.zeros(0));
+    let mut stats = d.zeros(4);
+    let mut seen = Vec::new();
+    for (step, &n) in batches.iter().enumerate() {
+        if step == 6 {
+            w = d.stack(&split2(d.download(&w)));
+        }
+        d.begin_step();
+        let x = d.upload(&randv(&mut rng, 2 * n * 25));
+        let y = d.conv_forward(&g, n, &w, &x);
+        let mask = d.upload(&randv(&mut rng, 3 * n * 25));
+        let z = d.mul(&y, &mask);
+        // An accumulator the step allocates zeroed.
+        let mut acc = d.zeros(3 * n * 25);
+        d.add_assign(&mut acc, &z);
+        d.conv_backward(&g, n, &w, &x, &acc, &mut dw, false);
+        let t = step as i32 + 1;
+        let (b1, b2) = (0.9f32, 0.999f32);
+        let lr = 0.01 / t as f32;
+        let u = Update::Adam { lr, b1, b2, eps: 1e-7, c1: 1.0 - b1.powi(t), c2: 1.0 - b2.powi(t) };
+        d.update(&u, &mut [Tensors { decay: 1e-3, value: &mut w, grad: &mut dw, m: &mut m, v: &mut v }]);
+        let labels: Vec<u32> = (0..n).map(|_| rng.below(classes) as u32).collect();
+        d.hits(&z, n, classes, &labels, &mut stats, 1);
+        d.flush();
+        if step % 3 == 2 {
+            seen.push(d.download(&stats));
+            d.clear(&mut stats);
+        }
+    }
+    seen.push(d.download(&stats));
+    (d.download(&w), seen)
 }

@@ -14,7 +14,7 @@ use crate::backend::{cuda, wgsl};
 use crate::ir::Graph;
 use crate::passes::fuse::{self, Fused};
 use lossc_runtime::cpu::Cpu;
-use lossc_runtime::cuda::{Cuda, CudaError, CudaLossSource};
+use lossc_runtime::cuda::{Cuda, CudaError, CudaLossSource, CudaLosses};
 use lossc_runtime::gpu::{GpuError, Wgpu};
 use lossc_runtime::train::{Checkpoint, HostLoss, Metrics, Outcome, Paused, Progress, Start};
 
@@ -112,16 +112,7 @@ pub fn train_population_from(
     if spec.device == "cuda" {
         let dev = Cuda::new(fused.len())?;
         dev.check_size(activation_floats(train.shape, spec.batch, spec.width))?;
-        let layout = cuda::Layout::for_classes(train.classes);
-        let sources: Vec<CudaLossSource> = fused
-            .iter()
-            .map(|f| CudaLossSource {
-                src: cuda::emit(f, &cuda::Options::default()),
-                entry: format!("{}{}", cuda::prefix(&f.name), layout.suffix()),
-                rows_per_block: layout.rows_per_block(),
-            })
-            .collect();
-        let losses = dev.losses(&sources)?;
+        let losses = cuda_losses(&dev, &fused, train.classes)?;
         return Ok(run(dev, &losses, train, val, test, &cfg, start, pause, progress));
     }
     // The CPU: one model at a time, each from its own paused state.
@@ -145,6 +136,20 @@ pub fn train_population_from(
         checkpoint = checkpoint.or(c);
     }
     Ok((outcomes, checkpoint))
+}
+
+/// Each fused loss as its CUDA kernel on `dev`, in the layout for `classes`.
+pub fn cuda_losses(dev: &Cuda, fused: &[Fused], classes: usize) -> Result<CudaLosses, TrainError> {
+    let layout = cuda::Layout::for_classes(classes);
+    let sources: Vec<CudaLossSource> = fused
+        .iter()
+        .map(|f| CudaLossSource {
+            src: cuda::emit(f, &cuda::Options::default()),
+            entry: format!("{}{}", cuda::prefix(&f.name), layout.suffix()),
+            rows_per_block: layout.rows_per_block(),
+        })
+        .collect();
+    Ok(dev.losses(&sources)?)
 }
 
 /// The device `--device` names: `auto` is `cuda` where a CUDA device opens (driver, NVRTC and a
