@@ -337,13 +337,13 @@ fn cuda_graphs_replay_a_training_exactly() {
     let (train, val, test) = splits();
     let files = ["examples/ce.loss", "examples/a2.loss", "examples/m0.loss"];
     let graphs: Vec<Graph> = files.iter().map(|f| graph(f)).collect();
-    let fused: Vec<_> =
-        graphs.iter().map(|g| lossc::passes::fuse::fuse(g, &g.outputs[0].0).expect("a loss")).collect();
+    let fused: Vec<_> = graphs.iter().map(|g| lossc::passes::fuse::fuse(g, &g.outputs[0].0).expect("a loss")).collect();
     let cfg = spec("cuda").config().unwrap();
     let run = |graphs_on: bool| {
         let dev = Cuda::with_graphs(fused.len(), graphs_on).unwrap();
         let losses = lossc::train::cuda_losses(&dev, &fused, train.classes).unwrap();
-        let m = lossc_runtime::train::train_population(dev.clone(), &losses, &train, &val, Some(&test), &cfg, &mut |_| {});
+        let m =
+            lossc_runtime::train::train_population(dev.clone(), &losses, &train, &val, Some(&test), &cfg, &mut |_| {});
         (m, dev.graphs())
     };
     let (replayed, (counts, off)) = run(true);

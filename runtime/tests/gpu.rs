@@ -100,6 +100,8 @@ mod emu {
         lib: Lib,
         spare: Arc<Mem<f32>>,
         rec: Arc<Mutex<Recorder<Emu>>>,
+        /// Whether launches run (a dry device only records and replays them).
+        dry: bool,
     }
 
     /// A launch as a recording holds it: the kernel's index in `KERNELS`, its blocks, its
@@ -183,7 +185,13 @@ mod emu {
 
         pub fn with_graphs(models: usize, graphs: bool) -> Result<Emu, String> {
             let rec = Arc::new(Mutex::new(Recorder::new(graphs)));
-            Ok(Emu { k: models, lib: library()?, spare: Arc::new(Mem::new(vec![0.0])), rec })
+            Ok(Emu { k: models, lib: library()?, spare: Arc::new(Mem::new(vec![0.0])), rec, dry: false })
+        }
+
+        /// A device whose launches do nothing: what a training records and replays, at no cost
+        /// (a whole training on the emulator takes minutes).
+        pub fn dry(self) -> Emu {
+            Emu { dry: true, ..self }
         }
 
         /// Steps recorded, replayed and left.
@@ -203,6 +211,9 @@ mod emu {
         type Graph = Vec<Step>;
 
         fn run(&self, op: &Op) {
+            if self.dry {
+                return;
+            }
             let bufs: Vec<*mut u8> = op.bufs.iter().map(|&b| b as *mut u8).collect();
             // One launch at a time in the process: the emulator's block state and `__shared__`
             // arrays are globals, and the tests run in parallel.
@@ -645,4 +656,48 @@ fn train_steps<D: Device>(d: &D, batches: &[usize]) -> (Vec<f32>, Vec<Vec<f32>>)
     }
     seen.push(d.download(&stats));
     (d.download(&w), seen)
+}
+
+/// The loss of the training test: the logits' product with an upload (the emitted loss
+/// kernels are not part of the emulated device).
+struct Product;
+
+impl<D: Device> lossc_runtime::train::DeviceLoss<D> for Product {
+    fn run(
+        &self,
+        dev: &D,
+        logits: &D::Buf,
+        _classes: usize,
+        _t: &lossc_runtime::train::LabelTargets,
+        grad: &mut D::Buf,
+        _stats: &mut D::Buf,
+        _step: usize,
+    ) -> Result<(), lossc_runtime::train::LossError> {
+        *grad = dev.mul(logits, &dev.upload(&vec![0.5; dev.len(logits)]));
+        Ok(())
+    }
+}
+
+/// A whole training (batches gathered on the device with mixup and cutout, dropout, Adam's
+/// schedule, evaluations and statistics read between steps) makes the same launches every
+/// step: each step after the recorded second replays it.
+#[test]
+fn every_training_step_after_the_second_replays() {
+    use lossc_runtime::augment::{Augment, Technique};
+    use lossc_runtime::data::Dataset;
+    use lossc_runtime::replay::Counts;
+    use lossc_runtime::train::{Config, train_population};
+    let Some(d) = open(emu::Emu::with_graphs(2, true), "LOSSC_REQUIRE_GXX") else { return };
+    let d = d.dry();
+    let data = |n: usize| Dataset {
+        images: vec![0.5; n * 16],
+        labels: (0..n).map(|i| (i % 3) as u32).collect(),
+        shape: (1, 4, 4),
+        classes: 3,
+    };
+    let augment = Augment { pad: 1, cutout: 2, randaug_n: 0, ..Augment::new(Technique::All) };
+    let cfg = Config { batch: 4, eval_every: 4, gate_accuracy: 0.0, ..Config::new(12, augment) };
+    let m = train_population(d.clone(), &Product, &data(24), &data(8), None, &cfg, &mut |_| {});
+    assert_eq!(m[0].steps, 12);
+    assert_eq!(d.counts(), Counts { recorded: 1, replayed: 10, diverged: 0 });
 }
