@@ -74,18 +74,24 @@ for k in 1 8 32 64 128; do
   timeout 60 "$lossc" bench-train --device cuda --population "$k" --steps 30 $profile || echo "(population $k: timed out or failed)"
 done
 PYTHONUNBUFFERED=1 timeout 150 python3 bench/torch_gpu_train_baseline.py 1,8,32,64,128 || echo "(torch baseline failed or torch not available)"
+# Steps replayed as CUDA graphs (the default) against the same build launching kernel by kernel
+# (LOSSC_CUDA_GRAPHS=0), and against a base build where one was packed (gpu-prepare.sh BASE=...).
+sides="graphs nographs"
 if [ -n "$bin" ] && [ -x "$bin/lossc-base" ]; then
-  echo "== this build against the build of $(cat "$bin/lossc-base.rev") (gpu-prepare.sh BASE=...): alternating, 2 rounds"
-  for round in 1 2; do
-    for k in 1 128; do
-      for side in base this; do
-        exe="$lossc"; [ "$side" = base ] && exe="$bin/lossc-base"
-        printf '%s, round %s: ' "$side" "$round"
-        timeout 60 "$exe" bench-train --device cuda --population "$k" --steps 30 | sed -n 1p || echo "(population $k: timed out or failed)"
-      done
+  sides="base graphs nographs"
+  echo "== base: the build of $(cat "$bin/lossc-base.rev")"
+fi
+echo "== CUDA graphs on and off ($sides): alternating, 2 rounds"
+for round in 1 2; do
+  for k in 1 8 128; do
+    for side in $sides; do
+      exe="$lossc"; [ "$side" = base ] && exe="$bin/lossc-base"
+      graphs=1; [ "$side" = nographs ] && graphs=0
+      printf '%s, round %s: ' "$side" "$round"
+      LOSSC_CUDA_GRAPHS=$graphs timeout 60 "$exe" bench-train --device cuda --population "$k" --steps 40 | sed -n '1p;3p' || echo "(population $k: timed out or failed)"
     done
   done
-fi
+done
 fi
 want kernels || exit 0
 

@@ -154,6 +154,30 @@ struct Inner {
     last_step: Mutex<Option<CudaEvent>>,
 }
 
+/// What the devices dropped so far did with their steps (see [`take_graph_totals`]).
+static TOTALS: Mutex<(replay::Counts, Option<String>)> = Mutex::new((
+    replay::Counts { recorded: 0, replayed: 0, diverged: 0 },
+    None,
+));
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let rec = self.rec.get_mut().unwrap_or_else(|e| e.into_inner());
+        let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
+        totals.0 += rec.counts();
+        if let Some(why) = rec.off().filter(|_| rec.counts() != replay::Counts::default() || totals.1.is_none()) {
+            totals.1 = Some(why.to_string());
+        }
+    }
+}
+
+/// The training steps the CUDA devices dropped since the last call recorded, replayed as
+/// graphs and left their recordings (summed), and the latest reason a device gave for not
+/// replaying; for a benchmark's report.
+pub fn take_graph_totals() -> (replay::Counts, Option<String>) {
+    std::mem::take(&mut *TOTALS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// The CUDA device with a population of `models` models.
 #[derive(Clone)]
 pub struct Cuda {

@@ -111,6 +111,14 @@ pub struct Counts {
     pub diverged: usize,
 }
 
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.recorded += o.recorded;
+        self.replayed += o.replayed;
+        self.diverged += o.diverged;
+    }
+}
+
 /// A device's recording of its last step, and what it is doing now.
 pub struct Recorder<R: Replay> {
     on: bool,

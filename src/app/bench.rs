@@ -549,6 +549,9 @@ pub struct TrainThroughput {
     pub setup_seconds: f64,
     /// With `profile`: a second run's device time per kernel over its timed steps.
     pub profile: Option<TrainProfile>,
+    /// On CUDA: the steps recorded, replayed as graphs and left their recording, and why
+    /// steps were not replayed, if they were not.
+    pub graphs: Option<(lossc_runtime::replay::Counts, Option<String>)>,
 }
 
 /// Device time per kernel over `steps` training steps, each launch waited for (none when the
@@ -652,7 +655,9 @@ pub fn train_throughput(
         }
         Ok(t)
     };
+    lossc_runtime::cuda::take_graph_totals();
     let t = run(false)?;
+    let graphs = (device == "cuda").then(lossc_runtime::cuda::take_graph_totals);
     let profile = if profile { run(true)?.profile } else { None };
     Ok(TrainThroughput {
         device: t.device,
@@ -662,6 +667,7 @@ pub fn train_throughput(
         warm_steps: warm,
         setup_seconds: t.setup.as_secs_f64(),
         profile,
+        graphs,
     })
 }
 

@@ -154,6 +154,13 @@ pub fn bench_train(
         "  ({} steps timed after {} warm-up; {:.2} s before them: kernel builds, set-up, warm-up)",
         t.timed_steps, t.warm_steps, t.setup_seconds
     );
+    if let Some((c, off)) = &t.graphs {
+        let why = off.as_ref().map_or(String::new(), |w| format!("; not replayed: {w}"));
+        println!(
+            "  CUDA graphs: {} steps replayed, {} recorded, {} left their recording{why}",
+            c.replayed, c.recorded, c.diverged
+        );
+    }
     if let Some(p) = &t.profile {
         print_profile(p);
     }
