@@ -155,10 +155,8 @@ struct Inner {
 }
 
 /// What the devices dropped so far did with their steps (see [`take_graph_totals`]).
-static TOTALS: Mutex<(replay::Counts, Option<String>)> = Mutex::new((
-    replay::Counts { recorded: 0, replayed: 0, diverged: 0 },
-    None,
-));
+static TOTALS: Mutex<(replay::Counts, Option<String>)> =
+    Mutex::new((replay::Counts { recorded: 0, replayed: 0, diverged: 0 }, None));
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -233,10 +231,20 @@ impl PartialEq for CudaOp {
     }
 }
 
-/// A recorded step as a CUDA graph.
-pub struct Graph(CudaGraph);
+/// A recorded step as a CUDA graph, on the stream it replays on.
+pub struct Graph {
+    graph: CudaGraph,
+    stream: Arc<CudaStream>,
+}
 // SAFETY: a graph is used only under its device's recorder lock, one thread at a time.
 unsafe impl Send for Graph {}
+
+impl Drop for Graph {
+    /// A replay may still be running (one step is queued): it ends before the graph goes.
+    fn drop(&mut self) {
+        let _ = self.stream.synchronize();
+    }
+}
 
 impl Cuda {
     /// GPU 0 on a stream of its own, for a population of `models`. The runtime's kernels are
@@ -319,12 +327,12 @@ impl Replay for Cuda {
         let graph = s.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
         issued.map_err(|e| format!("{e:?}"))?;
         match graph.map_err(|e| format!("{e:?}"))? {
-            Some(g) => Ok(Graph(g)),
+            Some(graph) => Ok(Graph { graph, stream: s.clone() }),
             None => Err("the capture was empty".into()),
         }
     }
     fn replay(&self, graph: &Graph) {
-        graph.0.launch().expect("CUDA graph launch");
+        graph.graph.launch().expect("CUDA graph launch");
     }
     fn pointers(op: &CudaOp) -> Vec<u64> {
         op.vals.iter().filter_map(|v| if let Val::Ptr(p) = v { Some(*p) } else { None }).collect()
