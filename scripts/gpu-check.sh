@@ -83,7 +83,7 @@ if [ -n "$bin" ] && [ -x "$bin/lossc-base" ]; then
 fi
 echo "== CUDA graphs on and off ($sides): alternating, 2 rounds"
 for round in 1 2; do
-  for k in 1 8 128; do
+  for k in 1 128; do
     for side in $sides; do
       exe="$lossc"; [ "$side" = base ] && exe="$bin/lossc-base"
       graphs=1; [ "$side" = nographs ] && graphs=0

@@ -331,8 +331,8 @@ impl Replay for Cuda {
             None => Err("the capture was empty".into()),
         }
     }
-    fn replay(&self, graph: &Graph) {
-        graph.graph.launch().expect("CUDA graph launch");
+    fn replay(&self, graph: &Graph) -> Result<(), String> {
+        graph.graph.launch().map_err(|e| format!("{e:?}"))
     }
     fn pointers(op: &CudaOp) -> Vec<u64> {
         op.vals.iter().filter_map(|v| if let Val::Ptr(p) = v { Some(*p) } else { None }).collect()

@@ -32,8 +32,8 @@ pub trait Replay: Sized {
     fn zero(&self, mem: &Self::Mem, floats: usize);
     /// The steps' launches as one graph, or why they cannot be one.
     fn build(&self, nodes: &[Node<'_, Self>]) -> Result<Self::Graph, String>;
-    /// Runs `graph` (in order after the work before it).
-    fn replay(&self, graph: &Self::Graph);
+    /// Runs `graph` (in order after the work before it), or says why it could not.
+    fn replay(&self, graph: &Self::Graph) -> Result<(), String>;
     /// The device addresses `op` passes.
     fn pointers(op: &Self::Op) -> Vec<u64>;
     /// The device addresses a buffer spans.
@@ -322,16 +322,16 @@ impl<R: Replay> Recorder<R> {
                 if self.graph.is_none() {
                     match r.build(&self.nodes()) {
                         Ok(g) => self.graph = Some(g),
-                        Err(why) => {
-                            self.ops.iter().for_each(|o| self.run(r, o));
-                            self.turn_off(format!("the step does not build as a graph: {why}"));
-                            return;
-                        }
+                        Err(why) => return self.fall_back(r, format!("the step does not build as a graph: {why}")),
                     }
                 }
-                r.replay(self.graph.as_ref().expect("built above"));
-                self.counts.replayed += 1;
-                self.misses = 0;
+                match r.replay(self.graph.as_ref().expect("built above")) {
+                    Ok(()) => {
+                        self.counts.replayed += 1;
+                        self.misses = 0;
+                    }
+                    Err(why) => self.fall_back(r, format!("a graph does not launch: {why}")),
+                }
             }
             Mode::Diverged => {
                 self.counts.diverged += 1;
@@ -373,6 +373,12 @@ impl<R: Replay> Recorder<R> {
         })
     }
 
+    /// Nothing of a replayed step ran: it runs launch by launch, and replaying stops.
+    fn fall_back(&mut self, r: &R, why: String) {
+        self.ops.iter().for_each(|o| self.run(r, o));
+        self.turn_off(why);
+    }
+
     fn miss(&mut self) {
         self.misses += 1;
         if self.misses >= GIVE_UP {
@@ -387,5 +393,102 @@ impl<R: Replay> Recorder<R> {
         self.ops.clear();
         self.bufs.clear();
         self.off = Some(why);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A launcher whose launches are numbers it logs, and whose graphs can be refused.
+    #[derive(Default)]
+    struct Log {
+        ran: RefCell<Vec<String>>,
+        refuse_build: bool,
+        refuse_launch: bool,
+    }
+
+    impl Replay for Log {
+        type Mem = ();
+        type Words = ();
+        type Op = u32;
+        type Graph = Vec<u32>;
+        fn run(&self, op: &u32) {
+            self.ran.borrow_mut().push(op.to_string());
+        }
+        fn zero(&self, _: &(), _: usize) {
+            self.ran.borrow_mut().push("zero".into());
+        }
+        fn build(&self, nodes: &[Node<'_, Log>]) -> Result<Vec<u32>, String> {
+            let ops = nodes.iter().filter_map(|n| if let Node::Launch(o) = n { Some(**o) } else { None });
+            if self.refuse_build { Err("refused".into()) } else { Ok(ops.collect()) }
+        }
+        fn replay(&self, g: &Vec<u32>) -> Result<(), String> {
+            if self.refuse_launch {
+                return Err("refused".into());
+            }
+            self.ran.borrow_mut().push(format!("graph {g:?}"));
+            Ok(())
+        }
+        fn pointers(_: &u32) -> Vec<u64> {
+            Vec::new()
+        }
+        fn span(_: &Held<Log>) -> Range<u64> {
+            0..0
+        }
+    }
+
+    /// Steps of `ops` each (a zeroed allocation where an op is 0), and what ran.
+    fn steps(log: &Log, rec: &mut Recorder<Log>, steps: &[&[u32]]) -> Vec<String> {
+        for ops in steps {
+            rec.begin_step();
+            for &o in *ops {
+                if o == 0 {
+                    rec.alloc(log, Kind::Zeros, 4, || ());
+                } else {
+                    rec.launch(log, o);
+                }
+            }
+            rec.end_step(log);
+        }
+        log.ran.take()
+    }
+
+    #[test]
+    fn the_second_step_is_recorded_and_later_ones_replay_it() {
+        let (log, mut rec) = (Log::default(), Recorder::new(true));
+        let ran = steps(&log, &mut rec, &[&[1, 2], &[1, 0, 2], &[1, 0, 2], &[1, 0, 2]]);
+        assert_eq!(ran, ["1", "2", "1", "2", "graph [1, 2]", "graph [1, 2]"]);
+        assert_eq!(rec.counts(), Counts { recorded: 1, replayed: 2, diverged: 0 });
+    }
+
+    #[test]
+    fn a_step_that_leaves_its_recording_runs_what_it_skipped_first() {
+        let (log, mut rec) = (Log::default(), Recorder::new(true));
+        steps(&log, &mut rec, &[&[1, 2], &[1, 0, 2, 3]]);
+        // Launch 4 where 3 was recorded; then a step shorter than the recording.
+        let ran = steps(&log, &mut rec, &[&[1, 0, 2, 4], &[5, 6], &[5, 6], &[5]]);
+        assert_eq!(ran, ["1", "zero", "2", "4", "5", "6", "graph [5, 6]", "5"]);
+        assert_eq!(rec.counts(), Counts { recorded: 2, replayed: 1, diverged: 2 });
+    }
+
+    #[test]
+    fn a_graph_the_driver_refuses_runs_launch_by_launch_and_replaying_stops() {
+        for (refuse_build, refuse_launch) in [(true, false), (false, true)] {
+            let log = Log { refuse_build, refuse_launch, ..Log::default() };
+            let mut rec = Recorder::new(true);
+            let ran = steps(&log, &mut rec, &[&[1, 2], &[1, 2], &[1, 2], &[1, 2]]);
+            assert_eq!(ran, ["1", "2", "1", "2", "1", "2", "1", "2"]);
+            assert!(rec.off().is_some_and(|why| why.contains("refused")), "{:?}", rec.off());
+        }
+    }
+
+    #[test]
+    fn recording_stops_after_three_steps_in_a_row_that_do_not_fit() {
+        let (log, mut rec) = (Log::default(), Recorder::new(true));
+        steps(&log, &mut rec, &[&[1], &[1], &[2], &[1], &[2], &[1], &[2], &[1], &[1]]);
+        assert_eq!(rec.counts(), Counts { recorded: 3, replayed: 0, diverged: 3 });
+        assert!(rec.off().is_some_and(|why| why.contains("in a row")));
     }
 }

@@ -236,13 +236,14 @@ mod emu {
                 })
                 .collect())
         }
-        fn replay(&self, graph: &Vec<Step>) {
+        fn replay(&self, graph: &Vec<Step>) -> Result<(), String> {
             for s in graph {
                 match s {
                     Step::Launch(op) => self.run(op),
                     Step::Zero(m, floats) => Replay::zero(self, m, *floats),
                 }
             }
+            Ok(())
         }
         fn pointers(op: &Op) -> Vec<u64> {
             op.bufs.clone()
