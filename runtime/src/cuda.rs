@@ -155,15 +155,15 @@ struct Inner {
 }
 
 /// What the devices dropped so far did with their steps (see [`take_graph_totals`]).
-static TOTALS: Mutex<(replay::Counts, Option<String>)> =
-    Mutex::new((replay::Counts { recorded: 0, replayed: 0, diverged: 0 }, None));
+static TOTALS: Mutex<(replay::Counts, Option<String>)> = Mutex::new((replay::Counts::NONE, None));
 
 impl Drop for Inner {
     fn drop(&mut self) {
         let rec = self.rec.get_mut().unwrap_or_else(|e| e.into_inner());
         let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
         totals.0 += rec.counts();
-        if let Some(why) = rec.off().filter(|_| rec.counts() != replay::Counts::default() || totals.1.is_none()) {
+        // Devices that trained no step (probes) have nothing to report.
+        if let Some(why) = rec.off().filter(|_| rec.counts().steps() > 0) {
             totals.1 = Some(why.to_string());
         }
     }
@@ -459,7 +459,7 @@ impl Launcher for Cuda {
         &self.inner.spare
     }
     fn begin_step(&self) {
-        self.rec().begin_step();
+        self.rec().begin_step(self);
     }
     fn submit(&self) {
         self.rec().end_step(self);

@@ -105,14 +105,26 @@ enum Mode {
 /// How many steps ran which way, for a run's report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Steps run launch by launch: replaying off, the first step, profiled steps.
+    pub direct: usize,
     pub recorded: usize,
     pub replayed: usize,
     /// Steps that left their recording (run as they came).
     pub diverged: usize,
 }
 
+impl Counts {
+    pub const NONE: Counts = Counts { direct: 0, recorded: 0, replayed: 0, diverged: 0 };
+
+    /// Every step begun.
+    pub fn steps(&self) -> usize {
+        self.direct + self.recorded + self.replayed + self.diverged
+    }
+}
+
 impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, o: Counts) {
+        self.direct += o.direct;
         self.recorded += o.recorded;
         self.replayed += o.replayed;
         self.diverged += o.diverged;
@@ -169,10 +181,15 @@ impl<R: Replay> Recorder<R> {
     }
 
     /// A training step begins: it is replayed if a recording exists, else recorded (from the
-    /// second step on). A profile times each launch, so a profiled step runs as it comes.
-    pub fn begin_step(&mut self) {
+    /// second step on). A profile times each launch, so a profiled step runs as it comes. A
+    /// step left unended first runs what it skipped.
+    pub fn begin_step(&mut self, r: &R) {
+        if matches!(self.mode, Mode::Replaying { .. }) {
+            self.diverge(r);
+        }
         let first = !std::mem::replace(&mut self.started, true);
         self.mode = if !self.on || first || crate::profile::on() {
+            self.counts.direct += 1;
             Mode::Direct
         } else if self.complete {
             Mode::Replaying { op: 0, buf: 0 }
@@ -442,7 +459,7 @@ mod tests {
     /// Steps of `ops` each (a zeroed allocation where an op is 0), and what ran.
     fn steps(log: &Log, rec: &mut Recorder<Log>, steps: &[&[u32]]) -> Vec<String> {
         for ops in steps {
-            rec.begin_step();
+            rec.begin_step(log);
             for &o in *ops {
                 if o == 0 {
                     rec.alloc(log, Kind::Zeros, 4, || ());
@@ -460,7 +477,7 @@ mod tests {
         let (log, mut rec) = (Log::default(), Recorder::new(true));
         let ran = steps(&log, &mut rec, &[&[1, 2], &[1, 0, 2], &[1, 0, 2], &[1, 0, 2]]);
         assert_eq!(ran, ["1", "2", "1", "2", "graph [1, 2]", "graph [1, 2]"]);
-        assert_eq!(rec.counts(), Counts { recorded: 1, replayed: 2, diverged: 0 });
+        assert_eq!(rec.counts(), Counts { direct: 1, recorded: 1, replayed: 2, diverged: 0 });
     }
 
     #[test]
@@ -470,7 +487,18 @@ mod tests {
         // Launch 4 where 3 was recorded; then a step shorter than the recording.
         let ran = steps(&log, &mut rec, &[&[1, 0, 2, 4], &[5, 6], &[5, 6], &[5]]);
         assert_eq!(ran, ["1", "zero", "2", "4", "5", "6", "graph [5, 6]", "5"]);
-        assert_eq!(rec.counts(), Counts { recorded: 2, replayed: 1, diverged: 2 });
+        assert_eq!(rec.counts(), Counts { direct: 1, recorded: 2, replayed: 1, diverged: 2 });
+    }
+
+    #[test]
+    fn a_step_left_unended_runs_what_it_skipped_when_the_next_begins() {
+        let (log, mut rec) = (Log::default(), Recorder::new(true));
+        steps(&log, &mut rec, &[&[1, 2], &[1, 2]]);
+        rec.begin_step(&log);
+        rec.launch(&log, 1);
+        assert!(log.ran.borrow().is_empty(), "a replayed launch waits for the graph");
+        let ran = steps(&log, &mut rec, &[&[1, 2]]);
+        assert_eq!(ran, ["1", "graph [1, 2]"]);
     }
 
     #[test]
@@ -488,7 +516,7 @@ mod tests {
     fn recording_stops_after_three_steps_in_a_row_that_do_not_fit() {
         let (log, mut rec) = (Log::default(), Recorder::new(true));
         steps(&log, &mut rec, &[&[1], &[1], &[2], &[1], &[2], &[1], &[2], &[1], &[1]]);
-        assert_eq!(rec.counts(), Counts { recorded: 3, replayed: 0, diverged: 3 });
+        assert_eq!(rec.counts(), Counts { direct: 3, recorded: 3, replayed: 0, diverged: 3 });
         assert!(rec.off().is_some_and(|why| why.contains("in a row")));
     }
 }

@@ -332,7 +332,7 @@ mod emu {
             &self.spare
         }
         fn begin_step(&self) {
-            self.rec().begin_step();
+            self.rec().begin_step(self);
         }
         fn submit(&self) {
             self.rec().end_step(self);
@@ -609,8 +609,8 @@ fn replayed_steps_equal_steps_run_as_they_come() {
     assert_eq!(train_steps(&graphs, &batches), train_steps(&direct, &batches));
     // The first step runs as it comes; the fifth (another shape) and the seventh (new weight
     // buffers) leave their recordings, and the steps after them are recorded.
-    assert_eq!(graphs.counts(), Counts { recorded: 3, replayed: 4, diverged: 2 });
-    assert_eq!(direct.counts(), Counts::default());
+    assert_eq!(graphs.counts(), Counts { direct: 1, recorded: 3, replayed: 4, diverged: 2 });
+    assert_eq!(direct.counts(), Counts { direct: batches.len(), ..Counts::NONE });
 }
 
 /// The two tensors of a population of 2.
@@ -700,5 +700,5 @@ fn every_training_step_after_the_second_replays() {
     let cfg = Config { batch: 4, eval_every: 4, gate_accuracy: 0.0, ..Config::new(12, augment) };
     let m = train_population(d.clone(), &Product, &data(24), &data(8), None, &cfg, &mut |_| {});
     assert_eq!(m[0].steps, 12);
-    assert_eq!(d.counts(), Counts { recorded: 1, replayed: 10, diverged: 0 });
+    assert_eq!(d.counts(), Counts { direct: 1, recorded: 1, replayed: 10, diverged: 0 });
 }

@@ -157,8 +157,12 @@ pub fn bench_train(
     if let Some((c, off)) = &t.graphs {
         let why = off.as_ref().map_or(String::new(), |w| format!("; not replayed: {w}"));
         println!(
-            "  CUDA graphs: {} steps replayed, {} recorded, {} left their recording{why}",
-            c.replayed, c.recorded, c.diverged
+            "  CUDA graphs: {} of {} steps replayed ({} recorded, {} left their recording, {} launch by launch){why}",
+            c.replayed,
+            c.steps(),
+            c.recorded,
+            c.diverged,
+            c.direct
         );
     }
     if let Some(p) = &t.profile {
