@@ -281,7 +281,7 @@ fn run_emulated(
 }
 
 /// The CUDA kernels' logic without a GPU: each example's emitted `.cu`, compiled for the CPU
-/// with the emulator of tests/cuda_emu (threads for CUDA threads, barriers for
+/// with the emulator of tests/cuda_emu (fibers for CUDA threads, barriers for
 /// `__syncthreads` and warp shuffles), matches the interpreter in both row layouts, at class
 /// counts on both sides of each layout's row cache, for every target form; and so do 40
 /// random losses (every op's CUDA form) on a small batch.

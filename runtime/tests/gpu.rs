@@ -63,7 +63,7 @@ macro_rules! on_devices {
 
 /// The CUDA device's kernels without a GPU: the CUDA C translation unit of kernels/train.rs
 /// (`kernels::cuda()`), compiled for the CPU by g++ with the emulator of tests/cuda_emu (a
-/// thread per CUDA thread, one block at a time, barriers for `__syncthreads`), behind the
+/// fiber per CUDA thread, one block at a time, barriers for `__syncthreads`), behind the
 /// same [`Launcher`] the CUDA device implements. It checks what the CUDA device launches
 /// (the kernel bodies in C++, the CUDA prelude's `reduce_sum`, the parameter structs), not
 /// the driver calls around them. Like the CUDA device it records a training step and replays

@@ -1,17 +1,18 @@
-// CUDA's execution model on CPU threads, for testing the logic of the emitted CUDA C kernels
-// where there is no GPU (tests/emitters.rs). One block at a time: each of its threads is a
-// std::thread, `__syncthreads` a barrier over the block, `__shfl_xor_sync` an exchange through
-// a per-warp slot array between two barriers over the warp, and `__shared__` a static (shared
-// by the block's threads; the blocks run one after another). Floating point follows the host
-// compiler, not the GPU (FMA contraction may differ), so results are compared with the
-// interpreter's tolerance, as on a GPU.
+// CUDA's execution model on the CPU, for testing the logic of CUDA C kernels where there is
+// no GPU (tests/emitters.rs, runtime/tests/gpu.rs). One block at a time, its threads as fibers
+// (ucontext) on the calling thread, switched only at barriers: `__syncthreads` waits for the
+// block, `__shfl_xor_sync` exchanges through a per-warp slot array between two barriers over
+// the warp, and `__shared__` is a static (shared by the block's threads; the blocks run one
+// after another). Floating point follows the host compiler, not the GPU (FMA contraction may
+// differ), so results are compared with the interpreter's tolerance, as on a GPU.
 #pragma once
-#include <barrier>
+#include <ucontext.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #define __global__
@@ -30,22 +31,72 @@ static thread_local uint3 threadIdx, blockIdx;
 static dim3 blockDim, gridDim;
 
 namespace emu {
-inline std::barrier<>* block_barrier;
-struct Warp {
-    float slot[32];
-    std::barrier<> bar{32};
+// A barrier over `n` fibers: the last to arrive opens it; the others switch away until then.
+struct Barrier {
+    unsigned n = 0, arrived = 0, generation = 0;
 };
-inline thread_local Warp* warp;
+
+// The fibers of the block running on this thread.
+struct Block {
+    std::vector<ucontext_t> fibers;
+    std::vector<std::unique_ptr<char[]>> stacks;
+    std::vector<bool> done;
+    ucontext_t main;
+    unsigned current = 0, grid = 0;
+    const std::function<void()>* kernel = nullptr;
+    Barrier block;
+    Barrier warps[32];
+    float slots[32][32];
+};
+inline thread_local Block* running;
+
+constexpr size_t STACK = 256 * 1024;
+
+// Switches to the next fiber that has not finished (round robin).
+inline void yield() {
+    Block& b = *running;
+    unsigned from = b.current, to = from;
+    do to = (to + 1) % b.fibers.size();
+    while (b.done[to]);
+    if (to == from) return;
+    b.current = to;
+    threadIdx = {to, 0, 0};
+    swapcontext(&b.fibers[from], &b.fibers[to]);
+    threadIdx = {from, 0, 0};
+}
+
+inline void wait(Barrier& bar) {
+    unsigned generation = bar.generation;
+    if (++bar.arrived == bar.n) {
+        bar.arrived = 0;
+        bar.generation++;
+        return;
+    }
+    while (bar.generation == generation) yield();
+}
+
+// A fiber's life: every block of the grid, in step with the others.
+inline void fiber() {
+    Block& b = *running;
+    for (unsigned g = 0; g < b.grid; g++) {
+        blockIdx = {g, 0, 0};
+        (*b.kernel)();
+        // The block's threads all finish before the next block reuses the statics.
+        wait(b.block);
+    }
+    b.done[b.current] = true;
+}
 }  // namespace emu
 
-inline void __syncthreads() { emu::block_barrier->arrive_and_wait(); }
+inline void __syncthreads() { emu::wait(emu::running->block); }
 
 inline float __shfl_xor_sync(unsigned, float v, int mask) {
-    unsigned lane = threadIdx.x & 31;
-    emu::warp->slot[lane] = v;
-    emu::warp->bar.arrive_and_wait();
-    float r = emu::warp->slot[lane ^ mask];
-    emu::warp->bar.arrive_and_wait();
+    unsigned lane = threadIdx.x & 31, w = threadIdx.x / 32;
+    emu::Block& b = *emu::running;
+    b.slots[w][lane] = v;
+    emu::wait(b.warps[w]);
+    float r = b.slots[w][lane ^ mask];
+    emu::wait(b.warps[w]);
     return r;
 }
 
@@ -63,28 +114,36 @@ inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
 inline unsigned __float_as_uint(float f) { unsigned i; std::memcpy(&i, &f, 4); return i; }
 
 namespace emu {
-// Runs `kernel()` as a grid of `grid` blocks of `block` threads (block a multiple of 32).
+// Runs `kernel()` as a grid of `grid` blocks of `block` threads (block a multiple of 32, at most
+// 1024).
 template <class F>
 void launch(unsigned grid, unsigned block, F kernel) {
-    std::barrier<> bar(block);
-    block_barrier = &bar;
-    std::vector<std::unique_ptr<Warp>> warps;
-    for (unsigned w = 0; w < block / 32; w++) warps.push_back(std::make_unique<Warp>());
+    thread_local Block b;
+    const std::function<void()> k = kernel;
+    b.kernel = &k;
+    b.grid = grid;
+    b.block = Barrier{block};
+    for (auto& w : b.warps) w = Barrier{32};
+    b.fibers.resize(block);
+    b.done.assign(block, false);
+    while (b.stacks.size() < block) b.stacks.push_back(std::make_unique<char[]>(STACK));
     blockDim = {block, 1, 1};
     gridDim = {grid, 1, 1};
-    std::vector<std::thread> threads;
+    running = &b;
     for (unsigned t = 0; t < block; t++) {
-        threads.emplace_back([&, t] {
-            threadIdx = {t, 0, 0};
-            warp = warps[t / 32].get();
-            for (unsigned b = 0; b < grid; b++) {
-                blockIdx = {b, 0, 0};
-                kernel();
-                // The block's threads all finish before the next block reuses the statics.
-                bar.arrive_and_wait();
-            }
-        });
+        getcontext(&b.fibers[t]);
+        b.fibers[t].uc_stack = {b.stacks[t].get(), 0, STACK};
+        b.fibers[t].uc_link = &b.main;
+        makecontext(&b.fibers[t], fiber, 0);
     }
-    for (auto& t : threads) t.join();
+    // A fiber that finishes returns here; the next unfinished one goes on.
+    for (unsigned t = 0; t < block; t++) {
+        while (!b.done[t]) {
+            b.current = t;
+            threadIdx = {t, 0, 0};
+            swapcontext(&b.main, &b.fibers[t]);
+        }
+    }
+    running = nullptr;
 }
 }  // namespace emu
