@@ -21,7 +21,7 @@ use crate::stacked::{self, Arg, Launcher, LossTargets, SBuf, u};
 use crate::train::{DeviceLoss, LabelTargets, LossError};
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError,
-    LaunchConfig, PushKernelArg,
+    LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -303,6 +303,58 @@ impl Cuda {
     }
 }
 
+/// What a device uploads: floats or u32 words, each held by a recording in its own variant.
+trait Upload: DeviceRepr + ValidAsZeroBits + Unpin + Sized {
+    const KIND: Kind;
+    fn held(buf: Arc<CudaSlice<Self>>) -> Held<Cuda>;
+    fn buf(held: &Held<Cuda>) -> &Arc<CudaSlice<Self>>;
+}
+
+impl Upload for f32 {
+    const KIND: Kind = Kind::Floats;
+    fn held(buf: Arc<CudaSlice<f32>>) -> Held<Cuda> {
+        Held::F(buf)
+    }
+    fn buf(held: &Held<Cuda>) -> &Arc<CudaSlice<f32>> {
+        match held {
+            Held::F(m) => m,
+            Held::W(_) => unreachable!("a float upload"),
+        }
+    }
+}
+
+impl Upload for u32 {
+    const KIND: Kind = Kind::Words;
+    fn held(buf: Arc<CudaSlice<u32>>) -> Held<Cuda> {
+        Held::W(buf)
+    }
+    fn buf(held: &Held<Cuda>) -> &Arc<CudaSlice<u32>> {
+        match held {
+            Held::W(w) => w,
+            Held::F(_) => unreachable!("a word upload"),
+        }
+    }
+}
+
+impl Cuda {
+    /// A copy of `data` (one zero when empty): a new buffer, or, when a step is replayed, its
+    /// recorded buffer with `data` written in.
+    fn upload<T: Upload>(&self, data: &[T]) -> Arc<CudaSlice<T>> {
+        let s = &self.inner.stream;
+        let make = || {
+            T::held(Arc::new(if data.is_empty() { s.alloc_zeros(1) } else { s.clone_htod(data) }.expect("CUDA upload")))
+        };
+        let write = |h: &Held<Cuda>| {
+            if !data.is_empty() {
+                // SAFETY: the recorded buffer holds `data.len()` values of `T`.
+                unsafe { cudarc::driver::result::memcpy_htod_async(self.ptr(T::buf(h)), data, s.cu_stream()) }
+                    .expect("CUDA upload");
+            }
+        };
+        T::buf(&self.rec().upload(self, T::KIND, data.len(), make, write)).clone()
+    }
+}
+
 impl Replay for Cuda {
     type Mem = Arc<CudaSlice<f32>>;
     type Words = Arc<CudaSlice<u32>>;
@@ -397,38 +449,10 @@ impl Launcher for Cuda {
         self.rec().alloc(self, Kind::Scratch, floats, make)
     }
     fn init(&self, data: &[f32]) -> Self::Mem {
-        let s = &self.inner.stream;
-        let make = || {
-            Held::F(Arc::new(if data.is_empty() { s.alloc_zeros(1) } else { s.clone_htod(data) }.expect("CUDA upload")))
-        };
-        let write = |h: &Held<Cuda>| {
-            if let (Held::F(m), false) = (h, data.is_empty()) {
-                // SAFETY: the recorded buffer holds `data.len()` floats.
-                unsafe { cudarc::driver::result::memcpy_htod_async(self.ptr(m), data, s.cu_stream()) }
-                    .expect("CUDA upload");
-            }
-        };
-        match self.rec().upload(self, Kind::Floats, data.len(), make, write) {
-            Held::F(m) => m,
-            Held::W(_) => unreachable!("a float upload"),
-        }
+        self.upload(data)
     }
     fn words(&self, data: &[u32]) -> Self::Words {
-        let s = &self.inner.stream;
-        let make = || {
-            Held::W(Arc::new(if data.is_empty() { s.alloc_zeros(1) } else { s.clone_htod(data) }.expect("CUDA upload")))
-        };
-        let write = |h: &Held<Cuda>| {
-            if let (Held::W(w), false) = (h, data.is_empty()) {
-                // SAFETY: the recorded buffer holds `data.len()` words.
-                unsafe { cudarc::driver::result::memcpy_htod_async(self.ptr(w), data, s.cu_stream()) }
-                    .expect("CUDA upload");
-            }
-        };
-        match self.rec().upload(self, Kind::Words, data.len(), make, write) {
-            Held::W(w) => w,
-            Held::F(_) => unreachable!("a word upload"),
-        }
+        self.upload(data)
     }
     fn read(&self, mem: &Self::Mem, floats: usize) -> Vec<f32> {
         self.rec().before_read(self);

@@ -199,6 +199,21 @@ mod emu {
             self.rec().counts()
         }
 
+        /// A copy of `data` (one zero when empty), or the recorded buffer with `data` written
+        /// in; `held` and `buf` wrap and unwrap the recording's variant for `T`.
+        fn upload<T: Copy + Default>(
+            &self,
+            data: &[T],
+            kind: Kind,
+            held: fn(Arc<Mem<T>>) -> Held<Emu>,
+            buf: fn(&Held<Emu>) -> &Arc<Mem<T>>,
+        ) -> Arc<Mem<T>> {
+            let make = || held(Arc::new(Mem::new(if data.is_empty() { vec![T::default()] } else { data.to_vec() })));
+            // SAFETY: no launch is running (they are synchronous).
+            let write = |h: &Held<Emu>| unsafe { (&mut *buf(h).0.get())[..data.len()].copy_from_slice(data) };
+            buf(&self.rec().upload(self, kind, data.len(), make, write)).clone()
+        }
+
         fn rec(&self) -> MutexGuard<'_, Recorder<Emu>> {
             self.rec.lock().unwrap_or_else(|e| e.into_inner())
         }
@@ -278,30 +293,16 @@ mod emu {
             self.rec().alloc(self, Kind::Scratch, floats, || Arc::new(Mem::new(vec![f32::NAN; floats.max(1)])))
         }
         fn init(&self, data: &[f32]) -> Self::Mem {
-            let make = || Held::F(Arc::new(Mem::new(if data.is_empty() { vec![0.0] } else { data.to_vec() })));
-            // SAFETY: no launch is running (they are synchronous).
-            let write = |h: &Held<Emu>| unsafe {
-                if let Held::F(m) = h {
-                    (&mut *m.0.get())[..data.len()].copy_from_slice(data)
-                }
-            };
-            match self.rec().upload(self, Kind::Floats, data.len(), make, write) {
+            self.upload(data, Kind::Floats, Held::F, |h| match h {
                 Held::F(m) => m,
                 Held::W(_) => unreachable!("a float upload"),
-            }
+            })
         }
         fn words(&self, data: &[u32]) -> Self::Words {
-            let make = || Held::W(Arc::new(Mem::new(if data.is_empty() { vec![0] } else { data.to_vec() })));
-            // SAFETY: no launch is running (they are synchronous).
-            let write = |h: &Held<Emu>| unsafe {
-                if let Held::W(w) = h {
-                    (&mut *w.0.get())[..data.len()].copy_from_slice(data)
-                }
-            };
-            match self.rec().upload(self, Kind::Words, data.len(), make, write) {
+            self.upload(data, Kind::Words, Held::W, |h| match h {
                 Held::W(w) => w,
                 Held::F(_) => unreachable!("a word upload"),
-            }
+            })
         }
         fn read(&self, mem: &Self::Mem, floats: usize) -> Vec<f32> {
             self.rec().before_read(self);
