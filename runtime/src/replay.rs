@@ -170,7 +170,7 @@ impl<R: Replay> Recorder<R> {
         }
     }
 
-    /// How many steps were recorded, replayed and left their recording.
+    /// How many steps ran launch by launch, were recorded, replayed and left their recording.
     pub fn counts(&self) -> Counts {
         self.counts
     }
@@ -214,9 +214,8 @@ impl<R: Replay> Recorder<R> {
         }
     }
 
-    /// An upload of `len` values: the recorded buffer with the new values `write`n into it when
-    /// replaying, else `make()`.
-    /// ([`Kind::Floats`] or [`Kind::Words`]).
+    /// An upload of `len` values ([`Kind::Floats`] or [`Kind::Words`]): the recorded buffer
+    /// with the new values `write`n into it when replaying, else `make()`.
     pub fn upload(
         &mut self,
         r: &R,
