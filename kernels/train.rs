@@ -34,77 +34,101 @@ pub struct Kernel {
 use Access::{Read as R, ReadU32 as U, Write as W};
 
 /// Channels a thread of `conv_forward` (output) and `conv_backward_data` (input) computes:
-/// `CB` in the kernels' text, where both wrappers define it. Its accumulators are a `zeros9`.
+/// `CB` in the kernels' text, where both wrappers define it. Its weights are a `zeros9`.
 pub const CHANNEL_BLOCK: usize = 8;
-const _: () = assert!(CHANNEL_BLOCK <= 9);
+/// The most images such a thread computes (`IB`; the launch picks 1, 2 or 4): each weight it
+/// loads then serves that many images. Its accumulators are a `zeros32`.
+pub const IMAGE_BLOCK: usize = 4;
+const _: () = assert!(CHANNEL_BLOCK <= 9 && CHANNEL_BLOCK * IMAGE_BLOCK <= 32);
 
 pub const KERNELS: &[Kernel] = &[
     // y[k, co, i, oy, ox] = sum over ci, ky, kx of w[k, co, ci, ky, kx] x[k, ci, i, iy, ix]:
-    // a thread per output pixel and block of CB output channels (`total` counts those), so
-    // each input value and its indices serve CB channels.
+    // a thread per output pixel, block of CB output channels and block of `ib` images (at most
+    // IB; `total` counts those), so each weight it loads serves `ib` images and each input
+    // value CB channels. A warp's threads are neighbouring pixels: its loads of x are
+    // contiguous, its loads of w one address.
     Kernel {
         name: "conv_forward",
         buffers: &[("w", R), ("x", R), ("y", W)],
-        params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs"],
+        params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs", "ib"],
         body: r#"
     let blocks = (p.cout + CB - 1u) / CB;
+    let iblocks = (p.n + p.ib - 1u) / p.ib;
     let kk = p.cin * p.ks * p.ks;
     let plane = p.oh * p.ow;
+    let hw = p.h * p.w;
     for (var e = gid; e < p.total; e += nthreads) {
         let ox = e % p.ow;
         let t0 = e / p.ow;
         let oy = t0 % p.oh;
         let t1 = t0 / p.oh;
-        let i = t1 % p.n;
-        let t2 = t1 / p.n;
+        let i0 = (t1 % iblocks) * p.ib;
+        let t2 = t1 / iblocks;
         let c0 = (t2 % blocks) * CB;
         let k = t2 / blocks;
         let nc = min(CB, p.cout - c0);
+        let ni = min(p.ib, p.n - i0);
         let wbase = (k * p.cout + c0) * kk;
-        var acc = zeros9();
+        // acc[q * CB + c]: image i0 + q, channel c0 + c.
+        var acc = zeros32();
+        var wv = zeros9();
         for (var ci = 0u; ci < p.cin; ci++) {
-            let xbase = k * p.xs + (ci * p.n + i) * p.h * p.w;
+            let xbase = k * p.xs + (ci * p.n + i0) * hw;
             for (var ky = 0u; ky < p.ks; ky++) {
                 let iy = i32(oy * p.stride + ky) - i32(p.pad);
                 if (iy < 0 || iy >= i32(p.h)) { continue; }
                 for (var kx = 0u; kx < p.ks; kx++) {
                     let ix = i32(ox * p.stride + kx) - i32(p.pad);
                     if (ix < 0 || ix >= i32(p.w)) { continue; }
-                    let xv = x[xbase + u32(iy) * p.w + u32(ix)];
                     let wi = wbase + (ci * p.ks + ky) * p.ks + kx;
                     for (var c = 0u; c < CB; c++) {
-                        if (c < nc) { acc[c] += w[wi + c * kk] * xv; }
+                        if (c < nc) { wv[c] = w[wi + c * kk]; }
+                    }
+                    let xi = xbase + u32(iy) * p.w + u32(ix);
+                    for (var q = 0u; q < IB; q++) {
+                        if (q < ni) {
+                            let xv = x[xi + q * hw];
+                            for (var c = 0u; c < CB; c++) { acc[q * CB + c] += wv[c] * xv; }
+                        }
                     }
                 }
             }
         }
-        for (var c = 0u; c < CB; c++) {
-            if (c < nc) { y[((k * p.cout + c0 + c) * p.n + i) * plane + oy * p.ow + ox] = acc[c]; }
+        for (var q = 0u; q < IB; q++) {
+            for (var c = 0u; c < CB; c++) {
+                if (q < ni && c < nc) {
+                    y[((k * p.cout + c0 + c) * p.n + i0 + q) * plane + oy * p.ow + ox] = acc[q * CB + c];
+                }
+            }
         }
     }"#,
     },
     // dx[k, ci, i, iy, ix] = sum over co and the taps that read (iy, ix) of w gy: a thread per
-    // input pixel and block of CB input channels (`total` counts those), so each gradient value
-    // and its indices serve CB channels.
+    // input pixel, block of CB input channels and block of `ib` images (`total` counts those),
+    // as in `conv_forward`.
     Kernel {
         name: "conv_backward_data",
         buffers: &[("w", R), ("gy", R), ("dx", W)],
-        params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow"],
+        params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "ib"],
         body: r#"
     let blocks = (p.cin + CB - 1u) / CB;
+    let iblocks = (p.n + p.ib - 1u) / p.ib;
     let taps = p.ks * p.ks;
     let plane = p.oh * p.ow;
+    let hw = p.h * p.w;
     for (var e = gid; e < p.total; e += nthreads) {
         let ix = e % p.w;
         let t0 = e / p.w;
         let iy = t0 % p.h;
         let t1 = t0 / p.h;
-        let i = t1 % p.n;
-        let t2 = t1 / p.n;
+        let i0 = (t1 % iblocks) * p.ib;
+        let t2 = t1 / iblocks;
         let c0 = (t2 % blocks) * CB;
         let k = t2 / blocks;
         let nc = min(CB, p.cin - c0);
-        var acc = zeros9();
+        let ni = min(p.ib, p.n - i0);
+        var acc = zeros32();
+        var wv = zeros9();
         for (var ky = 0u; ky < p.ks; ky++) {
             let ty = i32(iy + p.pad) - i32(ky);
             if (ty < 0 || ty % i32(p.stride) != 0) { continue; }
@@ -116,27 +140,35 @@ pub const KERNELS: &[Kernel] = &[
                 let ox = u32(tx) / p.stride;
                 if (ox >= p.ow) { continue; }
                 for (var co = 0u; co < p.cout; co++) {
-                    let g = gy[((k * p.cout + co) * p.n + i) * plane + oy * p.ow + ox];
                     let wi = (((k * p.cout + co) * p.cin + c0) * p.ks + ky) * p.ks + kx;
                     for (var c = 0u; c < CB; c++) {
-                        if (c < nc) { acc[c] += w[wi + c * taps] * g; }
+                        if (c < nc) { wv[c] = w[wi + c * taps]; }
+                    }
+                    let gi = ((k * p.cout + co) * p.n + i0) * plane + oy * p.ow + ox;
+                    for (var q = 0u; q < IB; q++) {
+                        if (q < ni) {
+                            let g = gy[gi + q * plane];
+                            for (var c = 0u; c < CB; c++) { acc[q * CB + c] += wv[c] * g; }
+                        }
                     }
                 }
             }
         }
-        for (var c = 0u; c < CB; c++) {
-            if (c < nc) { dx[((k * p.cin + c0 + c) * p.n + i) * p.h * p.w + iy * p.w + ix] = acc[c]; }
+        for (var q = 0u; q < IB; q++) {
+            for (var c = 0u; c < CB; c++) {
+                if (q < ni && c < nc) { dx[((k * p.cin + c0 + c) * p.n + i0 + q) * hw + iy * p.w + ix] = acc[q * CB + c]; }
+            }
         }
     }"#,
     },
-    // dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per (k, co, pair of
-    // input channels), all taps at once (a kernel of at most 3x3), so that each gy value and
-    // its pixel's indices are loaded and computed once for eighteen weights instead of once
-    // per weight.
+    // dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per (k, block of `ob`
+    // output channels (1 or 2), pair of input channels), all taps at once (a kernel of at most
+    // 3x3), so that each x value and its pixel's indices are loaded and computed once for up
+    // to four weights (two channels out by two in) and each gy value for eighteen.
     Kernel {
         name: "conv_backward_filter",
         buffers: &[("x", R), ("gy", R), ("dw", W)],
-        params: &["groups", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs"],
+        params: &["groups", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs", "ob"],
         body: r#"
     let plane = p.oh * p.ow;
     let np = p.n * plane;
@@ -144,18 +176,24 @@ pub const KERNELS: &[Kernel] = &[
     let dy = (256u % plane) / p.ow;
     let dx = 256u % p.ow;
     let pairs = (p.cin + 1u) / 2u;
+    let oblocks = (p.cout + p.ob - 1u) / p.ob;
     let xplane = p.n * p.h * p.w;
     for (var e = wg; e < p.groups; e += nwgs) {
         let ci = (e % pairs) * 2u;
         let t1 = e / pairs;
-        let co = t1 % p.cout;
-        let k = t1 / p.cout;
-        // Whether the pair has a second channel (an odd count leaves the last one alone).
+        let co = (t1 % oblocks) * p.ob;
+        let k = t1 / oblocks;
+        // Whether the pair has a second input channel (an odd count leaves the last one
+        // alone), and the block a second output channel.
         let two = ci + 1u < p.cin;
+        let out2 = co + 1u < min(co + p.ob, p.cout);
         let gbase = (k * p.cout + co) * np;
         let xbase = k * p.xs + ci * xplane;
+        // acc: (co, ci); acc2: (co, ci + 1); acc3: (co + 1, ci); acc4: (co + 1, ci + 1).
         var acc = zeros9();
         var acc2 = zeros9();
+        var acc3 = zeros9();
+        var acc4 = zeros9();
         // Pixel j = (i, oy, ox) steps by 256: its coordinates advance by (di, dy, dx) with
         // carries, not by a division each step.
         var ox = lid % p.ow;
@@ -163,6 +201,8 @@ pub const KERNELS: &[Kernel] = &[
         var i = lid / plane;
         for (var j = lid; j < np; j += 256u) {
             let g = gy[gbase + j];
+            var g2 = 0.0f;
+            if (out2) { g2 = gy[gbase + np + j]; }
             let y0 = i32(oy * p.stride) - i32(p.pad);
             let x0 = i32(ox * p.stride) - i32(p.pad);
             let ibase = xbase + i * p.h * p.w;
@@ -173,8 +213,15 @@ pub const KERNELS: &[Kernel] = &[
                 for (var kx = 0u; kx < 3u; kx++) {
                     let ix = x0 + i32(kx);
                     if (row_in && kx < p.ks && ix >= 0 && ix < i32(p.w)) {
-                        acc[ky * 3u + kx] += g * x[row + u32(ix)];
-                        if (two) { acc2[ky * 3u + kx] += g * x[row + xplane + u32(ix)]; }
+                        let tap = ky * 3u + kx;
+                        let xa = x[row + u32(ix)];
+                        acc[tap] += g * xa;
+                        if (out2) { acc3[tap] += g2 * xa; }
+                        if (two) {
+                            let xb = x[row + xplane + u32(ix)];
+                            acc2[tap] += g * xb;
+                            if (out2) { acc4[tap] += g2 * xb; }
+                        }
                     }
                 }
             }
@@ -192,14 +239,24 @@ pub const KERNELS: &[Kernel] = &[
         }
         acc = reduce_sum9(acc, lid);
         acc2 = reduce_sum9(acc2, lid);
+        if (out2) {
+            acc3 = reduce_sum9(acc3, lid);
+            acc4 = reduce_sum9(acc4, lid);
+        }
         let taps = p.ks * p.ks;
         let wbase = ((k * p.cout + co) * p.cin + ci) * taps;
+        let wbase2 = wbase + p.cin * taps;
         for (var tap = 0u; tap < 9u; tap++) {
             let ky = tap / 3u;
             let kx = tap % 3u;
             if (lid == 0u && ky < p.ks && kx < p.ks) {
-                dw[wbase + ky * p.ks + kx] += acc[tap];
-                if (two) { dw[wbase + taps + ky * p.ks + kx] += acc2[tap]; }
+                let t = ky * p.ks + kx;
+                dw[wbase + t] += acc[tap];
+                if (two) { dw[wbase + taps + t] += acc2[tap]; }
+                if (out2) {
+                    dw[wbase2 + t] += acc3[tap];
+                    if (two) { dw[wbase2 + taps + t] += acc4[tap]; }
+                }
             }
         }
     }"#,
@@ -559,6 +616,11 @@ fn zeros9() -> array<f32, 9> {
     return array<f32, 9>();
 }
 
+// Thirty-two zeros: the accumulators of a block of channels by a block of images.
+fn zeros32() -> array<f32, 32> {
+    return array<f32, 32>();
+}
+
 var<workgroup> sh9: array<f32, 2304>;
 
 // Nine sums over the workgroup at once (one barrier a round, not nine); every invocation gets
@@ -606,13 +668,16 @@ template <typename T> __device__ inline T select(T f, T t, bool c) { return c ? 
 template <typename T> __device__ inline T bitcast(f32 x) { return __float_as_uint(x); }
 __device__ inline f32 sigmoid(f32 z) { return 1.0f / (1.0f + expf(-z)); }
 
-// Nine zeros: per-thread accumulators a loop indexes (the taps of a 3x3 kernel, a block of
-// channels); a loop of constant trip count over them unrolls, which keeps them in registers.
-struct f32x9 {
-    f32 v[9];
+// N zeros: per-thread accumulators a loop indexes (the taps of a 3x3 kernel, a block of
+// channels, of channels by images); a loop of constant trip count over them unrolls, which
+// keeps them in registers.
+template <u32 N> struct floats {
+    f32 v[N];
     __device__ f32& operator[](u32 i) { return v[i]; }
 };
+typedef floats<9> f32x9;
 __device__ inline f32x9 zeros9() { return f32x9{}; }
+__device__ inline floats<32> zeros32() { return floats<32>{}; }
 
 __shared__ f32 sh9[2304];
 

@@ -79,6 +79,8 @@ struct Shared {
     ctx: Arc<CudaContext>,
     name: String,
     arch: &'static str,
+    /// Threads the GPU runs at once: its multiprocessors times the threads each holds.
+    resident: usize,
     functions: HashMap<&'static str, CudaFunction>,
 }
 
@@ -112,7 +114,12 @@ impl Shared {
         for k in KERNELS {
             functions.insert(k.name, module.load_function(k.name).map_err(driver)?);
         }
-        let s = Arc::new(Shared { ctx, name, arch, functions });
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        let attr = |a| ctx.attribute(a).map_err(driver);
+        let resident = (attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
+            * attr(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)?)
+        .max(1) as usize;
+        let s = Arc::new(Shared { ctx, name, arch, resident, functions });
         *shared = Some(s.clone());
         Ok(s)
     }
@@ -495,6 +502,9 @@ impl Launcher for Cuda {
     }
     fn max_floats(&self) -> usize {
         self.inner.shared.ctx.mem_get_info().map_or(0, |(free, _)| free / 2 / 4)
+    }
+    fn resident_threads(&self) -> usize {
+        self.inner.shared.resident
     }
 }
 

@@ -40,6 +40,8 @@ struct Inner {
     queue: wgpu::Queue,
     adapter: String,
     max_buffer: u64,
+    /// Threads the adapter runs at once ([`Launcher::resident_threads`]).
+    resident: usize,
     pipes: HashMap<&'static str, Pipe>,
     pending: Mutex<Pending>,
     /// Two 4-byte buffers for bindings a dispatch does not use.
@@ -159,7 +161,14 @@ impl Wgpu {
             })
         });
         let max_buffer = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let inner = Inner { device, queue, adapter: info.name, max_buffer, pipes, pending: Mutex::default(), spare };
+        // Vulkan does not tell how many threads a GPU holds: a large one's, about 64 cores of
+        // 2,048. A CPU adapter (lavapipe) runs a workgroup per core.
+        let resident = match info.device_type {
+            wgpu::DeviceType::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()) * kernels::THREADS,
+            _ => 1 << 17,
+        };
+        let adapter = info.name;
+        let inner = Inner { device, queue, adapter, max_buffer, resident, pipes, pending: Mutex::default(), spare };
         Ok(Wgpu { inner: Arc::new(inner), k: models.max(1) })
     }
 
@@ -295,6 +304,9 @@ impl Launcher for Wgpu {
     }
     fn max_floats(&self) -> usize {
         (self.inner.max_buffer / 4) as usize
+    }
+    fn resident_threads(&self) -> usize {
+        self.inner.resident
     }
 }
 

@@ -7,7 +7,7 @@
 #[path = "../../kernels/train.rs"]
 mod table;
 
-pub use table::{Access, CHANNEL_BLOCK, CUDA_PRELUDE, KERNELS, Kernel, WGSL_PRELUDE};
+pub use table::{Access, CHANNEL_BLOCK, CUDA_PRELUDE, IMAGE_BLOCK, KERNELS, Kernel, WGSL_PRELUDE};
 
 /// Threads per workgroup (block) of every kernel.
 pub const THREADS: usize = 256;
@@ -43,7 +43,7 @@ pub fn wgsl(k: &Kernel) -> String {
         s += &format!("@group(0) @binding({i}) var<storage, {mode}> {name}: array<{ty}>;\n");
     }
     s += &format!("@group(0) @binding({}) var<uniform> p: P;\n\n", k.buffers.len());
-    s += &format!("const CB: u32 = {CHANNEL_BLOCK}u;\n");
+    s += &format!("const CB: u32 = {CHANNEL_BLOCK}u;\nconst IB: u32 = {IMAGE_BLOCK}u;\n");
     s += WGSL_PRELUDE;
     s += &format!(
         "\n@compute @workgroup_size({THREADS})\nfn main(@builtin(workgroup_id) wid: vec3<u32>, \
@@ -61,7 +61,7 @@ pub fn wgsl(k: &Kernel) -> String {
 pub fn cuda() -> String {
     let mut s = String::from("// The training runtime's kernels (kernels/train.rs), CUDA C.\n\n");
     s += CUDA_PRELUDE;
-    s += &format!("constexpr u32 CB = {CHANNEL_BLOCK}u;\n");
+    s += &format!("constexpr u32 CB = {CHANNEL_BLOCK}u;\nconstexpr u32 IB = {IMAGE_BLOCK}u;\n");
     for k in KERNELS {
         s += &format!("\nstruct P_{} {{\n", k.name);
         for spec in k.params {

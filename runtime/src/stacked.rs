@@ -7,7 +7,7 @@
 
 use crate::augment::{self, Augment, Plan};
 use crate::device::{BnGeom, BnState, ConvGeom, Device, Tensors, Update};
-use crate::kernels::{self, CHANNEL_BLOCK, Kernel, THREADS};
+use crate::kernels::{self, CHANNEL_BLOCK, IMAGE_BLOCK, Kernel, THREADS};
 
 /// A GPU API as the stacked device needs it. Launches run in order; [`Launcher::read`] waits
 /// for the work before it.
@@ -49,6 +49,11 @@ pub trait Launcher: Clone + Send + Sync {
     fn submit(&self);
     /// The largest data set kept resident, in floats.
     fn max_floats(&self) -> usize;
+    /// Threads the device runs at once when full. A convolution with work for many more
+    /// threads than this gives each thread several images ([`IMAGE_BLOCK`]), so that a weight
+    /// is loaded once for all of them; one with less keeps a thread per image, so that it
+    /// still fills the device.
+    fn resident_threads(&self) -> usize;
 }
 
 /// A launch argument: a buffer of floats or of u32.
@@ -111,6 +116,16 @@ pub(crate) fn output<L: Launcher>(l: &L, len: usize) -> SBuf<L::Mem> {
 /// A buffer with `data`, holding tensors of `len`.
 pub(crate) fn init<L: Launcher>(l: &L, data: &[f32], len: usize, shared: bool) -> SBuf<L::Mem> {
     SBuf { mem: l.init(data), len, shared }
+}
+
+/// Images a thread of a convolution computes, where `threads(ib)` is the kernel's thread count
+/// at `ib` images a thread: the most, up to [`IMAGE_BLOCK`], that still fill the device.
+fn images_per_thread<L: Launcher>(l: &L, threads: impl Fn(usize) -> usize) -> usize {
+    let mut ib = IMAGE_BLOCK;
+    while ib > 1 && threads(ib) < l.resident_threads() {
+        ib /= 2;
+    }
+    ib
 }
 
 /// Launches kernel `name`, checking its arguments against the table.
@@ -204,9 +219,11 @@ impl<L: Launcher> Device for L {
     fn conv_forward(&self, g: &ConvGeom, n: usize, w: &SBuf<L::Mem>, x: &SBuf<L::Mem>) -> SBuf<L::Mem> {
         assert!(w.len == g.cout * g.kk() && x.len == g.cin * n * g.h * g.w, "conv_forward: shapes");
         let y = output(self, g.cout * n * g.p());
-        let total = self.population() * g.cout.div_ceil(CHANNEL_BLOCK) * n * g.p();
+        let threads = |ib: usize| self.population() * g.cout.div_ceil(CHANNEL_BLOCK) * n.div_ceil(ib) * g.p();
+        let ib = images_per_thread(self, threads);
+        let total = threads(ib);
         let params = [total, n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
-        let params = [&params[..], &[x.stride()]].concat();
+        let params = [&params[..], &[x.stride(), u(ib)]].concat();
         each(self, "conv_forward", &[F(&w.mem), F(&x.mem), F(&y.mem)], &params, total);
         y
     }
@@ -224,14 +241,19 @@ impl<L: Launcher> Device for L {
         assert!(gy.len == g.cout * n * g.p() && dw.len == g.cout * g.kk(), "conv_backward: shapes");
         assert!(g.k <= 3, "conv_backward: the GPU kernels take kernels of at most 3x3");
         let shape = [n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
-        // A workgroup per (model, output channel, pair of input channels).
-        let groups = self.population() * g.cout * g.cin.div_ceil(2);
-        let params = [&[u(groups)], &shape[..], &[x.stride()]].concat();
+        // A workgroup per (model, block of `ob` output channels, pair of input channels): two
+        // output channels where that still fills the device.
+        let groups = |ob: usize| self.population() * g.cout.div_ceil(ob) * g.cin.div_ceil(2);
+        let ob = if groups(2) * THREADS >= self.resident_threads() { 2 } else { 1 };
+        let groups = groups(ob);
+        let params = [&[u(groups)], &shape[..], &[x.stride(), u(ob)]].concat();
         dispatch(self, "conv_backward_filter", &[F(&x.mem), F(&gy.mem), F(&dw.mem)], &params, groups);
         want_dx.then(|| {
             let dx = output(self, g.cin * n * g.h * g.w);
-            let total = self.population() * g.cin.div_ceil(CHANNEL_BLOCK) * n * g.h * g.w;
-            let params = [&[u(total)], &shape[..]].concat();
+            let threads = |ib: usize| self.population() * g.cin.div_ceil(CHANNEL_BLOCK) * n.div_ceil(ib) * g.h * g.w;
+            let ib = images_per_thread(self, threads);
+            let total = threads(ib);
+            let params = [&[u(total)], &shape[..], &[u(ib)]].concat();
             each(self, "conv_backward_data", &[F(&w.mem), F(&gy.mem), F(&dx.mem)], &params, total);
             dx
         })

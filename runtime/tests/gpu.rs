@@ -341,6 +341,10 @@ mod emu {
         fn max_floats(&self) -> usize {
             1 << 26
         }
+        /// One block at a time.
+        fn resident_threads(&self) -> usize {
+            THREADS
+        }
     }
 }
 
