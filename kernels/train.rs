@@ -162,16 +162,19 @@ pub const KERNELS: &[Kernel] = &[
     }"#,
     },
     // dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per (k, block of `ob`
-    // output channels (1 or 2), pair of input channels), all taps at once (a kernel of at most
-    // 3x3), so that each x value and its pixel's indices are loaded and computed once for up
-    // to four weights (two channels out by two in) and each gy value for eighteen.
+    // output channels (1 or 2), pair of input channels, part of the pixels), all taps at once
+    // (a kernel of at most 3x3), so that each x value and its pixel's indices are loaded and
+    // computed once for up to four weights (two channels out by two in) and each gy value for
+    // eighteen. With one part the workgroup adds its sums into dw; with several it writes
+    // them to `part` (36 a workgroup), which `conv_filter_merge` adds up.
     Kernel {
         name: "conv_backward_filter",
-        buffers: &[("x", R), ("gy", R), ("dw", W)],
-        params: &["groups", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs", "ob"],
+        buffers: &[("x", R), ("gy", R), ("dw", W), ("part", W)],
+        params: &["groups", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs", "ob", "parts"],
         body: r#"
     let plane = p.oh * p.ow;
     let np = p.n * plane;
+    let chunk = (np + p.parts - 1u) / p.parts;
     let di = 256u / plane;
     let dy = (256u % plane) / p.ow;
     let dx = 256u % p.ow;
@@ -179,8 +182,11 @@ pub const KERNELS: &[Kernel] = &[
     let oblocks = (p.cout + p.ob - 1u) / p.ob;
     let xplane = p.n * p.h * p.w;
     for (var e = wg; e < p.groups; e += nwgs) {
-        let ci = (e % pairs) * 2u;
-        let t1 = e / pairs;
+        let lo = (e % p.parts) * chunk;
+        let hi = min(lo + chunk, np);
+        let t0 = e / p.parts;
+        let ci = (t0 % pairs) * 2u;
+        let t1 = t0 / pairs;
         let co = (t1 % oblocks) * p.ob;
         let k = t1 / oblocks;
         // Whether the pair has a second input channel (an odd count leaves the last one
@@ -196,10 +202,11 @@ pub const KERNELS: &[Kernel] = &[
         var acc4 = zeros9();
         // Pixel j = (i, oy, ox) steps by 256: its coordinates advance by (di, dy, dx) with
         // carries, not by a division each step.
-        var ox = lid % p.ow;
-        var oy = (lid / p.ow) % p.oh;
-        var i = lid / plane;
-        for (var j = lid; j < np; j += 256u) {
+        let j0 = lo + lid;
+        var ox = j0 % p.ow;
+        var oy = (j0 / p.ow) % p.oh;
+        var i = j0 / plane;
+        for (var j = j0; j < hi; j += 256u) {
             let g = gy[gbase + j];
             var g2 = 0.0f;
             if (out2) { g2 = gy[gbase + np + j]; }
@@ -249,7 +256,12 @@ pub const KERNELS: &[Kernel] = &[
         for (var tap = 0u; tap < 9u; tap++) {
             let ky = tap / 3u;
             let kx = tap % 3u;
-            if (lid == 0u && ky < p.ks && kx < p.ks) {
+            if (lid == 0u && p.parts > 1u) {
+                part[e * 36u + tap] = acc[tap];
+                part[e * 36u + 9u + tap] = acc2[tap];
+                part[e * 36u + 18u + tap] = acc3[tap];
+                part[e * 36u + 27u + tap] = acc4[tap];
+            } else if (lid == 0u && ky < p.ks && kx < p.ks) {
                 let t = ky * p.ks + kx;
                 dw[wbase + t] += acc[tap];
                 if (two) { dw[wbase + taps + t] += acc2[tap]; }
@@ -261,30 +273,85 @@ pub const KERNELS: &[Kernel] = &[
         }
     }"#,
     },
-    // Batch statistics of each (model, channel): mean and 1/sqrt(var + eps) (two passes), and
-    // the running statistics' update. One workgroup per (model, channel).
+    // dw += the parts' sums of `conv_backward_filter`: a thread per weight.
+    Kernel {
+        name: "conv_filter_merge",
+        buffers: &[("part", R), ("dw", W)],
+        params: &["total", "cin", "cout", "ks", "ob", "parts"],
+        body: r#"
+    let taps = p.ks * p.ks;
+    let pairs = (p.cin + 1u) / 2u;
+    let oblocks = (p.cout + p.ob - 1u) / p.ob;
+    for (var e = gid; e < p.total; e += nthreads) {
+        let t = e % taps;
+        let t0 = e / taps;
+        let ci = t0 % p.cin;
+        let t1 = t0 / p.cin;
+        let co = t1 % p.cout;
+        let k = t1 / p.cout;
+        let g = (k * oblocks + co / p.ob) * pairs + ci / 2u;
+        let slot = (co % p.ob) * 18u + (ci % 2u) * 9u + (t / p.ks) * 3u + t % p.ks;
+        var s = 0.0f;
+        for (var q = 0u; q < p.parts; q++) { s += part[(g * p.parts + q) * 36u + slot]; }
+        dw[e] += s;
+    }"#,
+    },
+    // Batch statistics of each (model, channel), over `parts` workgroups each: a part's count,
+    // mean and sum of squared deviations (two passes), for `bn_merge`.
     Kernel {
         name: "bn_stats",
-        buffers: &[("x", R), ("mean", W), ("inv", W), ("rmean", W), ("rvar", W)],
-        params: &["groups", "len", "momentum:f", "eps:f"],
+        buffers: &[("x", R), ("part", W)],
+        params: &["groups", "len", "parts"],
         body: r#"
+    let chunk = (p.len + p.parts - 1u) / p.parts;
     for (var e = wg; e < p.groups; e += nwgs) {
-        let base = e * p.len;
+        let lo = (e % p.parts) * chunk;
+        let hi = min(lo + chunk, p.len);
+        let base = (e / p.parts) * p.len;
+        let count = f32(max(hi, lo) - lo);
         var s = 0.0f;
-        for (var j = lid; j < p.len; j += 256u) { s += x[base + j]; }
-        let mu = reduce_sum(s, lid) / f32(p.len);
+        for (var j = lo + lid; j < hi; j += 256u) { s += x[base + j]; }
+        let mu = reduce_sum(s, lid) / max(count, 1.0f);
         var q = 0.0f;
-        for (var j = lid; j < p.len; j += 256u) {
+        for (var j = lo + lid; j < hi; j += 256u) {
             let d = x[base + j] - mu;
             q += d * d;
         }
-        let va = reduce_sum(q, lid) / f32(p.len);
+        let m2 = reduce_sum(q, lid);
         if (lid == 0u) {
-            mean[e] = mu;
-            inv[e] = 1.0f / sqrt(va + p.eps);
-            rmean[e] = p.momentum * rmean[e] + (1.0f - p.momentum) * mu;
-            rvar[e] = p.momentum * rvar[e] + (1.0f - p.momentum) * va;
+            part[3u * e] = count;
+            part[3u * e + 1u] = mu;
+            part[3u * e + 2u] = m2;
         }
+    }"#,
+    },
+    // The parts of `bn_stats` combined (Chan et al.'s pairwise update): mean and
+    // 1/sqrt(var + eps), and the running statistics' update. A thread per (model, channel).
+    Kernel {
+        name: "bn_merge",
+        buffers: &[("part", R), ("mean", W), ("inv", W), ("rmean", W), ("rvar", W)],
+        params: &["total", "parts", "momentum:f", "eps:f"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        let b = 3u * e * p.parts;
+        var n = part[b];
+        var mu = part[b + 1u];
+        var m2 = part[b + 2u];
+        for (var q = 1u; q < p.parts; q++) {
+            let nb = part[b + 3u * q];
+            if (nb > 0.0f) {
+                let d = part[b + 3u * q + 1u] - mu;
+                let nn = n + nb;
+                mu += d * nb / nn;
+                m2 += part[b + 3u * q + 2u] + d * d * n * nb / nn;
+                n = nn;
+            }
+        }
+        let va = m2 / n;
+        mean[e] = mu;
+        inv[e] = 1.0f / sqrt(va + p.eps);
+        rmean[e] = p.momentum * rmean[e] + (1.0f - p.momentum) * mu;
+        rvar[e] = p.momentum * rvar[e] + (1.0f - p.momentum) * va;
     }"#,
     },
     // Evaluation: the running statistics as (mean, 1/sqrt(var + eps)).
@@ -318,31 +385,27 @@ pub const KERNELS: &[Kernel] = &[
         y[e] = out;
     }"#,
     },
-    // Backward, pass 1: per (model, channel) sum dz and sum dz xhat, added into dbeta, dgamma.
+    // Backward, pass 1: per (model, channel) sum dz and sum dz xhat, over `parts` workgroups
+    // each, for `bn_sums_merge`.
     Kernel {
         name: "bn_backward_sums",
-        buffers: &[
-            ("gy", R),
-            ("xhat", R),
-            ("sig", R),
-            ("gamma", R),
-            ("beta", R),
-            ("sums", W),
-            ("dgamma", W),
-            ("dbeta", W),
-        ],
-        params: &["groups", "len", "swish"],
+        buffers: &[("gy", R), ("xhat", R), ("sig", R), ("gamma", R), ("beta", R), ("part", W)],
+        params: &["groups", "len", "swish", "parts"],
         body: r#"
+    let chunk = (p.len + p.parts - 1u) / p.parts;
     for (var e = wg; e < p.groups; e += nwgs) {
-        let base = e * p.len;
+        let kc = e / p.parts;
+        let lo = (e % p.parts) * chunk;
+        let hi = min(lo + chunk, p.len);
+        let base = kc * p.len;
         var sg = 0.0f;
         var sgx = 0.0f;
-        for (var j = lid; j < p.len; j += 256u) {
+        for (var j = lo + lid; j < hi; j += 256u) {
             let xh = xhat[base + j];
             var dz = gy[base + j];
             if (p.swish != 0u) {
                 let s = sig[base + j];
-                let z = gamma[e] * xh + beta[e];
+                let z = gamma[kc] * xh + beta[kc];
                 dz = dz * (s + z * s * (1.0f - s));
             }
             sg += dz;
@@ -351,11 +414,30 @@ pub const KERNELS: &[Kernel] = &[
         let tg = reduce_sum(sg, lid);
         let tgx = reduce_sum(sgx, lid);
         if (lid == 0u) {
-            sums[2u * e] = tg;
-            sums[2u * e + 1u] = tgx;
-            dbeta[e] += tg;
-            dgamma[e] += tgx;
+            part[2u * e] = tg;
+            part[2u * e + 1u] = tgx;
         }
+    }"#,
+    },
+    // The parts of `bn_backward_sums` added up into `sums` and into dbeta, dgamma. A thread per
+    // (model, channel).
+    Kernel {
+        name: "bn_sums_merge",
+        buffers: &[("part", R), ("sums", W), ("dgamma", W), ("dbeta", W)],
+        params: &["total", "parts"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) {
+        let b = 2u * e * p.parts;
+        var tg = part[b];
+        var tgx = part[b + 1u];
+        for (var q = 1u; q < p.parts; q++) {
+            tg += part[b + 2u * q];
+            tgx += part[b + 2u * q + 1u];
+        }
+        sums[2u * e] = tg;
+        sums[2u * e + 1u] = tgx;
+        dbeta[e] += tg;
+        dgamma[e] += tgx;
     }"#,
     },
     // Backward, pass 2: dx = gamma inv / m (m dz - sum dz - xhat sum dz xhat).

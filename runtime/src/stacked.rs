@@ -128,6 +128,16 @@ fn images_per_thread<L: Launcher>(l: &L, threads: impl Fn(usize) -> usize) -> us
     ib
 }
 
+/// The fewest values a workgroup of a split reduction sums (four a thread).
+const PART_MIN: usize = 4 * THREADS;
+
+/// How many workgroups share each of `groups` reductions over `len` values (batch-norm
+/// statistics, a weight gradient): one where `groups` workgroups fill the device; else enough
+/// to fill it, each with at least [`PART_MIN`] values.
+fn parts<L: Launcher>(l: &L, groups: usize, len: usize) -> usize {
+    l.resident_threads().div_ceil(groups * THREADS).min(len / PART_MIN).max(1)
+}
+
 /// Launches kernel `name`, checking its arguments against the table.
 pub(crate) fn dispatch<L: Launcher>(l: &L, name: &str, args: &[Arg<'_, L>], params: &[u32], groups: usize) {
     let k = kernels::kernel(name);
@@ -241,13 +251,30 @@ impl<L: Launcher> Device for L {
         assert!(gy.len == g.cout * n * g.p() && dw.len == g.cout * g.kk(), "conv_backward: shapes");
         assert!(g.k <= 3, "conv_backward: the GPU kernels take kernels of at most 3x3");
         let shape = [n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
-        // A workgroup per (model, block of `ob` output channels, pair of input channels): two
-        // output channels where that still fills the device.
+        // A workgroup per (model, block of `ob` output channels, pair of input channels, part of
+        // the pixels): two output channels where that still fills the device, else one, and
+        // the pixels split where one workgroup each would leave it idle.
         let groups = |ob: usize| self.population() * g.cout.div_ceil(ob) * g.cin.div_ceil(2);
         let ob = if groups(2) * THREADS >= self.resident_threads() { 2 } else { 1 };
-        let groups = groups(ob);
-        let params = [&[u(groups)], &shape[..], &[x.stride(), u(ob)]].concat();
-        dispatch(self, "conv_backward_filter", &[F(&x.mem), F(&gy.mem), F(&dw.mem)], &params, groups);
+        let parts = parts(self, groups(ob), n * g.p());
+        let groups = groups(ob) * parts;
+        let params = [&[u(groups)], &shape[..], &[x.stride(), u(ob), u(parts)]].concat();
+        if parts == 1 {
+            dispatch(
+                self,
+                "conv_backward_filter",
+                &[F(&x.mem), F(&gy.mem), F(&dw.mem), F(self.spare())],
+                &params,
+                groups,
+            );
+        } else {
+            let part = output(self, groups * 36 / self.population());
+            let bufs = [&x.mem, &gy.mem, self.spare(), &part.mem].map(F);
+            dispatch(self, "conv_backward_filter", &bufs, &params, groups);
+            let total = self.population() * dw.len;
+            let params = [total, g.cin, g.cout, g.k, ob, parts].map(u);
+            each(self, "conv_filter_merge", &[F(&part.mem), F(&dw.mem)], &params, total);
+        }
         want_dx.then(|| {
             let dx = output(self, g.cin * n * g.h * g.w);
             let threads = |ib: usize| self.population() * g.cin.div_ceil(CHANNEL_BLOCK) * n.div_ceil(ib) * g.h * g.w;
@@ -275,9 +302,18 @@ impl<L: Launcher> Device for L {
             s.inv_std = self.zeros(g.c);
         }
         if train {
-            let params = [u(groups), u(g.len), g.momentum.to_bits(), g.eps.to_bits()];
-            let bufs = [&x.mem, &mean.mem, &s.inv_std.mem, &s.running_mean.mem, &s.running_var.mem].map(F);
-            dispatch(self, "bn_stats", &bufs, &params, groups);
+            let parts = parts(self, groups, g.len);
+            let part = output(self, 3 * g.c * parts);
+            dispatch(
+                self,
+                "bn_stats",
+                &[F(&x.mem), F(&part.mem)],
+                &[groups * parts, g.len, parts].map(u),
+                groups * parts,
+            );
+            let params = [u(groups), u(parts), g.momentum.to_bits(), g.eps.to_bits()];
+            let bufs = [&part.mem, &mean.mem, &s.inv_std.mem, &s.running_mean.mem, &s.running_var.mem].map(F);
+            each(self, "bn_merge", &bufs, &params, groups);
             if s.xhat.len != x.len {
                 s.xhat = self.zeros(x.len);
             }
@@ -308,10 +344,15 @@ impl<L: Launcher> Device for L {
     ) -> SBuf<L::Mem> {
         assert!(gy.len == g.c * g.len && s.xhat.len == g.c * g.len, "bn_backward: shapes");
         let groups = self.population() * g.c;
-        let sums = output(self, 2 * g.c);
+        let parts = parts(self, groups, g.len);
+        let part = output(self, 2 * g.c * parts);
         let sig = if g.swish { &s.sig.mem } else { self.spare() };
-        let bufs = [&gy.mem, &s.xhat.mem, sig, &gamma.mem, &beta.mem, &sums.mem, &dgamma.mem, &dbeta.mem].map(F);
-        dispatch(self, "bn_backward_sums", &bufs, &[u(groups), u(g.len), g.swish as u32], groups);
+        let bufs = [&gy.mem, &s.xhat.mem, sig, &gamma.mem, &beta.mem, &part.mem].map(F);
+        let params = [groups * parts, g.len, g.swish as usize, parts].map(u);
+        dispatch(self, "bn_backward_sums", &bufs, &params, groups * parts);
+        let sums = output(self, 2 * g.c);
+        let bufs = [&part.mem, &sums.mem, &dgamma.mem, &dbeta.mem].map(F);
+        each(self, "bn_sums_merge", &bufs, &[u(groups), u(parts)], groups);
         let dx = output(self, gy.len);
         let total = self.population() * gy.len;
         let bufs = [&gy.mem, &s.xhat.mem, sig, &gamma.mem, &beta.mem, &s.inv_std.mem, &sums.mem, &dx.mem].map(F);

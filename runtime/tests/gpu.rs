@@ -58,6 +58,17 @@ macro_rules! on_devices {
                 }
             })*
         }
+        /// The emulator taken for a large GPU: the launches pick a thread per image and split
+        /// reductions over several workgroups, where the one above gives threads several
+        /// images and does not split.
+        mod cuda_emulator_wide {
+            $(#[test]
+            fn $check() {
+                if let Some(d) = super::open(super::emu::Emu::new(super::K), "LOSSC_REQUIRE_GXX") {
+                    super::$check(&d.wide());
+                }
+            })*
+        }
     };
 }
 
@@ -102,6 +113,8 @@ mod emu {
         rec: Arc<Mutex<Recorder<Emu>>>,
         /// Whether launches run (a dry device only records and replays them).
         dry: bool,
+        /// What [`Launcher::resident_threads`] says.
+        resident: usize,
     }
 
     /// A launch as a recording holds it: the kernel's index in `KERNELS`, its blocks, its
@@ -185,7 +198,13 @@ mod emu {
 
         pub fn with_graphs(models: usize, graphs: bool) -> Result<Emu, String> {
             let rec = Arc::new(Mutex::new(Recorder::new(graphs)));
-            Ok(Emu { k: models, lib: library()?, spare: Arc::new(Mem::new(vec![0.0])), rec, dry: false })
+            let spare = Arc::new(Mem::new(vec![0.0]));
+            Ok(Emu { k: models, lib: library()?, spare, rec, dry: false, resident: THREADS })
+        }
+
+        /// The device taken for a GPU of 2^20 resident threads, not for one block at a time.
+        pub fn wide(self) -> Emu {
+            Emu { resident: 1 << 20, ..self }
         }
 
         /// A device whose launches do nothing: what a training records and replays, at no cost
@@ -341,9 +360,8 @@ mod emu {
         fn max_floats(&self) -> usize {
             1 << 26
         }
-        /// One block at a time.
         fn resident_threads(&self) -> usize {
-            THREADS
+            self.resident
         }
     }
 }
@@ -383,9 +401,11 @@ fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 fn convolutions_match_the_cpu<D: Device>(gpu: &D) {
     let mut rng = Rng::new(1);
     // One input channel (the stem); channel counts that fill the kernels' blocks of 8 channels
-    // (and the weight gradient's pairs) and counts that do not; the last two have more output
+    // (and the weight gradient's pairs) and counts that do not; the last four have more output
     // pixels than a workgroup's 256 threads (the weight gradient's threads then step through
-    // several, with carries across rows and images).
+    // several, with carries across rows and images); image counts that fill blocks of 4 images
+    // and counts that do not; the last two have enough pixels that a wide device splits the
+    // weight gradient (into 2 and 4 parts, the last one pixel short).
     let shapes = [
         (1, 3, 3, 1, 6, 6, 2),
         (3, 5, 3, 1, 7, 5, 3),
@@ -394,6 +414,8 @@ fn convolutions_match_the_cpu<D: Device>(gpu: &D) {
         (9, 10, 3, 1, 6, 5, 2),
         (2, 3, 3, 1, 13, 11, 4),
         (3, 8, 3, 2, 17, 15, 5),
+        (2, 3, 3, 1, 29, 27, 3),
+        (1, 2, 3, 1, 41, 37, 3),
     ];
     for (cin, cout, k, stride, h, w, n) in shapes {
         let g = ConvGeom::new(cin, cout, k, stride, (h, w));
@@ -436,8 +458,9 @@ fn bn_state<D: Device>(d: &D, rm: D::Buf, rv: D::Buf, c: usize) -> BnState<D::Bu
 
 fn batch_norm_matches_the_cpu<D: Device>(gpu: &D) {
     let mut rng = Rng::new(2);
-    // 300 elements a channel: every thread of a workgroup holds a partial sum.
-    for (swish, (c, len)) in [(false, (3, 37)), (true, (3, 37)), (true, (2, 300))] {
+    // 300 elements a channel: every thread of a workgroup holds a partial sum; 5,001: a wide
+    // device splits each channel over 4 workgroups (1,251 elements each, the last 1,248).
+    for (swish, (c, len)) in [(false, (3, 37)), (true, (3, 37)), (true, (2, 300)), (true, (2, 5001))] {
         let g = BnGeom { c, len, momentum: 0.9, eps: 1e-3, swish };
         let xs: Vec<Vec<f32>> =
             models(&mut rng, c * len).into_iter().map(|v| v.iter().map(|x| 3.0 * x + 1.0).collect()).collect();
