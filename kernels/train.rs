@@ -72,19 +72,23 @@ pub const KERNELS: &[Kernel] = &[
         // acc[q * CB + c]: image i0 + q, channel c0 + c.
         var acc = zeros32();
         var wv = zeros9();
+        // The taps inside the input: ky in [ky0, ky1), kx in [kx0, kx1).
+        let y0 = i32(oy * p.stride) - i32(p.pad);
+        let x0 = i32(ox * p.stride) - i32(p.pad);
+        let ky0 = u32(max(-y0, 0));
+        let ky1 = u32(min(max(i32(p.h) - y0, 0), i32(p.ks)));
+        let kx0 = u32(max(-x0, 0));
+        let kx1 = u32(min(max(i32(p.w) - x0, 0), i32(p.ks)));
         for (var ci = 0u; ci < p.cin; ci++) {
             let xbase = k * p.xs + (ci * p.n + i0) * hw;
-            for (var ky = 0u; ky < p.ks; ky++) {
-                let iy = i32(oy * p.stride + ky) - i32(p.pad);
-                if (iy < 0 || iy >= i32(p.h)) { continue; }
-                for (var kx = 0u; kx < p.ks; kx++) {
-                    let ix = i32(ox * p.stride + kx) - i32(p.pad);
-                    if (ix < 0 || ix >= i32(p.w)) { continue; }
+            for (var ky = ky0; ky < ky1; ky++) {
+                let row = xbase + u32(y0 + i32(ky)) * p.w;
+                for (var kx = kx0; kx < kx1; kx++) {
+                    // Channels past the block's last repeat it (their sums are not stored):
+                    // the loads need no conditions.
                     let wi = wbase + (ci * p.ks + ky) * p.ks + kx;
-                    for (var c = 0u; c < CB; c++) {
-                        if (c < nc) { wv[c] = w[wi + c * kk]; }
-                    }
-                    let xi = xbase + u32(iy) * p.w + u32(ix);
+                    for (var c = 0u; c < CB; c++) { wv[c] = w[wi + min(c, nc - 1u) * kk]; }
+                    let xi = row + u32(x0 + i32(kx));
                     for (var q = 0u; q < IB; q++) {
                         if (q < ni) {
                             let xv = x[xi + q * hw];
@@ -140,10 +144,9 @@ pub const KERNELS: &[Kernel] = &[
                 let ox = u32(tx) / p.stride;
                 if (ox >= p.ow) { continue; }
                 for (var co = 0u; co < p.cout; co++) {
+                    // Channels past the block's last repeat it, as in `conv_forward`.
                     let wi = (((k * p.cout + co) * p.cin + c0) * p.ks + ky) * p.ks + kx;
-                    for (var c = 0u; c < CB; c++) {
-                        if (c < nc) { wv[c] = w[wi + c * taps]; }
-                    }
+                    for (var c = 0u; c < CB; c++) { wv[c] = w[wi + min(c, nc - 1u) * taps]; }
                     let gi = ((k * p.cout + co) * p.n + i0) * plane + oy * p.ow + ox;
                     for (var q = 0u; q < IB; q++) {
                         if (q < ni) {
