@@ -216,41 +216,21 @@ pub const KERNELS: &[Kernel] = &[
             let y0 = i32(oy * p.stride) - i32(p.pad);
             let x0 = i32(ox * p.stride) - i32(p.pad);
             let ibase = xbase + i * p.h * p.w;
-            if (p.ks == 3u && y0 >= 0 && y0 + 2 < i32(p.h) && x0 >= 0 && x0 + 2 < i32(p.w)) {
-                // All nine taps inside the input (most pixels): no conditions, and signed
-                // offsets from one index, which a compiler may fold into the loads.
-                let at = i32(ibase) + y0 * i32(p.w) + x0;
-                let at2 = at + i32(xplane);
-                for (var ky = 0; ky < 3; ky++) {
-                    for (var kx = 0; kx < 3; kx++) {
-                        let tap = ky * 3 + kx;
-                        let xa = x[at + ky * i32(p.w) + kx];
+            for (var ky = 0u; ky < 3u; ky++) {
+                let iy = y0 + i32(ky);
+                let row_in = ky < p.ks && iy >= 0 && iy < i32(p.h);
+                let row = ibase + u32(iy) * p.w;
+                for (var kx = 0u; kx < 3u; kx++) {
+                    let ix = x0 + i32(kx);
+                    if (row_in && kx < p.ks && ix >= 0 && ix < i32(p.w)) {
+                        let tap = ky * 3u + kx;
+                        let xa = x[row + u32(ix)];
                         acc[tap] += g * xa;
                         if (out2) { acc3[tap] += g2 * xa; }
                         if (two) {
-                            let xb = x[at2 + ky * i32(p.w) + kx];
+                            let xb = x[row + xplane + u32(ix)];
                             acc2[tap] += g * xb;
                             if (out2) { acc4[tap] += g2 * xb; }
-                        }
-                    }
-                }
-            } else {
-                for (var ky = 0u; ky < 3u; ky++) {
-                    let iy = y0 + i32(ky);
-                    let row_in = ky < p.ks && iy >= 0 && iy < i32(p.h);
-                    let row = ibase + u32(iy) * p.w;
-                    for (var kx = 0u; kx < 3u; kx++) {
-                        let ix = x0 + i32(kx);
-                        if (row_in && kx < p.ks && ix >= 0 && ix < i32(p.w)) {
-                            let tap = ky * 3u + kx;
-                            let xa = x[row + u32(ix)];
-                            acc[tap] += g * xa;
-                            if (out2) { acc3[tap] += g2 * xa; }
-                            if (two) {
-                                let xb = x[row + xplane + u32(ix)];
-                                acc2[tap] += g * xb;
-                                if (out2) { acc4[tap] += g2 * xb; }
-                            }
                         }
                     }
                 }

@@ -51,8 +51,8 @@ pub trait Launcher: Clone + Send + Sync {
     fn max_floats(&self) -> usize;
     /// Threads the device runs at once when full. A convolution with work for many more
     /// threads than this gives each thread several images ([`IMAGE_BLOCK`]), so that a weight
-    /// is loaded once for all of them; one with less keeps a thread per image, so that it
-    /// still fills the device.
+    /// is loaded once for all of them; one with less keeps a thread per image, and a reduction
+    /// with too few workgroups splits each over several, so that they still fill the device.
     fn resident_threads(&self) -> usize;
 }
 
@@ -259,18 +259,14 @@ impl<L: Launcher> Device for L {
         let parts = parts(self, groups(ob), n * g.p());
         let groups = groups(ob) * parts;
         let params = [&[u(groups)], &shape[..], &[x.stride(), u(ob), u(parts)]].concat();
-        if parts == 1 {
-            dispatch(
-                self,
-                "conv_backward_filter",
-                &[F(&x.mem), F(&gy.mem), F(&dw.mem), F(self.spare())],
-                &params,
-                groups,
-            );
-        } else {
-            let part = output(self, groups * 36 / self.population());
-            let bufs = [&x.mem, &gy.mem, self.spare(), &part.mem].map(F);
-            dispatch(self, "conv_backward_filter", &bufs, &params, groups);
+        // One part adds into dw; several write 36 sums a workgroup, which a merge adds up.
+        let part = (parts > 1).then(|| output(self, 36 * groups / self.population()));
+        let (to_dw, to_part) = match &part {
+            Some(part) => (self.spare(), &part.mem),
+            None => (&dw.mem, self.spare()),
+        };
+        dispatch(self, "conv_backward_filter", &[F(&x.mem), F(&gy.mem), F(to_dw), F(to_part)], &params, groups);
+        if let Some(part) = part {
             let total = self.population() * dw.len;
             let params = [total, g.cin, g.cout, g.k, ob, parts].map(u);
             each(self, "conv_filter_merge", &[F(&part.mem), F(&dw.mem)], &params, total);
