@@ -1,7 +1,8 @@
 //! The GPU devices against the CPU device, method by method, on random inputs of odd sizes,
 //! with a population of K = 3 models that each get their own tensors: wgpu (`wgpu_device::`),
-//! CUDA (`cuda_device::`) and the CUDA kernels on the CPU emulator (`cuda_emulator::`), the
-//! same checks on each. Float32 throughout; the tolerances
+//! CUDA (`cuda_device::`) and the CUDA kernels on the CPU emulator (`cuda_emulator::`, and
+//! `cuda_emulator_wide::` taken for a large GPU, which changes how launches divide the work),
+//! the same checks on each. Float32 throughout; the tolerances
 //! (relative to the largest magnitude of the CPU's result) cover the different summation orders
 //! of GEMM and direct loops.
 //!
