@@ -710,7 +710,8 @@ impl<D: Device> lossc_runtime::train::DeviceLoss<D> for Product {
 
 /// A whole training (batches gathered on the device with mixup and cutout, dropout, Adam's
 /// schedule, evaluations and statistics read between steps) makes the same launches every
-/// step: each step after the recorded second replays it.
+/// step: each step after the recorded second replays it, on a device of one block and on one
+/// taken for a large GPU.
 #[test]
 fn every_training_step_after_the_second_replays() {
     use lossc_runtime::augment::{Augment, Technique};
@@ -730,4 +731,17 @@ fn every_training_step_after_the_second_replays() {
     let m = train_population(d.clone(), &Product, &data(24), &data(8), None, &cfg, &mut |_| {});
     assert_eq!(m[0].steps, 12);
     assert_eq!(d.counts(), Counts { direct: 1, recorded: 1, replayed: 10, diverged: 0 });
+    // Taken for a large GPU, with 32x32 images: the reductions split (8 parts a channel in the
+    // first block), which adds launches but not ones that differ from step to step.
+    let wide = emu::Emu::with_graphs(2, true).unwrap().dry().wide();
+    let data = |n: usize| Dataset {
+        images: vec![0.5; n * 1024],
+        labels: (0..n).map(|i| (i % 3) as u32).collect(),
+        shape: (1, 32, 32),
+        classes: 3,
+    };
+    let cfg = Config { batch: 8, ..cfg };
+    let m = train_population(wide.clone(), &Product, &data(24), &data(8), None, &cfg, &mut |_| {});
+    assert_eq!(m[0].steps, 12);
+    assert_eq!(wide.counts(), Counts { direct: 1, recorded: 1, replayed: 10, diverged: 0 });
 }
