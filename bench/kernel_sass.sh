@@ -9,10 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 venv=$PWD/.venv-sass
-if [ ! -x "$venv/bin/python" ]; then
+if [ ! -e "$venv/.installed" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "nvidia-cuda-nvrtc-cu12==12.9.*" "nvidia-cuda-nvcc-cu12==12.9.*" \
         nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
+    touch "$venv/.installed"
 fi
 site=$("$venv/bin/python" -c 'import site; print(site.getsitepackages()[0])')
 libnvrtc=$(ls "$site"/nvidia/cuda_nvrtc/lib/libnvrtc.so.12)
