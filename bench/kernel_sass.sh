@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The runtime's CUDA kernels as an H100/H200 would run them, read statically on a machine
-# without a GPU: NVRTC, ptxas and cuobjdump (from NVIDIA's PyPI wheels, into .venv-sass on
-# first use) compile kernels::cuda() for sm_90, and bench/sass_loops.py prints each kernel's
+# without a GPU: NVRTC (as the CUDA device calls it), ptxas and cuobjdump (from NVIDIA's PyPI
+# wheels, into .venv-sass on first use) compile kernels::cuda() for sm_90, and
+# bench/sass_loops.py prints each kernel's
 # registers, spills and the instruction mix of its innermost loops. With a git revision, the
 # same for that revision's kernels first (built in a temporary worktree), to compare.
 #   bash bench/kernel_sass.sh [REV] [KERNEL ...]
@@ -16,16 +17,16 @@ if [ ! -e "$venv/.installed" ]; then
     touch "$venv/.installed"
 fi
 site=$("$venv/bin/python" -c 'import site; print(site.getsitepackages()[0])')
-libnvrtc=$(ls "$site"/nvidia/cuda_nvrtc/lib/libnvrtc.so.12)
+export LD_LIBRARY_PATH="$site/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 ptxas=$(ls "$site"/nvidia/cuda_nvcc/bin/ptxas)
 cuobjdump=$(ls "$site"/nvidia/cu*/bin/cuobjdump | head -1)
 export PATH="$(dirname "$(ls "$site"/nvidia/cu*/bin/nvdisasm | head -1)"):$PATH"
 
 rev=""
 if [ $# -gt 0 ] && git rev-parse --verify -q "$1^{commit}" >/dev/null; then rev=$1; shift; fi
-report() { # the translation unit in $1, for the tree named $2
+report() { # the PTX in $1, for the tree named $2
     echo "== $2"
-    "$venv/bin/python" bench/sass_loops.py "$libnvrtc" "$ptxas" "$cuobjdump" "$1" "${kernels[@]}"
+    "$venv/bin/python" bench/sass_loops.py "$ptxas" "$cuobjdump" "$1" "${kernels[@]}"
 }
 kernels=("$@")
 out=$(mktemp -d)
@@ -34,10 +35,10 @@ if [ -n "$rev" ]; then
     base=$out/base
     git worktree add --detach "$base" "$rev" >/dev/null
     trap 'git worktree remove --force "$base" >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
-    # Older revisions lack the example: it only calls kernels::cuda().
-    mkdir -p "$base/runtime/examples" && cp runtime/examples/cuda_source.rs "$base/runtime/examples/"
-    (cd "$base" && CARGO_TARGET_DIR="$root/target/sass-base" cargo run -q --release -p lossc-runtime --example cuda_source) > "$out/base.cu"
-    report "$out/base.cu" "$rev ($(git rev-parse --short "$rev"))"
+    # Older revisions lack the example: it only calls kernels::cuda() and cuda::compile_ptx.
+    mkdir -p "$base/runtime/examples" && cp runtime/examples/cuda_ptx.rs "$base/runtime/examples/"
+    (cd "$base" && CARGO_TARGET_DIR="$root/target/sass-base" cargo run -q --release -p lossc-runtime --example cuda_ptx) > "$out/base.ptx"
+    report "$out/base.ptx" "$rev ($(git rev-parse --short "$rev"))"
 fi
-cargo run -q --release -p lossc-runtime --example cuda_source > "$out/tree.cu"
-report "$out/tree.cu" "this tree ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- kernels runtime || echo ', changed'))"
+cargo run -q --release -p lossc-runtime --example cuda_ptx > "$out/tree.ptx"
+report "$out/tree.ptx" "this tree ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- kernels runtime || echo ', changed'))"

@@ -1,36 +1,15 @@
-"""Static instruction mix of CUDA kernels, without a GPU: compiles a translation unit with
-NVRTC to PTX, then ptxas (sm_90) to machine code, and reports per kernel the registers,
-spills, and each innermost loop's instructions: how many, how many are FFMA (the
-arithmetic) and loads. Fewer instructions per FFMA is less issue work for the same math; it
-is not a timing.
+"""Static instruction mix of CUDA kernels, without a GPU: compiles PTX with ptxas (sm_90) to
+machine code, and reports per kernel the registers, spills, and each innermost loop's
+instructions: how many, how many are FFMA (the arithmetic) and loads. Fewer instructions per
+FFMA is less issue work for the same math; it is not a timing.
 
-    python sass_loops.py LIBNVRTC PTXAS CUOBJDUMP FILE.cu [KERNEL ...]
+    python sass_loops.py PTXAS CUOBJDUMP FILE.ptx [KERNEL ...]
 """
 import collections
-import ctypes
 import re
 import subprocess
 import sys
 import tempfile
-
-
-def ptx(libnvrtc, src):
-    lib = ctypes.CDLL(libnvrtc)
-    prog = ctypes.c_void_p()
-    if lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"k.cu", 0, None, None):
-        sys.exit("nvrtcCreateProgram failed")
-    opts = (ctypes.c_char_p * 1)(b"--gpu-architecture=compute_90")
-    if lib.nvrtcCompileProgram(prog, 1, opts):
-        n = ctypes.c_size_t()
-        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(n))
-        log = ctypes.create_string_buffer(n.value)
-        lib.nvrtcGetProgramLog(prog, log)
-        sys.exit("NVRTC:\n" + log.value.decode())
-    n = ctypes.c_size_t()
-    lib.nvrtcGetPTXSize(prog, ctypes.byref(n))
-    out = ctypes.create_string_buffer(n.value)
-    lib.nvrtcGetPTX(prog, out)
-    return out.value
 
 
 def registers(ptxas_log):
@@ -75,10 +54,9 @@ def loops(sass, wanted):
 
 
 def main():
-    libnvrtc, ptxas, cuobjdump, path, *wanted = sys.argv[1:]
+    ptxas, cuobjdump, path, *wanted = sys.argv[1:]
     with tempfile.TemporaryDirectory() as d:
-        open(f"{d}/k.ptx", "wb").write(ptx(libnvrtc, open(path).read()))
-        log = subprocess.run([ptxas, "-arch=sm_90", "-O3", "-v", f"{d}/k.ptx", "-o", f"{d}/k.cubin"],
+        log = subprocess.run([ptxas, "-arch=sm_90", "-O3", "-v", path, "-o", f"{d}/k.cubin"],
                              check=True, capture_output=True, text=True).stderr
         sass = subprocess.run([cuobjdump, "-sass", f"{d}/k.cubin"], check=True, capture_output=True, text=True).stdout
     regs, inner = registers(log), loops(sass, set(wanted))
