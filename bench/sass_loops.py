@@ -4,6 +4,9 @@ instructions: how many, how many are FFMA (the arithmetic) and loads. Fewer inst
 FFMA is less issue work for the same math; it is not a timing.
 
     python sass_loops.py PTXAS CUOBJDUMP FILE.ptx [KERNEL ...]
+
+A KERNEL names a kernel or the entry points of a table row's variants (`conv_forward` for
+`conv_forward_1`, `_2` and `_4`).
 """
 import collections
 import re
@@ -33,7 +36,7 @@ def loops(sass, wanted):
     parts = re.split(r"\n\s*Function : (\w+)", sass)
     out = {}
     for name, body in zip(parts[1::2], parts[2::2]):
-        if wanted and name not in wanted:
+        if wanted and not any(name == w or re.fullmatch(re.escape(w) + r"_\d+", name) for w in wanted):
             continue
         ins = [(int(a, 16), t.strip()) for a, t in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", body)]
         at = {a: k for k, (a, _) in enumerate(ins)}

@@ -2,8 +2,9 @@
 //!
 //! Each row is one kernel: its storage buffers (binding order), its scalar parameters and a
 //! body in the common subset of WGSL and C++ that `runtime/src/kernels.rs` wraps for either
-//! language (`let`/`var` become `const auto`/`auto`; `select`, `sigmoid`, `reduce_sum` and
-//! `bitcast` are defined in both preludes). Bodies see `gid` (this thread's global index),
+//! language (`const`/`let`/`var` become `constexpr auto`/`const auto`/`auto`; `select`,
+//! `sigmoid`, `reduce_sum` and `bitcast` are defined in both preludes). A row written as a
+//! macro (`conv_forward!(4)`) is one kernel per value of a constant of its body. Bodies see `gid` (this thread's global index),
 //! `lid` (its index in the workgroup of 256), `wg` (the workgroup's index), `nthreads` and
 //! `nwgs`, and loop over their work grid-stride, so any dispatch size covers it.
 //!
@@ -36,24 +37,30 @@ use Access::{Read as R, ReadU32 as U, Write as W};
 /// Channels a thread of `conv_forward` (output) and `conv_backward_data` (input) computes:
 /// `CB` in the kernels' text, where both wrappers define it. Its weights are a `zeros9`.
 pub const CHANNEL_BLOCK: usize = 8;
-/// The most images such a thread computes (`IB`; the launch picks 1, 2 or 4): each weight it
-/// loads then serves that many images. Its accumulators are a `zeros32`.
+/// The most images such a thread computes (`IB`, 1, 2 or 4, an entry point each): each weight
+/// it loads then serves that many images. Its accumulators are a `zeros32`.
 pub const IMAGE_BLOCK: usize = 4;
 const _: () = assert!(CHANNEL_BLOCK <= 9 && CHANNEL_BLOCK * IMAGE_BLOCK <= 32);
 
-pub const KERNELS: &[Kernel] = &[
-    // y[k, co, i, oy, ox] = sum over ci, ky, kx of w[k, co, ci, ky, kx] x[k, ci, i, iy, ix]:
-    // a thread per output pixel, block of CB output channels and block of `ib` images (at most
-    // IB; `total` counts those), so each weight it loads serves `ib` images and each input
-    // value CB channels. A warp's threads are neighbouring pixels: its loads of x are
-    // contiguous, its loads of w one address.
-    Kernel {
-        name: "conv_forward",
-        buffers: &[("w", R), ("x", R), ("y", W)],
-        params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs", "ib"],
-        body: r#"
+/// y[k, co, i, oy, ox] = sum over ci, ky, kx of w[k, co, ci, ky, kx] x[k, ci, i, iy, ix]:
+/// a thread per output pixel, block of CB output channels and block of IB images (`total`
+/// counts those), so each weight it loads serves IB images and each input value CB channels.
+/// A warp's threads are neighbouring pixels: its loads of x are contiguous, its loads of w
+/// one address. IB is a constant of the body, and the table has an entry point for each of 1,
+/// 2 and 4 (`conv_forward_4`): a thread of one image then issues the loop of one.
+macro_rules! conv_forward {
+    ($ib:literal) => {
+        Kernel {
+            name: concat!("conv_forward_", $ib),
+            buffers: &[("w", R), ("x", R), ("y", W)],
+            params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs"],
+            body: concat!(
+                "\n    const IB = ",
+                $ib,
+                "u;",
+                r#"
     let blocks = (p.cout + CB - 1u) / CB;
-    let iblocks = (p.n + p.ib - 1u) / p.ib;
+    let iblocks = (p.n + IB - 1u) / IB;
     let kk = p.cin * p.ks * p.ks;
     let plane = p.oh * p.ow;
     let hw = p.h * p.w;
@@ -62,12 +69,12 @@ pub const KERNELS: &[Kernel] = &[
         let t0 = e / p.ow;
         let oy = t0 % p.oh;
         let t1 = t0 / p.oh;
-        let i0 = (t1 % iblocks) * p.ib;
+        let i0 = (t1 % iblocks) * IB;
         let t2 = t1 / iblocks;
         let c0 = (t2 % blocks) * CB;
         let k = t2 / blocks;
         let nc = min(CB, p.cout - c0);
-        let ni = min(p.ib, p.n - i0);
+        let ni = min(IB, p.n - i0);
         let wbase = (k * p.cout + c0) * kk;
         // acc[q * CB + c]: image i0 + q, channel c0 + c.
         var acc = zeros32();
@@ -79,15 +86,17 @@ pub const KERNELS: &[Kernel] = &[
         let ky1 = u32(min(max(i32(p.h) - y0, 0), i32(p.ks)));
         let kx0 = u32(max(-x0, 0));
         let kx1 = u32(min(max(i32(p.w) - x0, 0), i32(p.ks)));
+        // Channel c's weights lie wo[c] past channel c0's; channels past the block's last
+        // repeat it (their sums are not stored), so the loads need no conditions.
+        var wo = words9();
+        for (var c = 0u; c < CB; c++) { wo[c] = min(c, nc - 1u) * kk; }
         for (var ci = 0u; ci < p.cin; ci++) {
             let xbase = k * p.xs + (ci * p.n + i0) * hw;
             for (var ky = ky0; ky < ky1; ky++) {
                 let row = xbase + u32(y0 + i32(ky)) * p.w;
                 for (var kx = kx0; kx < kx1; kx++) {
-                    // Channels past the block's last repeat it (their sums are not stored):
-                    // the loads need no conditions.
                     let wi = wbase + (ci * p.ks + ky) * p.ks + kx;
-                    for (var c = 0u; c < CB; c++) { wv[c] = w[wi + min(c, nc - 1u) * kk]; }
+                    for (var c = 0u; c < CB; c++) { wv[c] = w[wi + wo[c]]; }
                     let xi = row + u32(x0 + i32(kx));
                     for (var q = 0u; q < IB; q++) {
                         if (q < ni) {
@@ -105,18 +114,24 @@ pub const KERNELS: &[Kernel] = &[
                 }
             }
         }
-    }"#,
-    },
-    // dx[k, ci, i, iy, ix] = sum over co and the taps that read (iy, ix) of w gy: a thread per
-    // input pixel, block of CB input channels and block of `ib` images (`total` counts those),
-    // as in `conv_forward`.
-    Kernel {
-        name: "conv_backward_data",
-        buffers: &[("w", R), ("gy", R), ("dx", W)],
-        params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "ib"],
-        body: r#"
+    }"#
+            ),
+        }
+    };
+}
+
+/// dx[k, ci, i, iy, ix] = sum over co and the taps that read (iy, ix) of w gy: a thread per
+/// input pixel, block of CB input channels and block of IB images (`total` counts those), as
+/// in `conv_forward!`.
+macro_rules! conv_backward_data {
+    ($ib:literal) => {
+        Kernel {
+            name: concat!("conv_backward_data_", $ib),
+            buffers: &[("w", R), ("gy", R), ("dx", W)],
+            params: &["total", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow"],
+            body: concat!("\n    const IB = ", $ib, "u;", r#"
     let blocks = (p.cin + CB - 1u) / CB;
-    let iblocks = (p.n + p.ib - 1u) / p.ib;
+    let iblocks = (p.n + IB - 1u) / IB;
     let taps = p.ks * p.ks;
     let plane = p.oh * p.ow;
     let hw = p.h * p.w;
@@ -125,14 +140,20 @@ pub const KERNELS: &[Kernel] = &[
         let t0 = e / p.w;
         let iy = t0 % p.h;
         let t1 = t0 / p.h;
-        let i0 = (t1 % iblocks) * p.ib;
+        let i0 = (t1 % iblocks) * IB;
         let t2 = t1 / iblocks;
         let c0 = (t2 % blocks) * CB;
         let k = t2 / blocks;
         let nc = min(CB, p.cin - c0);
-        let ni = min(p.ib, p.n - i0);
+        let ni = min(IB, p.n - i0);
         var acc = zeros32();
         var wv = zeros9();
+        // Channel c's weights lie wo[c] past channel c0's; channels past the block's last
+        // repeat it, as in `conv_forward`.
+        var wo = words9();
+        for (var c = 0u; c < CB; c++) { wo[c] = min(c, nc - 1u) * taps; }
+        let wstep = p.cin * taps;
+        let gstep = p.n * plane;
         for (var ky = 0u; ky < p.ks; ky++) {
             let ty = i32(iy + p.pad) - i32(ky);
             if (ty < 0 || ty % i32(p.stride) != 0) { continue; }
@@ -143,17 +164,19 @@ pub const KERNELS: &[Kernel] = &[
                 if (tx < 0 || tx % i32(p.stride) != 0) { continue; }
                 let ox = u32(tx) / p.stride;
                 if (ox >= p.ow) { continue; }
+                // Output channel co's weights and gradient: wi and gi step by a channel each.
+                var wi = ((k * p.cout * p.cin + c0) * p.ks + ky) * p.ks + kx;
+                var gi = (k * p.cout * p.n + i0) * plane + oy * p.ow + ox;
                 for (var co = 0u; co < p.cout; co++) {
-                    // Channels past the block's last repeat it, as in `conv_forward`.
-                    let wi = (((k * p.cout + co) * p.cin + c0) * p.ks + ky) * p.ks + kx;
-                    for (var c = 0u; c < CB; c++) { wv[c] = w[wi + min(c, nc - 1u) * taps]; }
-                    let gi = ((k * p.cout + co) * p.n + i0) * plane + oy * p.ow + ox;
+                    for (var c = 0u; c < CB; c++) { wv[c] = w[wi + wo[c]]; }
                     for (var q = 0u; q < IB; q++) {
                         if (q < ni) {
                             let g = gy[gi + q * plane];
                             for (var c = 0u; c < CB; c++) { acc[q * CB + c] += wv[c] * g; }
                         }
                     }
+                    wi += wstep;
+                    gi += gstep;
                 }
             }
         }
@@ -162,8 +185,18 @@ pub const KERNELS: &[Kernel] = &[
                 if (q < ni && c < nc) { dx[((k * p.cin + c0 + c) * p.n + i0 + q) * hw + iy * p.w + ix] = acc[q * CB + c]; }
             }
         }
-    }"#,
-    },
+    }"#),
+        }
+    };
+}
+
+pub const KERNELS: &[Kernel] = &[
+    conv_forward!(1),
+    conv_forward!(2),
+    conv_forward!(4),
+    conv_backward_data!(1),
+    conv_backward_data!(2),
+    conv_backward_data!(4),
     // dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per (k, block of `ob`
     // output channels (1 or 2), pair of input channels, part of the pixels), all taps at once
     // (a kernel of at most 3x3), so that each x value and its pixel's indices are loaded and
@@ -701,6 +734,11 @@ fn zeros9() -> array<f32, 9> {
     return array<f32, 9>();
 }
 
+// Nine zeros as u32: per-thread offsets a loop indexes.
+fn words9() -> array<u32, 9> {
+    return array<u32, 9>();
+}
+
 // Thirty-two zeros: the accumulators of a block of channels by a block of images.
 fn zeros32() -> array<f32, 32> {
     return array<f32, 32>();
@@ -761,7 +799,12 @@ template <u32 N> struct floats {
     __device__ f32& operator[](u32 i) { return v[i]; }
 };
 typedef floats<9> f32x9;
+template <u32 N> struct words {
+    u32 v[N];
+    __device__ u32& operator[](u32 i) { return v[i]; }
+};
 __device__ inline f32x9 zeros9() { return f32x9{}; }
+__device__ inline words<9> words9() { return words<9>{}; }
 __device__ inline floats<32> zeros32() { return floats<32>{}; }
 
 __shared__ f32 sh9[2304];

@@ -43,7 +43,7 @@ pub fn wgsl(k: &Kernel) -> String {
         s += &format!("@group(0) @binding({i}) var<storage, {mode}> {name}: array<{ty}>;\n");
     }
     s += &format!("@group(0) @binding({}) var<uniform> p: P;\n\n", k.buffers.len());
-    s += &format!("const CB: u32 = {CHANNEL_BLOCK}u;\nconst IB: u32 = {IMAGE_BLOCK}u;\n");
+    s += &format!("const CB: u32 = {CHANNEL_BLOCK}u;\n");
     s += WGSL_PRELUDE;
     s += &format!(
         "\n@compute @workgroup_size({THREADS})\nfn main(@builtin(workgroup_id) wid: vec3<u32>, \
@@ -61,7 +61,7 @@ pub fn wgsl(k: &Kernel) -> String {
 pub fn cuda() -> String {
     let mut s = String::from("// The training runtime's kernels (kernels/train.rs), CUDA C.\n\n");
     s += CUDA_PRELUDE;
-    s += &format!("constexpr u32 CB = {CHANNEL_BLOCK}u;\nconstexpr u32 IB = {IMAGE_BLOCK}u;\n");
+    s += &format!("constexpr u32 CB = {CHANNEL_BLOCK}u;\n");
     for k in KERNELS {
         s += &format!("\nstruct P_{} {{\n", k.name);
         for spec in k.params {
@@ -93,12 +93,14 @@ pub fn cuda() -> String {
     s
 }
 
-/// WGSL declarations to C++: `let` to `const auto`, `var` to `auto` (whole words only).
+/// WGSL declarations to C++: `const` to `constexpr auto`, `let` to `const auto`, `var` to
+/// `auto` (whole words only).
 fn to_cpp(body: &str) -> String {
     let mut out = String::with_capacity(body.len() + 256);
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut String| {
         out.push_str(match word.as_str() {
+            "const" => "constexpr auto",
             "let" => "const auto",
             "var" => "auto",
             w => w,
@@ -121,7 +123,9 @@ fn to_cpp(body: &str) -> String {
 mod tests {
     #[test]
     fn declarations_become_cpp_and_nothing_else_changes() {
-        let got = super::to_cpp("let x = 1u; var letter = x; for (var i = 0u; i < n; i++) { vary(i); }");
-        assert_eq!(got, "const auto x = 1u; auto letter = x; for (auto i = 0u; i < n; i++) { vary(i); }");
+        let got = super::to_cpp("const N = 4u; let x = 1u; var letter = x; for (var i = 0u; i < n; i++) { vary(i); }");
+        let want =
+            "constexpr auto N = 4u; const auto x = 1u; auto letter = x; for (auto i = 0u; i < n; i++) { vary(i); }";
+        assert_eq!(got, want);
     }
 }

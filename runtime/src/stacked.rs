@@ -233,8 +233,8 @@ impl<L: Launcher> Device for L {
         let ib = images_per_thread(self, threads);
         let total = threads(ib);
         let params = [total, n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
-        let params = [&params[..], &[x.stride(), u(ib)]].concat();
-        each(self, "conv_forward", &[F(&w.mem), F(&x.mem), F(&y.mem)], &params, total);
+        let params = [&params[..], &[x.stride()]].concat();
+        each(self, &format!("conv_forward_{ib}"), &[F(&w.mem), F(&x.mem), F(&y.mem)], &params, total);
         y
     }
 
@@ -276,8 +276,9 @@ impl<L: Launcher> Device for L {
             let threads = |ib: usize| self.population() * g.cin.div_ceil(CHANNEL_BLOCK) * n.div_ceil(ib) * g.h * g.w;
             let ib = images_per_thread(self, threads);
             let total = threads(ib);
-            let params = [&[u(total)], &shape[..], &[u(ib)]].concat();
-            each(self, "conv_backward_data", &[F(&w.mem), F(&gy.mem), F(&dx.mem)], &params, total);
+            let params = [&[u(total)], &shape[..]].concat();
+            let name = format!("conv_backward_data_{ib}");
+            each(self, &name, &[F(&w.mem), F(&gy.mem), F(&dx.mem)], &params, total);
             dx
         })
     }
