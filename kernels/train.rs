@@ -190,24 +190,25 @@ macro_rules! conv_backward_data {
     };
 }
 
-pub const KERNELS: &[Kernel] = &[
-    conv_forward!(1),
-    conv_forward!(2),
-    conv_forward!(4),
-    conv_backward_data!(1),
-    conv_backward_data!(2),
-    conv_backward_data!(4),
-    // dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per (k, block of `ob`
-    // output channels (1 or 2), pair of input channels, part of the pixels), all taps at once
-    // (a kernel of at most 3x3), so that each x value and its pixel's indices are loaded and
-    // computed once for up to four weights (two channels out by two in) and each gy value for
-    // eighteen. With one part the workgroup adds its sums into dw; with several it writes
-    // them to `part` (36 a workgroup), which `conv_filter_merge` adds up.
-    Kernel {
-        name: "conv_backward_filter",
-        buffers: &[("x", R), ("gy", R), ("dw", W), ("part", W)],
-        params: &["groups", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs", "ob", "parts"],
-        body: r#"
+/// dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per (k, block of OB
+/// output channels, pair of input channels, part of the pixels), all taps at once (a kernel of
+/// at most 3x3), so that each x value and its pixel's indices are loaded and computed once for
+/// up to four weights (two channels out by two in) and each gy value for eighteen. With one
+/// part the workgroup adds its sums into dw; with several it writes them to `part` (36 a
+/// workgroup), which `conv_filter_merge` adds up. OB is a constant of the body, 1 or 2 (an
+/// entry point each, `conv_backward_filter_2`; 2 takes an even `cout`): a block of one channel
+/// then keeps no registers for a second.
+macro_rules! conv_backward_filter {
+    ($ob:literal) => {
+        Kernel {
+            name: concat!("conv_backward_filter_", $ob),
+            buffers: &[("x", R), ("gy", R), ("dw", W), ("part", W)],
+            params: &["groups", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs", "parts"],
+            body: concat!(
+                "\n    const OB = ",
+                $ob,
+                "u;",
+                r#"
     let plane = p.oh * p.ow;
     let np = p.n * plane;
     let chunk = (np + p.parts - 1u) / p.parts;
@@ -215,7 +216,7 @@ pub const KERNELS: &[Kernel] = &[
     let dy = (256u % plane) / p.ow;
     let dx = 256u % p.ow;
     let pairs = (p.cin + 1u) / 2u;
-    let oblocks = (p.cout + p.ob - 1u) / p.ob;
+    let oblocks = (p.cout + OB - 1u) / OB;
     let xplane = p.n * p.h * p.w;
     for (var e = wg; e < p.groups; e += nwgs) {
         let lo = (e % p.parts) * chunk;
@@ -223,12 +224,12 @@ pub const KERNELS: &[Kernel] = &[
         let t0 = e / p.parts;
         let ci = (t0 % pairs) * 2u;
         let t1 = t0 / pairs;
-        let co = (t1 % oblocks) * p.ob;
+        let co = (t1 % oblocks) * OB;
         let k = t1 / oblocks;
         // Whether the pair has a second input channel (an odd count leaves the last one
         // alone), and the block a second output channel.
         let two = ci + 1u < p.cin;
-        let out2 = co + 1u < min(co + p.ob, p.cout);
+        let out2 = OB == 2u;
         let gbase = (k * p.cout + co) * np;
         let xbase = k * p.xs + ci * xplane;
         // acc: (co, ci); acc2: (co, ci + 1); acc3: (co + 1, ci); acc4: (co + 1, ci + 1).
@@ -307,26 +308,37 @@ pub const KERNELS: &[Kernel] = &[
                 }
             }
         }
-    }"#,
-    },
-    // dw += the parts' sums of `conv_backward_filter`: a thread per weight.
+    }"#
+            ),
+        }
+    };
+}
+
+pub const KERNELS: &[Kernel] = &[
+    conv_forward!(1),
+    conv_forward!(2),
+    conv_forward!(4),
+    conv_backward_data!(1),
+    conv_backward_data!(2),
+    conv_backward_data!(4),
+    conv_backward_filter!(1),
+    conv_backward_filter!(2),
+    // dw += the parts' sums of `conv_backward_filter_1` (a launch splits pixels only where its
+    // blocks of one output channel leave the device idle): a thread per weight.
     Kernel {
         name: "conv_filter_merge",
         buffers: &[("part", R), ("dw", W)],
-        params: &["total", "cin", "cout", "ks", "ob", "parts"],
+        params: &["total", "cin", "ks", "parts"],
         body: r#"
     let taps = p.ks * p.ks;
     let pairs = (p.cin + 1u) / 2u;
-    let oblocks = (p.cout + p.ob - 1u) / p.ob;
     for (var e = gid; e < p.total; e += nthreads) {
         let t = e % taps;
         let t0 = e / taps;
         let ci = t0 % p.cin;
-        let t1 = t0 / p.cin;
-        let co = t1 % p.cout;
-        let k = t1 / p.cout;
-        let g = (k * oblocks + co / p.ob) * pairs + ci / 2u;
-        let slot = (co % p.ob) * 18u + (ci % 2u) * 9u + (t / p.ks) * 3u + t % p.ks;
+        // The workgroup of (model, output channel) t0 / cin, pair ci / 2.
+        let g = (t0 / p.cin) * pairs + ci / 2u;
+        let slot = (ci % 2u) * 9u + (t / p.ks) * 3u + t % p.ks;
         var s = 0.0f;
         for (var q = 0u; q < p.parts; q++) { s += part[(g * p.parts + q) * 36u + slot]; }
         dw[e] += s;

@@ -252,23 +252,25 @@ impl<L: Launcher> Device for L {
         assert!(g.k <= 3, "conv_backward: the GPU kernels take kernels of at most 3x3");
         let shape = [n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
         // A workgroup per (model, block of `ob` output channels, pair of input channels, part of
-        // the pixels): two output channels where that still fills the device, else one, and
-        // the pixels split where one workgroup each would leave it idle.
+        // the pixels): two output channels where their count is even and that still fills the
+        // device, else one, and the pixels split where one workgroup each would leave it idle.
         let groups = |ob: usize| self.population() * g.cout.div_ceil(ob) * g.cin.div_ceil(2);
-        let ob = if groups(2) * THREADS >= self.resident_threads() { 2 } else { 1 };
+        let ob = if g.cout.is_multiple_of(2) && groups(2) * THREADS >= self.resident_threads() { 2 } else { 1 };
         let parts = parts(self, groups(ob), n * g.p());
         let groups = groups(ob) * parts;
-        let params = [&[u(groups)], &shape[..], &[x.stride(), u(ob), u(parts)]].concat();
+        let params = [&[u(groups)], &shape[..], &[x.stride(), u(parts)]].concat();
         // One part adds into dw; several write 36 sums a workgroup, which a merge adds up.
         let part = (parts > 1).then(|| output(self, 36 * groups / self.population()));
         let (to_dw, to_part) = match &part {
             Some(part) => (self.spare(), &part.mem),
             None => (&dw.mem, self.spare()),
         };
-        dispatch(self, "conv_backward_filter", &[F(&x.mem), F(&gy.mem), F(to_dw), F(to_part)], &params, groups);
+        let name = format!("conv_backward_filter_{ob}");
+        dispatch(self, &name, &[F(&x.mem), F(&gy.mem), F(to_dw), F(to_part)], &params, groups);
         if let Some(part) = part {
             let total = self.population() * dw.len;
-            let params = [total, g.cin, g.cout, g.k, ob, parts].map(u);
+            assert_eq!(ob, 1, "a split weight gradient has blocks of one output channel");
+            let params = [total, g.cin, g.k, parts].map(u);
             each(self, "conv_filter_merge", &[F(&part.mem), F(&dw.mem)], &params, total);
         }
         want_dx.then(|| {
