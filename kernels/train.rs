@@ -515,6 +515,14 @@ pub const KERNELS: &[Kernel] = &[
         body: r#"
     for (var e = gid; e < p.total; e += nthreads) { a[e] += b[e]; }"#,
     },
+    // y = x (tensors moving into an arena, runtime/src/stacked.rs).
+    Kernel {
+        name: "copy",
+        buffers: &[("x", R), ("y", W)],
+        params: &["total"],
+        body: r#"
+    for (var e = gid; e < p.total; e += nthreads) { y[e] = x[e]; }"#,
+    },
     // y = a * b, where b may be shared by all models (model stride bs = 0).
     Kernel {
         name: "mul",

@@ -304,9 +304,12 @@ impl Cuda {
         unsafe { launch.launch(cfg) }.map(|_| ())
     }
 
-    fn try_zero(&self, mem: &CudaSlice<f32>, floats: usize) -> Result<(), DriverError> {
-        // SAFETY: `mem` holds at least `floats` floats.
-        unsafe { cudarc::driver::result::memset_d8_async(self.ptr(mem), 0, floats * 4, self.inner.stream.cu_stream()) }
+    /// Zeroes the `floats` floats of `mem` from float `start`.
+    fn try_zero(&self, mem: &CudaSlice<f32>, start: usize, floats: usize) -> Result<(), DriverError> {
+        assert!(start + floats <= mem.len(), "zero: past the buffer's end");
+        let at = self.ptr(mem) + 4 * start as u64;
+        // SAFETY: `mem` holds the floats from `start` to `start + floats`.
+        unsafe { cudarc::driver::result::memset_d8_async(at, 0, floats * 4, self.inner.stream.cu_stream()) }
     }
 }
 
@@ -372,7 +375,7 @@ impl Replay for Cuda {
         self.try_run(op).unwrap_or_else(|e| panic!("CUDA launch of {:?}: {e:?}", op.key));
     }
     fn zero(&self, mem: &Arc<CudaSlice<f32>>, floats: usize) {
-        self.try_zero(mem, floats).expect("CUDA memset");
+        self.try_zero(mem, 0, floats).expect("CUDA memset");
     }
     fn build(&self, nodes: &[Node<'_, Cuda>]) -> Result<Graph, String> {
         let s = &self.inner.stream;
@@ -380,7 +383,7 @@ impl Replay for Cuda {
         s.begin_capture(mode).map_err(|e| format!("{e:?}"))?;
         let issued = nodes.iter().try_for_each(|n| match n {
             Node::Launch(op) => self.try_run(op),
-            Node::Zero(mem, floats) => self.try_zero(mem, *floats),
+            Node::Zero(mem, floats) => self.try_zero(mem, 0, *floats),
         });
         // Capture ends whether or not every node was issued.
         let graph = s.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
@@ -461,13 +464,13 @@ impl Launcher for Cuda {
     fn words(&self, data: &[u32]) -> Self::Words {
         self.upload(data)
     }
-    fn read(&self, mem: &Self::Mem, floats: usize) -> Vec<f32> {
+    fn read(&self, mem: &Self::Mem, start: usize, floats: usize) -> Vec<f32> {
         self.rec().before_read(self);
-        self.inner.stream.clone_dtoh(&mem.slice(..floats)).expect("CUDA read-back")
+        self.inner.stream.clone_dtoh(&mem.slice(start..start + floats)).expect("CUDA read-back")
     }
-    fn zero(&self, mem: &Self::Mem, floats: usize) {
+    fn zero(&self, mem: &Self::Mem, start: usize, floats: usize) {
         self.rec().unrecorded(self);
-        Replay::zero(self, mem, floats);
+        self.try_zero(mem, start, floats).expect("CUDA memset");
     }
     fn launch(&self, k: &'static Kernel, args: &[Arg<'_, Self>], params: &[u32], groups: usize) {
         let mut p = Params([0; 16]);
@@ -476,6 +479,10 @@ impl Launcher for Cuda {
             .iter()
             .map(|a| match a {
                 Arg::F(b) => Val::Ptr(self.ptr(b)),
+                Arg::Part(b, span) => {
+                    assert!(span.end <= b.len(), "{}: a part past its buffer's end", k.name);
+                    Val::Ptr(self.ptr(b) + 4 * span.start as u64)
+                }
                 Arg::U(b) => Val::Ptr(self.ptr(b)),
             })
             .collect();

@@ -213,8 +213,9 @@ impl Wgpu {
         }
     }
 
-    /// Copies `src` into a mappable buffer and reads it (waits for all work before it).
-    fn read_bytes(&self, src: &wgpu::Buffer, bytes: u64) -> Vec<f32> {
+    /// Copies `bytes` of `src` from byte `start` into a mappable buffer and reads them (waits
+    /// for all work before it).
+    fn read_bytes(&self, src: &wgpu::Buffer, start: u64, bytes: u64) -> Vec<f32> {
         let d = &self.inner.device;
         let staging = d.create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -222,7 +223,7 @@ impl Wgpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.record(|enc| enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes));
+        self.record(|enc| enc.copy_buffer_to_buffer(src, start, &staging, 0, bytes));
         self.submit_pending();
         let slice = staging.slice(..);
         slice.map_async(wgpu::MapMode::Read, |r| r.expect("mapping a read-back buffer"));
@@ -259,11 +260,11 @@ impl Launcher for Wgpu {
     fn words(&self, data: &[u32]) -> wgpu::Buffer {
         self.bytes_buffer(&data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
     }
-    fn read(&self, mem: &wgpu::Buffer, floats: usize) -> Vec<f32> {
-        self.read_bytes(mem, (floats * 4) as u64)
+    fn read(&self, mem: &wgpu::Buffer, start: usize, floats: usize) -> Vec<f32> {
+        self.read_bytes(mem, (start * 4) as u64, (floats * 4) as u64)
     }
-    fn zero(&self, mem: &wgpu::Buffer, floats: usize) {
-        self.record(|enc| enc.clear_buffer(mem, 0, Some((floats * 4) as u64)));
+    fn zero(&self, mem: &wgpu::Buffer, start: usize, floats: usize) {
+        self.record(|enc| enc.clear_buffer(mem, (start * 4) as u64, Some((floats * 4) as u64)));
     }
     fn launch(&self, k: &'static Kernel, args: &[Arg<'_, Self>], params: &[u32], groups: usize) {
         let pipe = &self.inner.pipes[k.name];
@@ -279,8 +280,17 @@ impl Launcher for Wgpu {
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                let (Arg::F(b) | Arg::U(b)) = a;
-                wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }
+                let resource = match a {
+                    Arg::F(b) | Arg::U(b) => b.as_entire_binding(),
+                    // Its own range, so that the parts of one buffer a launch binds do not
+                    // overlap.
+                    Arg::Part(b, span) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b,
+                        offset: (span.start * 4) as u64,
+                        size: wgpu::BufferSize::new((span.len().max(1) * 4) as u64),
+                    }),
+                };
+                wgpu::BindGroupEntry { binding: i as u32, resource }
             })
             .collect();
         entries.push(wgpu::BindGroupEntry { binding: args.len() as u32, resource: uniform.as_entire_binding() });

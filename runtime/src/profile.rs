@@ -45,7 +45,7 @@ pub(crate) fn on() -> bool {
 
 /// Waits for all work `l` has queued ([`Launcher::read`] waits for the work before it).
 fn wait<L: Launcher>(l: &L) {
-    l.read(l.spare(), 1);
+    l.read(l.spare(), 0, 1);
 }
 
 /// Runs `launch` (work on `l` under `name`), timed when this thread's profile is on.

@@ -8,12 +8,14 @@
 use crate::augment::{self, Augment, Plan};
 use crate::device::{BnGeom, BnState, ConvGeom, Device, Tensors, Update};
 use crate::kernels::{self, CHANNEL_BLOCK, IMAGE_BLOCK, Kernel, THREADS};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A GPU API as the stacked device needs it. Launches run in order; [`Launcher::read`] waits
 /// for the work before it.
 pub trait Launcher: Clone + Send + Sync {
-    /// A buffer of f32.
-    type Mem: Send + Sync;
+    /// A buffer of f32 (a handle: a clone is the same buffer).
+    type Mem: Clone + Send + Sync;
     /// A buffer of u32 (labels, augmentation draws).
     type Words: Send + Sync;
     /// The device in a few words, for a run's record.
@@ -32,10 +34,10 @@ pub trait Launcher: Clone + Send + Sync {
     fn init(&self, data: &[f32]) -> Self::Mem;
     /// A copy of `data` (one zero when empty).
     fn words(&self, data: &[u32]) -> Self::Words;
-    /// The first `floats` values of `mem`.
-    fn read(&self, mem: &Self::Mem, floats: usize) -> Vec<f32>;
-    /// Sets the first `floats` values of `mem` to zero.
-    fn zero(&self, mem: &Self::Mem, floats: usize);
+    /// The `floats` values of `mem` from float `start`.
+    fn read(&self, mem: &Self::Mem, start: usize, floats: usize) -> Vec<f32>;
+    /// Sets the `floats` values of `mem` from float `start` to zero.
+    fn zero(&self, mem: &Self::Mem, start: usize, floats: usize);
     /// Kernel `k` over `args` (its buffers, in the table's order) with `params` (u32 bits, in
     /// the table's order) on `groups` blocks of [`THREADS`] (capped at 65,535; the kernels loop
     /// over the rest).
@@ -59,21 +61,48 @@ pub trait Launcher: Clone + Send + Sync {
 /// A launch argument: a buffer of floats or of u32.
 pub enum Arg<'a, L: Launcher> {
     F(&'a L::Mem),
+    /// The floats `.1` of a buffer (a packed tensor, [`SBuf::packed`]), which the kernel sees
+    /// as its whole buffer.
+    Part(&'a L::Mem, Range<usize>),
     U(&'a L::Words),
 }
 use Arg::{F, U};
 
-/// A device buffer: one tensor of `len` floats per model, or one for all (`shared`).
+/// The launch argument of a device buffer.
+fn f<L: Launcher>(b: &SBuf<L::Mem>) -> Arg<'_, L> {
+    match &b.packed {
+        None => F(&b.mem),
+        Some((_, span)) => Arg::Part(&b.mem, span.clone()),
+    }
+}
+
+/// `floats` floats from the start of a packed buffer (a run of tensors, [`runs`]).
+fn from<L: Launcher>(b: &SBuf<L::Mem>, floats: usize) -> Arg<'_, L> {
+    Arg::Part(&b.mem, b.start()..b.start() + floats)
+}
+
+/// A device buffer: one tensor of `len` floats per model, or one for all (`shared`). A packed
+/// one holds the floats `span` of an allocation it shares with the other tensors of its arena
+/// (an id, see [`pack`]).
 pub struct SBuf<M> {
     pub(crate) mem: M,
     pub(crate) len: usize,
     pub(crate) shared: bool,
+    pub(crate) packed: Option<(u64, Range<usize>)>,
 }
 
 impl<M> SBuf<M> {
+    /// A buffer of its own.
+    pub(crate) fn own(mem: M, len: usize, shared: bool) -> SBuf<M> {
+        SBuf { mem, len, shared, packed: None }
+    }
     /// Elements between one model's tensor and the next.
     pub(crate) fn stride(&self) -> u32 {
         if self.shared { 0 } else { self.len as u32 }
+    }
+    /// Where its floats start in its allocation.
+    fn start(&self) -> usize {
+        self.packed.as_ref().map_or(0, |(_, span)| span.start)
     }
 }
 
@@ -104,18 +133,18 @@ pub(crate) fn u(x: usize) -> u32 {
 
 /// A zeroed buffer of `floats` holding tensors of `len`.
 pub(crate) fn buffer<L: Launcher>(l: &L, floats: usize, len: usize, shared: bool) -> SBuf<L::Mem> {
-    SBuf { mem: l.alloc(floats.max(1)), len, shared }
+    SBuf::own(l.alloc(floats.max(1)), len, shared)
 }
 
 /// A buffer of K tensors of `len` that a kernel writes in full before anything reads it
 /// ([`Launcher::scratch`]).
 pub(crate) fn output<L: Launcher>(l: &L, len: usize) -> SBuf<L::Mem> {
-    SBuf { mem: l.scratch((len * l.population()).max(1)), len, shared: false }
+    SBuf::own(l.scratch((len * l.population()).max(1)), len, false)
 }
 
 /// A buffer with `data`, holding tensors of `len`.
 pub(crate) fn init<L: Launcher>(l: &L, data: &[f32], len: usize, shared: bool) -> SBuf<L::Mem> {
-    SBuf { mem: l.init(data), len, shared }
+    SBuf::own(l.init(data), len, shared)
 }
 
 /// Images a thread of a convolution computes, where `threads(ib)` is the kernel's thread count
@@ -186,7 +215,7 @@ impl<L: Launcher> Device for L {
         if n == 0 {
             return Vec::new();
         }
-        self.read(&buf.mem, n)
+        self.read(&buf.mem, buf.start(), n)
     }
     fn len(&self, buf: &SBuf<L::Mem>) -> usize {
         buf.len
@@ -199,7 +228,7 @@ impl<L: Launcher> Device for L {
     }
     fn clear(&self, buf: &mut SBuf<L::Mem>) {
         let n = if buf.shared { buf.len } else { buf.len * self.population() };
-        self.zero(&buf.mem, n.max(1));
+        self.zero(&buf.mem, buf.start(), n.max(1));
     }
     fn upload_images(&self, host: &[f32], n: usize, c: usize, hw: usize) -> SBuf<L::Mem> {
         self.upload(&crate::cpu::Cpu.upload_images(host, n, c, hw))
@@ -219,10 +248,10 @@ impl<L: Launcher> Device for L {
         let n = idx.len();
         let draws = augment::gather_draws(idx, plan, a);
         let lam = init(self, plan.mix.as_ref().map_or(&[][..], |(_, lam)| lam), n, true);
-        let x = SBuf { mem: self.scratch(c * n * h * w), len: c * n * h * w, shared: true };
+        let x = SBuf::own(self.scratch(c * n * h * w), c * n * h * w, true);
         let total = x.len;
         let params = [total, n, c, h, w, a.pad, a.cutout, plan.mix.is_some() as usize].map(u);
-        each(self, "augment", &[F(&data.mem), U(&self.words(&draws)), F(&lam.mem), F(&x.mem)], &params, total);
+        each(self, "augment", &[f(data), U(&self.words(&draws)), f(&lam), f(&x)], &params, total);
         x
     }
 
@@ -234,7 +263,7 @@ impl<L: Launcher> Device for L {
         let total = threads(ib);
         let params = [total, n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
         let params = [&params[..], &[x.stride()]].concat();
-        each(self, &format!("conv_forward_{ib}"), &[F(&w.mem), F(&x.mem), F(&y.mem)], &params, total);
+        each(self, &format!("conv_forward_{ib}"), &[f(w), f(x), f(&y)], &params, total);
         y
     }
 
@@ -262,16 +291,16 @@ impl<L: Launcher> Device for L {
         // One part adds into dw; several write 36 sums a workgroup, which a merge adds up.
         let part = (parts > 1).then(|| output(self, 36 * groups / self.population()));
         let (to_dw, to_part) = match &part {
-            Some(part) => (self.spare(), &part.mem),
-            None => (&dw.mem, self.spare()),
+            Some(part) => (F(self.spare()), f(part)),
+            None => (f(dw), F(self.spare())),
         };
         let name = format!("conv_backward_filter_{ob}");
-        dispatch(self, &name, &[F(&x.mem), F(&gy.mem), F(to_dw), F(to_part)], &params, groups);
+        dispatch(self, &name, &[f(x), f(gy), to_dw, to_part], &params, groups);
         if let Some(part) = part {
             let total = self.population() * dw.len;
             assert_eq!(ob, 1, "a split weight gradient has blocks of one output channel");
             let params = [total, g.cin, g.k, parts].map(u);
-            each(self, "conv_filter_merge", &[F(&part.mem), F(&dw.mem)], &params, total);
+            each(self, "conv_filter_merge", &[f(&part), f(dw)], &params, total);
         }
         want_dx.then(|| {
             let dx = output(self, g.cin * n * g.h * g.w);
@@ -280,7 +309,7 @@ impl<L: Launcher> Device for L {
             let total = threads(ib);
             let params = [&[u(total)], &shape[..]].concat();
             let name = format!("conv_backward_data_{ib}");
-            each(self, &name, &[F(&w.mem), F(&gy.mem), F(&dx.mem)], &params, total);
+            each(self, &name, &[f(w), f(gy), f(&dx)], &params, total);
             dx
         })
     }
@@ -303,15 +332,9 @@ impl<L: Launcher> Device for L {
         if train {
             let parts = parts(self, groups, g.len);
             let part = output(self, 3 * g.c * parts);
-            dispatch(
-                self,
-                "bn_stats",
-                &[F(&x.mem), F(&part.mem)],
-                &[groups * parts, g.len, parts].map(u),
-                groups * parts,
-            );
+            dispatch(self, "bn_stats", &[f(x), f(&part)], &[groups * parts, g.len, parts].map(u), groups * parts);
             let params = [u(groups), u(parts), g.momentum.to_bits(), g.eps.to_bits()];
-            let bufs = [&part.mem, &mean.mem, &s.inv_std.mem, &s.running_mean.mem, &s.running_var.mem].map(F);
+            let bufs = [&part, &mean, &s.inv_std, &s.running_mean, &s.running_var].map(f);
             each(self, "bn_merge", &bufs, &params, groups);
             if s.xhat.len != x.len {
                 s.xhat = self.zeros(x.len);
@@ -320,13 +343,13 @@ impl<L: Launcher> Device for L {
                 s.sig = self.zeros(x.len);
             }
         } else {
-            let bufs = [&s.running_mean.mem, &s.running_var.mem, &mean.mem, &s.inv_std.mem].map(F);
+            let bufs = [&s.running_mean, &s.running_var, &mean, &s.inv_std].map(f);
             each(self, "bn_running", &bufs, &[u(groups), g.eps.to_bits()], groups);
         }
         let y = output(self, x.len);
         let total = self.population() * x.len;
         let params = [total, g.len, g.swish as usize, train as usize].map(u);
-        let bufs = [&x.mem, &mean.mem, &s.inv_std.mem, &gamma.mem, &beta.mem, &y.mem, &s.xhat.mem, &s.sig.mem].map(F);
+        let bufs = [x, &mean, &s.inv_std, gamma, beta, &y, &s.xhat, &s.sig].map(f);
         each(self, "bn_apply", &bufs, &params, total);
         y
     }
@@ -345,16 +368,16 @@ impl<L: Launcher> Device for L {
         let groups = self.population() * g.c;
         let parts = parts(self, groups, g.len);
         let part = output(self, 2 * g.c * parts);
-        let sig = if g.swish { &s.sig.mem } else { self.spare() };
-        let bufs = [&gy.mem, &s.xhat.mem, sig, &gamma.mem, &beta.mem, &part.mem].map(F);
+        let sig = || if g.swish { f(&s.sig) } else { F(self.spare()) };
+        let bufs = [f(gy), f(&s.xhat), sig(), f(gamma), f(beta), f(&part)];
         let params = [groups * parts, g.len, g.swish as usize, parts].map(u);
         dispatch(self, "bn_backward_sums", &bufs, &params, groups * parts);
         let sums = output(self, 2 * g.c);
-        let bufs = [&part.mem, &sums.mem, &dgamma.mem, &dbeta.mem].map(F);
+        let bufs = [&part, &sums, dgamma, dbeta].map(f);
         each(self, "bn_sums_merge", &bufs, &[u(groups), u(parts)], groups);
         let dx = output(self, gy.len);
         let total = self.population() * gy.len;
-        let bufs = [&gy.mem, &s.xhat.mem, sig, &gamma.mem, &beta.mem, &s.inv_std.mem, &sums.mem, &dx.mem].map(F);
+        let bufs = [f(gy), f(&s.xhat), sig(), f(gamma), f(beta), f(&s.inv_std), f(&sums), f(&dx)];
         each(self, "bn_backward_dx", &bufs, &[u(total), u(g.len), g.swish as u32], total);
         dx
     }
@@ -362,25 +385,25 @@ impl<L: Launcher> Device for L {
     fn add_assign(&self, a: &mut SBuf<L::Mem>, b: &SBuf<L::Mem>) {
         assert!(a.len == b.len && !a.shared && !b.shared, "add_assign: lengths");
         let total = self.population() * a.len;
-        each(self, "add", &[F(&a.mem), F(&b.mem)], &[u(total)], total);
+        each(self, "add", &[f(a), f(b)], &[u(total)], total);
     }
     fn mul(&self, a: &SBuf<L::Mem>, b: &SBuf<L::Mem>) -> SBuf<L::Mem> {
         assert!(a.len == b.len && !a.shared, "mul: lengths");
         let y = output(self, a.len);
         let total = self.population() * a.len;
-        each(self, "mul", &[F(&a.mem), F(&b.mem), F(&y.mem)], &[u(total), u(a.len), b.stride()], total);
+        each(self, "mul", &[f(a), f(b), f(&y)], &[u(total), u(a.len), b.stride()], total);
         y
     }
     fn pool_forward(&self, c: usize, n: usize, hw: usize, x: &SBuf<L::Mem>) -> SBuf<L::Mem> {
         let y = output(self, n * c);
         let total = self.population() * y.len;
-        each(self, "pool_forward", &[F(&x.mem), F(&y.mem)], &[total, c, n, hw].map(u), total);
+        each(self, "pool_forward", &[f(x), f(&y)], &[total, c, n, hw].map(u), total);
         y
     }
     fn pool_backward(&self, c: usize, n: usize, hw: usize, gy: &SBuf<L::Mem>) -> SBuf<L::Mem> {
         let dx = output(self, c * n * hw);
         let total = self.population() * dx.len;
-        each(self, "pool_backward", &[F(&gy.mem), F(&dx.mem)], &[total, c, n, hw].map(u), total);
+        each(self, "pool_backward", &[f(gy), f(&dx)], &[total, c, n, hw].map(u), total);
         dx
     }
     fn dense_forward(
@@ -395,7 +418,7 @@ impl<L: Launcher> Device for L {
         assert!(x.len == n * inp && w.len == out * inp && b.len == out && !x.shared, "dense_forward: shapes");
         let y = output(self, n * out);
         let total = self.population() * y.len;
-        each(self, "dense_forward", &[F(&x.mem), F(&w.mem), F(&b.mem), F(&y.mem)], &[total, n, inp, out].map(u), total);
+        each(self, "dense_forward", &[f(x), f(w), f(b), f(&y)], &[total, n, inp, out].map(u), total);
         y
     }
     fn dense_backward(
@@ -411,16 +434,10 @@ impl<L: Launcher> Device for L {
     ) -> SBuf<L::Mem> {
         assert!(gy.len == n * out && dw.len == out * inp && db.len == out, "dense_backward: shapes");
         let total = self.population() * dw.len;
-        each(
-            self,
-            "dense_backward_w",
-            &[F(&x.mem), F(&gy.mem), F(&dw.mem), F(&db.mem)],
-            &[total, n, inp, out].map(u),
-            total,
-        );
+        each(self, "dense_backward_w", &[f(x), f(gy), f(dw), f(db)], &[total, n, inp, out].map(u), total);
         let dx = output(self, n * inp);
         let total = self.population() * dx.len;
-        each(self, "dense_backward_x", &[F(&w.mem), F(&gy.mem), F(&dx.mem)], &[total, n, inp, out].map(u), total);
+        each(self, "dense_backward_x", &[f(w), f(gy), f(&dx)], &[total, n, inp, out].map(u), total);
         dx
     }
 
@@ -436,26 +453,101 @@ impl<L: Launcher> Device for L {
         assert!(logits.len >= n * classes && labels.len() == n && slot < 4 && stats.len == 4, "hits: shapes");
         let labels = self.words(labels);
         let params = [self.population(), n, classes, slot].map(u);
-        dispatch(self, "hits", &[F(&logits.mem), U(&labels), F(&stats.mem)], &params, self.population());
+        dispatch(self, "hits", &[f(logits), U(&labels), f(stats)], &params, self.population());
     }
 
     fn update(&self, up: &Update, tensors: &mut [Tensors<'_, SBuf<L::Mem>>]) {
-        let f = |x: f32| x.to_bits();
+        let bits = |x: f32| x.to_bits();
         let (sched, params) = match *up {
-            Update::Adam { lr, b1, b2, eps, c1, c2 } => ([lr, c1, c2], [1, f(b1), f(b2), f(eps), 0]),
-            Update::Nesterov { lr, mu } => ([lr, 1.0, 1.0], [0, 0, 0, 0, f(mu)]),
+            Update::Adam { lr, b1, b2, eps, c1, c2 } => ([lr, c1, c2], [1, bits(b1), bits(b2), bits(eps), 0]),
+            Update::Nesterov { lr, mu } => ([lr, 1.0, 1.0], [0, 0, 0, 0, bits(mu)]),
         };
         let sched = init(self, &sched, 3, true);
-        for t in tensors {
+        for t in tensors.iter_mut() {
             for s in [&mut *t.m, &mut *t.v] {
                 if s.len != t.value.len {
                     *s = self.zeros(t.value.len);
                 }
             }
-            let total = self.population() * t.value.len;
-            let params = [&[u(total)], &params[..], &[f(t.decay)]].concat();
-            let bufs = [&t.value.mem, &t.grad.mem, &t.m.mem, &t.v.mem, &sched.mem].map(F);
-            each(self, "update", &bufs, &params, total);
+        }
+        let runs = runs(tensors).unwrap_or_else(|| {
+            pack(self, tensors);
+            runs(tensors).expect("packed tensors")
+        });
+        for (first, floats) in runs {
+            let t = &tensors[first];
+            let bufs = [from(t.value, floats), from(t.grad, floats), from(t.m, floats), from(t.v, floats), f(&sched)];
+            let params = [&[u(floats)], &params[..], &[bits(t.decay)]].concat();
+            each(self, "update", &bufs, &params, floats);
         }
     }
+}
+
+/// Where packed tensors start: a multiple of 64 floats, 256 bytes, the alignment of a wgpu
+/// binding's offset.
+const PACK_ALIGN: usize = 64;
+
+/// The id of the next arena ([`pack`]).
+static NEXT_ARENA: AtomicU64 = AtomicU64::new(1);
+
+/// Moves the values of `tensors` into one allocation (an arena), tensor after tensor, the
+/// tensors of the same decay together; their gradients and both moments into three more, at the
+/// same places. One launch then updates each run of tensors of the same decay ([`runs`]): one
+/// or two a step where there was one a tensor. The floats between tensors hold zeros, which an
+/// update leaves zero.
+fn pack<L: Launcher>(l: &L, tensors: &mut [Tensors<'_, SBuf<L::Mem>>]) {
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| tensors[b].decay.total_cmp(&tensors[a].decay));
+    let mut spans = vec![0..0; tensors.len()];
+    let mut end = 0usize;
+    for &i in &order {
+        assert!(!tensors[i].value.shared, "update: a tensor of each model");
+        let start = end.next_multiple_of(PACK_ALIGN);
+        end = start + l.population() * tensors[i].value.len;
+        spans[i] = start..end;
+    }
+    let arenas: [_; 4] = std::array::from_fn(|_| (NEXT_ARENA.fetch_add(1, Ordering::Relaxed), l.alloc(end)));
+    for (t, span) in tensors.iter_mut().zip(spans) {
+        for (b, (id, arena)) in [&mut *t.value, &mut *t.grad, &mut *t.m, &mut *t.v].into_iter().zip(&arenas) {
+            let to = SBuf { mem: arena.clone(), len: b.len, shared: false, packed: Some((*id, span.clone())) };
+            each(l, "copy", &[f(b), f(&to)], &[u(span.len())], span.len());
+            *b = to;
+        }
+    }
+}
+
+/// The runs of tensors of the same decay in [`pack`]'s arenas, in arena order: the first
+/// tensor's index and the floats from its start to the run's end. `None` unless each tensor's
+/// value, gradient and moments lie at one place in four arenas, the tensors one after another
+/// from the start.
+fn runs<M>(tensors: &[Tensors<'_, SBuf<M>>]) -> Option<Vec<(usize, usize)>> {
+    let first = tensors.first()?;
+    let ids = [&first.value, &first.grad, &first.m, &first.v].map(|b| b.packed.as_ref().map(|(id, _)| *id));
+    let mut at: Vec<(Range<usize>, usize)> = Vec::with_capacity(tensors.len());
+    for (i, t) in tensors.iter().enumerate() {
+        let span = t.value.packed.as_ref()?.1.clone();
+        for (b, want) in [&t.value, &t.grad, &t.m, &t.v].into_iter().zip(ids) {
+            let (id, s) = b.packed.as_ref()?;
+            if Some(*id) != want || *s != span {
+                return None;
+            }
+        }
+        at.push((span, i));
+    }
+    at.sort_by_key(|(span, _)| span.start);
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut end = 0usize;
+    for (span, i) in at {
+        if span.start != end.next_multiple_of(PACK_ALIGN) {
+            return None;
+        }
+        match runs.last_mut() {
+            Some((j, floats)) if tensors[*j].decay.to_bits() == tensors[i].decay.to_bits() => {
+                *floats = span.end - tensors[*j].value.start();
+            }
+            _ => runs.push((i, span.len())),
+        }
+        end = span.end;
+    }
+    Some(runs)
 }

@@ -14,6 +14,7 @@ use lossc_runtime::cpu::Cpu;
 use lossc_runtime::cuda::Cuda;
 use lossc_runtime::device::{BnGeom, BnState, ConvGeom, Device, Tensors, Update};
 use lossc_runtime::gpu::Wgpu;
+use lossc_runtime::profile;
 use lossc_runtime::rng::Rng;
 
 const K: usize = 3;
@@ -324,14 +325,15 @@ mod emu {
                 Held::F(_) => unreachable!("a word upload"),
             })
         }
-        fn read(&self, mem: &Self::Mem, floats: usize) -> Vec<f32> {
+        fn read(&self, mem: &Self::Mem, start: usize, floats: usize) -> Vec<f32> {
             self.rec().before_read(self);
             // SAFETY: no launch is running (they are synchronous).
-            unsafe { (&*mem.0.get())[..floats].to_vec() }
+            unsafe { (&*mem.0.get())[start..start + floats].to_vec() }
         }
-        fn zero(&self, mem: &Self::Mem, floats: usize) {
+        fn zero(&self, mem: &Self::Mem, start: usize, floats: usize) {
             self.rec().unrecorded(self);
-            Replay::zero(self, mem, floats);
+            // SAFETY: no launch is running (they are synchronous).
+            unsafe { (&mut *mem.0.get())[start..start + floats].fill(0.0) }
         }
         fn launch(&self, k: &'static Kernel, args: &[Arg<'_, Self>], params: &[u32], groups: usize) {
             let at = KERNELS.iter().position(|x| x.name == k.name).expect("a kernel of the table");
@@ -339,6 +341,11 @@ mod emu {
                 .iter()
                 .map(|a| match a {
                     Arg::F(m) => m.ptr() as u64,
+                    Arg::Part(m, span) => {
+                        // SAFETY: the part lies inside the buffer (checked).
+                        assert!(span.end <= unsafe { (*m.0.get()).len() }, "{}: a part past its buffer", k.name);
+                        m.ptr() as u64 + 4 * span.start as u64
+                    }
                     Arg::U(m) => m.ptr() as u64,
                 })
                 .collect();
@@ -544,28 +551,52 @@ fn optimiser_updates_and_hits_match_the_cpu<D: Device>(gpu: &D) {
     let mut rng = Rng::new(4);
     let adam = Update::Adam { lr: 0.01, b1: 0.9, b2: 0.999, eps: 1e-7, c1: 0.19, c2: 0.002 };
     let nesterov = Update::Nesterov { lr: 0.05, mu: 0.9 };
-    for (u, decay) in [(adam, 0.0), (adam, 5e-4), (nesterov, 5e-4)] {
-        let n = 29;
-        let (w, g, m0, v0) = (models(&mut rng, n), models(&mut rng, n), models(&mut rng, n), models(&mut rng, n));
-        let v0: Vec<Vec<f32>> = v0.into_iter().map(|v| v.iter().map(|x| x.abs()).collect()).collect();
-        let (mut wb, mut gb, mut mb, mut vb) = (gpu.stack(&w), gpu.stack(&g), gpu.stack(&m0), gpu.stack(&v0));
+    // Tensors of odd lengths, with and without decay: the device packs them into arenas (with
+    // zeros between tensors) and updates each run of one decay in one launch.
+    let lens = [29, 3, 70];
+    for (u, wd) in [(adam, 0.0), (adam, 5e-4), (nesterov, 5e-4)] {
+        let decays = [wd, 0.0, wd];
+        let host: Vec<[Vec<Vec<f32>>; 4]> = lens
+            .iter()
+            .map(|&n| {
+                let v0 = models(&mut rng, n).into_iter().map(|v| v.iter().map(|x| x.abs()).collect()).collect();
+                [models(&mut rng, n), models(&mut rng, n), models(&mut rng, n), v0]
+            })
+            .collect();
+        let mut bufs: Vec<[D::Buf; 4]> = host.iter().map(|t| t.each_ref().map(|x| gpu.stack(x))).collect();
+        let update = |bufs: &mut Vec<[D::Buf; 4]>| {
+            let mut tensors: Vec<Tensors<'_, D::Buf>> = bufs
+                .iter_mut()
+                .zip(decays)
+                .map(|([value, grad, m, v], decay)| Tensors { decay, value, grad, m, v })
+                .collect();
+            gpu.update(&u, &mut tensors);
+        };
         // Two steps: the second sees the first's moments and a cleared gradient.
         for _ in 0..2 {
-            gpu.update(&u, &mut [Tensors { decay, value: &mut wb, grad: &mut gb, m: &mut mb, v: &mut vb }]);
+            update(&mut bufs);
         }
-        let got: Vec<Vec<Vec<f32>>> = [&wb, &gb, &mb, &vb].iter().map(|b: &&D::Buf| split(gpu.download(b))).collect();
-        for k in 0..K {
-            let (mut cw, mut cg, mut cm, mut cv) = (w[k].clone(), g[k].clone(), m0[k].clone(), v0[k].clone());
-            for _ in 0..2 {
-                Cpu.update(&u, &mut [Tensors { decay, value: &mut cw, grad: &mut cg, m: &mut cm, v: &mut cv }]);
-            }
-            for (what, got, want) in [("value", &got[0][k], &cw), ("grad", &got[1][k], &cg), ("m", &got[2][k], &cm)] {
-                close(&format!("{u:?} decay {decay} {what}"), got, want, 1e-6);
-            }
-            if matches!(u, Update::Adam { .. }) {
-                close(&format!("{u:?} v"), &got[3][k], &cv, 1e-6);
+        for (t, (b, decay)) in bufs.iter().zip(decays).enumerate() {
+            let got: Vec<Vec<Vec<f32>>> = b.iter().map(|b| split(gpu.download(b))).collect();
+            for k in 0..K {
+                let [mut cw, mut cg, mut cm, mut cv] = host[t].each_ref().map(|x| x[k].clone());
+                for _ in 0..2 {
+                    Cpu.update(&u, &mut [Tensors { decay, value: &mut cw, grad: &mut cg, m: &mut cm, v: &mut cv }]);
+                }
+                for (what, got, want) in [("value", &got[0][k], &cw), ("grad", &got[1][k], &cg), ("m", &got[2][k], &cm)]
+                {
+                    close(&format!("{u:?} tensor {t} decay {decay} {what}"), got, want, 1e-6);
+                }
+                if matches!(u, Update::Adam { .. }) {
+                    close(&format!("{u:?} tensor {t} v"), &got[3][k], &cv, 1e-6);
+                }
             }
         }
+        // Packed: a launch for each decay, no copies.
+        profile::start();
+        update(&mut bufs);
+        let got: Vec<(&str, usize)> = profile::stop().iter().map(|k| (k.name, k.launches)).collect();
+        assert_eq!(got, [("update", if wd == 0.0 { 1 } else { 2 })], "{u:?} decay {wd}");
     }
     // hits: ties go to the first maximum, as on the CPU.
     let (n, classes) = (37, 6);
@@ -612,7 +643,6 @@ fn gathered_augmented_batches_match_the_host<D: Device>(gpu: &D) {
 /// emulated CUDA kernels stand in for a GPU).
 #[test]
 fn a_profile_counts_each_launch_while_on() {
-    use lossc_runtime::profile;
     let Some(d) = open(emu::Emu::new(K), "LOSSC_REQUIRE_GXX") else { return };
     let g = ConvGeom::new(2, 3, 3, 1, (4, 4));
     let (w, x) = (d.param(&vec![0.5; 3 * g.kk()]), d.upload(&vec![1.0; 2 * 2 * 16]));
