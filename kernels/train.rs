@@ -34,13 +34,14 @@ pub struct Kernel {
 
 use Access::{Read as R, ReadU32 as U, Write as W};
 
-/// Channels a thread of `conv_forward` (output) and `conv_backward_data` (input) computes:
-/// `CB` in the kernels' text, where both wrappers define it. Its weights are a `zeros9`.
+/// Channels a thread of `conv_forward` (output) and `conv_backward_data` (input) computes, and
+/// output channels a workgroup of `conv_backward_filter`: `CB` in the kernels' text, where both
+/// wrappers define it. Its weights are a `zeros9`, the weight gradient's sums a `zeros72`.
 pub const CHANNEL_BLOCK: usize = 8;
 /// The most images such a thread computes (`IB`, 1, 2 or 4, an entry point each): each weight
 /// it loads then serves that many images. Its accumulators are a `zeros32`.
 pub const IMAGE_BLOCK: usize = 4;
-const _: () = assert!(CHANNEL_BLOCK <= 9 && CHANNEL_BLOCK * IMAGE_BLOCK <= 32);
+const _: () = assert!(CHANNEL_BLOCK <= 9 && CHANNEL_BLOCK * IMAGE_BLOCK <= 32 && CHANNEL_BLOCK * 9 <= 72);
 
 /// y[k, co, i, oy, ox] = sum over ci, ky, kx of w[k, co, ci, ky, kx] x[k, ci, i, iy, ix]:
 /// a thread per output pixel, block of CB output channels and block of IB images (`total`
@@ -190,53 +191,50 @@ macro_rules! conv_backward_data {
     };
 }
 
-/// dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per (k, block of OB
-/// output channels, pair of input channels, part of the pixels), all taps at once (a kernel of
-/// at most 3x3), so that each x value and its pixel's indices are loaded and computed once for
-/// up to four weights (two channels out by two in) and each gy value for eighteen. With one
-/// part the workgroup adds its sums into dw; with several it writes them to `part` (36 a
-/// workgroup), which `conv_filter_merge` adds up. OB is a constant of the body, 1 or 2 (an
-/// entry point each, `conv_backward_filter_2`; 2 takes an even `cout`): a block of one channel
-/// then keeps no registers for a second.
-macro_rules! conv_backward_filter {
-    ($ob:literal) => {
-        Kernel {
-            name: concat!("conv_backward_filter_", $ob),
-            buffers: &[("x", R), ("gy", R), ("dw", W), ("part", W)],
-            params: &["groups", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs", "parts"],
-            body: concat!(
-                "\n    const OB = ",
-                $ob,
-                "u;",
-                r#"
+pub const KERNELS: &[Kernel] = &[
+    conv_forward!(1),
+    conv_forward!(2),
+    conv_forward!(4),
+    conv_backward_data!(1),
+    conv_backward_data!(2),
+    conv_backward_data!(4),
+    // dw[k, co, ci, ky, kx] += sum over i, oy, ox of gy x: one workgroup per (k, block of CB
+    // output channels, input channel, part of the pixels), all taps at once (a kernel of at
+    // most 3x3), so that each x value is loaded once for CB weights and each gy value once for
+    // nine. With one part the workgroup adds its sums into dw; with several it writes them to
+    // `part` (CB * 9 a workgroup), which `conv_filter_merge` adds up.
+    Kernel {
+        name: "conv_backward_filter",
+        buffers: &[("x", R), ("gy", R), ("dw", W), ("part", W)],
+        params: &["groups", "n", "cin", "cout", "ks", "stride", "pad", "h", "w", "oh", "ow", "xs", "parts"],
+        body: r#"
     let plane = p.oh * p.ow;
     let np = p.n * plane;
     let chunk = (np + p.parts - 1u) / p.parts;
     let di = 256u / plane;
     let dy = (256u % plane) / p.ow;
     let dx = 256u % p.ow;
-    let pairs = (p.cin + 1u) / 2u;
-    let oblocks = (p.cout + OB - 1u) / OB;
+    let blocks = (p.cout + CB - 1u) / CB;
     let xplane = p.n * p.h * p.w;
+    let taps = p.ks * p.ks;
     for (var e = wg; e < p.groups; e += nwgs) {
         let lo = (e % p.parts) * chunk;
         let hi = min(lo + chunk, np);
         let t0 = e / p.parts;
-        let ci = (t0 % pairs) * 2u;
-        let t1 = t0 / pairs;
-        let co = (t1 % oblocks) * OB;
-        let k = t1 / oblocks;
-        // Whether the pair has a second input channel (an odd count leaves the last one
-        // alone), and the block a second output channel.
-        let two = ci + 1u < p.cin;
-        let out2 = OB == 2u;
+        let ci = t0 % p.cin;
+        let t1 = t0 / p.cin;
+        let co = (t1 % blocks) * CB;
+        let k = t1 / blocks;
+        let nc = min(CB, p.cout - co);
         let gbase = (k * p.cout + co) * np;
         let xbase = k * p.xs + ci * xplane;
-        // acc: (co, ci); acc2: (co, ci + 1); acc3: (co + 1, ci); acc4: (co + 1, ci + 1).
-        var acc = zeros9();
-        var acc2 = zeros9();
-        var acc3 = zeros9();
-        var acc4 = zeros9();
+        // Channel o's gradient lies go[o] past channel co's; channels past the block's last
+        // repeat it (their sums are not stored), so the loads need no conditions.
+        var go = words9();
+        for (var o = 0u; o < CB; o++) { go[o] = min(o, nc - 1u) * np; }
+        // acc[o * 9 + tap]: output channel co + o, tap (ky, kx) = (tap / 3, tap % 3).
+        var acc = zeros72();
+        var g = zeros9();
         // Pixel j = (i, oy, ox) steps by 256: its coordinates advance by (di, dy, dx) with
         // carries, not by a division each step.
         let j0 = lo + lid;
@@ -244,28 +242,21 @@ macro_rules! conv_backward_filter {
         var oy = (j0 / p.ow) % p.oh;
         var i = j0 / plane;
         for (var j = j0; j < hi; j += 256u) {
-            let g = gy[gbase + j];
-            var g2 = 0.0f;
-            if (out2) { g2 = gy[gbase + np + j]; }
+            for (var o = 0u; o < CB; o++) { g[o] = gy[gbase + go[o] + j]; }
             let y0 = i32(oy * p.stride) - i32(p.pad);
             let x0 = i32(ox * p.stride) - i32(p.pad);
             let ibase = xbase + i * p.h * p.w;
             for (var ky = 0u; ky < 3u; ky++) {
                 let iy = y0 + i32(ky);
                 let row_in = ky < p.ks && iy >= 0 && iy < i32(p.h);
-                let row = ibase + u32(iy) * p.w;
+                // The index of (iy, x0), signed: a tap's load then takes its offset kx as an
+                // immediate.
+                let row = i32(ibase) + iy * i32(p.w) + x0;
                 for (var kx = 0u; kx < 3u; kx++) {
                     let ix = x0 + i32(kx);
                     if (row_in && kx < p.ks && ix >= 0 && ix < i32(p.w)) {
-                        let tap = ky * 3u + kx;
-                        let xa = x[row + u32(ix)];
-                        acc[tap] += g * xa;
-                        if (out2) { acc3[tap] += g2 * xa; }
-                        if (two) {
-                            let xb = x[row + xplane + u32(ix)];
-                            acc2[tap] += g * xb;
-                            if (out2) { acc4[tap] += g2 * xb; }
-                        }
+                        let xv = x[row + i32(kx)];
+                        for (var o = 0u; o < CB; o++) { acc[o * 9u + ky * 3u + kx] += g[o] * xv; }
                     }
                 }
             }
@@ -281,66 +272,43 @@ macro_rules! conv_backward_filter {
             }
             i += di;
         }
-        acc = reduce_sum9(acc, lid);
-        acc2 = reduce_sum9(acc2, lid);
-        if (out2) {
-            acc3 = reduce_sum9(acc3, lid);
-            acc4 = reduce_sum9(acc4, lid);
-        }
-        let taps = p.ks * p.ks;
-        let wbase = ((k * p.cout + co) * p.cin + ci) * taps;
-        let wbase2 = wbase + p.cin * taps;
-        for (var tap = 0u; tap < 9u; tap++) {
-            let ky = tap / 3u;
-            let kx = tap % 3u;
-            if (lid == 0u && p.parts > 1u) {
-                part[e * 36u + tap] = acc[tap];
-                part[e * 36u + 9u + tap] = acc2[tap];
-                part[e * 36u + 18u + tap] = acc3[tap];
-                part[e * 36u + 27u + tap] = acc4[tap];
-            } else if (lid == 0u && ky < p.ks && kx < p.ks) {
-                let t = ky * p.ks + kx;
-                dw[wbase + t] += acc[tap];
-                if (two) { dw[wbase + taps + t] += acc2[tap]; }
-                if (out2) {
-                    dw[wbase2 + t] += acc3[tap];
-                    if (two) { dw[wbase2 + taps + t] += acc4[tap]; }
+        for (var o = 0u; o < CB; o++) {
+            var s = zeros9();
+            for (var tap = 0u; tap < 9u; tap++) { s[tap] = acc[o * 9u + tap]; }
+            s = reduce_sum9(s, lid);
+            for (var tap = 0u; tap < 9u; tap++) {
+                let ky = tap / 3u;
+                let kx = tap % 3u;
+                if (lid == 0u && p.parts > 1u) {
+                    part[(e * CB + o) * 9u + tap] = s[tap];
+                } else if (lid == 0u && o < nc && ky < p.ks && kx < p.ks) {
+                    dw[((k * p.cout + co + o) * p.cin + ci) * taps + ky * p.ks + kx] += s[tap];
                 }
             }
         }
-    }"#
-            ),
-        }
-    };
-}
-
-pub const KERNELS: &[Kernel] = &[
-    conv_forward!(1),
-    conv_forward!(2),
-    conv_forward!(4),
-    conv_backward_data!(1),
-    conv_backward_data!(2),
-    conv_backward_data!(4),
-    conv_backward_filter!(1),
-    conv_backward_filter!(2),
-    // dw += the parts' sums of `conv_backward_filter_1` (a launch splits pixels only where its
-    // blocks of one output channel leave the device idle): a thread per weight.
+    }"#,
+    },
+    // dw += the parts' sums of `conv_backward_filter`: a thread per weight.
     Kernel {
         name: "conv_filter_merge",
         buffers: &[("part", R), ("dw", W)],
-        params: &["total", "cin", "ks", "parts"],
+        params: &["total", "cin", "cout", "ks", "parts"],
         body: r#"
     let taps = p.ks * p.ks;
-    let pairs = (p.cin + 1u) / 2u;
+    let blocks = (p.cout + CB - 1u) / CB;
     for (var e = gid; e < p.total; e += nthreads) {
         let t = e % taps;
         let t0 = e / taps;
         let ci = t0 % p.cin;
-        // The workgroup of (model, output channel) t0 / cin, pair ci / 2.
-        let g = (t0 / p.cin) * pairs + ci / 2u;
-        let slot = (ci % 2u) * 9u + (t / p.ks) * 3u + t % p.ks;
+        let t1 = t0 / p.cin;
+        let co = t1 % p.cout;
+        let k = t1 / p.cout;
+        // The workgroup of (model, block of output channels, input channel), and the sum's
+        // place in its CB * 9.
+        let g = (k * blocks + co / CB) * p.cin + ci;
+        let slot = (co % CB) * 9u + (t / p.ks) * 3u + t % p.ks;
         var s = 0.0f;
-        for (var q = 0u; q < p.parts; q++) { s += part[(g * p.parts + q) * 36u + slot]; }
+        for (var q = 0u; q < p.parts; q++) { s += part[(g * p.parts + q) * CB * 9u + slot]; }
         dw[e] += s;
     }"#,
     },
@@ -764,6 +732,11 @@ fn zeros32() -> array<f32, 32> {
     return array<f32, 32>();
 }
 
+// Seventy-two zeros: the accumulators of a block of channels by the taps of a 3x3 kernel.
+fn zeros72() -> array<f32, 72> {
+    return array<f32, 72>();
+}
+
 var<workgroup> sh9: array<f32, 2304>;
 
 // Nine sums over the workgroup at once (one barrier a round, not nine); every invocation gets
@@ -826,6 +799,7 @@ template <u32 N> struct words {
 __device__ inline f32x9 zeros9() { return f32x9{}; }
 __device__ inline words<9> words9() { return words<9>{}; }
 __device__ inline floats<32> zeros32() { return floats<32>{}; }
+__device__ inline floats<72> zeros72() { return floats<72>{}; }
 
 __shared__ f32 sh9[2304];
 

@@ -92,6 +92,10 @@ for round in 1 2; do
     done
   done
 done
+if [ "$sides" != "graphs nographs" ]; then
+  echo "== base: each kernel timed at K = 128, against this build's profile above"
+  timeout 60 "$bin/lossc-base" bench-train --device cuda --population 128 --steps 30 --profile || echo "(base profile: timed out or failed)"
+fi
 fi
 want kernels || exit 0
 

@@ -42,7 +42,9 @@ pub enum CudaError {
     LossKernel { model: usize, message: String },
     #[error("CUDA driver: {0}")]
     Driver(String),
-    #[error("a population of {models} models of this size needs {floats} floats in one tensor; kernels index in u32")]
+    #[error(
+        "a population of {models} models of this size needs {floats} floats in one tensor; kernels index in i32 (at most 2^31 - 1)"
+    )]
     TooLarge { models: usize, floats: u64 },
 }
 
@@ -419,10 +421,12 @@ impl Cuda {
         self.inner.shared.arch
     }
 
-    /// Checks that a tensor of `per_model` floats for each of the K models indexes in u32.
+    /// Checks that a tensor of `per_model` floats for each of the K models indexes in i32 (the
+    /// weight gradient's loads of the input are signed, so that their offsets fold into the
+    /// instructions).
     pub fn check_size(&self, per_model: usize) -> Result<(), CudaError> {
         let floats = (per_model * self.k) as u64;
-        if floats > u32::MAX as u64 {
+        if floats > i32::MAX as u64 {
             return Err(CudaError::TooLarge { models: self.k, floats });
         }
         Ok(())

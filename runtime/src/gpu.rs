@@ -178,7 +178,7 @@ impl Wgpu {
     }
 
     /// Checks that a tensor of `per_model` floats for each of the K models fits in one buffer
-    /// and in u32 indices.
+    /// and in u32 byte offsets (so its floats index in i32).
     pub fn check_size(&self, per_model: usize) -> Result<(), GpuError> {
         let bytes = (per_model * self.k * 4) as u64;
         let limit = self.inner.max_buffer.min(u32::MAX as u64);

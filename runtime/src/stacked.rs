@@ -280,26 +280,22 @@ impl<L: Launcher> Device for L {
         assert!(gy.len == g.cout * n * g.p() && dw.len == g.cout * g.kk(), "conv_backward: shapes");
         assert!(g.k <= 3, "conv_backward: the GPU kernels take kernels of at most 3x3");
         let shape = [n, g.cin, g.cout, g.k, g.stride, g.pad, g.h, g.w, g.oh, g.ow].map(u);
-        // A workgroup per (model, block of `ob` output channels, pair of input channels, part of
-        // the pixels): two output channels where their count is even and that still fills the
-        // device, else one, and the pixels split where one workgroup each would leave it idle.
-        let groups = |ob: usize| self.population() * g.cout.div_ceil(ob) * g.cin.div_ceil(2);
-        let ob = if g.cout.is_multiple_of(2) && groups(2) * THREADS >= self.resident_threads() { 2 } else { 1 };
-        let parts = parts(self, groups(ob), n * g.p());
-        let groups = groups(ob) * parts;
+        // A workgroup per (model, block of CHANNEL_BLOCK output channels, input channel, part of
+        // the pixels): the pixels split where one workgroup each would leave the device idle.
+        let groups = self.population() * g.cout.div_ceil(CHANNEL_BLOCK) * g.cin;
+        let parts = parts(self, groups, n * g.p());
+        let groups = groups * parts;
         let params = [&[u(groups)], &shape[..], &[x.stride(), u(parts)]].concat();
-        // One part adds into dw; several write 36 sums a workgroup, which a merge adds up.
-        let part = (parts > 1).then(|| output(self, 36 * groups / self.population()));
+        // One part adds into dw; several write their sums (9 a channel), which a merge adds up.
+        let part = (parts > 1).then(|| output(self, 9 * CHANNEL_BLOCK * groups / self.population()));
         let (to_dw, to_part) = match &part {
             Some(part) => (F(self.spare()), f(part)),
             None => (f(dw), F(self.spare())),
         };
-        let name = format!("conv_backward_filter_{ob}");
-        dispatch(self, &name, &[f(x), f(gy), to_dw, to_part], &params, groups);
+        dispatch(self, "conv_backward_filter", &[f(x), f(gy), to_dw, to_part], &params, groups);
         if let Some(part) = part {
             let total = self.population() * dw.len;
-            assert_eq!(ob, 1, "a split weight gradient has blocks of one output channel");
-            let params = [total, g.cin, g.k, parts].map(u);
+            let params = [total, g.cin, g.cout, g.k, parts].map(u);
             each(self, "conv_filter_merge", &[f(&part), f(dw)], &params, total);
         }
         want_dx.then(|| {
