@@ -4,9 +4,10 @@
 //! body in the common subset of WGSL and C++ that `runtime/src/kernels.rs` wraps for either
 //! language (`const`/`let`/`var` become `constexpr auto`/`const auto`/`auto`; `select`,
 //! `sigmoid`, `reduce_sum` and `bitcast` are defined in both preludes). A row written as a
-//! macro (`conv_forward!(4)`) is one kernel per value of a constant of its body. Bodies see `gid` (this thread's global index),
-//! `lid` (its index in the workgroup of 256), `wg` (the workgroup's index), `nthreads` and
-//! `nwgs`, and loop over their work grid-stride, so any dispatch size covers it.
+//! macro (`conv_forward!(4)`) is one kernel per value of a constant of its body. Bodies see
+//! `gid` (this thread's global index), `lid` (its index in the workgroup of 256), `wg` (the
+//! workgroup's index), `nthreads` and `nwgs`, and loop over their work grid-stride, so any
+//! dispatch size covers it.
 //!
 //! Every tensor carries a leading model axis of K (the population): activations are
 //! `[K, C, N, H*W]`, parameters `[K, ...]`. A buffer shared by all models (the input batch, a

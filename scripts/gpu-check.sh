@@ -75,24 +75,27 @@ for k in 1 8 32 64 128; do
 done
 PYTHONUNBUFFERED=1 timeout 150 python3 bench/torch_gpu_train_baseline.py 1,8,32,64,128 || echo "(torch baseline failed or torch not available)"
 # Steps replayed as CUDA graphs (the default) against the same build launching kernel by kernel
-# (LOSSC_CUDA_GRAPHS=0), and against a base build where one was packed (gpu-prepare.sh BASE=...).
+# (LOSSC_CUDA_GRAPHS=0), at K = 1 against uploads from pageable memory (LOSSC_CUDA_PINNED=0),
+# and against a base build where one was packed (gpu-prepare.sh BASE=...).
 sides="graphs nographs"
 if [ -n "$bin" ] && [ -x "$bin/lossc-base" ]; then
   sides="base graphs nographs"
   echo "== base: the build of $(cat "$bin/lossc-base.rev")"
 fi
-echo "== CUDA graphs on and off ($sides): alternating, 2 rounds"
+echo "== CUDA graphs on and off, pinned uploads on and off ($sides, pageable at K = 1): alternating, 2 rounds"
 for round in 1 2; do
   for k in 1 128; do
-    for side in $sides; do
+    ksides="$sides"; [ "$k" = 1 ] && ksides="$sides pageable"
+    for side in $ksides; do
       exe="$lossc"; [ "$side" = base ] && exe="$bin/lossc-base"
       graphs=1; [ "$side" = nographs ] && graphs=0
+      pinned=1; [ "$side" = pageable ] && pinned=0
       printf '%s, round %s: ' "$side" "$round"
-      LOSSC_CUDA_GRAPHS=$graphs timeout 60 "$exe" bench-train --device cuda --population "$k" --steps 40 | sed -n '1p;3p' || echo "(population $k: timed out or failed)"
+      LOSSC_CUDA_GRAPHS=$graphs LOSSC_CUDA_PINNED=$pinned timeout 60 "$exe" bench-train --device cuda --population "$k" --steps 40 | sed -n '1p;3p' || echo "(population $k: timed out or failed)"
     done
   done
 done
-if [ "$sides" != "graphs nographs" ]; then
+if [ -x "${bin:-}/lossc-base" ]; then
   echo "== base: each kernel timed at K = 128, against this build's profile above"
   timeout 60 "$bin/lossc-base" bench-train --device cuda --population 128 --steps 30 --profile || echo "(base profile: timed out or failed)"
 fi

@@ -13,6 +13,8 @@
 //! A training step's launches (the runtime's kernels and the K loss kernels) are recorded once
 //! and then replayed as one CUDA graph a step ([`crate::replay`]); `LOSSC_CUDA_GRAPHS=0` turns
 //! that off. Launches are made with raw device addresses, which is what a recording compares.
+//! A replayed step's uploads are staged in pinned host memory ([`Staging`];
+//! `LOSSC_CUDA_PINNED=0` turns that off).
 
 use crate::device::Device;
 use crate::kernels::{self, KERNELS, Kernel, THREADS};
@@ -21,7 +23,7 @@ use crate::stacked::{self, Arg, Launcher, LossTargets, SBuf, u};
 use crate::train::{DeviceLoss, LabelTargets, LossError};
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError,
-    LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    LaunchConfig, PinnedHostSlice, PushKernelArg, ValidAsZeroBits,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -161,6 +163,26 @@ struct Inner {
     /// that at most one step is queued behind the running one (each step allocates its
     /// activations; a host far ahead of the GPU would hold many steps' worth).
     last_step: Mutex<Option<CudaEvent>>,
+    /// Where replayed steps' uploads are staged (`None` with `LOSSC_CUDA_PINNED=0`).
+    staging: Option<Mutex<Staging>>,
+}
+
+/// Bytes of pinned memory a step's uploads may take ([`Staging`]); uploads past them are
+/// copied from pageable memory.
+const STAGING_STEP: usize = 4 << 20;
+
+/// Pinned host memory that a replayed step's uploads pass through. A copy from pageable memory
+/// may wait for the work queued before it, which would hold the host until the step before had
+/// run; one from pinned memory is queued and returns. Two halves, a step each in turn: the host
+/// writes a step's uploads while the step before (whose copies read the other half) may still
+/// be queued, and the one before that has ended ([`Launcher::submit`] waits for it).
+struct Staging {
+    /// Owns the memory at `base`.
+    _mem: PinnedHostSlice<u8>,
+    base: usize,
+    /// The half this step writes, and its bytes taken so far.
+    half: usize,
+    used: usize,
 }
 
 /// What the devices dropped so far did with their steps (see [`take_graph_totals`]).
@@ -168,6 +190,8 @@ static TOTALS: Mutex<(replay::Counts, Option<String>)> = Mutex::new((replay::Cou
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Queued copies may still read the staging memory, freed after this.
+        let _ = self.stream.synchronize();
         let rec = self.rec.get_mut().unwrap_or_else(|e| e.into_inner());
         let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
         totals.0 += rec.counts();
@@ -269,7 +293,16 @@ impl Cuda {
         let stream = shared.ctx.new_stream().map_err(driver)?;
         let spare = Arc::new(stream.alloc_zeros::<f32>(1).map_err(driver)?);
         let rec = Mutex::new(Recorder::new(graphs));
-        let inner = Inner { shared, stream, spare, rec, last_step: Mutex::new(None) };
+        let staging = match std::env::var("LOSSC_CUDA_PINNED").map_or(true, |v| v != "0") {
+            false => None,
+            true => {
+                // SAFETY: a step's uploads write the bytes a copy reads before queueing it.
+                let mut mem = unsafe { shared.ctx.alloc_pinned::<u8>(2 * STAGING_STEP) }.map_err(driver)?;
+                let base = mem.as_mut_ptr().map_err(driver)? as usize;
+                Some(Mutex::new(Staging { _mem: mem, base, half: 0, used: 0 }))
+            }
+        };
+        let inner = Inner { shared, stream, spare, rec, last_step: Mutex::new(None), staging };
         Ok(Cuda { inner: Arc::new(inner), k: models.max(1) })
     }
 
@@ -316,7 +349,7 @@ impl Cuda {
 }
 
 /// What a device uploads: floats or u32 words, each held by a recording in its own variant.
-trait Upload: DeviceRepr + ValidAsZeroBits + Unpin + Sized {
+trait Upload: DeviceRepr + ValidAsZeroBits + Unpin + Copy {
     const KIND: Kind;
     fn held(buf: Arc<CudaSlice<Self>>) -> Held<Cuda>;
     fn buf(held: &Held<Cuda>) -> &Arc<CudaSlice<Self>>;
@@ -358,12 +391,33 @@ impl Cuda {
         };
         let write = |h: &Held<Cuda>| {
             if !data.is_empty() {
+                let src = self.stage(data).unwrap_or(data);
                 // SAFETY: the recorded buffer holds `data.len()` values of `T`.
-                unsafe { cudarc::driver::result::memcpy_htod_async(self.ptr(T::buf(h)), data, s.cu_stream()) }
+                unsafe { cudarc::driver::result::memcpy_htod_async(self.ptr(T::buf(h)), src, s.cu_stream()) }
                     .expect("CUDA upload");
             }
         };
         T::buf(&self.rec().upload(self, T::KIND, data.len(), make, write)).clone()
+    }
+}
+
+impl Cuda {
+    /// A copy of `data` in this step's half of the pinned staging memory, if it has room.
+    fn stage<T: Copy>(&self, data: &[T]) -> Option<&[T]> {
+        let mut s = self.inner.staging.as_ref()?.lock().expect("staging");
+        let bytes = std::mem::size_of_val(data);
+        let at = s.used.next_multiple_of(16);
+        if at + bytes > STAGING_STEP {
+            return None;
+        }
+        s.used = at + bytes;
+        let p = (s.base + s.half * STAGING_STEP + at) as *mut u8;
+        // SAFETY: the bytes lie in this step's half, which no queued copy reads (see
+        // `Staging`), and `Inner` keeps the memory while `self` lives.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr().cast::<u8>(), p, bytes);
+            Some(std::slice::from_raw_parts(p.cast::<T>(), data.len()))
+        }
     }
 }
 
@@ -501,6 +555,10 @@ impl Launcher for Cuda {
         &self.inner.spare
     }
     fn begin_step(&self) {
+        if let Some(staging) = &self.inner.staging {
+            let mut s = staging.lock().expect("staging");
+            (s.half, s.used) = (1 - s.half, 0);
+        }
         self.rec().begin_step(self);
     }
     fn submit(&self) {

@@ -458,6 +458,9 @@ impl<L: Launcher> Device for L {
             Update::Adam { lr, b1, b2, eps, c1, c2 } => ([lr, c1, c2], [1, bits(b1), bits(b2), bits(eps), 0]),
             Update::Nesterov { lr, mu } => ([lr, 1.0, 1.0], [0, 0, 0, 0, bits(mu)]),
         };
+        if tensors.is_empty() {
+            return;
+        }
         let sched = init(self, &sched, 3, true);
         for t in tensors.iter_mut() {
             for s in [&mut *t.m, &mut *t.v] {
