@@ -293,7 +293,8 @@ impl Cuda {
         let stream = shared.ctx.new_stream().map_err(driver)?;
         let spare = Arc::new(stream.alloc_zeros::<f32>(1).map_err(driver)?);
         let rec = Mutex::new(Recorder::new(graphs));
-        let staging = match std::env::var("LOSSC_CUDA_PINNED").map_or(true, |v| v != "0") {
+        // Only replayed steps write into recorded buffers.
+        let staging = match graphs && std::env::var("LOSSC_CUDA_PINNED").map_or(true, |v| v != "0") {
             false => None,
             true => {
                 // SAFETY: a step's uploads write the bytes a copy reads before queueing it.
