@@ -382,10 +382,12 @@ pub const KERNELS: &[Kernel] = &[
         inv[e] = 1.0f / sqrt(rvar[e] + p.eps);
     }"#,
     },
-    // z = gamma (x - mean) inv + beta, then swish; training keeps xhat and sigmoid(z).
+    // z = gamma (x - mean) inv + beta, then swish; training keeps xhat (the backward passes
+    // compute z and sigmoid(z) again from it: an exp a value costs less than writing and
+    // twice reading a tensor of sigmoids).
     Kernel {
         name: "bn_apply",
-        buffers: &[("x", R), ("mean", R), ("inv", R), ("gamma", R), ("beta", R), ("y", W), ("xhat", W), ("sig", W)],
+        buffers: &[("x", R), ("mean", R), ("inv", R), ("gamma", R), ("beta", R), ("y", W), ("xhat", W)],
         params: &["total", "len", "swish", "train"],
         body: r#"
     for (var e = gid; e < p.total; e += nthreads) {
@@ -393,11 +395,7 @@ pub const KERNELS: &[Kernel] = &[
         let xh = (x[e] - mean[kc]) * inv[kc];
         let z = gamma[kc] * xh + beta[kc];
         var out = z;
-        if (p.swish != 0u) {
-            let s = sigmoid(z);
-            out = z * s;
-            if (p.train != 0u) { sig[e] = s; }
-        }
+        if (p.swish != 0u) { out = z * sigmoid(z); }
         if (p.train != 0u) { xhat[e] = xh; }
         y[e] = out;
     }"#,
@@ -406,7 +404,7 @@ pub const KERNELS: &[Kernel] = &[
     // each, for `bn_sums_merge`.
     Kernel {
         name: "bn_backward_sums",
-        buffers: &[("gy", R), ("xhat", R), ("sig", R), ("gamma", R), ("beta", R), ("part", W)],
+        buffers: &[("gy", R), ("xhat", R), ("gamma", R), ("beta", R), ("part", W)],
         params: &["groups", "len", "swish", "parts"],
         body: r#"
     let chunk = (p.len + p.parts - 1u) / p.parts;
@@ -421,8 +419,8 @@ pub const KERNELS: &[Kernel] = &[
             let xh = xhat[base + j];
             var dz = gy[base + j];
             if (p.swish != 0u) {
-                let s = sig[base + j];
                 let z = gamma[kc] * xh + beta[kc];
+                let s = sigmoid(z);
                 dz = dz * (s + z * s * (1.0f - s));
             }
             sg += dz;
@@ -460,7 +458,7 @@ pub const KERNELS: &[Kernel] = &[
     // Backward, pass 2: dx = gamma inv / m (m dz - sum dz - xhat sum dz xhat).
     Kernel {
         name: "bn_backward_dx",
-        buffers: &[("gy", R), ("xhat", R), ("sig", R), ("gamma", R), ("beta", R), ("inv", R), ("sums", R), ("dx", W)],
+        buffers: &[("gy", R), ("xhat", R), ("gamma", R), ("beta", R), ("inv", R), ("sums", R), ("dx", W)],
         params: &["total", "len", "swish"],
         body: r#"
     let m = f32(p.len);
@@ -469,8 +467,8 @@ pub const KERNELS: &[Kernel] = &[
         let xh = xhat[e];
         var dz = gy[e];
         if (p.swish != 0u) {
-            let s = sig[e];
             let z = gamma[kc] * xh + beta[kc];
+            let s = sigmoid(z);
             dz = dz * (s + z * s * (1.0f - s));
         }
         dx[e] = gamma[kc] * inv[kc] / m * (m * dz - sums[2u * kc] - xh * sums[2u * kc + 1u]);

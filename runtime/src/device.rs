@@ -50,7 +50,8 @@ pub struct BnState<B> {
     pub running_var: B,
     /// The normalised input of the last training forward pass, `[C, N*HW]`.
     pub xhat: B,
-    /// sigmoid of the output before swish (empty without swish).
+    /// sigmoid of the output before swish (empty without swish, and on the GPU devices, whose
+    /// backward passes compute it again from `xhat`).
     pub sig: B,
     /// 1 / sqrt(var + eps) per channel, of the last forward pass.
     pub inv_std: B,
@@ -167,7 +168,8 @@ pub trait Device: Clone + Send + Sync {
     ) -> Option<Self::Buf>;
 
     /// Batch norm (batch statistics in training, running ones otherwise), then swish when
-    /// `g.swish`. Training updates the running statistics and saves `xhat`, `sig`, `inv_std`.
+    /// `g.swish`. Training updates the running statistics and saves `xhat`, `sig` (the CPU
+    /// device), `inv_std`.
     fn bn_forward(
         &self,
         g: &BnGeom,

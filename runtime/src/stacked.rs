@@ -335,9 +335,6 @@ impl<L: Launcher> Device for L {
             if s.xhat.len != x.len {
                 s.xhat = self.zeros(x.len);
             }
-            if g.swish && s.sig.len != x.len {
-                s.sig = self.zeros(x.len);
-            }
         } else {
             let bufs = [&s.running_mean, &s.running_var, &mean, &s.inv_std].map(f);
             each(self, "bn_running", &bufs, &[u(groups), g.eps.to_bits()], groups);
@@ -345,7 +342,7 @@ impl<L: Launcher> Device for L {
         let y = output(self, x.len);
         let total = self.population() * x.len;
         let params = [total, g.len, g.swish as usize, train as usize].map(u);
-        let bufs = [x, &mean, &s.inv_std, gamma, beta, &y, &s.xhat, &s.sig].map(f);
+        let bufs = [x, &mean, &s.inv_std, gamma, beta, &y, &s.xhat].map(f);
         each(self, "bn_apply", &bufs, &params, total);
         y
     }
@@ -364,8 +361,7 @@ impl<L: Launcher> Device for L {
         let groups = self.population() * g.c;
         let parts = parts(self, groups, g.len);
         let part = output(self, 2 * g.c * parts);
-        let sig = || if g.swish { f(&s.sig) } else { F(self.spare()) };
-        let bufs = [f(gy), f(&s.xhat), sig(), f(gamma), f(beta), f(&part)];
+        let bufs = [gy, &s.xhat, gamma, beta, &part].map(f);
         let params = [groups * parts, g.len, g.swish as usize, parts].map(u);
         dispatch(self, "bn_backward_sums", &bufs, &params, groups * parts);
         let sums = output(self, 2 * g.c);
@@ -373,7 +369,7 @@ impl<L: Launcher> Device for L {
         each(self, "bn_sums_merge", &bufs, &[u(groups), u(parts)], groups);
         let dx = output(self, gy.len);
         let total = self.population() * gy.len;
-        let bufs = [f(gy), f(&s.xhat), sig(), f(gamma), f(beta), f(&s.inv_std), f(&sums), f(&dx)];
+        let bufs = [gy, &s.xhat, gamma, beta, &s.inv_std, &sums, &dx].map(f);
         each(self, "bn_backward_dx", &bufs, &[u(total), u(g.len), g.swish as u32], total);
         dx
     }
