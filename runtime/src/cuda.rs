@@ -400,9 +400,7 @@ impl Cuda {
         };
         T::buf(&self.rec().upload(self, T::KIND, data.len(), make, write)).clone()
     }
-}
 
-impl Cuda {
     /// A copy of `data` in this step's half of the pinned staging memory, if it has room.
     fn stage<T: Copy>(&self, data: &[T]) -> Option<&[T]> {
         let mut s = self.inner.staging.as_ref()?.lock().expect("staging");
