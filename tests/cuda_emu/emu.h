@@ -1,11 +1,20 @@
 // CUDA's execution model on the CPU, for testing the logic of CUDA C kernels where there is
 // no GPU (tests/emitters.rs, runtime/tests/gpu.rs). One block at a time, its threads as fibers
-// (ucontext) on the calling thread, switched only at barriers: `__syncthreads` waits for the
+// on the calling thread, switched only at barriers: `__syncthreads` waits for the
 // block, `__shfl_xor_sync` exchanges through a per-warp slot array between two barriers over
 // the warp, and `__shared__` is a static (shared by the block's threads; the blocks run one
 // after another). Floating point follows the host compiler, not the GPU (FMA contraction may
 // differ), so results are compared with the interpreter's tolerance, as on a GPU.
+//
+// A fiber starts on its own stack through ucontext and then switches with _setjmp/_longjmp,
+// which unlike swapcontext make no system call (the signal mask stays as it is): a block
+// switches hundreds of times. Fortified builds check that a longjmp stays on its stack, which
+// a switch between fibers does not.
 #pragma once
+#ifdef _FORTIFY_SOURCE
+#undef _FORTIFY_SOURCE
+#endif
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <cmath>
@@ -39,9 +48,14 @@ struct Barrier {
 // The fibers of the block running on this thread.
 struct Block {
     std::vector<ucontext_t> fibers;
+    // Where each fiber, and the launching thread, left off (valid once it has switched away).
+    struct Jump {
+        jmp_buf at;
+    };
+    std::vector<Jump> jumps;
+    jmp_buf main;
     std::vector<std::unique_ptr<char[]>> stacks;
-    std::vector<bool> done;
-    ucontext_t main;
+    std::vector<bool> done, started;
     unsigned current = 0, grid = 0;
     const std::function<void()>* kernel = nullptr;
     Barrier block;
@@ -52,16 +66,24 @@ inline thread_local Block* running;
 
 constexpr size_t STACK = 256 * 1024;
 
+// Continues fiber `to` where it left off, or starts it.
+[[noreturn]] inline void enter(Block& b, unsigned to) {
+    if (b.started[to]) _longjmp(b.jumps[to].at, 1);
+    b.started[to] = true;
+    setcontext(&b.fibers[to]);
+    __builtin_unreachable();
+}
+
 // Switches to the next fiber that has not finished (round robin).
 inline void yield() {
     Block& b = *running;
     unsigned from = b.current, to = from;
-    do to = (to + 1) % b.fibers.size();
+    do to = to + 1 == b.fibers.size() ? 0 : to + 1;
     while (b.done[to]);
     if (to == from) return;
     b.current = to;
     threadIdx = {to, 0, 0};
-    swapcontext(&b.fibers[from], &b.fibers[to]);
+    if (_setjmp(b.jumps[from].at) == 0) enter(b, to);
     threadIdx = {from, 0, 0};
 }
 
@@ -85,6 +107,7 @@ inline void fiber() {
         wait(b.block);
     }
     b.done[b.current] = true;
+    _longjmp(b.main, 1);
 }
 }  // namespace emu
 
@@ -125,7 +148,9 @@ void launch(unsigned grid, unsigned block, F kernel) {
     b.block = Barrier{block};
     for (auto& w : b.warps) w = Barrier{32};
     b.fibers.resize(block);
+    b.jumps.resize(block);
     b.done.assign(block, false);
+    b.started.assign(block, false);
     while (b.stacks.size() < block) b.stacks.push_back(std::make_unique<char[]>(STACK));
     blockDim = {block, 1, 1};
     gridDim = {grid, 1, 1};
@@ -133,15 +158,15 @@ void launch(unsigned grid, unsigned block, F kernel) {
     for (unsigned t = 0; t < block; t++) {
         getcontext(&b.fibers[t]);
         b.fibers[t].uc_stack = {b.stacks[t].get(), 0, STACK};
-        b.fibers[t].uc_link = &b.main;
+        b.fibers[t].uc_link = nullptr;  // a fiber ends by jumping to `main`
         makecontext(&b.fibers[t], fiber, 0);
     }
-    // A fiber that finishes returns here; the next unfinished one goes on.
+    // A fiber that finishes jumps back here; the next unfinished one goes on.
     for (unsigned t = 0; t < block; t++) {
         while (!b.done[t]) {
             b.current = t;
             threadIdx = {t, 0, 0};
-            swapcontext(&b.main, &b.fibers[t]);
+            if (_setjmp(b.main) == 0) enter(b, t);
         }
     }
     running = nullptr;
