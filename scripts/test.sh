@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it and CI runs it. Installs what the tests need:
 # Mesa's software Vulkan (lavapipe) for the WGSL kernels, Fashion-MNIST for the training tests
-# (Debian's dataset-fashion-mnist), g++ for the CUDA kernels' CPU emulator, NVRTC from PyPI for
-# the CUDA compile tests (no CUDA toolkit or GPU needed), JAX (CPU) from PyPI and PyTorch (CPU, Debian's python3-torch) for the
-# generated Python modules, and a throwaway PostgreSQL server for the store tests
-# (scripts/pg-test-server.sh; stopped when this exits).
+# (Debian's dataset-fashion-mnist), g++ for the CUDA kernels' CPU emulator and the fake CUDA
+# driver that runs the CUDA device's tests without a GPU, NVRTC from PyPI for the CUDA compile
+# tests (no CUDA toolkit or GPU needed), JAX (CPU) from PyPI and PyTorch (CPU, Debian's
+# python3-torch) for the generated Python modules, and a throwaway PostgreSQL server for the
+# store tests (scripts/pg-test-server.sh; stopped when this exits).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,3 +66,14 @@ fi
 
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+
+# The CUDA device without a GPU: its tests again, on the fake CUDA driver and NVRTC of
+# tests/cuda_emu (the kernels run on the CPU emulator; copies, waits, graphs and pinned memory
+# keep the driver's rules), except the 300-step Fashion-MNIST training (hours on the emulator)
+# and the comparison with wgpu, which means something only on one GPU.
+fake="$PWD/target/fake-cuda"
+bash tests/cuda_emu/build-fake.sh "$fake" >/dev/null
+on_fake=(env LD_LIBRARY_PATH="$fake:$LD_LIBRARY_PATH" LOSSC_REQUIRE_CUDA=1)
+"${on_fake[@]}" cargo test -p lossc-runtime --test gpu cuda_device
+"${on_fake[@]}" cargo test --test gpu_train cuda -- --skip fashion_mnist --skip cuda_and_wgpu
+"${on_fake[@]}" cargo test --test cli -- device_auto on_cuda

@@ -414,6 +414,43 @@ fn device_auto_falls_back_to_the_cpu_and_cuda_does_not() {
     }
 }
 
+/// `search --device cuda --models 3` trains its jobs as populations on a CUDA device (on a GPU,
+/// or in CI on the fake driver of tests/cuda_emu) and stores each result with the device and
+/// the population it trained in.
+#[test]
+fn a_search_trains_its_jobs_as_populations_on_cuda() {
+    if let Err(e) = lossc_runtime::cuda::Cuda::new(1) {
+        assert!(std::env::var_os("LOSSC_REQUIRE_CUDA").is_none(), "LOSSC_REQUIRE_CUDA is set: {e}");
+        println!("SKIPPED: {e}");
+        return;
+    }
+    assert!(std::path::Path::new(lossc_runtime::data::FASHION_MNIST_DIR).exists(), "Fashion-MNIST");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cuda-search-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("s.db");
+    let (db, out) = (db.to_str().unwrap(), dir.join("out"));
+    let search = "search --population 3 --initial 3 --tournament 2 --iterations 3 --round 3 --steps 6 --batch 8 \
+                  --val 64 --eval-every 3 --lr 0.003 --warmup 2 --gate-step 3 --gate-accuracy 0 --seed 3 \
+                  --device cuda --workers 1 --models 3";
+    let mut args: Vec<&str> = search.split_whitespace().collect();
+    args.extend(["--db", db, "--out", out.to_str().unwrap()]);
+    let o = lossc(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut q = conn.prepare("SELECT metrics FROM results").unwrap();
+    let metrics: Vec<serde_json::Value> = q
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|m| serde_json::from_str(&m.unwrap()).unwrap())
+        .collect();
+    assert_eq!(metrics.len(), 6, "3 initial losses and 3 children");
+    for m in &metrics {
+        assert!(m["device"].as_str().unwrap().starts_with("cuda"), "{m}");
+        assert!(m["steps"] == 6 || m["stopped"].is_string(), "{m}");
+    }
+    assert!(metrics.iter().any(|m| m["population"] == 3), "a population of 3 trained together");
+}
+
 /// `bench-train` times the steps after its warm-up and says so; `--profile` lists each GPU
 /// kernel's launches per training step (the surrogate's nine convolutions: a stem and four a
 /// block, over the entry points for blocks of images), and on the CPU says there is

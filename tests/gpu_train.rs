@@ -1,7 +1,9 @@
-//! Training on the GPU devices: wgpu (lavapipe in CI) and CUDA (an NVIDIA GPU). On each, the
-//! loss curve follows the CPU device's, and a population of models trains each model to the
-//! numbers it reaches alone; on a GPU with both, CUDA and wgpu follow the same curve, and 300
-//! steps on Fashion-MNIST reach the CPU's accuracy band.
+//! Training on the GPU devices: wgpu (lavapipe in CI) and CUDA (an NVIDIA GPU; in CI, the fake
+//! driver of tests/cuda_emu, which runs the kernels on the CPU emulator). On each, the loss
+//! curve follows the CPU device's, a population of models trains each model to the numbers it
+//! reaches alone, and paused models go on together; on wgpu a search worker trains its jobs as
+//! one population; on CUDA graphs replay a training exactly; on a GPU with both, CUDA and wgpu
+//! follow the same curve, and 300 steps on Fashion-MNIST reach the CPU's accuracy band.
 //!
 //! Without a Vulkan adapter or a CUDA device the tests print why and pass, unless
 //! `LOSSC_REQUIRE_VULKAN` or `LOSSC_REQUIRE_CUDA` is set. The data of the curve tests are

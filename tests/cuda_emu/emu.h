@@ -1,10 +1,13 @@
 // CUDA's execution model on the CPU, for testing the logic of CUDA C kernels where there is
-// no GPU (tests/emitters.rs, runtime/tests/gpu.rs). One block at a time, its threads as fibers
-// on the calling thread, switched only at barriers: `__syncthreads` waits for the
-// block, `__shfl_xor_sync` exchanges through a per-warp slot array between two barriers over
-// the warp, and `__shared__` is a static (shared by the block's threads; the blocks run one
-// after another). Floating point follows the host compiler, not the GPU (FMA contraction may
-// differ), so results are compared with the interpreter's tolerance, as on a GPU.
+// no GPU (tests/emitters.rs, runtime/tests/gpu.rs, and the fake driver of libcuda.cpp). One
+// block at a time, its threads as fibers on the calling thread, switched only at barriers:
+// `__syncthreads` waits for the block, `__shfl_xor_sync` exchanges through a per-warp slot
+// array between two barriers over the warp, and `__shared__` is a static (shared by the
+// block's threads; the blocks run one after another). One launch at a time in a process: the
+// block's state and `threadIdx` are statics too (thread-local ones would cost a call at each
+// use in a shared library). Floating point follows the host compiler, not the GPU (FMA
+// contraction may differ), so results are compared with the interpreter's tolerance, as on a
+// GPU.
 //
 // A fiber starts on its own stack through ucontext and then switches with _setjmp/_longjmp,
 // which unlike swapcontext make no system call (the signal mask stays as it is): a block
@@ -36,7 +39,7 @@ struct dim3 {
 struct uint3 {
     unsigned x = 0, y = 0, z = 0;
 };
-static thread_local uint3 threadIdx, blockIdx;
+static uint3 threadIdx, blockIdx;
 static dim3 blockDim, gridDim;
 
 namespace emu {
@@ -55,14 +58,14 @@ struct Block {
     std::vector<Jump> jumps;
     jmp_buf main;
     std::vector<std::unique_ptr<char[]>> stacks;
-    std::vector<bool> done, started;
+    std::vector<char> done, started;
     unsigned current = 0, grid = 0;
     const std::function<void()>* kernel = nullptr;
     Barrier block;
     Barrier warps[32];
     float slots[32][32];
 };
-inline thread_local Block* running;
+inline Block* running;
 
 constexpr size_t STACK = 256 * 1024;
 
@@ -141,7 +144,7 @@ namespace emu {
 // 1024).
 template <class F>
 void launch(unsigned grid, unsigned block, F kernel) {
-    thread_local Block b;
+    static Block b;
     const std::function<void()> k = kernel;
     b.kernel = &k;
     b.grid = grid;
