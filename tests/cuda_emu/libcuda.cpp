@@ -17,7 +17,12 @@
 // again at every replay.
 //
 // The device reports compute capability 9.0, 256 threads for each of LOSSC_FAKE_CUDA_SMS
-// multiprocessors (default 1) and 4 GiB of memory. Everything runs under one lock.
+// multiprocessors (default 1) and LOSSC_FAKE_CUDA_GIB GiB of memory (default 4); at exit it
+// prints the most device memory allocated at once. Everything runs under one lock.
+//
+// With LOSSC_FAKE_CUDA_DRY=1 launches are checked but do not run, and memory starts zeroed (so
+// that the numbers stay finite): what is left of a training step is the host's work, which
+// `lossc bench-train --device cuda` then times.
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -52,7 +57,11 @@ enum : CUresult {
     CAPTURE_INVALIDATED = 901,
 };
 
-constexpr size_t TOTAL = size_t(4) << 30;
+// The device's memory: LOSSC_FAKE_CUDA_GIB (default 4).
+const size_t TOTAL = [] {
+    const char* e = std::getenv("LOSSC_FAKE_CUDA_GIB");
+    return size_t(e ? std::max(1, std::atoi(e)) : 4) << 30;
+}();
 // Freed memory kept aside before it is given back to the host's allocator.
 constexpr size_t QUARANTINE = size_t(256) << 20;
 
@@ -89,7 +98,7 @@ std::mutex big;
 // Live allocations by start: device memory and pinned host memory.
 std::map<uintptr_t, size_t> device, pinned;
 std::deque<std::pair<void*, size_t>> quarantine;
-size_t quarantined = 0, used = 0;
+size_t quarantined = 0, used = 0, peak = 0;
 // The first error of a queued operation: every call returns it from then on.
 CUresult sticky = OK;
 std::vector<Stream*> streams;
@@ -100,6 +109,13 @@ thread_local std::vector<void*> pushed;
 
 void say(const char* what) { std::fprintf(stderr, "fake libcuda: %s\n", what); }
 
+// At exit: the peak, for sizing populations to a real GPU's memory.
+struct Report {
+    ~Report() {
+        if (peak) std::fprintf(stderr, "fake libcuda: at most %.1f MiB of device memory allocated at once\n", peak / 1048576.0);
+    }
+} report;
+
 // Whether [p, p + n) lies in one live allocation of `m` (n = 0: p is in one or at its end).
 bool inside(const std::map<uintptr_t, size_t>& m, uintptr_t p, size_t n) {
     auto it = m.upper_bound(p);
@@ -108,11 +124,16 @@ bool inside(const std::map<uintptr_t, size_t>& m, uintptr_t p, size_t n) {
     return p + n <= it->first + it->second;
 }
 
+const bool dry = [] {
+    const char* e = std::getenv("LOSSC_FAKE_CUDA_DRY");
+    return e && std::strcmp(e, "1") == 0;
+}();
+
 void* take(size_t bytes, size_t align) {
     size_t n = (bytes + align - 1) / align * align;
     void* p = std::aligned_alloc(align, n ? n : align);
     // Not zero, as on a GPU: a kernel that reads memory nobody wrote sees NaN.
-    if (p) std::memset(p, 0xff, n ? n : align);
+    if (p) std::memset(p, dry ? 0 : 0xff, n ? n : align);
     return p;
 }
 
@@ -330,6 +351,7 @@ CUresult cuMemAllocAsync(uintptr_t* p, size_t bytes, void* stream) {
     *p = reinterpret_cast<uintptr_t>(m);
     device[*p] = bytes;
     used += bytes;
+    peak = std::max(peak, used);
     return OK;
 }
 
@@ -550,7 +572,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
                 return ILLEGAL_ADDRESS;
             }
         }
-        l->run(gx, bx);
+        if (!dry) l->run(gx, bx);
         return OK;
     };
     return enqueue(of(stream), op, true, "a launch");
