@@ -73,7 +73,7 @@ cargo test --workspace --doc
 # and the comparison with wgpu, which means something only on one GPU.
 fake="$PWD/target/fake-cuda"
 bash tests/cuda_emu/build-fake.sh "$fake" >/dev/null
-on_fake=(env LD_LIBRARY_PATH="$fake:$LD_LIBRARY_PATH" LOSSC_REQUIRE_CUDA=1)
+on_fake=(env LD_LIBRARY_PATH="$fake:$LD_LIBRARY_PATH" LOSSC_CACHE_DIR="$fake/cache" LOSSC_REQUIRE_CUDA=1)
 "${on_fake[@]}" cargo test -p lossc-runtime --test gpu cuda_device
 "${on_fake[@]}" cargo test --test gpu_train cuda -- --skip fashion_mnist --skip cuda_and_wgpu
 "${on_fake[@]}" cargo test --test cli -- device_auto on_cuda

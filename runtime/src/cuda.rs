@@ -1,6 +1,7 @@
 //! The CUDA device: a population of K models trained on an NVIDIA GPU through the driver API
-//! (cudarc), with the kernels of kernels/train.rs compiled once per process by NVRTC and each
-//! model's loss as its own emitted CUDA kernel (kernels/loss.cu.in).
+//! (cudarc), with the kernels of kernels/train.rs compiled by NVRTC once per machine (then read
+//! from [`cache_dir`]) and each model's loss as its own emitted CUDA kernel
+//! (kernels/loss.cu.in).
 //!
 //! Its device operations are the wgpu device's ([`crate::stacked`]: the same kernel text,
 //! launch shapes and stacked buffers); this file is the [`Launcher`] underneath, through
@@ -71,6 +72,47 @@ pub fn compile_ptx(src: &str, arch: &'static str) -> Result<cudarc::nvrtc::Ptx, 
     cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| format!("{e:?}"))
 }
 
+/// Where compiled kernels are kept between processes: `LOSSC_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/lossc`, else `~/.cache/lossc`; none where `LOSSC_CACHE_DIR` is empty.
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    match std::env::var_os("LOSSC_CACHE_DIR") {
+        Some(d) if d.is_empty() => None,
+        Some(d) => Some(d.into()),
+        None => (std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()).map(PathBuf::from))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("lossc")),
+    }
+}
+
+/// [`compile_ptx`] through a cache in `dir`, keyed by the source, the architecture and NVRTC's
+/// version: NVRTC takes about a second on the runtime's kernels, which every process that
+/// opens the CUDA device would otherwise pay. A cache that cannot be read or written costs
+/// only the compile.
+pub fn cached_ptx(dir: Option<&std::path::Path>, src: &str, arch: &'static str) -> Result<cudarc::nvrtc::Ptx, String> {
+    let Some(dir) = dir else { return compile_ptx(src, arch) };
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: NVRTC writes two ints; callers have checked that it is present.
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    let key = format!("{arch}\0{major}.{minor}\0{src}").bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3) // FNV-1a
+    });
+    let path = dir.join(format!("kernels-{arch}-{key:016x}.ptx"));
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(cudarc::nvrtc::Ptx::from_src(text));
+    }
+    let ptx = compile_ptx(src, arch)?;
+    // Written whole and then renamed, so that a process reading it sees all of it or none.
+    let tmp = dir.join(format!("kernels-{arch}-{key:016x}.{}.tmp", std::process::id()));
+    let stored = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&tmp, ptx.to_src()))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if stored.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(ptx)
+}
+
 /// Whether libnvrtc can be opened (cudarc loads it on first use and panics without it).
 pub fn nvrtc_present() -> bool {
     // SAFETY: only probes for the shared library.
@@ -112,7 +154,8 @@ impl Shared {
         let name = ctx.name().map_err(driver)?;
         let (major, minor) = ctx.compute_capability().map_err(driver)?;
         let arch = arch_of(major, minor);
-        let ptx = compile_ptx(&kernels::cuda(), arch).map_err(|message| CudaError::Kernels { arch, message })?;
+        let ptx = cached_ptx(cache_dir().as_deref(), &kernels::cuda(), arch)
+            .map_err(|message| CudaError::Kernels { arch, message })?;
         let module = ctx.load_module(ptx).map_err(driver)?;
         let mut functions = HashMap::new();
         for k in KERNELS {
@@ -281,8 +324,8 @@ impl Drop for Graph {
 
 impl Cuda {
     /// GPU 0 on a stream of its own, for a population of `models`. The runtime's kernels are
-    /// compiled by NVRTC on the process's first call. Its training steps replay as CUDA
-    /// graphs unless `LOSSC_CUDA_GRAPHS` is `0`.
+    /// compiled by NVRTC on the machine's first call ([`cached_ptx`]). Its training steps
+    /// replay as CUDA graphs unless `LOSSC_CUDA_GRAPHS` is `0`.
     pub fn new(models: usize) -> Result<Cuda, CudaError> {
         Cuda::with_graphs(models, std::env::var("LOSSC_CUDA_GRAPHS").map_or(true, |v| v != "0"))
     }
