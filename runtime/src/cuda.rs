@@ -154,9 +154,15 @@ impl Shared {
         let name = ctx.name().map_err(driver)?;
         let (major, minor) = ctx.compute_capability().map_err(driver)?;
         let arch = arch_of(major, minor);
-        let ptx = cached_ptx(cache_dir().as_deref(), &kernels::cuda(), arch)
-            .map_err(|message| CudaError::Kernels { arch, message })?;
-        let module = ctx.load_module(ptx).map_err(driver)?;
+        let src = kernels::cuda();
+        let build = |dir: Option<&std::path::Path>| {
+            cached_ptx(dir, &src, arch).map_err(|message| CudaError::Kernels { arch, message })
+        };
+        // A cached file the driver refuses (damaged, say) is compiled again.
+        let module = match ctx.load_module(build(cache_dir().as_deref())?) {
+            Ok(m) => m,
+            Err(_) => ctx.load_module(build(None)?).map_err(driver)?,
+        };
         let mut functions = HashMap::new();
         for k in KERNELS {
             functions.insert(k.name, module.load_function(k.name).map_err(driver)?);
