@@ -42,20 +42,22 @@
 
 namespace {
 using CUresult = int;
-enum : CUresult {
-    OK = 0,
-    INVALID_VALUE = 1,
-    OUT_OF_MEMORY = 2,
-    INVALID_DEVICE = 101,
-    INVALID_IMAGE = 200,
-    INVALID_HANDLE = 400,
-    ILLEGAL_STATE = 401,
-    NOT_FOUND = 500,
-    ILLEGAL_ADDRESS = 700,
-    NOT_SUPPORTED = 801,
-    CAPTURE_UNSUPPORTED = 900,
-    CAPTURE_INVALIDATED = 901,
-};
+// The driver's errors this driver returns: CUDA_ERROR_<name> = value.
+#define ERRORS(X)                       \
+    X(INVALID_VALUE, 1)                 \
+    X(OUT_OF_MEMORY, 2)                 \
+    X(INVALID_DEVICE, 101)              \
+    X(INVALID_IMAGE, 200)               \
+    X(INVALID_HANDLE, 400)              \
+    X(ILLEGAL_STATE, 401)               \
+    X(NOT_FOUND, 500)                   \
+    X(ILLEGAL_ADDRESS, 700)             \
+    X(NOT_SUPPORTED, 801)               \
+    X(STREAM_CAPTURE_UNSUPPORTED, 900)  \
+    X(STREAM_CAPTURE_INVALIDATED, 901)
+#define ENUM(name, value) name = value,
+enum : CUresult { OK = 0, ERRORS(ENUM) };
+#undef ENUM
 
 // The device's memory: LOSSC_FAKE_CUDA_GIB (default 4).
 const size_t TOTAL = [] {
@@ -180,7 +182,7 @@ CUresult enqueue(Stream* s, Op op, bool capturable, const char* what) {
         if (!capturable) {
             std::fprintf(stderr, "fake libcuda: %s while the stream is captured\n", what);
             s->invalidated = true;
-            return CAPTURE_UNSUPPORTED;
+            return STREAM_CAPTURE_UNSUPPORTED;
         }
         s->capture->ops.push_back(std::move(op));
         return OK;
@@ -213,17 +215,10 @@ CUresult free_device(uintptr_t p) {
 const char* error_name(CUresult e) {
     switch (e) {
         case OK: return "CUDA_SUCCESS";
-        case INVALID_VALUE: return "CUDA_ERROR_INVALID_VALUE";
-        case OUT_OF_MEMORY: return "CUDA_ERROR_OUT_OF_MEMORY";
-        case INVALID_DEVICE: return "CUDA_ERROR_INVALID_DEVICE";
-        case INVALID_IMAGE: return "CUDA_ERROR_INVALID_IMAGE";
-        case INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
-        case ILLEGAL_STATE: return "CUDA_ERROR_ILLEGAL_STATE";
-        case NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
-        case ILLEGAL_ADDRESS: return "CUDA_ERROR_ILLEGAL_ADDRESS";
-        case NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
-        case CAPTURE_UNSUPPORTED: return "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED";
-        case CAPTURE_INVALIDATED: return "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED";
+#define NAME(name, value) \
+    case name: return "CUDA_ERROR_" #name;
+        ERRORS(NAME)
+#undef NAME
         default: return "CUDA_ERROR_UNKNOWN";
     }
 }
@@ -344,7 +339,7 @@ CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
 CUresult cuMemAllocAsync(uintptr_t* p, size_t bytes, void* stream) {
     LOCKED;
     if (sticky != OK) return sticky;
-    if (capturing(of(stream), "an allocation")) return CAPTURE_UNSUPPORTED;
+    if (capturing(of(stream), "an allocation")) return STREAM_CAPTURE_UNSUPPORTED;
     if (used + bytes > TOTAL) return OUT_OF_MEMORY;
     void* m = take(bytes, 256);
     if (!m) return OUT_OF_MEMORY;
@@ -479,7 +474,7 @@ CUresult cuStreamDestroy_v2(void* stream) {
 CUresult cuStreamSynchronize(void* stream) {
     LOCKED;
     Stream* s = of(stream);
-    if (capturing(s, "a stream synchronisation")) return CAPTURE_UNSUPPORTED;
+    if (capturing(s, "a stream synchronisation")) return STREAM_CAPTURE_UNSUPPORTED;
     return run_until(s, s->issued);
 }
 
@@ -496,7 +491,7 @@ CUresult cuEventDestroy_v2(void* event) {
 CUresult cuEventRecord(void* event, void* stream) {
     LOCKED;
     Stream* s = of(stream);
-    if (capturing(s, "an event record")) return CAPTURE_UNSUPPORTED;
+    if (capturing(s, "an event record")) return STREAM_CAPTURE_UNSUPPORTED;
     auto* e = static_cast<Event*>(event);
     e->stream = s, e->at = s->issued;
     return sticky;
@@ -513,7 +508,7 @@ CUresult cuEventQuery(void* event) { return cuEventSynchronize(event); }
 
 CUresult cuStreamWaitEvent(void* stream, void* event, unsigned) {
     LOCKED;
-    if (capturing(of(stream), "a wait for an event")) return CAPTURE_UNSUPPORTED;
+    if (capturing(of(stream), "a wait for an event")) return STREAM_CAPTURE_UNSUPPORTED;
     auto* e = static_cast<Event*>(event);
     return e->stream ? run_until(e->stream, e->at) : sticky;
 }
@@ -598,7 +593,7 @@ CUresult cuStreamEndCapture(void* stream, void** graph) {
     if (s->invalidated) {
         delete g;
         *graph = nullptr;
-        return CAPTURE_INVALIDATED;
+        return STREAM_CAPTURE_INVALIDATED;
     }
     *graph = g;
     return sticky;
@@ -619,7 +614,7 @@ CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long lon
 CUresult cuGraphLaunch(void* exec, void* stream) {
     LOCKED;
     Stream* s = of(stream);
-    if (capturing(s, "a graph launch")) return CAPTURE_UNSUPPORTED;
+    if (capturing(s, "a graph launch")) return STREAM_CAPTURE_UNSUPPORTED;
     for (const Op& op : static_cast<Graph*>(exec)->ops) {
         if (CUresult r = enqueue(s, op, false, "a graph launch"); r != OK) return r;
     }
