@@ -80,8 +80,8 @@ fn every_cuda_kernel_compiles_with_nvrtc() {
 }
 
 /// The runtime's kernels are compiled once a machine: a second build for an architecture reads
-/// what the first stored (here a stand-in planted in its place); another architecture and a
-/// changed source compile afresh.
+/// what the first stored (here a stand-in planted in its place), unless told to compile afresh;
+/// another architecture and a changed source compile afresh.
 #[test]
 fn the_runtime_kernels_are_compiled_once_and_cached() {
     if !nvrtc_available() {
@@ -93,14 +93,16 @@ fn the_runtime_kernels_are_compiled_once_and_cached() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ptx-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let src = lossc_runtime::kernels::cuda();
-    let first = cached_ptx(Some(&dir), &src, "sm_90").unwrap().to_src();
+    let first = cached_ptx(Some(&dir), &src, "sm_90", false).unwrap().to_src();
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), first);
     std::fs::write(&files[0], "// planted").unwrap();
-    assert_eq!(cached_ptx(Some(&dir), &src, "sm_90").unwrap().to_src(), "// planted");
-    assert!(cached_ptx(Some(&dir), &src, "sm_80").unwrap().to_src().contains(".target sm_80"));
-    assert!(cached_ptx(Some(&dir), &format!("{src}\n"), "sm_90").unwrap().to_src().contains(".target sm_90"));
+    assert_eq!(cached_ptx(Some(&dir), &src, "sm_90", false).unwrap().to_src(), "// planted");
+    assert_eq!(cached_ptx(Some(&dir), &src, "sm_90", true).unwrap().to_src(), first, "fresh compiles again");
+    assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), first, "and stores it");
+    assert!(cached_ptx(Some(&dir), &src, "sm_80", false).unwrap().to_src().contains(".target sm_80"));
+    assert!(cached_ptx(Some(&dir), &format!("{src}\n"), "sm_90", false).unwrap().to_src().contains(".target sm_90"));
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -87,9 +87,14 @@ pub fn cache_dir() -> Option<std::path::PathBuf> {
 
 /// [`compile_ptx`] through a cache in `dir`, keyed by the source, the architecture and NVRTC's
 /// version: NVRTC takes about a second on the runtime's kernels, which every process that
-/// opens the CUDA device would otherwise pay. A cache that cannot be read or written costs
-/// only the compile.
-pub fn cached_ptx(dir: Option<&std::path::Path>, src: &str, arch: &'static str) -> Result<cudarc::nvrtc::Ptx, String> {
+/// opens the CUDA device would otherwise pay. `fresh` compiles and stores again whatever the
+/// cache holds. A cache that cannot be read or written costs only the compile.
+pub fn cached_ptx(
+    dir: Option<&std::path::Path>,
+    src: &str,
+    arch: &'static str,
+    fresh: bool,
+) -> Result<cudarc::nvrtc::Ptx, String> {
     let Some(dir) = dir else { return compile_ptx(src, arch) };
     let (mut major, mut minor) = (0, 0);
     // SAFETY: NVRTC writes two ints; callers have checked that it is present.
@@ -98,7 +103,7 @@ pub fn cached_ptx(dir: Option<&std::path::Path>, src: &str, arch: &'static str) 
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3) // FNV-1a
     });
     let path = dir.join(format!("kernels-{arch}-{key:016x}.ptx"));
-    if let Ok(text) = std::fs::read_to_string(&path) {
+    if let Some(text) = (!fresh).then(|| std::fs::read_to_string(&path).ok()).flatten() {
         return Ok(cudarc::nvrtc::Ptx::from_src(text));
     }
     let ptx = compile_ptx(src, arch)?;
@@ -155,13 +160,14 @@ impl Shared {
         let (major, minor) = ctx.compute_capability().map_err(driver)?;
         let arch = arch_of(major, minor);
         let src = kernels::cuda();
-        let build = |dir: Option<&std::path::Path>| {
-            cached_ptx(dir, &src, arch).map_err(|message| CudaError::Kernels { arch, message })
+        let dir = cache_dir();
+        let build = |fresh| {
+            cached_ptx(dir.as_deref(), &src, arch, fresh).map_err(|message| CudaError::Kernels { arch, message })
         };
-        // A cached file the driver refuses (damaged, say) is compiled again.
-        let module = match ctx.load_module(build(cache_dir().as_deref())?) {
+        // A cached file the driver refuses (damaged, say) is compiled and stored again.
+        let module = match ctx.load_module(build(false)?) {
             Ok(m) => m,
-            Err(_) => ctx.load_module(build(None)?).map_err(driver)?,
+            Err(_) => ctx.load_module(build(true)?).map_err(driver)?,
         };
         let mut functions = HashMap::new();
         for k in KERNELS {

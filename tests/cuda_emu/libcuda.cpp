@@ -17,12 +17,13 @@
 // again at every replay.
 //
 // The device reports compute capability 9.0, 256 threads for each of LOSSC_FAKE_CUDA_SMS
-// multiprocessors (default 1) and LOSSC_FAKE_CUDA_GIB GiB of memory (default 4); at exit it
-// prints the most device memory allocated at once. Everything runs under one lock.
+// multiprocessors (default 1) and LOSSC_FAKE_CUDA_GIB GiB of memory (default 4). Everything
+// runs under one lock.
 //
 // With LOSSC_FAKE_CUDA_DRY=1 launches are checked but do not run, and memory starts zeroed (so
 // that the numbers stay finite): what is left of a training step is the host's work, which
-// `lossc bench-train --device cuda` then times.
+// `lossc bench-train --device cuda` then times; at exit the driver prints the most device
+// memory allocated at once.
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -111,13 +112,6 @@ thread_local std::vector<void*> pushed;
 
 void say(const char* what) { std::fprintf(stderr, "fake libcuda: %s\n", what); }
 
-// At exit: the peak, for sizing populations to a real GPU's memory.
-struct Report {
-    ~Report() {
-        if (peak) std::fprintf(stderr, "fake libcuda: at most %.1f MiB of device memory allocated at once\n", peak / 1048576.0);
-    }
-} report;
-
 // Whether [p, p + n) lies in one live allocation of `m` (n = 0: p is in one or at its end).
 bool inside(const std::map<uintptr_t, size_t>& m, uintptr_t p, size_t n) {
     auto it = m.upper_bound(p);
@@ -130,6 +124,16 @@ const bool dry = [] {
     const char* e = std::getenv("LOSSC_FAKE_CUDA_DRY");
     return e && std::strcmp(e, "1") == 0;
 }();
+
+// At exit: the peak, for sizing populations to a real GPU's memory.
+struct Report {
+    ~Report() {
+        if (dry) {
+            std::fprintf(stderr, "fake libcuda: at most %.1f MiB of device memory allocated at once\n",
+                         peak / 1048576.0);
+        }
+    }
+} report;
 
 void* take(size_t bytes, size_t align) {
     size_t n = (bytes + align - 1) / align * align;
@@ -519,7 +523,8 @@ CUresult cuModuleLoadData(void** module, const void* image) {
     static const std::string tag = "// lossc fake PTX\n";
     std::string ptx = static_cast<const char*>(image);
     if (ptx.compare(0, tag.size(), tag) != 0) {
-        say("PTX from a real NVRTC cannot run here (the fake libnvrtc.so must come first on the library path)");
+        say("a module not built by the fake NVRTC (real PTX, or a damaged file) cannot run here; the fake "
+            "libnvrtc.so must come first on the library path");
         return INVALID_IMAGE;
     }
     std::string path = ptx.substr(tag.size(), ptx.find('\n', tag.size()) - tag.size());
