@@ -120,6 +120,13 @@ bool inside(const std::map<uintptr_t, size_t>& m, uintptr_t p, size_t n) {
     return p + n <= it->first + it->second;
 }
 
+// Whether [p, p + n) is live device memory; if not, says so for the operation `what`.
+bool allocated(uintptr_t p, size_t n, const char* what) {
+    if (inside(device, p, n)) return true;
+    std::fprintf(stderr, "fake libcuda: %s: %zu bytes at %p are not live device memory\n", what, n, (void*)p);
+    return false;
+}
+
 const bool dry = [] {
     const char* e = std::getenv("LOSSC_FAKE_CUDA_DRY");
     return e && std::strcmp(e, "1") == 0;
@@ -391,15 +398,9 @@ CUresult cuMemFreeHost(void* p) {
 
 CUresult cuMemsetD8Async(uintptr_t dst, unsigned char v, size_t n, void* stream) {
     LOCKED;
-    if (!inside(device, dst, n)) {
-        std::fprintf(stderr, "fake libcuda: memset of %zu bytes at %p outside every allocation\n", n, (void*)dst);
-        return INVALID_VALUE;
-    }
+    if (!allocated(dst, n, "a memset")) return INVALID_VALUE;
     auto op = [dst, v, n]() -> CUresult {
-        if (!inside(device, dst, n)) {
-            std::fprintf(stderr, "fake libcuda: memset of %zu bytes at %p into freed memory\n", n, (void*)dst);
-            return ILLEGAL_ADDRESS;
-        }
+        if (!allocated(dst, n, "a memset")) return ILLEGAL_ADDRESS;
         std::memset((void*)dst, v, n);
         return OK;
     };
@@ -408,47 +409,27 @@ CUresult cuMemsetD8Async(uintptr_t dst, unsigned char v, size_t n, void* stream)
 
 CUresult cuMemcpyHtoDAsync_v2(uintptr_t dst, const void* src, size_t n, void* stream) {
     LOCKED;
-    if (!inside(device, dst, n)) {
-        std::fprintf(stderr, "fake libcuda: copy of %zu bytes to %p outside every allocation\n", n, (void*)dst);
-        return INVALID_VALUE;
+    if (!allocated(dst, n, "a copy to the device")) return INVALID_VALUE;
+    // From pinned memory the bytes are read when the copy runs; from pageable memory they are
+    // taken now, since the caller may reuse its memory as soon as this returns.
+    std::shared_ptr<std::vector<char>> taken;
+    if (!inside(pinned, reinterpret_cast<uintptr_t>(src), n)) {
+        taken = std::make_shared<std::vector<char>>((const char*)src, (const char*)src + n);
     }
-    auto check = [dst, n] {
-        if (inside(device, dst, n)) return true;
-        std::fprintf(stderr, "fake libcuda: copy of %zu bytes to %p, freed\n", n, (void*)dst);
-        return false;
+    auto op = [=]() -> CUresult {
+        if (!allocated(dst, n, "a copy to the device")) return ILLEGAL_ADDRESS;
+        std::memcpy((void*)dst, taken ? taken->data() : src, n);
+        return OK;
     };
-    Op op;
-    if (inside(pinned, reinterpret_cast<uintptr_t>(src), n)) {
-        // Read when the copy runs.
-        op = [=]() -> CUresult {
-            if (!check()) return ILLEGAL_ADDRESS;
-            std::memcpy((void*)dst, src, n);
-            return OK;
-        };
-    } else {
-        // Taken now: the caller may reuse its memory as soon as this returns.
-        auto bytes = std::make_shared<std::vector<char>>((const char*)src, (const char*)src + n);
-        op = [=]() -> CUresult {
-            if (!check()) return ILLEGAL_ADDRESS;
-            std::memcpy((void*)dst, bytes->data(), n);
-            return OK;
-        };
-    }
     return enqueue(of(stream), op, false, "a copy to the device");
 }
 
 CUresult cuMemcpyDtoHAsync_v2(void* dst, uintptr_t src, size_t n, void* stream) {
     LOCKED;
-    if (!inside(device, src, n)) {
-        std::fprintf(stderr, "fake libcuda: copy of %zu bytes from %p outside every allocation\n", n, (void*)src);
-        return INVALID_VALUE;
-    }
+    if (!allocated(src, n, "a copy to the host")) return INVALID_VALUE;
     Stream* s = of(stream);
     auto op = [=]() -> CUresult {
-        if (!inside(device, src, n)) {
-            std::fprintf(stderr, "fake libcuda: copy of %zu bytes from %p, freed\n", n, (void*)src);
-            return ILLEGAL_ADDRESS;
-        }
+        if (!allocated(src, n, "a copy to the host")) return ILLEGAL_ADDRESS;
         std::memcpy(dst, (const void*)src, n);
         return OK;
     };

@@ -52,7 +52,7 @@ const std::string GXX = "g++ -std=c++20 -O1 -shared -fPIC -pthread -include fake
 
 Result compile(Program& p) {
     const std::string dir = FAKE_SOURCE_DIR, cache = FAKE_CACHE_DIR;
-    std::string headers =
+    static const std::string headers =
         GXX + slurp(dir + "/emu.h") + slurp(dir + "/fake_kernel.h") + slurp(dir + "/fake_launch.h");
     char hash[17];
     std::snprintf(hash, sizeof hash, "%016llx", (unsigned long long)fnv1a(p.src, fnv1a(headers)));
@@ -77,6 +77,18 @@ Result compile(Program& p) {
         std::rename((tmp + ".so").c_str(), so.c_str());
     }
     p.ptx = "// lossc fake PTX\n" + so + "\n";
+    return SUCCESS;
+}
+// A program's PTX or log as NVRTC hands them out: the size with the closing NUL, then the text.
+int size_of(Program* prog, std::string Program::*text, size_t* size) {
+    if (!prog) return ERROR_INVALID_PROGRAM;
+    *size = (prog->*text).size() + 1;
+    return SUCCESS;
+}
+
+int copy_of(Program* prog, std::string Program::*text, char* out) {
+    if (!prog) return ERROR_INVALID_PROGRAM;
+    std::memcpy(out, (prog->*text).c_str(), (prog->*text).size() + 1);
     return SUCCESS;
 }
 }  // namespace
@@ -113,29 +125,13 @@ int nvrtcCompileProgram(Program* prog, int, const char* const*) {
     return compile(*prog);
 }
 
-int nvrtcGetPTXSize(Program* prog, size_t* size) {
-    if (!prog) return ERROR_INVALID_PROGRAM;
-    *size = prog->ptx.size() + 1;
-    return SUCCESS;
-}
+int nvrtcGetPTXSize(Program* prog, size_t* size) { return size_of(prog, &Program::ptx, size); }
 
-int nvrtcGetPTX(Program* prog, char* ptx) {
-    if (!prog) return ERROR_INVALID_PROGRAM;
-    std::memcpy(ptx, prog->ptx.c_str(), prog->ptx.size() + 1);
-    return SUCCESS;
-}
+int nvrtcGetPTX(Program* prog, char* ptx) { return copy_of(prog, &Program::ptx, ptx); }
 
-int nvrtcGetProgramLogSize(Program* prog, size_t* size) {
-    if (!prog) return ERROR_INVALID_PROGRAM;
-    *size = prog->log.size() + 1;
-    return SUCCESS;
-}
+int nvrtcGetProgramLogSize(Program* prog, size_t* size) { return size_of(prog, &Program::log, size); }
 
-int nvrtcGetProgramLog(Program* prog, char* log) {
-    if (!prog) return ERROR_INVALID_PROGRAM;
-    std::memcpy(log, prog->log.c_str(), prog->log.size() + 1);
-    return SUCCESS;
-}
+int nvrtcGetProgramLog(Program* prog, char* log) { return copy_of(prog, &Program::log, log); }
 
 const char* nvrtcGetErrorString(int result) {
     switch (result) {
