@@ -13,8 +13,10 @@ Prints candidate-steps/s and images/s (all models) for each; `scripts/gpu-check.
 runs it right after `lossc bench-train --device cuda` on the same GPU.
 
     python3 bench/torch_gpu_train_baseline.py [K,K,...]     # default 1,8,32,64,128
+    TORCH_DEVICE=cpu TORCH_STEPS=3 python3 bench/torch_gpu_train_baseline.py 1,2   # the same code on the CPU
 """
 import copy
+import os
 import sys
 import time
 
@@ -25,19 +27,25 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from torch_train_baseline import surrogate  # noqa: E402
 
 BATCH = 128
-STEPS = 30
+STEPS = int(os.environ.get("TORCH_STEPS", 30))
 WARMUP = 10
+DEVICE = os.environ.get("TORCH_DEVICE", "cuda")
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def timed(step, models):
     """Candidate-steps/s of `step` (one training step of `models` models), after warm-up."""
     for _ in range(WARMUP):
         step()
-    torch.cuda.synchronize()
+    sync()
     start = time.perf_counter()
     for _ in range(STEPS):
         step()
-    torch.cuda.synchronize()
+    sync()
     return STEPS * models / (time.perf_counter() - start)
 
 
@@ -46,10 +54,10 @@ def report(what, rate):
 
 
 def single(compiled):
-    model = surrogate().cuda()
+    model = surrogate().to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x = torch.rand(BATCH, 1, 32, 32, device="cuda")
-    y = torch.randint(0, 10, (BATCH,), device="cuda")
+    x = torch.rand(BATCH, 1, 32, 32, device=DEVICE)
+    y = torch.randint(0, 10, (BATCH,), device=DEVICE)
 
     # Compiling the module compiles its forward and backward (AOTAutograd), both replayed as
     # CUDA graphs in this mode.
@@ -66,14 +74,14 @@ def single(compiled):
 def ensemble(k):
     from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state, vmap
 
-    base = surrogate().cuda()
+    base = surrogate().to(DEVICE)
     replace_all_batch_norm_modules_(base)
     models = [copy.deepcopy(base) for _ in range(k)]
     params, buffers = stack_module_state(models)
     skeleton = copy.deepcopy(base).to("meta")
     opt = torch.optim.Adam(list(params.values()), 1e-3)
-    x = torch.rand(BATCH, 1, 32, 32, device="cuda")
-    y = torch.randint(0, 10, (BATCH,), device="cuda")
+    x = torch.rand(BATCH, 1, 32, 32, device=DEVICE)
+    y = torch.randint(0, 10, (BATCH,), device=DEVICE)
 
     def one(p, b, x):
         return functional_call(skeleton, (p, b), (x,))
@@ -92,7 +100,8 @@ def ensemble(k):
 
 def main():
     ks = [int(k) for k in sys.argv[1].split(",")] if len(sys.argv) > 1 else [1, 8, 32, 64, 128]
-    print(f"pytorch {torch.__version__} on {torch.cuda.get_device_name()}, batch {BATCH}, 1x32x32, Adam, CE")
+    name = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+    print(f"pytorch {torch.__version__} on {name}, batch {BATCH}, 1x32x32, Adam, CE")
     report("torch eager, 1 model", single(False))
     try:
         report("torch.compile (reduce-overhead), 1 model", single(True))

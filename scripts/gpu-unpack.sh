@@ -5,6 +5,7 @@
 set -euo pipefail
 for f in "$1"/*.xz; do
   [ -e "$f" ] || continue
+  [ "${f%.xz}" -nt "$f" ] && continue  # unpacked by an earlier call
   python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "${f%.xz}"
   chmod +x "${f%.xz}"
 done

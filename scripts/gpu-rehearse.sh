@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs what the GPU machine runs, here on the CPU, before device time is spent on it: a copy
+# of the tree and .gpu/ (scripts/gpu-prepare.sh) in a scratch folder, PATH without cargo, the
+# dataset folder hidden (so the packed Fashion-MNIST subset is installed, as there), and the
+# fake CUDA driver and NVRTC (tests/cuda_emu) where the scripts look for the real ones.
+#
+#   bash scripts/gpu-rehearse.sh check    # scripts/gpu-check.sh .gpu train
+#   bash scripts/gpu-rehearse.sh proof    # scripts/gpu-proof.sh .gpu at a rehearsal's size
+#   INITIAL=40 ITERATIONS=40 SEARCH_S=3 bash scripts/gpu-rehearse.sh proof   # a search cut short;
+#   RESUME=DIR bash scripts/gpu-rehearse.sh proof     # and resumed from the store it left in DIR
+#
+# The fake runs in its dry mode (launches checked, not run), so tests fail on their values and
+# the throughputs are the host's work alone: what it checks is that every step starts, finds
+# its files and libraries, and ends within its timeout. PyTorch runs on the CPU
+# (TORCH_DEVICE=cpu, 3 timed steps). Output: gpu-check.txt or gpu-proof.txt (and the proof's
+# stores) in $OUT, by default a new folder /tmp/lossc-rehearsal.*, whose name it prints.
+# Needs root (a mount namespace hides the dataset, and the fake NVRTC goes in /opt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-check}
+[ -d .gpu ] || { echo "error: no .gpu/: run scripts/gpu-prepare.sh first" >&2; exit 2; }
+case "$what" in check | proof) ;; *) echo "usage: $0 check|proof" >&2; exit 2 ;; esac
+out=${OUT:-$(mktemp -d /tmp/lossc-rehearsal.XXXX)}
+fake=/opt/lossc-fake-cuda
+bash tests/cuda_emu/build-fake.sh "$fake" >/dev/null
+tree=$(mktemp -d)
+trap 'rm -rf "$tree"' EXIT
+git ls-files -z | tar -c --null -T - | tar -x -C "$tree"
+cp -r .gpu "$tree/.gpu"
+mkdir -p "$out"
+export OUT="$out" LD_LIBRARY_PATH="$fake" LOSSC_FAKE_CUDA_DRY=1 LOSSC_FAKE_CUDA_GIB=${LOSSC_FAKE_CUDA_GIB:-64}
+export TORCH_DEVICE=cpu TORCH_STEPS=3 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+if [ "$what" = check ]; then
+  run=(bash scripts/gpu-check.sh .gpu train)
+else
+  run=(env INITIAL="${INITIAL:-6}" ITERATIONS="${ITERATIONS:-4}" POPULATION=4 TOURNAMENT=2 MODELS=4 STEPS=40 GATE=20
+    bash scripts/gpu-proof.sh .gpu)
+fi
+echo "output: $out"
+# shellcheck disable=SC2016
+unshare -m bash -c 'mkdir -p /usr/share/datasets && mount -t tmpfs none /usr/share/datasets && cd "$0" && time "$@"' "$tree" "${run[@]}"
