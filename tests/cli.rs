@@ -451,6 +451,89 @@ fn a_search_trains_its_jobs_as_populations_on_cuda() {
     assert!(metrics.iter().any(|m| m["population"] == 3), "a population of 3 trained together");
 }
 
+/// A tiny Fashion-MNIST in IDX form (`n` training and `test` test images of 28x28, pixels
+/// from a hash of their index, labels cycling over the 10 classes), for trainings that must be
+/// quick on an emulated device.
+fn tiny_fashion_mnist(dir: &std::path::Path, n: u32, test: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (prefix, count) in [("train", n), ("t10k", test)] {
+        let mut images = [0, 0, 8, 3].to_vec();
+        images.extend([count, 28, 28].iter().flat_map(|d| d.to_be_bytes()));
+        images.extend((0..count * 784).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8));
+        let mut labels = [0, 0, 8, 1].to_vec();
+        labels.extend(count.to_be_bytes());
+        labels.extend((0..count).map(|i| (i % 10) as u8));
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+/// A loss kernel that NVRTC refuses fails its own job, with NVRTC's log as the reason; the
+/// rest of its population trains on without it, each loss's result equal to the one from a run
+/// where every kernel built. Needs the fake CUDA driver of tests/cuda_emu, whose NVRTC refuses
+/// a source containing LOSSC_FAKE_NVRTC_REFUSE (here a2's kernel name).
+#[test]
+fn a_loss_kernel_that_does_not_build_fails_only_its_own_job_on_cuda() {
+    match lossc_runtime::cuda::Cuda::new(1) {
+        Err(e) => {
+            assert!(std::env::var_os("LOSSC_REQUIRE_CUDA").is_none(), "LOSSC_REQUIRE_CUDA is set: {e}");
+            println!("SKIPPED: {e}");
+            return;
+        }
+        Ok(dev) if !dev.device_name().contains("fake") => {
+            println!("SKIPPED: only the fake CUDA driver (tests/cuda_emu) refuses a kernel on request");
+            return;
+        }
+        Ok(_) => {}
+    }
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cuda-refused-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    tiny_fashion_mnist(&dir.join("data"), 48, 16);
+    let data = format!("fashion-mnist:{}", dir.join("data").display());
+    // Each loss's (name, metrics) from one evaluation of ce, a2 and m1 as one population.
+    let evaluate = |db: &str, refuse: &str| {
+        let db = dir.join(db);
+        let out = Command::new(env!("CARGO_BIN_EXE_lossc"))
+            .args(["evaluate", "--device", "cuda", "--models", "3", "--seeds", "1", "--steps", "4", "--batch", "8"])
+            .args(["--val", "16", "--eval-every", "2", "--warmup", "1", "--data", &data, "--db"])
+            .arg(&db)
+            .args(["--loss", "examples/ce.loss", "--loss", "examples/a2.loss", "--loss", "examples/m1.loss"])
+            .env("LOSSC_FAKE_NVRTC_REFUSE", refuse)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut q = conn.prepare("SELECT j.text, r.metrics FROM results r JOIN jobs j USING (key, spec)").unwrap();
+        let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).unwrap();
+        let mut v: Vec<(String, serde_json::Value)> = rows
+            .map(|r| r.unwrap())
+            .map(|(text, m)| (text.split_whitespace().nth(1).unwrap().to_string(), serde_json::from_str(&m).unwrap()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let all = evaluate("all.db", "");
+    let refused = evaluate("refused.db", "lossc_a2_");
+    let names = |v: &[(String, serde_json::Value)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&all), ["a2", "ce", "m1"]);
+    assert_eq!(names(&refused), ["a2", "ce", "m1"]);
+    for (name, m) in &all {
+        assert!(m["stopped"].is_null() && m["population"] == 3, "{name}: {m}");
+    }
+    let a2 = &refused[0].1;
+    let why = a2["stopped"].as_str().unwrap_or_default();
+    assert!(why.starts_with("the loss kernel of model "), "{a2}");
+    assert!(why.contains("NVRTC_ERROR_COMPILATION for sm_"), "{a2}");
+    assert!(why.contains(": fake nvrtc: refused a source containing `lossc_a2_`"), "NVRTC's log is the reason: {a2}");
+    for ((name, alone), (_, with)) in all.iter().zip(&refused).skip(1) {
+        assert_eq!(with["population"], 2, "{name} trained in a population of the two that built: {with}");
+        for field in ["train", "validation", "test_accuracy", "steps"] {
+            assert_eq!(alone[field], with[field], "{name}: {field}");
+        }
+    }
+}
+
 /// `bench-train` times the steps after its warm-up and says so; `--profile` lists each GPU
 /// kernel's launches per training step (the surrogate's nine convolutions: a stem and four a
 /// block, over the entry points for blocks of images), and on the CPU says there is

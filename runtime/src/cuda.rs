@@ -66,10 +66,16 @@ pub fn arch_of(major: i32, minor: i32) -> &'static str {
     }
 }
 
-/// CUDA C to PTX with NVRTC for `arch`; the error is NVRTC's log.
+/// CUDA C to PTX with NVRTC for `arch`; the error is NVRTC's result and its log.
 pub fn compile_ptx(src: &str, arch: &'static str) -> Result<cudarc::nvrtc::Ptx, String> {
+    use cudarc::nvrtc::CompileError;
     let opts = cudarc::nvrtc::CompileOptions { arch: Some(arch), ..Default::default() };
-    cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| format!("{e:?}"))
+    cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| match e {
+        CompileError::CompileError { nvrtc, log, .. } => {
+            format!("{:?} for {arch}: {}", nvrtc.0, log.to_string_lossy().trim_end())
+        }
+        e => format!("{e:?}"),
+    })
 }
 
 /// Where compiled kernels are kept between processes: `LOSSC_CACHE_DIR`, else

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <regex>
@@ -51,6 +52,13 @@ std::string with_binders(const std::string& src) {
 const std::string GXX = "g++ -std=c++20 -O1 -shared -fPIC -pthread -include fake_kernel.h";
 
 Result compile(Program& p) {
+    // LOSSC_FAKE_NVRTC_REFUSE=TEXT: a source containing TEXT fails as one that does not
+    // compile, so that a test can make one loss kernel of a population fail to build.
+    const char* refuse = std::getenv("LOSSC_FAKE_NVRTC_REFUSE");
+    if (refuse && *refuse && p.src.find(refuse) != std::string::npos) {
+        p.log = std::string("fake nvrtc: refused a source containing `") + refuse + "` (LOSSC_FAKE_NVRTC_REFUSE)\n";
+        return ERROR_COMPILATION;
+    }
     const std::string dir = FAKE_SOURCE_DIR, cache = FAKE_CACHE_DIR;
     static const std::string headers =
         GXX + slurp(dir + "/emu.h") + slurp(dir + "/fake_kernel.h") + slurp(dir + "/fake_launch.h");
