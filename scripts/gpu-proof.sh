@@ -5,16 +5,17 @@
 #
 #   bash scripts/gpu-proof.sh .gpu            # prebuilt binaries from scripts/gpu-prepare.sh
 #   INITIAL=200 ITERATIONS=200 MODELS=64 bash scripts/gpu-proof.sh .gpu
-#   RESUME=bench/results/proof bash scripts/gpu-proof.sh .gpu   # goes on with a cut search
+#   RESUME=bench/results/proof bash scripts/gpu-proof.sh .gpu   # goes on where a run stopped
 #   INITIAL=6 ITERATIONS=4 POPULATION=4 TOURNAMENT=2 MODELS=4 STEPS=40 GATE=20 \
 #     bash scripts/gpu-proof.sh .gpu              # the whole flow in seconds (gpu-rehearse.sh)
 #
 # Prints the search's and the evaluation's output with their wall times; writes everything to
 # $OUT/gpu-proof.txt when $OUT is set (the device tool) and keeps the stores in $OUT.
-# A device call ends at 600 s, so the search stops at SEARCH_S seconds (default 480) and the
-# evaluation waits for a finished search. The stores come back in $OUT; carried back with the
-# tree and named by RESUME (a folder holding proof-search.db and perhaps proof-evaluate.db),
-# they go on where they stopped: a search resumes from its store, training only what is missing.
+# A device call ends at 600 s, so the search and then the evaluation stop BUDGET_S seconds
+# (default 540) after the start, and the evaluation waits for a finished search. The stores come
+# back in $OUT, closed by `lossc status`; carried back with the tree and named by RESUME (a
+# folder holding proof-search.db and perhaps proof-evaluate.db), they go on where they
+# stopped: a search or an evaluation resumes from its store, training only what is missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp}
@@ -42,22 +43,31 @@ if [ -n "${RESUME:-}" ]; then
   done
 fi
 
+deadline=$(( $(date +%s) + ${BUDGET_S:-540} ))
+left() { echo $(( deadline - $(date +%s) )); }
+# Runs a stage within what is left of the budget, then closes its store with `lossc status`;
+# says so and ends the script if the stage stopped at the deadline or failed.
+stage() {
+  local db=$1 rc budget
+  shift
+  start=$(date +%s) budget=$(left)
+  [ "$budget" -ge 1 ] || budget=1  # `timeout 0` would mean no limit
+  timeout "$budget" "$@"
+  rc=$?
+  echo "wall: $(( $(date +%s) - start )) s"
+  "$lossc" status --db "$db"
+  if [ "$rc" = 124 ]; then
+    echo "stopped at the budget of ${BUDGET_S:-540} s: carry $out/proof-*.db back and run again with RESUME"
+    exit 0
+  fi
+  [ "$rc" = 0 ] || exit "$rc"
+}
+
 echo "== search: $initial random + $iterations evolved candidates, $steps steps, gate at $gate, aug $aug, populations of $models"
-start=$(date +%s)
-timeout "${SEARCH_S:-480}" "$lossc" search --device cuda --models "$models" --workers 1 --round "$round" \
+stage "$out/proof-search.db" "$lossc" search --device cuda --models "$models" --workers 1 --round "$round" \
   --initial "$initial" --iterations "$iterations" --population "$population" --tournament "$tournament" \
   --steps "$steps" --gate-step "$gate" --aug "$aug" --db "$out/proof-search.db" --out "$out/proof-best"
-searched=$?
-echo "search wall: $(( $(date +%s) - start )) s"
-"$lossc" status --db "$out/proof-search.db"
-if [ "$searched" = 124 ]; then
-  echo "the search stopped at ${SEARCH_S:-480} s: carry $out/proof-search.db back and run again with RESUME"
-  exit 0
-fi
-[ "$searched" = 0 ] || exit "$searched"
 
 echo "== the best loss against CE, 5 seeds, $steps steps, aug $aug"
-start=$(date +%s)
-"$lossc" evaluate --device cuda --models 10 --workers 1 --seeds 5 --steps "$steps" --aug "$aug" \
-  --loss "$out/proof-best/best-1.loss" --loss examples/ce.loss --db "$out/proof-evaluate.db"
-echo "evaluate wall: $(( $(date +%s) - start )) s"
+stage "$out/proof-evaluate.db" "$lossc" evaluate --device cuda --models 10 --workers 1 --seeds 5 --steps "$steps" \
+  --aug "$aug" --loss "$out/proof-best/best-1.loss" --loss examples/ce.loss --db "$out/proof-evaluate.db"

@@ -6,7 +6,7 @@
 #
 #   bash scripts/gpu-rehearse.sh check    # scripts/gpu-check.sh .gpu train
 #   bash scripts/gpu-rehearse.sh proof    # scripts/gpu-proof.sh .gpu at a rehearsal's size
-#   INITIAL=40 ITERATIONS=40 SEARCH_S=3 bash scripts/gpu-rehearse.sh proof   # a search cut short;
+#   INITIAL=40 ITERATIONS=40 BUDGET_S=3 bash scripts/gpu-rehearse.sh proof   # a search cut short;
 #   RESUME=DIR bash scripts/gpu-rehearse.sh proof     # and resumed from the store it left in DIR
 #
 # The fake runs in its dry mode (launches checked, not run), so tests fail on their values and

@@ -226,14 +226,18 @@ fn a_search_worker_trains_its_jobs_as_one_population() {
             .args(["search", "--population", "3", "--initial", "6", "--tournament", "2", "--iterations", "6"])
             .args(["--round", "6", "--steps", "9", "--batch", "8", "--val", "64", "--eval-every", "3"])
             .args(["--gate-step", "6", "--gate-accuracy", "0.1", "--lr", "0.003", "--warmup", "2", "--seed", "3"])
-            .args(["--device", "wgpu", "--workers", "1", "--models", models])
+            .args(["--device", "wgpu", "--workers", "1", "--models", models, "--lease", "1"])
             .arg("--db")
             .arg(&db)
             .arg("--out")
             .arg(dir.join("out"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        // Heartbeats every 0.2 s (--lease 1) meet jobs stored at the gate while the survivors
+        // train on: done, not lost.
+        assert!(!err.contains("lost the lease"), "{err}");
         let conn = rusqlite::Connection::open(&db).unwrap();
         let mut q = conn.prepare("SELECT key, metrics FROM results ORDER BY key").unwrap();
         let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).unwrap();

@@ -7,7 +7,7 @@
 mod common;
 
 use lossc::error::{Blame, Classify};
-use lossc::search::store::{Db, MAX_ATTEMPTS, SCHEMA_VERSION, Store, StoreError};
+use lossc::search::store::{Db, Lease, MAX_ATTEMPTS, SCHEMA_VERSION, Store, StoreError};
 use lossc::train::TrainSpec;
 use lossc_runtime::train::Metrics;
 use std::time::Duration;
@@ -68,7 +68,7 @@ fn an_expired_lease_goes_back_to_the_queue_and_only_its_holder_stores_a_result()
         store.enqueue("k", &spec, "loss l = -y * ln(p);").unwrap();
         let first = store.claim("w1", 0.4).unwrap().unwrap();
         assert!(store.claim("w2", 0.4).unwrap().is_none(), "{db}: a held job was claimed twice");
-        assert!(store.renew(&first, "w1", 0.4).unwrap());
+        assert_eq!(store.renew(&first, "w1", 0.4).unwrap(), Lease::Renewed, "{db}");
         std::thread::sleep(Duration::from_millis(600));
         let second = store.claim("w2", 30.0).unwrap().expect("the expired job is claimed again");
         assert_eq!((second.id, second.attempt), (first.id, 2), "{db}");
@@ -76,10 +76,12 @@ fn an_expired_lease_goes_back_to_the_queue_and_only_its_holder_stores_a_result()
         assert_eq!(row.error.as_deref(), Some("the lease of w1 expired"), "{db}");
         assert_eq!((row.status.as_str(), row.worker.as_deref(), row.attempts), ("running", Some("w2"), 2));
 
-        assert!(!store.renew(&first, "w1", 30.0).unwrap(), "{db}: a lost lease was renewed");
+        assert_eq!(store.renew(&first, "w1", 30.0).unwrap(), Lease::Lost, "{db}: a lost lease was renewed");
         assert!(!store.complete(&first, "w1", &metrics(0.9), 1.0).unwrap(), "{db}: a lost lease stored a result");
         assert!(store.result("k", &spec).unwrap().is_none());
         assert!(store.complete(&second, "w2", &metrics(0.5), 1.0).unwrap());
+        assert_eq!(store.renew(&second, "w2", 30.0).unwrap(), Lease::Done, "{db}: done, not lost");
+        assert_eq!(store.renew(&first, "w1", 30.0).unwrap(), Lease::Lost, "{db}: done by another claim");
         assert_eq!(store.result("k", &spec).unwrap().unwrap().fitness, 0.5, "{db}");
         assert!(!store.complete(&second, "w2", &metrics(0.7), 1.0).unwrap(), "{db}: stored twice");
         assert_eq!(store.counts().unwrap(), (1, 2), "{db}: one result from two attempts");
@@ -121,7 +123,7 @@ fn renewing_a_lease_keeps_the_job() {
         let job = store.claim("w1", 0.5).unwrap().unwrap();
         for _ in 0..8 {
             std::thread::sleep(Duration::from_millis(150));
-            assert!(store.renew(&job, "w1", 0.5).unwrap(), "{db}");
+            assert_eq!(store.renew(&job, "w1", 0.5).unwrap(), Lease::Renewed, "{db}");
             assert!(store.claim("w2", 0.5).unwrap().is_none(), "{db}: a renewed lease expired");
         }
         std::thread::sleep(Duration::from_millis(700));

@@ -5,7 +5,7 @@
 use super::evolution::{Evolution, Fitness, Member, Settings, Verdict};
 use super::genome::Genome;
 use super::screen;
-use super::store::{CandidateRow, DEFAULT_LEASE, Db, Job, Outcome, Store, StoreError, worker_id};
+use super::store::{CandidateRow, DEFAULT_LEASE, Db, Job, Lease, Outcome, Store, StoreError, worker_id};
 use crate::ir::{Graph, print};
 use crate::train::{DataError, SpecError, Splits, TrainError, TrainSpec, load_data, train_population_from};
 use lossc_runtime::train::{Checkpoint, Metrics, Outcome as Trained, Paused, Start};
@@ -258,8 +258,10 @@ impl Heartbeat {
                 let jobs = h.lock().expect("held jobs").clone();
                 for job in jobs {
                     match store.renew(&job, &worker, lease) {
-                        Ok(true) => {}
-                        Ok(false) => {
+                        Ok(Lease::Renewed) => {}
+                        // Stored while the population it trained in goes on.
+                        Ok(Lease::Done) => h.lock().expect("held jobs").retain(|j| j.id != job.id),
+                        Ok(Lease::Lost) => {
                             eprintln!(
                                 "worker {worker}: lost the lease of job {}; its result will not be stored",
                                 job.id

@@ -197,6 +197,17 @@ pub struct CandidateRow {
     pub phenotype: Option<Vec<f64>>,
 }
 
+/// What renewing a lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Extended: the worker holds the job for another lease.
+    Renewed,
+    /// The job is done under this claim (its result stored): nothing is left to hold.
+    Done,
+    /// Lost: the lease ran out and the job went back to the queue, or on to another worker.
+    Lost,
+}
+
 pub fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
@@ -580,15 +591,21 @@ impl Store {
         Ok(Some(Job { id, key: r.text(1)?, spec, text: r.text(3)?, attempt: r.int(4)? }))
     }
 
-    /// Extends `worker`'s lease of a job by `lease` seconds from now; false if it no longer
-    /// holds it (the lease expired and the job went back to the queue).
-    pub fn renew(&self, job: &Job, worker: &str, lease: f64) -> Result<bool, StoreError> {
+    /// Extends `worker`'s lease of a job by `lease` seconds from now, if it still holds it.
+    pub fn renew(&self, job: &Job, worker: &str, lease: f64) -> Result<Lease, StoreError> {
         let n = self.exec(
             "UPDATE jobs SET lease_until = {now} + ?4
              WHERE id = ?1 AND worker = ?2 AND attempts = ?3 AND status = 'running'",
             args![job.id, worker, job.attempt, lease],
         )?;
-        Ok(n == 1)
+        if n == 1 {
+            return Ok(Lease::Renewed);
+        }
+        let done = self.rows(
+            "SELECT 1 FROM jobs WHERE id = ?1 AND worker = ?2 AND attempts = ?3 AND status = 'done'",
+            args![job.id, worker, job.attempt],
+        )?;
+        Ok(if done.is_empty() { Lease::Lost } else { Lease::Done })
     }
 
     /// Stores a job's result and marks it done, in one transaction, if `worker` still holds
