@@ -7,7 +7,8 @@
 #   bash scripts/gpu-rehearse.sh check    # scripts/gpu-check.sh .gpu train
 #   bash scripts/gpu-rehearse.sh proof    # scripts/gpu-proof.sh .gpu at a rehearsal's size
 #   INITIAL=40 ITERATIONS=40 BUDGET_S=3 bash scripts/gpu-rehearse.sh proof   # a search cut short;
-#   RESUME=DIR bash scripts/gpu-rehearse.sh proof     # and resumed from the store it left in DIR
+#   RESUME=/tmp/DIR bash scripts/gpu-rehearse.sh proof   # resumed from the stores left in DIR
+#                                                        # (an absolute path)
 #
 # The fake runs in its dry mode (launches checked, not run), so tests fail on their values and
 # the throughputs are the host's work alone: what it checks is that every step starts, finds
@@ -19,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-check}
 [ -d .gpu ] || { echo "error: no .gpu/: run scripts/gpu-prepare.sh first" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "error: the rehearsal needs root (unshare -m, /opt)" >&2; exit 2; }
 case "$what" in check | proof) ;; *) echo "usage: $0 check|proof" >&2; exit 2 ;; esac
 out=${OUT:-$(mktemp -d /tmp/lossc-rehearsal.XXXX)}
 fake=/opt/lossc-fake-cuda
