@@ -91,7 +91,7 @@ for round in 1 2; do
       graphs=1; [ "$side" = nographs ] && graphs=0
       pinned=1; [ "$side" = pageable ] && pinned=0
       printf '%s, round %s: ' "$side" "$round"
-      LOSSC_CUDA_GRAPHS=$graphs LOSSC_CUDA_PINNED=$pinned timeout 60 "$exe" bench-train --device cuda --population "$k" --steps 40 | sed -n '1p;3p' || echo "(population $k: timed out or failed)"
+      LOSSC_CUDA_GRAPHS=$graphs LOSSC_CUDA_PINNED=$pinned timeout 60 "$exe" bench-train --device cuda --population "$k" --steps 40 | grep -E '^surrogate|CUDA graphs' || echo "(population $k: timed out or failed)"
     done
   done
 done

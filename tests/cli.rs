@@ -544,6 +544,7 @@ fn bench_train_profiles_the_kernels_of_a_step() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("(4 steps timed after 1 warm-up;"), "{text}");
+    assert!(text.contains("9.19 M multiply-adds a training image in the convolutions and the dense layer: "), "{text}");
     assert!(text.contains("profile: this device launches no kernels to time (the CPU device)"), "{text}");
     let out = lossc(&["bench-train", "--device", "wgpu", "--steps", "5", "--batch", "2", "--profile"]);
     let text = String::from_utf8_lossy(&out.stdout);

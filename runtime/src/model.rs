@@ -197,6 +197,17 @@ impl<D: Device> ResNet9v2<D> {
         v
     }
 
+    /// Multiply-adds of one training step per image in the convolutions and the dense layer:
+    /// each one's forward pass, its weights' gradient, and its input's gradient (not the stem's,
+    /// which nothing needs); each of the three costs the same. The arithmetic a device's speed
+    /// is measured against; batch norm, swish and the pool move memory and add few.
+    pub fn train_macs_per_image(&self) -> usize {
+        let conv = |c: &Conv2d<D>| c.geom.cout * c.geom.kk() * c.geom.p();
+        let blocks: usize =
+            self.blocks.iter().map(|b| b.conv.iter().chain([&b.shortcut]).map(conv).sum::<usize>()).sum();
+        2 * conv(&self.stem) + 3 * (blocks + self.dense.inp * self.dense.out)
+    }
+
     pub fn parameter_count(&mut self) -> usize {
         let dev = self.dev.clone();
         self.params().iter().map(|p| dev.len(&p.value)).sum()

@@ -232,3 +232,21 @@ fn conv2d_forward_matches_the_direct_definition() {
     }
     lossc_runtime::layers::set_threads(1);
 }
+
+/// The surrogate's multiply-adds per training image, counted by hand for width 1, 1x32x32 and
+/// 10 classes (forward, per layer: cout * cin * k * k * oh * ow):
+/// stem 8*1*9*1024 = 73,728; each block's stride-2 conv 294,912, two convs 589,824, the 1x1
+/// shortcut 32,768 (block 1: 8->16 at 16x16 out; block 2: 16->32 at 8x8 out, the same
+/// counts); dense 32*10 = 320. Training is three times each (forward, weight and input
+/// gradients) except the stem's input gradient: 3 * 3,088,704 - 73,728.
+#[test]
+fn the_surrogate_counts_its_training_multiply_adds() {
+    assert_eq!(ResNet9v2::new(0, (1, 32, 32), 10, 1).train_macs_per_image(), 9_192_384);
+    // Width 2 doubles both channel counts of every conv but the stem's input channel, and the
+    // dense layer's input: 4x the blocks', 2x the stem's and the dense layer's.
+    let blocks = 2 * 1_507_328;
+    assert_eq!(
+        ResNet9v2::new(0, (1, 32, 32), 10, 2).train_macs_per_image(),
+        2 * 2 * 73_728 + 3 * (4 * blocks + 2 * 320)
+    );
+}

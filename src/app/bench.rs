@@ -541,6 +541,8 @@ pub struct TrainThroughput {
     pub images_per_second: f64,
     /// Training steps per second, all models together.
     pub candidate_steps_per_second: f64,
+    /// The surrogate's multiply-adds per training image (`ResNet9v2::train_macs_per_image`).
+    pub macs_per_image: usize,
     /// Steps timed (per model) and steps before them, untimed.
     pub timed_steps: usize,
     pub warm_steps: usize,
@@ -663,6 +665,7 @@ pub fn train_throughput(
         device: t.device,
         images_per_second: (t.steps * batch) as f64 / t.seconds,
         candidate_steps_per_second: t.steps as f64 / t.seconds,
+        macs_per_image: lossc_runtime::model::ResNet9v2::new(0, data.shape, data.classes, 1).train_macs_per_image(),
         timed_steps: steps - warm,
         warm_steps: warm,
         setup_seconds: t.setup.as_secs_f64(),

@@ -151,6 +151,11 @@ pub fn bench_train(
         t.images_per_second, t.candidate_steps_per_second
     );
     println!(
+        "  {:.2} M multiply-adds a training image in the convolutions and the dense layer: {:.2} TFLOP/s",
+        t.macs_per_image as f64 / 1e6,
+        2.0 * t.macs_per_image as f64 * t.images_per_second / 1e12
+    );
+    println!(
         "  ({} steps timed after {} warm-up; {:.2} s before them: kernel builds, set-up, warm-up)",
         t.timed_steps, t.warm_steps, t.setup_seconds
     );
