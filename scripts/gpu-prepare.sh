@@ -22,6 +22,7 @@ for l in sys.stdin:
         print(m["executable"])' "$1"
 }
 strip -o .gpu/lossc target/release/lossc
+pwd > .gpu/build-root  # the test binaries read files by this path (scripts/gpu-unpack.sh)
 strip -o .gpu/emitters "$(test_bin emitters lossc)"
 strip -o .gpu/gpu_train "$(test_bin gpu_train lossc)"
 strip -o .gpu/runtime_gpu "$(test_bin gpu lossc-runtime)"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs what the GPU machine runs, here on the CPU, before device time is spent on it: a copy
 # of the tree and .gpu/ (scripts/gpu-prepare.sh) in a scratch folder, PATH without cargo, the
-# dataset folder hidden (so the packed Fashion-MNIST subset is installed, as there), and the
-# fake CUDA driver and NVRTC (tests/cuda_emu) where the scripts look for the real ones.
+# dataset folder hidden (so the packed Fashion-MNIST subset is installed, as there), the
+# folder holding this tree hidden too (the test binaries find their files through the link
+# gpu-unpack.sh makes), and the fake CUDA driver and NVRTC (tests/cuda_emu) where the scripts
+# look for the real ones.
 #
 #   bash scripts/gpu-rehearse.sh check    # scripts/gpu-check.sh .gpu train
 #   bash scripts/gpu-rehearse.sh proof    # scripts/gpu-proof.sh .gpu at a rehearsal's size
@@ -30,7 +32,8 @@ trap 'rm -rf "$tree"' EXIT
 git ls-files -z | tar -c --null -T - | tar -x -C "$tree"
 cp -r .gpu "$tree/.gpu"
 mkdir -p "$out"
-export OUT="$out" LD_LIBRARY_PATH="$fake" LOSSC_FAKE_CUDA_DRY=1 LOSSC_FAKE_CUDA_GIB=${LOSSC_FAKE_CUDA_GIB:-64}
+export OUT="$out" LD_LIBRARY_PATH="$fake" LOSSC_CACHE_DIR="$fake/cache"
+export LOSSC_FAKE_CUDA_DRY=1 LOSSC_FAKE_CUDA_GIB=${LOSSC_FAKE_CUDA_GIB:-64}
 export TORCH_DEVICE=cpu TORCH_STEPS=3 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 if [ "$what" = check ]; then
   run=(bash scripts/gpu-check.sh .gpu train)
@@ -40,4 +43,5 @@ else
 fi
 echo "output: $out"
 # shellcheck disable=SC2016
-unshare -m bash -c 'mkdir -p /usr/share/datasets && mount -t tmpfs none /usr/share/datasets && cd "$0" && time "$@"' "$tree" "${run[@]}"
+hide="mount -t tmpfs none /usr/share/datasets && mount -t tmpfs none '$(dirname "$PWD")'"
+unshare -m bash -c "mkdir -p /usr/share/datasets && $hide"' && cd "$0" && time "$@"' "$tree" "${run[@]}"
