@@ -12,8 +12,9 @@ for f in "$1"/*.xz; do
   python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "${f%.xz}"
   chmod +x "${f%.xz}"
 done
-mkdir -p target/release
-ln -sf "$(cd "$1" && pwd)/lossc" target/release/lossc
+if [ ! -e target/release/lossc ]; then  # a tree with its own build keeps it
+  mkdir -p target/release && ln -s "$(cd "$1" && pwd)/lossc" target/release/lossc
+fi
 root=$(cat "$1/build-root" 2>/dev/null || true)
 if [ -n "$root" ] && [ ! -e "$root" ]; then
   mkdir -p "$(dirname "$root")" && ln -s "$PWD" "$root"
