@@ -1,5 +1,7 @@
 //! The `lossc` command as a user runs it: exit codes, messages, and outputs that parse.
 
+mod common;
+
 use std::process::{Command, Output};
 
 fn lossc(args: &[&str]) -> Output {
@@ -419,14 +421,10 @@ fn device_auto_falls_back_to_the_cpu_and_cuda_does_not() {
 /// the population it trained in.
 #[test]
 fn a_search_trains_its_jobs_as_populations_on_cuda() {
-    if let Err(e) = lossc_runtime::cuda::Cuda::new(1) {
-        assert!(std::env::var_os("LOSSC_REQUIRE_CUDA").is_none(), "LOSSC_REQUIRE_CUDA is set: {e}");
-        println!("SKIPPED: {e}");
+    if !common::have_device("cuda") || !common::have_fashion_mnist() {
         return;
     }
-    assert!(std::path::Path::new(lossc_runtime::data::FASHION_MNIST_DIR).exists(), "Fashion-MNIST");
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cuda-search-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("cuda-search");
     let db = dir.join("s.db");
     let (db, out) = (db.to_str().unwrap(), dir.join("out"));
     let search = "search --population 3 --initial 3 --tournament 2 --iterations 3 --round 3 --steps 6 --batch 8 \
@@ -474,20 +472,14 @@ fn tiny_fashion_mnist(dir: &std::path::Path, n: u32, test: u32) {
 /// a source containing LOSSC_FAKE_NVRTC_REFUSE (here a2's kernel name).
 #[test]
 fn a_loss_kernel_that_does_not_build_fails_only_its_own_job_on_cuda() {
-    match lossc_runtime::cuda::Cuda::new(1) {
-        Err(e) => {
-            assert!(std::env::var_os("LOSSC_REQUIRE_CUDA").is_none(), "LOSSC_REQUIRE_CUDA is set: {e}");
-            println!("SKIPPED: {e}");
-            return;
-        }
-        Ok(dev) if !dev.device_name().contains("fake") => {
-            println!("SKIPPED: only the fake CUDA driver (tests/cuda_emu) refuses a kernel on request");
-            return;
-        }
-        Ok(_) => {}
+    if !common::have_device("cuda") {
+        return;
     }
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cuda-refused-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    if !lossc_runtime::cuda::Cuda::new(1).unwrap().device_name().contains("fake") {
+        println!("SKIPPED: only the fake CUDA driver (tests/cuda_emu) refuses a kernel on request");
+        return;
+    }
+    let dir = common::scratch_dir("cuda-refused");
     tiny_fashion_mnist(&dir.join("data"), 48, 16);
     let data = format!("fashion-mnist:{}", dir.join("data").display());
     // Each loss's (name, metrics) from one evaluation of ce, a2 and m1 as one population.

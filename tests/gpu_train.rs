@@ -15,39 +15,9 @@ use lossc::ir::Graph;
 use lossc::train::{TrainSpec, train_population, train_population_from};
 use lossc_runtime::cuda::Cuda;
 use lossc_runtime::data::Dataset;
-use lossc_runtime::gpu::Wgpu;
 use lossc_runtime::rng::Rng;
 use lossc_runtime::train::Metrics;
 use lossc_runtime::train::{Checkpoint, Outcome, Start};
-
-/// Whether `device` can be opened here; prints why not (and fails where it is required).
-fn have(device: &str) -> bool {
-    let (made, require) = match device {
-        "cpu" => return true,
-        "wgpu" => (
-            Wgpu::new(1).map(|d| format!("wgpu adapter: {}", d.adapter())).map_err(|e| e.to_string()),
-            "LOSSC_REQUIRE_VULKAN",
-        ),
-        "cuda" => (
-            Cuda::new(1).map(|d| format!("CUDA device: {} ({})", d.device_name(), d.arch())).map_err(|e| e.to_string()),
-            "LOSSC_REQUIRE_CUDA",
-        ),
-        other => panic!("no device {other}"),
-    };
-    match made {
-        Ok(name) => {
-            println!("{name}");
-            true
-        }
-        Err(e) => {
-            let hint =
-                if device == "wgpu" { " (install mesa-vulkan-drivers for lavapipe; scripts/test.sh does)" } else { "" };
-            println!("SKIPPED: {e}{hint}");
-            assert!(std::env::var_os(require).is_none(), "{require} is set: {e}");
-            false
-        }
-    }
-}
 
 /// 1x8x8 images of 10 classes: class c has brightness (c + 1) / 11, plus noise (features that
 /// survive the random shifts and flips of the base augmentation).
@@ -104,7 +74,7 @@ fn same_curve(what: &str, got: &Metrics, want: &Metrics, tol: f64) {
 /// 20 steps on `device` and on the CPU: the interval losses agree to 1e-3 (float32 rounding
 /// grows over the steps; a wrong kernel is off by far more), accuracies to one image.
 fn follows_the_cpu(device: &str) {
-    if !have(device) {
+    if !common::have_device(device) {
         return;
     }
     let data = splits();
@@ -131,7 +101,7 @@ fn cuda_training_follows_the_cpu_loss_curve() {
 /// Model k of a population of four on `device` (four different losses, one of which
 /// overflows at once) ends with the numbers it reaches when trained alone.
 fn each_model_as_if_alone(device: &str) {
-    if !have(device) {
+    if !common::have_device(device) {
         return;
     }
     let data = splits();
@@ -169,7 +139,7 @@ fn a_cuda_population_trains_each_model_as_if_alone() {
 /// curves (the same kernel text, compiled by NVRTC and by the Vulkan driver).
 #[test]
 fn cuda_and_wgpu_agree_on_the_same_gpu() {
-    if !have("cuda") || !have("wgpu") {
+    if !common::have_device("cuda") || !common::have_device("wgpu") {
         return;
     }
     let data = splits();
@@ -186,7 +156,7 @@ fn cuda_and_wgpu_agree_on_the_same_gpu() {
 /// validation accuracy the CPU device reaches with the same seed, within 3 points.
 #[test]
 fn cuda_reaches_the_cpu_accuracy_on_fashion_mnist() {
-    if !have("cuda") || !common::have_fashion_mnist() {
+    if !common::have_device("cuda") || !common::have_fashion_mnist() {
         return;
     }
     let spec = |device: &str| TrainSpec {
@@ -216,7 +186,7 @@ fn cuda_reaches_the_cpu_accuracy_on_fashion_mnist() {
 /// did train together. On wgpu (lavapipe in CI).
 #[test]
 fn a_search_worker_trains_its_jobs_as_one_population() {
-    if !have("wgpu") || !common::have_fashion_mnist() {
+    if !common::have_device("wgpu") || !common::have_fashion_mnist() {
         return;
     }
     let run = |models: &str| {
@@ -274,7 +244,7 @@ fn paused_run(
 /// paused in another one, in another order. A model that stopped before the pause comes back
 /// done.
 fn pause_and_resume(device: &str, tol: f64) {
-    if !have(device) {
+    if !common::have_device(device) {
         return;
     }
     let data = splits();
@@ -337,7 +307,7 @@ fn cuda_models_paused_in_two_populations_go_on_together() {
 /// numbers of the same population launched kernel by kernel, and its steps did replay.
 #[test]
 fn cuda_graphs_replay_a_training_exactly() {
-    if !have("cuda") {
+    if !common::have_device("cuda") {
         return;
     }
     let (train, val, test) = splits();

@@ -203,6 +203,39 @@ pub fn example_graphs() -> Vec<(String, Graph)> {
     v
 }
 
+/// Whether `device` can be opened here; prints why not (and fails where it is required).
+pub fn have_device(device: &str) -> bool {
+    let (made, require) = match device {
+        "cpu" => return true,
+        "wgpu" => (
+            lossc_runtime::gpu::Wgpu::new(1)
+                .map(|d| format!("wgpu adapter: {}", d.adapter()))
+                .map_err(|e| e.to_string()),
+            "LOSSC_REQUIRE_VULKAN",
+        ),
+        "cuda" => (
+            lossc_runtime::cuda::Cuda::new(1)
+                .map(|d| format!("CUDA device: {} ({})", d.device_name(), d.arch()))
+                .map_err(|e| e.to_string()),
+            "LOSSC_REQUIRE_CUDA",
+        ),
+        other => panic!("no device {other}"),
+    };
+    match made {
+        Ok(name) => {
+            println!("{name}");
+            true
+        }
+        Err(e) => {
+            let hint =
+                if device == "wgpu" { " (install mesa-vulkan-drivers for lavapipe; scripts/test.sh does)" } else { "" };
+            println!("SKIPPED: {e}{hint}");
+            assert!(std::env::var_os(require).is_none(), "{require} is set: {e}");
+            false
+        }
+    }
+}
+
 /// Whether Debian's Fashion-MNIST is installed; without it a training test prints why it
 /// skips, and fails under CI (scripts/test.sh installs it).
 pub fn have_fashion_mnist() -> bool {
