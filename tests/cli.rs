@@ -346,6 +346,24 @@ fn unusable_stores_and_outputs_are_refused_first() {
     let db = temp("x.db", "");
     std::fs::remove_file(&db).unwrap();
     fails_with(&["search", "--db", &db, "--out", &notes], "is not a directory");
+    // SQLite says only "unable to open database file" for a folder or a missing folder.
+    let folder = std::path::Path::new(&notes).parent().unwrap().to_string_lossy().into_owned();
+    fails_with(&["search", "--db", &folder, "--steps", "10"], "a folder, not a store file");
+    let lost = format!("{folder}/no-such-folder/s.db");
+    fails_with(&["search", "--db", &lost, "--steps", "10"], "no-such-folder does not exist");
+    // Commands that read a run from a store do not leave a new, empty one behind.
+    for args in [
+        vec!["status", "--db", &db],
+        vec!["eliminate", "--db", &db, "--stage", "1:10:1"],
+        vec!["plot", "scatter", "--db", &db, "--x", "base", "--y", "cutout", "--out", "s.png"],
+    ] {
+        fails_with(&args, "no such store");
+        assert!(!std::path::Path::new(&db).exists(), "{args:?} created {db}");
+    }
+    fails_with(
+        &["plot", "phenotype", "examples/a2.loss", "-o", &format!("{folder}/nope/a2.png")],
+        "nope does not exist",
+    );
 }
 
 /// The WGSL backend works without `XDG_RUNTIME_DIR` and says nothing about it.

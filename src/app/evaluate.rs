@@ -209,7 +209,7 @@ pub fn eliminate_run(
     out: &Path,
     progress: &mut dyn FnMut(usize, &Progress),
 ) -> Result<Elimination, RunError> {
-    let store = Store::open(db)?;
+    let store = Store::open_existing(db)?;
     let settings = match store.run_settings(run)? {
         Some((kind, s)) if kind == "search" => s,
         _ => return Err(StoreError::NoRun { path: db.to_string(), kind: "search", run: run.into() }.into()),

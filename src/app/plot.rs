@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 pub enum PlotError {
     #[error("{0}: the file name must end in .png or .svg")]
     Format(PathBuf),
+    #[error("cannot write {0}: the folder {1} does not exist")]
+    NoFolder(PathBuf, PathBuf),
     #[error("{0}: L(1, p) is not finite anywhere on (0, 1); nothing to draw")]
     NothingFinite(String),
     #[error("no losses to plot")]
@@ -53,8 +55,11 @@ fn font() {
     });
 }
 
-/// The output format of a path.
+/// The output format of a path (whose folder must exist).
 fn format(path: &Path) -> Result<&'static str, PlotError> {
+    if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty() && !f.is_dir()) {
+        return Err(PlotError::NoFolder(path.to_path_buf(), folder.to_path_buf()));
+    }
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("png") => Ok("png"),
         Some("svg") => Ok("svg"),
@@ -62,7 +67,7 @@ fn format(path: &Path) -> Result<&'static str, PlotError> {
     }
 }
 
-/// Checks the output's format before any work (a scatter reads a store first).
+/// Checks the output's format and folder before any work (a scatter reads a store first).
 pub fn check_path(path: &Path) -> Result<(), PlotError> {
     format(path).map(|_| ())
 }
@@ -244,7 +249,7 @@ pub fn scatter(points: &[(f64, f64)], x_label: &str, y_label: &str, title: &str,
 pub fn sample_points(db: &Db, run: &str, x: &str, y: &str) -> Result<Vec<(f64, f64)>, PlotError> {
     use crate::search::run::SampleSettings;
     use crate::train::TrainSpec;
-    let store = Store::open(db)?;
+    let store = Store::open_existing(db)?;
     let settings = match store.run_settings(run)? {
         Some((kind, s)) if kind == "sample" => s,
         _ => return Err(StoreError::NoRun { path: db.to_string(), kind: "sample", run: run.into() }.into()),

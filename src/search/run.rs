@@ -440,7 +440,7 @@ pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunEr
 
 /// The round size a stored search was started with, if the store holds the run.
 pub fn stored_round(db: &Db, run: &str) -> Option<usize> {
-    let (_, v) = Store::open(db).ok()?.run_settings(run).ok().flatten()?;
+    let (_, v) = Store::open_existing(db).ok()?.run_settings(run).ok().flatten()?;
     v["evolution"]["round"].as_u64().map(|r| r as usize)
 }
 

@@ -322,12 +322,7 @@ pub fn worker(db: &DbArg, workers: usize, idle: f64, lease: f64, models: usize) 
 
 pub fn status(db: &DbArg) -> Result<(), Failure> {
     let db = db.get()?;
-    if let lossc::search::store::Db::Sqlite(path) = &db
-        && !path.exists()
-    {
-        return Err(bad(format!("{}: no such store", path.display())));
-    }
-    let store = Store::open(&db)?;
+    let store = Store::open_existing(&db)?;
     let (now, jobs) = (store.clock()?, store.jobs()?);
     println!("store {db}");
     for (name, kind, candidates) in store.runs()? {

@@ -113,6 +113,12 @@ pub enum StoreError {
     NoRun { path: String, kind: &'static str, run: String },
     #[error("{path} is not a lossc store ({why}); it was left as it was")]
     NotAStore { path: String, why: String },
+    /// A store file that must exist (to read a run from it) and does not.
+    #[error("{0}: no such store")]
+    Missing(String),
+    /// A store file that cannot be made there: the path is a folder, or its folder is missing.
+    #[error("{path}: {why}")]
+    Path { path: String, why: String },
     #[error("{path} was written by a newer lossc (store version {version}); this one reads up to version {max}", max = SCHEMA_VERSION)]
     Newer { path: String, version: i32 },
     /// The store holds something lossc did not write.
@@ -129,6 +135,8 @@ impl crate::error::Classify for StoreError {
             | StoreError::Settings(_)
             | StoreError::NoRun { .. }
             | StoreError::NotAStore { .. }
+            | StoreError::Missing(_)
+            | StoreError::Path { .. }
             | StoreError::Newer { .. } => Blame::Input,
             _ => Blame::Failure,
         }
@@ -380,6 +388,16 @@ impl Store {
             Db::Postgres(t) => Box::new(postgres::open(t, &at)?),
         };
         Ok(Store { conn, db, at })
+    }
+
+    /// Opens a store that must already exist, for commands that read a run from it: a
+    /// mistyped file name is an error rather than a new, empty store left behind.
+    pub fn open_existing(db: impl Into<Db>) -> Result<Store, StoreError> {
+        let db = db.into();
+        match &db {
+            Db::Sqlite(p) if !p.exists() => Err(StoreError::Missing(db.to_string())),
+            _ => Store::open(db),
+        }
     }
 
     /// Where the store is, as `--db` gave it.
