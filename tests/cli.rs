@@ -140,6 +140,8 @@ fn search_and_report_commands_reject_bad_input() {
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "loss mine = -y * ln(p);\n");
     fails(&["train", "--loss", "examples/ce.loss", "--label-smoothing", "0,0.1"], "take one value");
     fails(&["evaluate", "--loss", "examples/ce.loss", "--db", &db, "--aug", "base,nope"], "augmentation `nope`");
+    fails(&["eliminate", "--db", &db, "--stage", "3:100:1"], "no such store");
+    assert!(lossc(&["worker", "--db", &db, "--idle", "0"]).status.success(), "an empty store");
     fails(&["eliminate", "--db", &db, "--stage", "3:100:1"], "no search run named `search`");
     fails(&["eliminate", "--db", &db, "--stage", "3:100"], "KEEP:STEPS:SEEDS");
     fails(&["plot", "surface", "examples/ce.loss", "-o", "/tmp/ce.jpg"], ".png or .svg");
@@ -364,6 +366,17 @@ fn unusable_stores_and_outputs_are_refused_first() {
         &["plot", "phenotype", "examples/a2.loss", "-o", &format!("{folder}/nope/a2.png")],
         "nope does not exist",
     );
+    // Data that does not load leaves no run behind (a run keeps its --data, and its jobs would
+    // wait in the store), unless only other machines' workers train (--workers 0).
+    let data = format!("cifar10:{folder}/no-cifar");
+    for args in [
+        vec!["search", "--db", &db, "--data", &data, "--steps", "10"],
+        vec!["sample", "--db", &db, "--data", &data, "--aug", "base,cutout", "--n", "2", "--steps", "10"],
+        vec!["evaluate", "--db", &db, "--data", &data, "--loss", "examples/ce.loss", "--steps", "10"],
+    ] {
+        fails_with(&args, "no-cifar/data_batch_1.bin");
+        assert!(!std::path::Path::new(&db).exists(), "{args:?} created {db}");
+    }
 }
 
 /// The WGSL backend works without `XDG_RUNTIME_DIR` and says nothing about it.

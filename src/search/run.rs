@@ -49,6 +49,19 @@ fn data(spec: &TrainSpec) -> Result<Arc<Splits>, DataError> {
     Ok(d)
 }
 
+/// Loads the data of `specs` where this process trains (`workers` > 0) before a store is
+/// touched, so that a wrong `--data` is an error that leaves no run or jobs behind (a run
+/// remembers its data, and its jobs would wait for whoever can load them). With no workers
+/// here the data need only be where the `lossc worker` processes run.
+pub(crate) fn check_data(specs: &[TrainSpec], workers: usize) -> Result<(), RunError> {
+    if workers > 0 {
+        for spec in specs {
+            data(spec)?;
+        }
+    }
+    Ok(())
+}
+
 /// A claimed job on its way through a worker: its loss, and its model once paused.
 struct Running {
     job: Job,
@@ -629,6 +642,7 @@ pub fn search(
     workers: usize,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<SearchReport, RunError> {
+    check_data(std::slice::from_ref(&settings.spec), workers)?;
     let (store, resumed) = open_run(db, run, "search", settings, std::slice::from_ref(&settings.spec))?;
     let mut pool = Workers::spawn(db, workers);
     let ev = &settings.evolution;
@@ -772,6 +786,7 @@ pub fn sample(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<SampleTable, RunError> {
     let specs: Vec<TrainSpec> = s.augs.iter().map(|aug| TrainSpec { aug: aug.clone(), ..s.spec.clone() }).collect();
+    check_data(&specs, workers)?;
     let (store, _) = open_run(db, run, "sample", s, &specs)?;
     let mut rng = crate::rng::Rng::new(s.seed);
     let mut screener = screen::Screener::new();
