@@ -140,6 +140,7 @@ fn search_and_report_commands_reject_bad_input() {
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "loss mine = -y * ln(p);\n");
     fails(&["train", "--loss", "examples/ce.loss", "--label-smoothing", "0,0.1"], "take one value");
     fails(&["evaluate", "--loss", "examples/ce.loss", "--db", &db, "--aug", "base,nope"], "augmentation `nope`");
+    fails(&["evaluate", "--loss", "examples/ce.loss", "--db", &db, "--baseline", "a2"], "--baseline a2: no loss");
     fails(&["eliminate", "--db", &db, "--stage", "3:100:1"], "no such store");
     assert!(lossc(&["worker", "--db", &db, "--idle", "0"]).status.success(), "an empty store");
     fails(&["eliminate", "--db", &db, "--stage", "3:100:1"], "no search run named `search`");

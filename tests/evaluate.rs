@@ -43,21 +43,41 @@ fn evaluate_prints_a_mean_std_table_and_reruns_from_the_store() {
     args.extend(SMALL);
     let first = lossc(&args, &dir);
     println!("{first}");
-    let rows: Vec<&str> = first.lines().filter(|l| l.starts_with("| ce ") || l.starts_with("| a2 ")).collect();
+    let (table, against) = first.split_once("Against ce").expect("a comparison with ce, the default baseline");
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| ce ") || l.starts_with("| a2 ")).collect();
     assert_eq!(rows.len(), 2, "{first}");
     for r in &rows {
         assert_eq!(r.matches(" ± ").count(), 2, "{r}");
     }
     assert_eq!(first.matches("**").count(), 4, "one best per column: {first}");
+    let vs: Vec<&str> = against.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(vs.len(), 2, "a header and a2's row: {against}");
+    assert!(vs[1].starts_with("| a2 |") && vs[1].matches(" (p ").count() == 2, "{against}");
     let csv = std::fs::read_to_string(dir.join("e.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "loss,aug,runs,mean,std,values");
+    assert_eq!(lines[0], "loss,aug,runs,mean,std,values,against,diff,p");
     assert_eq!(lines.len(), 5);
+    let mut cells = std::collections::HashMap::new();
     for l in &lines[1..] {
         let f: Vec<&str> = l.split(',').collect();
         assert_eq!(f[2], "2");
         let mean: f64 = f[3].parse().unwrap();
         assert!(mean > 0.2 && mean <= 1.0, "test accuracy far above chance expected: {l}");
+        let values: Vec<f64> = f[5].trim_matches('"').split(' ').map(|v| v.parse().unwrap()).collect();
+        cells.insert((f[0].trim_matches('"'), f[1]), (values, f[6..].to_vec()));
+    }
+    // a2 is compared with ce's runs of the same augmentation, seed by seed.
+    for aug in ["base", "cutout"] {
+        let (ce, none) = &cells[&("ce", aug)];
+        assert_eq!(none, &["", "", ""], "ce is the baseline");
+        let (a2, vs) = &cells[&("a2", aug)];
+        let t = lossc::search::stats::paired_t(a2, ce).unwrap();
+        assert_eq!(vs[0], "\"ce\"");
+        assert!((vs[1].parse::<f64>().unwrap() - t.diff).abs() < 1e-4, "{aug}: {vs:?} against {t:?}");
+        if !t.p.is_nan() {
+            let p: f64 = vs[2].parse().unwrap();
+            assert!((p - t.p).abs() <= 1e-4 * t.p, "{aug}: {vs:?} against {t:?}");
+        }
     }
     let (done, attempts) = Store::open(dir.join("e.db")).unwrap().counts().unwrap();
     assert_eq!(done, 8);

@@ -207,6 +207,65 @@ fn kendall_tau_matches_scipy() {
 }
 
 #[test]
+fn the_paired_t_test_matches_scipy() {
+    use lossc::search::stats::paired_t;
+    // scipy.stats.ttest_rel (tests/python/ttest_rel.py) on these pairs.
+    let cases: [(&[f64], &[f64], f64, f64); 3] = [
+        (&[0.81, 0.83, 0.80, 0.82, 0.84], &[0.80, 0.81, 0.80, 0.80, 0.82], 3.500000000000003, 0.02489616346022269),
+        (&[0.7436, 0.7449], &[0.7397, 0.7464], 0.44444444444446046, 0.7337501225046783),
+        (&[0.5, 0.6, 0.7, 0.65], &[0.55, 0.52, 0.71, 0.6], 0.5980503604017321, 0.5919445337378189),
+    ];
+    for (a, b, t, p) in cases {
+        let r = paired_t(a, b).unwrap();
+        assert!((r.t - t).abs() < 1e-9 * t.abs() && (r.p - p).abs() < 1e-12, "{a:?} {b:?}: {r:?}");
+    }
+    // Every difference the same: t is infinite and p 0; all zero: no test (NaN), as scipy.
+    let r = paired_t(&[1.0, 2.0, 3.0], &[0.0, 1.0, 2.0]).unwrap();
+    assert!(r.t.is_infinite() && r.p == 0.0);
+    assert!(paired_t(&[1.0, 2.0], &[1.0, 2.0]).unwrap().p.is_nan());
+    assert_eq!(paired_t(&[1.0], &[0.0]), None);
+
+    // Live, on random pairs from 2 to 40 runs, wherever scipy is (it comes with JAX).
+    let py = std::env::var("LOSSC_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/bench/.venv/bin/python").into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ttest_rel.py");
+    if !std::process::Command::new(&py).args(["-c", "import scipy"]).output().is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var_os("LOSSC_REQUIRE_JAX").is_none(), "LOSSC_REQUIRE_JAX is set but scipy is missing");
+        println!("SKIPPED the live comparison: no Python with scipy (bench/.venv or LOSSC_PYTHON)");
+        return;
+    }
+    let mut rng = lossc::rng::Rng::new(7);
+    let pairs: Vec<(Vec<f64>, Vec<f64>)> = (0..300)
+        .map(|i| {
+            let n = 2 + i % 39;
+            let shift = 0.02 * (rng.f64() - 0.5);
+            let a: Vec<f64> = (0..n).map(|_| 0.8 + 0.03 * rng.f64()).collect();
+            let b = a.iter().map(|x| x + shift + 0.01 * (rng.f64() - 0.5)).collect();
+            (a, b)
+        })
+        .collect();
+    let mut child = std::process::Command::new(&py)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let json = serde_json::to_string(&pairs).unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), json.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let want: Vec<(f64, f64)> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut worst = 0.0f64;
+    for ((a, b), (t, p)) in pairs.iter().zip(want) {
+        let r = paired_t(a, b).unwrap();
+        assert!((r.t - t).abs() <= 1e-9 * t.abs().max(1.0), "{a:?} {b:?}: t {} against {t}", r.t);
+        assert!((r.p - p).abs() <= 1e-12, "{a:?} {b:?}: p {} against {p}", r.p);
+        worst = worst.max((r.p - p).abs());
+    }
+    println!("paired t-test: 300 random pairs of 2 to 40 runs match scipy, p within {worst:.1e}");
+}
+
+#[test]
 fn the_columnar_cached_screen_agrees_with_the_pointwise_interpreter() {
     // Same verdicts and keys on random genomes and on mutation chains (where the column cache
     // is hit most); a wrong cache hit or column op would show here.

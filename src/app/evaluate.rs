@@ -5,7 +5,7 @@
 use crate::ir::Graph;
 use crate::search::run::{self, Progress, RunError, loss_text, train_all};
 use crate::search::screen;
-use crate::search::stats::mean_std;
+use crate::search::stats::{mean_std, paired_t};
 use crate::search::store::{Db, Store, StoreError};
 use crate::train::TrainSpec;
 use std::path::Path;
@@ -35,6 +35,9 @@ pub struct Table {
     pub cells: Vec<Vec<Vec<f64>>>,
     /// What the values are ("test accuracy", "validation accuracy").
     pub measure: String,
+    /// The loss the others are compared with, seed by seed, and for each row the row of that
+    /// loss with the same label smoothing (`None` for its own rows).
+    pub against: Option<(String, Vec<Option<usize>>)>,
 }
 
 impl Table {
@@ -55,18 +58,60 @@ impl Table {
                 .collect();
             s += &format!("| {name} | {} |\n", cells.join(" | "));
         }
+        s + &self.comparison()
+    }
+
+    /// Each row's mean difference from the baseline's row in points, with the two-sided
+    /// p-value of the paired t-test over the seeds; empty without a baseline or with one seed.
+    fn comparison(&self) -> String {
+        let Some((base, pairs)) = &self.against else { return String::new() };
+        let seeds = self.cells.first().and_then(|r| r.first()).map_or(0, Vec::len);
+        if seeds < 2 {
+            return String::new();
+        }
+        let mut s = format!(
+            "\nAgainst {base}, paired by seed: the mean difference in points and the two-sided p of a paired \
+             t-test over {seeds} seeds\n\n| against {base} | {} |\n|---|{}\n",
+            self.cols.join(" | "),
+            "---:|".repeat(self.cols.len())
+        );
+        for (r, name) in self.rows.iter().enumerate() {
+            let Some(b) = pairs[r] else { continue };
+            let cells: Vec<String> = (0..self.cols.len())
+                .map(|c| {
+                    let t = paired_t(&self.cells[r][c], &self.cells[b][c]).expect("two seeds or more");
+                    let p = match t.p {
+                        p if p.is_nan() => "identical".to_string(),
+                        p if p < 0.001 => "p < 0.001".to_string(),
+                        p => format!("p {p:.3}"),
+                    };
+                    format!("{:+.2} ({p})", 100.0 * t.diff)
+                })
+                .collect();
+            s += &format!("| {name} | {} |\n", cells.join(" | "));
+        }
         s
     }
 
-    /// CSV, one line per cell: row, column, runs, mean, standard deviation, the values.
+    /// CSV, one line per cell: row, column, runs, mean, standard deviation, the values; with a
+    /// baseline, the loss compared with, the mean difference and the paired t-test's p (empty
+    /// where there is no test).
     pub fn csv(&self) -> String {
-        let mut s = String::from("loss,aug,runs,mean,std,values\n");
+        let mut s = String::from("loss,aug,runs,mean,std,values,against,diff,p\n");
         for (r, name) in self.rows.iter().enumerate() {
             for (c, col) in self.cols.iter().enumerate() {
                 let v = &self.cells[r][c];
                 let (m, sd) = mean_std(v);
                 let vals: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
-                s += &format!("\"{name}\",{col},{},{m:.4},{sd:.4},\"{}\"\n", v.len(), vals.join(" "));
+                let vs = match &self.against {
+                    Some((base, pairs)) => match pairs[r].and_then(|b| paired_t(v, &self.cells[b][c])) {
+                        Some(t) if t.p.is_nan() => format!("\"{base}\",{:.4},", t.diff),
+                        Some(t) => format!("\"{base}\",{:.4},{:.4e}", t.diff, t.p),
+                        None => ",,".into(),
+                    },
+                    None => ",,".into(),
+                };
+                s += &format!("\"{name}\",{col},{},{m:.4},{sd:.4},\"{}\",{vs}\n", v.len(), vals.join(" "));
             }
         }
         s
@@ -79,6 +124,8 @@ pub struct Grid<'a> {
     pub augs: &'a [String],
     pub smoothings: &'a [f64],
     pub seeds: usize,
+    /// The loss each other is compared with, seed by seed (the name of one of them).
+    pub baseline: Option<&'a str>,
 }
 
 /// Trains every loss under every augmentation, label smoothing and seed of `grid` with `base`
@@ -91,9 +138,20 @@ pub fn evaluate(
     workers: usize,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Table, RunError> {
-    let Grid { augs, smoothings, seeds } = grid;
+    let Grid { augs, smoothings, seeds, baseline } = grid;
     let mut jobs = Vec::new();
     let mut rows = Vec::new();
+    // Row r is loss r / n with smoothing r % n (n smoothings); each is compared with the
+    // baseline's row of the same smoothing.
+    let against = match baseline {
+        None => None,
+        Some(b) => {
+            let bi = losses.iter().position(|l| l.name == b).ok_or_else(|| RunError::NoBaseline(b.into()))?;
+            let n = smoothings.len();
+            let pairs = (0..losses.len() * n).map(|r| (r / n != bi).then_some(bi * n + r % n)).collect();
+            Some((b.to_string(), pairs))
+        }
+    };
     for l in losses {
         for &ls in smoothings {
             rows.push(if smoothings.len() > 1 { format!("{} (ls {ls})", l.name) } else { l.name.clone() });
@@ -114,7 +172,7 @@ pub fn evaluate(
         .iter()
         .map(|_| augs.iter().map(|_| (0..seeds).map(|_| it.next().expect("one outcome per job")).collect()).collect())
         .collect();
-    Ok(Table { rows, cols: augs.to_vec(), cells, measure: "test accuracy %".into() })
+    Ok(Table { rows, cols: augs.to_vec(), cells, measure: "test accuracy %".into(), against })
 }
 
 /// One stage of the elimination protocol: retrain the best `keep` so far for `steps` steps

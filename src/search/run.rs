@@ -576,13 +576,19 @@ pub enum RunError {
     NotOurs(PathBuf),
     #[error("{0} is not a directory")]
     NotADirectory(PathBuf),
+    #[error("--baseline {0}: no loss of that name is evaluated")]
+    NoBaseline(String),
 }
 
 impl crate::error::Classify for RunError {
     fn blame(&self) -> crate::error::Blame {
         use crate::error::Blame;
         match self {
-            RunError::Spec(_) | RunError::Data(_) | RunError::NotOurs(_) | RunError::NotADirectory(_) => Blame::Input,
+            RunError::Spec(_)
+            | RunError::Data(_)
+            | RunError::NotOurs(_)
+            | RunError::NotADirectory(_)
+            | RunError::NoBaseline(_) => Blame::Input,
             RunError::Store(e) => e.blame(),
             RunError::Worker(e) => e.blame(),
             RunError::Train(e) => e.blame(),

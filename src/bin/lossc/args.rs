@@ -160,6 +160,10 @@ pub enum Cmd {
         /// Seeds 0..N per combination.
         #[arg(long, default_value_t = 5)]
         seeds: usize,
+        /// The loss (by name) every other is compared with, seed by seed, with a paired t-test
+        /// (default: `ce` where a loss of that name is evaluated; `none` for no comparison).
+        #[arg(long)]
+        baseline: Option<String>,
         #[command(flatten)]
         opts: TrainOpts,
         #[arg(long)]

@@ -366,6 +366,7 @@ pub fn evaluate(
     files: &[PathBuf],
     store: &StoreOpts,
     seeds: usize,
+    baseline: Option<&str>,
     o: &TrainOpts,
     csv: Option<&Path>,
 ) -> Result<(), Failure> {
@@ -379,7 +380,12 @@ pub fn evaluate(
     let base = TrainSpec { gate_accuracy: o.gate_accuracy.unwrap_or(0.0), ..o.spec() };
     let losses: Vec<evaluate::Loss> =
         losses_of(files)?.iter().map(|(n, g)| evaluate::Loss::new(n, g).expect("one output")).collect();
-    let grid = evaluate::Grid { augs: &augs, smoothings: &o.label_smoothing, seeds };
+    let baseline = match baseline {
+        Some("none") => None,
+        None => losses.iter().any(|l| l.name == "ce").then_some("ce"),
+        named => named,
+    };
+    let grid = evaluate::Grid { augs: &augs, smoothings: &o.label_smoothing, seeds, baseline };
     let table = evaluate::evaluate(&store.db.get()?, &losses, grid, &base, store.workers, &mut phase_bar())?;
     println!("{} steps, {} seed(s) each, data {}:\n", base.steps, seeds, base.data);
     print!("{}", table.markdown());

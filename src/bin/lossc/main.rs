@@ -73,7 +73,9 @@ fn main() -> ExitCode {
             search(&store, settings, round, &opts, &out, best)
         }
         Cmd::Sample { store, n, hidden, top, opts, csv } => sample(&store, n, hidden, top, &opts, csv.as_deref()),
-        Cmd::Evaluate { losses, store, seeds, opts, csv } => evaluate(&losses, &store, seeds, &opts, csv.as_deref()),
+        Cmd::Evaluate { losses, store, seeds, baseline, opts, csv } => {
+            evaluate(&losses, &store, seeds, baseline.as_deref(), &opts, csv.as_deref())
+        }
         Cmd::Eliminate { store, stages, out } => eliminate(&store, &stages, &out),
         Cmd::Plot { what } => plot(what),
         Cmd::Worker { db, workers, idle, lease, models } => worker(&db, workers, idle, lease, models),
