@@ -5,7 +5,7 @@
 use crate::ir::Graph;
 use crate::search::run::{self, Progress, RunError, loss_text, train_all};
 use crate::search::screen;
-use crate::search::stats::{mean_std, paired_t};
+use crate::search::stats::{Paired, mean_std, paired_t};
 use crate::search::store::{Db, Store, StoreError};
 use crate::train::TrainSpec;
 use std::path::Path;
@@ -61,13 +61,20 @@ impl Table {
         s + &self.comparison()
     }
 
+    /// Row `r`, column `c` against the baseline's row: the baseline's name and the paired
+    /// t-test. `None` for the baseline's own rows, without a baseline, or with one seed.
+    fn versus(&self, r: usize, c: usize) -> Option<(&str, Paired)> {
+        let (base, pairs) = self.against.as_ref()?;
+        Some((base, paired_t(&self.cells[r][c], &self.cells[pairs[r]?][c])?))
+    }
+
     /// Each row's mean difference from the baseline's row in points, with the two-sided
-    /// p-value of the paired t-test over the seeds; empty without a baseline or with one seed.
+    /// p-value of the paired t-test over the seeds.
     fn comparison(&self) -> String {
         let Some((base, pairs)) = &self.against else { return String::new() };
         let seeds = self.cells.first().and_then(|r| r.first()).map_or(0, Vec::len);
         if seeds < 2 {
-            return String::new();
+            return format!("\n(one seed: no comparison with {base})\n");
         }
         let mut s = format!(
             "\nAgainst {base}, paired by seed: the mean difference in points and the two-sided p of a paired \
@@ -75,11 +82,10 @@ impl Table {
             self.cols.join(" | "),
             "---:|".repeat(self.cols.len())
         );
-        for (r, name) in self.rows.iter().enumerate() {
-            let Some(b) = pairs[r] else { continue };
+        for (r, name) in self.rows.iter().enumerate().filter(|(r, _)| pairs[*r].is_some()) {
             let cells: Vec<String> = (0..self.cols.len())
-                .map(|c| {
-                    let t = paired_t(&self.cells[r][c], &self.cells[b][c]).expect("two seeds or more");
+                .filter_map(|c| self.versus(r, c))
+                .map(|(_, t)| {
                     let p = match t.p {
                         p if p.is_nan() => "identical".to_string(),
                         p if p < 0.001 => "p < 0.001".to_string(),
@@ -103,12 +109,9 @@ impl Table {
                 let v = &self.cells[r][c];
                 let (m, sd) = mean_std(v);
                 let vals: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
-                let vs = match &self.against {
-                    Some((base, pairs)) => match pairs[r].and_then(|b| paired_t(v, &self.cells[b][c])) {
-                        Some(t) if t.p.is_nan() => format!("\"{base}\",{:.4},", t.diff),
-                        Some(t) => format!("\"{base}\",{:.4},{:.4e}", t.diff, t.p),
-                        None => ",,".into(),
-                    },
+                let vs = match self.versus(r, c) {
+                    Some((base, t)) if t.p.is_nan() => format!("\"{base}\",{:.4},", t.diff),
+                    Some((base, t)) => format!("\"{base}\",{:.4},{:.4e}", t.diff, t.p),
                     None => ",,".into(),
                 };
                 s += &format!("\"{name}\",{col},{},{m:.4},{sd:.4},\"{}\",{vs}\n", v.len(), vals.join(" "));
