@@ -368,10 +368,11 @@ fn unusable_stores_and_outputs_are_refused_first() {
         "nope does not exist",
     );
     // Data that does not load leaves no run behind (a run keeps its --data, and its jobs would
-    // wait in the store), unless only other machines' workers train (--workers 0).
+    // wait in the store).
     let data = format!("cifar10:{folder}/no-cifar");
     for args in [
         vec!["search", "--db", &db, "--data", &data, "--steps", "10"],
+        vec!["search", "--db", &db, "--data", &data, "--steps", "10", "--workers", "0", "--round", "2"],
         vec!["sample", "--db", &db, "--data", &data, "--aug", "base,cutout", "--n", "2", "--steps", "10"],
         vec!["evaluate", "--db", &db, "--data", &data, "--loss", "examples/ce.loss", "--steps", "10"],
     ] {

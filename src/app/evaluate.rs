@@ -167,7 +167,7 @@ pub fn evaluate(
             }
         }
     }
-    run::check_data(std::slice::from_ref(base), workers)?;
+    run::check_data(std::slice::from_ref(base))?;
     let store = Store::open(db)?;
     let out = train_all(db, &store, &jobs, workers, "evaluate", progress)?;
     let mut it = out.into_iter().map(|o| o.test_accuracy.unwrap_or(0.0));

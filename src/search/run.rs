@@ -49,15 +49,12 @@ fn data(spec: &TrainSpec) -> Result<Arc<Splits>, DataError> {
     Ok(d)
 }
 
-/// Loads the data of `specs` where this process trains (`workers` > 0) before a store is
-/// touched, so that a wrong `--data` is an error that leaves no run or jobs behind (a run
-/// remembers its data, and its jobs would wait for whoever can load them). With no workers
-/// here the data need only be where the `lossc worker` processes run.
-pub(crate) fn check_data(specs: &[TrainSpec], workers: usize) -> Result<(), RunError> {
-    if workers > 0 {
-        for spec in specs {
-            data(spec)?;
-        }
+/// Loads the data of `specs` (once a process: the workers here reuse it) before a store is
+/// touched, so that a wrong `--data` is an error that leaves no run or jobs behind: a run
+/// remembers its data, and its jobs would wait for whoever can load them.
+pub(crate) fn check_data(specs: &[TrainSpec]) -> Result<(), RunError> {
+    for spec in specs {
+        data(spec)?;
     }
     Ok(())
 }
@@ -597,9 +594,9 @@ impl crate::error::Classify for RunError {
     }
 }
 
-/// Everything a run checks before any training: its specs, the stored settings (recorded, or
-/// compared when resuming), stale claims, and the data (loaded once, so a bad path fails here).
-/// Returns the store and whether the run is resumed.
+/// Everything a run checks before any training: its specs, the data (loaded once, so a bad
+/// path fails here, before the store records anything), the stored settings (recorded, or
+/// compared when resuming) and stale claims. Returns the store and whether the run is resumed.
 fn open_run(
     db: &Db,
     run: &str,
@@ -610,14 +607,12 @@ fn open_run(
     for spec in specs {
         spec.config()?;
     }
+    check_data(specs)?;
     let store = Store::open(db)?;
     store.check_integrity()?;
     let resumed = store.begin_run(run, kind, &serde_json::to_value(settings).expect("plain data"))?;
     store.release_dead_here()?;
     store.expire()?;
-    for spec in specs {
-        data(spec)?;
-    }
     Ok((store, resumed))
 }
 
@@ -648,7 +643,6 @@ pub fn search(
     workers: usize,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<SearchReport, RunError> {
-    check_data(std::slice::from_ref(&settings.spec), workers)?;
     let (store, resumed) = open_run(db, run, "search", settings, std::slice::from_ref(&settings.spec))?;
     let mut pool = Workers::spawn(db, workers);
     let ev = &settings.evolution;
@@ -792,7 +786,6 @@ pub fn sample(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<SampleTable, RunError> {
     let specs: Vec<TrainSpec> = s.augs.iter().map(|aug| TrainSpec { aug: aug.clone(), ..s.spec.clone() }).collect();
-    check_data(&specs, workers)?;
     let (store, _) = open_run(db, run, "sample", s, &specs)?;
     let mut rng = crate::rng::Rng::new(s.seed);
     let mut screener = screen::Screener::new();
