@@ -206,7 +206,8 @@ fn bench_screen_checks_its_verdicts_and_prints_where_the_time_goes() {
 }
 
 /// `compile -o DIR` writes nothing when the loss is not in the file (no empty DIR left
-/// behind), and replaces a link inside DIR neither by following it nor at all.
+/// behind), replaces a link inside DIR neither by following it nor at all, replaces the files
+/// it wrote itself and no others, and writes nothing at all when it refuses one file.
 #[cfg(unix)]
 #[test]
 fn compile_writes_nothing_on_bad_input_and_never_through_a_link() {
@@ -220,12 +221,37 @@ fn compile_writes_nothing_on_bad_input_and_never_through_a_link() {
     std::fs::create_dir_all(&out).unwrap();
     let victim = dir.join("victim.txt");
     std::fs::write(&victim, "mine").unwrap();
-    std::os::unix::fs::symlink(&victim, out.join("a2.cu")).unwrap();
+    // The manifest is written last: a refusal there must come before the first write.
+    std::os::unix::fs::symlink(&victim, out.join("a2.json")).unwrap();
     let o = lossc(&["compile", "examples/a2.loss", "-o", &out.to_string_lossy()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("symbolic link"), "{err}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
+    assert!(!out.join("a2.cu").exists(), "a2.cu written before the refusal");
+
+    // Every kind of file compile writes is recognised as its own and replaced.
+    let own = dir.join("own").to_string_lossy().into_owned();
+    for target in ["all", "jax", "torch", "all"] {
+        let o = lossc(&["compile", "examples/a2.loss", "--target", target, "-o", &own]);
+        assert!(o.status.success(), "{target}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let again = String::from_utf8_lossy(&lossc(&["compile", "examples/a2.loss", "-o", &own]).stdout).to_string();
+    assert_eq!(again.matches("replaced").count(), 4, "{again}");
+    // A file of the same name that lossc did not write is left alone, and so is the rest.
+    for (name, text) in [("a2.cu", "my kernel\n"), ("a2.json", "{\"loss\": 1}\n"), ("a2.py", "import torch\n")] {
+        let user = dir.join("user");
+        let _ = std::fs::remove_dir_all(&user);
+        std::fs::create_dir_all(&user).unwrap();
+        std::fs::write(user.join(name), text).unwrap();
+        let target = if name.ends_with(".py") { "torch" } else { "all" };
+        let o = lossc(&["compile", "examples/a2.loss", "--target", target, "-o", &user.to_string_lossy()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains("was not written by lossc"), "{name}: {err}");
+        assert_eq!(std::fs::read_to_string(user.join(name)).unwrap(), text);
+        assert_eq!(std::fs::read_dir(&user).unwrap().count(), 1, "{name}: other files were written");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
