@@ -31,3 +31,14 @@ macro_rules! classify {
     };
 }
 pub(crate) use classify;
+
+/// Why no file can be made at `path` where that is the path's fault (it is a folder, or its
+/// folder does not exist), so that commands refuse it before any work and say which; the
+/// system's own error comes only at the write and names neither.
+pub fn unwritable(path: &std::path::Path) -> Option<String> {
+    if path.is_dir() {
+        return Some("it is a folder".into());
+    }
+    let folder = path.parent().filter(|f| !f.as_os_str().is_empty() && !f.is_dir())?;
+    Some(format!("the folder {} does not exist", folder.display()))
+}

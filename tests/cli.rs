@@ -377,7 +377,7 @@ fn unusable_stores_and_outputs_are_refused_first() {
     fails_with(&["search", "--db", &db, "--out", &notes], "is not a directory");
     // SQLite says only "unable to open database file" for a folder or a missing folder.
     let folder = std::path::Path::new(&notes).parent().unwrap().to_string_lossy().into_owned();
-    fails_with(&["search", "--db", &folder, "--steps", "10"], "a folder, not a store file");
+    fails_with(&["search", "--db", &folder, "--steps", "10"], "it is a folder");
     let lost = format!("{folder}/no-such-folder/s.db");
     fails_with(&["search", "--db", &lost, "--steps", "10"], "no-such-folder does not exist");
     // Commands that read a run from a store do not leave a new, empty one behind.
@@ -393,6 +393,13 @@ fn unusable_stores_and_outputs_are_refused_first() {
         &["plot", "phenotype", "examples/a2.loss", "-o", &format!("{folder}/nope/a2.png")],
         "nope does not exist",
     );
+    // Output files are checked before any training.
+    let nope = format!("{folder}/nope/out");
+    fails_with(&["train", "--loss", "examples/ce.loss", "--out", &nope], "nope does not exist");
+    fails_with(&["train", "--loss", "examples/ce.loss", "--out", &folder], "it is a folder");
+    fails_with(&["evaluate", "--loss", "examples/ce.loss", "--db", &db, "--csv", &nope], "nope does not exist");
+    fails_with(&["sample", "--db", &db, "--aug", "base,cutout", "--csv", &folder], "it is a folder");
+    assert!(!std::path::Path::new(&db).exists());
     // Data that does not load leaves no run behind (a run keeps its --data, and its jobs would
     // wait in the store).
     let data = format!("cifar10:{folder}/no-cifar");

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 pub enum PlotError {
     #[error("{0}: the file name must end in .png or .svg")]
     Format(PathBuf),
-    #[error("cannot write {0}: the folder {1} does not exist")]
-    NoFolder(PathBuf, PathBuf),
+    #[error("cannot write {0}: {1}")]
+    Unwritable(PathBuf, String),
     #[error("{0}: L(1, p) is not finite anywhere on (0, 1); nothing to draw")]
     NothingFinite(String),
     #[error("no losses to plot")]
@@ -55,10 +55,10 @@ fn font() {
     });
 }
 
-/// The output format of a path (whose folder must exist).
+/// The output format of a path (where a file can be made).
 fn format(path: &Path) -> Result<&'static str, PlotError> {
-    if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty() && !f.is_dir()) {
-        return Err(PlotError::NoFolder(path.to_path_buf(), folder.to_path_buf()));
+    if let Some(why) = crate::error::unwritable(path) {
+        return Err(PlotError::Unwritable(path.to_path_buf(), why));
     }
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("png") => Ok("png"),

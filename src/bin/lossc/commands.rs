@@ -99,6 +99,14 @@ pub fn step_bar(steps: usize) -> indicatif::ProgressBar {
     indicatif::ProgressBar::new(steps as u64).with_style(style.expect("static template"))
 }
 
+/// Refuses an output file that cannot be written where it is, before any work is done for it.
+fn check_out_file(path: Option<&Path>) -> Result<(), Failure> {
+    match path.and_then(|p| Some((p, lossc::error::unwritable(p)?))) {
+        Some((p, why)) => Err(bad(format!("cannot write {}: {why}", p.display()))),
+        None => Ok(()),
+    }
+}
+
 pub fn train(
     file: &Path,
     name: Option<&str>,
@@ -110,6 +118,7 @@ pub fn train(
 ) -> Result<(), Failure> {
     let (g, _) = load(file)?;
     let name = pick(&g, name)?.remove(0);
+    check_out_file(out)?;
     let spec = TrainSpec { test, ..o.single()? };
     let lr = spec.config()?.lr;
     let data = lossc::train::load_data(&spec.data, spec.val)?;
@@ -296,6 +305,7 @@ pub fn sample(
     if augs.len() < 2 || n < 2 || hidden == 0 {
         return Err(bad("sample needs --n >= 2, --hidden > 0 and at least two augmentations in --aug a,b"));
     }
+    check_out_file(csv)?;
     let run = store.run.clone().unwrap_or_else(|| "sample".into());
     let settings = srun::SampleSettings { n, hidden, seed: o.seed, augs, spec: o.spec() };
     let table = srun::sample(&store.db.get()?, &run, &settings, store.workers, &mut phase_bar())?;
@@ -376,6 +386,7 @@ pub fn evaluate(
     if augs.is_empty() || seeds == 0 {
         return Err(bad("evaluate needs --seeds > 0 and at least one --aug"));
     }
+    check_out_file(csv)?;
     // Evaluation reports what a loss reaches: no accuracy gate unless asked for.
     let base = TrainSpec { gate_accuracy: o.gate_accuracy.unwrap_or(0.0), ..o.spec() };
     let losses: Vec<evaluate::Loss> =

@@ -71,13 +71,8 @@ pub(super) struct Sqlite {
 pub(super) fn open(path: &Path, at: &str) -> Result<Sqlite, StoreError> {
     let err = |source: rusqlite::Error| StoreError::Sql { path: at.to_string(), source: source.into() };
     // SQLite says only "unable to open database file" for these.
-    let refuse = |why: String| Err(StoreError::Path { path: at.to_string(), why });
-    if path.is_dir() {
-        return refuse("a folder, not a store file".into());
-    }
-    let folder = path.parent().filter(|f| !f.as_os_str().is_empty());
-    if let Some(f) = folder.filter(|f| !f.is_dir()) {
-        return refuse(format!("the folder {} does not exist", f.display()));
+    if let Some(why) = crate::error::unwritable(path) {
+        return Err(StoreError::Path { path: at.to_string(), why });
     }
     let conn = Connection::open(path).map_err(err)?;
     // Several processes write: wait for each other instead of failing.
