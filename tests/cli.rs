@@ -623,3 +623,29 @@ fn bench_train_profiles_the_kernels_of_a_step() {
     assert!(text.contains("profile over 3 steps, each launch waited for:"), "{text}");
     assert!(row("all").is_some_and(|l| l.contains("wall")), "{text}");
 }
+
+/// `bench --jax` times the paper's losses in JAX (hand-written, by name) beside the kernel, and
+/// leaves the JAX columns of any other loss empty.
+#[test]
+fn bench_with_jax_times_the_paper_losses_and_leaves_others_out() {
+    let py = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/.venv/bin/python");
+    if !Command::new(py).args(["-c", "import jax"]).output().is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var_os("LOSSC_REQUIRE_JAX").is_none(), "LOSSC_REQUIRE_JAX is set but JAX is missing");
+        println!("SKIPPED: no JAX in bench/.venv");
+        return;
+    }
+    let mine = temp("mine.loss", "loss mine = -y * ln(p) + 0.5 * y * square(1 - p);\n");
+    let o = lossc(&["bench", "examples/ce.loss", &mine, "--jax", "--shapes", "256x10", "--targets", "labels"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{out}{err}");
+    let row = |name: &str| -> Vec<String> {
+        let text = format!("{out}{err}");
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{name} ")) && l.contains("256x10")).unwrap_or_default();
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    let (ce, mine) = (row("ce"), row("mine"));
+    assert_eq!(ce.len(), 10, "{out}{err}");
+    assert!(ce[8].parse::<f64>().is_ok_and(|ms| ms > 0.0) && ce[9].ends_with('x'), "{ce:?}");
+    assert_eq!(&mine[8..], ["-", "-"], "{mine:?}");
+}
