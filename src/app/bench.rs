@@ -313,6 +313,8 @@ pub fn screen_throughput(n: usize, seed: u64, mutants: bool, baseline: bool, rou
 pub struct BenchLoss {
     pub name: String,
     pub source: String,
+    /// The canonical key (`screen::key`): which function the loss is, whatever its text.
+    pub key: String,
     pub fused: Fused,
 }
 
@@ -456,7 +458,22 @@ impl KernelBench<'_> {
     /// Runs bench/jax_baseline.sh on the same losses and shapes in this run.
     fn jax(&self, say: &mut dyn FnMut(String)) -> Result<JaxTimes, BenchError> {
         let script = jax_script()?;
-        let names: Vec<&str> = self.losses.iter().map(|l| l.name.as_str()).collect();
+        // JAX has the paper's losses, by name; a loss goes there only where it is the same
+        // function as the repository's example of that name, so a ratio never compares two.
+        let examples = script.parent().and_then(Path::parent).map(|repo| repo.join("examples"));
+        let paper = |l: &BenchLoss| {
+            let text = examples.as_ref().and_then(|d| std::fs::read_to_string(d.join(format!("{}.loss", l.name))).ok());
+            let g = text.and_then(|t| crate::syntax::parse(&t).ok()).and_then(|g| g.extract(&l.name));
+            g.is_some_and(|g| crate::search::screen::key(&g) == l.key)
+        };
+        let (names, others): (Vec<&BenchLoss>, Vec<&BenchLoss>) = self.losses.iter().partition(|l| paper(l));
+        for l in others {
+            say(format!("{0}: no JAX timing (JAX times the paper's losses as in examples/; {0} is not one)", l.name));
+        }
+        if names.is_empty() {
+            return Ok(JaxTimes::new());
+        }
+        let names: Vec<&str> = names.iter().map(|l| l.name.as_str()).collect();
         let shapes: Vec<String> = self.shapes.iter().map(Shape::to_string).collect();
         let kinds: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();
         say(format!("running {} (one thread) ...", script.display()));

@@ -507,7 +507,8 @@ pub fn bench_kernels(
         let (g, source) = load(f)?;
         for (name, _) in &g.outputs {
             let fused = fuse::fuse(&g, name).expect("output exists");
-            losses.push(BenchLoss { name: name.clone(), source: source.clone(), fused });
+            let key = lossc::search::screen::key(&g.extract(name).expect("output exists"));
+            losses.push(BenchLoss { name: name.clone(), source: source.clone(), key, fused });
         }
     }
     let b = KernelBench { losses: &losses, shapes, kinds, threads, jax_rounds, compile_only, cold };
