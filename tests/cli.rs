@@ -628,8 +628,8 @@ fn bench_train_profiles_the_kernels_of_a_step() {
 /// the JAX columns of any other loss empty, also one that takes a paper loss's name.
 #[test]
 fn bench_with_jax_times_the_paper_losses_and_leaves_others_out() {
-    let py = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/.venv/bin/python");
-    if !Command::new(py).args(["-c", "import jax"]).output().is_ok_and(|o| o.status.success()) {
+    // bench/jax_baseline.sh runs bench/.venv's Python.
+    if !common::imports(common::BENCH_PYTHON.as_ref(), "jax") {
         assert!(std::env::var_os("LOSSC_REQUIRE_JAX").is_none(), "LOSSC_REQUIRE_JAX is set but JAX is missing");
         println!("SKIPPED: no JAX in bench/.venv");
         return;

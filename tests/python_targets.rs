@@ -16,15 +16,6 @@ use common::Batch;
 use lossc::passes::fuse;
 use lossc::reference::contract::Targets;
 use lossc::rng::Rng;
-use std::path::PathBuf;
-
-/// A Python that imports `module`: from `var`, else `default`.
-fn python(var: &str, default: &str, module: &str) -> Option<PathBuf> {
-    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
-    let import = format!("import {module}");
-    let ok = std::process::Command::new(&p).args(["-c", &import]).output().is_ok_and(|o| o.status.success());
-    ok.then_some(p)
-}
 
 /// A case's targets as JSON (batches of 6 classes).
 fn json_targets(t: &Targets<f32>) -> (serde_json::Value, f64) {
@@ -42,7 +33,7 @@ fn json_targets(t: &Targets<f32>) -> (serde_json::Value, f64) {
 
 #[test]
 fn the_jax_module_matches_the_interpreter() {
-    let Some(py) = python("LOSSC_PYTHON", concat!(env!("CARGO_MANIFEST_DIR"), "/bench/.venv/bin/python"), "jax") else {
+    let Some(py) = common::python("LOSSC_PYTHON", common::BENCH_PYTHON, "jax") else {
         assert!(std::env::var_os("LOSSC_REQUIRE_JAX").is_none(), "LOSSC_REQUIRE_JAX is set but JAX is missing");
         println!("SKIPPED: no Python with JAX (bench/.venv or LOSSC_PYTHON)");
         return;
@@ -53,7 +44,7 @@ fn the_jax_module_matches_the_interpreter() {
 
 #[test]
 fn the_torch_module_matches_the_interpreter() {
-    let Some(py) = python("LOSSC_TORCH_PYTHON", "/usr/bin/python3", "torch") else {
+    let Some(py) = common::python("LOSSC_TORCH_PYTHON", "/usr/bin/python3", "torch") else {
         assert!(std::env::var_os("LOSSC_REQUIRE_TORCH").is_none(), "LOSSC_REQUIRE_TORCH is set but PyTorch is missing");
         println!("SKIPPED: no Python with PyTorch (/usr/bin/python3 with python3-torch, or LOSSC_TORCH_PYTHON)");
         return;
@@ -188,8 +179,8 @@ fn compare(results: &Results, dtypes: &[&str]) {
 fn the_framework_examples_train_with_a_compiled_loss() {
     let dir = common::scratch_dir("framework-examples");
     let frameworks = [
-        ("jax", python("LOSSC_PYTHON", concat!(env!("CARGO_MANIFEST_DIR"), "/bench/.venv/bin/python"), "jax")),
-        ("torch", python("LOSSC_TORCH_PYTHON", "/usr/bin/python3", "torch")),
+        ("jax", common::python("LOSSC_PYTHON", common::BENCH_PYTHON, "jax")),
+        ("torch", common::python("LOSSC_TORCH_PYTHON", "/usr/bin/python3", "torch")),
     ];
     for (fw, py) in frameworks {
         let Some(py) = py else {

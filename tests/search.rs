@@ -1,4 +1,6 @@
-//! The genome, its mutation, and pre-screening (issue 6's foundations).
+//! The genome, its mutation, and pre-screening.
+
+mod common;
 
 use lossc::ir::UnOp;
 use lossc::ir::{Graph, print};
@@ -226,14 +228,12 @@ fn the_paired_t_test_matches_scipy() {
     assert_eq!(paired_t(&[1.0], &[0.0]), None);
 
     // Live, on random pairs from 2 to 40 runs, wherever scipy is (it comes with JAX).
-    let py = std::env::var("LOSSC_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/bench/.venv/bin/python").into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ttest_rel.py");
-    if !std::process::Command::new(&py).args(["-c", "import scipy"]).output().is_ok_and(|o| o.status.success()) {
+    let Some(py) = common::python("LOSSC_PYTHON", common::BENCH_PYTHON, "scipy") else {
         assert!(std::env::var_os("LOSSC_REQUIRE_JAX").is_none(), "LOSSC_REQUIRE_JAX is set but scipy is missing");
         println!("SKIPPED the live comparison: no Python with scipy (bench/.venv or LOSSC_PYTHON)");
         return;
-    }
+    };
     let mut rng = lossc::rng::Rng::new(7);
     let pairs: Vec<(Vec<f64>, Vec<f64>)> = (0..300)
         .map(|i| {

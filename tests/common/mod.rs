@@ -283,3 +283,18 @@ pub fn pg_database(name: &str) -> Option<String> {
 pub fn pg_client(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).expect("the test server accepts its URL")
 }
+
+/// The Python of `bench/.venv` (JAX, with scipy), which scripts/test.sh creates.
+pub const BENCH_PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/.venv/bin/python");
+
+/// Whether the Python at `py` imports `module`.
+pub fn imports(py: &std::path::Path, module: &str) -> bool {
+    let import = format!("import {module}");
+    std::process::Command::new(py).args(["-c", &import]).output().is_ok_and(|o| o.status.success())
+}
+
+/// A Python that imports `module`: `$var` if set, else `default`.
+pub fn python(var: &str, default: &str, module: &str) -> Option<std::path::PathBuf> {
+    let p = std::env::var_os(var).map(std::path::PathBuf::from).unwrap_or_else(|| default.into());
+    imports(&p, module).then_some(p)
+}
