@@ -17,7 +17,7 @@ use lossc_runtime::cuda::Cuda;
 use lossc_runtime::data::Dataset;
 use lossc_runtime::rng::Rng;
 use lossc_runtime::train::Metrics;
-use lossc_runtime::train::{Checkpoint, Outcome, Start};
+use lossc_runtime::train::{Checkpoint, Halt, Outcome, Start};
 
 /// 1x8x8 images of 10 classes: class c has brightness (c + 1) / 11, plus noise (features that
 /// survive the random shifts and flips of the base augmentation).
@@ -236,7 +236,8 @@ fn paused_run(
     spec: &TrainSpec,
     data: &(Dataset, Dataset, Dataset),
 ) -> (Vec<Outcome>, Option<Checkpoint>) {
-    train_population_from(graphs, spec, data, Start::Fresh, Some(10), &mut |_| {}).unwrap()
+    train_population_from(graphs, spec, data, Start::Fresh, Halt { pause: Some(10), ..Halt::default() }, &mut |_| {})
+        .unwrap()
 }
 
 /// A training paused at step 10 and resumed ends where the uninterrupted one does, on
@@ -264,13 +265,15 @@ fn pause_and_resume(device: &str, tol: f64) {
     let take = |o: Outcome| match o {
         Outcome::Paused(p) => p,
         Outcome::Done(m) => panic!("still running at the pause: {m:?}"),
+        Outcome::Abandoned => panic!("abandoned, not paused"),
     };
     // m1 (from the second population), ce, a2 and m0: resumed together on a GPU device.
     let (b1, b0, a1, a0) = (b.pop().unwrap(), b.pop().unwrap(), a.pop().unwrap(), a.pop().unwrap());
     let resumed = [&graphs[3], &graphs[0], &graphs[1], &graphs[2]];
     let paused = vec![take(b1), take(a0), take(a1), take(b0)];
     let (done, again) =
-        train_population_from(&resumed, &spec, &data, Start::Resume(&at, paused), None, &mut |_| {}).unwrap();
+        train_population_from(&resumed, &spec, &data, Start::Resume(&at, paused), Halt::default(), &mut |_| {})
+            .unwrap();
     assert!(again.is_none());
     // The uninterrupted runs: each population from the start to the end.
     let mut whole = train_population(&first, &spec, &data, &mut |_| {}).unwrap();
@@ -301,6 +304,55 @@ fn wgpu_models_paused_in_two_populations_go_on_together() {
 #[test]
 fn cuda_models_paused_in_two_populations_go_on_together() {
     pause_and_resume("cuda", 1e-6);
+}
+
+/// A training abandoned at step 7 (as a search at its time limit abandons it) gives back the
+/// models still running as abandoned, and the record of a model that stopped before then, on
+/// `device`.
+fn abandon(device: &str) {
+    if !common::have_device(device) {
+        return;
+    }
+    let data = splits();
+    let spec = spec(device);
+    let overflow = lossc::syntax::parse("loss overflow = exp(exp(10 - p));").unwrap();
+    let (ce, a2) = (graph("examples/ce.loss"), graph("examples/a2.loss"));
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let halt = Halt { abandon: Some(&flag), ..Halt::default() };
+    let mut last = 0;
+    let mut progress = |p: &lossc_runtime::train::Progress| {
+        last = p.step;
+        if p.step == 7 {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    let (outcomes, at) =
+        train_population_from(&[&overflow, &ce, &a2], &spec, &data, Start::Fresh, halt, &mut progress).unwrap();
+    assert!(at.is_none(), "{device}: no checkpoint");
+    assert_eq!(last, 7, "{device}: the training ended at the step the flag was set");
+    let alone = train_population(&[&overflow], &spec, &data, &mut |_| {}).unwrap().remove(0);
+    match &outcomes[..] {
+        [Outcome::Done(m), Outcome::Abandoned, Outcome::Abandoned] => {
+            assert!(m.stopped.is_some(), "{device}: the overflowing loss stopped early");
+            assert_eq!((&m.train, m.fitness, m.test_accuracy), (&alone.train, alone.fitness, alone.test_accuracy));
+        }
+        _ => panic!("{device}: want the stopped model done and the others abandoned"),
+    }
+}
+
+#[test]
+fn an_abandoned_cpu_training_keeps_only_what_ended() {
+    abandon("cpu");
+}
+
+#[test]
+fn an_abandoned_wgpu_training_keeps_only_what_ended() {
+    abandon("wgpu");
+}
+
+#[test]
+fn an_abandoned_cuda_training_keeps_only_what_ended() {
+    abandon("cuda");
 }
 
 /// On a GPU: a population trained with its steps replayed as CUDA graphs ends with exactly the

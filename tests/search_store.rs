@@ -1,6 +1,7 @@
 //! The search on its SQLite store with real training on Fashion-MNIST (small budgets):
-//! killing a run with SIGKILL and resuming it loses nothing, trains nothing twice, and ends
-//! with the population of an uninterrupted run; the best losses it writes check and retrain.
+//! killing a run with SIGKILL and resuming it, or stopping it at a time limit again and again,
+//! loses nothing, trains nothing twice, and ends with the population of an uninterrupted run;
+//! the best losses it writes check and retrain.
 
 mod common;
 
@@ -79,9 +80,51 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
         .and_then(|s| s.trim().parse().ok())
         .unwrap();
     assert_eq!(ran_here, done_a - done_killed, "{stdout_b}");
-    for d in [&a, &b] {
+
+    // The same search under time limits of 0.5 s, 1 s, 2 s, ... until one run finishes.
+    let c = common::scratch_dir("search-c");
+    let db = c.join("s.db");
+    let (mut stopped, mut partial) = (0, 0);
+    let stdout_c = loop {
+        let limit = format!("{}s", 0.5 * 2f64.powi(stopped));
+        let out = search(&c).args(["--time-limit", &limit]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if !stdout.contains("stopped at the time limit") {
+            break stdout;
+        }
+        stopped += 1;
+        assert!(stopped < 16, "no progress under time limits");
+        // The trainings under way went back to the queue, their attempts not counted; what
+        // finished is kept, and the best so far is written.
+        let jobs = jobs_in(&db);
+        assert!(
+            jobs.iter().all(|(status, attempts)| matches!((status.as_str(), attempts), ("pending", 0) | ("done", 1))),
+            "{jobs:?}"
+        );
+        let done = jobs.iter().filter(|j| j.0 == "done").count();
+        assert!(done < done_a, "{stdout}");
+        if done > 0 {
+            partial += 1;
+            assert!(c.join("out/best-1.loss").exists(), "{stdout}");
+            assert!(stdout.contains("best: c"), "{stdout}");
+        }
+    };
+    println!("stopped at a time limit {stopped} times ({partial} with results stored), then:\n{stdout_c}");
+    assert!(partial > 0, "no run stopped with some trainings stored");
+    assert_eq!(summary(&stdout_c), summary(&stdout_a), "the search stopped at time limits ended elsewhere");
+    assert_eq!(candidates(&db), candidates(&a.join("s.db")), "candidates lost or changed");
+    assert_eq!(Store::open(&db).unwrap().counts().unwrap().0, done_a, "a loss trained twice or not at all");
+    for d in [&a, &b, &c] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// Each job's status and attempts.
+fn jobs_in(db: &Path) -> Vec<(String, i64)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut q = conn.prepare("SELECT status, attempts FROM jobs ORDER BY id").unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
 }
 
 #[test]

@@ -19,6 +19,7 @@ use crate::model::ResNet9v2;
 use crate::optim::{Optimizer, State, one_cycle};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Targets of a training batch, as the loss kernel takes them: integer labels with smoothing,
@@ -284,20 +285,32 @@ pub enum Start<'a> {
     Resume(&'a Checkpoint, Vec<Paused>),
 }
 
+/// Where a population's training may end before its last step.
+#[derive(Clone, Copy, Default)]
+pub struct Halt<'a> {
+    /// After this step (an evaluation step), the models still running come back paused.
+    pub pause: Option<usize>,
+    /// Read after every step: once set, the training ends there and the models still running
+    /// come back abandoned (a search at its time limit gives their jobs back).
+    pub abandon: Option<&'a AtomicBool>,
+}
+
 /// What became of one model of a population.
 pub enum Outcome {
     /// Its training ended (all steps, or an early stop): its final record.
     Done(Metrics),
     /// Still running at the pause.
     Paused(Paused),
+    /// Still running when the training was abandoned: nothing of it is kept.
+    Abandoned,
 }
 
 impl Outcome {
-    /// The final record of a training run without a pause.
+    /// The final record of a training run that was neither paused nor abandoned.
     pub fn into_done(self) -> Metrics {
         match self {
             Outcome::Done(m) => m,
-            Outcome::Paused(_) => unreachable!("no pause was asked for"),
+            Outcome::Paused(_) | Outcome::Abandoned => unreachable!("no pause or abandonment was asked for"),
         }
     }
 }
@@ -313,14 +326,16 @@ pub fn train_population<D: Device>(
     cfg: &Config,
     progress: &mut dyn FnMut(&Progress),
 ) -> Vec<Metrics> {
-    let (outcomes, _) = train_population_from(dev, loss, train, val, test, cfg, Start::Fresh, None, progress);
+    let (outcomes, _) =
+        train_population_from(dev, loss, train, val, test, cfg, Start::Fresh, Halt::default(), progress);
     outcomes.into_iter().map(Outcome::into_done).collect()
 }
 
-/// [`train_population`] from `start`, pausing after step `pause` if given (an evaluation step:
-/// a multiple of `eval_every`, or the gate): the models still running then come back paused,
-/// with the checkpoint to resume them from. Each model's numbers are those of an
-/// uninterrupted training, whatever models it was paused or resumed beside.
+/// [`train_population`] from `start`, pausing after step `halt.pause` if given (an evaluation
+/// step: a multiple of `eval_every`, or the gate): the models still running then come back
+/// paused, with the checkpoint to resume them from. Each model's numbers are those of an
+/// uninterrupted training, whatever models it was paused or resumed beside. Once
+/// `halt.abandon` is set, the training ends after the step under way.
 #[allow(clippy::too_many_arguments)]
 pub fn train_population_from<D: Device>(
     dev: D,
@@ -330,7 +345,7 @@ pub fn train_population_from<D: Device>(
     test: Option<&Dataset>,
     cfg: &Config,
     from: Start,
-    pause: Option<usize>,
+    halt: Halt,
     progress: &mut dyn FnMut(&Progress),
 ) -> (Vec<Outcome>, Option<Checkpoint>) {
     let start = Instant::now();
@@ -484,7 +499,9 @@ pub fn train_population_from<D: Device>(
         }
         let best = pop.iter().filter(|p| p.running).map(|p| p.m.best_validation_accuracy).fold(0.0, f64::max);
         progress(&Progress { step: step + 1, loss: last_loss, best_validation_accuracy: best });
-        if pause == Some(step + 1) && step + 1 < cfg.steps {
+        // Models that ended before a pause or an abandonment keep their final record.
+        let ended = |p: Member, seconds: f64| Outcome::Done(finish(p.m, test.map(|_| 0.0), seconds, cfg));
+        if halt.pause == Some(step + 1) && step + 1 < cfg.steps {
             assert_eq!(interval_steps, 0, "a pause comes right after an evaluation");
             let seconds = start.elapsed().as_secs_f64();
             let (bufs, t) = carried(&dev, &mut model, &mut opt);
@@ -505,11 +522,20 @@ pub fn train_population_from<D: Device>(
                     if p.running {
                         Outcome::Paused(Paused { metrics: p.m, tensors, seconds })
                     } else {
-                        Outcome::Done(finish(p.m, None, seconds, cfg))
+                        ended(p, seconds)
                     }
                 })
                 .collect();
             return (outcomes, Some(at));
+        }
+        if halt.abandon.is_some_and(|a| a.load(Ordering::Relaxed)) && step + 1 < cfg.steps {
+            let seconds = start.elapsed().as_secs_f64();
+            let outcomes = pop
+                .into_iter()
+                .enumerate()
+                .map(|(k, p)| if p.running { Outcome::Abandoned } else { ended(p, earlier[k] + seconds) })
+                .collect();
+            return (outcomes, None);
         }
     }
     let test_acc = test.map(|t| {

@@ -8,7 +8,7 @@ use super::screen;
 use super::store::{CandidateRow, DEFAULT_LEASE, Db, Job, Lease, Outcome, Store, StoreError, worker_id};
 use crate::ir::{Graph, print};
 use crate::train::{DataError, SpecError, Splits, TrainError, TrainSpec, load_data, train_population_from};
-use lossc_runtime::train::{Checkpoint, Metrics, Outcome as Trained, Paused, Start};
+use lossc_runtime::train::{Checkpoint, Halt, Metrics, Outcome as Trained, Paused, Start};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -98,13 +98,15 @@ fn parse_jobs(store: &Store, jobs: &[Job], worker: &str) -> Result<(usize, Vec<R
 /// to step `pause` (or the end), and stores the result of each job that ended: all steps, an
 /// early stop, or a loss kernel that does not build (fitness 0; the others train without it).
 /// Returns how many results were stored, the models still running at the pause, and where
-/// they paused.
+/// they paused. Once `abandon` is set the training ends; the jobs of the models abandoned stay
+/// claimed, for [`work`] to put back.
 fn train_phase(
     store: &Store,
     worker: &str,
     mut items: Vec<Running>,
     at: Option<&Checkpoint>,
     pause: Option<usize>,
+    abandon: &AtomicBool,
 ) -> Result<(usize, Vec<Running>, Option<Checkpoint>), RunError> {
     use crate::error::{Blame, Classify};
     let mut stored = 0;
@@ -118,7 +120,8 @@ fn train_phase(
             Some(at) => Start::Resume(at, items.iter().map(|r| r.paused.clone().expect("paused at `at`")).collect()),
             None => Start::Fresh,
         };
-        match train_population_from(&refs, &spec, &d, from, pause, &mut |_| {}) {
+        let halt = Halt { pause, abandon: Some(abandon) };
+        match train_population_from(&refs, &spec, &d, from, halt, &mut |_| {}) {
             Ok((outcomes, checkpoint)) => {
                 let mut paused = Vec::new();
                 for (mut r, o) in items.into_iter().zip(outcomes) {
@@ -128,6 +131,7 @@ fn train_phase(
                             r.paused = Some(p);
                             paused.push(r);
                         }
+                        Trained::Abandoned => {}
                     }
                 }
                 return Ok((stored, paused, checkpoint));
@@ -159,14 +163,20 @@ fn gate_pause(jobs: &[Job]) -> Option<usize> {
 }
 
 /// Trains claimed `jobs` (one spec): straight through, or to the gate, parking the survivors
-/// with those parked before; parked models go on, K at a time, once K wait. Returns how many
-/// results were stored.
-fn train_claimed(store: &Store, worker: &str, jobs: &[Job], parked: &mut Option<Parked>) -> Result<usize, RunError> {
+/// with those parked before; parked models go on, K at a time, once K wait (unless `abandon`
+/// is set). Returns how many results were stored.
+fn train_claimed(
+    store: &Store,
+    worker: &str,
+    jobs: &[Job],
+    parked: &mut Option<Parked>,
+    abandon: &AtomicBool,
+) -> Result<usize, RunError> {
     let (mut stored, items) = parse_jobs(store, jobs, worker)?;
     let Some(gate) = gate_pause(jobs) else {
-        return Ok(stored + train_phase(store, worker, items, None, None)?.0);
+        return Ok(stored + train_phase(store, worker, items, None, None, abandon)?.0);
     };
-    let (n, survivors, at) = train_phase(store, worker, items, None, Some(gate))?;
+    let (n, survivors, at) = train_phase(store, worker, items, None, Some(gate), abandon)?;
     stored += n;
     if let Some(at) = at.filter(|_| !survivors.is_empty()) {
         let p = parked.get_or_insert_with(|| Parked { at: at.clone(), models: Vec::new() });
@@ -174,7 +184,7 @@ fn train_claimed(store: &Store, worker: &str, jobs: &[Job], parked: &mut Option<
         p.models.extend(survivors);
     }
     let k = MODELS.load(Ordering::Relaxed);
-    while parked.as_ref().is_some_and(|p| p.models.len() >= k) {
+    while parked.as_ref().is_some_and(|p| p.models.len() >= k) && !abandon.load(Ordering::SeqCst) {
         let p = parked.as_mut().expect("checked");
         let rest = p.models.split_off(k);
         let group = std::mem::replace(&mut p.models, rest);
@@ -182,20 +192,25 @@ fn train_claimed(store: &Store, worker: &str, jobs: &[Job], parked: &mut Option<
         if p.models.is_empty() {
             *parked = None;
         }
-        stored += train_phase(store, worker, group, Some(&at), None)?.0;
+        stored += train_phase(store, worker, group, Some(&at), None, abandon)?.0;
     }
     Ok(stored)
 }
 
-/// Trains every parked model to the end, K at a time.
-fn finish_parked(store: &Store, worker: &str, parked: &mut Option<Parked>) -> Result<usize, RunError> {
+/// Trains every parked model to the end, K at a time, until `abandon` is set.
+fn finish_parked(
+    store: &Store,
+    worker: &str,
+    parked: &mut Option<Parked>,
+    abandon: &AtomicBool,
+) -> Result<usize, RunError> {
     let Some(mut p) = parked.take() else { return Ok(0) };
     let k = MODELS.load(Ordering::Relaxed);
     let mut stored = 0;
-    while !p.models.is_empty() {
+    while !p.models.is_empty() && !abandon.load(Ordering::SeqCst) {
         let rest = p.models.split_off(k.min(p.models.len()));
         let group = std::mem::replace(&mut p.models, rest);
-        stored += train_phase(store, worker, group, Some(&p.at), None)?.0;
+        stored += train_phase(store, worker, group, Some(&p.at), None, abandon)?.0;
     }
     Ok(stored)
 }
@@ -312,6 +327,7 @@ const WORKER_STACK: usize = 64 << 20;
 /// Worker threads on one store.
 pub struct Workers {
     stop: Arc<AtomicBool>,
+    abandon: Arc<AtomicBool>,
     handles: Vec<JoinHandle<Result<usize, RunError>>>,
 }
 
@@ -319,6 +335,7 @@ impl Workers {
     /// Starts `n` workers that claim jobs from the store at `db` until stopped.
     pub fn spawn(db: &Db, n: usize) -> Workers {
         let stop = Arc::new(AtomicBool::new(false));
+        let abandon = Arc::new(AtomicBool::new(false));
         if n > 0 {
             // Parallelism comes from the workers; each trains on one thread, which also keeps
             // results independent of the worker count.
@@ -326,14 +343,14 @@ impl Workers {
         }
         let handles = (0..n)
             .map(|i| {
-                let (db, stop) = (db.clone(), stop.clone());
+                let (db, stop, abandon) = (db.clone(), stop.clone(), abandon.clone());
                 std::thread::Builder::new()
                     .stack_size(WORKER_STACK)
-                    .spawn(move || work(&db, &worker_id(i), &stop, None))
+                    .spawn(move || work(&db, &worker_id(i), &stop, &abandon, None))
                     .expect("a worker thread starts")
             })
             .collect();
-        Workers { stop, handles }
+        Workers { stop, abandon, handles }
     }
 
     /// The first worker error, if any worker has failed.
@@ -348,7 +365,20 @@ impl Workers {
 
     /// Stops the workers after their current jobs; returns the jobs they ran.
     pub fn stop(self) -> Result<usize, RunError> {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::SeqCst);
+        self.join()
+    }
+
+    /// Stops the workers now: the trainings under way end after their current step and their
+    /// jobs, parked ones too, go back to the queue without counting the attempt. Returns the
+    /// jobs they ran to the end.
+    pub fn abandon(self) -> Result<usize, RunError> {
+        self.abandon.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+        self.join()
+    }
+
+    fn join(self) -> Result<usize, RunError> {
         let mut n = 0;
         for h in self.handles {
             n += h.join().map_err(|_| RunError::Panicked)?.map_err(|e| RunError::Worker(Box::new(e)))?;
@@ -357,10 +387,11 @@ impl Workers {
     }
 }
 
-/// A worker's loop: claim, train, store; stop when asked, or after `idle` without jobs. A job
-/// whose training cannot start (its data cannot be read, say) goes back to the queue with the
-/// error before the worker stops with it.
-pub fn work(db: &Db, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> Result<usize, RunError> {
+/// A worker's loop: claim, train, store; stop when asked (after the jobs under way; at once
+/// if `abandon` is set too, putting its jobs back), or after `idle` without jobs. A job whose
+/// training cannot start (its data cannot be read, say) goes back to the queue with the error
+/// before the worker stops with it.
+fn work(db: &Db, id: &str, stop: &AtomicBool, abandon: &AtomicBool, idle: Option<Duration>) -> Result<usize, RunError> {
     let store = Store::open(db)?;
     let lease = lease();
     let beat = Heartbeat::start(db, id, lease)?;
@@ -378,7 +409,7 @@ pub fn work(db: &Db, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> Res
         }
         Ok(())
     };
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::SeqCst) {
         // With models parked, only jobs of their spec can join them.
         let claimed = match parked.as_ref().and_then(|p| p.models.first()) {
             Some(r) => {
@@ -393,10 +424,10 @@ pub fn work(db: &Db, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> Res
                 beat.hold(&[&held[..], std::slice::from_ref(&first)].concat());
                 let jobs = claim_population(&store, id, lease, first)?;
                 beat.hold(&[&held[..], &jobs[..]].concat());
-                train_claimed(&store, id, &jobs, &mut parked).map_err(|e| (e, jobs))
+                train_claimed(&store, id, &jobs, &mut parked, abandon).map_err(|e| (e, jobs))
             }
             // The queue has nothing for the parked models: they go on without more company.
-            None if !held.is_empty() => finish_parked(&store, id, &mut parked).map_err(|e| (e, Vec::new())),
+            None if !held.is_empty() => finish_parked(&store, id, &mut parked, abandon).map_err(|e| (e, Vec::new())),
             None => {
                 if idle.is_some_and(|t| idle_since.elapsed() >= t) {
                     break;
@@ -415,9 +446,15 @@ pub fn work(db: &Db, id: &str, stop: &AtomicBool, idle: Option<Duration>) -> Res
         beat.hold(&parked_jobs(&parked));
         idle_since = Instant::now();
     }
+    if abandon.load(Ordering::SeqCst) {
+        // Once the heartbeat no longer renews them, every job this worker holds goes back.
+        drop(beat);
+        store.put_back(id)?;
+        return Ok(ran);
+    }
     // Asked to stop: parked models still finish (their jobs are held).
     let held = parked_jobs(&parked);
-    match finish_parked(&store, id, &mut parked) {
+    match finish_parked(&store, id, &mut parked, abandon) {
         Ok(n) => ran += n,
         Err(e) => {
             give_back(&held, &e)?;
@@ -435,12 +472,13 @@ pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunEr
     store.release_dead_here()?;
     drop(store);
     lossc_runtime::layers::set_threads(1);
-    let stop = AtomicBool::new(false);
+    let (stop, abandon) = (AtomicBool::new(false), AtomicBool::new(false));
     let ran: Vec<Result<usize, RunError>> = std::thread::scope(|s| {
-        let stop = &stop;
+        let (stop, abandon) = (&stop, &abandon);
         let spawn = |i| {
             let b = std::thread::Builder::new().stack_size(WORKER_STACK);
-            b.spawn_scoped(s, move || work(db, &worker_id(i), stop, Some(idle))).expect("a worker thread starts")
+            let work = move || work(db, &worker_id(i), stop, abandon, Some(idle));
+            b.spawn_scoped(s, work).expect("a worker thread starts")
         };
         let hs: Vec<_> = (0..workers).map(spawn).collect();
         hs.into_iter().map(|h| h.join().unwrap_or(Err(RunError::Panicked))).collect()
@@ -454,7 +492,8 @@ pub fn stored_round(db: &Db, run: &str) -> Option<usize> {
     v["evolution"]["round"].as_u64().map(|r| r as usize)
 }
 
-/// Fitness from the store: enqueue what is missing, wait for the workers, read it back.
+/// Fitness from the store: enqueue what is missing, wait for the workers, read it back, until
+/// the deadline if there is one.
 struct StoreFitness<'a> {
     store: &'a Store,
     run: String,
@@ -466,10 +505,15 @@ struct StoreFitness<'a> {
     best: f64,
     progress: &'a mut dyn FnMut(&Progress),
     error: Option<RunError>,
+    deadline: Option<Instant>,
+    /// The deadline passed while waiting: the fitness values given since then are not real.
+    timed_out: bool,
 }
 
 impl StoreFitness<'_> {
-    fn wait(&mut self, keys: &[(String, String)]) -> Result<Vec<f64>, RunError> {
+    /// The fitness of each key, once the workers have stored it; None if the deadline passes
+    /// first.
+    fn wait(&mut self, keys: &[(String, String)]) -> Result<Option<Vec<f64>>, RunError> {
         for (key, text) in keys {
             self.store.enqueue(key, &self.spec, text)?;
         }
@@ -492,10 +536,13 @@ impl StoreFitness<'_> {
                 }
             }
             if out.iter().all(Option::is_some) {
-                return Ok(out.into_iter().flatten().collect());
+                return Ok(Some(out.into_iter().flatten().collect()));
             }
             if let Some(e) = self.workers.failed() {
                 return Err(e);
+            }
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
             }
             // Workers put expired leases back when they claim; the coordinator does too, in
             // case every worker is gone.
@@ -512,7 +559,7 @@ impl StoreFitness<'_> {
 
 impl Fitness for StoreFitness<'_> {
     fn score(&mut self, candidates: &[&Member]) -> Vec<f64> {
-        if self.error.is_some() {
+        if self.error.is_some() || self.timed_out {
             return vec![0.0; candidates.len()];
         }
         let keys: Vec<(String, String)> = candidates
@@ -520,7 +567,11 @@ impl Fitness for StoreFitness<'_> {
             .map(|m| (m.screened.key.clone(), loss_text(&format!("c{}", m.seq), &m.screened.graph)))
             .collect();
         match self.wait(&keys) {
-            Ok(f) => f,
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                self.timed_out = true;
+                vec![0.0; candidates.len()]
+            }
             Err(e) => {
                 self.error = Some(e);
                 vec![0.0; candidates.len()]
@@ -623,9 +674,12 @@ pub struct SearchSettings {
     pub spec: TrainSpec,
 }
 
-/// What a finished (or resumed and finished) search reports.
+/// What a finished (or resumed and finished) search reports, or one stopped at its time limit.
 pub struct SearchReport {
     pub resumed: bool,
+    /// Stopped at the time limit: the store holds what was trained, and running the search
+    /// again goes on from there. The population and best are then empty.
+    pub stopped: bool,
     /// The final population, oldest first.
     pub population: Vec<Member>,
     pub best: Option<Member>,
@@ -635,14 +689,17 @@ pub struct SearchReport {
 }
 
 /// Runs (or resumes) the search `run` in `db` with `workers` worker threads in this process
-/// (0: only external `lossc worker` processes train).
+/// (0: only external `lossc worker` processes train), for at most `limit` if given: then the
+/// trainings under way are abandoned, their jobs put back for the run's next start.
 pub fn search(
     db: &Db,
     run: &str,
     settings: &SearchSettings,
     workers: usize,
+    limit: Option<Duration>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<SearchReport, RunError> {
+    let deadline = limit.map(|l| Instant::now() + l);
     let (store, resumed) = open_run(db, run, "search", settings, std::slice::from_ref(&settings.spec))?;
     let mut pool = Workers::spawn(db, workers);
     let ev = &settings.evolution;
@@ -657,14 +714,23 @@ pub fn search(
         best: 0.0,
         progress,
         error: None,
+        deadline,
+        timed_out: false,
     };
     let mut e = Evolution::start(ev.clone(), &mut fit);
     fit.phase = "evolve";
     fit.done = 0;
     fit.total = ev.iterations;
     let mut barren = 0;
-    while e.children < ev.iterations && fit.error.is_none() {
+    // Children of finished rounds.
+    let mut children = e.children;
+    while e.children < ev.iterations && fit.error.is_none() && !fit.timed_out {
         let added = e.step(&mut fit);
+        if fit.error.is_some() || fit.timed_out {
+            // The round did not finish: its fitness values are not real.
+            break;
+        }
+        children = e.children;
         store.set_population(run, &e.population.iter().map(|m| m.seq).collect::<Vec<_>>())?;
         // No new child in 20 rounds in a row: the population has converged.
         barren = if added == 0 { barren + 1 } else { 0 };
@@ -676,9 +742,20 @@ pub fn search(
         let _ = pool.stop();
         return Err(err);
     }
+    if fit.timed_out {
+        let trained_here = pool.abandon()?;
+        return Ok(SearchReport { resumed, stopped: true, population: Vec::new(), best: None, children, trained_here });
+    }
     store.set_population(run, &e.population.iter().map(|m| m.seq).collect::<Vec<_>>())?;
     let trained_here = pool.stop()?;
-    Ok(SearchReport { resumed, population: e.population.into(), best: e.best, children: e.children, trained_here })
+    Ok(SearchReport {
+        resumed,
+        stopped: false,
+        population: e.population.into(),
+        best: e.best,
+        children: e.children,
+        trained_here,
+    })
 }
 
 /// A ranked loss of a run: its fitness and text.

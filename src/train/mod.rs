@@ -16,7 +16,7 @@ use crate::passes::fuse::{self, Fused};
 use lossc_runtime::cpu::Cpu;
 use lossc_runtime::cuda::{Cuda, CudaError, CudaLossSource, CudaLosses};
 use lossc_runtime::gpu::{GpuError, Wgpu};
-use lossc_runtime::train::{Checkpoint, HostLoss, Metrics, Outcome, Paused, Progress, Start};
+use lossc_runtime::train::{Checkpoint, Halt, HostLoss, Metrics, Outcome, Paused, Progress, Start};
 
 /// Why a training could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,19 +76,19 @@ pub fn train_population(
     data: &Splits,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Vec<Metrics>, TrainError> {
-    let (outcomes, _) = train_population_from(graphs, spec, data, Start::Fresh, None, progress)?;
+    let (outcomes, _) = train_population_from(graphs, spec, data, Start::Fresh, Halt::default(), progress)?;
     Ok(outcomes.into_iter().map(Outcome::into_done).collect())
 }
 
 /// [`train_population`] from `start` (fresh, or models paused at a checkpoint of the same
-/// spec, one per graph), pausing after step `pause` if given (an evaluation step, such as the
-/// gate): the runtime's [`lossc_runtime::train::train_population_from`] on the spec's device.
+/// spec, one per graph), pausing or abandoned as `halt` says: the runtime's
+/// [`lossc_runtime::train::train_population_from`] on the spec's device.
 pub fn train_population_from(
     graphs: &[&Graph],
     spec: &TrainSpec,
     data: &Splits,
     start: Start,
-    pause: Option<usize>,
+    halt: Halt,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(Vec<Outcome>, Option<Checkpoint>), TrainError> {
     use lossc_runtime::train::train_population_from as run;
@@ -107,13 +107,13 @@ pub fn train_population_from(
         dev.check_size(activation_floats(train.shape, spec.batch, spec.width))?;
         let sources: Vec<String> = fused.iter().map(|f| wgsl::emit(f, &wgsl::Options::default())).collect();
         let losses = dev.losses(&sources)?;
-        return Ok(run(dev, &losses, train, val, test, &cfg, start, pause, progress));
+        return Ok(run(dev, &losses, train, val, test, &cfg, start, halt, progress));
     }
     if spec.device == "cuda" {
         let dev = Cuda::new(fused.len())?;
         dev.check_size(activation_floats(train.shape, spec.batch, spec.width))?;
         let losses = cuda_losses(&dev, &fused, train.classes)?;
-        return Ok(run(dev, &losses, train, val, test, &cfg, start, pause, progress));
+        return Ok(run(dev, &losses, train, val, test, &cfg, start, halt, progress));
     }
     // The CPU: one model at a time, each from its own paused state.
     let (at, paused): (Option<&Checkpoint>, Vec<Option<Paused>>) = match start {
@@ -126,12 +126,16 @@ pub fn train_population_from(
     lossc_runtime::cpu::keep_freed_memory();
     let (mut outcomes, mut checkpoint) = (Vec::new(), None);
     for (f, p) in fused.into_iter().zip(paused) {
+        if halt.abandon.is_some_and(|a| a.load(std::sync::atomic::Ordering::Relaxed)) {
+            outcomes.push(Outcome::Abandoned);
+            continue;
+        }
         let loss = JitLoss::new(f);
         let from = match (at, p) {
             (Some(at), Some(p)) => Start::Resume(at, vec![p]),
             _ => Start::Fresh,
         };
-        let (mut o, c) = run(Cpu, &HostLoss(&loss), train, val, test, &cfg, from, pause, progress);
+        let (mut o, c) = run(Cpu, &HostLoss(&loss), train, val, test, &cfg, from, halt, progress);
         outcomes.push(o.pop().expect("a population of one"));
         checkpoint = checkpoint.or(c);
     }

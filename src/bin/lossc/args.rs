@@ -130,6 +130,10 @@ pub enum Cmd {
         out: PathBuf,
         #[arg(long, default_value_t = 5)]
         best: usize,
+        /// Stop after this long (90s, 45m, 8h; a plain number is seconds): the trainings under
+        /// way are given back, the best so far are written, and the same command goes on.
+        #[arg(long, value_parser = duration)]
+        time_limit: Option<std::time::Duration>,
     },
     /// Train random valid losses under several augmentations (--aug a,b,..) and print
     /// Kendall's tau between their rankings (paper Table 3); resumable like search.
@@ -331,6 +335,23 @@ impl std::str::FromStr for DbArg {
 impl DbArg {
     pub fn get(&self) -> Result<Db, Failure> {
         self.0.parse().map_err(bad)
+    }
+}
+
+/// A time span: a number with an optional unit, s (the default), m or h; at most a year.
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = match s.strip_suffix(['s', 'm', 'h']) {
+        Some(n) => (n, &s[n.len()..]),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => 1.0,
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v * scale <= 366.0 * 86400.0 => Ok(std::time::Duration::from_secs_f64(v * scale)),
+        _ => Err(format!("`{s}` is not a time span such as 90s, 45m or 8h (above 0, at most a year)")),
     }
 }
 

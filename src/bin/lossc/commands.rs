@@ -243,6 +243,7 @@ pub fn search(
     o: &TrainOpts,
     out: &Path,
     best: usize,
+    limit: Option<std::time::Duration>,
 ) -> Result<(), Failure> {
     let spec = o.single()?;
     if settings.population == 0 || settings.initial < settings.population || settings.tournament == 0 {
@@ -266,7 +267,7 @@ pub fn search(
     settings.round = round.or(stored).unwrap_or(store.workers).max(1);
     srun::check_out_dir(out, "best-", srun::MARK)?;
     let settings = srun::SearchSettings { evolution: settings, spec };
-    let report = srun::search(&db, &run, &settings, store.workers, &mut phase_bar())?;
+    let report = srun::search(&db, &run, &settings, store.workers, limit, &mut phase_bar())?;
     let opened = Store::open(&db)?;
     let (done, attempts) = opened.counts()?;
     let failed = match opened.failed_jobs()? {
@@ -274,13 +275,22 @@ pub fn search(
         n => format!(", {n} failed after {} attempts", lossc::search::store::MAX_ATTEMPTS),
     };
     let resumed = if report.resumed { " (resumed)" } else { "" };
+    let stopped = if report.stopped { ", stopped at the time limit" } else { "" };
     println!(
-        "search `{run}` in {}{resumed}: {} children, {done} trainings stored ({attempts} attempts{failed}), {} run by this process",
+        "search `{run}` in {}{resumed}{stopped}: {} children, {done} trainings stored ({attempts} attempts{failed}), {} run by this process",
         db, report.children, report.trained_here
     );
-    println!("population (oldest first):");
-    for m in &report.population {
-        println!("  c{:<6} fitness {:.4}  {}", m.seq, m.fitness, m.screened.key);
+    if report.stopped {
+        println!("the same command goes on from here");
+        match srun::ranking(&opened, &run)?.first() {
+            Some(b) => println!("best: c{} fitness {:.4}  {}", b.seq, b.fitness, b.key),
+            None => println!("no training has finished yet"),
+        }
+    } else {
+        println!("population (oldest first):");
+        for m in &report.population {
+            println!("  c{:<6} fitness {:.4}  {}", m.seq, m.fitness, m.screened.key);
+        }
     }
     if let Some(b) = &report.best {
         println!("best: c{} fitness {:.4}  {}", b.seq, b.fitness, b.screened.key);

@@ -68,9 +68,21 @@ fn main() -> ExitCode {
             let device = lossc::train::resolve_device(&device);
             bench_train(&device, &aug, population, threads, batch, steps, profile)
         }
-        Cmd::Search { store, population, initial, tournament, iterations, hidden, round, opts, out, best } => {
+        Cmd::Search {
+            store,
+            population,
+            initial,
+            tournament,
+            iterations,
+            hidden,
+            round,
+            opts,
+            out,
+            best,
+            time_limit,
+        } => {
             let settings = Settings { population, initial, tournament, iterations, hidden, seed: opts.seed, round: 0 };
-            search(&store, settings, round, &opts, &out, best)
+            search(&store, settings, round, &opts, &out, best, time_limit)
         }
         Cmd::Sample { store, n, hidden, top, opts, csv } => sample(&store, n, hidden, top, &opts, csv.as_deref()),
         Cmd::Evaluate { losses, store, seeds, baseline, opts, csv } => {

@@ -672,6 +672,17 @@ impl Store {
         Ok(())
     }
 
+    /// Puts back every job `worker` holds, unfinished but not failed (a search stopped at its
+    /// time limit): pending again, and the attempt is not counted. The number put back.
+    pub fn put_back(&self, worker: &str) -> Result<usize, StoreError> {
+        let n = self.exec(
+            "UPDATE jobs SET status = 'pending', worker = NULL, lease_until = NULL, attempts = attempts - 1
+             WHERE worker = ?1 AND status = 'running'",
+            args![worker],
+        )?;
+        Ok(n as usize)
+    }
+
     /// Puts back every job whose lease has expired (its worker died or lost the store), or
     /// fails it after [`MAX_ATTEMPTS`]; the number put back or failed.
     pub fn expire(&self) -> Result<usize, StoreError> {
