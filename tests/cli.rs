@@ -151,6 +151,9 @@ fn search_and_report_commands_reject_bad_input() {
     fails(&["worker", "--db", "postgres://u:secret@host:port/db"], "port `port` is not a port number");
     fails(&["worker", "--db", &db, "--lease", "0.1"], "from 0.5 to 86400");
     fails(&["search", "--db", &db, "--workers", "0"], "give --round N");
+    for limit in ["0", "-5m", "10ms", "1d", "soon", "9000h"] {
+        fails(&["search", "--db", &db, &format!("--time-limit={limit}")], "is not a time span");
+    }
     // Settings that are not finite or out of range are refused before anything runs, and are
     // never stored as if they were absent.
     for (flag, value, needle) in [
