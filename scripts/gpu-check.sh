@@ -6,13 +6,16 @@
 #
 #   bash scripts/gpu-check.sh                # builds with cargo (a machine with Rust and crates.io)
 #   bash scripts/gpu-check.sh .gpu           # prebuilt binaries from scripts/gpu-prepare.sh
-#   bash scripts/gpu-check.sh .gpu train     # only the training part (CUDA and wgpu devices)
-#   bash scripts/gpu-check.sh .gpu kernels   # only the loss kernels and the PyTorch modules
+#   bash scripts/gpu-check.sh .gpu train     # only the training part (CUDA device)
+#   bash scripts/gpu-check.sh .gpu diagnose  # only CUDA graphs, pinned uploads, a base build
+#   bash scripts/gpu-check.sh .gpu kernels   # only the loss kernels, PyTorch modules, wgpu
 #
-# The training part runs first and within 10 minutes (each step has its own timeout; the
-# device tool's calls end at 600 s): the CUDA device's methods against the CPU device, trainings
-# on CUDA against the CPU and wgpu, and `lossc bench-train --device cuda` populations against
-# PyTorch eager, torch.compile and a torch.func ensemble (bench/torch_gpu_train_baseline.py).
+# The training part runs first, in about 4 minutes (each step has its own timeout; the
+# device tool's calls end at 600 s): the CUDA device's methods against the CPU device (with
+# FAIL_FAST=1 the script ends there, exit code 3, if they fail), `lossc bench-train --device
+# cuda` populations against PyTorch eager, torch.compile and a torch.func ensemble
+# (bench/torch_gpu_train_baseline.py), then trainings on CUDA against the CPU and wgpu.
+# scripts/gpu-session.sh runs it before the proof run, in one call.
 #
 # Output goes to stdout and, when $OUT is set (the device tool), to $OUT/gpu-check.txt.
 set -uo pipefail
@@ -63,17 +66,25 @@ if [ -n "$bin" ] && [ -d "$bin/fashion-mnist" ] && [ ! -d /usr/share/datasets/fa
 fi
 
 if want train; then
-echo "== the CUDA device: each method against the CPU device (K = 3)"
-timeout 60 "$runtime_gpu" cuda_device --nocapture 2>&1 | grep -E "CUDA device|SKIPPED|test |panicked|result"
-echo "== training on CUDA: the CPU's curve, the population invariant, CUDA against wgpu, 300 steps of Fashion-MNIST"
-timeout 180 "$gpu_train" cuda --nocapture --test-threads=1 2>&1 | grep -E "CUDA device|adapter|SKIPPED|test |panicked|cpu |cuda |result"
-echo "== training throughput (surrogate, batch 128, 1x32x32, CE): lossc on CUDA, then PyTorch on the same GPU"
+echo "== $(date -u +%T) the CUDA device: each method against the CPU device (K = 3)"
+LOSSC_REQUIRE_CUDA=1 timeout 60 "$runtime_gpu" cuda_device --nocapture 2>&1 | tee /tmp/lossc-cuda-device.txt |
+  grep -E "CUDA device|SKIPPED|test |panicked|result"
+if [ "${FAIL_FAST:-0}" = 1 ] && ! grep -q "^test result: ok" /tmp/lossc-cuda-device.txt; then
+  echo "the CUDA device failed its checks (or did not run): stopping here"
+  exit 3
+fi
+echo "== $(date -u +%T) training throughput (surrogate, batch 128, 1x32x32, CE): lossc on CUDA, then PyTorch on the same GPU"
 # K = 1 and 128 also train again with each kernel timed (--profile).
 for k in 1 8 32 64 128; do
   profile=""; [ "$k" = 1 ] || [ "$k" = 128 ] && profile="--profile"
   timeout 60 "$lossc" bench-train --device cuda --population "$k" --steps 30 $profile || echo "(population $k: timed out or failed)"
 done
 PYTHONUNBUFFERED=1 timeout 150 python3 bench/torch_gpu_train_baseline.py 1,8,32,64,128 || echo "(torch baseline failed or torch not available)"
+echo "== $(date -u +%T) training on CUDA: the CPU's curve, the population invariant, CUDA against wgpu, 300 steps of Fashion-MNIST"
+LOSSC_REQUIRE_CUDA=1 timeout 180 "$gpu_train" cuda --nocapture --test-threads=1 2>&1 | grep -E "CUDA device|adapter|SKIPPED|test |panicked|cpu |cuda |result"
+echo "== $(date -u +%T) the training part ended"
+fi
+if want diagnose; then
 # Steps replayed as CUDA graphs (the default) against the same build launching kernel by kernel
 # (LOSSC_CUDA_GRAPHS=0), at K = 1 against uploads from pageable memory (LOSSC_CUDA_PINNED=0),
 # and against a base build where one was packed (gpu-prepare.sh BASE=...).

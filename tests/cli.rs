@@ -535,6 +535,49 @@ fn tiny_fashion_mnist(dir: &std::path::Path, n: u32, test: u32) {
     }
 }
 
+/// Workers each with a CUDA device of their own (streams of one context, graphs captured
+/// per thread) train what one worker does: `evaluate` with 3 workers, a seed each, stores the
+/// numbers of 1 worker, bit for bit.
+#[test]
+fn several_workers_train_the_same_numbers_on_cuda() {
+    if !common::have_device("cuda") {
+        return;
+    }
+    let dir = common::scratch_dir("cuda-workers");
+    tiny_fashion_mnist(&dir.join("data"), 48, 16);
+    let data = format!("fashion-mnist:{}", dir.join("data").display());
+    let evaluate = |workers: &str| {
+        let db = dir.join(format!("w{workers}.db"));
+        let out = Command::new(env!("CARGO_BIN_EXE_lossc"))
+            .args(["evaluate", "--device", "cuda", "--models", "2", "--seeds", "3", "--steps", "4", "--batch", "8"])
+            .args(["--val", "16", "--eval-every", "2", "--warmup", "1", "--workers", workers, "--data", &data])
+            .args(["--loss", "examples/ce.loss", "--loss", "examples/a2.loss", "--db"])
+            .arg(&db)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut q = conn.prepare("SELECT key, spec, metrics FROM results ORDER BY key, spec").unwrap();
+        let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)));
+        rows.unwrap()
+            .map(|r| {
+                let (key, spec, m) = r.unwrap();
+                let mut m: serde_json::Value = serde_json::from_str(&m).unwrap();
+                for timing in ["wall_seconds", "images_per_second"] {
+                    m.as_object_mut().unwrap().remove(timing);
+                }
+                (key, spec, m)
+            })
+            .collect::<Vec<_>>()
+    };
+    let one = evaluate("1");
+    assert_eq!(one.len(), 6, "2 losses x 3 seeds");
+    assert!(one.iter().all(|r| r.2["population"] == 2 && r.2["steps"] == 4), "{one:?}");
+    assert_eq!(evaluate("3"), one, "3 workers stored other numbers than 1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A loss kernel that NVRTC refuses fails its own job, with NVRTC's log as the reason; the
 /// rest of its population trains on without it, each loss's result equal to the one from a run
 /// where every kernel built. Needs the fake CUDA driver of tests/cuda_emu, whose NVRTC refuses
