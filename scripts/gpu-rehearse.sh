@@ -37,7 +37,8 @@ mkdir -p "$out"
 export OUT="$out" LD_LIBRARY_PATH="$fake" LOSSC_CACHE_DIR="$fake/cache"
 export LOSSC_FAKE_CUDA_DRY=1 LOSSC_FAKE_CUDA_GIB=${LOSSC_FAKE_CUDA_GIB:-64}
 export TORCH_DEVICE=cpu TORCH_STEPS=3 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-small=(INITIAL="${INITIAL:-6}" ITERATIONS="${ITERATIONS:-4}" POPULATION=4 TOURNAMENT=2 MODELS=4 STEPS=40 GATE=20)
+small=(INITIAL="${INITIAL:-6}" ITERATIONS="${ITERATIONS:-4}" POPULATION=4 TOURNAMENT=2 MODELS=4 STEPS=40 GATE=20
+  EVALUATE_ANY=1)
 case "$what" in
   check) run=(bash scripts/gpu-check.sh .gpu train) ;;
   proof) run=(env "${small[@]}" bash scripts/gpu-proof.sh .gpu) ;;

@@ -1,7 +1,8 @@
 //! The search on its SQLite store with real training on Fashion-MNIST (small budgets):
-//! killing a run with SIGKILL and resuming it, or stopping it at a time limit again and again,
-//! loses nothing, trains nothing twice, and ends with the population of an uninterrupted run;
-//! the best losses it writes check and retrain.
+//! killing a run with SIGKILL and resuming it, interrupting it (Ctrl-C), or stopping it at a
+//! time limit again and again, loses nothing, trains nothing twice, and ends with the
+//! population of an uninterrupted run; an interrupted evaluation or worker gives its jobs back
+//! uncounted; the best losses a search writes check and retrain.
 
 mod common;
 
@@ -81,6 +82,28 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
         .unwrap();
     assert_eq!(ran_here, done_a - done_killed, "{stdout_b}");
 
+    // The same search interrupted (SIGINT, as Ctrl-C sends) once two trainings are stored: it
+    // says so, exits with 130 and gives the trainings under way back uncounted.
+    let d = common::scratch_dir("search-d");
+    let db = d.join("s.db");
+    let child = search(&d).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_results(&db, 2, &child);
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("interrupted:\n{stdout}");
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(", interrupted:") && stdout.contains("best: c"), "{stdout}");
+    assert_given_back(&db);
+    let out = search(&d).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        summary(&String::from_utf8_lossy(&out.stdout)),
+        summary(&stdout_a),
+        "the interrupted search ended elsewhere"
+    );
+    assert_eq!(Store::open(&db).unwrap().counts().unwrap(), (done_a, done_a), "a loss trained twice or not at all");
+
     // The same search under time limits of 0.5 s, 1 s, 2 s, ... until one run finishes.
     let c = common::scratch_dir("search-c");
     let db = c.join("s.db");
@@ -97,12 +120,7 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
         assert!(stopped < 16, "no progress under time limits");
         // The trainings under way went back to the queue, their attempts not counted; what
         // finished is kept, and the best so far is written.
-        let jobs = jobs_in(&db);
-        assert!(
-            jobs.iter().all(|(status, attempts)| matches!((status.as_str(), attempts), ("pending", 0) | ("done", 1))),
-            "{jobs:?}"
-        );
-        let done = jobs.iter().filter(|j| j.0 == "done").count();
+        let done = assert_given_back(&db);
         assert!(done < done_a, "{stdout}");
         if done > 0 {
             partial += 1;
@@ -115,9 +133,84 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
     assert_eq!(summary(&stdout_c), summary(&stdout_a), "the search stopped at time limits ended elsewhere");
     assert_eq!(candidates(&db), candidates(&a.join("s.db")), "candidates lost or changed");
     assert_eq!(Store::open(&db).unwrap().counts().unwrap().0, done_a, "a loss trained twice or not at all");
-    for d in [&a, &b, &c] {
-        let _ = std::fs::remove_dir_all(d);
+    for dir in [&a, &b, &c, &d] {
+        let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// Checks that a store stopped early holds no running job, and that each job was attempted
+/// once if done and never if pending (nothing given back counted an attempt); the jobs done.
+fn assert_given_back(db: &Path) -> usize {
+    let jobs = jobs_in(db);
+    let given_back =
+        |(status, attempts): &(String, i64)| matches!((status.as_str(), attempts), ("pending", 0) | ("done", 1));
+    assert!(jobs.iter().all(given_back), "{jobs:?}");
+    jobs.iter().filter(|j| j.0 == "done").count()
+}
+
+/// Waits until the store at `db` holds `n` results (or a running job, for `n` = 0).
+fn wait_for_results(db: &Path, n: usize, child: &std::process::Child) {
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let jobs = if db.exists() { jobs_in(db) } else { Vec::new() };
+        let done = jobs.iter().filter(|j| j.0 == "done").count();
+        if (n > 0 && done >= n) || (n == 0 && jobs.iter().any(|j| j.0 == "running")) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "{n} results never came (pid {})", child.id());
+    }
+}
+
+/// Sends SIGINT, as Ctrl-C does.
+fn interrupt(child: &std::process::Child) {
+    // SAFETY: a plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+}
+
+/// An evaluation and a worker interrupted while they train: exit code 130, the jobs under way
+/// back in the queue with no attempt counted, and the evaluation, run again, finishes.
+#[test]
+fn an_interrupted_evaluation_or_worker_gives_its_jobs_back() {
+    if !common::have_fashion_mnist() {
+        return;
+    }
+    let dir = common::scratch_dir("interrupted");
+    let db = dir.join("e.db");
+    let evaluate = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lossc"));
+        c.args(["evaluate", "--loss", "examples/ce.loss", "--loss", "examples/a2.loss", "--seeds", "2"]);
+        c.args(["--steps", "60", "--batch", "32", "--val", "300", "--eval-every", "20", "--workers", "2"]);
+        c.arg("--db").arg(&db).current_dir(env!("CARGO_MANIFEST_DIR"));
+        c
+    };
+    let child = evaluate().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_results(&db, 0, &child);
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted: the trainings under way went back to the queue"), "{stderr}");
+    let done = assert_given_back(&db);
+    assert!(done < 4, "the evaluation finished before the interruption");
+
+    let worker = Command::new(env!("CARGO_BIN_EXE_lossc"))
+        .args(["worker", "--idle", "60", "--db"])
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_results(&db, 0, &worker);
+    interrupt(&worker);
+    let out = worker.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_given_back(&db);
+
+    let out = evaluate().output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(assert_given_back(&db), 4);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Each job's status and attempts.

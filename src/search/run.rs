@@ -229,6 +229,23 @@ fn lease() -> f64 {
     LEASE_MS.load(Ordering::Relaxed) as f64 / 1000.0
 }
 
+/// Set once the user has asked this process to stop (Ctrl-C): searches, samples, evaluations
+/// and workers then stop as a search does at its time limit.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks the long commands of this process to stop: the trainings under way end after their
+/// current step, their jobs go back to the queue uncounted, and what finished is kept.
+/// Returns whether it had been asked before. Async-signal-safe (one atomic swap), so a signal
+/// handler may call it.
+pub fn interrupt() -> bool {
+    INTERRUPTED.swap(true, Ordering::SeqCst)
+}
+
+/// Whether [`interrupt`] has been called.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// How many jobs a worker of this process trains at once on a GPU device.
 static MODELS: AtomicUsize = AtomicUsize::new(1);
 
@@ -465,19 +482,18 @@ fn work(db: &Db, id: &str, stop: &AtomicBool, abandon: &AtomicBool, idle: Option
 }
 
 /// `lossc worker`: `workers` threads claiming jobs from the store at `db` until none has come
-/// for `idle`; returns the jobs they ran.
+/// for `idle`, or until interrupted; returns the jobs they ran.
 pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunError> {
     let store = Store::open(db)?;
     store.check_integrity()?;
     store.release_dead_here()?;
     drop(store);
     lossc_runtime::layers::set_threads(1);
-    let (stop, abandon) = (AtomicBool::new(false), AtomicBool::new(false));
     let ran: Vec<Result<usize, RunError>> = std::thread::scope(|s| {
-        let (stop, abandon) = (&stop, &abandon);
+        // Only an interruption stops these workers before their idle time, and it abandons.
         let spawn = |i| {
             let b = std::thread::Builder::new().stack_size(WORKER_STACK);
-            let work = move || work(db, &worker_id(i), stop, abandon, Some(idle));
+            let work = move || work(db, &worker_id(i), &INTERRUPTED, &INTERRUPTED, Some(idle));
             b.spawn_scoped(s, work).expect("a worker thread starts")
         };
         let hs: Vec<_> = (0..workers).map(spawn).collect();
@@ -506,13 +522,13 @@ struct StoreFitness<'a> {
     progress: &'a mut dyn FnMut(&Progress),
     error: Option<RunError>,
     deadline: Option<Instant>,
-    /// The deadline passed while waiting: the fitness values given since then are not real.
-    timed_out: bool,
+    /// Why the waiting stopped, if it did: the fitness values given since then are not real.
+    stopped: Option<Stop>,
 }
 
 impl StoreFitness<'_> {
     /// The fitness of each key, once the workers have stored it; None if the deadline passes
-    /// first.
+    /// or the process is interrupted first (`stopped` says which).
     fn wait(&mut self, keys: &[(String, String)]) -> Result<Option<Vec<f64>>, RunError> {
         for (key, text) in keys {
             self.store.enqueue(key, &self.spec, text)?;
@@ -541,7 +557,12 @@ impl StoreFitness<'_> {
             if let Some(e) = self.workers.failed() {
                 return Err(e);
             }
+            if interrupted() {
+                self.stopped = Some(Stop::Interrupted);
+                return Ok(None);
+            }
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.stopped = Some(Stop::TimeLimit);
                 return Ok(None);
             }
             // Workers put expired leases back when they claim; the coordinator does too, in
@@ -559,7 +580,7 @@ impl StoreFitness<'_> {
 
 impl Fitness for StoreFitness<'_> {
     fn score(&mut self, candidates: &[&Member]) -> Vec<f64> {
-        if self.error.is_some() || self.timed_out {
+        if self.error.is_some() || self.stopped.is_some() {
             return vec![0.0; candidates.len()];
         }
         let keys: Vec<(String, String)> = candidates
@@ -568,10 +589,7 @@ impl Fitness for StoreFitness<'_> {
             .collect();
         match self.wait(&keys) {
             Ok(Some(f)) => f,
-            Ok(None) => {
-                self.timed_out = true;
-                vec![0.0; candidates.len()]
-            }
+            Ok(None) => vec![0.0; candidates.len()],
             Err(e) => {
                 self.error = Some(e);
                 vec![0.0; candidates.len()]
@@ -626,6 +644,8 @@ pub enum RunError {
     NotADirectory(PathBuf),
     #[error("--baseline {0}: no loss of that name is evaluated")]
     NoBaseline(String),
+    #[error("interrupted: the trainings under way went back to the queue; the same command goes on from there")]
+    Interrupted,
 }
 
 impl crate::error::Classify for RunError {
@@ -640,7 +660,7 @@ impl crate::error::Classify for RunError {
             RunError::Store(e) => e.blame(),
             RunError::Worker(e) => e.blame(),
             RunError::Train(e) => e.blame(),
-            RunError::Panicked | RunError::Write { .. } => Blame::Failure,
+            RunError::Panicked | RunError::Write { .. } | RunError::Interrupted => Blame::Failure,
         }
     }
 }
@@ -674,12 +694,19 @@ pub struct SearchSettings {
     pub spec: TrainSpec,
 }
 
-/// What a finished (or resumed and finished) search reports, or one stopped at its time limit.
+/// Why a search stopped before its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    TimeLimit,
+    Interrupted,
+}
+
+/// What a finished (or resumed and finished) search reports, or one stopped early.
 pub struct SearchReport {
     pub resumed: bool,
-    /// Stopped at the time limit: the store holds what was trained, and running the search
-    /// again goes on from there. The population and best are then empty.
-    pub stopped: bool,
+    /// Stopped early: the store holds what was trained, and running the search again goes on
+    /// from there. The population and best are then empty.
+    pub stopped: Option<Stop>,
     /// The final population, oldest first.
     pub population: Vec<Member>,
     pub best: Option<Member>,
@@ -715,7 +742,7 @@ pub fn search(
         progress,
         error: None,
         deadline,
-        timed_out: false,
+        stopped: None,
     };
     let mut e = Evolution::start(ev.clone(), &mut fit);
     fit.phase = "evolve";
@@ -724,9 +751,9 @@ pub fn search(
     let mut barren = 0;
     // Children of finished rounds.
     let mut children = e.children;
-    while e.children < ev.iterations && fit.error.is_none() && !fit.timed_out {
+    while e.children < ev.iterations && fit.error.is_none() && fit.stopped.is_none() {
         let added = e.step(&mut fit);
-        if fit.error.is_some() || fit.timed_out {
+        if fit.error.is_some() || fit.stopped.is_some() {
             // The round did not finish: its fitness values are not real.
             break;
         }
@@ -742,15 +769,16 @@ pub fn search(
         let _ = pool.stop();
         return Err(err);
     }
-    if fit.timed_out {
+    if let Some(stop) = fit.stopped {
         let trained_here = pool.abandon()?;
-        return Ok(SearchReport { resumed, stopped: true, population: Vec::new(), best: None, children, trained_here });
+        let stopped = Some(stop);
+        return Ok(SearchReport { resumed, stopped, population: Vec::new(), best: None, children, trained_here });
     }
     store.set_population(run, &e.population.iter().map(|m| m.seq).collect::<Vec<_>>())?;
     let trained_here = pool.stop()?;
     Ok(SearchReport {
         resumed,
-        stopped: false,
+        stopped: None,
         population: e.population.into(),
         best: e.best,
         children: e.children,
@@ -930,6 +958,10 @@ pub fn train_all(
         }
         if let Some(e) = pool.failed() {
             return Err(e);
+        }
+        if interrupted() {
+            pool.abandon()?;
+            return Err(RunError::Interrupted);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

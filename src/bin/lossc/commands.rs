@@ -275,12 +275,16 @@ pub fn search(
         n => format!(", {n} failed after {} attempts", lossc::search::store::MAX_ATTEMPTS),
     };
     let resumed = if report.resumed { " (resumed)" } else { "" };
-    let stopped = if report.stopped { ", stopped at the time limit" } else { "" };
+    let stopped = match report.stopped {
+        Some(srun::Stop::TimeLimit) => ", stopped at the time limit",
+        Some(srun::Stop::Interrupted) => ", interrupted",
+        None => "",
+    };
     println!(
         "search `{run}` in {}{resumed}{stopped}: {} children, {done} trainings stored ({attempts} attempts{failed}), {} run by this process",
         db, report.children, report.trained_here
     );
-    if report.stopped {
+    if report.stopped.is_some() {
         println!("the same command goes on from here");
         match srun::ranking(&opened, &run)?.first() {
             Some(b) => println!("best: c{} fitness {:.4}  {}", b.seq, b.fitness, b.key),

@@ -55,7 +55,14 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     quiet_vulkan();
-    let result = match Cli::parse().cmd {
+    let cmd = Cli::parse().cmd;
+    if matches!(
+        cmd,
+        Cmd::Search { .. } | Cmd::Sample { .. } | Cmd::Evaluate { .. } | Cmd::Eliminate { .. } | Cmd::Worker { .. }
+    ) {
+        stop_on_interrupt();
+    }
+    let result = match cmd {
         Cmd::Check { files } => check(&files),
         Cmd::Simplify { file } => simplify_file(&file),
         Cmd::Grad { file, loss } => grad(&file, loss.as_deref()),
@@ -104,14 +111,35 @@ fn main() -> ExitCode {
             bench_kernels(&files, &shapes, &targets, threads, jax.then_some(rounds), compile_only)
         }
     };
+    // A command stopped by Ctrl-C says what it kept (its output above), then exits as an
+    // interrupted program does.
+    let interrupted = lossc::search::run::interrupted();
     match result {
+        Ok(()) if interrupted => ExitCode::from(130),
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if !f.message.is_empty() {
                 eprintln!("{}", f.message);
             }
-            ExitCode::from(f.code)
+            ExitCode::from(if interrupted { 130 } else { f.code })
         }
+    }
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM stops a long command the way a time limit stops a search: the
+/// trainings under way are abandoned, their jobs go back to the queue without counting the
+/// attempt (a training killed three times would otherwise fail for good), and the command
+/// reports what it kept. A second signal ends the process at once.
+fn stop_on_interrupt() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        if lossc::search::run::interrupt() {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(130) }
+        }
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler does only async-signal-safe work (an atomic swap, `_exit`).
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
 }
 
