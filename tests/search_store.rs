@@ -205,6 +205,7 @@ fn an_interrupted_evaluation_or_worker_gives_its_jobs_back() {
     interrupt(&worker);
     let out = worker.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("interrupted: the trainings under way went back"));
     assert_given_back(&db);
 
     let out = evaluate().output().unwrap();

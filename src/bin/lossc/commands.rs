@@ -341,6 +341,9 @@ pub fn worker(db: &DbArg, workers: usize, idle: f64, lease: f64, models: usize) 
     let db = db.get()?;
     let ran = srun::work_here(&db, workers, std::time::Duration::from_secs_f64(idle))?;
     println!("{ran} training job(s) run from {db}");
+    if srun::interrupted() {
+        println!("interrupted: the trainings under way went back to the queue");
+    }
     Ok(())
 }
 
