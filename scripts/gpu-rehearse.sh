@@ -16,7 +16,8 @@
 # The fake runs in its dry mode (launches checked, not run), so tests fail on their values and
 # the throughputs are the host's work alone: what it checks is that every step starts, finds
 # its files and libraries, and ends within its timeout. PyTorch runs on the CPU
-# (TORCH_DEVICE=cpu, 3 timed steps); the session goes on past the failed checks (FAIL_FAST=0).
+# (TORCH_DEVICE=cpu, 3 timed steps); the session goes on past the failed checks (FAIL_FAST=0;
+# FAIL_FAST=1 shows its early end, exit code 3).
 # Output: gpu-check.txt and/or gpu-proof.txt (and the proof's stores) in $OUT, by default a new
 # folder /tmp/lossc-rehearsal.*, whose name it prints.
 # Needs root (a mount namespace hides the dataset, and the fake NVRTC goes in /opt).
@@ -42,7 +43,7 @@ small=(INITIAL="${INITIAL:-6}" ITERATIONS="${ITERATIONS:-4}" POPULATION=4 TOURNA
 case "$what" in
   check) run=(bash scripts/gpu-check.sh .gpu train) ;;
   proof) run=(env "${small[@]}" bash scripts/gpu-proof.sh .gpu) ;;
-  session) run=(env FAIL_FAST=0 "${small[@]}" bash scripts/gpu-session.sh .gpu) ;;
+  session) run=(env FAIL_FAST="${FAIL_FAST:-0}" "${small[@]}" bash scripts/gpu-session.sh .gpu) ;;
 esac
 echo "output: $out"
 # shellcheck disable=SC2016
