@@ -164,6 +164,39 @@ fn a_job_fails_for_good_after_the_maximum_attempts() {
     }
 }
 
+/// Jobs put back (a search at its time limit, an interrupted worker) are pending again with
+/// their attempt not counted, however often that happens; only the worker's running jobs go
+/// back, not its finished ones or another worker's.
+#[test]
+fn jobs_put_back_do_not_count_an_attempt() {
+    for db in stores("put-back") {
+        let spec = TrainSpec::default();
+        let store = Store::open(&db).unwrap();
+        for k in ["a", "b", "c", "d"] {
+            store.enqueue(k, &spec, "loss l = -y * ln(p);").unwrap();
+        }
+        for round in 0..MAX_ATTEMPTS + 2 {
+            let a = store.claim("w1", 30.0).unwrap().unwrap();
+            let b = store.claim("w1", 30.0).unwrap().unwrap();
+            assert_eq!((a.key.as_str(), a.attempt, b.key.as_str(), b.attempt), ("a", 1, "b", 1), "{db}: round {round}");
+            assert_eq!(store.put_back("w1").unwrap(), 2, "{db}");
+        }
+        let a = store.claim("w1", 30.0).unwrap().unwrap();
+        assert!(store.complete(&a, "w1", &metrics(0.5), 1.0).unwrap());
+        let b = store.claim("w1", 30.0).unwrap().unwrap();
+        let c = store.claim("w2", 30.0).unwrap().unwrap();
+        assert_eq!(store.put_back("w1").unwrap(), 1, "{db}: only w1's running job");
+        let jobs: Vec<(String, String, i64)> =
+            store.jobs().unwrap().into_iter().map(|j| (j.key, j.status, j.attempts)).collect();
+        let want = [("a", "done", 1), ("b", "pending", 0), ("c", "running", 1), ("d", "pending", 0)];
+        let want: Vec<(String, String, i64)> =
+            want.iter().map(|(k, s, n)| (k.to_string(), s.to_string(), *n)).collect();
+        assert_eq!(jobs, want, "{db}");
+        assert_eq!(store.renew(&b, "w1", 30.0).unwrap(), Lease::Lost, "{db}: a job put back is no longer w1's");
+        assert_eq!(store.renew(&c, "w2", 30.0).unwrap(), Lease::Renewed, "{db}");
+    }
+}
+
 /// Runs, candidates, results and populations read back as written on both stores.
 #[test]
 fn both_stores_keep_the_same_records() {
