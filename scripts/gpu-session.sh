@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# A GPU session's device work in one call. Device time is 15 minutes a session, the machine's
-# start included, and a call ends at 600 s, so everything runs in one call of BUDGET_S seconds
-# (default 540), most important first:
-#   1. the CUDA device's methods against the CPU device; if they fail, the call ends at once
-#      (exit code 3), leaving the session's time for a fix and another call;
+# The device work for a GPU machine lent briefly (minutes, in commands of at most 600 s), in
+# one command of BUDGET_S seconds (default 540), most important first:
+#   1. the CUDA device's methods against the CPU device; if they fail, the command ends at
+#      once (exit code 3), leaving the machine's time for a fix and another command;
 #   2. `lossc bench-train --device cuda` populations of 1 to 128 against PyTorch on the same
 #      GPU, and the CUDA training tests (scripts/gpu-check.sh .gpu train), at most CHECK_S
 #      seconds (default 300);
