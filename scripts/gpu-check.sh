@@ -11,11 +11,11 @@
 #   bash scripts/gpu-check.sh .gpu kernels   # only the loss kernels, PyTorch modules, wgpu
 #
 # The training part runs first (each step has its own timeout; the device tool's calls end at
-# 600 s, and gpu-session.sh gives the part CHECK_S): the CUDA device's methods against the CPU device (with
+# 600 s, and gpu-run.sh gives the part CHECK_S): the CUDA device's methods against the CPU device (with
 # FAIL_FAST=1 the script ends there, exit code 3, if they fail), `lossc bench-train --device
 # cuda` populations against PyTorch eager, torch.compile and a torch.func ensemble
 # (bench/torch_gpu_train_baseline.py), then trainings on CUDA against the CPU and wgpu.
-# scripts/gpu-session.sh runs it before the proof run, in one call.
+# scripts/gpu-run.sh runs it before the proof run, in one call.
 #
 # Output goes to stdout and, when $OUT is set (the device tool), to $OUT/gpu-check.txt.
 set -uo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The proof run on a machine with an NVIDIA GPU: a real search with the paper's per-candidate
 # budget (8,000 steps at batch 128, the gate at step 800) and a smaller count (by default 64
-# random and 64 evolved candidates, which fit one run of gpu-session.sh at the throughput the
+# random and 64 evolved candidates, which fit one run of gpu-run.sh at the throughput the
 # search aims for), on CUDA with populations of K models per worker, then its best loss against CE over 5
 # seeds.
 #

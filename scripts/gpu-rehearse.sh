@@ -8,7 +8,7 @@
 #
 #   bash scripts/gpu-rehearse.sh check    # scripts/gpu-check.sh .gpu train
 #   bash scripts/gpu-rehearse.sh proof    # scripts/gpu-proof.sh .gpu at a rehearsal's size
-#   bash scripts/gpu-rehearse.sh session  # scripts/gpu-session.sh .gpu, its proof at that size
+#   bash scripts/gpu-rehearse.sh all      # scripts/gpu-run.sh .gpu, its proof at that size
 #   INITIAL=40 ITERATIONS=40 BUDGET_S=3 bash scripts/gpu-rehearse.sh proof   # a search cut short;
 #   RESUME=/tmp/DIR bash scripts/gpu-rehearse.sh proof   # resumed from the stores left in DIR
 #                                                        # (an absolute path)
@@ -16,7 +16,7 @@
 # The fake runs in its dry mode (launches checked, not run), so tests fail on their values and
 # the throughputs are the host's work alone: what it checks is that every step starts, finds
 # its files and libraries, and ends within its timeout. PyTorch runs on the CPU
-# (TORCH_DEVICE=cpu, 3 timed steps); the session goes on past the failed checks (FAIL_FAST=0;
+# (TORCH_DEVICE=cpu, 3 timed steps); gpu-run.sh goes on past the failed checks (FAIL_FAST=0;
 # FAIL_FAST=1 shows its early end, exit code 3).
 # Output: gpu-check.txt and/or gpu-proof.txt (and the proof's stores) in $OUT, by default a new
 # folder /tmp/lossc-rehearsal.*, whose name it prints.
@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 what=${1:-check}
 [ -d .gpu ] || { echo "error: no .gpu/: run scripts/gpu-prepare.sh first" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "error: the rehearsal needs root (unshare -m, /opt)" >&2; exit 2; }
-case "$what" in check | proof | session) ;; *) echo "usage: $0 check|proof|session" >&2; exit 2 ;; esac
+case "$what" in check | proof | all) ;; *) echo "usage: $0 check|proof|all" >&2; exit 2 ;; esac
 out=${OUT:-$(mktemp -d /tmp/lossc-rehearsal.XXXX)}
 fake=/opt/lossc-fake-cuda
 bash tests/cuda_emu/build-fake.sh "$fake" >/dev/null
@@ -43,7 +43,7 @@ small=(INITIAL="${INITIAL:-6}" ITERATIONS="${ITERATIONS:-4}" POPULATION=4 TOURNA
 case "$what" in
   check) run=(bash scripts/gpu-check.sh .gpu train) ;;
   proof) run=(env "${small[@]}" bash scripts/gpu-proof.sh .gpu) ;;
-  session) run=(env FAIL_FAST="${FAIL_FAST:-0}" "${small[@]}" bash scripts/gpu-session.sh .gpu) ;;
+  all) run=(env FAIL_FAST="${FAIL_FAST:-0}" "${small[@]}" bash scripts/gpu-run.sh .gpu) ;;
 esac
 echo "output: $out"
 # shellcheck disable=SC2016

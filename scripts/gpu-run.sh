@@ -12,8 +12,8 @@
 #      shared nothing: 5 x STEPS steps at 1.2 times the step time of population 1, plus 30 s
 #      (at most half the time left).
 #
-#   bash scripts/gpu-session.sh .gpu
-#   RESUME=bench/results/proof bash scripts/gpu-session.sh .gpu   # the proof goes on
+#   bash scripts/gpu-run.sh .gpu
+#   RESUME=bench/results/proof bash scripts/gpu-run.sh .gpu   # the proof goes on
 #
 # Output in $OUT: gpu-check.txt, gpu-proof.txt, the proof's stores and its best two losses.
 # FAIL_FAST=0 runs on after failed checks (gpu-rehearse.sh, whose fake driver runs no kernels).
