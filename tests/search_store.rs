@@ -46,16 +46,7 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
     let b = common::scratch_dir("search-b");
     let mut child = search(&b).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let db = b.join("s.db");
-    let start = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        let done = Store::open(&db).ok().and_then(|s| s.counts().ok()).map_or(0, |c| c.0);
-        if done >= 2 {
-            break;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "the search finished before it could be killed");
-        assert!(start.elapsed() < Duration::from_secs(300), "no training finished");
-    }
+    wait_for_results(&db, 2, &mut child);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let (done_killed, _) = Store::open(&db).unwrap().counts().unwrap();
@@ -86,8 +77,8 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
     // says so, exits with 130 and gives the trainings under way back uncounted.
     let d = common::scratch_dir("search-d");
     let db = d.join("s.db");
-    let child = search(&d).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for_results(&db, 2, &child);
+    let mut child = search(&d).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_results(&db, 2, &mut child);
     interrupt(&child);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -148,8 +139,9 @@ fn assert_given_back(db: &Path) -> usize {
     jobs.iter().filter(|j| j.0 == "done").count()
 }
 
-/// Waits until the store at `db` holds `n` results (or a running job, for `n` = 0).
-fn wait_for_results(db: &Path, n: usize, child: &std::process::Child) {
+/// Waits until the store at `db` holds `n` results (or a running job, for `n` = 0), while
+/// `child` has not ended.
+fn wait_for_results(db: &Path, n: usize, child: &mut std::process::Child) {
     let start = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(50));
@@ -158,7 +150,8 @@ fn wait_for_results(db: &Path, n: usize, child: &std::process::Child) {
         if (n > 0 && done >= n) || (n == 0 && jobs.iter().any(|j| j.0 == "running")) {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(300), "{n} results never came (pid {})", child.id());
+        assert!(child.try_wait().unwrap().is_none(), "it ended before it could be stopped");
+        assert!(start.elapsed() < Duration::from_secs(300), "{n} results never came");
     }
 }
 
@@ -184,8 +177,8 @@ fn an_interrupted_evaluation_or_worker_gives_its_jobs_back() {
         c.arg("--db").arg(&db).current_dir(env!("CARGO_MANIFEST_DIR"));
         c
     };
-    let child = evaluate().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for_results(&db, 0, &child);
+    let mut child = evaluate().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_results(&db, 0, &mut child);
     interrupt(&child);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -194,14 +187,14 @@ fn an_interrupted_evaluation_or_worker_gives_its_jobs_back() {
     let done = assert_given_back(&db);
     assert!(done < 4, "the evaluation finished before the interruption");
 
-    let worker = Command::new(env!("CARGO_BIN_EXE_lossc"))
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_lossc"))
         .args(["worker", "--idle", "60", "--db"])
         .arg(&db)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_results(&db, 0, &worker);
+    wait_for_results(&db, 0, &mut worker);
     interrupt(&worker);
     let out = worker.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
