@@ -1,7 +1,7 @@
 //! Each command: a library call, and what it prints.
 
 use super::args::{DbArg, PlotCmd, StoreOpts, TrainOpts};
-use super::{Failure, bad, load, losses_of, pick, read};
+use super::{Failure, INTERRUPTED, bad, load, losses_of, pick, read};
 use lossc::app::batch::{Backend, Batch};
 use lossc::app::bench::{self, BenchLoss, BenchTargets, KernelBench, Shape};
 use lossc::app::compile::Target;
@@ -302,7 +302,10 @@ pub fn search(
     for p in srun::write_best(&opened, &run, out, best)? {
         println!("wrote {}", p.display());
     }
-    Ok(())
+    match report.stopped {
+        Some(srun::Stop::Interrupted) => Err(INTERRUPTED),
+        _ => Ok(()),
+    }
 }
 
 pub fn sample(
@@ -343,6 +346,7 @@ pub fn worker(db: &DbArg, workers: usize, idle: f64, lease: f64, models: usize) 
     println!("{ran} training job(s) run from {db}");
     if srun::interrupted() {
         println!("interrupted: the trainings under way went back to the queue");
+        return Err(INTERRUPTED);
     }
     Ok(())
 }

@@ -20,6 +20,9 @@ struct Failure {
     message: String,
 }
 
+/// The exit of a command that a signal cut short, after it has printed what it kept.
+const INTERRUPTED: Failure = Failure { code: 130, message: String::new() };
+
 fn bad(message: impl std::fmt::Display) -> Failure {
     Failure { code: 2, message: format!("error: {message}") }
 }
@@ -111,17 +114,16 @@ fn main() -> ExitCode {
             bench_kernels(&files, &shapes, &targets, threads, jax.then_some(rounds), compile_only)
         }
     };
-    // A command stopped by Ctrl-C says what it kept (its output above), then exits as an
-    // interrupted program does.
-    let interrupted = lossc::search::run::interrupted();
+    // A command cut short by Ctrl-C says what it kept (its output above), then exits as an
+    // interrupted program does; one that finished its work before the signal came exits 0.
     match result {
-        Ok(()) if interrupted => ExitCode::from(130),
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if !f.message.is_empty() {
                 eprintln!("{}", f.message);
             }
-            ExitCode::from(if interrupted { 130 } else { f.code })
+            let interrupted = lossc::search::run::interrupted();
+            ExitCode::from(if interrupted { INTERRUPTED.code } else { f.code })
         }
     }
 }
