@@ -20,11 +20,18 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Parse and check .loss files; print each loss with its op count.
-    Check { files: Vec<PathBuf> },
+    Check {
+        /// .loss files.
+        files: Vec<PathBuf>,
+    },
     /// Print a file's losses simplified, as .loss text.
-    Simplify { file: PathBuf },
+    Simplify {
+        /// The .loss file.
+        file: PathBuf,
+    },
     /// Print each loss with dL/dp and s = p * dL/dp as .loss text.
     Grad {
+        /// The .loss file.
         file: PathBuf,
         /// Only this loss of the file.
         #[arg(long)]
@@ -34,18 +41,25 @@ pub enum Cmd {
     /// "labels": [..], "label_smoothing": a}, or with "targets": [[..]], or "labels",
     /// "labels_b", "lam".
     Eval {
+        /// The .loss file.
         file: PathBuf,
         /// The loss to evaluate, when the file has several.
         #[arg(long)]
         loss: Option<String>,
+        /// The JSON batch (see the command's description).
         #[arg(long)]
         input: PathBuf,
+        /// Which implementation computes it: the f64 interpreter, the CPU JIT kernel, or the WGSL
+        /// or CUDA kernel on a GPU.
         #[arg(long, value_enum, default_value_t = Backend::Interp)]
         backend: Backend,
     },
     /// Write the fused kernels of a file's losses: CUDA C, WGSL, Cranelift IR, and a manifest.
     Compile {
+        /// The .loss file.
         file: PathBuf,
+        /// Which kernels: all (CUDA C, WGSL, Cranelift IR), one of them, or a JAX or PyTorch module
+        /// (NAME.py).
         #[arg(long, value_enum, default_value_t = Target::All)]
         target: Target,
         /// Output directory (created if missing).
@@ -58,6 +72,7 @@ pub enum Cmd {
     /// Train the surrogate CNN with a compiled loss; prints a summary (the full record with
     /// --json, or into --out).
     Train {
+        /// The .loss file to train with.
         #[arg(long)]
         loss: PathBuf,
         /// Which loss of the file (default: its first).
@@ -85,6 +100,7 @@ pub enum Cmd {
         /// 1 to 256 (the CPU device).
         #[arg(long, default_value_t = 1, value_parser = threads(1))]
         threads: usize,
+        /// Where to train: cpu, wgpu, cuda, or auto (cuda where it opens, else cpu).
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu", "cuda", "auto"])]
         device: String,
         /// base, cutout, mixup, randaug or all.
@@ -93,8 +109,10 @@ pub enum Cmd {
         /// Models trained at once (wgpu, cuda; the CPU trains one): 1 to 1024.
         #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
         population: usize,
+        /// Images a step.
         #[arg(long, default_value_t = 128)]
         batch: usize,
+        /// Training steps timed (after a few warm-up steps).
         #[arg(long, default_value_t = 20)]
         steps: usize,
         /// Then train again, timing each kernel (GPU devices): device time per kernel and step.
@@ -106,11 +124,13 @@ pub enum Cmd {
     Search {
         #[command(flatten)]
         store: StoreOpts,
+        /// Losses kept alive by the regularized evolution (each child replaces the oldest).
         #[arg(long, default_value_t = 100)]
         population: usize,
         /// Random valid losses trained to pick the first population from.
         #[arg(long, default_value_t = 1000)]
         initial: usize,
+        /// Members drawn at random for each parent; the fittest of them is the parent.
         #[arg(long, default_value_t = 20)]
         tournament: usize,
         /// Children to train.
@@ -128,6 +148,7 @@ pub enum Cmd {
         /// Where the best losses go, as best-1.loss, best-2.loss, ...
         #[arg(long, default_value = "search-out")]
         out: PathBuf,
+        /// How many of the best losses to write.
         #[arg(long, default_value_t = 5)]
         best: usize,
         /// Stop after this long (90s, 45m, 8h; a plain number is seconds): the trainings under
@@ -140,8 +161,10 @@ pub enum Cmd {
     Sample {
         #[command(flatten)]
         store: StoreOpts,
+        /// Random valid losses to train under each augmentation.
         #[arg(long, default_value_t = 1000)]
         n: usize,
+        /// Hidden nodes of the genome.
         #[arg(long, default_value_t = 4)]
         hidden: usize,
         /// The tau over the best k losses (by mean fitness) is printed too.
@@ -170,6 +193,7 @@ pub enum Cmd {
         baseline: Option<String>,
         #[command(flatten)]
         opts: TrainOpts,
+        /// Also write the table as CSV here.
         #[arg(long)]
         csv: Option<PathBuf>,
     },
@@ -178,8 +202,10 @@ pub enum Cmd {
     Eliminate {
         #[command(flatten)]
         store: StoreOpts,
+        /// A stage KEEP:STEPS:SEEDS, for example 100:20000:1; repeat it for each further stage.
         #[arg(long = "stage", required = true)]
         stages: Vec<evaluate::Stage>,
+        /// Where the survivors go, as elim-1.loss, elim-2.loss, ...
         #[arg(long, default_value = "eliminate-out")]
         out: PathBuf,
     },
@@ -201,6 +227,7 @@ pub enum Cmd {
         /// The store: a file path (SQLite) or a postgres://user@host:port/dbname URL.
         #[arg(long)]
         db: DbArg,
+        /// Worker threads training in this process.
         #[arg(long, default_value_t = 1)]
         workers: usize,
         /// Stop after this many seconds without a job.
@@ -218,8 +245,10 @@ pub enum Cmd {
     /// Pre-screening throughput on one thread (candidates/s), columnar and cached against the
     /// pointwise interpreter, on random genomes and on mutation chains.
     BenchScreen {
+        /// Random genomes screened (and as many candidates along mutation chains).
         #[arg(long, default_value_t = 20000)]
         n: usize,
+        /// Seeds the random genomes.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Skip the pointwise baseline and the comparison.
@@ -231,15 +260,20 @@ pub enum Cmd {
     },
     /// Time the CUDA kernels on a GPU against the device's copy bandwidth.
     GpuBench {
+        /// .loss files; every loss in them is timed.
         files: Vec<PathBuf>,
+        /// Batch shapes BxC (rows x classes), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "8192x100,65536x1000")]
         shapes: Vec<Shape>,
     },
     /// Time the JIT kernel against the interpreter (and JAX with --jax) on BxC batches.
     Bench {
+        /// .loss files; every loss in them is timed.
         files: Vec<PathBuf>,
+        /// Batch shapes BxC (rows x classes), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "256x10,8192x10,8192x100,65536x1000")]
         shapes: Vec<Shape>,
+        /// Target forms to time: labels (integer labels), dense (a target matrix).
         #[arg(long, value_delimiter = ',', default_value = "labels,dense")]
         targets: Vec<BenchTargets>,
         /// Threads for the kernel (0: by batch size), up to 256.
@@ -261,7 +295,9 @@ pub enum Cmd {
 pub enum PlotCmd {
     /// L(1, p) of each loss of the files, raw and normalised, with cross-entropy.
     Phenotype {
+        /// .loss files; every loss in them is drawn.
         files: Vec<PathBuf>,
+        /// The chart: .png or .svg.
         #[arg(short, long)]
         out: PathBuf,
         /// Leave cross-entropy out.
@@ -270,22 +306,30 @@ pub enum PlotCmd {
     },
     /// The surface L(y, p) over [0, 1]^2 of one loss.
     Surface {
+        /// The .loss file.
         file: PathBuf,
+        /// The loss to draw, when the file has several.
         #[arg(long)]
         loss: Option<String>,
+        /// The chart: .png or .svg.
         #[arg(short, long)]
         out: PathBuf,
     },
     /// Fitness under two augmentations for every loss of a `lossc sample` run (paper Figure 3).
     Scatter {
+        /// The store of the `lossc sample` run.
         #[arg(long)]
         db: DbArg,
+        /// The run's name in the store.
         #[arg(long, default_value = "sample")]
         run: String,
+        /// The augmentation on the x axis (one of the run's).
         #[arg(long)]
         x: String,
+        /// The augmentation on the y axis.
         #[arg(long)]
         y: String,
+        /// The chart: .png or .svg.
         #[arg(short, long)]
         out: PathBuf,
     },
@@ -372,12 +416,17 @@ pub struct TrainOpts {
     /// base, cutout, mixup, randaug or all.
     #[arg(long, default_value = "base")]
     pub aug: String,
+    /// Training steps.
     #[arg(long, default_value_t = 1000)]
     pub steps: usize,
+    /// Images a step.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
+    /// Seeds the training (initial weights, data order, augmentation, dropout) and the random
+    /// losses of a search or sample.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Label smoothing from 0 to 1 (evaluate takes a comma-separated list).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub label_smoothing: Vec<f64>,
     /// adam or sgd (Nesterov 0.9).
@@ -389,11 +438,13 @@ pub struct TrainOpts {
     /// Warm-up steps (default: min(1000, steps / 5)).
     #[arg(long)]
     pub warmup: Option<usize>,
+    /// L2 weight decay.
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
     /// Channel multiplier of the surrogate (1: 8/16/32 channels).
     #[arg(long, default_value_t = 1)]
     pub width: usize,
+    /// Validate every this many steps (and at the end).
     #[arg(long, default_value_t = 200)]
     pub eval_every: usize,
     /// Validation images held out from the end of the training set (the paper: 5,000).
@@ -449,5 +500,30 @@ impl TrainOpts {
         let spec = self.spec();
         spec.config()?;
         Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// `lossc CMD --help` is the reference a user reads first: an argument without help shows
+    /// only its default there.
+    #[test]
+    fn every_argument_of_every_command_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_help().is_none() && !["help", "version"].contains(&a.get_id().as_str()) {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "lossc", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }
