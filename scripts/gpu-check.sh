@@ -14,7 +14,8 @@
 # 600 s, and gpu-run.sh gives the part CHECK_S): the CUDA device's methods against the CPU device (with
 # FAIL_FAST=1 the script ends there, exit code 3, if they fail), `lossc bench-train --device
 # cuda` populations against PyTorch eager, torch.compile and a torch.func ensemble
-# (bench/torch_gpu_train_baseline.py), then trainings on CUDA against the CPU and wgpu.
+# (bench/torch_gpu_train_baseline.py) and their table with the goals checked
+# (bench/gpu_train_table.py), then trainings on CUDA against the CPU and wgpu.
 # scripts/gpu-run.sh runs it before the proof run, in one call.
 #
 # Output goes to stdout and, when $OUT is set (the device tool), to $OUT/gpu-check.txt.
@@ -75,11 +76,17 @@ if [ "${FAIL_FAST:-0}" = 1 ] && ! grep -q "^test result: ok" /tmp/lossc-cuda-dev
 fi
 echo "== $(date -u +%T) training throughput (surrogate, batch 128, 1x32x32, CE): lossc on CUDA, then PyTorch on the same GPU"
 # K = 1 and 128 also train again with each kernel timed (--profile).
+bench=/tmp/lossc-train-bench.txt
+: > "$bench"
 for k in 1 8 32 64 128; do
   profile=""; [ "$k" = 1 ] || [ "$k" = 128 ] && profile="--profile"
-  timeout 60 "$lossc" bench-train --device cuda --population "$k" --steps 30 $profile || echo "(population $k: timed out or failed)"
+  timeout 60 "$lossc" bench-train --device cuda --population "$k" --steps 30 $profile 2>&1 | tee -a "$bench" ||
+    echo "(population $k: timed out or failed)"
 done
-PYTHONUNBUFFERED=1 timeout 150 python3 bench/torch_gpu_train_baseline.py 1,8,32,64,128 || echo "(torch baseline failed or torch not available)"
+PYTHONUNBUFFERED=1 timeout 150 python3 bench/torch_gpu_train_baseline.py 1,8,32,64,128 2>&1 | tee -a "$bench" ||
+  echo "(torch baseline failed or torch not available)"
+echo "== $(date -u +%T) the table of docs/gpu.md and its goals"
+python3 bench/gpu_train_table.py "$bench"
 echo "== $(date -u +%T) training on CUDA: the CPU's curve, the population invariant, CUDA against wgpu, 300 steps of Fashion-MNIST"
 LOSSC_REQUIRE_CUDA=1 timeout 180 "$gpu_train" cuda --nocapture --test-threads=1 2>&1 | grep -E "CUDA device|adapter|SKIPPED|test |panicked|cpu |cuda |result"
 echo "== $(date -u +%T) the training part ended"

@@ -485,6 +485,54 @@ fn device_auto_falls_back_to_the_cpu_and_cuda_does_not() {
     }
 }
 
+/// `bench/gpu_train_table.py` turns the GPU run's log (`bench-train --device cuda` at each K,
+/// then the PyTorch baselines) into the table of docs/gpu.md and checks the goals: here on the
+/// real output of `bench-train` (on a GPU, or in CI on the fake driver) with PyTorch lines in
+/// the baseline script's format, at rates that put one goal each side.
+#[test]
+fn the_gpu_benchmark_table_reads_bench_train_on_cuda() {
+    if !common::have_device("cuda") {
+        return;
+    }
+    let mut log = String::new();
+    let mut rate = Vec::new();
+    for k in ["1", "2"] {
+        let out = lossc(&["bench-train", "--device", "cuda", "--population", k, "--steps", "2", "--batch", "8"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let r: f64 =
+            text.split(" candidate-steps/s").next().and_then(|t| t.rsplit(' ').next()).unwrap().parse().unwrap();
+        log += &text;
+        rate.push(r);
+    }
+    // As bench/torch_gpu_train_baseline.py prints them (with more digits, for the emulator's
+    // slow rates): eager a quarter of lossc's K = 1, the ensemble of K = 2 as fast as lossc's.
+    let torch = |what: &str, r: f64| format!("{what}: {r:.4} candidate-steps/s, {:.0} images/s\n", r * 128.0);
+    log += "pytorch 2.11.0 on NVIDIA H200, batch 128, 1x32x32, Adam, CE\n";
+    log += &torch("torch eager, 1 model", rate[0] / 4.0);
+    log += &torch("torch.func ensemble, K = 2", rate[1]);
+    log += "torch.func ensemble K = 8 failed: OutOfMemoryError: CUDA out of memory\n";
+    let dir = common::scratch_dir("gpu-table");
+    std::fs::write(dir.join("gpu-check.txt"), &log).unwrap();
+    let out = Command::new("python3")
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/bench/gpu_train_table.py"),
+            dir.join("gpu-check.txt").to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |")).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[0].ends_with("| 4.0x | - |"), "K = 1 against eager, no torch.compile: {table}");
+    assert!(rows[1].contains("| 1.0x |"), "K = 2 against its ensemble: {table}");
+    assert!(table.contains("at least 3x eager: 4.0x, met"), "{table}");
+    let population = if rate[1] >= 4000.0 { "met" } else { "not met" };
+    assert!(table.contains(&format!("at K = 2, {population}")), "{table}");
+    assert!(table.contains("met at none; not met at K = 2"), "{table}");
+}
+
 /// `search --device cuda --models 3` trains its jobs as populations on a CUDA device (on a GPU,
 /// or in CI on the fake driver of tests/cuda_emu) and stores each result with the device and
 /// the population it trained in.
