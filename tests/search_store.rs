@@ -229,6 +229,16 @@ fn a_short_search_writes_losses_that_check_and_retrain_to_their_fitness() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
+    // `lossc status` ranks the run as the search did: its best so far is the search's best.
+    let status =
+        Command::new(env!("CARGO_BIN_EXE_lossc")).arg("status").arg("--db").arg(dir.join("s.db")).output().unwrap();
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let words = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+    let searched = stdout.lines().find_map(|l| l.strip_prefix("best: ")).map(words).unwrap();
+    let mut ranked = listed.lines().skip_while(|l| !l.contains("the best so far:")).skip(1);
+    assert_eq!(ranked.next().map(words), Some(searched), "{listed}");
+    assert_eq!(ranked.filter(|l| l.trim_start().starts_with('c')).count(), 2, "the next two: {listed}");
     let best = dir.join("out/best-1.loss");
     let text = std::fs::read_to_string(&best).unwrap();
     let fitness: f64 =

@@ -801,15 +801,17 @@ pub fn ranking(store: &Store, run: &str) -> Result<Vec<Ranked>, StoreError> {
     };
     let spec: TrainSpec = serde_json::from_value(settings["spec"].clone())
         .map_err(|e| StoreError::Corrupt(format!("{}: run `{run}` has no training spec: {e}", store.path())))?;
+    // One query for the results, not one a candidate: `lossc status` ranks a store that may be
+    // a PostgreSQL server across a network.
+    let mut scored: std::collections::HashMap<String, f64> =
+        store.results_for(&spec)?.into_iter().map(|(key, r)| (key, r.fitness)).collect();
     let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     for c in store.candidates(run)? {
-        let Some(key) = c.key else { continue };
-        if !seen.insert(key.clone()) {
-            continue;
-        }
-        if let Some(r) = store.result(&key, &spec)? {
-            out.push(Ranked { seq: c.seq, key, fitness: r.fitness, text: c.text });
+        // A key's first candidate stands for it (`remove`: its later duplicates find nothing).
+        if let Some(key) = c.key
+            && let Some(fitness) = scored.remove(&key)
+        {
+            out.push(Ranked { seq: c.seq, key, fitness, text: c.text });
         }
     }
     out.sort_by(|a, b| b.fitness.total_cmp(&a.fitness));

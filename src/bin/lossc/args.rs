@@ -214,8 +214,9 @@ pub enum Cmd {
         #[command(subcommand)]
         what: PlotCmd,
     },
-    /// What a store holds and who is working on it: its runs, its jobs by status, the running
-    /// jobs with their workers and leases, and the failed jobs with their errors.
+    /// What a store holds and who is working on it: its runs (with a search's best losses so
+    /// far), its jobs by status, the running jobs with their workers and leases, and the failed
+    /// jobs with their errors.
     Status {
         /// The store: a file path (SQLite) or a postgres://user@host:port/dbname URL.
         #[arg(long)]

@@ -351,6 +351,9 @@ pub fn worker(db: &DbArg, workers: usize, idle: f64, lease: f64, models: usize) 
     Ok(())
 }
 
+/// How many of a search's best losses `status` lists.
+const STATUS_BEST: usize = 3;
+
 pub fn status(db: &DbArg) -> Result<(), Failure> {
     let db = db.get()?;
     let store = Store::open_existing(&db)?;
@@ -358,6 +361,20 @@ pub fn status(db: &DbArg) -> Result<(), Failure> {
     println!("store {db}");
     for (name, kind, candidates) in store.runs()? {
         println!("  run `{name}`: {kind}, {candidates} candidates");
+        if kind == "search" {
+            // What a search has found so far, while it runs; a damaged run is reported, not
+            // allowed to hide the queue below.
+            match srun::ranking(&store, &name) {
+                Ok(ranked) if ranked.is_empty() => println!("    no training has finished yet"),
+                Ok(ranked) => {
+                    println!("    {} losses scored; the best so far:", ranked.len());
+                    for b in ranked.iter().take(STATUS_BEST) {
+                        println!("    c{:<6} fitness {:.4}  {}", b.seq, b.fitness, b.key);
+                    }
+                }
+                Err(e) => println!("    cannot rank its losses: {e}"),
+            }
+        }
     }
     let count = |status: &str| jobs.iter().filter(|j| j.status == status).count();
     let (done, attempts) = store.counts()?;
