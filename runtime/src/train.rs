@@ -185,6 +185,82 @@ impl<B> Batch<B> {
             None => Batch { labels, labels_b: None, lam: None, x },
         }
     }
+
+    /// The label each image counts a hit against: with mixup, the dominant one (Keras'
+    /// categorical accuracy on mixed one-hot targets); counting against the first label alone
+    /// halves the accuracy and trips the gate.
+    fn dominant(&self) -> Vec<u32> {
+        match (&self.labels_b, &self.lam) {
+            (Some(lb), Some(lam)) => {
+                self.labels.iter().zip(lb).zip(lam).map(|((&a, &b), &l)| if l >= 0.5 { a } else { b }).collect()
+            }
+            _ => self.labels.clone(),
+        }
+    }
+
+    fn label_targets(&self, smoothing: f64) -> LabelTargets<'_> {
+        LabelTargets { labels: &self.labels, labels_b: self.labels_b.as_deref(), lam: self.lam.as_deref(), smoothing }
+    }
+}
+
+/// The data order: a permutation of the training set, reshuffled at each epoch's start.
+#[derive(Clone, Debug, PartialEq)]
+struct Epochs {
+    order: Vec<usize>,
+    cursor: usize,
+}
+
+impl Epochs {
+    /// The order before the first epoch, which the first draw shuffles.
+    fn new(len: usize) -> Epochs {
+        Epochs { order: (0..len).collect(), cursor: len }
+    }
+
+    /// The next `n` images' indices.
+    fn next(&mut self, n: usize, rng: &mut Rng) -> Vec<usize> {
+        let mut idx = Vec::with_capacity(n);
+        while idx.len() < n {
+            if self.cursor == self.order.len() {
+                for i in (1..self.order.len()).rev() {
+                    self.order.swap(i, rng.below(i + 1));
+                }
+                self.cursor = 0;
+            }
+            idx.push(self.order[self.cursor]);
+            self.cursor += 1;
+        }
+        idx
+    }
+}
+
+/// The next training batch on the device: gathered and augmented there from the resident
+/// training set where the augmentation is a gather, else augmented on the host and uploaded.
+fn next_batch<D: Device>(
+    dev: &D,
+    train: &Dataset,
+    resident: Option<&D::Buf>,
+    cfg: &Config,
+    epochs: &mut Epochs,
+    rng: &mut Rng,
+) -> Batch<D::Buf> {
+    let idx = epochs.next(cfg.batch, rng);
+    let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();
+    let plan = augment::plan(&cfg.augment, idx.len(), train.shape, rng);
+    match resident {
+        Some(data) if augment::is_gather(&plan) => {
+            let x = dev.gather(data, &idx, &plan, &cfg.augment, train.shape);
+            Batch::targets(&plan, labels, x)
+        }
+        _ => {
+            let size = train.image_size();
+            let (c, h, w) = train.shape;
+            let images: Vec<f32> =
+                idx.iter().flat_map(|&i| train.images[i * size..(i + 1) * size].iter().copied()).collect();
+            let b = augment::apply_plan(&cfg.augment, &plan, &images, &labels, train.shape);
+            let x = dev.upload_images(&b.images, b.labels.len(), c, h * w);
+            Batch { labels: b.labels, labels_b: b.labels_b, lam: b.lam, x }
+        }
+    }
 }
 
 /// A data set uploaded once, in batches of 256, for repeated evaluation.
@@ -263,8 +339,7 @@ struct Member {
 pub struct Checkpoint {
     pub step: usize,
     rng: Rng,
-    order: Vec<usize>,
-    cursor: usize,
+    epochs: Epochs,
     t: i32,
 }
 
@@ -352,77 +427,32 @@ pub fn train_population_from<D: Device>(
     let k_models = dev.models();
     let mut model = ResNet9v2::on(dev.clone(), cfg.seed, train.shape, train.classes, cfg.width);
     let mut opt = State::new(&dev, cfg.optimizer, cfg.weight_decay);
-    let mut rng = Rng::new(cfg.seed ^ 0x5EED);
     let val_data = Resident::new(&dev, val);
     // The training set on the device, when augmentation is a gather (not RandAug).
     let resident = if cfg.augment.is_gather() { dev.resident(&train.images) } else { None };
-    let size = train.image_size();
-    let (c, h, w) = train.shape;
     let blank = Metrics { device: dev.name(), population: k_models, ..Metrics::default() };
     let mut pop: Vec<Member> = (0..k_models).map(|_| Member { m: blank.clone(), running: true }).collect();
     // Per model: [loss sum, hits, first non-finite step + 1, 1 NaN / 2 other].
     let mut stats = dev.zeros(4);
     let mut interval_steps = 0usize;
-    let mut last_loss = 0.0;
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut cursor = order.len();
     let mut grad = dev.zeros(0);
-    let mut first = 0;
+    // Training seconds each model spent before this call (in the populations it paused from).
     let mut earlier = vec![0.0; k_models];
-    if let Start::Resume(at, paused) = from {
-        assert_eq!(paused.len(), k_models, "one paused model per model of the device");
-        (first, rng, order, cursor) = (at.step, at.rng.clone(), at.order.clone(), at.cursor);
-        let (mut bufs, t) = carried(&dev, &mut model, &mut opt);
-        for (i, b) in bufs.iter_mut().enumerate() {
-            let tensors: Vec<Vec<f32>> = paused.iter().map(|p| p.tensors[i].clone()).collect();
-            **b = dev.stack(&tensors);
-        }
-        *t = at.t;
-        for (k, p) in paused.into_iter().enumerate() {
-            earlier[k] = p.seconds;
-            pop[k].m = Metrics { device: dev.name(), population: k_models, ..p.metrics };
-        }
-        last_loss = pop[0].m.train.last().map_or(0.0, |t| t.1);
+    let mut at = Checkpoint { step: 0, rng: Rng::new(cfg.seed ^ 0x5EED), epochs: Epochs::new(train.len()), t: 0 };
+    if let Start::Resume(from, paused) = from {
+        at = from.clone();
+        earlier = resume(&dev, &mut model, &mut opt, &mut pop, paused, at.t);
     }
+    let Checkpoint { step: first, mut rng, mut epochs, .. } = at;
+    let mut last_loss = pop[0].m.train.last().map_or(0.0, |t| t.1);
     for step in first..cfg.steps {
         // The step ends at `dev.flush()`; it makes the same device calls every time (what lets
         // the CUDA device replay it as a graph).
         dev.begin_step();
-        // Next batch of a reshuffled epoch.
-        let mut idx = Vec::with_capacity(cfg.batch);
-        while idx.len() < cfg.batch {
-            if cursor == order.len() {
-                for i in (1..order.len()).rev() {
-                    order.swap(i, rng.below(i + 1));
-                }
-                cursor = 0;
-            }
-            idx.push(order[cursor]);
-            cursor += 1;
-        }
-        let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();
-        let plan = augment::plan(&cfg.augment, idx.len(), train.shape, &mut rng);
-        let b = match &resident {
-            Some(data) if augment::is_gather(&plan) => {
-                let x = dev.gather(data, &idx, &plan, &cfg.augment, train.shape);
-                Batch::targets(&plan, labels, x)
-            }
-            _ => {
-                let images: Vec<f32> =
-                    idx.iter().flat_map(|&i| train.images[i * size..(i + 1) * size].iter().copied()).collect();
-                let b = augment::apply_plan(&cfg.augment, &plan, &images, &labels, train.shape);
-                let x = dev.upload_images(&b.images, b.labels.len(), c, h * w);
-                Batch { labels: b.labels, labels_b: b.labels_b, lam: b.lam, x }
-            }
-        };
-        let (n, x) = (b.labels.len(), b.x);
-        let logits = model.forward_buf(&x, n, true, &mut rng);
-        let t = LabelTargets {
-            labels: &b.labels,
-            labels_b: b.labels_b.as_deref(),
-            lam: b.lam.as_deref(),
-            smoothing: cfg.label_smoothing,
-        };
+        let b = next_batch(&dev, train, resident.as_ref(), cfg, &mut epochs, &mut rng);
+        let n = b.labels.len();
+        let logits = model.forward_buf(&b.x, n, true, &mut rng);
+        let t = b.label_targets(cfg.label_smoothing);
         if let Err(e) = loss.run(&dev, &logits, train.classes, &t, &mut grad, &mut stats, step) {
             dev.flush();
             for p in pop.iter_mut().filter(|p| p.running) {
@@ -441,47 +471,19 @@ pub fn train_population_from<D: Device>(
                 break;
             }
         }
-        model.backward_buf(&x, &grad);
+        model.backward_buf(&b.x, &grad);
         let lr = one_cycle(step, cfg.steps, cfg.warmup, cfg.lr);
         opt.step(&mut model.params(), lr);
-        // With mixup, a hit is the argmax on the dominant label (Keras' categorical accuracy on
-        // mixed one-hot targets); counting against the first label alone halves the accuracy
-        // and trips the gate.
-        let dominant: Vec<u32> = match (&b.labels_b, &b.lam) {
-            (Some(lb), Some(lam)) => {
-                b.labels.iter().zip(lb).zip(lam).map(|((&a, &bb), &l)| if l >= 0.5 { a } else { bb }).collect()
-            }
-            _ => b.labels.clone(),
-        };
-        dev.hits(&logits, n, train.classes, &dominant, &mut stats, 1);
+        dev.hits(&logits, n, train.classes, &b.dominant(), &mut stats, 1);
         dev.flush();
         interval_steps += 1;
         for p in pop.iter_mut().filter(|p| p.running) {
             p.m.steps = step + 1;
         }
-        let last = step + 1 == cfg.steps;
-        if (step + 1) % cfg.eval_every == 0 || last || step + 1 == cfg.gate_step {
+        if (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.steps || step + 1 == cfg.gate_step {
             let v = dev.download(&stats);
             let seen = (interval_steps * n) as f64;
-            let mut validate = false;
-            for (k, p) in pop.iter_mut().enumerate() {
-                let s = &v[4 * k..4 * k + 4];
-                stop_if_non_finite(p, s);
-                if !p.running {
-                    continue;
-                }
-                let train_acc = s[1] as f64 / seen.max(1.0);
-                let mean_loss = s[0] as f64 / (seen / cfg.batch as f64);
-                p.m.train.push((step + 1, mean_loss, train_acc));
-                if step + 1 == cfg.gate_step && train_acc < cfg.gate_accuracy {
-                    p.m.stopped =
-                        Some(format!("training accuracy {train_acc:.3} < {} at step {}", cfg.gate_accuracy, step + 1));
-                    p.running = false;
-                    continue;
-                }
-                validate = true;
-            }
-            if validate {
+            if score_interval(&mut pop, &v, seen, step + 1, cfg) {
                 let va = accuracy(&mut model, &val_data);
                 for (p, &va) in pop.iter_mut().zip(&va).filter(|(p, _)| p.running) {
                     p.m.validation.push((step + 1, va));
@@ -499,43 +501,23 @@ pub fn train_population_from<D: Device>(
         }
         let best = pop.iter().filter(|p| p.running).map(|p| p.m.best_validation_accuracy).fold(0.0, f64::max);
         progress(&Progress { step: step + 1, loss: last_loss, best_validation_accuracy: best });
-        // Models that ended before a pause or an abandonment keep their final record.
-        let ended = |p: Member, seconds: f64| Outcome::Done(finish(p.m, test.map(|_| 0.0), seconds, cfg));
-        if halt.pause == Some(step + 1) && step + 1 < cfg.steps {
-            assert_eq!(interval_steps, 0, "a pause comes right after an evaluation");
-            let seconds = start.elapsed().as_secs_f64();
-            let (bufs, t) = carried(&dev, &mut model, &mut opt);
-            let at = Checkpoint { step: step + 1, rng, order, cursor, t: *t };
-            let mut tensors: Vec<Vec<Vec<f32>>> = vec![Vec::new(); k_models];
-            for b in bufs {
-                let (all, len) = (dev.download(b), dev.len(b));
-                for (k, t) in tensors.iter_mut().enumerate() {
-                    t.push(all[k * len..(k + 1) * len].to_vec());
-                }
-            }
-            let outcomes = pop
-                .into_iter()
-                .zip(tensors)
-                .enumerate()
-                .map(|(k, (p, tensors))| {
-                    let seconds = earlier[k] + seconds;
-                    if p.running {
-                        Outcome::Paused(Paused { metrics: p.m, tensors, seconds })
-                    } else {
-                        ended(p, seconds)
-                    }
-                })
-                .collect();
-            return (outcomes, Some(at));
+        if step + 1 == cfg.steps {
+            break;
         }
-        if halt.abandon.is_some_and(|a| a.load(Ordering::Relaxed)) && step + 1 < cfg.steps {
-            let seconds = start.elapsed().as_secs_f64();
-            let outcomes = pop
-                .into_iter()
-                .enumerate()
-                .map(|(k, p)| if p.running { Outcome::Abandoned } else { ended(p, earlier[k] + seconds) })
-                .collect();
-            return (outcomes, None);
+        let pausing = halt.pause == Some(step + 1);
+        if pausing || halt.abandon.is_some_and(|a| a.load(Ordering::Relaxed)) {
+            // Models that ended before a pause or an abandonment keep their final record.
+            let elapsed = start.elapsed().as_secs_f64();
+            let spent: Vec<f64> = earlier.iter().map(|e| e + elapsed).collect();
+            let ended = |k: usize, p: Member| Outcome::Done(finish(p.m, test.map(|_| 0.0), spent[k], cfg));
+            if pausing {
+                assert_eq!(interval_steps, 0, "a pause comes right after an evaluation");
+                let at = Checkpoint { step: step + 1, rng, epochs, t: 0 };
+                return pause(&dev, &mut model, &mut opt, pop, at, &spent, ended);
+            }
+            let outcomes =
+                pop.into_iter().enumerate().map(|(k, p)| if p.running { Outcome::Abandoned } else { ended(k, p) });
+            return (outcomes.collect(), None);
         }
     }
     let test_acc = test.map(|t| {
@@ -549,9 +531,84 @@ pub fn train_population_from<D: Device>(
     let outcomes = pop
         .into_iter()
         .enumerate()
-        .map(|(k, p)| Outcome::Done(finish(p.m, test_acc.as_ref().map(|t| t[k]), earlier[k] + wall, cfg)))
-        .collect();
-    (outcomes, None)
+        .map(|(k, p)| Outcome::Done(finish(p.m, test_acc.as_ref().map(|t| t[k]), earlier[k] + wall, cfg)));
+    (outcomes.collect(), None)
+}
+
+/// The population after the step of `at` as paused models (the running ones, their tensors
+/// downloaded) and ended ones (`ended`), with the checkpoint they go on from.
+fn pause<D: Device>(
+    dev: &D,
+    model: &mut ResNet9v2<D>,
+    opt: &mut State<D>,
+    pop: Vec<Member>,
+    mut at: Checkpoint,
+    spent: &[f64],
+    ended: impl Fn(usize, Member) -> Outcome,
+) -> (Vec<Outcome>, Option<Checkpoint>) {
+    let (bufs, t) = carried(dev, model, opt);
+    at.t = *t;
+    let mut tensors: Vec<Vec<Vec<f32>>> = vec![Vec::new(); pop.len()];
+    for b in bufs {
+        let (all, len) = (dev.download(b), dev.len(b));
+        for (k, t) in tensors.iter_mut().enumerate() {
+            t.push(all[k * len..(k + 1) * len].to_vec());
+        }
+    }
+    let outcomes = pop.into_iter().zip(tensors).enumerate().map(|(k, (p, tensors))| match p.running {
+        true => Outcome::Paused(Paused { metrics: p.m, tensors, seconds: spent[k] }),
+        false => ended(k, p),
+    });
+    (outcomes.collect(), Some(at))
+}
+
+/// Loads paused models into a fresh population (their tensors stacked, the optimiser's step
+/// count `t`), and returns the training seconds each had spent.
+fn resume<D: Device>(
+    dev: &D,
+    model: &mut ResNet9v2<D>,
+    opt: &mut State<D>,
+    pop: &mut [Member],
+    paused: Vec<Paused>,
+    t: i32,
+) -> Vec<f64> {
+    assert_eq!(paused.len(), pop.len(), "one paused model per model of the device");
+    let (mut bufs, count) = carried(dev, model, opt);
+    for (i, b) in bufs.iter_mut().enumerate() {
+        let tensors: Vec<Vec<f32>> = paused.iter().map(|p| p.tensors[i].clone()).collect();
+        **b = dev.stack(&tensors);
+    }
+    *count = t;
+    let mut seconds = Vec::with_capacity(pop.len());
+    for (member, p) in pop.iter_mut().zip(paused) {
+        seconds.push(p.seconds);
+        member.m = Metrics { device: member.m.device.clone(), population: member.m.population, ..p.metrics };
+    }
+    seconds
+}
+
+/// Records an evaluation interval that ends after `step` for each running model (`v`: the
+/// stats of every model, `seen` images each): its mean loss and training accuracy, and the
+/// gate at the gate step. Returns whether any model is left to validate.
+fn score_interval(pop: &mut [Member], v: &[f32], seen: f64, step: usize, cfg: &Config) -> bool {
+    let mut validate = false;
+    for (k, p) in pop.iter_mut().enumerate() {
+        let s = &v[4 * k..4 * k + 4];
+        stop_if_non_finite(p, s);
+        if !p.running {
+            continue;
+        }
+        let train_acc = s[1] as f64 / seen.max(1.0);
+        let mean_loss = s[0] as f64 / (seen / cfg.batch as f64);
+        p.m.train.push((step, mean_loss, train_acc));
+        if step == cfg.gate_step && train_acc < cfg.gate_accuracy {
+            p.m.stopped = Some(format!("training accuracy {train_acc:.3} < {} at step {step}", cfg.gate_accuracy));
+            p.running = false;
+            continue;
+        }
+        validate = true;
+    }
+    validate
 }
 
 /// A model's final record: fitness (0 after an early stop), test accuracy, time.
