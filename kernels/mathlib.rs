@@ -8,7 +8,7 @@
 //!
 //! Routines are branch-free where the lanes disagree: both sides of a range split are computed
 //! and one is selected, which is what SIMD lanes and GPU threads want. A machine that can see
-//! its lanes at run time ([`Vm::uniform`]) computes only the side they all take ([`split!`]),
+//! its lanes at run time ([`Vm::uniform`]) computes only the side they all take (`split!`),
 //! which gives every lane the value the select would.
 
 use super::coeffs;
@@ -51,7 +51,7 @@ pub trait Vm {
         self.frexp(x)
     }
     /// `x = m * 2^e` with `m` in [sqrt(1/2), sqrt(2)) for normal `x > 0`: the split of a
-    /// log's argument ([`frexp_normal`] then [`to_log_octave`]). A machine with integer lanes
+    /// log's argument (`frexp_normal` then [`to_log_octave`]). A machine with integer lanes
     /// may compute the same values in fewer steps.
     #[inline(always)]
     fn log_split(&mut self, x: Self::V) -> (Self::V, Self::V)
@@ -75,7 +75,7 @@ pub trait Vm {
 /// core's schedulers with instructions waiting on each other; interleaved, the schedulers
 /// hold instructions that can issue. Each vector gets the inner machine's bits, and a range
 /// split takes one side only when every lane of every vector does. (Plain loops, no
-/// closures: see [`split!`].)
+/// closures: see `split!`.)
 pub struct Multi<'a, I, const N: usize>(pub &'a mut I);
 
 /// `Multi` methods that apply the inner machine's method to each vector.
@@ -322,7 +322,7 @@ fn ln_normal<M: Vm>(m: &mut M, x: M::V) -> M::V {
 }
 
 /// `(mant, e)` from [`Vm::frexp`] (`mant` in [0.5, 1)) with `mant` moved into
-/// [sqrt(1/2), sqrt(2)): the octave [`ln_reduced`] takes.
+/// [sqrt(1/2), sqrt(2)): the octave `ln_reduced` takes.
 #[inline(always)]
 pub fn to_log_octave<M: Vm>(m: &mut M, mant: M::V, e: M::V) -> (M::V, M::V) {
     let sqrt_half = m.c(std::f32::consts::FRAC_1_SQRT_2);

@@ -14,7 +14,7 @@
 //! A training step's launches (the runtime's kernels and the K loss kernels) are recorded once
 //! and then replayed as one CUDA graph a step ([`crate::replay`]); `LOSSC_CUDA_GRAPHS=0` turns
 //! that off. Launches are made with raw device addresses, which is what a recording compares.
-//! A replayed step's uploads are staged in pinned host memory ([`Staging`];
+//! A replayed step's uploads are staged in pinned host memory (`Staging`;
 //! `LOSSC_CUDA_PINNED=0` turns that off).
 
 use crate::device::Device;

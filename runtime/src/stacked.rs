@@ -61,7 +61,7 @@ pub trait Launcher: Clone + Send + Sync {
 /// A launch argument: a buffer of floats or of u32.
 pub enum Arg<'a, L: Launcher> {
     F(&'a L::Mem),
-    /// The floats `.1` of a buffer (a packed tensor, [`SBuf::packed`]), which the kernel sees
+    /// The floats `.1` of a buffer (a packed tensor, `SBuf::packed`), which the kernel sees
     /// as its whole buffer.
     Part(&'a L::Mem, Range<usize>),
     U(&'a L::Words),
@@ -83,7 +83,7 @@ fn from<L: Launcher>(b: &SBuf<L::Mem>, floats: usize) -> Arg<'_, L> {
 
 /// A device buffer: one tensor of `len` floats per model, or one for all (`shared`). A packed
 /// one holds the floats `span` of an allocation it shares with the other tensors of its arena
-/// (an id, see [`pack`]).
+/// (an id, see `pack`).
 pub struct SBuf<M> {
     pub(crate) mem: M,
     pub(crate) len: usize,

@@ -591,7 +591,7 @@ fn warm_steps(steps: usize) -> usize {
 /// `lossc bench-train`: throughput of `population` surrogates (width 1) trained with CE on
 /// random 32x32 images with augmentation `aug`, at `batch` for `steps` steps, on `device` (the
 /// CPU on `threads` threads, one model after another). The clock starts after the warm-up
-/// steps ([`warm_steps`]), at an evaluation that waits for the device. With `profile`, a second
+/// steps (`warm_steps`), at an evaluation that waits for the device. With `profile`, a second
 /// run of the same training times each kernel (on the GPU devices).
 pub fn train_throughput(
     device: &str,

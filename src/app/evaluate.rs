@@ -31,7 +31,7 @@ impl Loss {
 pub struct Table {
     pub rows: Vec<String>,
     pub cols: Vec<String>,
-    /// cells[row][col] = values over seeds.
+    /// `cells[row][col]` = values over seeds.
     pub cells: Vec<Vec<Vec<f64>>>,
     /// What the values are ("test accuracy", "validation accuracy").
     pub measure: String,

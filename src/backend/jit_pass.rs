@@ -870,7 +870,7 @@ pub mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
-    //! The AVX-512 build: [`avx2`](super::avx2)'s pass on 16 lanes, for processors with
+    //! The AVX-512 build: [`avx2`]'s pass on 16 lanes, for processors with
     //! AVX-512F (masks are `__mmask16`; the rest is the same instructions, twice as wide, with
     //! the same results as [`Scalar`]). Every intrinsic call is sound because these functions
     //! run only where the processor has AVX-512F, AVX2 and FMA (`Helpers::for_host` checks).

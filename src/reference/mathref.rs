@@ -407,7 +407,7 @@ pub fn bessel(f: Bessel, x: f64) -> f64 {
     }
 }
 
-/// `f` at each of `xs`, the same bits as [`bessel`] one by one (see [`series_blocks`]).
+/// `f` at each of `xs`, the same bits as [`bessel`] one by one (see `series_blocks`).
 pub fn bessel_slice(f: Bessel, xs: &[f64], out: &mut [f64]) {
     // One loop per function (its finishing step specialised), not a match per point.
     macro_rules! each {
@@ -432,7 +432,7 @@ pub fn bessel_slice(f: Bessel, xs: &[f64], out: &mut [f64]) {
 }
 
 /// [`bessel_i0e_d`] (`order` 0) or [`bessel_i1e_d`] (1) at each of `xs`, the same bits as one
-/// by one (see [`series_blocks`]).
+/// by one (see `series_blocks`).
 pub fn bessel_scaled_derivative_slice(order: u32, xs: &[f64], out: &mut [f64]) {
     let scalar = if order == 0 { bessel_i0e_d } else { bessel_i1e_d };
     series_blocks(

@@ -2,7 +2,7 @@
 //! their results, in an embedded SQLite file (the default) or on a PostgreSQL server (for
 //! workers on several machines).
 //!
-//! The store's logic is written once, here, as SQL over a [`Conn`]; `sqlite` and `postgres`
+//! The store's logic is written once, here, as SQL over a `Conn`; `sqlite` and `postgres`
 //! each implement that one trait, with their own schema and identity check, so the search,
 //! sample, evaluation and workers never know which they have.
 //!
