@@ -164,6 +164,9 @@ fn search_and_report_commands_reject_bad_input() {
         ("--weight-decay", "-1", "weight decay -1"),
         ("--batch", "70000", "batch 70000: at most"),
         ("--width", "100", "width 100: at most 16"),
+        ("--steps", "0", "steps must be positive"),
+        ("--val", "0", "val must be positive"),
+        ("--eval-every", "0", "eval-every must be positive"),
     ] {
         let arg = format!("{flag}={value}");
         fails(&["search", "--db", &db, &arg], needle);

@@ -110,7 +110,14 @@ impl TrainSpec {
             "sgd" => Optimizer::Sgd,
             other => return Err(SpecError::Optimizer(other.to_string())),
         };
-        for (setting, v) in [("steps", self.steps), ("batch", self.batch), ("width", self.width), ("val", self.val)] {
+        let positive = [
+            ("steps", self.steps),
+            ("batch", self.batch),
+            ("width", self.width),
+            ("val", self.val),
+            ("eval-every", self.eval_every),
+        ];
+        for (setting, v) in positive {
             if v == 0 {
                 return Err(SpecError::NotPositive(setting));
             }
