@@ -49,7 +49,7 @@ else
   lossc=target/release/lossc
   emitters=$(cargo test --release --test emitters --no-run 2>&1 | grep -o 'target/release/deps/emitters-[0-9a-f]*' | head -n 1)
   gpu_train=$(cargo test --release --test gpu_train --no-run 2>&1 | grep -o 'target/release/deps/gpu_train-[0-9a-f]*' | head -n 1)
-  runtime_gpu=$(cargo test --release -p lossc-runtime --test gpu --no-run 2>&1 | grep -o 'target/release/deps/gpu-[0-9a-f]*' | head -n 1)
+  runtime_gpu=$(cargo test --release --workspace --test gpu --no-run 2>&1 | grep -o 'target/release/deps/gpu-[0-9a-f]*' | head -n 1)
   python_targets=$(cargo test --release --test python_targets --no-run 2>&1 | grep -o 'target/release/deps/python_targets-[0-9a-f]*' | head -n 1)
 fi
 

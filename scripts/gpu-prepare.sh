@@ -12,9 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .gpu && mkdir -p .gpu
 cargo build --release
-# The test binaries: NAME PACKAGE.
+# A test binary by name, built as the workspace builds it (one set of dependency features, as
+# scripts/test.sh tests them; `-p` alone would build the dependencies again for one package).
 test_bin() {
-  cargo test --release -p "$2" --test "$1" --no-run --message-format=json \
+  cargo test --release --workspace --test "$1" --no-run --message-format=json \
     | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
@@ -23,10 +24,10 @@ for l in sys.stdin:
 }
 strip -o .gpu/lossc target/release/lossc
 pwd > .gpu/build-root  # the test binaries read files by this path (scripts/gpu-unpack.sh)
-strip -o .gpu/emitters "$(test_bin emitters lossc)"
-strip -o .gpu/gpu_train "$(test_bin gpu_train lossc)"
-strip -o .gpu/runtime_gpu "$(test_bin gpu lossc-runtime)"
-strip -o .gpu/python_targets "$(test_bin python_targets lossc)"
+strip -o .gpu/emitters "$(test_bin emitters)"
+strip -o .gpu/gpu_train "$(test_bin gpu_train)"
+strip -o .gpu/runtime_gpu "$(test_bin gpu)"
+strip -o .gpu/python_targets "$(test_bin python_targets)"
 packed_bins=".gpu/lossc .gpu/emitters .gpu/gpu_train .gpu/runtime_gpu .gpu/python_targets"
 if [ -n "${BASE:-}" ]; then
   base_dir=$(mktemp -d)

@@ -74,6 +74,8 @@ cargo test --workspace --doc
 fake="$PWD/target/fake-cuda"
 bash tests/cuda_emu/build-fake.sh "$fake" >/dev/null
 on_fake=(env LD_LIBRARY_PATH="$fake:$LD_LIBRARY_PATH" LOSSC_CACHE_DIR="$fake/cache" LOSSC_REQUIRE_CUDA=1)
-"${on_fake[@]}" cargo test -p lossc-runtime --test gpu cuda_device
+# --workspace, not -p lossc-runtime: one package alone unifies its dependencies' features
+# differently, and cargo would build them all again.
+"${on_fake[@]}" cargo test --workspace --test gpu cuda_device
 "${on_fake[@]}" cargo test --test gpu_train cuda -- --skip fashion_mnist --skip cuda_and_wgpu
 "${on_fake[@]}" cargo test --test cli -- device_auto on_cuda

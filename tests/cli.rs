@@ -223,6 +223,15 @@ fn compile_writes_nothing_on_bad_input_and_never_through_a_link() {
     let o = lossc(&["compile", "examples/a2.loss", "--loss", "nope", "-o", &fresh.to_string_lossy()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!fresh.exists(), "a failed compile left {} behind", fresh.display());
+    // -o naming a file (a loss file, say) is refused and the file kept.
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mine.loss");
+    std::fs::write(&file, "loss mine = -y * ln(p);\n").unwrap();
+    let o = lossc(&["compile", "examples/a2.loss", "-o", &file.to_string_lossy()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("is a file; -o names the folder"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "loss mine = -y * ln(p);\n");
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     let victim = dir.join("victim.txt");

@@ -32,12 +32,14 @@ pub enum CompileError {
     Link(PathBuf),
     #[error("{0} exists and was not written by lossc; not overwriting it")]
     NotOurs(PathBuf),
+    #[error("{0} is a file; -o names the folder the kernels go in")]
+    NotAFolder(PathBuf),
     #[error("internal error: {0}")]
     Wgsl(#[from] wgsl::WgslError),
     #[error(transparent)]
     Jit(#[from] jit::JitError),
 }
-crate::error::classify!(CompileError, input: [Create, Write, Link, NotOurs]);
+crate::error::classify!(CompileError, input: [Create, Write, Link, NotOurs, NotAFolder]);
 
 /// One file written, and whether it replaced an older one.
 pub struct Written {
@@ -97,6 +99,9 @@ pub fn write(
         files.extend(exts.into_iter().map(|(e, t)| (name.clone(), e.to_string(), t)));
     }
     // Every path is checked before the first write, so a refusal leaves nothing half-written.
+    if out.exists() && !out.is_dir() {
+        return Err(CompileError::NotAFolder(out.into()));
+    }
     let files: Vec<(PathBuf, String)> =
         files.into_iter().map(|(name, ext, text)| (out.join(format!("{name}.{ext}")), text)).collect();
     for (path, _) in &files {
