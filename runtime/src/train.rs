@@ -198,6 +198,7 @@ impl<B> Batch<B> {
         }
     }
 
+    /// The targets as the loss kernel takes them.
     fn label_targets(&self, smoothing: f64) -> LabelTargets<'_> {
         LabelTargets { labels: &self.labels, labels_b: self.labels_b.as_deref(), lam: self.lam.as_deref(), smoothing }
     }
@@ -512,8 +513,7 @@ pub fn train_population_from<D: Device>(
             let ended = |k: usize, p: Member| Outcome::Done(finish(p.m, test.map(|_| 0.0), spent[k], cfg));
             if pausing {
                 assert_eq!(interval_steps, 0, "a pause comes right after an evaluation");
-                let at = Checkpoint { step: step + 1, rng, epochs, t: 0 };
-                return pause(&dev, &mut model, &mut opt, pop, at, &spent, ended);
+                return pause(&dev, &mut model, &mut opt, pop, (step + 1, rng, epochs), &spent, ended);
             }
             let outcomes =
                 pop.into_iter().enumerate().map(|(k, p)| if p.running { Outcome::Abandoned } else { ended(k, p) });
@@ -535,19 +535,20 @@ pub fn train_population_from<D: Device>(
     (outcomes.collect(), None)
 }
 
-/// The population after the step of `at` as paused models (the running ones, their tensors
-/// downloaded) and ended ones (`ended`), with the checkpoint they go on from.
+/// The population after `step` as paused models (the running ones, their tensors downloaded)
+/// and ended ones (`ended`), with the checkpoint they go on from (the step, the generator and
+/// the data order after it, the optimiser's step count).
 fn pause<D: Device>(
     dev: &D,
     model: &mut ResNet9v2<D>,
     opt: &mut State<D>,
     pop: Vec<Member>,
-    mut at: Checkpoint,
+    (step, rng, epochs): (usize, Rng, Epochs),
     spent: &[f64],
     ended: impl Fn(usize, Member) -> Outcome,
 ) -> (Vec<Outcome>, Option<Checkpoint>) {
     let (bufs, t) = carried(dev, model, opt);
-    at.t = *t;
+    let at = Checkpoint { step, rng, epochs, t: *t };
     let mut tensors: Vec<Vec<Vec<f32>>> = vec![Vec::new(); pop.len()];
     for b in bufs {
         let (all, len) = (dev.download(b), dev.len(b));
