@@ -145,7 +145,8 @@ fn wait_for_results(db: &Path, n: usize, child: &mut std::process::Child) {
     let start = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        let jobs = if db.exists() { jobs_in(db) } else { Vec::new() };
+        // The file appears before the search has created its tables.
+        let jobs = if has_jobs_table(db) { jobs_in(db) } else { Vec::new() };
         let done = jobs.iter().filter(|j| j.0 == "done").count();
         if (n > 0 && done >= n) || (n == 0 && jobs.iter().any(|j| j.0 == "running")) {
             return;
@@ -207,9 +208,23 @@ fn an_interrupted_evaluation_or_worker_gives_its_jobs_back() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A connection beside the search's own, which waits out its writes.
+fn connect(db: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    conn
+}
+
+fn has_jobs_table(db: &Path) -> bool {
+    db.exists()
+        && connect(db)
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'", [], |r| r.get(0))
+            .is_ok_and(|n: i64| n > 0)
+}
+
 /// Each job's status and attempts.
 fn jobs_in(db: &Path) -> Vec<(String, i64)> {
-    let conn = rusqlite::Connection::open(db).unwrap();
+    let conn = connect(db);
     let mut q = conn.prepare("SELECT status, attempts FROM jobs ORDER BY id").unwrap();
     q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
 }
