@@ -142,6 +142,10 @@ fn search_and_report_commands_reject_bad_input() {
     fails(&["evaluate", "--loss", "examples/ce.loss", "--db", &db, "--aug", "base,nope"], "augmentation `nope`");
     fails(&["evaluate", "--loss", "examples/ce.loss", "--db", &db, "--baseline", "a2"], "--baseline a2: no loss");
     fails(&["eliminate", "--db", &db, "--stage", "3:100:1"], "no such store");
+    // A worker waits its idle time for a missing store to appear; it makes none.
+    fails(&["worker", "--db", &db, "--idle", "0.3"], "no such store");
+    assert!(!std::path::Path::new(&db).exists(), "a worker made a store");
+    lossc::search::store::Store::open(std::path::Path::new(&db)).unwrap();
     assert!(lossc(&["worker", "--db", &db, "--idle", "0"]).status.success(), "an empty store");
     fails(&["eliminate", "--db", &db, "--stage", "3:100:1"], "no search run named `search`");
     fails(&["eliminate", "--db", &db, "--stage", "3:100"], "KEEP:STEPS:SEEDS");
@@ -167,6 +171,7 @@ fn search_and_report_commands_reject_bad_input() {
         ("--steps", "0", "steps must be positive"),
         ("--val", "0", "val must be positive"),
         ("--eval-every", "0", "eval-every must be positive"),
+        ("--gate-step", "0", "gate-step must be positive"),
     ] {
         let arg = format!("{flag}={value}");
         fails(&["search", "--db", &db, &arg], needle);

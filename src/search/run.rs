@@ -484,6 +484,11 @@ fn work(db: &Db, id: &str, stop: &AtomicBool, abandon: &AtomicBool, idle: Option
 /// `lossc worker`: `workers` threads claiming jobs from the store at `db` until none has come
 /// for `idle`, or until interrupted; returns the jobs they ran.
 pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunError> {
+    if let Db::Sqlite(path) = db
+        && !wait_for_file(path, idle)
+    {
+        return Err(StoreError::Missing(db.to_string()).into());
+    }
     let store = Store::open(db)?;
     store.check_integrity()?;
     store.release_dead_here()?;
@@ -500,6 +505,23 @@ pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunEr
         hs.into_iter().map(|h| h.join().unwrap_or(Err(RunError::Panicked))).collect()
     });
     ran.into_iter().sum()
+}
+
+/// Waits up to `idle` for a store file that a search (started at the same time, say) has not
+/// made yet, rather than make it: a mistyped path is then an error, not an empty store left
+/// behind. False if it never came (or Ctrl-C stopped the wait).
+fn wait_for_file(path: &Path, idle: Duration) -> bool {
+    let start = Instant::now();
+    if !path.exists() {
+        eprintln!("waiting up to {:.0} s for a store at {}", idle.as_secs_f64(), path.display());
+    }
+    while !path.exists() {
+        if start.elapsed() >= idle || interrupted() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
 }
 
 /// The round size a stored search was started with, if the store holds the run.

@@ -116,6 +116,7 @@ impl TrainSpec {
             ("width", self.width),
             ("val", self.val),
             ("eval-every", self.eval_every),
+            ("gate-step", self.gate_step.unwrap_or(1)),
         ];
         for (setting, v) in positive {
             if v == 0 {
@@ -152,8 +153,8 @@ impl TrainSpec {
         cfg.warmup = self.warmup.unwrap_or(cfg.warmup).max(1);
         cfg.weight_decay = self.weight_decay;
         cfg.width = self.width;
-        cfg.eval_every = self.eval_every.max(1);
-        cfg.gate_step = self.gate_step.unwrap_or(cfg.gate_step).max(1);
+        cfg.eval_every = self.eval_every;
+        cfg.gate_step = self.gate_step.unwrap_or(cfg.gate_step);
         cfg.gate_accuracy = self.gate_accuracy;
         Ok(cfg)
     }

@@ -231,7 +231,8 @@ pub enum Cmd {
         /// Worker threads training in this process.
         #[arg(long, default_value_t = 1)]
         workers: usize,
-        /// Stop after this many seconds without a job.
+        /// Stop after this many seconds without a job (or without the store: an SQLite file
+        /// that a search started beside the worker has not made yet).
         #[arg(long, default_value_t = 10.0)]
         idle: f64,
         /// Seconds a claimed job stays leased without a heartbeat (renewed five times per lease).
