@@ -655,28 +655,32 @@ pub struct CudaLosses {
 }
 
 impl Cuda {
-    /// Compiles one loss kernel per model (`sources.len()` = K; NVRTC runs on all cores).
+    /// Compiles each model's loss kernel (`sources.len()` = K), each distinct source once
+    /// (NVRTC runs on all cores).
     pub fn losses(&self, sources: &[CudaLossSource]) -> Result<CudaLosses, CudaError> {
         assert_eq!(sources.len(), self.k, "one loss per model");
         let arch = self.inner.shared.arch;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(sources.len()).max(1);
-        let chunk = sources.len().div_ceil(threads);
+        let (first, place) = stacked::distinct(&sources.iter().map(|s| (&s.src, &s.entry)).collect::<Vec<_>>());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(first.len()).max(1);
+        let chunk = first.len().div_ceil(threads);
         let ptx: Vec<Result<cudarc::nvrtc::Ptx, String>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = sources
+            let handles: Vec<_> = first
                 .chunks(chunk)
-                .map(|c| scope.spawn(move || c.iter().map(|s| compile_ptx(&s.src, arch)).collect::<Vec<_>>()))
+                .map(|c| scope.spawn(move || c.iter().map(|&m| compile_ptx(&sources[m].src, arch)).collect::<Vec<_>>()))
                 .collect();
             handles.into_iter().flat_map(|h| h.join().expect("an NVRTC thread")).collect()
         });
-        let mut functions = Vec::with_capacity(sources.len());
-        for (model, (s, ptx)) in sources.iter().zip(ptx).enumerate() {
+        let mut built = Vec::with_capacity(first.len());
+        for (&model, ptx) in first.iter().zip(ptx) {
+            let s = &sources[model];
             let ptx = ptx.map_err(|message| CudaError::LossKernel { model, message })?;
             let module = self.inner.shared.ctx.load_module(ptx).map_err(driver)?;
             let f = module
                 .load_function(&s.entry)
                 .map_err(|e| CudaError::LossKernel { model, message: format!("{e:?}") })?;
-            functions.push((f, s.rows_per_block.max(1)));
+            built.push((f, s.rows_per_block.max(1)));
         }
+        let functions = place.iter().map(|&i| built[i].clone()).collect();
         static SETS: AtomicUsize = AtomicUsize::new(0);
         Ok(CudaLosses { set: SETS.fetch_add(1, Ordering::Relaxed), functions, row_loss: Mutex::new(None) })
     }

@@ -322,7 +322,8 @@ impl Launcher for Wgpu {
 
 /// Each model's loss as its own WGSL kernel (the one `lossc compile` emits, kernels/loss.wgsl.in).
 pub struct WgslLosses {
-    pipes: Vec<Pipe>,
+    /// Each model's kernel (models with the same source share one).
+    pipes: Vec<Arc<Pipe>>,
     scratch: Mutex<Option<Scratch>>,
 }
 
@@ -338,19 +339,21 @@ struct Scratch {
 }
 
 impl Wgpu {
-    /// Builds one loss kernel per model from its WGSL source (`sources.len()` = K).
+    /// Builds each model's loss kernel from its WGSL source (`sources.len()` = K), each
+    /// distinct source once.
     pub fn losses(&self, sources: &[String]) -> Result<WgslLosses, GpuError> {
         assert_eq!(sources.len(), self.k, "one loss per model");
         let mut entries: Vec<_> = (0..7).map(|i| storage_entry(i, i < 5)).collect();
         entries.push(uniform_entry(7));
-        let pipes = sources
-            .iter()
-            .enumerate()
-            .map(|(model, src)| {
-                build(&self.inner.device, "loss", src, &entries)
+        let (first, place) = stacked::distinct(sources);
+        let built = (first.into_iter())
+            .map(|model| {
+                build(&self.inner.device, "loss", &sources[model], &entries)
+                    .map(Arc::new)
                     .map_err(|message| GpuError::LossKernel { model, message })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let pipes = place.iter().map(|&i| built[i].clone()).collect();
         Ok(WgslLosses { pipes, scratch: Mutex::new(None) })
     }
 }

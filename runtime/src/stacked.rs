@@ -127,6 +127,21 @@ impl<L: Launcher> LossTargets<L> {
     }
 }
 
+/// The first index of each distinct item, and each item's place among those: the models of a
+/// population that share a loss (a benchmark's K copies of CE) share its kernel, built once.
+pub(crate) fn distinct<T: std::hash::Hash + Eq>(items: &[T]) -> (Vec<usize>, Vec<usize>) {
+    let (mut first, mut seen) = (Vec::new(), std::collections::HashMap::new());
+    let place = (items.iter().enumerate())
+        .map(|(i, item)| {
+            *seen.entry(item).or_insert_with(|| {
+                first.push(i);
+                first.len() - 1
+            })
+        })
+        .collect();
+    (first, place)
+}
+
 pub(crate) fn u(x: usize) -> u32 {
     u32::try_from(x).expect("the population's tensors are checked to index in u32")
 }
@@ -545,4 +560,14 @@ fn runs<M>(tensors: &[Tensors<'_, SBuf<M>>]) -> Option<Vec<(usize, usize)>> {
         end = span.end;
     }
     Some(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn distinct_items_are_numbered_in_order_of_first_sight() {
+        let (first, place) = super::distinct(&["ce", "a2", "ce", "m0", "a2"]);
+        assert_eq!(first, [0, 1, 3]);
+        assert_eq!(place, [0, 1, 0, 2, 1]);
+    }
 }
