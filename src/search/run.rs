@@ -484,10 +484,8 @@ fn work(db: &Db, id: &str, stop: &AtomicBool, abandon: &AtomicBool, idle: Option
 /// `lossc worker`: `workers` threads claiming jobs from the store at `db` until none has come
 /// for `idle`, or until interrupted; returns the jobs they ran.
 pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunError> {
-    if let Db::Sqlite(path) = db
-        && !wait_for_file(path, idle)
-    {
-        return Err(StoreError::Missing(db.to_string()).into());
+    if let Db::Sqlite(path) = db {
+        wait_for_file(path, idle)?;
     }
     let store = Store::open(db)?;
     store.check_integrity()?;
@@ -509,19 +507,22 @@ pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunEr
 
 /// Waits up to `idle` for a store file that a search (started at the same time, say) has not
 /// made yet, rather than make it: a mistyped path is then an error, not an empty store left
-/// behind. False if it never came (or Ctrl-C stopped the wait).
-fn wait_for_file(path: &Path, idle: Duration) -> bool {
+/// behind.
+fn wait_for_file(path: &Path, idle: Duration) -> Result<(), RunError> {
     let start = Instant::now();
     if !path.exists() {
-        eprintln!("waiting up to {:.0} s for a store at {}", idle.as_secs_f64(), path.display());
+        eprintln!("waiting up to {} s for a store at {}", idle.as_secs_f64(), path.display());
     }
     while !path.exists() {
-        if start.elapsed() >= idle || interrupted() {
-            return false;
+        if interrupted() {
+            return Err(RunError::Interrupted);
+        }
+        if start.elapsed() >= idle {
+            return Err(StoreError::Missing(path.display().to_string()).into());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    true
+    Ok(())
 }
 
 /// The round size a stored search was started with, if the store holds the run.
