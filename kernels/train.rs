@@ -273,19 +273,16 @@ pub const KERNELS: &[Kernel] = &[
             }
             i += di;
         }
-        for (var o = 0u; o < CB; o++) {
-            var s = zeros9();
-            for (var tap = 0u; tap < 9u; tap++) { s[tap] = acc[o * 9u + tap]; }
-            s = reduce_sum9(s, lid);
-            for (var tap = 0u; tap < 9u; tap++) {
-                let ky = tap / 3u;
-                let kx = tap % 3u;
-                if (lid == 0u && p.parts > 1u) {
-                    part[(e * CB + o) * 9u + tap] = s[tap];
-                } else if (lid == 0u && o < nc && ky < p.ks && kx < p.ks) {
-                    dw[((k * p.cout + co + o) * p.cin + ci) * taps + ky * p.ks + kx] += s[tap];
-                }
-            }
+        // Thread o * 9 + tap stores the sum of output channel co + o, tap (tap / 3, tap % 3).
+        reduce_sum72(acc, lid);
+        let o = lid / 9u;
+        let tap = lid % 9u;
+        let ky = tap / 3u;
+        let kx = tap % 3u;
+        if (lid < 72u && p.parts > 1u) {
+            part[(e * CB + o) * 9u + tap] = sum72[lid];
+        } else if (lid < 72u && o < nc && ky < p.ks && kx < p.ks) {
+            dw[((k * p.cout + co + o) * p.cin + ci) * taps + ky * p.ks + kx] += sum72[lid];
         }
     }"#,
     },
@@ -737,23 +734,33 @@ fn zeros72() -> array<f32, 72> {
 }
 
 var<workgroup> sh9: array<f32, 2304>;
+var<workgroup> sh144: array<f32, 144>;
+var<workgroup> sum72: array<f32, 72>;
 
-// Nine sums over the workgroup at once (one barrier a round, not nine); every invocation gets
-// them.
-fn reduce_sum9(v: array<f32, 9>, lid: u32) -> array<f32, 9> {
-    var r = v;
+// The sums over the workgroup of each thread's 72 accumulators, into sum72 for every
+// invocation: nine at a time through sh9, in two levels (144 threads add 16 values each into
+// sh144, nine threads add 16 of those). 18 barriers: a CPU adapter (lavapipe) pays dearly for
+// each.
+fn reduce_sum72(acc: array<f32, 72>, lid: u32) {
     workgroupBarrier();
-    for (var t = 0u; t < 9u; t++) { sh9[t * 256u + lid] = r[t]; }
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            for (var t = 0u; t < 9u; t++) { sh9[t * 256u + lid] += sh9[t * 256u + lid + s]; }
+    for (var o = 0u; o < 8u; o++) {
+        for (var t = 0u; t < 9u; t++) { sh9[t * 256u + lid] = acc[o * 9u + t]; }
+        workgroupBarrier();
+        if (lid < 144u) {
+            // Values tap * 256 + r + 16 i: neighbouring threads read neighbouring words.
+            let base = (lid / 16u) * 256u + lid % 16u;
+            var s = 0.0f;
+            for (var i = 0u; i < 16u; i++) { s += sh9[base + 16u * i]; }
+            sh144[lid] = s;
         }
         workgroupBarrier();
+        if (lid < 9u) {
+            var s = 0.0f;
+            for (var i = 0u; i < 16u; i++) { s += sh144[lid * 16u + i]; }
+            sum72[o * 9u + lid] = s;
+        }
     }
-    for (var t = 0u; t < 9u; t++) { r[t] = sh9[t * 256u]; }
     workgroupBarrier();
-    return r;
 }
 
 // Sum over the workgroup; every invocation gets the result.
@@ -801,21 +808,35 @@ __device__ inline floats<32> zeros32() { return floats<32>{}; }
 __device__ inline floats<72> zeros72() { return floats<72>{}; }
 
 __shared__ f32 sh9[2304];
+__shared__ f32 sh144[144];
+__shared__ f32 sum72[72];
 
-// Nine sums over the block at once (one barrier a round, not nine); every thread gets them.
-__device__ f32x9 reduce_sum9(f32x9 r, u32 lid) {
+// The sums over the block of each thread's 72 accumulators, into sum72 for every thread, as
+// the WGSL prelude's (the same additions in the same order); unrolled, so acc stays in
+// registers.
+__device__ void reduce_sum72(floats<72>& acc, u32 lid) {
     __syncthreads();
-    for (u32 t = 0u; t < 9u; t++) { sh9[t * 256u + lid] = r[t]; }
-    __syncthreads();
-    for (u32 s = 128u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            for (u32 t = 0u; t < 9u; t++) { sh9[t * 256u + lid] += sh9[t * 256u + lid + s]; }
+#pragma unroll
+    for (u32 o = 0u; o < 8u; o++) {
+#pragma unroll
+        for (u32 t = 0u; t < 9u; t++) { sh9[t * 256u + lid] = acc[o * 9u + t]; }
+        __syncthreads();
+        if (lid < 144u) {
+            const u32 base = (lid / 16u) * 256u + lid % 16u;
+            f32 s = 0.0f;
+#pragma unroll
+            for (u32 i = 0u; i < 16u; i++) { s += sh9[base + 16u * i]; }
+            sh144[lid] = s;
         }
         __syncthreads();
+        if (lid < 9u) {
+            f32 s = 0.0f;
+#pragma unroll
+            for (u32 i = 0u; i < 16u; i++) { s += sh144[lid * 16u + i]; }
+            sum72[o * 9u + lid] = s;
+        }
     }
-    for (u32 t = 0u; t < 9u; t++) { r[t] = sh9[t * 256u]; }
     __syncthreads();
-    return r;
 }
 
 // Sum over the block; every thread gets the result.

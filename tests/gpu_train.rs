@@ -52,6 +52,13 @@ fn spec(device: &str) -> TrainSpec {
     }
 }
 
+/// How far (relative) a model's losses in a population may be from its losses alone: the sums
+/// of a weight gradient split over as many workgroups as fill the device, which depends on the
+/// population's size (on lavapipe with 2 cores, the stem's in two parts alone and in one
+/// beside others), so float32 rounding differs, and a diverging loss makes that grow. A model
+/// given another's kernel or data is off by far more (2.46 against 3.64).
+const AS_IF_ALONE: f64 = 1e-5;
+
 fn graph(file: &str) -> Graph {
     lossc::syntax::parse(&std::fs::read_to_string(file).unwrap()).unwrap()
 }
@@ -118,7 +125,7 @@ fn each_model_as_if_alone(device: &str) {
         let what = format!("{device} model {k} ({})", g.outputs[0].0);
         println!("{what}: together {:?} alone {:?}", together[k].train, alone.train);
         assert_eq!(together[k].population, 4);
-        same_curve(&what, &together[k], alone, 1e-6);
+        same_curve(&what, &together[k], alone, AS_IF_ALONE);
         assert_eq!(together[k].validation, alone.validation, "{what}: validation");
         assert_eq!(together[k].test_accuracy, alone.test_accuracy, "{what}: test accuracy");
     }
@@ -222,7 +229,7 @@ fn a_search_worker_trains_its_jobs_as_one_population() {
     for ((key, t), (_, a)) in together.iter().zip(&alone) {
         println!("{key}: population {} / {}, fitness {} / {}", t.population, a.population, t.fitness, a.fitness);
         assert!(t.population <= 3 && a.population == 1, "{key}");
-        same_curve(key, t, a, 1e-6);
+        same_curve(key, t, a, AS_IF_ALONE);
         assert_eq!(t.validation, a.validation, "{key}");
         assert_eq!(t.fitness, a.fitness, "{key}");
     }
@@ -300,12 +307,12 @@ fn a_cpu_training_paused_and_resumed_is_the_uninterrupted_one() {
 
 #[test]
 fn wgpu_models_paused_in_two_populations_go_on_together() {
-    pause_and_resume("wgpu", 1e-6);
+    pause_and_resume("wgpu", AS_IF_ALONE);
 }
 
 #[test]
 fn cuda_models_paused_in_two_populations_go_on_together() {
-    pause_and_resume("cuda", 1e-6);
+    pause_and_resume("cuda", AS_IF_ALONE);
 }
 
 /// A training abandoned at step 7 (as a search at its time limit abandons it) gives back the
