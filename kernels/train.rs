@@ -279,9 +279,9 @@ pub const KERNELS: &[Kernel] = &[
         let tap = lid % 9u;
         let ky = tap / 3u;
         let kx = tap % 3u;
-        if (lid < 72u && p.parts > 1u) {
+        if (lid < CB * 9u && p.parts > 1u) {
             part[(e * CB + o) * 9u + tap] = sum72[lid];
-        } else if (lid < 72u && o < nc && ky < p.ks && kx < p.ks) {
+        } else if (lid < CB * 9u && o < nc && ky < p.ks && kx < p.ks) {
             dw[((k * p.cout + co + o) * p.cin + ci) * taps + ky * p.ks + kx] += sum72[lid];
         }
     }"#,
