@@ -60,8 +60,8 @@ if [ -n "${CI:-}" ]; then
 fi
 # The test build needs a few GB; a full disk shows up as a linker crash (SIGBUS), so say so first.
 free_kb="$(df -Pk . | awk 'NR == 2 { print $4 }')"
-if [ "${free_kb:-0}" -lt 8000000 ]; then
-  echo "warning: $((free_kb / 1000000)) GB free here; the test build needs about 4 GB" >&2
+if [ "${free_kb:-0}" -lt 4000000 ]; then
+  echo "warning: $((free_kb / 1000000)) GB free here; the test build needs about 2 GB" >&2
 fi
 
 cargo test --workspace --all-targets

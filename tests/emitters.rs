@@ -239,14 +239,38 @@ fn gxx_available() -> bool {
     std::process::Command::new("g++").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
-/// Compiles a loss's CUDA C with the CPU emulator of tests/cuda_emu (g++) into `dir`.
+/// g++'s flags for the emulator's programs.
+const GXX_FLAGS: [&str; 3] = ["-std=c++20", "-O1", "-pthread"];
+
+/// Precompiles the emulator's headers into `dir` (`emu_pch.h`, which `driver.cpp` includes
+/// under `-DEMU_PCH`): they are more than half of each program's compile time. Where g++
+/// cannot use the precompiled form, it reads the header as text.
+fn precompile_emulator(dir: &std::path::Path) {
+    let header = dir.join("emu_pch.h");
+    std::fs::write(&header, "#include \"emu.h\"\n#include <cstdio>\n").unwrap();
+    let out = std::process::Command::new("g++")
+        .args(GXX_FLAGS)
+        .args(["-I", "tests/cuda_emu", "-x", "c++-header"])
+        .arg(&header)
+        .arg("-o")
+        .arg(dir.join("emu_pch.h.gch"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "g++ on the emulator's headers: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Compiles a loss's CUDA C with the CPU emulator of tests/cuda_emu (g++) into `dir`, which
+/// holds the emulator's precompiled headers ([`precompile_emulator`]).
 fn emulated(f: &Fused, dir: &std::path::Path) -> std::path::PathBuf {
     let src = dir.join(format!("{}.cu", f.name));
     std::fs::write(&src, cuda::emit(f, &cuda::Options::default())).unwrap();
     let bin = dir.join(&f.name);
     let p = cuda::prefix(&f.name);
     let out = std::process::Command::new("g++")
-        .args(["-std=c++20", "-O1", "-pthread", "-I", "tests/cuda_emu"])
+        .args(GXX_FLAGS)
+        .arg("-I")
+        .arg(dir)
+        .args(["-I", "tests/cuda_emu", "-DEMU_PCH"])
         .arg(format!("-DKERNEL_FILE=\"{}\"", src.display()))
         .arg(format!("-DROWS={p}_rows"))
         .arg(format!("-DROWS_WARP={p}_rows_warp"))
@@ -324,6 +348,7 @@ fn cuda_kernels_match_the_interpreter_on_the_cpu_emulator() {
     }
     let dir = std::env::temp_dir().join(format!("lossc-cuda-emu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    precompile_emulator(&dir);
     let mut rng = Rng::new(43);
     // 9 rows: the warp layout's second block holds one row, and its other warps exit early.
     let batches: Vec<Batch> = [(9, 3), (9, 100), (9, 700), (3, 3000)]

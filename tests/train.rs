@@ -14,8 +14,8 @@ fn loss(file: &str) -> JitLoss {
     JitLoss::new(fuse::fuse(&g, &name).unwrap())
 }
 
-#[test]
-fn ce_and_a2_train_the_surrogate_far_above_chance_on_fashion_mnist() {
+/// 300 steps on Fashion-MNIST (one thread) reach a validation accuracy far above chance (0.1).
+fn trains_far_above_chance(file: &str) {
     let dir = Path::new(data::FASHION_MNIST_DIR);
     if !dir.exists() {
         println!("SKIPPED: {} missing (apt install dataset-fashion-mnist; scripts/test.sh does)", dir.display());
@@ -25,17 +25,26 @@ fn ce_and_a2_train_the_surrogate_far_above_chance_on_fashion_mnist() {
     let (train_set, _) = data::fashion_mnist(dir).unwrap();
     let (train_set, val) = train_set.split_validation(5000);
     let val = val.slice(0, 2000); // a quicker validation for the test
-    for file in ["examples/ce.loss", "examples/a2.loss"] {
-        let mut cfg = Config::new(300, Augment::new(Technique::Base));
-        cfg.lr = 3e-3;
-        cfg.warmup = 30;
-        cfg.eval_every = 100;
-        let m = train(&loss(file), &train_set, &val, &cfg, &mut |_| {});
-        println!(
-            "{file}: best validation accuracy {:.3} after {} steps ({:.0} images/s, {:.1} s)",
-            m.best_validation_accuracy, m.steps, m.images_per_second, m.wall_seconds
-        );
-        assert!(m.stopped.is_none(), "{file}: {:?}", m.stopped);
-        assert!(m.best_validation_accuracy >= 0.75, "{file}: {}", m.best_validation_accuracy);
-    }
+    let mut cfg = Config::new(300, Augment::new(Technique::Base));
+    cfg.lr = 3e-3;
+    cfg.warmup = 30;
+    cfg.eval_every = 100;
+    let m = train(&loss(file), &train_set, &val, &cfg, &mut |_| {});
+    println!(
+        "{file}: best validation accuracy {:.3} after {} steps ({:.0} images/s, {:.1} s)",
+        m.best_validation_accuracy, m.steps, m.images_per_second, m.wall_seconds
+    );
+    assert!(m.stopped.is_none(), "{file}: {:?}", m.stopped);
+    assert!(m.best_validation_accuracy >= 0.75, "{file}: {}", m.best_validation_accuracy);
+}
+
+// Two tests, not one loop: the harness runs them side by side.
+#[test]
+fn ce_trains_the_surrogate_far_above_chance_on_fashion_mnist() {
+    trains_far_above_chance("examples/ce.loss");
+}
+
+#[test]
+fn a2_trains_the_surrogate_far_above_chance_on_fashion_mnist() {
+    trains_far_above_chance("examples/a2.loss");
 }

@@ -3,8 +3,13 @@
 // row; 1: ROWS_WARP, 8 rows per block), i32 mode, i32 B, i32 C, f32 alpha, then f32
 // logits[B*C], u32 labels[B], u32 labels_b[B], f32 lam[B], f32 dense[B*C]; writes f32
 // row_loss[B] and f32 grad[B*C] per case to stdout.
+// With -DEMU_PCH, the two headers below come precompiled as emu_pch.h (tests/emitters.rs).
+#ifdef EMU_PCH
+#include "emu_pch.h"
+#else
 #include "emu.h"
 #include <cstdio>
+#endif
 #include KERNEL_FILE
 
 template <class T>
