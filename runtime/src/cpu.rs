@@ -1,4 +1,4 @@
-//! The CPU device: buffers are `Vec<f32>`; convolutions are im2col + GEMM (the `gemm` crate)
+//! The CPU device: buffers are `Vec<f32>`; convolutions are im2col + GEMM (`gemm-f32`)
 //! over groups of images small enough that the im2col matrix stays in cache, split over
 //! threads by image; batch norm and swish are one fused, vectorisable pass per channel.
 
@@ -104,28 +104,30 @@ unsafe fn gemm(
     rsc: usize,
     accumulate: bool,
 ) {
-    // gemm computes dst = alpha dst + beta lhs rhs, strides given (column, row).
+    // gemm-f32 computes dst = alpha dst + beta lhs rhs, strides given (column, row), and
+    // prefers a column-major dst: the row-major c is computed as c^T = b^T a^T (what the
+    // `gemm` crate's generic wrapper does, without its f64 and complex kernels).
     unsafe {
-        gemm::gemm(
-            m,
+        gemm_f32::gemm::f32::get_gemm_fn()(
             n,
+            m,
             k,
             c,
-            1,
             rsc as isize,
+            1,
             accumulate,
-            a,
-            csa as isize,
-            rsa as isize,
             b,
-            csb as isize,
             rsb as isize,
+            csb as isize,
+            a,
+            rsa as isize,
+            csa as isize,
             1.0,
             1.0,
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            gemm_common::Parallelism::None,
         )
     }
 }
