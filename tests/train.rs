@@ -1,6 +1,8 @@
 //! Training the surrogate on real Fashion-MNIST with compiled losses (Debian's
 //! `dataset-fashion-mnist`, installed by scripts/test.sh).
 
+mod common;
+
 use lossc::passes::fuse;
 use lossc::train::JitLoss;
 use lossc_runtime::augment::{Augment, Technique};
@@ -16,13 +18,10 @@ fn loss(file: &str) -> JitLoss {
 
 /// 300 steps on Fashion-MNIST (one thread) reach a validation accuracy far above chance (0.1).
 fn trains_far_above_chance(file: &str) {
-    let dir = Path::new(data::FASHION_MNIST_DIR);
-    if !dir.exists() {
-        println!("SKIPPED: {} missing (apt install dataset-fashion-mnist; scripts/test.sh does)", dir.display());
-        assert!(std::env::var_os("CI").is_none(), "CI must have Fashion-MNIST");
+    if !common::have_fashion_mnist() {
         return;
     }
-    let (train_set, _) = data::fashion_mnist(dir).unwrap();
+    let (train_set, _) = data::fashion_mnist(Path::new(data::FASHION_MNIST_DIR)).unwrap();
     let (train_set, val) = train_set.split_validation(5000);
     let val = val.slice(0, 2000); // a quicker validation for the test
     let mut cfg = Config::new(300, Augment::new(Technique::Base));
