@@ -274,6 +274,7 @@ fn emulated(f: &Fused, dir: &std::path::Path) -> std::path::PathBuf {
         .arg(format!("-DKERNEL_FILE=\"{}\"", src.display()))
         .arg(format!("-DROWS={p}_rows"))
         .arg(format!("-DROWS_WARP={p}_rows_warp"))
+        .arg(format!("-DMEAN={p}_mean"))
         .arg("tests/cuda_emu/driver.cpp")
         .arg("-o")
         .arg(&bin)
@@ -283,7 +284,8 @@ fn emulated(f: &Fused, dir: &std::path::Path) -> std::path::PathBuf {
     bin
 }
 
-/// Runs cases `(layout, batch, targets)` through an emulated kernel: `(row loss, grad)` each.
+/// Runs cases `(layout, batch, targets)` through an emulated kernel: `(row loss, grad)` each,
+/// after checking that `_mean` gives the mean of the row losses.
 fn run_emulated(
     bin: &std::path::Path,
     cases: &[(cuda::Layout, &Batch, lossc::reference::contract::Targets<f32>)],
@@ -312,21 +314,37 @@ fn run_emulated(
     let mut child = std::process::Command::new(bin)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
-    assert!(out.status.success(), "{} exited with {}", bin.display(), out.status);
-    let mut floats = out.stdout.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{} exited with {}: {err}", bin.display(), out.status);
+    let mut bytes = out.stdout.as_slice();
+    let mut take = |n: usize| {
+        assert!(bytes.len() >= n, "{}: short output", bin.display());
+        let (head, rest) = bytes.split_at(n);
+        bytes = rest;
+        head
+    };
+    let f32s = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
     cases
         .iter()
         .map(|(_, b, _)| {
             let rows = b.labels.len();
-            let loss: Vec<f32> = floats.by_ref().take(rows).collect();
-            let grad: Vec<f32> = floats.by_ref().take(rows * b.classes).collect();
-            assert_eq!(grad.len(), rows * b.classes, "{}: short output", bin.display());
+            let loss = f32s(take(4 * rows));
+            let grad = f32s(take(4 * rows * b.classes));
+            let mean = f64::from_le_bytes(take(8).try_into().unwrap());
+            let want = loss.iter().map(|&l| l as f64).sum::<f64>() / rows as f64;
+            let scale = loss.iter().map(|&l| (l as f64).abs()).sum::<f64>() / rows as f64;
+            assert!(
+                (mean - want).abs() <= 1e-12 * scale || (mean.is_nan() && want.is_nan()) || mean == want,
+                "{}: _mean gave {mean}, the row losses' mean is {want}",
+                bin.display()
+            );
             (loss, grad)
         })
         .collect()
@@ -336,7 +354,9 @@ fn run_emulated(
 /// with the emulator of tests/cuda_emu (fibers for CUDA threads, barriers for
 /// `__syncthreads` and warp shuffles), matches the interpreter in both row layouts, at class
 /// counts on both sides of each layout's row cache, for every target form; and so do 40
-/// random losses (every op's CUDA form) on a small batch.
+/// random losses (every op's CUDA form) on a small batch. Every case gives the same bits with
+/// the emulator's threads and blocks run in both orders (no races), and `_mean` gives the mean
+/// of its row losses.
 #[test]
 fn cuda_kernels_match_the_interpreter_on_the_cpu_emulator() {
     if !gxx_available() {
@@ -355,6 +375,8 @@ fn cuda_kernels_match_the_interpreter_on_the_cpu_emulator() {
         .into_iter()
         .map(|(rows, classes)| Batch::random(&mut rng, rows, classes, 4.0))
         .collect();
+    // More rows than `_mean` has threads, so each sums several: one target form an example.
+    let tall = Batch::random(&mut rng, 300, 3, 2.0);
     // The examples on every batch and target form; random losses (every op's CUDA form) on
     // a small batch, one target form each, as the GPU test runs them.
     let small = Batch::random(&mut rng, 3, 7, 2.0);
@@ -367,7 +389,8 @@ fn cuda_kernels_match_the_interpreter_on_the_cpu_emulator() {
     let (compared, skipped) = (std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0));
     std::thread::scope(|scope| {
         for (t, part) in losses.chunks(losses.len().div_ceil(threads)).enumerate() {
-            let (dir, batches, small, compared, skipped) = (&dir, &batches, &small, &compared, &skipped);
+            let (dir, batches, tall, small) = (&dir, &batches, &tall, &small);
+            let (compared, skipped) = (&compared, &skipped);
             scope.spawn(move || {
                 for (i, (f, example)) in part.iter().enumerate() {
                     let bin = emulated(f, dir);
@@ -379,6 +402,9 @@ fn cuda_kernels_match_the_interpreter_on_the_cpu_emulator() {
                                     cases.push((layout, b, b.targets(kind)));
                                 }
                             }
+                        }
+                        for layout in cuda::Layout::ALL {
+                            cases.push((layout, tall, tall.targets((t + i) % 5)));
                         }
                     } else {
                         for layout in cuda::Layout::ALL {

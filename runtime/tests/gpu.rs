@@ -62,7 +62,8 @@ macro_rules! on_devices {
         }
         /// The emulator taken for a large GPU: the launches pick a thread per image and split
         /// reductions over several workgroups, where the one above gives threads several
-        /// images and does not split.
+        /// images and does not split; and its threads and blocks run last to first, where the
+        /// one above runs them first to last, so that a race reads wrong in one of the two.
         mod cuda_emulator_wide {
             $(#[test]
             fn $check() {
@@ -104,8 +105,10 @@ mod emu {
     }
 
     type LaunchFn = unsafe extern "C" fn(u32, *const *mut u8, *const u32);
-    /// The loaded library and its launch functions, in the order of `KERNELS`.
-    type Lib = Arc<(libloading::Library, Vec<LaunchFn>)>;
+    /// Sets the order the emulator runs threads and blocks in (`emu::backward`).
+    type OrderFn = unsafe extern "C" fn(bool);
+    /// The loaded library, its launch functions in the order of `KERNELS`, and its order.
+    type Lib = Arc<(libloading::Library, Vec<LaunchFn>, OrderFn)>;
 
     #[derive(Clone)]
     pub struct Emu {
@@ -117,6 +120,8 @@ mod emu {
         dry: bool,
         /// What [`Launcher::resident_threads`] says.
         resident: usize,
+        /// Threads and blocks last to first.
+        backward: bool,
     }
 
     /// A launch as a recording holds it: the kernel's index in `KERNELS`, its blocks, its
@@ -140,7 +145,7 @@ mod emu {
         static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
         LIB.get_or_init(|| {
             let mut src = kernels::cuda();
-            src += "\n#include <cstring>\n";
+            src += "\n#include <cstring>\nextern \"C\" void emu_order(bool backward) { emu::backward = backward; }\n";
             for k in KERNELS {
                 let args: Vec<String> = k
                     .buffers
@@ -186,7 +191,8 @@ mod emu {
                     .iter()
                     .map(|k| *lib.get::<LaunchFn>(format!("emu_{}", k.name).as_bytes()).expect("an emulated kernel"))
                     .collect();
-                Ok(Arc::new((lib, fns)))
+                let order = *lib.get::<OrderFn>(b"emu_order").expect("the emulator's order");
+                Ok(Arc::new((lib, fns, order)))
             }
         })
         .clone()
@@ -201,12 +207,13 @@ mod emu {
         pub fn with_graphs(models: usize, graphs: bool) -> Result<Emu, String> {
             let rec = Arc::new(Mutex::new(Recorder::new(graphs)));
             let spare = Arc::new(Mem::new(vec![0.0]));
-            Ok(Emu { k: models, lib: library()?, spare, rec, dry: false, resident: THREADS })
+            Ok(Emu { k: models, lib: library()?, spare, rec, dry: false, resident: THREADS, backward: false })
         }
 
-        /// The device taken for a GPU of 2^20 resident threads, not for one block at a time.
+        /// The device taken for a GPU of 2^20 resident threads, not for one block at a time,
+        /// whose threads and blocks run last to first.
         pub fn wide(self) -> Emu {
-            Emu { resident: 1 << 20, ..self }
+            Emu { resident: 1 << 20, backward: true, ..self }
         }
 
         /// A device whose launches do nothing: what a training records and replays, at no cost
@@ -257,7 +264,10 @@ mod emu {
             let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
             // SAFETY: `stacked::dispatch` checked the buffers against the kernel's table row
             // (and a recording holds them alive); the parameter struct is at most 16 words.
-            unsafe { self.lib.1[op.at](op.groups, bufs.as_ptr(), op.params.as_ptr()) }
+            unsafe {
+                (self.lib.2)(self.backward);
+                self.lib.1[op.at](op.groups, bufs.as_ptr(), op.params.as_ptr())
+            }
         }
         fn zero(&self, mem: &Arc<Mem<f32>>, floats: usize) {
             // SAFETY: no launch is running (they are synchronous).

@@ -2,8 +2,10 @@
 // no GPU (tests/emitters.rs, runtime/tests/gpu.rs, and the fake driver of libcuda.cpp). One
 // block at a time, its threads as fibers on the calling thread, switched only at barriers:
 // `__syncthreads` waits for the block, `__shfl_xor_sync` exchanges through a per-warp slot
-// array between two barriers over the warp, and `__shared__` is a static (shared by the
-// block's threads; the blocks run one after another). One launch at a time in a process: the
+// array between two barriers over the warp (its warp's lanes run meanwhile, not the block's),
+// and `__shared__` is a static (shared by the block's threads; the blocks run one after
+// another). Threads and blocks run first to last, or last to first (`backward`): a race, as a
+// rule, gives different bits in the two orders. One launch at a time in a process: the
 // block's state and `threadIdx` are statics too (thread-local ones would cost a call at each
 // use in a shared library). Floating point follows the host compiler, not the GPU (FMA
 // contraction may differ), so results are compared with the interpreter's tolerance, as on a
@@ -67,6 +69,12 @@ struct Block {
 };
 inline Block* running;
 
+// The order fibers start and take turns in, and blocks run in: first to last, or last to first
+// with `backward`. A thread that reads what another writes between the same two barriers (or
+// another block in the same launch) sees the write in one order and not in the other, so a
+// kernel without races gives the same bits both ways, and one with a race as a rule does not.
+inline bool backward = false;
+
 constexpr size_t STACK = 256 * 1024;
 
 // Continues fiber `to` where it left off, or starts it.
@@ -77,11 +85,12 @@ constexpr size_t STACK = 256 * 1024;
     __builtin_unreachable();
 }
 
-// Switches to the next fiber that has not finished (round robin).
-inline void yield() {
+// Switches to the next fiber in [lo, hi) that has not finished (round robin, in `backward`'s
+// order).
+inline void yield(unsigned lo, unsigned hi) {
     Block& b = *running;
     unsigned from = b.current, to = from;
-    do to = to + 1 == b.fibers.size() ? 0 : to + 1;
+    do to = backward ? (to == lo ? hi - 1 : to - 1) : (to + 1 == hi ? lo : to + 1);
     while (b.done[to]);
     if (to == from) return;
     b.current = to;
@@ -90,39 +99,43 @@ inline void yield() {
     threadIdx = {from, 0, 0};
 }
 
-inline void wait(Barrier& bar) {
+// Waits at `bar`, a barrier over the fibers [lo, hi), running those until it opens: a warp
+// waiting at a shuffle lets only its own lanes run, so each warp goes on alone up to the
+// block's next barrier, and a thread that reads another warp's shared memory without one sees
+// it all written or none of it.
+inline void wait(Barrier& bar, unsigned lo, unsigned hi) {
     unsigned generation = bar.generation;
     if (++bar.arrived == bar.n) {
         bar.arrived = 0;
         bar.generation++;
         return;
     }
-    while (bar.generation == generation) yield();
+    while (bar.generation == generation) yield(lo, hi);
 }
 
 // A fiber's life: every block of the grid, in step with the others.
 inline void fiber() {
     Block& b = *running;
-    for (unsigned g = 0; g < b.grid; g++) {
-        blockIdx = {g, 0, 0};
+    for (unsigned i = 0; i < b.grid; i++) {
+        blockIdx = {backward ? b.grid - 1 - i : i, 0, 0};
         (*b.kernel)();
         // The block's threads all finish before the next block reuses the statics.
-        wait(b.block);
+        wait(b.block, 0, b.fibers.size());
     }
     b.done[b.current] = true;
     _longjmp(b.main, 1);
 }
 }  // namespace emu
 
-inline void __syncthreads() { emu::wait(emu::running->block); }
+inline void __syncthreads() { emu::wait(emu::running->block, 0, blockDim.x); }
 
 inline float __shfl_xor_sync(unsigned, float v, int mask) {
     unsigned lane = threadIdx.x & 31, w = threadIdx.x / 32;
     emu::Block& b = *emu::running;
     b.slots[w][lane] = v;
-    emu::wait(b.warps[w]);
+    emu::wait(b.warps[w], 32 * w, 32 * w + 32);
     float r = b.slots[w][lane ^ mask];
-    emu::wait(b.warps[w]);
+    emu::wait(b.warps[w], 32 * w, 32 * w + 32);
     return r;
 }
 
@@ -140,11 +153,18 @@ inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
 inline unsigned __float_as_uint(float f) { unsigned i; std::memcpy(&i, &f, 4); return i; }
 
 namespace emu {
+// The fibers' state, one for every kernel of the program (one launch runs at a time); a static
+// of `launch`, a template, would be one for each kernel, each with stacks of its own.
+inline Block& state() {
+    static Block b;
+    return b;
+}
+
 // Runs `kernel()` as a grid of `grid` blocks of `block` threads (block a multiple of 32, at most
 // 1024).
 template <class F>
 void launch(unsigned grid, unsigned block, F kernel) {
-    static Block b;
+    Block& b = state();
     const std::function<void()> k = kernel;
     b.kernel = &k;
     b.grid = grid;
@@ -154,7 +174,8 @@ void launch(unsigned grid, unsigned block, F kernel) {
     b.jumps.resize(block);
     b.done.assign(block, false);
     b.started.assign(block, false);
-    while (b.stacks.size() < block) b.stacks.push_back(std::make_unique<char[]>(STACK));
+    // Not zeroed: a fiber touches a few of its stack's pages, and only those get mapped.
+    while (b.stacks.size() < block) b.stacks.push_back(std::unique_ptr<char[]>(new char[STACK]));
     blockDim = {block, 1, 1};
     gridDim = {grid, 1, 1};
     running = &b;
@@ -165,7 +186,8 @@ void launch(unsigned grid, unsigned block, F kernel) {
         makecontext(&b.fibers[t], fiber, 0);
     }
     // A fiber that finishes jumps back here; the next unfinished one goes on.
-    for (unsigned t = 0; t < block; t++) {
+    for (unsigned i = 0; i < block; i++) {
+        unsigned t = backward ? block - 1 - i : i;
         while (!b.done[t]) {
             b.current = t;
             threadIdx = {t, 0, 0};

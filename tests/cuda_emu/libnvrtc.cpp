@@ -51,6 +51,14 @@ std::string with_binders(const std::string& src) {
 // How g++ builds a module (the hash of a module covers it).
 const std::string GXX = "g++ -std=c++20 -O1 -shared -fPIC -pthread -include fake_kernel.h";
 
+// The command and the headers every module is built with: part of each module's hash.
+const std::string& headers() {
+    const std::string dir = FAKE_SOURCE_DIR;
+    static const std::string text =
+        GXX + slurp(dir + "/emu.h") + slurp(dir + "/fake_kernel.h") + slurp(dir + "/fake_launch.h");
+    return text;
+}
+
 Result compile(Program& p) {
     // LOSSC_FAKE_NVRTC_REFUSE=TEXT: a source containing TEXT fails as one that does not
     // compile, so that a test can make one loss kernel of a population fail to build.
@@ -60,10 +68,8 @@ Result compile(Program& p) {
         return ERROR_COMPILATION;
     }
     const std::string dir = FAKE_SOURCE_DIR, cache = FAKE_CACHE_DIR;
-    static const std::string headers =
-        GXX + slurp(dir + "/emu.h") + slurp(dir + "/fake_kernel.h") + slurp(dir + "/fake_launch.h");
     char hash[17];
-    std::snprintf(hash, sizeof hash, "%016llx", (unsigned long long)fnv1a(p.src, fnv1a(headers)));
+    std::snprintf(hash, sizeof hash, "%016llx", (unsigned long long)fnv1a(p.src, fnv1a(headers())));
     std::string so = cache + "/m_" + hash + ".so";
     if (access(so.c_str(), R_OK) != 0) {
         // Built under a name of its own, then renamed: processes compiling the same source at
@@ -102,10 +108,11 @@ int copy_of(Program* prog, std::string Program::*text, char* out) {
 }  // namespace
 
 extern "C" {
-// No real NVRTC's version, so that what is cached for this one (runtime/src/cuda.rs,
-// `cached_ptx`) is never taken for a real NVRTC's PTX.
+// No real NVRTC's version (major 0), so that what is cached for this one (runtime/src/cuda.rs,
+// `cached_ptx`) is never taken for a real NVRTC's PTX; the minor is the headers' hash, so that
+// "PTX" cached before the emulator changed (it names a module built with it) is not taken either.
 int nvrtcVersion(int* major, int* minor) {
-    *major = 0, *minor = 0;
+    *major = 0, *minor = (int)(fnv1a(headers()) & 0x7fffffff);
     return SUCCESS;
 }
 
