@@ -3,7 +3,8 @@
 # network (the `device` tool's machines): the release `lossc`, the `emitters`, `gpu_train`,
 # `python_targets` and runtime `gpu` test binaries (stripped, packed with xz) and the Debian packages of the Vulkan loader and
 # the GL dispatch libraries that NVIDIA's Vulkan driver links against, for wgpu. Carry `.gpu` with the
-# working tree and run `bash scripts/gpu-check.sh .gpu` there.
+# working tree and run `bash scripts/gpu-check.sh .gpu` there. Every kernel is first compiled with
+# NVRTC 13, that machine's (PyPI; .venv-nvrtc13).
 #
 #   bash scripts/gpu-prepare.sh              # this tree
 #   BASE=REV bash scripts/gpu-prepare.sh     # and `lossc` built at REV as .gpu/lossc-base, which
@@ -29,6 +30,17 @@ strip -o .gpu/gpu_train "$(test_bin gpu_train)"
 strip -o .gpu/runtime_gpu "$(test_bin gpu)"
 strip -o .gpu/python_targets "$(test_bin python_targets)"
 packed_bins=".gpu/lossc .gpu/emitters .gpu/gpu_train .gpu/runtime_gpu .gpu/python_targets"
+# The GPU machine's NVRTC is CUDA 13's (CI compiles with 12): every kernel, the losses' and the
+# runtime's, compiles with NVRTC 13 here first (PyPI's nvidia-cuda-nvrtc, in .venv-nvrtc13), so
+# that a kernel it refuses costs no device time.
+if [ ! -d .venv-nvrtc13 ]; then
+  python3 -m venv .venv-nvrtc13 && .venv-nvrtc13/bin/pip install -q "nvidia-cuda-nvrtc==13.*"
+fi
+nvrtc13=$(find "$PWD/.venv-nvrtc13" -name 'libnvrtc.so.13' | head -n 1)
+mkdir -p target/nvrtc13 && ln -sf "$nvrtc13" target/nvrtc13/libnvrtc.so
+LD_LIBRARY_PATH="$PWD/target/nvrtc13:$(dirname "$nvrtc13")" LOSSC_REQUIRE_NVRTC=1 \
+  "$(test_bin emitters)" with_nvrtc --nocapture | tee target/nvrtc13/log
+[ "$(grep -c 'with NVRTC 13\.' target/nvrtc13/log)" = 2 ] || { echo "error: NVRTC 13 did not compile them" >&2; exit 1; }
 if [ -n "${BASE:-}" ]; then
   base_dir=$(mktemp -d)
   git worktree add --detach "$base_dir/tree" "$BASE" >/dev/null

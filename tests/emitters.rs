@@ -53,6 +53,14 @@ fn nvrtc_available() -> bool {
     names.iter().any(|n| unsafe { libloading::Library::new(*n) }.is_ok())
 }
 
+/// NVRTC's version, "major.minor" (scripts/gpu-prepare.sh checks which one compiled).
+fn nvrtc_version() -> String {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: NVRTC writes two ints; callers have checked that it is present.
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    format!("{major}.{minor}")
+}
+
 #[test]
 fn every_cuda_kernel_compiles_with_nvrtc() {
     if !nvrtc_available() {
@@ -76,7 +84,7 @@ fn every_cuda_kernel_compiles_with_nvrtc() {
             assert!(ptx.contains(".entry lossc_"), "{name}: no entry point in the PTX");
         }
     }
-    println!("compiled {} kernels for sm_80 and sm_90", kernels.len());
+    println!("compiled {} kernels for sm_80 and sm_90 with NVRTC {}", kernels.len(), nvrtc_version());
 }
 
 /// The runtime's kernels are compiled once a machine: a second build for an architecture reads
@@ -124,6 +132,7 @@ fn the_training_runtime_kernels_compile_with_nvrtc() {
             assert!(ptx.contains(&format!(".entry {}(", k.name)), "{arch}: no entry point {} in the PTX", k.name);
         }
     }
+    println!("compiled the runtime's kernels for sm_80 and sm_90 with NVRTC {}", nvrtc_version());
 }
 
 /// The wgpu device, or None with the reason printed (and a failure where CI requires one).
