@@ -55,9 +55,7 @@ fn nvrtc_available() -> bool {
 
 /// NVRTC's version, "major.minor" (scripts/gpu-prepare.sh checks which one compiled).
 fn nvrtc_version() -> String {
-    let (mut major, mut minor) = (0, 0);
-    // SAFETY: NVRTC writes two ints; callers have checked that it is present.
-    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    let (major, minor) = lossc_runtime::cuda::nvrtc_version();
     format!("{major}.{minor}")
 }
 

@@ -91,6 +91,14 @@ pub fn cache_dir() -> Option<std::path::PathBuf> {
     }
 }
 
+/// NVRTC's version, (major, minor); callers have checked that NVRTC is present.
+pub fn nvrtc_version() -> (i32, i32) {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: NVRTC writes two ints.
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    (major, minor)
+}
+
 /// [`compile_ptx`] through a cache in `dir`, keyed by the source, the architecture and NVRTC's
 /// version: NVRTC takes about a second on the runtime's kernels, which every process that
 /// opens the CUDA device would otherwise pay. `fresh` compiles and stores again whatever the
@@ -102,9 +110,7 @@ pub fn cached_ptx(
     fresh: bool,
 ) -> Result<cudarc::nvrtc::Ptx, String> {
     let Some(dir) = dir else { return compile_ptx(src, arch) };
-    let (mut major, mut minor) = (0, 0);
-    // SAFETY: NVRTC writes two ints; callers have checked that it is present.
-    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    let (major, minor) = nvrtc_version();
     let key = format!("{arch}\0{major}.{minor}\0{src}").bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3) // FNV-1a
     });

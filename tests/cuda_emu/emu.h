@@ -69,10 +69,9 @@ struct Block {
 };
 inline Block* running;
 
-// The order fibers start and take turns in, and blocks run in: first to last, or last to first
-// with `backward`. A thread that reads what another writes between the same two barriers (or
-// another block in the same launch) sees the write in one order and not in the other, so a
-// kernel without races gives the same bits both ways, and one with a race as a rule does not.
+// Fibers start and take turns, and blocks run, last to first rather than first to last. A
+// thread that reads what another writes between the same two barriers (or another block in
+// the same launch) sees the write in one order and not in the other.
 inline bool backward = false;
 
 constexpr size_t STACK = 256 * 1024;
