@@ -242,28 +242,39 @@ pub const EXP_HI: f32 = 89.0;
 /// arguments are huge, are common in the paper's losses.
 #[inline(always)]
 pub fn exp<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    exp_parts(m, x).0
+}
+
+/// `(e^x, q, r)`: `exp` with the pieces of its last step, `e^x = (q r + 1) 2^n` after the
+/// reduction `x = n ln 2 + r`. Where |x| < ln(2) / 2, n = 0 and r = x, so `q r` is
+/// `e^x - 1` without its cancellation.
+#[inline(always)]
+fn exp_parts<M: Vm>(m: &mut M, x: M::V) -> (M::V, M::V, M::V) {
     let (lo, hi, zero) = (m.c(EXP_LO), m.c(EXP_HI), m.c(0.0));
     let below = m.lt(x, lo);
-    split!(m, below, zero, {
-        // Clamp with compare+select so NaN passes through (a NaN compares false).
-        let xc = m.select(below, lo, x);
-        let above = m.lt(hi, xc);
-        let xc = m.select(above, hi, xc);
-        let l2e = m.c(LOG2E);
-        let t = m.mul(xc, l2e);
-        let n = m.round(t); // in [-125, 128]
-        let (h, l) = (m.c(-LN2_HI), m.c(-LN2_LO));
-        let r = m.fma(n, h, xc);
-        let r = m.fma(n, l, r);
-        let p = poly(m, r, &EXP_POLY_F32);
-        // p 2^n as (2p) 2^(n-1), so n = 128 overflows to inf only through the product.
-        let one = m.c(1.0);
-        let nm1 = m.sub(n, one);
-        let scale = m.pow2i(nm1);
-        let p2 = m.add(p, p);
-        let v = m.mul(p2, scale);
-        m.select(below, zero, v)
-    })
+    if m.uniform(below) == Some(true) {
+        return (zero, zero, zero);
+    }
+    // Clamp with compare+select so NaN passes through (a NaN compares false).
+    let xc = m.select(below, lo, x);
+    let above = m.lt(hi, xc);
+    let xc = m.select(above, hi, xc);
+    let l2e = m.c(LOG2E);
+    let t = m.mul(xc, l2e);
+    let n = m.round(t); // in [-125, 128]
+    let (h, l) = (m.c(-LN2_HI), m.c(-LN2_LO));
+    let r = m.fma(n, h, xc);
+    let r = m.fma(n, l, r);
+    // Horner's rule over EXP_POLY_F32[1..], then its last step by hand.
+    let q = poly(m, r, &EXP_POLY_F32[1..]);
+    let one = m.c(1.0);
+    let p = m.fma(q, r, one);
+    // p 2^n as (2p) 2^(n-1), so n = 128 overflows to inf only through the product.
+    let nm1 = m.sub(n, one);
+    let scale = m.pow2i(nm1);
+    let p2 = m.add(p, p);
+    let v = m.mul(p2, scale);
+    (m.select(below, zero, v), q, r)
 }
 
 /// `e^x - 1`, accurate near 0.
@@ -419,37 +430,53 @@ pub fn recip<M: Vm>(m: &mut M, x: M::V, eps: f32) -> M::V {
 /// `1 / (1 + e^-x)`: `1 / (1 + e)` for x >= 0 and `e / (1 + e)` below, with `e = e^-|x|`.
 #[inline(always)]
 pub fn sigmoid<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    let (e, d) = exp_abs_1p(m, x);
-    sigmoid_from(m, x, e, d)
+    sigmoid_family(m, x, [true, false, false])[0]
 }
 
 /// `sigmoid(x) (1 - sigmoid(x)) = e / (1 + e)^2` with `e = e^-|x|`.
 #[inline(always)]
 pub fn dsigmoid<M: Vm>(m: &mut M, x: M::V) -> M::V {
-    let (e, d) = exp_abs_1p(m, x);
-    let d2 = m.mul(d, d);
-    m.div(e, d2)
+    sigmoid_family(m, x, [false, true, false])[1]
 }
 
-/// `(sigmoid(x), dsigmoid(x))` from one exp, with the bits of each alone: a loss with a
-/// sigmoid has both (the second in its gradient), and the JIT's columnar pass computes them
-/// together.
+/// `d/dx dsigmoid(x) = dsigmoid(x) (1 - 2 sigmoid(x))`, written `dsigmoid(x) expm1(-|x|) /
+/// (1 + e)` with the sign of -x: `1 - 2 sigmoid(x)` itself cancels near 0.
 #[inline(always)]
-pub fn sigmoid_pair<M: Vm>(m: &mut M, x: M::V) -> (M::V, M::V) {
-    let (e, d) = exp_abs_1p(m, x);
-    let s = sigmoid_from(m, x, e, d);
-    let d2 = m.mul(d, d);
-    (s, m.div(e, d2))
+pub fn dsigmoid_d<M: Vm>(m: &mut M, x: M::V) -> M::V {
+    sigmoid_family(m, x, [false, false, true])[2]
 }
 
-/// `(e^-|x|, 1 + e^-|x|)`.
+/// `[sigmoid(x), dsigmoid(x), dsigmoid_d(x)]` from one exp, those that `want` names (the
+/// others are x), each with the bits it has alone: a loss with one of them has the next in
+/// its gradient, and the JIT's columnar pass computes them together.
 #[inline(always)]
-fn exp_abs_1p<M: Vm>(m: &mut M, x: M::V) -> (M::V, M::V) {
+pub fn sigmoid_family<M: Vm>(m: &mut M, x: M::V, want: [bool; 3]) -> [M::V; 3] {
     let a = m.abs(x);
     let na = m.neg(a);
-    let e = exp(m, na);
+    let (e, q, r) = exp_parts(m, na);
     let one = m.c(1.0);
-    (e, m.add(one, e))
+    let d = m.add(one, e);
+    let mut out = [x; 3];
+    if want[0] {
+        out[0] = sigmoid_from(m, x, e, d);
+    }
+    if want[1] || want[2] {
+        let d2 = m.mul(d, d);
+        out[1] = m.div(e, d2);
+    }
+    if want[2] {
+        // e - 1 = expm1(-|x|): `q r` where exp's reduction left r = -|x| (n = 0).
+        let third = m.c(0.34);
+        let is_small = m.lt(a, third);
+        let qr = m.mul(q, r);
+        let em1 = m.sub(e, one);
+        let em = m.select(is_small, qr, em1);
+        let ratio = m.div(em, d);
+        let v = m.mul(out[1], ratio); // dsigmoid(|x|) (1 - 2 sigmoid(|x|)) <= 0
+        let nx = m.neg(x);
+        out[2] = m.copysign(v, nx);
+    }
+    out
 }
 
 #[inline(always)]

@@ -17,7 +17,7 @@
 //! bit), and a processor without AVX2 + FMA runs the baseline build, which evaluates element
 //! by element on `Scalar`.
 
-use super::mathlib::{Multi, Scalar, Vm, sigmoid_pair};
+use super::mathlib::{Multi, Scalar, Vm, sigmoid_family};
 use super::vm;
 use crate::ir::{BinOp, Graph, Input, Node, UnOp};
 use std::collections::HashMap;
@@ -54,25 +54,33 @@ enum Step {
         k: f32,
         k_left: bool,
     },
-    /// `sigmoid(a)` and `dsigmoid(a)` in one step (one exp, `mathlib::sigmoid_pair`): this
-    /// node is the first of the two in node order, `other` the second, which the step fills.
-    SigmoidPair {
+    /// Two or three of `sigmoid(a)`, `dsigmoid(a)` and `dsigmoid_d(a)` in one step (one exp,
+    /// `mathlib::sigmoid_family`): this node, `op`, is the first of them in node order, and
+    /// the step fills `nodes` (in [`FAMILY`]'s order, `None` where the graph has no such node).
+    SigmoidFamily {
+        op: UnOp,
         a: u32,
-        other: u32,
-        sigmoid_first: bool,
+        nodes: [Option<u32>; 3],
     },
-    /// A node an earlier step filled: the second of a sigmoid pair.
+    /// A node an earlier step filled: a later member of a sigmoid family.
     Filled(UnOp, u32),
 }
+
+/// The ops that `mathlib::sigmoid_family` computes from one exp, in its order: a loss with one
+/// of them has the next in its gradient.
+const FAMILY: [UnOp; 3] = [UnOp::Sigmoid, UnOp::Dsigmoid, UnOp::DsigmoidD];
 
 impl Program {
     /// The program of a fused graph (outputs `L` and `s`).
     pub fn new(g: &Graph) -> Program {
-        // The sigmoid and dsigmoid node of each argument that has both.
-        let mut halves: HashMap<u32, [Option<u32>; 2]> = HashMap::new();
+        let member = |op: UnOp| FAMILY.iter().position(|&f| f == op);
+        // The sigmoid family's nodes of each argument.
+        let mut families: HashMap<u32, [Option<u32>; 3]> = HashMap::new();
         for (id, n) in g.iter() {
-            if let Node::Unary(op @ (UnOp::Sigmoid | UnOp::Dsigmoid), a) = n {
-                halves.entry(a.index() as u32).or_default()[(op == UnOp::Dsigmoid) as usize] = Some(id.index() as u32);
+            if let Node::Unary(op, a) = n
+                && let Some(k) = member(op)
+            {
+                families.entry(a.index() as u32).or_default()[k] = Some(id.index() as u32);
             }
         }
         let constant = |id: crate::ir::Id| g.node(id).as_const().map(|v| v as f32);
@@ -97,18 +105,15 @@ impl Program {
                 Node::Input(Input::Y) => Step::Y,
                 Node::Input(Input::P) => Step::P,
                 Node::Const(bits) => Step::Const { value: f64::from_bits(bits) as f32, fill: read[id.index()] },
-                Node::Unary(op @ (UnOp::Sigmoid | UnOp::Dsigmoid), a) => match halves[&(a.index() as u32)] {
-                    [Some(s), Some(d)] => {
-                        let (i, a) = (id.index() as u32, a.index() as u32);
-                        let first = s.min(d);
-                        if i == first {
-                            Step::SigmoidPair { a, other: s.max(d), sigmoid_first: s == first }
-                        } else {
-                            Step::Filled(op, a)
-                        }
+                Node::Unary(op, a) if member(op).is_some() => {
+                    let (i, a) = (id.index() as u32, a.index() as u32);
+                    let nodes = families[&a];
+                    match nodes.iter().flatten().min() {
+                        _ if nodes.iter().flatten().count() < 2 => Step::Unary(op, a),
+                        Some(&first) if first == i => Step::SigmoidFamily { op, a, nodes },
+                        _ => Step::Filled(op, a),
                     }
-                    _ => Step::Unary(op, a.index() as u32),
-                },
+                }
                 Node::Unary(op, a) => Step::Unary(op, a.index() as u32),
                 Node::Binary(op, a, b) => match (constant(a), constant(b)) {
                     (Some(k), None) => Step::BinaryK { op, a: b.index() as u32, k, k_left: true },
@@ -144,9 +149,7 @@ impl Program {
                 Step::Y => y,
                 Step::P => p,
                 Step::Const { value, .. } => value,
-                Step::Unary(op, a) | Step::Filled(op, a) => vm::unary(&mut Scalar, op, vals[a as usize], self.eps),
-                Step::SigmoidPair { a, sigmoid_first, .. } => {
-                    let op = if sigmoid_first { UnOp::Sigmoid } else { UnOp::Dsigmoid };
+                Step::Unary(op, a) | Step::Filled(op, a) | Step::SigmoidFamily { op, a, .. } => {
                     vm::unary(&mut Scalar, op, vals[a as usize], self.eps)
                 }
                 Step::Binary(op, a, b) => vm::binary(&mut Scalar, op, vals[a as usize], vals[b as usize]),
@@ -339,22 +342,19 @@ macro_rules! block_eval {
             const { assert!(K % CHAIN == 0) };
             let n = n.next_multiple_of(CHAIN);
             // SAFETY: the contract above; a step reads only earlier nodes and writes its own
-            // (a sigmoid pair also its second node's), so no block is both read and written.
+            // (a sigmoid family also its later nodes'), so no block is both read and written.
             let arg = |a: u32| unsafe { std::slice::from_raw_parts(at[a as usize].cast_const(), n) };
+            let out = |i: u32| unsafe { std::slice::from_raw_parts_mut(at[i as usize], n) };
             for (i, step) in prog.steps.iter().enumerate() {
-                let out = unsafe { std::slice::from_raw_parts_mut(at[i], n) };
+                let i = i as u32;
                 match *step {
                     Step::Y | Step::P => {}
-                    Step::Const { value, fill: true } => out.fill(Vm::c(&mut $m, value)),
+                    Step::Const { value, fill: true } => out(i).fill(Vm::c(&mut $m, value)),
                     Step::Const { fill: false, .. } => {}
-                    Step::Unary(op, a) => unary_block(op, arg(a), out, prog.eps),
-                    Step::Binary(op, a, b) => binary_block(op, arg(a), arg(b), out),
-                    Step::BinaryK { op, a, k, k_left } => binary_k_block(op, arg(a), k, k_left, out),
-                    Step::SigmoidPair { a, other, sigmoid_first } => {
-                        let second = unsafe { std::slice::from_raw_parts_mut(at[other as usize], n) };
-                        let (s, d) = if sigmoid_first { (out, second) } else { (second, out) };
-                        sigmoid_pair_block(arg(a), s, d);
-                    }
+                    Step::Unary(op, a) => unary_block(op, arg(a), out(i), prog.eps),
+                    Step::Binary(op, a, b) => binary_block(op, arg(a), arg(b), out(i)),
+                    Step::BinaryK { op, a, k, k_left } => binary_k_block(op, arg(a), k, k_left, out(i)),
+                    Step::SigmoidFamily { a, nodes, .. } => sigmoid_family_block(arg(a), nodes.map(|n| n.map(out))),
                     Step::Filled(..) => {}
                 }
             }
@@ -378,14 +378,17 @@ macro_rules! block_eval {
             op.with_const(Block(a, out, eps))
         }
 
-        /// `(s[j], d[j]) = (sigmoid(a[j]), dsigmoid(a[j]))`.
+        /// `outs[k][j] = FAMILY[k](a[j])` for each of `outs` that is there.
         #[target_feature(enable = $features)]
-        fn sigmoid_pair_block(a: &[$v], s: &mut [$v], d: &mut [$v]) {
-            let chains = s.chunks_exact_mut(CHAIN).zip(d.chunks_exact_mut(CHAIN)).zip(a.chunks_exact(CHAIN));
-            for ((s, d), a) in chains {
-                let (sv, dv) = sigmoid_pair(&mut Multi::<_, CHAIN>(&mut $m), a.try_into().unwrap());
-                s.copy_from_slice(&sv);
-                d.copy_from_slice(&dv);
+        fn sigmoid_family_block(a: &[$v], mut outs: [Option<&mut [$v]>; 3]) {
+            let want = outs.each_ref().map(Option::is_some);
+            for (j, a) in a.chunks_exact(CHAIN).enumerate() {
+                let vs = sigmoid_family(&mut Multi::<_, CHAIN>(&mut $m), a.try_into().unwrap(), want);
+                for (out, v) in outs.iter_mut().zip(vs) {
+                    if let Some(out) = out {
+                        out[j * CHAIN..(j + 1) * CHAIN].copy_from_slice(&v);
+                    }
+                }
             }
         }
 
@@ -1299,6 +1302,8 @@ mod tests {
         let texts = [
             "-sigmoid(log(p / (y + eps)))",
             "dsigmoid(p - y) * 3",
+            // all three of the family, dsigmoid_d first
+            "dsigmoid_d(p - y) + sigmoid(p - y)",
             "-bessel_i1e(erf(p / (y + eps)))",
             "ln(1 + exp(p - y)) + erfc(p * 40 - y)",
             "sinh(p * 8 - 4) * atan(y * 5 - p) + asinh(p * 1e20)",
@@ -1320,7 +1325,7 @@ mod tests {
                 avx512::row_stride,
             ));
         }
-        let (mut pairs, mut broadcast, mut filled) = ([false; 2], false, false);
+        let (mut firsts, mut triple, mut broadcast, mut filled) = ([false; 3], false, false, false);
         let mut seed = 11u64;
         for text in texts {
             let module = crate::syntax::parse(&format!("loss x = {text};")).unwrap();
@@ -1328,7 +1333,10 @@ mod tests {
             let prog = Program::new(&fused.graph);
             for step in &prog.steps {
                 match *step {
-                    Step::SigmoidPair { sigmoid_first, .. } => pairs[sigmoid_first as usize] = true,
+                    Step::SigmoidFamily { op, nodes, .. } => {
+                        firsts[FAMILY.iter().position(|&f| f == op).unwrap()] = true;
+                        triple |= nodes.iter().all(Option::is_some);
+                    }
                     Step::BinaryK { .. } => broadcast = true,
                     Step::Const { fill: true, .. } => filled = true,
                     _ => {}
@@ -1409,7 +1417,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(pairs, [true, true], "sigmoid pairs in both orders");
+        assert!(firsts == [true; 3] && triple, "sigmoid families led by each member, and one of all three");
         assert!(broadcast && filled, "constants as broadcast operands and as a filled output");
     }
 }

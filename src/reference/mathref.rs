@@ -243,6 +243,11 @@ pub fn dsigmoid_from(e: f64) -> f64 {
     (1.0 / (1.0 + e)) * (e / (1.0 + e))
 }
 
+/// `dsigmoid(x) (1 - 2 sigmoid(x))` as `-dsigmoid(x) tanh(x / 2)`, which does not cancel near 0.
+pub fn dsigmoid_d(x: f64) -> f64 {
+    -(dsigmoid(x) * Func::Tanh.eval(0.5 * x))
+}
+
 /// `1 - tanh(x)^2` as `sech(x)^2`.
 pub fn dtanh(x: f64) -> f64 {
     dtanh_from(Func::Cosh.eval(x))

@@ -73,18 +73,25 @@ fn in_f32_range(vals: &[f64]) -> bool {
 
 /// Evaluates `(L, s)` with relative noise of 1e-6 on every node.
 fn noisy(g: &Graph, y: f64, p: f64, rng: &mut Rng) -> (f64, f64) {
-    let mut vals: Vec<f64> = Vec::with_capacity(g.len());
+    let mut vals = Vec::with_capacity(g.len());
+    perturbed_into(g, y, p, 1e-6, rng, &mut vals);
+    (vals[g.outputs[0].1.index()], vals[g.outputs[1].1.index()])
+}
+
+/// Every node's f64 value into `vals`, with relative noise up to `rel` on p and on every node:
+/// how far the outputs then move says how much their rounding can be amplified.
+pub fn perturbed_into(g: &Graph, y: f64, p: f64, rel: f64, rng: &mut Rng, vals: &mut Vec<f64>) {
+    vals.clear();
     for (_, n) in g.iter() {
         let v = match n {
             Node::Input(Input::Y) => y,
-            Node::Input(Input::P) => p * (1.0 + 1e-6 * (2.0 * rng.f64() - 1.0)),
+            Node::Input(Input::P) => p * (1.0 + rel * (2.0 * rng.f64() - 1.0)),
             Node::Const(b) => f64::from_bits(b),
             Node::Unary(op, a) => op.eval(vals[a.index()], g.eps),
             Node::Binary(op, a, b) => op.eval(vals[a.index()], vals[b.index()]),
         };
-        vals.push(v * (1.0 + 1e-6 * (2.0 * rng.f64() - 1.0)));
+        vals.push(v * (1.0 + rel * (2.0 * rng.f64() - 1.0)));
     }
-    (vals[g.outputs[0].1.index()], vals[g.outputs[1].1.index()])
 }
 
 fn close(a: f64, b: f64, rel: f64, floor: f64) -> bool {
