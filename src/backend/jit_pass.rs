@@ -108,10 +108,13 @@ impl Program {
                 Node::Unary(op, a) if member(op).is_some() => {
                     let (i, a) = (id.index() as u32, a.index() as u32);
                     let nodes = families[&a];
-                    match nodes.iter().flatten().min() {
-                        _ if nodes.iter().flatten().count() < 2 => Step::Unary(op, a),
-                        Some(&first) if first == i => Step::SigmoidFamily { op, a, nodes },
-                        _ => Step::Filled(op, a),
+                    let present = nodes.iter().flatten();
+                    if present.clone().count() < 2 {
+                        Step::Unary(op, a)
+                    } else if present.min() == Some(&i) {
+                        Step::SigmoidFamily { op, a, nodes }
+                    } else {
+                        Step::Filled(op, a)
                     }
                 }
                 Node::Unary(op, a) => Step::Unary(op, a.index() as u32),
