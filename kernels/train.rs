@@ -636,7 +636,11 @@ pub const KERNELS: &[Kernel] = &[
                 let x1 = min(cx + (p.side + 1u) / 2u, p.w);
                 if (yo >= y0 && yo < y1 && xo >= x0 && xo < x1) { a = 0.0f; }
             }
-            let weight = select(select(1.0f, lam[i], p.mix != 0u), 1.0f - lam[i], t == 1u);
+            // lam holds one value per image only with mixup (a select reads both sides).
+            var weight = 1.0f;
+            if (p.mix != 0u) {
+                weight = select(lam[i], 1.0f - lam[i], t == 1u);
+            }
             acc += weight * a;
         }
         x[e] = acc;

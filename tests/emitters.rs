@@ -246,8 +246,9 @@ fn gxx_available() -> bool {
     std::process::Command::new("g++").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
-/// g++'s flags for the emulator's programs.
-const GXX_FLAGS: [&str; 3] = ["-std=c++20", "-O1", "-pthread"];
+/// g++'s flags for the emulator's programs: with AddressSanitizer, so that a kernel reading or
+/// writing past a buffer or its shared memory fails (the stack unchecked: fibers switch it).
+const GXX_FLAGS: [&str; 5] = ["-std=c++20", "-O1", "-pthread", "-fsanitize=address", "--param=asan-stack=0"];
 
 /// Precompiles the emulator's headers into `dir` (`emu_pch.h`, which `driver.cpp` includes
 /// under `-DEMU_PCH`): they are more than half of each program's compile time. Where g++
@@ -319,17 +320,20 @@ fn run_emulated(
         f32s(&pad_f(t.dense, n), &mut input);
     }
     let mut child = std::process::Command::new(bin)
+        .env("ASAN_OPTIONS", "detect_leaks=0")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    // A write fails only where the program ended early; its exit status and stderr say why.
+    let writer = std::thread::spawn(move || stdin.write_all(&input).is_ok());
     let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let written = writer.join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{} exited with {}: {err}", bin.display(), out.status);
+    assert!(written, "{}: its input was not all read", bin.display());
     let mut bytes = out.stdout.as_slice();
     let mut take = |n: usize| {
         assert!(bytes.len() >= n, "{}: short output", bin.display());

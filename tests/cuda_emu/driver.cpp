@@ -2,7 +2,8 @@
 // emulator (emu.h). Reads cases from stdin until EOF, each: u32 layout (0: ROWS, a block per
 // row; 1: ROWS_WARP, 8 rows per block), i32 mode, i32 B, i32 C, f32 alpha, then f32
 // logits[B*C], u32 labels[B], u32 labels_b[B], f32 lam[B], f32 dense[B*C]; writes f32
-// row_loss[B], f32 grad[B*C] and f64 mean (MEAN of row_loss) per case to stdout.
+// row_loss[B], f32 grad[B*C] and f64 mean (MEAN of row_loss) per case to stdout; the kernel gets
+// only the targets its mode reads.
 // Each case runs twice, the emulator's threads and blocks first to last and then last to first
 // (emu.h's `backward`); exit code 3 where the two differ in a bit: a race.
 // With -DEMU_PCH, the two headers below come precompiled as emu_pch.h (tests/emitters.rs).
@@ -38,6 +39,12 @@ int main() {
         std::vector<float> logits, lam, dense;
         std::vector<uint32_t> labels, labels_b;
         if (!read(logits, n) || !read(labels, B) || !read(labels_b, B) || !read(lam, B) || !read(dense, n)) return 1;
+        // Only the targets of the mode are passed (the others as null), so that reading another
+        // is an error (under AddressSanitizer, as tests/emitters.rs builds this).
+        auto drop = [](auto& v) { std::decay_t<decltype(v)>().swap(v); };
+        if (mode == 2) drop(labels);
+        if (mode != 1) drop(labels_b), drop(lam);
+        if (mode != 2) drop(dense);
         struct Out {
             std::vector<float> row_loss, grad;
             std::vector<double> mean;

@@ -11,15 +11,12 @@
 // contraction may differ), so results are compared with the interpreter's tolerance, as on a
 // GPU.
 //
-// A fiber starts on its own stack through ucontext and then switches with _setjmp/_longjmp,
-// which unlike swapcontext make no system call (the signal mask stays as it is): a block
-// switches hundreds of times. Fortified builds check that a longjmp stays on its stack, which
-// a switch between fibers does not.
+// A fiber starts on its own stack through ucontext and then switches with GCC's
+// __builtin_setjmp/__builtin_longjmp, which unlike swapcontext make no system call (the
+// signal mask stays as it is; a block switches hundreds of times), and unlike the library's
+// longjmp are not intercepted by AddressSanitizer (whose interceptor clears the shadow of
+// the stack it leaves at every switch; build-fake.sh's FAKE_ASAN=1).
 #pragma once
-#ifdef _FORTIFY_SOURCE
-#undef _FORTIFY_SOURCE
-#endif
-#include <setjmp.h>
 #include <ucontext.h>
 
 #include <cmath>
@@ -55,10 +52,10 @@ struct Block {
     std::vector<ucontext_t> fibers;
     // Where each fiber, and the launching thread, left off (valid once it has switched away).
     struct Jump {
-        jmp_buf at;
+        void* at[5];  // what __builtin_setjmp keeps
     };
     std::vector<Jump> jumps;
-    jmp_buf main;
+    Jump main;
     std::vector<std::unique_ptr<char[]>> stacks;
     std::vector<char> done, started;
     unsigned current = 0, grid = 0;
@@ -76,9 +73,14 @@ inline bool backward = false;
 
 constexpr size_t STACK = 256 * 1024;
 
-// Continues fiber `to` where it left off, or starts it.
-[[noreturn]] inline void enter(Block& b, unsigned to) {
-    if (b.started[to]) _longjmp(b.jumps[to].at, 1);
+// On the functions that switch fibers: AddressSanitizer, as before any call that does not
+// return, would otherwise look for the stack to clean at every switch (a system call each).
+#define EMU_SWITCH __attribute__((no_sanitize_address))
+
+// Continues fiber `to` where it left off, or starts it. Not inlined: __builtin_longjmp may not
+// be called from the function that calls __builtin_setjmp.
+EMU_SWITCH __attribute__((noinline)) inline void enter(Block& b, unsigned to) {
+    if (b.started[to]) __builtin_longjmp(b.jumps[to].at, 1);
     b.started[to] = true;
     setcontext(&b.fibers[to]);
     __builtin_unreachable();
@@ -86,7 +88,7 @@ constexpr size_t STACK = 256 * 1024;
 
 // Switches to the next fiber in [lo, hi) that has not finished (round robin, in `backward`'s
 // order).
-inline void yield(unsigned lo, unsigned hi) {
+EMU_SWITCH inline void yield(unsigned lo, unsigned hi) {
     Block& b = *running;
     unsigned from = b.current, to = from;
     do to = backward ? (to == lo ? hi - 1 : to - 1) : (to + 1 == hi ? lo : to + 1);
@@ -94,7 +96,7 @@ inline void yield(unsigned lo, unsigned hi) {
     if (to == from) return;
     b.current = to;
     threadIdx = {to, 0, 0};
-    if (_setjmp(b.jumps[from].at) == 0) enter(b, to);
+    if (__builtin_setjmp(b.jumps[from].at) == 0) enter(b, to);
     threadIdx = {from, 0, 0};
 }
 
@@ -113,7 +115,7 @@ inline void wait(Barrier& bar, unsigned lo, unsigned hi) {
 }
 
 // A fiber's life: every block of the grid, in step with the others.
-inline void fiber() {
+EMU_SWITCH inline void fiber() {
     Block& b = *running;
     for (unsigned i = 0; i < b.grid; i++) {
         blockIdx = {backward ? b.grid - 1 - i : i, 0, 0};
@@ -122,7 +124,7 @@ inline void fiber() {
         wait(b.block, 0, b.fibers.size());
     }
     b.done[b.current] = true;
-    _longjmp(b.main, 1);
+    __builtin_longjmp(b.main.at, 1);
 }
 }  // namespace emu
 
@@ -162,7 +164,7 @@ inline Block& state() {
 // Runs `kernel()` as a grid of `grid` blocks of `block` threads (block a multiple of 32, at most
 // 1024).
 template <class F>
-void launch(unsigned grid, unsigned block, F kernel) {
+EMU_SWITCH void launch(unsigned grid, unsigned block, F kernel) {
     Block& b = state();
     const std::function<void()> k = kernel;
     b.kernel = &k;
@@ -190,7 +192,7 @@ void launch(unsigned grid, unsigned block, F kernel) {
         while (!b.done[t]) {
             b.current = t;
             threadIdx = {t, 0, 0};
-            if (_setjmp(b.main) == 0) enter(b, t);
+            if (__builtin_setjmp(b.main.at) == 0) enter(b, t);
         }
     }
     running = nullptr;

@@ -49,7 +49,7 @@ std::string with_binders(const std::string& src) {
 }
 
 // How g++ builds a module (the hash of a module covers it).
-const std::string GXX = "g++ -std=c++20 -O1 -shared -fPIC -pthread -include fake_kernel.h";
+const std::string GXX = std::string("g++ -std=c++20 -O1 -shared -fPIC -pthread -include fake_kernel.h") + FAKE_EXTRA_FLAGS;
 
 // The command and the headers every module is built with: part of each module's hash.
 const std::string& headers() {
