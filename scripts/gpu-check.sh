@@ -70,9 +70,19 @@ if want train; then
 echo "== $(date -u +%T) the CUDA device: each method against the CPU device (K = 3)"
 LOSSC_REQUIRE_CUDA=1 timeout 60 "$runtime_gpu" cuda_device --nocapture 2>&1 | tee /tmp/lossc-cuda-device.txt |
   grep -E "CUDA device|SKIPPED|test |panicked|result"
-if [ "${FAIL_FAST:-0}" = 1 ] && ! grep -q "^test result: ok" /tmp/lossc-cuda-device.txt; then
-  echo "the CUDA device failed its checks (or did not run): stopping here"
-  exit 3
+if ! grep -q "^test result: ok" /tmp/lossc-cuda-device.txt; then
+  # Where a kernel went wrong on the device: the same tests under the CUDA toolkit's memcheck,
+  # its first reports (the kernel, the thread, the address).
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1)
+  if [ -n "$sanitizer" ]; then
+    echo "== $(date -u +%T) the CUDA device's checks again under $sanitizer (memcheck)"
+    LOSSC_REQUIRE_CUDA=1 timeout 120 "$sanitizer" --tool memcheck --print-limit 5 "$runtime_gpu" cuda_device \
+      --test-threads=1 2>&1 | grep -E "=========|test |panicked|result" | head -n 60
+  fi
+  if [ "${FAIL_FAST:-0}" = 1 ]; then
+    echo "the CUDA device failed its checks (or did not run): stopping here"
+    exit 3
+  fi
 fi
 echo "== $(date -u +%T) training throughput (surrogate, batch 128, 1x32x32, CE): lossc on CUDA, then PyTorch on the same GPU"
 # K = 1 and 128 also train again with each kernel timed (--profile).
