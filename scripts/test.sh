@@ -76,18 +76,21 @@ cargo test --workspace --doc
 # buffer's values, or end the process with an illegal address); its runtime is preloaded into
 # the test program (cargo's runner), not into cargo. The trainings, which only compose those
 # kernels, run on the plain fake (twice as fast).
-fake="$PWD/target/fake-cuda"
+fake="$PWD/target/fake-cuda" fake_asan="$PWD/target/fake-cuda-asan"
 bash tests/cuda_emu/build-fake.sh "$fake" >/dev/null
-on_fake=(env LD_LIBRARY_PATH="$fake:$LD_LIBRARY_PATH" LOSSC_CACHE_DIR="$fake/cache" LOSSC_REQUIRE_CUDA=1)
-fake_asan="$PWD/target/fake-cuda-asan"
 FAKE_ASAN=1 bash tests/cuda_emu/build-fake.sh "$fake_asan" >/dev/null
 asan="$(g++ -print-file-name=libasan.so)"
 [ -f "$asan" ] || { echo "g++ has no AddressSanitizer runtime (libasan.so)" >&2; exit 1; }
 host="$(rustc -vV | sed -n 's/^host: //p')"
-on_fake_asan=(env LD_LIBRARY_PATH="$fake_asan:$LD_LIBRARY_PATH" LOSSC_CACHE_DIR="$fake_asan/cache"
-  LOSSC_REQUIRE_CUDA=1 "CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUNNER=env LD_PRELOAD=$asan ASAN_OPTIONS=detect_leaks=0")
+asan_runner="CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUNNER=env LD_PRELOAD=$asan ASAN_OPTIONS=detect_leaks=0"
+# `on_fake DIR [VAR=VALUE...] COMMAND...`: COMMAND with the fake of DIR as the CUDA driver.
+on_fake() {
+  local dir=$1
+  shift
+  env LD_LIBRARY_PATH="$dir:$LD_LIBRARY_PATH" LOSSC_CACHE_DIR="$dir/cache" LOSSC_REQUIRE_CUDA=1 "$@"
+}
 # --workspace, not -p lossc-runtime: one package alone unifies its dependencies' features
 # differently, and cargo would build them all again.
-"${on_fake_asan[@]}" cargo test --workspace --test gpu cuda_device
-"${on_fake[@]}" cargo test --test gpu_train cuda -- --skip fashion_mnist --skip cuda_and_wgpu
-"${on_fake[@]}" cargo test --test cli -- device_auto on_cuda
+on_fake "$fake_asan" "$asan_runner" cargo test --workspace --test gpu cuda_device
+on_fake "$fake" cargo test --test gpu_train cuda -- --skip fashion_mnist --skip cuda_and_wgpu
+on_fake "$fake" cargo test --test cli -- device_auto on_cuda
