@@ -1,9 +1,8 @@
 //! The docs' examples are real: each `$ lossc check|simplify|grad|compile ...` with output in
 //! a shell block of docs/walkthrough.md and the README prints what the block shows under it
-//! (its error message, where it fails with exit code 2),
-//! given the files the blocks show with `$ cat FILE`, and `$ cat examples/...` shows the
-//! repository's file. (Training, search and evaluation output depends on the processor and is
-//! not compared.)
+//! (its error message, where it fails with exit code 2), given the files the blocks show with
+//! `$ cat FILE`; and `$ cat examples/...` shows the repository's file. (Training, search and
+//! evaluation output depends on the processor and is not compared.)
 //!
 //! `LOSSC_UPDATE_DOCS=1 cargo test --test docs` writes the commands' present output into the
 //! docs instead.
@@ -25,30 +24,16 @@ struct Example {
 
 fn examples(doc: &str) -> Vec<Example> {
     let lines: Vec<&str> = doc.lines().collect();
+    let ends_output = |l: &str| l.is_empty() || l.starts_with("$ ") || l.starts_with("```");
     let mut out = Vec::new();
     let mut in_sh = false;
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
+    for (i, line) in lines.iter().enumerate() {
         if line.starts_with("```") {
             in_sh = !in_sh && line.trim() == "```sh";
-            i += 1;
-            continue;
+        } else if let Some(command) = line.strip_prefix("$ ").filter(|_| in_sh) {
+            let end = (i + 1..lines.len()).find(|&j| ends_output(lines[j])).unwrap_or(lines.len());
+            out.push(Example { command: command.to_string(), start: i + 1, end });
         }
-        if let Some(command) = line.strip_prefix("$ ").filter(|_| in_sh) {
-            let start = i + 1;
-            let mut end = start;
-            while end < lines.len() && !lines[end].starts_with("$ ") && !lines[end].starts_with("```") {
-                if lines[end].is_empty() {
-                    break;
-                }
-                end += 1;
-            }
-            out.push(Example { command: command.to_string(), start, end });
-            i = end;
-            continue;
-        }
-        i += 1;
     }
     out
 }
@@ -69,8 +54,8 @@ fn check_doc(name: &str, update: bool) -> Vec<(String, String, String)> {
         let shown = trimmed(&lines[ex.start..ex.end].join("\n"));
         let words: Vec<&str> = ex.command.split_whitespace().collect();
         match words.as_slice() {
-            // A file the reader writes (not one of the repository's examples, which are read as they are).
-            ["cat", file] if !file.starts_with("examples/") && !file.contains('/') => {
+            // A file the reader writes (the repository's examples are read as they are).
+            ["cat", file] if !file.contains('/') => {
                 std::fs::write(dir.join(file), format!("{shown}\n")).unwrap();
             }
             ["cat", file] if file.starts_with("examples/") => {
