@@ -140,7 +140,8 @@ pub enum Cmd {
         #[arg(long, default_value_t = 4)]
         hidden: usize,
         /// Children generated and trained together (default: the stored run's, else the
-        /// number of workers). The same value reproduces the same search.
+        /// number of workers, times --models on a GPU device). The same value reproduces the
+        /// same search.
         #[arg(long)]
         round: Option<usize>,
         #[command(flatten)]

@@ -255,7 +255,9 @@ pub fn search(
     let run = store.run.clone().unwrap_or_else(|| "search".into());
     srun::set_lease(store.lease);
     srun::set_models(store.models);
-    // Without --round, a resumed run keeps its round size (so --workers may change).
+    // Without --round, a resumed run keeps its round size (so --workers may change), and a new
+    // one has a child for each model its workers train at once: a worker on a GPU device trains
+    // up to --models jobs as one population, and a round of fewer would leave its slots empty.
     let db = store.db.get()?;
     let stored = srun::stored_round(&db, &run);
     if round.is_none() && stored.is_none() && store.workers == 0 {
@@ -264,7 +266,8 @@ pub fn search(
              processes (it shapes the search, so it is stored with the run)",
         ));
     }
-    settings.round = round.or(stored).unwrap_or(store.workers).max(1);
+    let per_worker = if spec.device == "cpu" { 1 } else { store.models };
+    settings.round = round.or(stored).unwrap_or(store.workers * per_worker).max(1);
     srun::check_out_dir(out, "best-", srun::MARK)?;
     let settings = srun::SearchSettings { evolution: settings, spec };
     let report = srun::search(&db, &run, &settings, store.workers, limit, &mut phase_bar())?;
