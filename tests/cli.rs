@@ -502,6 +502,40 @@ fn device_auto_falls_back_to_the_cpu_and_cuda_does_not() {
     }
 }
 
+/// A search, sample or evaluation whose workers here cannot open its device fails (exit 1)
+/// before its store records a run or jobs: a stored run keeps its device. A coordinator that
+/// trains nothing here (`--workers 0`) stores the run for workers elsewhere; resuming it with
+/// another device is refused (exit 2), the CPU's default included.
+#[test]
+fn a_run_on_a_device_this_machine_lacks_stores_nothing() {
+    if lossc_runtime::cuda::Cuda::new(1).is_ok() {
+        eprintln!("skipped: a CUDA device opens here");
+        return;
+    }
+    let db = temp("nodevice.db", "");
+    std::fs::remove_file(&db).unwrap();
+    let small = ["--steps", "4", "--batch", "8", "--device", "cuda"];
+    for args in [
+        vec!["search", "--db", &db, "--initial", "4", "--population", "2", "--iterations", "2"],
+        vec!["sample", "--db", &db, "--aug", "base,cutout", "--n", "2"],
+        vec!["evaluate", "--db", &db, "--loss", "examples/ce.loss"],
+    ] {
+        let o = lossc(&[&args[..], &small[..]].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("error: ") && !err.contains("panicked"), "{args:?}: {err}");
+        assert!(!std::path::Path::new(&db).exists(), "{args:?} created {db}");
+    }
+    let search = ["search", "--db", &db, "--initial", "4", "--population", "2", "--iterations", "2", "--workers", "0"];
+    let o = lossc(&[&search[..], &["--round", "2", "--time-limit", "0.5s"], &small[..]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // (A time limit: resumed, it would wait for workers that never come.)
+    fails_with(
+        &[&search[..], &["--steps", "4", "--batch", "8", "--time-limit", "5s"]].concat(),
+        r#"started with spec.device = "cuda", not its default"#,
+    );
+}
+
 /// `bench/gpu_train_table.py` turns the GPU run's log (`bench-train --device cuda` at each K,
 /// then the PyTorch baselines) into the table of docs/gpu.md and checks the goals: here on the
 /// real output of `bench-train` (on a GPU, or in CI on the fake driver) with PyTorch lines in

@@ -167,7 +167,7 @@ pub fn evaluate(
             }
         }
     }
-    run::check_data(std::slice::from_ref(base))?;
+    run::check_specs(std::slice::from_ref(base), workers)?;
     let store = Store::open(db)?;
     let out = train_all(db, &store, &jobs, workers, "evaluate", progress)?;
     let mut it = out.into_iter().map(|o| o.test_accuracy.unwrap_or(0.0));
@@ -217,6 +217,7 @@ pub fn eliminate(
     workers: usize,
     progress: &mut dyn FnMut(usize, &Progress),
 ) -> Result<Vec<Ranking>, RunError> {
+    run::check_specs(std::slice::from_ref(base), workers)?;
     let store = Store::open(db)?;
     let mut current: Vec<Loss> = start;
     let mut out = Vec::new();

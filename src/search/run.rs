@@ -49,12 +49,16 @@ fn data(spec: &TrainSpec) -> Result<Arc<Splits>, DataError> {
     Ok(d)
 }
 
-/// Loads the data of `specs` (once a process: the workers here reuse it) before a store is
-/// touched, so that a wrong `--data` is an error that leaves no run or jobs behind: a run
-/// remembers its data, and its jobs would wait for whoever can load them.
-pub(crate) fn check_data(specs: &[TrainSpec]) -> Result<(), RunError> {
+/// Loads the data of `specs` (once a process: the workers here reuse it) and, where `workers`
+/// train here, opens their device, before a store is touched: a wrong `--data`, or a GPU
+/// device this machine lacks, is then an error that leaves no run or jobs behind (a run
+/// remembers its data and device, and its jobs would wait for whoever can train them).
+pub(crate) fn check_specs(specs: &[TrainSpec], workers: usize) -> Result<(), RunError> {
     for spec in specs {
         data(spec)?;
+        if workers > 0 {
+            crate::train::check_device(&spec.device).map_err(RunError::Train)?;
+        }
     }
     Ok(())
 }
@@ -688,20 +692,22 @@ impl crate::error::Classify for RunError {
     }
 }
 
-/// Everything a run checks before any training: its specs, the data (loaded once, so a bad
-/// path fails here, before the store records anything), the stored settings (recorded, or
-/// compared when resuming) and stale claims. Returns the store and whether the run is resumed.
+/// Everything a run checks before any training: its specs, the data and the device of its
+/// `workers` here ([`check_specs`]: they fail here, before the store records anything), the
+/// stored settings (recorded, or compared when resuming) and stale claims. Returns the store
+/// and whether the run is resumed.
 fn open_run(
     db: &Db,
     run: &str,
     kind: &str,
     settings: &impl serde::Serialize,
     specs: &[TrainSpec],
+    workers: usize,
 ) -> Result<(Store, bool), RunError> {
     for spec in specs {
         spec.config()?;
     }
-    check_data(specs)?;
+    check_specs(specs, workers)?;
     let store = Store::open(db)?;
     store.check_integrity()?;
     let resumed = store.begin_run(run, kind, &serde_json::to_value(settings).expect("plain data"))?;
@@ -750,7 +756,7 @@ pub fn search(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<SearchReport, RunError> {
     let deadline = limit.map(|l| Instant::now() + l);
-    let (store, resumed) = open_run(db, run, "search", settings, std::slice::from_ref(&settings.spec))?;
+    let (store, resumed) = open_run(db, run, "search", settings, std::slice::from_ref(&settings.spec), workers)?;
     let mut pool = Workers::spawn(db, workers);
     let ev = &settings.evolution;
     let mut fit = StoreFitness {
@@ -916,7 +922,7 @@ pub fn sample(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<SampleTable, RunError> {
     let specs: Vec<TrainSpec> = s.augs.iter().map(|aug| TrainSpec { aug: aug.clone(), ..s.spec.clone() }).collect();
-    let (store, _) = open_run(db, run, "sample", s, &specs)?;
+    let (store, _) = open_run(db, run, "sample", s, &specs, workers)?;
     let mut rng = crate::rng::Rng::new(s.seed);
     let mut screener = screen::Screener::new();
     let mut keys = std::collections::HashSet::new();

@@ -156,6 +156,18 @@ pub fn cuda_losses(dev: &Cuda, fused: &[Fused], classes: usize) -> Result<CudaLo
     Ok(dev.losses(&sources)?)
 }
 
+/// Opens `device` (with one model) and closes it again, so that a run whose workers train here
+/// fails before its store records anything: a stored run keeps its device, and a resumed one
+/// trains where it started. The CPU always opens.
+pub fn check_device(device: &str) -> Result<(), TrainError> {
+    match device {
+        "wgpu" => drop(Wgpu::new(1)?),
+        "cuda" => drop(Cuda::new(1)?),
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The device `--device` names: `auto` is `cuda` where a CUDA device opens (driver, NVRTC and a
 /// GPU), else `cpu`; any other name as given.
 pub fn resolve_device(device: &str) -> String {

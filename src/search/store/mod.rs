@@ -483,10 +483,14 @@ impl Store {
             )));
         }
         if let Some((field, was, now)) = first_difference("", &old, settings) {
+            // A field left out of the settings has its default (a CPU spec's device).
+            let shown = |v: serde_json::Value| if v.is_null() { "its default".to_string() } else { v.to_string() };
             return Err(StoreError::Settings(format!(
-                "{}: run `{name}` was started with {field} = {was}, not {now}; resume it with the same \
+                "{}: run `{name}` was started with {field} = {}, not {}; resume it with the same \
                  settings, or start a new run under another name or in another store",
-                self.at
+                self.at,
+                shown(was),
+                shown(now)
             )));
         }
         Ok(true)
@@ -803,10 +807,13 @@ fn first_difference(
     old: &serde_json::Value,
     new: &serde_json::Value,
 ) -> Option<(String, serde_json::Value, serde_json::Value)> {
+    const ABSENT: &serde_json::Value = &serde_json::Value::Null;
     match (old.as_object(), new.as_object()) {
-        (Some(o), Some(n)) => n.iter().find_map(|(k, v)| {
+        // Both sides' fields: a field left out where it has its default (a CPU spec's device)
+        // differs from one that is written.
+        (Some(o), Some(n)) => n.keys().chain(o.keys().filter(|k| !n.contains_key(*k))).find_map(|k| {
             let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-            first_difference(&p, o.get(k).unwrap_or(&serde_json::Value::Null), v)
+            first_difference(&p, o.get(k).unwrap_or(ABSENT), n.get(k).unwrap_or(ABSENT))
         }),
         _ if old != new => Some((path.to_string(), old.clone(), new.clone())),
         _ => None,
