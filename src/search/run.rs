@@ -56,9 +56,11 @@ fn data(spec: &TrainSpec) -> Result<Arc<Splits>, DataError> {
 pub(crate) fn check_specs(specs: &[TrainSpec], workers: usize) -> Result<(), RunError> {
     for spec in specs {
         data(spec)?;
-        if workers > 0 {
-            crate::train::check_device(&spec.device).map_err(RunError::Train)?;
-        }
+    }
+    let mut devices: Vec<&str> = specs.iter().map(|s| s.device.as_str()).collect();
+    devices.dedup();
+    for device in devices.into_iter().filter(|_| workers > 0) {
+        crate::train::check_device(device).map_err(RunError::Train)?;
     }
     Ok(())
 }
