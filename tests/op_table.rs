@@ -97,6 +97,33 @@ fn derivative_rules_match_finite_differences() {
     }
 }
 
+/// At 0 and at the smallest magnitudes, every op's derivative is a number (or infinite, as
+/// `ln_raw`'s at 5e-324) wherever the op is finite:
+/// a NaN there is a NaN gradient for every class whose argument is exactly 0, as `y * p` is off
+/// the label. (The kinks take the mean of their one-sided derivatives, and `sqrt`, whose
+/// one-sided derivatives are infinite, takes 0 as `abs` does.) Except at 0 itself the helpers
+/// whose rules divide by x (`bessel_i1x`, `bessel_i1ex`, `bessel_i1e_d`: second derivatives
+/// only; docs/language.md says so).
+#[test]
+fn derivatives_are_numbers_at_0() {
+    for &op in UnOp::ALL {
+        for x in [0.0, -0.0, 1e-300, -1e-300, 5e-324] {
+            if !op.eval(x, EPS).is_finite() {
+                continue;
+            }
+            let d = symbolic(
+                |g| {
+                    let p = g.p();
+                    g.unary(op, p)
+                },
+                x,
+            );
+            let divides_by_x = matches!(op, UnOp::BesselI1x | UnOp::BesselI1ex | UnOp::BesselI1eD);
+            assert!(!d.is_nan() || (divides_by_x && x == 0.0), "d/dx {}({x:e}) = {d}", op.name());
+        }
+    }
+}
+
 fn language_md() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/language.md")).unwrap()
 }

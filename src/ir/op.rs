@@ -333,7 +333,7 @@ unary_table! {
     Sqrt "sqrt" [Some(23), Even, NonNeg, Arith]
         f64 x.abs().sqrt(),
         f32 { let a = m.abs(x); m.sqrt(a) },
-        d "sign(x) / (2 * sqrt(x))",
+        d "sign(x) / (2 * sqrt(x) + (1 - abs(sign(x))))",
         acc within(1e30, 1e-30, 1e-7);
     /// `x / (1 + |x|)`
     Softsign "softsign" [Some(24), Odd, Any, Arith]
