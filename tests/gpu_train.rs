@@ -202,8 +202,8 @@ fn a_search_worker_trains_its_jobs_as_one_population() {
         let dir = common::scratch_dir(&format!("population-search-{models}"));
         let db = dir.join("s.db");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc"))
-            .args(["search", "--population", "3", "--initial", "6", "--tournament", "2", "--iterations", "6"])
-            .args(["--round", "6", "--steps", "9", "--batch", "8", "--val", "64", "--eval-every", "3"])
+            .args(["search", "--population", "3", "--initial", "6", "--tournament", "2", "--iterations", "3"])
+            .args(["--round", "3", "--steps", "9", "--batch", "8", "--val", "64", "--eval-every", "3"])
             .args(["--gate-step", "6", "--gate-accuracy", "0.1", "--lr", "0.003", "--warmup", "2", "--seed", "3"])
             .args(["--device", "wgpu", "--workers", "1", "--models", models, "--lease", "1"])
             .arg("--db")
@@ -224,7 +224,7 @@ fn a_search_worker_trains_its_jobs_as_one_population() {
     };
     let together = run("3");
     let alone = run("1");
-    assert_eq!(together.len(), 12, "6 initial losses and 6 children");
+    assert_eq!(together.len(), 9, "6 initial losses and 3 children");
     assert_eq!(together.iter().map(|r| &r.0).collect::<Vec<_>>(), alone.iter().map(|r| &r.0).collect::<Vec<_>>());
     for ((key, t), (_, a)) in together.iter().zip(&alone) {
         println!("{key}: population {} / {}, fitness {} / {}", t.population, a.population, t.fitness, a.fitness);
