@@ -110,9 +110,10 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
         stopped += 1;
         assert!(stopped < 16, "no progress under time limits");
         // The trainings under way went back to the queue, their attempts not counted; what
-        // finished is kept, and the best so far is written.
+        // finished is kept, and the best so far is written. (A limit can fall after the last
+        // training is stored and before the search has read it: then all are done.)
         let done = assert_given_back(&db);
-        assert!(done < done_a, "{stdout}");
+        assert!(done <= done_a, "{stdout}");
         if done > 0 {
             partial += 1;
             assert!(c.join("out/best-1.loss").exists(), "{stdout}");
