@@ -164,7 +164,7 @@ fn train_phase(
 fn gate_pause(jobs: &[Job]) -> Option<usize> {
     let spec = &jobs.first()?.spec;
     let cfg = spec.config().ok()?;
-    let several = spec.device != "cpu" && MODELS.load(Ordering::Relaxed) > 1;
+    let several = models_per_worker(spec) > 1;
     (several && cfg.gate_accuracy > 0.0 && cfg.gate_step < cfg.steps).then_some(cfg.gate_step)
 }
 
@@ -262,10 +262,16 @@ pub fn set_models(k: usize) {
     MODELS.store(k.max(1), Ordering::Relaxed);
 }
 
+/// How many jobs of `spec` a worker of this process trains at once: [`set_models`]'s on a GPU
+/// device, one on the CPU.
+pub fn models_per_worker(spec: &TrainSpec) -> usize {
+    if spec.device == "cpu" { 1 } else { MODELS.load(Ordering::Relaxed) }
+}
+
 /// The jobs a worker takes together: `first`, and as many more pending jobs with its spec as
 /// the process's setting allows where its device trains a population.
 fn claim_population(store: &Store, worker: &str, lease: f64, first: Job) -> Result<Vec<Job>, StoreError> {
-    let k = if first.spec.device == "cpu" { 1 } else { MODELS.load(Ordering::Relaxed) };
+    let k = models_per_worker(&first.spec);
     let mut jobs = vec![first];
     while jobs.len() < k {
         match store.claim_like(worker, lease, &jobs[0])? {

@@ -266,8 +266,7 @@ pub fn search(
              processes (it shapes the search, so it is stored with the run)",
         ));
     }
-    let per_worker = if spec.device == "cpu" { 1 } else { store.models };
-    settings.round = round.or(stored).unwrap_or(store.workers * per_worker).max(1);
+    settings.round = round.or(stored).unwrap_or(store.workers * srun::models_per_worker(&spec)).max(1);
     srun::check_out_dir(out, "best-", srun::MARK)?;
     let settings = srun::SearchSettings { evolution: settings, spec };
     let report = srun::search(&db, &run, &settings, store.workers, limit, &mut phase_bar())?;
