@@ -41,6 +41,7 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
     let stdout_a = String::from_utf8_lossy(&out.stdout).to_string();
     println!("uninterrupted:\n{stdout_a}");
     let (done_a, _) = Store::open(a.join("s.db")).unwrap().counts().unwrap();
+    a_diverging_replay_is_refused(&a);
 
     // The same search, killed once two trainings are stored, then started again.
     let b = common::scratch_dir("search-b");
@@ -142,6 +143,44 @@ fn assert_given_back(db: &Path) -> usize {
 
 /// Waits until the store at `db` holds `n` results (or a running job, for `n` = 0), while
 /// `child` has not ended.
+/// The finished search of `a`, resumed from a copy of its store in which one accepted
+/// candidate is recorded as rejected (what a lossc that screens differently would have
+/// stored): the replay is refused (exit code 2) at that candidate, and the store keeps its
+/// history and trainings.
+fn a_diverging_replay_is_refused(a: &Path) {
+    let dir = common::scratch_dir("search-diverged");
+    std::fs::copy(a.join("s.db"), dir.join("s.db")).unwrap();
+    let db = dir.join("s.db");
+    let seq: i64 = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let seq = conn
+            .query_row("SELECT max(seq) FROM candidates WHERE run = 'search' AND verdict = 'ok'", [], |r| r.get(0))
+            .unwrap();
+        conn.execute(
+            "UPDATE candidates SET verdict = 'NonFinite', key = NULL WHERE run = 'search' AND seq = ?1",
+            [seq],
+        )
+        .unwrap();
+        seq
+    };
+    let before = (candidates(&db), Store::open(&db).unwrap().counts().unwrap());
+    let out = search(&dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("does not replay as it was stored:\n  candidate c{seq} was `loss c{seq} =")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(rejected: NonFinite)\n  and is now `loss"), "{stderr}");
+    assert!(stderr.contains("(accepted):\n"), "{stderr}");
+    assert_eq!((candidates(&db), Store::open(&db).unwrap().counts().unwrap()), before, "the store changed");
+    // As the message says: a new run in the store goes on, training nothing stored.
+    let out = search(&dir).args(["--run", "again"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(", 0 run by this process"), "{stdout}");
+}
+
 fn wait_for_results(db: &Path, n: usize, child: &mut std::process::Child) {
     let start = Instant::now();
     loop {

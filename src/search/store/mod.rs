@@ -124,6 +124,14 @@ pub enum StoreError {
     /// The store holds something lossc did not write.
     #[error("{0}")]
     Corrupt(String),
+    /// A resumed run generated another candidate than the one stored at that place.
+    #[error(
+        "{path}: run `{run}` does not replay as it was stored:\n  candidate c{seq} was {stored}\n  and is now \
+         {now}:\nthis lossc generates, simplifies or screens candidates differently from the one that started \
+         the run. The run's history was left as it was; to go on with this lossc, start a new run in the same \
+         store (`--run NAME`), which reuses the stored trainings of the same losses and settings"
+    )]
+    Diverged { path: String, run: String, seq: usize, stored: String, now: String },
 }
 
 impl crate::error::Classify for StoreError {
@@ -137,7 +145,8 @@ impl crate::error::Classify for StoreError {
             | StoreError::NotAStore { .. }
             | StoreError::Missing(_)
             | StoreError::Path { .. }
-            | StoreError::Newer { .. } => Blame::Input,
+            | StoreError::Newer { .. }
+            | StoreError::Diverged { .. } => Blame::Input,
             _ => Blame::Failure,
         }
     }
@@ -508,12 +517,42 @@ impl Store {
     pub fn record_candidate(&self, run: &str, c: &CandidateRow) -> Result<(), StoreError> {
         let blob: Option<Vec<u8>> =
             c.phenotype.as_ref().map(|v| v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect());
-        self.exec(
+        let inserted = self.exec(
             "INSERT INTO candidates (run, seq, genome, text, key, verdict, sign, phenotype)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
             args![run, c.seq, c.genome.clone(), &c.text, c.key.clone(), &c.verdict, c.sign, blob],
         )?;
+        if inserted == 0 {
+            self.check_replayed(run, c)?;
+        }
         Ok(())
+    }
+
+    /// A resumed run generates its candidates again: the one stored at `c`'s place must be the
+    /// same loss (genome, key, accepted or not), else the run's history and what follows would
+    /// be two different searches under one name.
+    fn check_replayed(&self, run: &str, c: &CandidateRow) -> Result<(), StoreError> {
+        let Some(r) = self
+            .row("SELECT genome, text, key, verdict FROM candidates WHERE run = ?1 AND seq = ?2", args![run, c.seq])?
+        else {
+            return Ok(());
+        };
+        let (genome, text, key, verdict) = (r.opt_text(0)?, r.text(1)?, r.opt_text(2)?, r.text(3)?);
+        let same_genome = genome.is_none() || c.genome.is_none() || genome == c.genome;
+        if same_genome && key == c.key && (verdict == "ok") == (c.verdict == "ok") {
+            return Ok(());
+        }
+        let shown = |text: &str, verdict: &str| {
+            let body = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            if verdict == "ok" { format!("`{body}` (accepted)") } else { format!("`{body}` (rejected: {verdict})") }
+        };
+        Err(StoreError::Diverged {
+            path: self.at.clone(),
+            run: run.to_string(),
+            seq: c.seq,
+            stored: shown(&text, &verdict),
+            now: shown(&c.text, &c.verdict),
+        })
     }
 
     /// The candidates of a run, in order.
