@@ -121,6 +121,24 @@ fn batchnorm_swish_forward_matches_the_definition() {
     }
 }
 
+/// The dropout mask drops exactly the units the rule `rng.f64() < rate` drops, with the same
+/// draws (so a training run is the same whichever computes its masks), at common rates, tiny
+/// ones, 0 and 1.
+#[test]
+fn dropout_masks_drop_where_a_uniform_draw_falls_below_the_rate() {
+    let tiny = f32::from_bits(1); // 2^-149: scaled to 53 bits, far below one step
+    for rate in [0.5f32, 0.3, 0.1, 0.9, 0.999_999, 1e-12, tiny, 0.0, 1.0, 2.0f32.powi(-53) * 1.5] {
+        let mut a = Rng::new(17);
+        let mut b = a.clone();
+        let got = lossc_runtime::layers::dropout_mask(&mut a, 50_000, rate);
+        let keep = if rate < 1.0 { 1.0 / (1.0 - rate) } else { 0.0 };
+        let want: Vec<f32> = (0..50_000).map(|_| if b.f64() < rate as f64 { 0.0 } else { keep }).collect();
+        assert_eq!(a, b, "rate {rate}: the draws");
+        let differ = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
+        assert_eq!(differ, None, "rate {rate}");
+    }
+}
+
 #[test]
 fn pool_dropout_and_dense_backward_match_finite_differences() {
     let mut rng = Rng::new(3);
