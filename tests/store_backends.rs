@@ -221,6 +221,10 @@ fn both_stores_keep_the_same_records() {
         store
             .record_candidate("r", &lossc::search::store::CandidateRow { text: "changed".into(), ..c.clone() })
             .unwrap();
+        // Another loss at a recorded place: a replay that went elsewhere, refused.
+        let other = lossc::search::store::CandidateRow { key: Some("key8".into()), ..c.clone() };
+        let e = store.record_candidate("r", &other).unwrap_err();
+        assert!(matches!(e, lossc::search::store::StoreError::Diverged { seq: 7, .. }), "{db}: {e}");
         let back = store.candidates("r").unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!((back[0].seq, back[0].text.as_str(), back[0].sign), (7, c.text.as_str(), Some(-1.0)), "{db}");
