@@ -141,8 +141,6 @@ fn assert_given_back(db: &Path) -> usize {
     jobs.iter().filter(|j| j.0 == "done").count()
 }
 
-/// Waits until the store at `db` holds `n` results (or a running job, for `n` = 0), while
-/// `child` has not ended.
 /// The finished search of `a`, resumed from a copy of its store in which one accepted
 /// candidate is recorded as rejected (what a lossc that screens differently would have
 /// stored): the replay is refused (exit code 2) at that candidate, and the store keeps its
@@ -181,6 +179,8 @@ fn a_diverging_replay_is_refused(a: &Path) {
     assert!(stdout.contains(", 0 run by this process"), "{stdout}");
 }
 
+/// Waits until the store at `db` holds `n` results (or a running job, for `n` = 0), while
+/// `child` has not ended.
 fn wait_for_results(db: &Path, n: usize, child: &mut std::process::Child) {
     let start = Instant::now();
     loop {
