@@ -3,11 +3,13 @@
 //! training. The killed worker's job goes back to the queue when its lease runs out (seconds,
 //! not hours), another worker trains it, every job is done exactly once, and the search ends
 //! with the population of an uninterrupted single-process run with the same seed. On
-//! PostgreSQL (the test server scripts/test.sh starts) and on an SQLite file.
+//! PostgreSQL (the test server scripts/test.sh starts) and on an SQLite file. And a worker on a
+//! machine that cannot train a job leaves it to one that can.
 
 mod common;
 
 use lossc::search::store::{Db, Store};
+use lossc::train::TrainSpec;
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -164,4 +166,64 @@ fn a_killed_worker_is_replaced_on_sqlite() {
     }
     let db = common::scratch_dir("dist-sqlite").join("s.db");
     killed_worker_is_replaced(db.to_str().unwrap(), "dist-sqlite");
+}
+
+/// A worker on a machine that cannot train a job (its data is not there, its device does not
+/// open there) gives the job back with its attempt not counted and stops with the reason,
+/// however often it is started, so the job never fails for good for that machine's sake; a
+/// worker that can train it then does, at its first counted attempt.
+#[test]
+fn a_worker_leaves_a_job_it_cannot_train_to_one_that_can() {
+    if !common::have_fashion_mnist() {
+        return;
+    }
+    let dir = common::scratch_dir("not-here");
+    let db = dir.join("s.db");
+    // The data of the CPU job: a folder that appears later (the machine gets the data set).
+    let data = dir.join("fashion-mnist");
+    let cpu = TrainSpec {
+        data: format!("fashion-mnist:{}", data.display()),
+        steps: 2,
+        batch: 8,
+        val: 100,
+        eval_every: 2,
+        ..TrainSpec::default()
+    };
+    // The wgpu job: a machine whose Vulkan loader finds no driver has no adapter.
+    let wgpu = TrainSpec { device: "wgpu".into(), ..cpu.clone() };
+    let store = Store::open(&db).unwrap();
+    store.enqueue("on-cpu", &cpu, "loss l = -y * ln(p);").unwrap();
+    store.enqueue("on-wgpu", &wgpu, "loss l = -y * ln(p);").unwrap();
+    let worker = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lossc"));
+        c.args(["worker", "--idle", "1", "--db"]).arg(&db).env("VK_ICD_FILENAMES", dir.join("no-driver.json"));
+        let o = c.output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let state = |key: &str| {
+        let j = store.jobs().unwrap().into_iter().find(|j| j.key == key).unwrap();
+        (j.status, j.attempts, j.error.unwrap_or_default())
+    };
+    for (job, key, why) in [(1, "on-cpu", "fashion-mnist"), (2, "on-wgpu", "no Vulkan adapter")] {
+        for _ in 0..=lossc::search::store::MAX_ATTEMPTS {
+            let (code, out) = worker();
+            assert_eq!(code, Some(1), "{out}");
+            let stop =
+                format!("this machine cannot train job {job} (device {}): ", if job == 1 { "cpu" } else { "wgpu" });
+            assert!(out.contains(&stop) && out.contains(why) && out.contains("this attempt not counted"), "{out}");
+            let (status, attempts, error) = state(key);
+            assert_eq!((status.as_str(), attempts), ("pending", 0), "{error}");
+            assert!(error.contains("cannot train it: ") && error.contains(why), "{error}");
+        }
+        if job == 1 {
+            std::os::unix::fs::symlink(lossc_runtime::data::FASHION_MNIST_DIR, &data).unwrap();
+        }
+    }
+    let (status, attempts, _) = state("on-cpu");
+    assert_eq!((status.as_str(), attempts), ("done", 1), "trained once the data was there");
+    assert_eq!(store.counts().unwrap(), (1, 1));
+    let o = Command::new(env!("CARGO_BIN_EXE_lossc")).args(["status", "--db"]).arg(&db).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("jobs: 1 pending, 0 running, 1 done (1 results), 0 failed"), "{out}");
+    assert!(out.contains("pending: job 2 (0 attempts so far), given back: worker "), "{out}");
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use lossc::error::{Blame, Classify};
-use lossc::search::store::{Db, Lease, MAX_ATTEMPTS, SCHEMA_VERSION, Store, StoreError};
+use lossc::search::store::{Db, Job, Lease, MAX_ATTEMPTS, SCHEMA_VERSION, Store, StoreError};
 use lossc::train::TrainSpec;
 use lossc_runtime::train::Metrics;
 use std::time::Duration;
@@ -164,9 +164,10 @@ fn a_job_fails_for_good_after_the_maximum_attempts() {
     }
 }
 
-/// Jobs put back (a search at its time limit, an interrupted worker) are pending again with
-/// their attempt not counted, however often that happens; only the worker's running jobs go
-/// back, not its finished ones or another worker's.
+/// Jobs put back (a search at its time limit, an interrupted worker) or declined (a worker
+/// whose machine cannot train them) are pending again with their attempt not counted, however
+/// often that happens; only the worker's running jobs go back, not its finished ones or another
+/// worker's, and a declined job keeps the reason.
 #[test]
 fn jobs_put_back_do_not_count_an_attempt() {
     for db in stores("put-back") {
@@ -194,6 +195,17 @@ fn jobs_put_back_do_not_count_an_attempt() {
         assert_eq!(jobs, want, "{db}");
         assert_eq!(store.renew(&b, "w1", 30.0).unwrap(), Lease::Lost, "{db}: a job put back is no longer w1's");
         assert_eq!(store.renew(&c, "w2", 30.0).unwrap(), Lease::Renewed, "{db}");
+        for _ in 0..MAX_ATTEMPTS + 1 {
+            let d = store.claim("w3", 30.0).unwrap().unwrap();
+            assert_eq!((d.key.as_str(), d.attempt), ("b", 1), "{db}");
+            // Only its holder declines it, and only this claim of it.
+            store.decline(&d, "w1", "not w1's").unwrap();
+            store.decline(&Job { attempt: 2, ..d.clone() }, "w3", "not this attempt").unwrap();
+            store.decline(&d, "w3", "no GPU here").unwrap();
+        }
+        let b = store.jobs().unwrap().into_iter().find(|j| j.key == "b").unwrap();
+        assert_eq!((b.status.as_str(), b.attempts, b.error.as_deref()), ("pending", 0, Some("no GPU here")), "{db}");
+        assert_eq!(store.claim("w4", 30.0).unwrap().unwrap().attempt, 1, "{db}");
     }
 }
 

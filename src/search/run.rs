@@ -60,9 +60,28 @@ pub(crate) fn check_specs(specs: &[TrainSpec], workers: usize) -> Result<(), Run
     let mut devices: Vec<&str> = specs.iter().map(|s| s.device.as_str()).collect();
     devices.dedup();
     for device in devices.into_iter().filter(|_| workers > 0) {
-        crate::train::check_device(device).map_err(RunError::Train)?;
+        open_once(device)?;
     }
     Ok(())
+}
+
+/// Opens `device` once a process (then it is taken as given: a device that fails later fails
+/// the trainings under way, which count as their attempts).
+fn open_once(device: &str) -> Result<(), RunError> {
+    static OPENED: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    // Held while a device opens, so that a process's workers open it one at a time, once.
+    let mut opened = OPENED.get_or_init(Default::default).lock().expect("opened devices");
+    if !opened.iter().any(|d| d == device) {
+        crate::train::check_device(device).map_err(RunError::Train)?;
+        opened.push(device.to_string());
+    }
+    Ok(())
+}
+
+/// Whether this machine can train jobs of `spec`: its data reads here and its device opens.
+fn trainable_here(spec: &TrainSpec) -> Result<(), RunError> {
+    data(spec)?;
+    open_once(&spec.device)
 }
 
 /// A claimed job on its way through a worker: its loss, and its model once paused.
@@ -417,9 +436,11 @@ impl Workers {
 }
 
 /// A worker's loop: claim, train, store; stop when asked (after the jobs under way; at once
-/// if `abandon` is set too, putting its jobs back), or after `idle` without jobs. A job whose
-/// training cannot start (its data cannot be read, say) goes back to the queue with the error
-/// before the worker stops with it.
+/// if `abandon` is set too, putting its jobs back), or after `idle` without jobs. A job this
+/// machine cannot train (its device does not open here, or its data cannot be read here) goes
+/// back to the queue, the attempt not counted, and the worker stops with the error: three
+/// workers on a machine without a GPU must not fail a GPU job for good. A job whose training
+/// fails goes back counted, and the worker stops with the error.
 fn work(db: &Db, id: &str, stop: &AtomicBool, abandon: &AtomicBool, idle: Option<Duration>) -> Result<usize, RunError> {
     let store = Store::open(db)?;
     let lease = lease();
@@ -450,6 +471,12 @@ fn work(db: &Db, id: &str, stop: &AtomicBool, abandon: &AtomicBool, idle: Option
         let held = parked_jobs(&parked);
         let done = match claimed {
             Some(first) => {
+                if let Err(e) = trainable_here(&first.spec) {
+                    store.decline(&first, id, &format!("worker {id} cannot train it: {e}"))?;
+                    let e = RunError::NotHere { job: first.id, device: first.spec.device.clone(), source: Box::new(e) };
+                    give_back(&held, &e)?;
+                    return Err(e);
+                }
                 beat.hold(&[&held[..], std::slice::from_ref(&first)].concat());
                 let jobs = claim_population(&store, id, lease, first)?;
                 beat.hold(&[&held[..], &jobs[..]].concat());
@@ -669,6 +696,10 @@ pub enum RunError {
     Worker(Box<RunError>),
     #[error("a worker panicked")]
     Panicked,
+    #[error(
+        "this machine cannot train job {job} (device {device}): {source}; the job is pending again for a worker that can, this attempt not counted"
+    )]
+    NotHere { job: i64, device: String, source: Box<RunError> },
     #[error(transparent)]
     Train(TrainError),
     #[error("cannot write {path}: {source}")]
@@ -695,7 +726,9 @@ impl crate::error::Classify for RunError {
             RunError::Store(e) => e.blame(),
             RunError::Worker(e) => e.blame(),
             RunError::Train(e) => e.blame(),
-            RunError::Panicked | RunError::Write { .. } | RunError::Interrupted => Blame::Failure,
+            RunError::Panicked | RunError::NotHere { .. } | RunError::Write { .. } | RunError::Interrupted => {
+                Blame::Failure
+            }
         }
     }
 }

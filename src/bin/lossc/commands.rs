@@ -356,6 +356,9 @@ pub fn worker(db: &DbArg, workers: usize, idle: f64, lease: f64, models: usize) 
 /// How many of a search's best losses `status` lists.
 const STATUS_BEST: usize = 3;
 
+/// How many pending jobs that were given back `status` lists with the reason.
+const STATUS_GIVEN_BACK: usize = 5;
+
 pub fn status(db: &DbArg) -> Result<(), Failure> {
     let db = db.get()?;
     let store = Store::open_existing(&db)?;
@@ -400,6 +403,16 @@ pub fn status(db: &DbArg) -> Result<(), Failure> {
             j.attempts,
             j.worker.as_deref().unwrap_or("?")
         );
+    }
+    // Pending jobs that were given back say why: a worker that could not train them, a lease
+    // that ran out, or a failed attempt.
+    let given_back: Vec<_> = jobs.iter().filter(|j| j.status == "pending" && j.error.is_some()).collect();
+    for j in given_back.iter().take(STATUS_GIVEN_BACK) {
+        let error = j.error.as_deref().unwrap_or_default();
+        println!("  pending: job {} ({} attempts so far), given back: {error}", j.id, j.attempts);
+    }
+    if given_back.len() > STATUS_GIVEN_BACK {
+        println!("  ... and {} more pending jobs given back", given_back.len() - STATUS_GIVEN_BACK);
     }
     for j in jobs.iter().filter(|j| j.status == "failed") {
         println!(

@@ -715,6 +715,18 @@ impl Store {
         Ok(())
     }
 
+    /// Gives back a job `worker` claimed but cannot train on its machine (the job's device does
+    /// not open there, or its data cannot be read there): pending again for another worker, the
+    /// attempt not counted (the job did nothing wrong), `error` recorded for `lossc status`.
+    pub fn decline(&self, job: &Job, worker: &str, error: &str) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE jobs SET status = 'pending', worker = NULL, lease_until = NULL, attempts = attempts - 1, error = ?4
+             WHERE id = ?1 AND worker = ?2 AND attempts = ?3 AND status = 'running'",
+            args![job.id, worker, job.attempt, error],
+        )?;
+        Ok(())
+    }
+
     /// Puts back every job `worker` holds, unfinished but not failed (a search stopped at its
     /// time limit): pending again, and the attempt is not counted. The number put back.
     pub fn put_back(&self, worker: &str) -> Result<usize, StoreError> {
