@@ -328,33 +328,33 @@ impl Heartbeat {
                     continue;
                 }
                 last = Instant::now();
-                let jobs = h.lock().expect("held jobs").clone();
-                for job in jobs {
-                    match store.renew(&job, &worker, lease) {
-                        Ok(Lease::Renewed) => {}
-                        // Stored while the population it trained in goes on.
-                        Ok(Lease::Done) => h.lock().expect("held jobs").retain(|j| j.id != job.id),
-                        Ok(Lease::Lost) => {
-                            eprintln!(
-                                "worker {worker}: lost the lease of job {}; its result will not be stored",
-                                job.id
-                            );
-                            h.lock().expect("held jobs").retain(|j| j.id != job.id);
-                            l.lock().expect("lost claims").push((job.id, job.attempt));
-                        }
-                        Err(e) => eprintln!("worker {worker}: cannot renew the lease of job {}: {e}", job.id),
+                // Held while renewing, so that once `hold` returns no renewal of a job it let
+                // go of is under way.
+                h.lock().expect("held jobs").retain(|job| match store.renew(job, &worker, lease) {
+                    Ok(Lease::Renewed) => true,
+                    // Stored while the population it trained in goes on.
+                    Ok(Lease::Done) => false,
+                    Ok(Lease::Lost) => {
+                        eprintln!("worker {worker}: lost the lease of job {}; its result will not be stored", job.id);
+                        l.lock().expect("lost claims").push((job.id, job.attempt));
+                        false
                     }
-                }
+                    Err(e) => {
+                        eprintln!("worker {worker}: cannot renew the lease of job {}: {e}", job.id);
+                        true
+                    }
+                });
             }
         });
         Ok(Heartbeat { held, lost, stop, handle: Some(handle) })
     }
 
-    /// Renews `jobs` from now on (and no others), except claims already found lost.
+    /// Renews `jobs` from now on (and no others), except claims already found lost; waits for
+    /// renewals under way.
     fn hold(&self, jobs: &[Job]) {
+        let mut held = self.held.lock().expect("held jobs");
         let lost = self.lost.lock().expect("lost claims");
-        *self.held.lock().expect("held jobs") =
-            jobs.iter().filter(|j| !lost.contains(&(j.id, j.attempt))).cloned().collect();
+        *held = jobs.iter().filter(|j| !lost.contains(&(j.id, j.attempt))).cloned().collect();
     }
 }
 
@@ -471,13 +471,14 @@ fn work(db: &Db, id: &str, stop: &AtomicBool, abandon: &AtomicBool, idle: Option
         let held = parked_jobs(&parked);
         let done = match claimed {
             Some(first) => {
+                beat.hold(&[&held[..], std::slice::from_ref(&first)].concat());
                 if let Err(e) = trainable_here(&first.spec) {
+                    beat.hold(&held);
                     store.decline(&first, id, &format!("worker {id} cannot train it: {e}"))?;
                     let e = RunError::NotHere { job: first.id, device: first.spec.device.clone(), source: Box::new(e) };
                     give_back(&held, &e)?;
                     return Err(e);
                 }
-                beat.hold(&[&held[..], std::slice::from_ref(&first)].concat());
                 let jobs = claim_population(&store, id, lease, first)?;
                 beat.hold(&[&held[..], &jobs[..]].concat());
                 train_claimed(&store, id, &jobs, &mut parked, abandon).map_err(|e| (e, jobs))
