@@ -142,7 +142,7 @@ pub enum Cmd {
         /// Children generated and trained together (default: the stored run's, else the
         /// number of workers, times --models on a GPU device). The same value reproduces the
         /// same search.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         round: Option<usize>,
         #[command(flatten)]
         opts: TrainOpts,
