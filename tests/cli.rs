@@ -505,7 +505,7 @@ fn device_auto_falls_back_to_the_cpu_and_cuda_does_not() {
 
 /// A search, sample or evaluation whose workers here cannot open its device fails (exit 1)
 /// before its store records a run or jobs: a stored run keeps its device. A coordinator that
-/// trains nothing here (`--workers 0`) stores the run for workers elsewhere; resuming it with
+/// trains nothing here (`--workers 0`) stores the run for workers elsewhere, and says so; resuming it with
 /// another device is refused (exit 2), the CPU's default included.
 #[test]
 fn a_run_on_a_device_this_machine_lacks_stores_nothing() {
@@ -529,7 +529,10 @@ fn a_run_on_a_device_this_machine_lacks_stores_nothing() {
     }
     let search = ["search", "--db", &db, "--initial", "4", "--population", "2", "--iterations", "2", "--workers", "0"];
     let o = lossc(&[&search[..], &["--round", "2", "--time-limit", "0.5s"], &small[..]].concat());
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // It says who trains, rather than wait in silence.
+    assert!(err.contains(&format!("the trainings wait for `lossc worker --db {db}` processes")), "{err}");
     // (A time limit: resumed, it would wait for workers that never come.)
     fails_with(
         &[&search[..], &["--steps", "4", "--batch", "8", "--time-limit", "5s"]].concat(),

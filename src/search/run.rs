@@ -380,11 +380,15 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` workers that claim jobs from the store at `db` until stopped.
+    /// Starts `n` workers that claim jobs from the store at `db` until stopped. With none, says
+    /// who trains: a coordinator alone would wait in silence until a `lossc worker` stores a
+    /// result.
     pub fn spawn(db: &Db, n: usize) -> Workers {
         let stop = Arc::new(AtomicBool::new(false));
         let abandon = Arc::new(AtomicBool::new(false));
-        if n > 0 {
+        if n == 0 {
+            eprintln!("no workers here (--workers 0): the trainings wait for `lossc worker --db {db}` processes");
+        } else {
             // Parallelism comes from the workers; each trains on one thread, which also keeps
             // results independent of the worker count.
             lossc_runtime::layers::set_threads(1);
