@@ -156,6 +156,7 @@ fn search_and_report_commands_reject_bad_input() {
     fails(&["worker", "--db", &db, "--lease", "0.1"], "from 0.5 to 86400");
     fails(&["search", "--db", &db, "--workers", "0"], "give --round N");
     fails(&["search", "--db", &db, "--workers", "0", "--round", "0"], "'0' for '--round <ROUND>'");
+    fails(&["sample", "--db", &db, "--top", "1"], "'1' for '--top <TOP>'");
     for limit in ["0", "-5m", "10ms", "1d", "soon", "9000h"] {
         fails(&["search", "--db", &db, &format!("--time-limit={limit}")], "is not a time span");
     }

@@ -168,8 +168,9 @@ pub enum Cmd {
         /// Hidden nodes of the genome.
         #[arg(long, default_value_t = 4)]
         hidden: usize,
-        /// The tau over the best k losses (by mean fitness) is printed too.
-        #[arg(long, default_value_t = 10)]
+        /// The tau over the best k losses (by mean fitness) is printed too (k >= 2: a rank
+        /// correlation needs two).
+        #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..))]
         top: usize,
         #[command(flatten)]
         opts: TrainOpts,
