@@ -309,6 +309,14 @@ fn train_prints_a_summary_and_the_record_on_request() {
     let o = lossc(&[&args[..], &["--json"]].concat());
     let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(printed["spec"], stored["spec"]);
+    // The augmentations' settings: in the record where they differ from their usual values,
+    // checked like every setting.
+    assert!(stored["spec"].get("cutout").is_none(), "{stored}");
+    let o = lossc(&[&args[..], &["--aug", "cutout", "--cutout", "5", "--json"]].concat());
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((&printed["spec"]["aug"], &printed["spec"]["cutout"]), (&"cutout".into(), &5.into()));
+    fails_with(&[&args[..], &["--pad", "33"]].concat(), "pad 33: expected 0 to 32 pixels");
+    fails_with(&[&args[..], &["--mixup-alpha", "0"]].concat(), "mixup alpha 0: expected a value above 0");
 }
 
 fn fails_with(args: &[&str], needle: &str) {

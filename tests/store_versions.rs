@@ -154,3 +154,23 @@ fn a_store_from_before_leases_gets_them() {
     assert_eq!((job.key.as_str(), job.attempt), ("pending", 1));
     assert!(store.claim("w", 30.0).unwrap().is_none(), "the running job was claimed twice");
 }
+
+/// The training spec is a result's key: a spec stored before the augmentations' settings
+/// were part of it reads back as their usual values and keeps its key, so a store made then
+/// finds its results; a setting away from its usual value is in the key and in the training.
+#[test]
+fn specs_from_before_the_augmentation_settings_keep_their_keys() {
+    use lossc::train::TrainSpec;
+    // The default spec's key as stores hold it (the fields of the spec before `pad`).
+    let stored = r#"{"data":"fashion-mnist","aug":"base","steps":1000,"batch":128,"seed":0,"label_smoothing":0.0,"optimizer":"adam","lr":null,"warmup":null,"weight_decay":0.0,"width":1,"eval_every":200,"val":5000,"gate_step":null,"gate_accuracy":0.35,"test":false}"#;
+    let spec: TrainSpec = serde_json::from_str(stored).unwrap();
+    assert_eq!(spec, TrainSpec::default());
+    assert_eq!(spec.key(), stored);
+    let cfg = spec.config().unwrap().augment;
+    assert_eq!((cfg.pad, cfg.cutout, cfg.mixup_alpha, cfg.randaug_n, cfg.randaug_m), (4, 16, 0.4, 2, 5.0));
+    let other = TrainSpec { cutout: 8, mixup_alpha: 1.0, ..TrainSpec::default() };
+    assert!(other.key().ends_with(r#""test":false,"cutout":8,"mixup_alpha":1.0}"#), "{}", other.key());
+    assert_eq!(serde_json::from_str::<TrainSpec>(&other.key()).unwrap(), other);
+    let cfg = other.config().unwrap().augment;
+    assert_eq!((cfg.pad, cfg.cutout, cfg.mixup_alpha), (4, 8, 1.0));
+}

@@ -51,9 +51,24 @@ pub struct Augment {
     pub randaug_m: f32,
 }
 
+/// The settings' usual values: pad 4, a 16x16 cutout (on 32x32 images), mixup's alpha 0.4,
+/// RandAug's 2 ops at magnitude 5 of 10 (the predecessor's).
+pub const PAD: usize = 4;
+pub const CUTOUT: usize = 16;
+pub const MIXUP_ALPHA: f64 = 0.4;
+pub const RANDAUG_N: usize = 2;
+pub const RANDAUG_M: f32 = 5.0;
+
 impl Augment {
     pub fn new(technique: Technique) -> Augment {
-        Augment { technique, pad: 4, cutout: 16, mixup_alpha: 0.4, randaug_n: 2, randaug_m: 5.0 }
+        Augment {
+            technique,
+            pad: PAD,
+            cutout: CUTOUT,
+            mixup_alpha: MIXUP_ALPHA,
+            randaug_n: RANDAUG_N,
+            randaug_m: RANDAUG_M,
+        }
     }
 
     /// Whether its plans are gathers (no RandAug op): see [`is_gather`].

@@ -1,5 +1,7 @@
 //! [`TrainSpec`]: everything one training run is determined by apart from the loss.
 
+use lossc_runtime::augment;
+
 /// Everything one training run is determined by, apart from the loss: what `lossc train`
 /// takes as options, what a search stores with each job, and the cache key of a result
 /// (two runs with equal specs and equal losses give equal metrics).
@@ -35,6 +37,42 @@ pub struct TrainSpec {
     /// is a CPU one).
     #[serde(default = "cpu", skip_serializing_if = "is_cpu")]
     pub device: String,
+    /// The augmentations' settings (SPEC section 6 leaves them open). Like the device, each is
+    /// left out of the key at its usual value, so the keys of stores made before they were
+    /// settings stay what they were. Zero padding before the random crop, in pixels.
+    #[serde(default = "pad", skip_serializing_if = "is_pad")]
+    pub pad: usize,
+    /// Side of the cutout square, in pixels.
+    #[serde(default = "cutout", skip_serializing_if = "is_cutout")]
+    pub cutout: usize,
+    /// Mixup's weights are drawn from Beta(alpha, alpha).
+    #[serde(default = "mixup_alpha", skip_serializing_if = "is_mixup_alpha")]
+    pub mixup_alpha: f64,
+    /// RandAug's ops an image.
+    #[serde(default = "randaug_n", skip_serializing_if = "is_randaug_n")]
+    pub randaug_n: usize,
+    /// RandAug's magnitude, of 10.
+    #[serde(default = "randaug_m", skip_serializing_if = "is_randaug_m")]
+    pub randaug_m: f32,
+}
+
+/// A setting's usual value for serde: `$get` gives it, `$is` tells it.
+macro_rules! usual {
+    ($($get:ident, $is:ident: $ty:ty = $value:expr;)*) => {$(
+        fn $get() -> $ty {
+            $value
+        }
+        fn $is(v: &$ty) -> bool {
+            *v == $value
+        }
+    )*};
+}
+usual! {
+    pad, is_pad: usize = augment::PAD;
+    cutout, is_cutout: usize = augment::CUTOUT;
+    mixup_alpha, is_mixup_alpha: f64 = augment::MIXUP_ALPHA;
+    randaug_n, is_randaug_n: usize = augment::RANDAUG_N;
+    randaug_m, is_randaug_m: f32 = augment::RANDAUG_M;
 }
 
 fn cpu() -> String {
@@ -68,6 +106,11 @@ impl Default for TrainSpec {
             gate_accuracy: 0.35,
             test: false,
             device: cpu(),
+            pad: pad(),
+            cutout: cutout(),
+            mixup_alpha: mixup_alpha(),
+            randaug_n: randaug_n(),
+            randaug_m: randaug_m(),
         }
     }
 }
@@ -78,6 +121,12 @@ pub const MAX_BATCH: usize = 4096;
 
 /// The largest channel multiplier: width 16 is 128/256/512 channels.
 pub const MAX_WIDTH: usize = 16;
+
+/// The largest pad or cutout side: the data sets' images are 32x32.
+pub const MAX_AUGMENT_SIDE: usize = 32;
+
+/// The most RandAug ops an image.
+pub const MAX_RANDAUG_N: usize = 16;
 
 /// What is wrong with a [`TrainSpec`]; each names the setting, never a command-line flag.
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +193,23 @@ impl TrainSpec {
         }
         let wd = self.weight_decay as f64;
         range("weight decay", wd, wd.is_finite() && wd >= 0.0, "a finite value >= 0")?;
-        let mut cfg = lossc_runtime::train::Config::new(self.steps, Augment::new(technique));
+        let side = |v: usize, least| (least..=MAX_AUGMENT_SIDE).contains(&v);
+        range("pad", self.pad as f64, side(self.pad, 0), "0 to 32 pixels")?;
+        range("cutout", self.cutout as f64, side(self.cutout, 1), "1 to 32 pixels")?;
+        let alpha = self.mixup_alpha;
+        range("mixup alpha", alpha, alpha.is_finite() && alpha > 0.0 && alpha <= 1e3, "a value above 0, at most 1000")?;
+        range("randaug n", self.randaug_n as f64, self.randaug_n <= MAX_RANDAUG_N, "0 to 16 ops")?;
+        let m = self.randaug_m as f64;
+        range("randaug m", m, (0.0..=10.0).contains(&m), "a magnitude from 0 to 10")?;
+        let augment = Augment {
+            pad: self.pad,
+            cutout: self.cutout,
+            mixup_alpha: self.mixup_alpha,
+            randaug_n: self.randaug_n,
+            randaug_m: self.randaug_m,
+            ..Augment::new(technique)
+        };
+        let mut cfg = lossc_runtime::train::Config::new(self.steps, augment);
         cfg.batch = self.batch;
         cfg.seed = self.seed;
         cfg.label_smoothing = self.label_smoothing;

@@ -8,6 +8,7 @@ use lossc::app::compile::Target;
 use lossc::app::evaluate;
 use lossc::search::store::{DEFAULT_LEASE, Db};
 use lossc::train::TrainSpec;
+use lossc_runtime::augment;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -466,6 +467,21 @@ pub struct TrainOpts {
     /// Stored with a search's or evaluation's runs; a resumed run keeps its device.
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu", "cuda", "auto"])]
     pub device: String,
+    /// Zero padding before the random crop of every augmentation, in pixels (0 to 32).
+    #[arg(long, default_value_t = augment::PAD)]
+    pub pad: usize,
+    /// Side of cutout's square, in pixels (1 to 32).
+    #[arg(long, default_value_t = augment::CUTOUT)]
+    pub cutout: usize,
+    /// Mixup's weights are drawn from Beta(alpha, alpha).
+    #[arg(long, default_value_t = augment::MIXUP_ALPHA)]
+    pub mixup_alpha: f64,
+    /// RandAug's ops an image (0 to 16).
+    #[arg(long, default_value_t = augment::RANDAUG_N)]
+    pub randaug_n: usize,
+    /// RandAug's magnitude (0 to 10).
+    #[arg(long, default_value_t = augment::RANDAUG_M)]
+    pub randaug_m: f32,
 }
 
 impl TrainOpts {
@@ -489,6 +505,11 @@ impl TrainOpts {
             gate_accuracy: self.gate_accuracy.unwrap_or(0.35),
             test: false,
             device: lossc::train::resolve_device(&self.device),
+            pad: self.pad,
+            cutout: self.cutout,
+            mixup_alpha: self.mixup_alpha,
+            randaug_n: self.randaug_n,
+            randaug_m: self.randaug_m,
         }
     }
 
