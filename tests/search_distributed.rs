@@ -187,6 +187,7 @@ fn a_worker_leaves_a_job_it_cannot_train_to_one_that_can() {
         batch: 8,
         val: 100,
         eval_every: 2,
+        gate_accuracy: 0.0,
         ..TrainSpec::default()
     };
     // The wgpu job: a machine whose Vulkan loader finds no driver has no adapter.
@@ -204,9 +205,11 @@ fn a_worker_leaves_a_job_it_cannot_train_to_one_that_can() {
         let j = store.jobs().unwrap().into_iter().find(|j| j.key == key).unwrap();
         (j.status, j.attempts, j.error.unwrap_or_default())
     };
+    let mut said = String::new();
     for (job, key, why) in [(1, "on-cpu", "fashion-mnist"), (2, "on-wgpu", "no Vulkan adapter")] {
         for _ in 0..=lossc::search::store::MAX_ATTEMPTS {
             let (code, out) = worker();
+            said += &out;
             assert_eq!(code, Some(1), "{out}");
             let stop =
                 format!("this machine cannot train job {job} (device {}): ", if job == 1 { "cpu" } else { "wgpu" });
@@ -221,6 +224,8 @@ fn a_worker_leaves_a_job_it_cannot_train_to_one_that_can() {
     }
     let (status, attempts, _) = state("on-cpu");
     assert_eq!((status.as_str(), attempts), ("done", 1), "trained once the data was there");
+    // A worker says what it stored.
+    assert!(said.contains("job 1 (l): fitness ") && said.contains(", 2 steps in "), "{said}");
     assert_eq!(store.counts().unwrap(), (1, 1));
     let o = Command::new(env!("CARGO_BIN_EXE_lossc")).args(["status", "--db"]).arg(&db).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);

@@ -102,6 +102,24 @@ fn failed(why: String) -> Metrics {
     Metrics { stopped: Some(why), ..Default::default() }
 }
 
+/// Whether this process's workers print a line for each result they store: `lossc worker`,
+/// which trains for hours with no progress bar to show what goes on.
+static SAY_RESULTS: AtomicBool = AtomicBool::new(false);
+
+/// Stores a job's result if `worker` still holds it ([`Store::complete`]), and says so where
+/// [`SAY_RESULTS`] asks.
+fn store_result(store: &Store, job: &Job, worker: &str, m: &Metrics, seconds: f64) -> Result<bool, StoreError> {
+    let stored = store.complete(job, worker, m, seconds)?;
+    if stored && SAY_RESULTS.load(Ordering::Relaxed) {
+        // The loss's line reads `loss NAME = ...` (after any `let` lines).
+        let name = job.text.lines().find_map(|l| l.trim().strip_prefix("loss ")?.split_whitespace().next());
+        let name = name.unwrap_or("?");
+        let how = m.stopped.as_ref().map_or(String::new(), |why| format!("; stopped: {why}"));
+        eprintln!("job {} ({name}): fitness {:.4}, {} steps in {seconds:.1} s{how}", job.id, m.fitness, m.steps);
+    }
+    Ok(stored)
+}
+
 /// The jobs whose loss parses, ready to train; the others are stored as failed (the count).
 fn parse_jobs(store: &Store, jobs: &[Job], worker: &str) -> Result<(usize, Vec<Running>), RunError> {
     let (mut stored, mut items) = (0, Vec::new());
@@ -114,7 +132,7 @@ fn parse_jobs(store: &Store, jobs: &[Job], worker: &str) -> Result<(usize, Vec<R
             Ok(_) => TrainError::NoLoss.to_string(),
             Err(d) => TrainError::Parse(d.message).to_string(),
         };
-        stored += store.complete(job, worker, &failed(why), 0.0)? as usize;
+        stored += store_result(store, job, worker, &failed(why), 0.0)? as usize;
     }
     Ok((stored, items))
 }
@@ -151,7 +169,7 @@ fn train_phase(
                 let mut paused = Vec::new();
                 for (mut r, o) in items.into_iter().zip(outcomes) {
                     match o {
-                        Trained::Done(m) => stored += store.complete(&r.job, worker, &m, m.wall_seconds)? as usize,
+                        Trained::Done(m) => stored += store_result(store, &r.job, worker, &m, m.wall_seconds)? as usize,
                         Trained::Paused(p) => {
                             r.paused = Some(p);
                             paused.push(r);
@@ -163,12 +181,12 @@ fn train_phase(
             }
             Err(e) if e.failed_model().is_some() => {
                 let r = items.remove(e.failed_model().expect("checked"));
-                stored += store.complete(&r.job, worker, &failed(e.to_string()), 0.0)? as usize;
+                stored += store_result(store, &r.job, worker, &failed(e.to_string()), 0.0)? as usize;
             }
             Err(e) if e.blame() == Blame::Failure => return Err(RunError::Train(e)),
             Err(e) => {
                 for r in &items {
-                    stored += store.complete(&r.job, worker, &failed(e.to_string()), 0.0)? as usize;
+                    stored += store_result(store, &r.job, worker, &failed(e.to_string()), 0.0)? as usize;
                 }
                 break;
             }
@@ -536,6 +554,7 @@ pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunEr
     store.release_dead_here()?;
     drop(store);
     lossc_runtime::layers::set_threads(1);
+    SAY_RESULTS.store(true, Ordering::Relaxed);
     let ran: Vec<Result<usize, RunError>> = std::thread::scope(|s| {
         // Only an interruption stops these workers before their idle time, and it abandons.
         let spawn = |i| {
