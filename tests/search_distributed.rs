@@ -224,7 +224,8 @@ fn a_worker_leaves_a_job_it_cannot_train_to_one_that_can() {
     }
     let (status, attempts, _) = state("on-cpu");
     assert_eq!((status.as_str(), attempts), ("done", 1), "trained once the data was there");
-    // A worker says what it stored.
+    // A worker says that it started, and what it stored.
+    assert!(said.contains(&format!("1 worker(s) on {}, until no job has come for 1 s", db.display())), "{said}");
     assert!(said.contains("job 1 (l): fitness ") && said.contains(", 2 steps in "), "{said}");
     assert_eq!(store.counts().unwrap(), (1, 1));
     let o = Command::new(env!("CARGO_BIN_EXE_lossc")).args(["status", "--db"]).arg(&db).output().unwrap();

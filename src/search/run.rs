@@ -554,6 +554,7 @@ pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunEr
     store.release_dead_here()?;
     drop(store);
     lossc_runtime::layers::set_threads(1);
+    eprintln!("{workers} worker(s) on {db}, until no job has come for {} s", idle.as_secs_f64());
     SAY_RESULTS.store(true, Ordering::Relaxed);
     let ran: Vec<Result<usize, RunError>> = std::thread::scope(|s| {
         // Only an interruption stops these workers before their idle time, and it abandons.
