@@ -202,12 +202,12 @@ impl TrainSpec {
         let m = self.randaug_m as f64;
         range("randaug m", m, (0.0..=10.0).contains(&m), "a magnitude from 0 to 10")?;
         let augment = Augment {
+            technique,
             pad: self.pad,
             cutout: self.cutout,
             mixup_alpha: self.mixup_alpha,
             randaug_n: self.randaug_n,
             randaug_m: self.randaug_m,
-            ..Augment::new(technique)
         };
         let mut cfg = lossc_runtime::train::Config::new(self.steps, augment);
         cfg.batch = self.batch;

@@ -406,9 +406,9 @@ pub fn status(db: &DbArg) -> Result<(), Failure> {
     }
     // Pending jobs that were given back say why: a worker that could not train them, a lease
     // that ran out, or a failed attempt.
-    let given_back: Vec<_> = jobs.iter().filter(|j| j.status == "pending" && j.error.is_some()).collect();
-    for j in given_back.iter().take(STATUS_GIVEN_BACK) {
-        let error = j.error.as_deref().unwrap_or_default();
+    let given_back: Vec<_> =
+        jobs.iter().filter(|j| j.status == "pending").filter_map(|j| Some((j, j.error.as_deref()?))).collect();
+    for (j, error) in given_back.iter().take(STATUS_GIVEN_BACK) {
         println!("  pending: job {} ({} attempts so far), given back: {error}", j.id, j.attempts);
     }
     if given_back.len() > STATUS_GIVEN_BACK {
