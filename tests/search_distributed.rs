@@ -205,31 +205,59 @@ fn a_worker_leaves_a_job_it_cannot_train_to_one_that_can() {
         let j = store.jobs().unwrap().into_iter().find(|j| j.key == key).unwrap();
         (j.status, j.attempts, j.error.unwrap_or_default())
     };
+    let declined = |out: &str, job: i64, device: &str, why: &str| {
+        let line = format!("this machine cannot train job {job} (device {device}): ");
+        let line = out.lines().find(|l| l.contains(&line)).unwrap_or_else(|| panic!("no line for job {job}: {out}"));
+        assert!(line.contains(why) && line.ends_with("this attempt not counted"), "{line}");
+    };
+    let cannot = "this machine can train none of the jobs its workers found";
+    // Without the data, neither job trains here: each worker leaves both, uncounted.
     let mut said = String::new();
-    for (job, key, why) in [(1, "on-cpu", "fashion-mnist"), (2, "on-wgpu", "no Vulkan adapter")] {
-        for _ in 0..=lossc::search::store::MAX_ATTEMPTS {
-            let (code, out) = worker();
-            said += &out;
-            assert_eq!(code, Some(1), "{out}");
-            let stop =
-                format!("this machine cannot train job {job} (device {}): ", if job == 1 { "cpu" } else { "wgpu" });
-            assert!(out.contains(&stop) && out.contains(why) && out.contains("this attempt not counted"), "{out}");
+    for _ in 0..=lossc::search::store::MAX_ATTEMPTS {
+        let (code, out) = worker();
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains(cannot), "{out}");
+        declined(&out, 1, "cpu", "fashion-mnist");
+        declined(&out, 2, "wgpu", "fashion-mnist");
+        for key in ["on-cpu", "on-wgpu"] {
             let (status, attempts, error) = state(key);
             assert_eq!((status.as_str(), attempts), ("pending", 0), "{error}");
-            assert!(error.contains("cannot train it: ") && error.contains(why), "{error}");
+            assert!(error.contains("cannot train it: ") && error.contains("fashion-mnist"), "{error}");
         }
-        if job == 1 {
-            std::os::unix::fs::symlink(lossc_runtime::data::FASHION_MNIST_DIR, &data).unwrap();
-        }
+        said += &out;
     }
+    // With the data, the CPU job trains at its first attempt; the wgpu job, which needs a
+    // Vulkan driver this machine lacks, is passed over, and a worker that finds only it fails.
+    std::os::unix::fs::symlink(lossc_runtime::data::FASHION_MNIST_DIR, &data).unwrap();
+    let (code, out) = worker();
+    assert_eq!(code, Some(0), "{out}");
+    declined(&out, 2, "wgpu", "no Vulkan adapter");
+    said += &out;
     let (status, attempts, _) = state("on-cpu");
     assert_eq!((status.as_str(), attempts), ("done", 1), "trained once the data was there");
+    let (code, out) = worker();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(cannot), "{out}");
+    declined(&out, 2, "wgpu", "no Vulkan adapter");
+    let (status, attempts, error) = state("on-wgpu");
+    assert_eq!((status.as_str(), attempts), ("pending", 0), "{error}");
     // A worker says that it started, and what it stored.
     assert!(said.contains(&format!("1 worker(s) on {}, until no job has come for 1 s", db.display())), "{said}");
     assert!(said.contains("job 1 (l): fitness ") && said.contains(", 2 steps in "), "{said}");
     assert_eq!(store.counts().unwrap(), (1, 1));
+    // A CPU search sharing the store runs beside the waiting wgpu job: its workers pass it over.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lossc"));
+    c.args(["search", "--population", "2", "--initial", "2", "--iterations", "0", "--steps", "2", "--batch", "8"]);
+    c.args(["--val", "100", "--eval-every", "2", "--gate-accuracy", "0", "--workers", "2", "--db"]).arg(&db);
+    c.arg("--out").arg(dir.join("out")).env("VK_ICD_FILENAMES", dir.join("no-driver.json"));
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    declined(&err, 2, "wgpu", "no Vulkan adapter");
+    let (status, attempts, error) = state("on-wgpu");
+    assert_eq!((status.as_str(), attempts), ("pending", 0), "{error}");
     let o = Command::new(env!("CARGO_BIN_EXE_lossc")).args(["status", "--db"]).arg(&db).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("jobs: 1 pending, 0 running, 1 done (1 results), 0 failed"), "{out}");
+    assert!(out.contains(" pending, 0 running, ") && out.contains(" 0 failed"), "{out}");
     assert!(out.contains("pending: job 2 (0 attempts so far), given back: worker "), "{out}");
 }

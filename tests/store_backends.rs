@@ -209,6 +209,36 @@ fn jobs_put_back_do_not_count_an_attempt() {
     }
 }
 
+/// A worker passes over the jobs whose spec it declined (named by the declined jobs' ids) and
+/// takes the others oldest first; without the list every pending job is claimable again.
+#[test]
+fn a_claim_passes_over_the_specs_a_worker_declined() {
+    for db in stores("unlike") {
+        let gpu = TrainSpec { device: "cuda".into(), ..TrainSpec::default() };
+        let cpu = TrainSpec::default();
+        let wgpu = TrainSpec { device: "wgpu".into(), ..TrainSpec::default() };
+        let store = Store::open(&db).unwrap();
+        for (k, spec) in [("g1", &gpu), ("c1", &cpu), ("g2", &gpu), ("w1", &wgpu), ("c2", &cpu)] {
+            store.enqueue(k, spec, "loss l = -y * ln(p);").unwrap();
+        }
+        let claim = |unlike: &[i64]| store.claim_unlike("w", 30.0, unlike).unwrap();
+        let g1 = claim(&[]).unwrap();
+        assert_eq!(g1.key, "g1", "{db}");
+        store.decline(&g1, "w", "no GPU here").unwrap();
+        let c1 = claim(&[g1.id]).unwrap();
+        assert_eq!(c1.key, "c1", "{db}: the oldest job of another spec");
+        store.decline(&c1, "w", "no data here").unwrap();
+        let w1 = claim(&[g1.id, c1.id]).unwrap();
+        assert_eq!(w1.key, "w1", "{db}: g2 has g1's spec, c1 and c2 the same");
+        store.decline(&w1, "w", "no Vulkan here").unwrap();
+        assert!(claim(&[g1.id, c1.id, w1.id]).is_none(), "{db}: every spec passed over");
+        let got: Vec<(String, i64)> =
+            std::iter::from_fn(|| claim(&[c1.id, w1.id])).map(|j| (j.key, j.attempt)).collect();
+        assert_eq!(got, [("g1".to_string(), 1), ("g2".to_string(), 1)], "{db}: declines are not counted");
+        assert_eq!(store.claim("w", 30.0).unwrap().unwrap().key, "c1", "{db}");
+    }
+}
+
 /// Runs, candidates, results and populations read back as written on both stores.
 #[test]
 fn both_stores_keep_the_same_records() {

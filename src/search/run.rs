@@ -416,7 +416,7 @@ impl Workers {
                 let (db, stop, abandon) = (db.clone(), stop.clone(), abandon.clone());
                 std::thread::Builder::new()
                     .stack_size(WORKER_STACK)
-                    .spawn(move || work(&db, &worker_id(i), &stop, &abandon, None))
+                    .spawn(move || work(&db, &worker_id(i), &stop, &abandon, None).map(|w| w.ran))
                     .expect("a worker thread starts")
             })
             .collect();
@@ -457,17 +457,35 @@ impl Workers {
     }
 }
 
+/// What a worker did: the jobs it trained to the end, and those it left to other workers
+/// because this machine cannot train them.
+#[derive(Default)]
+struct Worked {
+    ran: usize,
+    left: usize,
+}
+
 /// A worker's loop: claim, train, store; stop when asked (after the jobs under way; at once
 /// if `abandon` is set too, putting its jobs back), or after `idle` without jobs. A job this
 /// machine cannot train (its device does not open here, or its data cannot be read here) goes
-/// back to the queue, the attempt not counted, and the worker stops with the error: three
-/// workers on a machine without a GPU must not fail a GPU job for good. A job whose training
-/// fails goes back counted, and the worker stops with the error.
-fn work(db: &Db, id: &str, stop: &AtomicBool, abandon: &AtomicBool, idle: Option<Duration>) -> Result<usize, RunError> {
+/// back to the queue, the attempt not counted, and the worker passes over the jobs of its
+/// spec from then on: three workers on a machine without a GPU must not fail a GPU job for
+/// good, and a store shared by a GPU search and a CPU search keeps the CPU machines' workers
+/// busy with the CPU jobs. A job whose training fails goes back counted, and the worker stops
+/// with the error.
+fn work(
+    db: &Db,
+    id: &str,
+    stop: &AtomicBool,
+    abandon: &AtomicBool,
+    idle: Option<Duration>,
+) -> Result<Worked, RunError> {
     let store = Store::open(db)?;
     let lease = lease();
     let beat = Heartbeat::start(db, id, lease)?;
     let mut ran = 0;
+    // Jobs declined here: the worker passes over their specs.
+    let mut unlike = Vec::new();
     let mut idle_since = Instant::now();
     // Models paused at the gate, waiting for enough others of their spec to go on with.
     let mut parked: Option<Parked> = None;
@@ -488,18 +506,22 @@ fn work(db: &Db, id: &str, stop: &AtomicBool, abandon: &AtomicBool, idle: Option
                 store.expire()?;
                 store.claim_like(id, lease, &r.job)?
             }
-            None => store.claim(id, lease)?,
+            None => store.claim_unlike(id, lease, &unlike)?,
         };
         let held = parked_jobs(&parked);
         let done = match claimed {
             Some(first) => {
                 beat.hold(&[&held[..], std::slice::from_ref(&first)].concat());
+                // (With models parked, the job has their spec, which trains here.)
                 if let Err(e) = trainable_here(&first.spec) {
                     beat.hold(&held);
                     store.decline(&first, id, &format!("worker {id} cannot train it: {e}"))?;
-                    let e = RunError::NotHere { job: first.id, device: first.spec.device.clone(), source: Box::new(e) };
-                    give_back(&held, &e)?;
-                    return Err(e);
+                    eprintln!(
+                        "worker {id}: this machine cannot train job {} (device {}): {e}; it is pending again for a worker that can, this attempt not counted",
+                        first.id, first.spec.device
+                    );
+                    unlike.push(first.id);
+                    continue;
                 }
                 let jobs = claim_population(&store, id, lease, first)?;
                 beat.hold(&[&held[..], &jobs[..]].concat());
@@ -529,7 +551,7 @@ fn work(db: &Db, id: &str, stop: &AtomicBool, abandon: &AtomicBool, idle: Option
         // Once the heartbeat no longer renews them, every job this worker holds goes back.
         drop(beat);
         store.put_back(id)?;
-        return Ok(ran);
+        return Ok(Worked { ran, left: unlike.len() });
     }
     // Asked to stop: parked models still finish (their jobs are held).
     let held = parked_jobs(&parked);
@@ -540,11 +562,12 @@ fn work(db: &Db, id: &str, stop: &AtomicBool, abandon: &AtomicBool, idle: Option
             return Err(e);
         }
     }
-    Ok(ran)
+    Ok(Worked { ran, left: unlike.len() })
 }
 
 /// `lossc worker`: `workers` threads claiming jobs from the store at `db` until none has come
-/// for `idle`, or until interrupted; returns the jobs they ran.
+/// for `idle`, or until interrupted; returns the jobs they ran. A worker that found only jobs
+/// this machine cannot train ends with an error, after saying why of each.
 pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunError> {
     if let Db::Sqlite(path) = db {
         wait_for_file(path, idle)?;
@@ -556,7 +579,7 @@ pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunEr
     lossc_runtime::layers::set_threads(1);
     eprintln!("{workers} worker(s) on {db}, until no job has come for {} s", idle.as_secs_f64());
     SAY_RESULTS.store(true, Ordering::Relaxed);
-    let ran: Vec<Result<usize, RunError>> = std::thread::scope(|s| {
+    let ran: Vec<Result<Worked, RunError>> = std::thread::scope(|s| {
         // Only an interruption stops these workers before their idle time, and it abandons.
         let spawn = |i| {
             let b = std::thread::Builder::new().stack_size(WORKER_STACK);
@@ -566,7 +589,15 @@ pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunEr
         let hs: Vec<_> = (0..workers).map(spawn).collect();
         hs.into_iter().map(|h| h.join().unwrap_or(Err(RunError::Panicked))).collect()
     });
-    ran.into_iter().sum()
+    let mut all = Worked::default();
+    for w in ran {
+        let w = w?;
+        (all.ran, all.left) = (all.ran + w.ran, all.left + w.left);
+    }
+    if all.ran == 0 && all.left > 0 {
+        return Err(RunError::NothingHere);
+    }
+    Ok(all.ran)
 }
 
 /// Waits up to `idle` for a store file that a search (started at the same time, say) has not
@@ -722,9 +753,9 @@ pub enum RunError {
     #[error("a worker panicked")]
     Panicked,
     #[error(
-        "this machine cannot train job {job} (device {device}): {source}; the job is pending again for a worker that can, this attempt not counted"
+        "this machine can train none of the jobs its workers found (why: above); they are pending for workers that can"
     )]
-    NotHere { job: i64, device: String, source: Box<RunError> },
+    NothingHere,
     #[error(transparent)]
     Train(TrainError),
     #[error("cannot write {path}: {source}")]
@@ -751,7 +782,7 @@ impl crate::error::Classify for RunError {
             RunError::Store(e) => e.blame(),
             RunError::Worker(e) => e.blame(),
             RunError::Train(e) => e.blame(),
-            RunError::Panicked | RunError::NotHere { .. } | RunError::Write { .. } | RunError::Interrupted => {
+            RunError::Panicked | RunError::NothingHere | RunError::Write { .. } | RunError::Interrupted => {
                 Blame::Failure
             }
         }

@@ -624,8 +624,20 @@ impl Store {
     /// Claims the oldest pending job for `worker`, atomically, holding it for `lease` seconds
     /// (expired leases are put back first).
     pub fn claim(&self, worker: &str, lease: f64) -> Result<Option<Job>, StoreError> {
+        self.claim_unlike(worker, lease, &[])
+    }
+
+    /// [`Store::claim`], passing over jobs with the training spec of any of the jobs `unlike`
+    /// (by id): a worker's machine cannot train those (their device or data is missing there).
+    pub fn claim_unlike(&self, worker: &str, lease: f64, unlike: &[i64]) -> Result<Option<Job>, StoreError> {
         self.expire()?;
-        self.claim_where("", args![worker, lease])
+        if unlike.is_empty() {
+            return self.claim_where("", args![worker, lease]);
+        }
+        // Integers, written into the statement: a list of any length needs no parameters.
+        let ids: Vec<String> = unlike.iter().map(i64::to_string).collect();
+        let condition = format!("AND spec NOT IN (SELECT spec FROM jobs WHERE id IN ({}))", ids.join(", "));
+        self.claim_where(&condition, args![worker, lease])
     }
 
     /// Claims the oldest pending job with the same training spec as job `like` (to train
