@@ -566,8 +566,9 @@ fn work(
 }
 
 /// `lossc worker`: `workers` threads claiming jobs from the store at `db` until none has come
-/// for `idle`, or until interrupted; returns the jobs they ran. A worker that found only jobs
-/// this machine cannot train ends with an error, after saying why of each.
+/// for `idle`, or until interrupted; returns the jobs they ran. Workers that found only jobs
+/// this machine cannot train (and were not interrupted) end with an error, having said why
+/// of each.
 pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunError> {
     if let Db::Sqlite(path) = db {
         wait_for_file(path, idle)?;
@@ -594,7 +595,7 @@ pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunEr
         let w = w?;
         (all.ran, all.left) = (all.ran + w.ran, all.left + w.left);
     }
-    if all.ran == 0 && all.left > 0 {
+    if all.ran == 0 && all.left > 0 && !interrupted() {
         return Err(RunError::NothingHere);
     }
     Ok(all.ran)
