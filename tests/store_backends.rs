@@ -68,7 +68,7 @@ fn an_expired_lease_goes_back_to_the_queue_and_only_its_holder_stores_a_result()
         store.enqueue("k", &spec, "loss l = -y * ln(p);").unwrap();
         let first = store.claim("w1", 0.4).unwrap().unwrap();
         assert!(store.claim("w2", 0.4).unwrap().is_none(), "{db}: a held job was claimed twice");
-        assert_eq!(store.renew(&first, "w1", 0.4).unwrap(), Lease::Renewed, "{db}");
+        assert_eq!(store.renew(std::slice::from_ref(&first), "w1", 0.4).unwrap(), [Lease::Renewed], "{db}");
         std::thread::sleep(Duration::from_millis(600));
         let second = store.claim("w2", 30.0).unwrap().expect("the expired job is claimed again");
         assert_eq!((second.id, second.attempt), (first.id, 2), "{db}");
@@ -76,12 +76,24 @@ fn an_expired_lease_goes_back_to_the_queue_and_only_its_holder_stores_a_result()
         assert_eq!(row.error.as_deref(), Some("the lease of w1 expired"), "{db}");
         assert_eq!((row.status.as_str(), row.worker.as_deref(), row.attempts), ("running", Some("w2"), 2));
 
-        assert_eq!(store.renew(&first, "w1", 30.0).unwrap(), Lease::Lost, "{db}: a lost lease was renewed");
+        assert_eq!(
+            store.renew(std::slice::from_ref(&first), "w1", 30.0).unwrap(),
+            [Lease::Lost],
+            "{db}: a lost lease was renewed"
+        );
         assert!(!store.complete(&first, "w1", &metrics(0.9), 1.0).unwrap(), "{db}: a lost lease stored a result");
         assert!(store.result("k", &spec).unwrap().is_none());
         assert!(store.complete(&second, "w2", &metrics(0.5), 1.0).unwrap());
-        assert_eq!(store.renew(&second, "w2", 30.0).unwrap(), Lease::Done, "{db}: done, not lost");
-        assert_eq!(store.renew(&first, "w1", 30.0).unwrap(), Lease::Lost, "{db}: done by another claim");
+        assert_eq!(
+            store.renew(std::slice::from_ref(&second), "w2", 30.0).unwrap(),
+            [Lease::Done],
+            "{db}: done, not lost"
+        );
+        assert_eq!(
+            store.renew(std::slice::from_ref(&first), "w1", 30.0).unwrap(),
+            [Lease::Lost],
+            "{db}: done by another claim"
+        );
         assert_eq!(store.result("k", &spec).unwrap().unwrap().fitness, 0.5, "{db}");
         assert!(!store.complete(&second, "w2", &metrics(0.7), 1.0).unwrap(), "{db}: stored twice");
         assert_eq!(store.counts().unwrap(), (1, 2), "{db}: one result from two attempts");
@@ -119,15 +131,25 @@ fn a_population_claims_only_jobs_of_its_spec() {
 fn renewing_a_lease_keeps_the_job() {
     for db in stores("renew") {
         let store = Store::open(&db).unwrap();
-        store.enqueue("k", &TrainSpec::default(), "loss l = -y * ln(p);").unwrap();
-        let job = store.claim("w1", 0.5).unwrap().unwrap();
+        for k in ["a", "b", "c"] {
+            store.enqueue(k, &TrainSpec::default(), "loss l = -y * ln(p);").unwrap();
+        }
+        // One worker's population: its three jobs renewed together.
+        let jobs: Vec<Job> = (0..3).map(|_| store.claim("w1", 0.5).unwrap().unwrap()).collect();
+        use Lease::{Done, Lost, Renewed};
         for _ in 0..8 {
             std::thread::sleep(Duration::from_millis(150));
-            assert_eq!(store.renew(&job, "w1", 0.5).unwrap(), Lease::Renewed, "{db}");
+            assert_eq!(store.renew(&jobs, "w1", 0.5).unwrap(), [Renewed; 3], "{db}");
             assert!(store.claim("w2", 0.5).unwrap().is_none(), "{db}: a renewed lease expired");
         }
+        assert!(store.complete(&jobs[1], "w1", &metrics(0.5), 1.0).unwrap());
+        assert_eq!(store.renew(&jobs, "w1", 0.5).unwrap(), [Renewed, Done, Renewed], "{db}");
+        assert_eq!(store.renew(&jobs, "w2", 0.5).unwrap(), [Lost, Lost, Lost], "{db}: not w2's");
         std::thread::sleep(Duration::from_millis(700));
-        assert!(store.claim("w2", 0.5).unwrap().is_some(), "{db}: a lapsed lease was kept");
+        let again = store.claim("w2", 0.5).unwrap().expect("a lapsed lease was kept");
+        assert_eq!((again.key.as_str(), again.attempt), ("a", 2), "{db}");
+        assert_eq!(store.renew(&jobs, "w1", 0.5).unwrap(), [Lost, Done, Lost], "{db}: lapsed, c pending again");
+        assert_eq!(store.renew(&[again], "w2", 0.5).unwrap(), [Renewed], "{db}");
     }
 }
 
@@ -193,8 +215,12 @@ fn jobs_put_back_do_not_count_an_attempt() {
         let want: Vec<(String, String, i64)> =
             want.iter().map(|(k, s, n)| (k.to_string(), s.to_string(), *n)).collect();
         assert_eq!(jobs, want, "{db}");
-        assert_eq!(store.renew(&b, "w1", 30.0).unwrap(), Lease::Lost, "{db}: a job put back is no longer w1's");
-        assert_eq!(store.renew(&c, "w2", 30.0).unwrap(), Lease::Renewed, "{db}");
+        assert_eq!(
+            store.renew(std::slice::from_ref(&b), "w1", 30.0).unwrap(),
+            [Lease::Lost],
+            "{db}: a job put back is no longer w1's"
+        );
+        assert_eq!(store.renew(std::slice::from_ref(&c), "w2", 30.0).unwrap(), [Lease::Renewed], "{db}");
         for _ in 0..MAX_ATTEMPTS + 1 {
             let d = store.claim("w3", 30.0).unwrap().unwrap();
             assert_eq!((d.key.as_str(), d.attempt), ("b", 1), "{db}");

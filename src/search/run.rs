@@ -348,18 +348,26 @@ impl Heartbeat {
                 last = Instant::now();
                 // Held while renewing, so that once `hold` returns no renewal of a job it let
                 // go of is under way.
-                h.lock().expect("held jobs").retain(|job| match store.renew(job, &worker, lease) {
-                    Ok(Lease::Renewed) => true,
+                let mut held = h.lock().expect("held jobs");
+                if held.is_empty() {
+                    continue;
+                }
+                let leases = match store.renew(&held, &worker, lease) {
+                    Ok(leases) => leases,
+                    Err(e) => {
+                        eprintln!("worker {worker}: cannot renew its leases: {e}");
+                        continue;
+                    }
+                };
+                let mut leases = leases.into_iter();
+                held.retain(|job| match leases.next() {
+                    Some(Lease::Renewed) => true,
                     // Stored while the population it trained in goes on.
-                    Ok(Lease::Done) => false,
-                    Ok(Lease::Lost) => {
+                    Some(Lease::Done) => false,
+                    Some(Lease::Lost) | None => {
                         eprintln!("worker {worker}: lost the lease of job {}; its result will not be stored", job.id);
                         l.lock().expect("lost claims").push((job.id, job.attempt));
                         false
-                    }
-                    Err(e) => {
-                        eprintln!("worker {worker}: cannot renew the lease of job {}: {e}", job.id);
-                        true
                     }
                 });
             }

@@ -664,21 +664,28 @@ impl Store {
         Ok(Some(Job { id, key: r.text(1)?, spec, text: r.text(3)?, attempt: r.int(4)? }))
     }
 
-    /// Extends `worker`'s lease of a job by `lease` seconds from now, if it still holds it.
-    pub fn renew(&self, job: &Job, worker: &str, lease: f64) -> Result<Lease, StoreError> {
-        let n = self.exec(
-            "UPDATE jobs SET lease_until = {now} + ?4
-             WHERE id = ?1 AND worker = ?2 AND attempts = ?3 AND status = 'running'",
-            args![job.id, worker, job.attempt, lease],
+    /// Extends by `lease` seconds from now the lease of every job `worker` holds, in one
+    /// statement (a population's jobs in one round trip to a server), and says of each of
+    /// `jobs` whether its lease was renewed, or it is done (stored while its population trains
+    /// on), or the lease was lost.
+    pub fn renew(&self, jobs: &[Job], worker: &str, lease: f64) -> Result<Vec<Lease>, StoreError> {
+        let rows = self.rows(
+            "UPDATE jobs SET lease_until = {now} + ?2 WHERE worker = ?1 AND status = 'running' RETURNING id, attempts",
+            args![worker, lease],
         )?;
-        if n == 1 {
-            return Ok(Lease::Renewed);
-        }
-        let done = self.rows(
-            "SELECT 1 FROM jobs WHERE id = ?1 AND worker = ?2 AND attempts = ?3 AND status = 'done'",
-            args![job.id, worker, job.attempt],
-        )?;
-        Ok(if done.is_empty() { Lease::Lost } else { Lease::Done })
+        let renewed = rows.iter().map(|r| Ok((r.int(0)?, r.int(1)?))).collect::<Result<Vec<_>, StoreError>>()?;
+        jobs.iter()
+            .map(|job| {
+                if renewed.contains(&(job.id, job.attempt)) {
+                    return Ok(Lease::Renewed);
+                }
+                let done = self.rows(
+                    "SELECT 1 FROM jobs WHERE id = ?1 AND worker = ?2 AND attempts = ?3 AND status = 'done'",
+                    args![job.id, worker, job.attempt],
+                )?;
+                Ok(if done.is_empty() { Lease::Lost } else { Lease::Done })
+            })
+            .collect()
     }
 
     /// Stores a job's result and marks it done, in one transaction, if `worker` still holds
