@@ -479,6 +479,18 @@ fn status_shows_the_queue_and_its_leases() {
             let j = store.claim("w", 60.0).unwrap().unwrap();
             store.release(&j, "w", "cannot read the data").unwrap();
         }
+        // A population: jobs 4 to 8 but 6, which its worker gave back; 4 at its second attempt.
+        // (Passing over the CPU spec of job 1 leaves job 3 pending.)
+        let gpu = TrainSpec { device: "cuda".into(), ..TrainSpec::default() };
+        for k in ["d", "e", "f", "g", "h"] {
+            store.enqueue(k, &gpu, "loss l = -y * ln(p);").unwrap();
+        }
+        let h = store.claim_unlike("gpu@3:4:0", 0.1, &[1]).unwrap().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let population: Vec<Job> =
+            (0..5).map(|_| store.claim_unlike("gpu@3:4:0", 60.0, &[1]).unwrap().unwrap()).collect();
+        assert_eq!((h.id, population[0].id, population[0].attempt), (4, 4, 2), "{db}: the lapsed claim again");
+        store.decline(&population[2], "gpu@3:4:0", "no room here").unwrap();
         // The command line's --db: the path, or the URL with the test server's password.
         let arg = match &db {
             Db::Sqlite(p) => p.to_str().unwrap().to_string(),
@@ -492,10 +504,20 @@ fn status_shows_the_queue_and_its_leases() {
         assert!(o.status.success(), "{db}: {}", String::from_utf8_lossy(&o.stderr));
         println!("{out}");
         assert!(out.contains("run `search`: search, 0 candidates"), "{out}");
-        assert!(out.contains("jobs: 1 pending, 1 running, 0 done (0 results), 1 failed"), "{out}");
+        assert!(out.contains("jobs: 2 pending, 5 running, 0 done (0 results), 1 failed"), "{out}");
         assert!(out.contains("running: job 1 (attempt 1) on host@1:2:0, claimed "), "{out}");
-        let left: f64 = out.split("lease ends in ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        let left: f64 = out.split(", lease ends in ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
         assert!((50.0..=60.0).contains(&left), "{out}");
+        // A worker's population is one line.
+        let line = out.lines().find(|l| l.contains(" on gpu@3:4:0")).unwrap();
+        assert!(
+            line.starts_with("  running: 4 jobs: 4-5, 7-8 (attempts 1-2) on gpu@3:4:0, claimed 0 s ago, "),
+            "{out}"
+        );
+        let left: f64 =
+            line.split("the first lease ends in ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!((50.0..=60.0).contains(&left), "{out}");
+        assert!(out.contains("pending: job 6 (0 attempts so far), given back: no room here"), "{out}");
         assert!(out.contains("failed: job 2 after 3 attempts: cannot read the data"), "{out}");
     }
     let missing = common::scratch_dir("status-missing").join("none.db");

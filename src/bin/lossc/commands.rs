@@ -8,7 +8,12 @@ use lossc::app::compile::Target;
 use lossc::app::{evaluate, plot, report};
 use lossc::ir::{Graph, print};
 use lossc::passes::{fuse, simplify::simplify};
-use lossc::search::{evolution::Settings, run as srun, screen::Stages, store::Store};
+use lossc::search::{
+    evolution::Settings,
+    run as srun,
+    screen::Stages,
+    store::{JobRow, Store},
+};
 use lossc::train::TrainSpec;
 use std::path::{Path, PathBuf};
 
@@ -353,6 +358,37 @@ pub fn worker(db: &DbArg, workers: usize, idle: f64, lease: f64, models: usize) 
     Ok(())
 }
 
+/// `status`'s line for the running jobs of one worker: which, since when, and the lease that
+/// ends first (the one a dead worker loses first).
+fn running_line(worker: &str, held: &[&JobRow], now: f64) -> String {
+    // `a`, or `a-b` from the smallest to the largest.
+    let span = |v: &[i64]| match (v.iter().min(), v.iter().max()) {
+        (Some(a), Some(b)) if a != b => format!("{a}-{b}"),
+        (Some(a), _) => a.to_string(),
+        _ => "?".into(),
+    };
+    let mut ids: Vec<i64> = held.iter().map(|j| j.id).collect();
+    ids.sort_unstable();
+    // The ids as runs of consecutive numbers: `1-64, 66-129`.
+    let runs: Vec<String> = ids.chunk_by(|a, b| b - a == 1).map(span).collect();
+    let attempts = span(&held.iter().map(|j| j.attempts).collect::<Vec<_>>());
+    let attempts = if attempts.contains('-') { format!("attempts {attempts}") } else { format!("attempt {attempts}") };
+    let what = match held.len() {
+        1 => format!("job {} ({attempts})", runs[0]),
+        n => format!("{n} jobs: {} ({attempts})", runs.join(", ")),
+    };
+    let claimed: Vec<i64> = held.iter().filter_map(|j| Some((now - j.claimed?).round() as i64)).collect();
+    let since = if claimed.is_empty() { String::new() } else { format!(", claimed {} s ago", span(&claimed)) };
+    let first = held.iter().filter_map(|j| j.lease_until).map(|l| l - now).min_by(f64::total_cmp);
+    let lease = match first {
+        Some(left) if left >= 0.0 && held.len() == 1 => format!(", lease ends in {left:.0} s"),
+        Some(left) if left >= 0.0 => format!(", the first lease ends in {left:.0} s"),
+        Some(left) => format!(", a lease expired {:.0} s ago", -left),
+        None => String::new(),
+    };
+    format!("{what} on {worker}{since}{lease}")
+}
+
 /// How many of a search's best losses `status` lists.
 const STATUS_BEST: usize = 3;
 
@@ -390,19 +426,13 @@ pub fn status(db: &DbArg) -> Result<(), Failure> {
         count("done"),
         count("failed")
     );
+    // One line per worker: a population of 128 jobs is one line, not 128.
+    let mut holders: std::collections::BTreeMap<&str, Vec<&JobRow>> = Default::default();
     for j in jobs.iter().filter(|j| j.status == "running") {
-        let since = j.claimed.map_or(String::new(), |c| format!(", claimed {:.0} s ago", now - c));
-        let lease = match j.lease_until.map(|l| l - now) {
-            Some(left) if left >= 0.0 => format!(", lease ends in {left:.0} s"),
-            Some(left) => format!(", lease expired {:.0} s ago", -left),
-            None => String::new(),
-        };
-        println!(
-            "  running: job {} (attempt {}) on {}{since}{lease}",
-            j.id,
-            j.attempts,
-            j.worker.as_deref().unwrap_or("?")
-        );
+        holders.entry(j.worker.as_deref().unwrap_or("?")).or_default().push(j);
+    }
+    for (worker, held) in holders {
+        println!("  running: {}", running_line(worker, &held, now));
     }
     // Pending jobs that were given back say why: a worker that could not train them, a lease
     // that ran out, or a failed attempt.
