@@ -145,7 +145,8 @@ struct Report {
 
 // The dry mode's large allocations, mapped: fresh pages read as zero and cost nothing until
 // written, where zeroing them (17 GiB for a population of 128) would cost a minute of page
-// faults before the first step. Unmapped when freed.
+// faults before the first step. Unmapped when freed: a later read faults, where freed memory
+// of the other mode reads NaN (the dry mode serves rehearsals and host timings, not checks).
 std::map<uintptr_t, size_t> mapped;
 constexpr size_t MAP_FROM = 1 << 20;
 
