@@ -346,8 +346,8 @@ impl Heartbeat {
                     continue;
                 }
                 last = Instant::now();
-                // Held while renewing, so that once `hold` returns no renewal of a job it let
-                // go of is under way.
+                // Held while renewing, so that once `hold` returns no report on a job it let
+                // go of is under way (a job just given back would read as lost).
                 let mut held = h.lock().expect("held jobs");
                 if held.is_empty() {
                     continue;
@@ -375,8 +375,9 @@ impl Heartbeat {
         Ok(Heartbeat { held, lost, stop, handle: Some(handle) })
     }
 
-    /// Renews `jobs` from now on (and no others), except claims already found lost; waits for
-    /// renewals under way.
+    /// Reports on `jobs` from now on (and no others), except claims already found lost; waits
+    /// for a renewal under way. (The renewal itself reaches every job the store says this
+    /// worker runs: the jobs it let go of are done or pending, and out of its reach.)
     fn hold(&self, jobs: &[Job]) {
         let mut held = self.held.lock().expect("held jobs");
         let lost = self.lost.lock().expect("lost claims");

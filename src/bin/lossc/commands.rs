@@ -371,8 +371,9 @@ fn running_line(worker: &str, held: &[&JobRow], now: f64) -> String {
     ids.sort_unstable();
     // The ids as runs of consecutive numbers: `1-64, 66-129`.
     let runs: Vec<String> = ids.chunk_by(|a, b| b - a == 1).map(span).collect();
-    let attempts = span(&held.iter().map(|j| j.attempts).collect::<Vec<_>>());
-    let attempts = if attempts.contains('-') { format!("attempts {attempts}") } else { format!("attempt {attempts}") };
+    let attempts: Vec<i64> = held.iter().map(|j| j.attempts).collect();
+    let plural = if attempts.iter().any(|&a| a != attempts[0]) { "s" } else { "" };
+    let attempts = format!("attempt{plural} {}", span(&attempts));
     let what = match held.len() {
         1 => format!("job {} ({attempts})", runs[0]),
         n => format!("{n} jobs: {} ({attempts})", runs.join(", ")),
