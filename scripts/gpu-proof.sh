@@ -6,7 +6,7 @@
 # seeds.
 #
 #   bash scripts/gpu-proof.sh .gpu            # prebuilt binaries from scripts/gpu-prepare.sh
-#   INITIAL=200 ITERATIONS=200 POPULATION=50 TOURNAMENT=10 bash scripts/gpu-proof.sh .gpu
+#   INITIAL=200 ITERATIONS=200 POPULATION=64 TOURNAMENT=10 bash scripts/gpu-proof.sh .gpu
 #   RESUME=bench/results/proof bash scripts/gpu-proof.sh .gpu   # goes on where a run stopped
 #   INITIAL=6 ITERATIONS=4 POPULATION=4 TOURNAMENT=2 MODELS=4 STEPS=40 GATE=20 \
 #     bash scripts/gpu-proof.sh .gpu              # the whole flow in seconds (gpu-rehearse.sh)
@@ -27,7 +27,9 @@ bin=${1:-.gpu}
 lossc="$bin/lossc"
 bash scripts/gpu-unpack.sh "$bin"
 initial=${INITIAL:-64} iterations=${ITERATIONS:-64} models=${MODELS:-64} steps=${STEPS:-8000}
-round=${ROUND:-$models} aug=${AUG:-base} population=${POPULATION:-16} tournament=${TOURNAMENT:-4}
+aug=${AUG:-base} population=${POPULATION:-64} tournament=${TOURNAMENT:-8}
+# A round fills a population of models, but holds at most the evolution's population.
+round=${ROUND:-$(( models < population ? models : population ))}
 gate=${GATE:-800}
 echo "== $(date -u) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1)"
 

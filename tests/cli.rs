@@ -135,6 +135,13 @@ fn search_and_report_commands_reject_bad_input() {
         assert!(err.contains(needle), "{args:?}: {err}");
     };
     fails(&["search", "--db", &db, "--population", "0"], "--population");
+    // A round larger than the population would push its own first children out before any
+    // tournament saw them: refused, with both ways out named.
+    let db2 = dir.join("round.db").to_string_lossy().into_owned();
+    let round = ["search", "--db", &db2, "--population", "4", "--initial", "8", "--round", "7"];
+    fails(&round, "--round 7 is more than --population 4: the first 3 children of each round would leave");
+    fails(&round, "give --population 7 or more, or --round 4 or less");
+    assert!(!std::path::Path::new(&db2).exists(), "a refused search made a store");
     fails(&["search", "--db", &db, "--aug", "base,cutout"], "take one value");
     fails(&["search", "--db", &db, "--out", &out_s], "was not written by lossc");
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "loss mine = -y * ln(p);\n");

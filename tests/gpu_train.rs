@@ -240,23 +240,24 @@ fn a_search_worker_trains_its_jobs_as_one_population() {
 }
 
 /// Without `--round`, a search on a GPU device generates a child for each model its workers
-/// train at once (`--workers` times `--models`), so that no population runs with empty slots;
-/// on the CPU, which trains one job at a time, a child per worker.
+/// train at once (`--workers` times `--models`), so that no population runs with empty slots,
+/// up to the evolution's population; on the CPU, which trains one job at a time, a child per
+/// worker.
 #[test]
 fn a_gpu_search_without_round_fills_its_workers_populations() {
     if !common::have_device("wgpu") || !common::have_fashion_mnist() {
         return;
     }
     let dir = common::scratch_dir("search-round");
-    let round = |device: &str| {
-        let db = dir.join(format!("{device}.db"));
+    let round = |device: &str, population: &str| {
+        let db = dir.join(format!("{device}-{population}.db"));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc"))
-            .args(["search", "--population", "3", "--initial", "4", "--tournament", "2", "--iterations", "4"])
+            .args(["search", "--population", population, "--initial", "8", "--tournament", "2", "--iterations", "4"])
             .args(["--steps", "4", "--batch", "8", "--val", "64", "--device", device, "--workers", "2"])
             .args(["--models", "3", "--time-limit", "1s", "--db"])
             .arg(&db)
             .arg("--out")
-            .arg(dir.join(format!("{device}-out")))
+            .arg(dir.join(format!("{device}-{population}-out")))
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -265,8 +266,9 @@ fn a_gpu_search_without_round_fills_its_workers_populations() {
             conn.query_row("SELECT settings FROM runs WHERE name = 'search'", [], |r| r.get(0)).unwrap();
         serde_json::from_str::<serde_json::Value>(&settings).unwrap()["evolution"]["round"].as_u64()
     };
-    assert_eq!(round("wgpu"), Some(6), "2 workers with populations of 3");
-    assert_eq!(round("cpu"), Some(2), "2 workers, one job at a time");
+    assert_eq!(round("wgpu", "8"), Some(6), "2 workers with populations of 3");
+    assert_eq!(round("wgpu", "4"), Some(4), "at most the evolution's population");
+    assert_eq!(round("cpu", "8"), Some(2), "2 workers, one job at a time");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -6,7 +6,8 @@
 //! is mutated until the child passes screening and is new (by canonical key, and by phenotype
 //! distance > 0.01 to every member and every child of the round); the children are scored
 //! together (in parallel by the store's workers), join in order, and as many of the oldest
-//! members leave. With `round = 1` this is Algorithm 1 exactly.
+//! members leave. With `round = 1` this is Algorithm 1 exactly. `lossc search` keeps `round`
+//! at most `population`: a larger round's first children would leave before any tournament.
 //!
 //! The run is a deterministic function of its settings and of the fitness values it is given,
 //! so a store that remembers fitness values can resume it by replaying it.

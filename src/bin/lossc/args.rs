@@ -140,9 +140,9 @@ pub enum Cmd {
         /// Hidden nodes of the genome.
         #[arg(long, default_value_t = 4)]
         hidden: usize,
-        /// Children generated and trained together (default: the stored run's, else the
-        /// number of workers, times --models on a GPU device). The same value reproduces the
-        /// same search.
+        /// Children generated and trained together, at most --population (default: the stored
+        /// run's, else the number of workers, times --models on a GPU device, at most
+        /// --population). The same value reproduces the same search.
         #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         round: Option<usize>,
         #[command(flatten)]

@@ -261,8 +261,11 @@ pub fn search(
     srun::set_lease(store.lease);
     srun::set_models(store.models);
     // Without --round, a resumed run keeps its round size (so --workers may change), and a new
-    // one has a child for each model its workers train at once: a worker on a GPU device trains
-    // up to --models jobs as one population, and a round of fewer would leave its slots empty.
+    // one has a child for each model its workers train at once (a worker on a GPU device trains
+    // up to --models jobs as one population, and a round of fewer would leave its slots empty),
+    // up to the population's size: a round's children join in order, each pushing out the
+    // oldest member, so children past that size would push out their own round's first ones
+    // before any tournament could choose them.
     let db = store.db.get()?;
     let stored = srun::stored_round(&db, &run);
     if round.is_none() && stored.is_none() && store.workers == 0 {
@@ -271,7 +274,16 @@ pub fn search(
              processes (it shapes the search, so it is stored with the run)",
         ));
     }
-    settings.round = round.or(stored).unwrap_or(store.workers * srun::models_per_worker(&spec)).max(1);
+    let fill = (store.workers * srun::models_per_worker(&spec)).min(settings.population);
+    settings.round = round.or(stored).unwrap_or(fill).max(1);
+    if stored.is_none() && settings.round > settings.population {
+        let (r, p) = (settings.round, settings.population);
+        return Err(bad(format!(
+            "--round {r} is more than --population {p}: the first {} children of each round would leave the \
+             population before any tournament could choose them; give --population {r} or more, or --round {p} or less",
+            r - p
+        )));
+    }
     srun::check_out_dir(out, "best-", srun::MARK)?;
     let settings = srun::SearchSettings { evolution: settings, spec };
     let report = srun::search(&db, &run, &settings, store.workers, limit, &mut phase_bar())?;
