@@ -420,12 +420,13 @@ impl Workers {
             // results independent of the worker count.
             lossc_runtime::layers::set_threads(1);
         }
+        let declined = Arc::new(Declined::default());
         let handles = (0..n)
             .map(|i| {
-                let (db, stop, abandon) = (db.clone(), stop.clone(), abandon.clone());
+                let (db, stop, abandon, declined) = (db.clone(), stop.clone(), abandon.clone(), declined.clone());
                 std::thread::Builder::new()
                     .stack_size(WORKER_STACK)
-                    .spawn(move || work(&db, &worker_id(i), &stop, &abandon, None).map(|w| w.ran))
+                    .spawn(move || work(&db, &worker_id(i), &stop, &abandon, None, &declined))
                     .expect("a worker thread starts")
             })
             .collect();
@@ -466,35 +467,52 @@ impl Workers {
     }
 }
 
-/// What a worker did: the jobs it trained to the end, and those it left to other workers
-/// because this machine cannot train them.
+/// The jobs a process's workers gave back because this machine cannot train them. Each worker
+/// passes over their specs from then on, and only the first to meet a spec says so: a
+/// `lossc worker --workers 8` on a machine without a GPU prints one line for a GPU search's
+/// jobs, not eight.
 #[derive(Default)]
-struct Worked {
-    ran: usize,
-    left: usize,
+struct Declined(Mutex<Vec<(i64, TrainSpec)>>);
+
+impl Declined {
+    fn ids(&self) -> Vec<i64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Notes a declined job; true if no job of its spec was declined here before.
+    fn add(&self, job: &Job) -> bool {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let first = !all.iter().any(|(_, spec)| *spec == job.spec);
+        all.push((job.id, job.spec.clone()));
+        first
+    }
+
+    fn any(&self) -> bool {
+        !self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
 }
 
 /// A worker's loop: claim, train, store; stop when asked (after the jobs under way; at once
 /// if `abandon` is set too, putting its jobs back), or after `idle` without jobs. A job this
 /// machine cannot train (its device does not open here, or its data cannot be read here) goes
 /// back to the queue, the attempt not counted, and the worker passes over the jobs of its
-/// spec from then on: three workers on a machine without a GPU must not fail a GPU job for
-/// good, and a store shared by a GPU search and a CPU search keeps the CPU machines' workers
-/// busy with the CPU jobs. A job whose training fails goes back counted, and the worker stops
-/// with the error.
+/// spec from then on, as do the other workers of its process (`declined`): three workers on
+/// a machine without a GPU must not fail a GPU job for good, and a store shared by a GPU
+/// search and a CPU search keeps the CPU machines' workers busy with the CPU jobs. A job whose
+/// training fails goes back counted, and the worker stops with the error. Returns the jobs
+/// it trained to the end.
 fn work(
     db: &Db,
     id: &str,
     stop: &AtomicBool,
     abandon: &AtomicBool,
     idle: Option<Duration>,
-) -> Result<Worked, RunError> {
+    declined: &Declined,
+) -> Result<usize, RunError> {
     let store = Store::open(db)?;
     let lease = lease();
     let beat = Heartbeat::start(db, id, lease)?;
     let mut ran = 0;
-    // Jobs declined here: the worker passes over their specs.
-    let mut unlike = Vec::new();
     let mut idle_since = Instant::now();
     // Models paused at the gate, waiting for enough others of their spec to go on with.
     let mut parked: Option<Parked> = None;
@@ -515,7 +533,7 @@ fn work(
                 store.expire()?;
                 store.claim_like(id, lease, &r.job)?
             }
-            None => store.claim_unlike(id, lease, &unlike)?,
+            None => store.claim_unlike(id, lease, &declined.ids())?,
         };
         let held = parked_jobs(&parked);
         let done = match claimed {
@@ -525,11 +543,12 @@ fn work(
                 if let Err(e) = trainable_here(&first.spec) {
                     beat.hold(&held);
                     store.decline(&first, id, &format!("worker {id} cannot train it: {e}"))?;
-                    eprintln!(
-                        "worker {id}: this machine cannot train job {} (device {}): {e}; it is pending again for a worker that can, this attempt not counted",
-                        first.id, first.spec.device
-                    );
-                    unlike.push(first.id);
+                    if declined.add(&first) {
+                        eprintln!(
+                            "worker {id}: this machine cannot train job {} (device {}): {e}; it is pending again for a worker that can, this attempt not counted",
+                            first.id, first.spec.device
+                        );
+                    }
                     continue;
                 }
                 let jobs = claim_population(&store, id, lease, first)?;
@@ -560,7 +579,7 @@ fn work(
         // Once the heartbeat no longer renews them, every job this worker holds goes back.
         drop(beat);
         store.put_back(id)?;
-        return Ok(Worked { ran, left: unlike.len() });
+        return Ok(ran);
     }
     // Asked to stop: parked models still finish (their jobs are held).
     let held = parked_jobs(&parked);
@@ -571,7 +590,7 @@ fn work(
             return Err(e);
         }
     }
-    Ok(Worked { ran, left: unlike.len() })
+    Ok(ran)
 }
 
 /// `lossc worker`: `workers` threads claiming jobs from the store at `db` until none has come
@@ -589,25 +608,26 @@ pub fn work_here(db: &Db, workers: usize, idle: Duration) -> Result<usize, RunEr
     lossc_runtime::layers::set_threads(1);
     eprintln!("{workers} worker(s) on {db}, until no job has come for {} s", idle.as_secs_f64());
     SAY_RESULTS.store(true, Ordering::Relaxed);
-    let ran: Vec<Result<Worked, RunError>> = std::thread::scope(|s| {
+    let declined = Declined::default();
+    let ran: Vec<Result<usize, RunError>> = std::thread::scope(|s| {
         // Only an interruption stops these workers before their idle time, and it abandons.
+        let declined = &declined;
         let spawn = |i| {
             let b = std::thread::Builder::new().stack_size(WORKER_STACK);
-            let work = move || work(db, &worker_id(i), &INTERRUPTED, &INTERRUPTED, Some(idle));
+            let work = move || work(db, &worker_id(i), &INTERRUPTED, &INTERRUPTED, Some(idle), declined);
             b.spawn_scoped(s, work).expect("a worker thread starts")
         };
         let hs: Vec<_> = (0..workers).map(spawn).collect();
         hs.into_iter().map(|h| h.join().unwrap_or(Err(RunError::Panicked))).collect()
     });
-    let mut all = Worked::default();
+    let mut all = 0;
     for w in ran {
-        let w = w?;
-        (all.ran, all.left) = (all.ran + w.ran, all.left + w.left);
+        all += w?;
     }
-    if all.ran == 0 && all.left > 0 && !interrupted() {
+    if all == 0 && declined.any() && !interrupted() {
         return Err(RunError::NothingHere);
     }
-    Ok(all.ran)
+    Ok(all)
 }
 
 /// Waits up to `idle` for a store file that a search (started at the same time, say) has not
