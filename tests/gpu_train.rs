@@ -242,7 +242,8 @@ fn a_search_worker_trains_its_jobs_as_one_population() {
 /// Without `--round`, a search on a GPU device generates a child for each model its workers
 /// train at once (`--workers` times `--models`), so that no population runs with empty slots,
 /// up to the evolution's population; on the CPU, which trains one job at a time, a child per
-/// worker.
+/// worker. A second round is generated ahead (`--lag 1`) where two rounds fit in the
+/// population.
 #[test]
 fn a_gpu_search_without_round_fills_its_workers_populations() {
     if !common::have_device("wgpu") || !common::have_fashion_mnist() {
@@ -264,11 +265,13 @@ fn a_gpu_search_without_round_fills_its_workers_populations() {
         let conn = rusqlite::Connection::open(&db).unwrap();
         let settings: String =
             conn.query_row("SELECT settings FROM runs WHERE name = 'search'", [], |r| r.get(0)).unwrap();
-        serde_json::from_str::<serde_json::Value>(&settings).unwrap()["evolution"]["round"].as_u64()
+        let v = serde_json::from_str::<serde_json::Value>(&settings).unwrap();
+        (v["evolution"]["round"].as_u64(), v["evolution"]["lag"].as_u64())
     };
-    assert_eq!(round("wgpu", "8"), Some(6), "2 workers with populations of 3");
-    assert_eq!(round("wgpu", "4"), Some(4), "at most the evolution's population");
-    assert_eq!(round("cpu", "8"), Some(2), "2 workers, one job at a time");
+    // Two rounds in flight where both fit in the population; the lag is left out where 0.
+    assert_eq!(round("wgpu", "8"), (Some(6), None), "2 workers with populations of 3");
+    assert_eq!(round("wgpu", "4"), (Some(4), None), "at most the evolution's population");
+    assert_eq!(round("cpu", "8"), (Some(2), Some(1)), "2 workers, one job at a time");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

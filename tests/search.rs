@@ -122,15 +122,28 @@ fn equal_losses_written_differently_share_a_key() {
 }
 
 /// A deterministic synthetic fitness (no training): closeness of the normalised binary
-/// phenotype to cross-entropy's. Counts calls so double scoring shows.
+/// phenotype to cross-entropy's. Counts calls so double scoring shows, and logs which
+/// candidates (by sequence number) were submitted and scored, in order.
 struct Synthetic {
     target: Vec<f64>,
     calls: usize,
     keys: std::collections::HashSet<String>,
+    log: Vec<(Event, Vec<usize>)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Event {
+    Submitted,
+    Scored,
 }
 
 impl lossc::search::evolution::Fitness for Synthetic {
+    fn submit(&mut self, batch: &[&lossc::search::evolution::Member]) {
+        self.log.push((Event::Submitted, batch.iter().map(|m| m.seq).collect()));
+    }
+
     fn score(&mut self, batch: &[&lossc::search::evolution::Member]) -> Vec<f64> {
+        self.log.push((Event::Scored, batch.iter().map(|m| m.seq).collect()));
         batch
             .iter()
             .map(|m| {
@@ -144,13 +157,14 @@ impl lossc::search::evolution::Fitness for Synthetic {
 
 fn synthetic() -> Synthetic {
     let ce = screen::screen(&parse("loss l = -y * ln(p);")).unwrap();
-    Synthetic { target: ce.normalised, calls: 0, keys: Default::default() }
+    Synthetic { target: ce.normalised, calls: 0, keys: Default::default(), log: Vec::new() }
 }
 
 #[test]
 fn regularized_evolution_with_a_synthetic_fitness_improves_and_is_reproducible() {
     use lossc::search::evolution::{Evolution, Settings};
-    let settings = Settings { population: 8, initial: 40, tournament: 4, iterations: 60, hidden: 4, seed: 1, round: 1 };
+    let settings =
+        Settings { population: 8, initial: 40, tournament: 4, iterations: 60, hidden: 4, seed: 1, round: 1, lag: 0 };
     let run = || {
         let mut f = synthetic();
         let mut e = Evolution::start(settings.clone(), &mut f);
@@ -174,7 +188,8 @@ fn regularized_evolution_with_a_synthetic_fitness_improves_and_is_reproducible()
 #[test]
 fn rounds_of_several_children_keep_the_population_size_and_never_score_twice() {
     use lossc::search::evolution::{Evolution, Settings};
-    let settings = Settings { population: 6, initial: 20, tournament: 3, iterations: 30, hidden: 4, seed: 7, round: 4 };
+    let settings =
+        Settings { population: 6, initial: 20, tournament: 3, iterations: 30, hidden: 4, seed: 7, round: 4, lag: 0 };
     let mut f = synthetic();
     let mut e = Evolution::start(settings.clone(), &mut f);
     while e.children < settings.iterations {
@@ -185,6 +200,54 @@ fn rounds_of_several_children_keep_the_population_size_and_never_score_twice() {
     let seqs: Vec<usize> = e.population.iter().map(|m| m.seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     assert_eq!(f.calls, e.scored.len());
+}
+
+/// With `lag = L`, a round is scored only once the L rounds after it have been generated and
+/// submitted (their workers can start while it trains), never more; each round is scored as
+/// it was submitted, in order, once; the population keeps its size and the run is
+/// reproducible. With lag 0 each round is submitted and scored in turn, as Algorithm 1 does.
+#[test]
+fn rounds_generated_ahead_are_submitted_before_the_rounds_before_them_are_scored() {
+    use lossc::search::evolution::{Evolution, Settings};
+    for lag in [0, 1, 2] {
+        let settings =
+            Settings { population: 9, initial: 20, tournament: 3, iterations: 24, hidden: 4, seed: 5, round: 3, lag };
+        let run = || {
+            let mut f = synthetic();
+            let mut e = Evolution::start(settings.clone(), &mut f);
+            while !e.finished() {
+                e.step(&mut f);
+                assert_eq!(e.population.len(), settings.population);
+            }
+            (f, e)
+        };
+        let (f, e) = run();
+        assert!(e.children >= settings.iterations, "lag {lag}: {} children", e.children);
+        assert_eq!(f.calls, e.scored.len(), "lag {lag}");
+        // The initial losses first, then the rounds.
+        assert_eq!(f.log[0].0, Event::Submitted);
+        assert_eq!(f.log[1], (Event::Scored, f.log[0].1.clone()));
+        // When round i is scored, the rounds submitted after it and not yet scored: `lag` of
+        // them, or as many as the run went on to generate.
+        let mut pending: std::collections::VecDeque<&Vec<usize>> = Default::default();
+        let mut ahead = Vec::new();
+        for (event, seqs) in &f.log[2..] {
+            match event {
+                Event::Submitted => pending.push_back(seqs),
+                Event::Scored => {
+                    assert_eq!(pending.pop_front(), Some(seqs), "lag {lag}: scored out of order");
+                    ahead.push(pending.len());
+                }
+            }
+        }
+        assert!(pending.is_empty(), "lag {lag}: a round was submitted and never scored");
+        let rounds = ahead.len();
+        assert!(rounds >= settings.iterations / settings.round, "lag {lag}: {rounds} rounds");
+        let expected: Vec<usize> = (0..rounds).map(|i| lag.min(rounds - 1 - i)).collect();
+        assert_eq!(ahead, expected, "lag {lag}: rounds generated ahead of the one scored");
+        let keys = |e: &Evolution| e.population.iter().map(|m| m.screened.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&run().1), keys(&e), "lag {lag}: the same settings gave another population");
+    }
 }
 
 #[test]

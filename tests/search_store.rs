@@ -11,10 +11,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A tiny search: 5 initial losses, population 3, 4 children in rounds of 2, 40 steps each.
+/// A tiny search: 5 initial losses, population 3, 4 children in rounds of 2, both rounds
+/// generated before either is trained (`--lag 1`), 40 steps each.
 fn search(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lossc"));
-    c.args(["search", "--population", "3", "--initial", "5", "--tournament", "2", "--iterations", "4"]);
+    c.args(["search", "--population", "3", "--initial", "5", "--tournament", "2", "--iterations", "4", "--lag", "1"]);
     c.args(["--steps", "40", "--batch", "32", "--lr", "0.003", "--warmup", "5", "--val", "300", "--eval-every", "20"]);
     c.args(["--gate-step", "20", "--gate-accuracy", "0.15", "--workers", "2", "--seed", "3"]);
     c.arg("--db").arg(dir.join("s.db")).arg("--out").arg(dir.join("out"));

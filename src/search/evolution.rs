@@ -9,6 +9,11 @@
 //! members leave. With `round = 1` this is Algorithm 1 exactly. `lossc search` keeps `round`
 //! at most `population`: a larger round's first children would leave before any tournament.
 //!
+//! With `lag = L`, each round's tournaments see the population as it was L rounds before the
+//! round joins: L more rounds are generated and submitted while a round trains, so that a
+//! worker whose candidate stopped at the gate takes a later round's job instead of waiting for
+//! the rest of its round (a round lasts as long as its longest training).
+//!
 //! The run is a deterministic function of its settings and of the fitness values it is given,
 //! so a store that remembers fitness values can resume it by replaying it.
 
@@ -23,6 +28,9 @@ use std::collections::{HashMap, VecDeque};
 pub trait Fitness {
     /// The fitness of each candidate, in order; called once per round.
     fn score(&mut self, candidates: &[&Member]) -> Vec<f64>;
+    /// Announces candidates that `score` will be asked for later, so that their training can
+    /// start now (the store enqueues them); called once per round when it is generated.
+    fn submit(&mut self, _candidates: &[&Member]) {}
     /// Sees every candidate the run generates, in order, with its verdict; a store records them.
     fn observe(&mut self, _seq: usize, _genome: &Genome, _graph: &Graph, _verdict: &Verdict) {}
 }
@@ -60,7 +68,18 @@ pub struct Settings {
     pub seed: u64,
     /// Children generated and scored together per round.
     pub round: usize,
+    /// Rounds generated ahead of the results they could have used (0: each round sees the
+    /// one before it). Left out of the stored settings when 0, as runs stored before it read.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lag: usize,
 }
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Rounds in a row without a new child after which a run stops: its population has converged.
+pub const BARREN_ROUNDS: usize = 20;
 
 /// A candidate that passed screening, with its fitness once scored.
 #[derive(Clone, Debug)]
@@ -83,6 +102,10 @@ pub struct Evolution {
     pub best: Option<Member>,
     /// Children added so far.
     pub children: usize,
+    /// Rounds generated and not yet joined, oldest first (at most `lag + 1`).
+    in_flight: VecDeque<Vec<Member>>,
+    /// Rounds joined in a row that added no child.
+    barren: usize,
     seq: usize,
     rng: Rng,
     screener: screen::Screener,
@@ -98,6 +121,8 @@ impl Evolution {
             scored: HashMap::new(),
             best: None,
             children: 0,
+            in_flight: VecDeque::new(),
+            barren: 0,
             seq: 0,
             screener: screen::Screener::new(),
         };
@@ -110,6 +135,7 @@ impl Evolution {
                 sample.push(m);
             }
         }
+        fitness.submit(&sample.iter().collect::<Vec<_>>());
         e.score(&mut sample, fitness);
         // Stable: equal fitness keeps the order of generation.
         sample.sort_by(|a, b| b.fitness.total_cmp(&a.fitness));
@@ -145,6 +171,7 @@ impl Evolution {
                 if self
                     .population
                     .iter()
+                    .chain(self.in_flight.iter().flatten())
                     .chain(members)
                     .any(|m| screen::distance(&m.screened.normalised, &s.normalised) <= 0.01) =>
             {
@@ -163,12 +190,47 @@ impl Evolution {
         }
     }
 
-    /// One round: tournaments, mutations, scoring, ageing. Returns the children added.
+    /// Whether the run is over: `iterations` children joined, or none in
+    /// [`BARREN_ROUNDS`] rounds in a row, and no round in flight.
+    pub fn finished(&self) -> bool {
+        self.in_flight.is_empty() && (self.children >= self.settings.iterations || self.barren >= BARREN_ROUNDS)
+    }
+
+    /// One round joins: first rounds are generated (and submitted) until `lag + 1` are in
+    /// flight, while the run still wants children; then the oldest is scored (waiting for its
+    /// training) and joins, its children replacing as many of the oldest members. Returns the
+    /// children added.
     pub fn step(&mut self, fitness: &mut dyn Fitness) -> usize {
-        let n = self.population.len();
-        if n == 0 {
-            return 0;
+        while self.in_flight.len() <= self.settings.lag && self.wants_more() {
+            let round = self.generate(fitness);
+            fitness.submit(&round.iter().collect::<Vec<_>>());
+            self.in_flight.push_back(round);
         }
+        let Some(mut children) = self.in_flight.pop_front() else { return 0 };
+        self.score(&mut children, fitness);
+        let added = children.len();
+        for c in children {
+            self.population.push_back(c);
+            self.population.pop_front();
+        }
+        self.children += added;
+        self.barren = if added == 0 { self.barren + 1 } else { 0 };
+        added
+    }
+
+    /// Whether another round should be generated: children joined and in flight fall short of
+    /// `iterations`, and the rounds joined lately added some.
+    fn wants_more(&self) -> bool {
+        let in_flight: usize = self.in_flight.iter().map(Vec::len).sum();
+        !self.population.is_empty()
+            && self.children + in_flight < self.settings.iterations
+            && self.barren < BARREN_ROUNDS
+    }
+
+    /// A round's children: tournaments on the population as it is now, each winner mutated
+    /// until the child is new (against the population, the rounds in flight and this round).
+    fn generate(&mut self, fitness: &mut dyn Fitness) -> Vec<Member> {
+        let n = self.population.len();
         let mut children: Vec<Member> = Vec::new();
         for _ in 0..self.settings.round.max(1) {
             let winner = (0..self.settings.tournament)
@@ -184,13 +246,6 @@ impl Evolution {
                 }
             }
         }
-        self.score(&mut children, fitness);
-        let added = children.len();
-        for c in children {
-            self.population.push_back(c);
-            self.population.pop_front();
-        }
-        self.children += added;
-        added
+        children
     }
 }

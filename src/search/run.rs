@@ -650,10 +650,10 @@ fn wait_for_file(path: &Path, idle: Duration) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The round size a stored search was started with, if the store holds the run.
-pub fn stored_round(db: &Db, run: &str) -> Option<usize> {
+/// The evolution's settings a stored search was started with, if the store holds the run.
+pub fn stored_evolution(db: &Db, run: &str) -> Option<Settings> {
     let (_, v) = Store::open_existing(db).ok()?.run_settings(run).ok().flatten()?;
-    v["evolution"]["round"].as_u64().map(|r| r as usize)
+    serde_json::from_value(v["evolution"].clone()).ok()
 }
 
 /// Fitness from the store: enqueue what is missing, wait for the workers, read it back, until
@@ -674,17 +674,19 @@ struct StoreFitness<'a> {
     stopped: Option<Stop>,
 }
 
+/// Each candidate's key and its loss as text, as the store's jobs hold them.
+fn jobs_of(candidates: &[&Member]) -> Vec<(String, String)> {
+    candidates.iter().map(|m| (m.screened.key.clone(), loss_text(&format!("c{}", m.seq), &m.screened.graph))).collect()
+}
+
 impl StoreFitness<'_> {
-    /// The fitness of each key, once the workers have stored it; None if the deadline passes
-    /// or the process is interrupted first (`stopped` says which).
-    fn wait(&mut self, keys: &[(String, String)]) -> Result<Option<Vec<f64>>, RunError> {
-        for (key, text) in keys {
-            self.store.enqueue(key, &self.spec, text)?;
-        }
+    /// The fitness of each key (enqueued by `submit`), once the workers have stored it; None
+    /// if the deadline passes or the process is interrupted first (`stopped` says which).
+    fn wait(&mut self, keys: &[String]) -> Result<Option<Vec<f64>>, RunError> {
         let mut out: Vec<Option<f64>> = vec![None; keys.len()];
         let mut last_expiry = Instant::now();
         loop {
-            for (i, (key, _)) in keys.iter().enumerate() {
+            for (i, key) in keys.iter().enumerate() {
                 if out[i].is_none()
                     && let Some(r) = self.store.settled(key, &self.spec)?
                 {
@@ -731,16 +733,25 @@ impl Fitness for StoreFitness<'_> {
         if self.error.is_some() || self.stopped.is_some() {
             return vec![0.0; candidates.len()];
         }
-        let keys: Vec<(String, String)> = candidates
-            .iter()
-            .map(|m| (m.screened.key.clone(), loss_text(&format!("c{}", m.seq), &m.screened.graph)))
-            .collect();
+        let keys: Vec<String> = candidates.iter().map(|m| m.screened.key.clone()).collect();
         match self.wait(&keys) {
             Ok(Some(f)) => f,
             Ok(None) => vec![0.0; candidates.len()],
             Err(e) => {
                 self.error = Some(e);
                 vec![0.0; candidates.len()]
+            }
+        }
+    }
+
+    fn submit(&mut self, candidates: &[&Member]) {
+        if self.error.is_some() || self.stopped.is_some() {
+            return;
+        }
+        for (key, text) in jobs_of(candidates) {
+            if let Err(e) = self.store.enqueue(&key, &self.spec, &text) {
+                self.error = Some(e.into());
+                return;
             }
         }
     }
@@ -904,22 +915,16 @@ pub fn search(
     fit.phase = "evolve";
     fit.done = 0;
     fit.total = ev.iterations;
-    let mut barren = 0;
     // Children of finished rounds.
     let mut children = e.children;
-    while e.children < ev.iterations && fit.error.is_none() && fit.stopped.is_none() {
-        let added = e.step(&mut fit);
+    while !e.finished() && fit.error.is_none() && fit.stopped.is_none() {
+        e.step(&mut fit);
         if fit.error.is_some() || fit.stopped.is_some() {
             // The round did not finish: its fitness values are not real.
             break;
         }
         children = e.children;
         store.set_population(run, &e.population.iter().map(|m| m.seq).collect::<Vec<_>>())?;
-        // No new child in 20 rounds in a row: the population has converged.
-        barren = if added == 0 { barren + 1 } else { 0 };
-        if barren >= 20 {
-            break;
-        }
     }
     if let Some(err) = fit.error.take() {
         let _ = pool.stop();

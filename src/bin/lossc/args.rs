@@ -145,6 +145,13 @@ pub enum Cmd {
         /// --population). The same value reproduces the same search.
         #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         round: Option<usize>,
+        /// Rounds generated ahead: each round's tournaments see the population as it was this
+        /// many rounds before the round joins, so that workers whose candidates stopped at the
+        /// gate train a later round's instead of waiting for the rest of theirs (default: the
+        /// stored run's, else 1 where two rounds fit in the population, else 0). Stored with
+        /// the run.
+        #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=16))]
+        lag: Option<usize>,
         #[command(flatten)]
         opts: TrainOpts,
         /// Where the best losses go, as best-1.loss, best-2.loss, ...

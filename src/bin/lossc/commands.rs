@@ -244,7 +244,7 @@ pub fn phase_bar() -> impl FnMut(&srun::Progress) {
 pub fn search(
     store: &StoreOpts,
     mut settings: Settings,
-    round: Option<usize>,
+    (round, lag): (Option<usize>, Option<usize>),
     o: &TrainOpts,
     out: &Path,
     best: usize,
@@ -267,7 +267,7 @@ pub fn search(
     // oldest member, so children past that size would push out their own round's first ones
     // before any tournament could choose them.
     let db = store.db.get()?;
-    let stored = srun::stored_round(&db, &run);
+    let stored = srun::stored_evolution(&db, &run);
     if round.is_none() && stored.is_none() && store.workers == 0 {
         return Err(bad(
             "with --workers 0, give --round N: how many candidates are trained at once across the `lossc worker` \
@@ -275,7 +275,11 @@ pub fn search(
         ));
     }
     let fill = (store.workers * srun::models_per_worker(&spec)).min(settings.population);
-    settings.round = round.or(stored).unwrap_or(fill).max(1);
+    settings.round = round.or(stored.as_ref().map(|s| s.round)).unwrap_or(fill).max(1);
+    // Two rounds in flight keep workers busy past the gate; the default takes them where both
+    // fit in the population, so that every child in flight could still be a parent.
+    let ahead = usize::from(settings.round > 1 && 2 * settings.round <= settings.population);
+    settings.lag = lag.or(stored.as_ref().map(|s| s.lag)).unwrap_or(ahead);
     if stored.is_none() && settings.round > settings.population {
         let (r, p) = (settings.round, settings.population);
         return Err(bad(format!(

@@ -86,13 +86,15 @@ fn main() -> ExitCode {
             iterations,
             hidden,
             round,
+            lag,
             opts,
             out,
             best,
             time_limit,
         } => {
-            let settings = Settings { population, initial, tournament, iterations, hidden, seed: opts.seed, round: 0 };
-            search(&store, settings, round, &opts, &out, best, time_limit)
+            let settings =
+                Settings { population, initial, tournament, iterations, hidden, seed: opts.seed, round: 0, lag: 0 };
+            search(&store, settings, (round, lag), &opts, &out, best, time_limit)
         }
         Cmd::Sample { store, n, hidden, top, opts, csv } => sample(&store, n, hidden, top, &opts, csv.as_deref()),
         Cmd::Evaluate { losses, store, seeds, baseline, opts, csv } => {
