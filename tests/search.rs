@@ -248,6 +248,14 @@ fn rounds_generated_ahead_are_submitted_before_the_rounds_before_them_are_scored
         let keys = |e: &Evolution| e.population.iter().map(|m| m.screened.key.clone()).collect::<Vec<_>>();
         assert_eq!(keys(&run().1), keys(&e), "lag {lag}: the same settings gave another population");
     }
+    // Without a population to draw parents from, a run is over at once (it would otherwise
+    // step forever without a child).
+    let empty =
+        Settings { population: 0, initial: 0, tournament: 3, iterations: 5, hidden: 4, seed: 1, round: 2, lag: 1 };
+    let mut f = synthetic();
+    let mut e = Evolution::start(empty, &mut f);
+    assert!(e.finished());
+    assert_eq!(e.step(&mut f), 0);
 }
 
 #[test]

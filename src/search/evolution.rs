@@ -190,10 +190,10 @@ impl Evolution {
         }
     }
 
-    /// Whether the run is over: `iterations` children joined, or none in
-    /// [`BARREN_ROUNDS`] rounds in a row, and no round in flight.
+    /// Whether the run is over: no round in flight, and none wanted (`iterations` children
+    /// joined, none in [`BARREN_ROUNDS`] rounds in a row, or no population to draw from).
     pub fn finished(&self) -> bool {
-        self.in_flight.is_empty() && (self.children >= self.settings.iterations || self.barren >= BARREN_ROUNDS)
+        self.in_flight.is_empty() && !self.wants_more()
     }
 
     /// One round joins: first rounds are generated (and submitted) until `lag + 1` are in
