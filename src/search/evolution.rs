@@ -69,7 +69,7 @@ pub struct Settings {
     /// Children generated and scored together per round.
     pub round: usize,
     /// Rounds generated ahead of the results they could have used (0: each round sees the
-    /// one before it). Left out of the stored settings when 0, as runs stored before it read.
+    /// one before it). Left out of the stored settings when 0; settings without it read as 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lag: usize,
 }
