@@ -674,11 +674,6 @@ struct StoreFitness<'a> {
     stopped: Option<Stop>,
 }
 
-/// Each candidate's key and its loss as text, as the store's jobs hold them.
-fn jobs_of(candidates: &[&Member]) -> Vec<(String, String)> {
-    candidates.iter().map(|m| (m.screened.key.clone(), loss_text(&format!("c{}", m.seq), &m.screened.graph))).collect()
-}
-
 impl StoreFitness<'_> {
     /// The fitness of each key (enqueued by `submit`), once the workers have stored it; None
     /// if the deadline passes or the process is interrupted first (`stopped` says which).
@@ -748,8 +743,10 @@ impl Fitness for StoreFitness<'_> {
         if self.error.is_some() || self.stopped.is_some() {
             return;
         }
-        for (key, text) in jobs_of(candidates) {
-            if let Err(e) = self.store.enqueue(&key, &self.spec, &text) {
+        // Each candidate's job: its key and its loss as text.
+        for m in candidates {
+            let text = loss_text(&format!("c{}", m.seq), &m.screened.graph);
+            if let Err(e) = self.store.enqueue(&m.screened.key, &self.spec, &text) {
                 self.error = Some(e.into());
                 return;
             }
